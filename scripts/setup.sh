@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Idempotent set-up: system packages (Debian), a virtualenv in .venv, camfleet
+# and its dev tools. Re-running it does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+py_ok() { command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; }
+py_ok || need_apt+=(python3)
+if py_ok && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "camfleet setup: needs ${need_apt[*]} (Python >= 3.11 with venv); install them and re-run" >&2
+    exit 1
+  fi
+  echo "camfleet setup: installing ${need_apt[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+  py_ok || { echo "camfleet setup: python3 >= 3.11 is required" >&2; exit 1; }
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "camfleet setup: creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.camfleet-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "camfleet setup: installing camfleet and its dependencies into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quick start 2: set everything up, then lint, type-check and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== ruff";   .venv/bin/ruff check src tests bench
+echo "== mypy";   .venv/bin/mypy
+echo "== pytest"; exec .venv/bin/pytest "$@"

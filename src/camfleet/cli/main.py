@@ -1,0 +1,29 @@
+"""Entry point of the ``camfleet`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from camfleet import __version__
+
+from . import bus, demo
+
+app = typer.Typer(
+    name="camfleet",
+    help="AI video analytics for a fleet of cameras: decode once, share zero-copy, heal.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(bus.app, name="bus")
+app.command("run")(demo.run)
+
+
+@app.command()
+def version() -> None:
+    """Print the camfleet version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Run the CLI."""
+    app()
