@@ -116,3 +116,55 @@ def publish_forever(key: str, ready: EventType) -> None:
         stamp(frame.array, i)
         pub.commit(pts=i)
         time.sleep(0.01)
+
+
+def packet_payload(seq: int, size: int) -> bytes:
+    """Deterministic payload for packet ``seq``: seq, size, a pattern, crc32 at the end."""
+    body = (np.arange(size, dtype=np.uint32) * 13 + seq).astype(np.uint8).tobytes()
+    head = seq.to_bytes(8, "little") + size.to_bytes(4, "little")
+    data = head + body
+    return data + zlib.crc32(data).to_bytes(4, "little")
+
+
+def packet_ok(seq: int, data: bytes) -> bool:
+    """True when ``data`` is intact and belongs to packet ``seq``."""
+    if len(data) < 16:
+        return False
+    return (
+        int.from_bytes(data[:8], "little") == seq
+        and zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little")
+    )
+
+
+def packet_publisher(key: str, n: int, ready: EventType, go: EventType) -> None:
+    """Publish ``n`` packets of varied sizes into a small buffer, a keyframe every 25."""
+    rng = np.random.default_rng(7)
+    with fb.PacketPublisher(key, "h264", capacity=256 * 1024, index_size=256) as pub:
+        ready.set()
+        go.wait(30)
+        for seq in range(1, n + 1):
+            size = int(rng.integers(16, 20_000))
+            pub.publish(packet_payload(seq, size), pts=seq * 3000, dts=seq * 3000, key=seq % 25 == 1)
+
+
+def packet_reader(key: str, n: int, out: Connection, ready: EventType) -> None:
+    """Read until packet ``n``; report counts of intact / corrupt / discontinuities."""
+    bad = discont = delivered = 0
+    last = 0
+    with fb.subscribe_packets(key, name="reader", connect_timeout=10) as sub:
+        ready.set()
+        while last < n:
+            try:
+                p = sub.next(timeout=5)
+            except (fb.FrameTimeout, fb.PublisherGone):
+                break
+            delivered += 1
+            bad += not packet_ok(p.seq, p.data)
+            discont += bool(p.flags & fb.PacketFlags.DISCONTINUITY)
+            if p.seq <= last:
+                bad += 1
+            last = p.seq
+            if delivered % 50 == 0:
+                time.sleep(0.002)  # a slow consumer, so overruns happen
+        st = sub.stats()
+    out.send({"bad": bad, "discont": discont, "delivered": delivered, "last": last, **st})

@@ -321,6 +321,8 @@ class FramePublisher:
         self, frame: WritableFrame, data: np.ndarray | Sequence[np.ndarray] | bytes | memoryview
     ) -> None:
         if isinstance(data, np.ndarray):
+            if data.dtype != np.uint8:
+                raise InvalidFormat(f"ring {self.key!r}: frames are uint8, got {data.dtype}")
             if data.shape != frame.array.shape:
                 raise InvalidFormat(
                     f"ring {self.key!r}: frame shape {data.shape} does not match "
@@ -344,9 +346,10 @@ class FramePublisher:
                     f"{self.format.pixel_format.ffmpeg_name} has {len(frame.planes)}"
                 )
             for dst, src in zip(frame.planes, planes, strict=True):
-                if src.shape != dst.shape:
+                if src.shape != dst.shape or src.dtype != np.uint8:
                     raise InvalidFormat(
-                        f"ring {self.key!r}: plane shape {src.shape} does not match {dst.shape}"
+                        f"ring {self.key!r}: plane {src.shape} {src.dtype} does not match "
+                        f"{dst.shape} uint8"
                     )
                 np.copyto(dst, src, casting="no")
 

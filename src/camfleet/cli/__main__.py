@@ -1,0 +1,5 @@
+"""``python -m camfleet.cli``."""
+
+from camfleet.cli.main import main
+
+main()
