@@ -181,3 +181,29 @@ def test_killed_publisher_segment_is_reclaimed_by_next_publisher(shm_dir: Path, 
         again.publish(np.zeros((32, 32), np.uint8))
     time.sleep(0)  # nothing to wait for: the context manager removed the segment
     assert not (shm_dir / "camfleet.stale.frames").exists()
+
+
+def test_publisher_death_noticed_without_pidfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the publisher's pid is not visible (other pid namespace), the lock check works."""
+    from camfleet.framebus import watch
+
+    monkeypatch.setattr(watch, "watch_pid", lambda pid, cb: None)
+    ready = ctx.Event()
+    pub = ctx.Process(target=w.publish_forever, args=("nopidfd", ready))
+    pub.start()
+    try:
+        assert ready.wait(30)
+        with fb.subscribe("nopidfd", connect_timeout=5) as sub:
+            with sub.next(5):
+                pass
+            os.kill(pub.pid, 9)
+            pub.join(10)
+            t0 = time.monotonic()
+            with pytest.raises(fb.PublisherGone):
+                while True:
+                    with sub.next(5):
+                        pass
+            assert time.monotonic() - t0 < 1.0
+    finally:
+        _kill(pub)
+    fb.FramePublisher("nopidfd", fb.FrameFormat(8, 8, "gray")).close()
