@@ -201,14 +201,14 @@ def test_wait_policy_blocks_publisher_until_subscriber_takes_frame() -> None:
 
 
 def test_duplicate_name_refused_and_subscriber_limit() -> None:
-    with fb.FramePublisher("names", gray(), slots=64) as pub:
+    with fb.FramePublisher("names", gray(), slots=80) as pub:
         a = fb.subscribe("names", name="det")
         with pytest.raises(fb.DuplicateSubscriber, match=r"'det' is already registered \(pid \d+\)"):
             fb.subscribe("names", name="det")
-        subs = [fb.subscribe("names", name=f"s{i}") for i in range(62)]
-        with pytest.raises(fb.SubscriberLimit):
+        subs = [fb.subscribe("names", name=f"s{i}") for i in range(63)]
+        with pytest.raises(fb.SubscriberLimit, match="all 64 subscriber entries"):
             fb.subscribe("names", name="one-too-many")
-        assert pub.stats().subscribers == 63
+        assert pub.stats().subscribers == 64
         for s in [a, *subs]:
             s.close()
         assert ring_info("names").subscribers == []
@@ -253,6 +253,24 @@ def test_blocking_next_wakes_on_publish_and_costs_no_cpu_while_idle() -> None:
         t.join(5)
         assert got == [1]
         assert cpu[0] < 0.05, f"idle wait used {cpu[0]:.3f} s of CPU in 1 s"
+
+
+def test_frame_released_from_another_thread_while_next_blocks() -> None:
+    with (
+        fb.FramePublisher("threads", gray(), slots=3, policy="wait", ack_timeout=5) as pub,
+        fb.subscribe("threads", mode="sequential", max_held=2) as sub,
+    ):
+        fill(pub, 1)
+        first = sub.next(1)
+        got: list[int] = []
+        t = threading.Thread(target=lambda: got.append(take(sub)))
+        t.start()  # blocks in next(): nothing new yet
+        released = threading.Event()
+        threading.Thread(target=lambda: (first.release(), released.set())).start()
+        assert released.wait(2), "release() was blocked by a sleeping next()"
+        fill(pub, 2)
+        t.join(5)
+        assert got == [2]
 
 
 def test_iteration_releases_each_frame() -> None:

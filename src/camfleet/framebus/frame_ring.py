@@ -176,7 +176,7 @@ class FramePublisher:
     Args:
         key: ring name, ``[A-Za-z0-9_-]{1,63}``.
         fmt: geometry of the frames.
-        slots: number of frame slots (2..64). Each subscriber's ``max_held``
+        slots: number of frame slots (2..128). Each subscriber's ``max_held``
             is reserved from it, plus one slot the publisher can always write.
         policy: ``"drop_oldest"`` never blocks; ``"wait"`` waits up to
             ``ack_timeout`` seconds for ``sequential`` subscribers to take a
@@ -601,7 +601,9 @@ class FrameSubscriber:
         self._seg = open_segment(key, KIND_FRAMES, connect_timeout)
         try:
             self._v = _RingViews(self._seg)
-            self._index = register(self._seg, self.name, modes[mode], max_held)
+            # a new subscriber starts at the newest frame already published
+            start = max(int(self._v.gseq[0]) - 1, 0)
+            self._index = register(self._seg, self.name, modes[mode], max_held, acked=start)
         except BaseException:
             self._seg.close()
             raise
@@ -617,9 +619,7 @@ class FrameSubscriber:
         self._closed = False
         self._timeouts = 0
         self._evictions = 0
-        start = max(int(self._v.gseq[0]) - 1, 0)
         self._last = start
-        self._counters[0] = start  # acked
         self._pid = int(self._seg.header["pub_pid"])
         self._watch = watch.watch_pid(self._pid, self._on_publisher_exit)
         if self._watch is not None and not self._seg.publisher_alive():
@@ -664,31 +664,31 @@ class FrameSubscriber:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         v = self._v
-        with self._lock:
-            if self.held >= self.max_held:
-                raise LeaseLimit(
-                    f"ring {self.key!r}: {self.name!r} already holds {self.max_held} frame(s) "
-                    "(max_held); release one first"
-                )
-            while True:
+        while True:
+            # The lock is not held while sleeping, so other threads can release
+            # frames (which the publisher may be waiting for) meanwhile.
+            with self._lock:
+                if self.held >= self.max_held:
+                    raise LeaseLimit(
+                        f"ring {self.key!r}: {self.name!r} already holds {self.max_held} "
+                        "frame(s) (max_held); release one first"
+                    )
                 self._check_evicted()
                 word = int(v.word[0])
                 frame = self._take()
                 if frame is not None:
                     return frame
                 self._check_gone()
-                if deadline is None:
-                    wait = None
-                else:
-                    wait = deadline - time.monotonic()
-                    if wait <= 0:
-                        self._timeouts += 1
-                        raise FrameTimeout(
-                            f"ring {self.key!r}: no new frame within {timeout:g} s"
-                        )
-                if self._watch is None:
-                    wait = _FALLBACK_SLICE_S if wait is None else min(wait, _FALLBACK_SLICE_S)
-                _sys.futex_wait(v.word_addr, word, wait)
+            if deadline is None:
+                wait = None
+            else:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    self._timeouts += 1
+                    raise FrameTimeout(f"ring {self.key!r}: no new frame within {timeout:g} s")
+            if self._watch is None:
+                wait = _FALLBACK_SLICE_S if wait is None else min(wait, _FALLBACK_SLICE_S)
+            _sys.futex_wait(v.word_addr, word, wait)
 
     def _take(self) -> Frame | None:
         v = self._v

@@ -25,7 +25,7 @@ from .errors import InvalidKey
 MAGIC: Final = b"CAMFLEET"
 LAYOUT_VERSION: Final = 1
 MAX_SUBSCRIBERS: Final = 64
-MAX_SLOTS: Final = 64
+MAX_SLOTS: Final = 128
 MAX_EXTRADATA: Final = 4096
 PAGE: Final = 4096
 HEADER_BYTES: Final = 8192

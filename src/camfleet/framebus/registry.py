@@ -60,8 +60,11 @@ def reclaim_dead(seg: Segment, *, skip: int | None = None) -> list[int]:
     return freed
 
 
-def register(seg: Segment, name: str, mode: int, max_held: int) -> int:
+def register(seg: Segment, name: str, mode: int, max_held: int, *, acked: int = 0) -> int:
     """Claim a subscriber entry for ``name`` and return its index.
+
+    ``acked`` is the sequence the subscriber counts as already taken (the
+    ``wait`` policy keeps every newer frame for it).
 
     Raises :class:`DuplicateSubscriber` if a live subscriber has the same name
     and :class:`SubscriberLimit` if the table is full or, for frame rings, the
@@ -99,6 +102,7 @@ def register(seg: Segment, name: str, mode: int, max_held: int) -> int:
             subs["max_held"][k] = max_held
             subs["name"][k] = raw
             subs["registered_ns"][k] = time.time_ns()
+            subs["acked"][k] = acked
             subs["state"][k] = SUB_ACTIVE
             return k
         raise SubscriberLimit(f"ring {seg.key!r}: all {MAX_SUBSCRIBERS} subscriber entries are in use")

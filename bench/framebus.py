@@ -1,0 +1,1102 @@
+"""Benchmark: camfleet.framebus against memcpy, multiprocessing.Queue, Frigate-style shm and ZeroMQ.
+
+Run from the repository root::
+
+    .venv/bin/python bench/framebus.py --quick          # 1080p, 1 and 4 subscribers, < 60 s
+    .venv/bin/python bench/framebus.py                  # 1080p and 4K, 1/4/8 subscribers
+    .venv/bin/python bench/framebus.py --json out.json  # raw results (default artifacts/bench-framebus.json)
+
+Every variant moves packed yuv420p frames from one publisher process to N
+subscriber processes (``spawn`` context, one process each) and is measured the
+same way; see ``METHOD`` below (also printed and stored in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import queue
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing import shared_memory
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from camfleet import framebus as fb
+
+METHOD = {
+    "delivery": (
+        "lossless everywhere: camfleet policy='wait' + mode='sequential'; queue (b) and Frigate (c) use "
+        "bounded multiprocessing.Queue(maxsize=slots-2) per subscriber (put blocks when full); ZeroMQ (d) "
+        "uses XPUB (a PUB socket) with XPUB_NODROP=1 and SNDHWM=RCVHWM=slots-2, so send blocks instead of "
+        "dropping. Gaps in the sequence numbers are still counted ('drops')."
+    ),
+    "frames": "packed yuv420p, one (h*3/2, w) uint8 array; the same source array is published every time",
+    "consume": (
+        "identical in every subscriber: sum of one byte per 4 KiB page of the frame (touches every "
+        "page); for camfleet and Frigate the first 8 bytes are also checked against the sequence number "
+        "the publisher stamped there ('torn' reads)"
+    ),
+    "fps/sub": (
+        "throughput phase: the publisher publishes as fast as backpressure lets it for --duration s; "
+        "frames/s = frames a subscriber received / its phase wall time (mean over subscribers)"
+    ),
+    "pub us": (
+        "median wall time of one publish call (camfleet publish(), Queue.put to each subscriber queue, "
+        "copy into the shm slot + put of the slot name, zmq send(copy=False)) during the paced phase, "
+        "where no backpressure occurs. Queue.put and zmq send are asynchronous (pickling/transfer run in "
+        "feeder/IO threads), so see 'pubCPU/f' = publisher process CPU time (all threads) per frame in "
+        "the throughput phase"
+    ),
+    "read us": (
+        "per subscriber, throughput phase: wall time of a NON-blocking receive that found a frame "
+        "ready (camfleet next(timeout=0) incl. frame.array, Queue.get_nowait, zmq recv(NOBLOCK, "
+        "copy=False)) + release(), excluding the consume work; receives that had to block are not "
+        "sampled. For (b) the sample includes the pipe transfer and unpickling of the whole frame, "
+        "which cannot be separated from waiting on the feeder thread. Median per subscriber, mean over "
+        "subscribers"
+    ),
+    "latency": (
+        "paced phase at min(--lat-fps, half the measured throughput) fps: the publisher stamps "
+        "capture_ns=time.time_ns() just before the publish call, each subscriber computes "
+        "time.time_ns() - capture_ns when its blocking receive returns; p50/p99 pooled over subscribers"
+    ),
+    "cpu": (
+        "psutil user+system CPU time of each process (all its threads) over the throughput phase / "
+        "that phase's wall time; 'sub CPU%' is the mean over subscribers"
+    ),
+    "memcpy": (
+        "np.copyto of the frame into one preallocated buffer in a tight loop (median); 'memcpy-ring' "
+        "copies into `slots` buffers in turn, like a ring"
+    ),
+}
+
+KIND_DATA, KIND_END0, KIND_END1, KIND_END2 = 0, 1, 2, 3  # frame, end of warm-up/throughput/latency
+PAGE = 4096
+HDR = struct.Struct("<qqq")  # zmq header: kind, seq, capture_ns
+BARRIER_TIMEOUT = 60.0  # s; setup of 9 spawned processes on 2 cores takes a few seconds
+RECV_TIMEOUT = 10.0  # s; a subscriber gives up when no frame comes for this long
+PUT_TIMEOUT = 10.0  # s; a publisher gives up when a bounded queue stays full this long
+ACK_TIMEOUT = 2.0  # s; camfleet wait policy: evict a subscriber only when it stalls this long
+VARIANTS = ("camfleet", "queue", "frigate", "zmq")
+LABELS = {
+    "camfleet": "camfleet",
+    "queue": "(b) mp.Queue",
+    "frigate": "(c) shm+Queue",
+    "zmq": "(d) zmq ipc",
+    "memcpy": "(a) memcpy",
+    "memcpy-ring": "(a) memcpy-ring",
+}
+RESOLUTIONS = {"1080p": (1920, 1080), "4K": (3840, 2160)}
+
+
+# --------------------------------------------------------------------------- helpers
+def _frame_shape(spec: dict[str, Any]) -> tuple[int, int]:
+    return (spec["height"] * 3 // 2, spec["width"])
+
+
+def _make_source(shape: tuple[int, int]) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _consume(arr: np.ndarray) -> int:
+    """The subscribers' work, identical for all variants: one byte of every 4 KiB page."""
+    return int(arr.reshape(-1)[::PAGE].sum())
+
+
+def _stamp_of(arr: np.ndarray) -> int:
+    return int(arr.reshape(-1)[:8].view(np.uint64)[0])
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def _pct(samples: Sequence[float] | np.ndarray, q: float) -> float | None:
+    if len(samples) == 0:
+        return None
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
+
+
+def _summary_us(samples_ns: Sequence[int]) -> dict[str, Any]:
+    """Percentiles in microseconds of a list of nanosecond samples."""
+    arr = np.asarray(samples_ns, dtype=np.float64) / 1e3
+    if arr.size == 0:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "mean": None, "max": None}
+    return {
+        "n": int(arr.size),
+        "p50": float(np.percentile(arr, 50)),
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "mean": float(arr.mean()),
+        "max": float(arr.max()),
+    }
+
+
+def _shm_name(spec: dict[str, Any], i: int) -> str:
+    return f"{spec['shm_prefix']}{i}"
+
+
+# --------------------------------------------------------------------------- publishers
+class _CamfleetTx:
+    stamps = True
+
+    def __init__(self, spec: dict[str, Any], _queues: list[Any]) -> None:
+        fmt = fb.FrameFormat.packed_format(spec["width"], spec["height"], "yuv420p")
+        self.pub = fb.FramePublisher(
+            spec["key"], fmt, slots=spec["slots"], policy="wait", ack_timeout=ACK_TIMEOUT
+        )
+
+    def wait_subscribers(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pub.stats().subscribers < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.pub.stats().subscribers}/{n} subscribers registered")
+            time.sleep(0.01)
+
+    def send(self, kind: int, seq: int, capture_ns: int, src: np.ndarray) -> None:
+        if kind == KIND_DATA:
+            self.pub.publish(src, pts=seq, capture_ns=capture_ns)
+        else:  # markers: an empty slot with a negative pts, no copy
+            self.pub.begin()
+            self.pub.commit(pts=-kind, capture_ns=capture_ns)
+
+    def blocked_count(self) -> int:
+        # PublisherStats.waits, read directly: stats() costs a few us per call in the hot loop
+        return int(self.pub._waits)
+
+    def extra(self) -> dict[str, Any]:
+        s = self.pub.stats()
+        return {"waits": s.waits, "wait_s": s.wait_s, "evictions": s.evictions, "revocations": s.revocations}
+
+    def close(self) -> None:
+        self.pub.close()
+
+
+class _QueueTx:
+    stamps = False  # Queue.put pickles later, in the feeder thread: the source must not change
+
+    def __init__(self, _spec: dict[str, Any], queues: list[Any]) -> None:
+        self.queues = queues
+
+    def wait_subscribers(self, n: int, timeout: float) -> None:
+        pass
+
+    def send(self, kind: int, seq: int, capture_ns: int, src: np.ndarray) -> None:
+        item = (kind, seq, capture_ns, src if kind == KIND_DATA else None)
+        for q in self.queues:
+            q.put(item, timeout=PUT_TIMEOUT)
+
+    def blocked_count(self) -> int:
+        return 0
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        for q in self.queues:
+            q.close()
+            q.cancel_join_thread()  # never hang at exit; every item was consumed before close
+
+
+class _FrigateTx:
+    """Frigate's scheme: frame copied into a named shm slot, the slot name sent on a Queue per subscriber.
+
+    With ``slots`` slots and queues of ``maxsize = slots - 2``, a slot is never rewritten while a
+    subscriber may still read it: a subscriber holding frame j has at most slots-2 later frames
+    queued, so the publisher is at most writing frame j + slots - 1.
+    """
+
+    stamps = True
+
+    def __init__(self, spec: dict[str, Any], queues: list[Any]) -> None:
+        self.queues = queues
+        shape = _frame_shape(spec)
+        nbytes = shape[0] * shape[1]
+        self.shms: list[shared_memory.SharedMemory] = []
+        self.views: list[np.ndarray] = []
+        self.names: list[str] = []
+        for i in range(spec["slots"]):
+            shm = shared_memory.SharedMemory(name=_shm_name(spec, i), create=True, size=nbytes)
+            self.shms.append(shm)
+            self.names.append(shm.name)
+            view = np.ndarray(shape, np.uint8, buffer=shm.buf)
+            view[...] = 0  # fault the pages in now, as camfleet's fallocate does
+            self.views.append(view)
+        self.n_slots = spec["slots"]
+
+    def wait_subscribers(self, n: int, timeout: float) -> None:
+        pass
+
+    def send(self, kind: int, seq: int, capture_ns: int, src: np.ndarray) -> None:
+        if kind == KIND_DATA:
+            slot = seq % self.n_slots
+            np.copyto(self.views[slot], src)
+            item = (kind, self.names[slot], seq, capture_ns)
+        else:
+            item = (kind, None, seq, capture_ns)
+        for q in self.queues:
+            q.put(item, timeout=PUT_TIMEOUT)
+
+    def blocked_count(self) -> int:
+        return 0
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        for q in self.queues:
+            q.close()
+            q.cancel_join_thread()
+        self.views.clear()
+        for shm in self.shms:
+            with contextlib.suppress(BufferError):
+                shm.close()
+            with contextlib.suppress(FileNotFoundError):
+                shm.unlink()
+
+
+class _ZmqTx:
+    stamps = False  # send(copy=False) hands the buffer to the IO thread: the source must not change
+
+    def __init__(self, spec: dict[str, Any], _queues: list[Any]) -> None:
+        import zmq
+
+        self.zmq = zmq
+        self.ctx = zmq.Context(io_threads=1)
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # one subscription message per subscriber
+        self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # block at the high-water mark instead of dropping
+        self.sock.setsockopt(zmq.SNDHWM, spec["hwm"])
+        self.sock.setsockopt(zmq.SNDTIMEO, int(PUT_TIMEOUT * 1000))
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(spec["endpoint"])
+
+    def wait_subscribers(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while seen < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"only {seen}/{n} zmq subscriptions arrived")
+            if self.sock.poll(int(left * 1000) + 1, self.zmq.POLLIN) and self.sock.recv()[:1] == b"\x01":
+                seen += 1
+
+    def send(self, kind: int, seq: int, capture_ns: int, src: np.ndarray) -> None:
+        header = HDR.pack(kind, seq, capture_ns)
+        if kind == KIND_DATA:
+            self.sock.send(header, self.zmq.SNDMORE)
+            self.sock.send(src, copy=False)
+        else:
+            self.sock.send(header)
+
+    def blocked_count(self) -> int:
+        return 0
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+# --------------------------------------------------------------------------- subscribers
+Msg = tuple[int, int, int, Any, Any]  # kind, seq, capture_ns, array or None, release handle
+
+
+class _CamfleetRx:
+    verify = True
+
+    def __init__(self, spec: dict[str, Any], idx: int, _q: Any) -> None:
+        self.sub = fb.subscribe(spec["key"], mode="sequential", name=f"bench-sub-{idx}", connect_timeout=20)
+        self.overrun_lost = 0
+
+    def _wrap(self, f: fb.Frame) -> Msg:
+        if f.pts < 0:
+            return (-f.pts, 0, f.capture_ns, None, f)
+        return (KIND_DATA, f.pts, f.capture_ns, f.array, f)
+
+    def try_recv(self) -> Msg | None:
+        try:
+            return self._wrap(self.sub.next(timeout=0))
+        except fb.FrameTimeout:
+            return None
+        except fb.Overrun as exc:
+            self.overrun_lost += exc.lost
+            return None
+
+    def recv(self, timeout: float) -> Msg | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._wrap(self.sub.next(timeout=max(deadline - time.monotonic(), 0.0)))
+            except fb.FrameTimeout:
+                return None
+            except fb.Overrun as exc:
+                self.overrun_lost += exc.lost
+
+    @staticmethod
+    def release(handle: Any) -> None:
+        handle.release()
+
+    def extra(self) -> dict[str, Any]:
+        s = self.sub.stats()
+        return {"overrun_lost": self.overrun_lost, "delivered": s.delivered, "gaps": s.gaps}
+
+    def close(self) -> None:
+        self.sub.close()
+
+
+class _QueueRx:
+    verify = False
+
+    def __init__(self, _spec: dict[str, Any], _idx: int, q: Any) -> None:
+        self.q = q
+
+    def try_recv(self) -> Msg | None:
+        try:
+            kind, seq, cap, arr = self.q.get_nowait()
+        except queue.Empty:
+            return None
+        return (kind, seq, cap, arr, None)
+
+    def recv(self, timeout: float) -> Msg | None:
+        try:
+            kind, seq, cap, arr = self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return (kind, seq, cap, arr, None)
+
+    @staticmethod
+    def release(handle: Any) -> None:
+        pass
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.q.close()
+        self.q.cancel_join_thread()
+
+
+class _FrigateRx:
+    verify = True
+
+    def __init__(self, spec: dict[str, Any], _idx: int, q: Any) -> None:
+        self.q = q
+        self.shape = _frame_shape(spec)
+        self.cache: dict[str, shared_memory.SharedMemory] = {}
+
+    def _wrap(self, item: tuple[int, str | None, int, int]) -> Msg:
+        kind, name, seq, cap = item
+        if kind != KIND_DATA or name is None:
+            return (kind, seq, cap, None, None)
+        shm = self.cache.get(name)
+        if shm is None:  # map each slot once, then reuse the mapping
+            shm = self.cache[name] = shared_memory.SharedMemory(name=name)
+        return (kind, seq, cap, np.ndarray(self.shape, np.uint8, buffer=shm.buf), None)
+
+    def try_recv(self) -> Msg | None:
+        try:
+            return self._wrap(self.q.get_nowait())
+        except queue.Empty:
+            return None
+
+    def recv(self, timeout: float) -> Msg | None:
+        try:
+            return self._wrap(self.q.get(timeout=timeout))
+        except queue.Empty:
+            return None
+
+    @staticmethod
+    def release(handle: Any) -> None:
+        pass
+
+    def extra(self) -> dict[str, Any]:
+        return {"mapped_slots": len(self.cache)}
+
+    def close(self) -> None:
+        self.q.close()
+        self.q.cancel_join_thread()
+        for shm in self.cache.values():
+            with contextlib.suppress(BufferError):
+                shm.close()
+        self.cache.clear()
+
+
+class _ZmqRx:
+    verify = False
+
+    def __init__(self, spec: dict[str, Any], _idx: int, _q: Any) -> None:
+        import zmq
+
+        self.zmq = zmq
+        self.shape = _frame_shape(spec)
+        self.ctx = zmq.Context(io_threads=1)
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, spec["hwm"])
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(spec["endpoint"])
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+
+    def _wrap(self, parts: list[Any]) -> Msg:
+        kind, seq, cap = HDR.unpack(parts[0].bytes)
+        if len(parts) < 2:
+            return (kind, seq, cap, None, None)
+        arr = np.frombuffer(parts[1].buffer, np.uint8).reshape(self.shape)
+        return (kind, seq, cap, arr, parts)
+
+    def try_recv(self) -> Msg | None:
+        try:
+            return self._wrap(self.sock.recv_multipart(self.zmq.NOBLOCK, copy=False))
+        except self.zmq.Again:
+            return None
+
+    def recv(self, timeout: float) -> Msg | None:
+        if not self.sock.poll(int(timeout * 1000), self.zmq.POLLIN):
+            return None
+        return self._wrap(self.sock.recv_multipart(copy=False))
+
+    @staticmethod
+    def release(handle: Any) -> None:
+        pass
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+TX: dict[str, Callable[[dict[str, Any], list[Any]], Any]] = {
+    "camfleet": _CamfleetTx,
+    "queue": _QueueTx,
+    "frigate": _FrigateTx,
+    "zmq": _ZmqTx,
+}
+RX: dict[str, Callable[[dict[str, Any], int, Any], Any]] = {
+    "camfleet": _CamfleetRx,
+    "queue": _QueueRx,
+    "frigate": _FrigateRx,
+    "zmq": _ZmqRx,
+}
+
+
+# --------------------------------------------------------------------------- child processes
+def _publisher_main(spec: dict[str, Any], barrier: Any, results: Any, queues: list[Any]) -> None:
+    out: dict[str, Any] = {"role": "pub", "pid": os.getpid()}
+    tx = None
+    try:
+        tx = TX[spec["variant"]](spec, queues)
+        src = _make_source(_frame_shape(spec))
+        stamp = src.reshape(-1)[:8].view(np.uint64)
+        proc = psutil.Process()
+        n_subs = spec["n_subs"]
+        barrier.wait(BARRIER_TIMEOUT)  # 1: everyone set up
+        tx.wait_subscribers(n_subs, BARRIER_TIMEOUT)
+        seq = 0
+
+        def publish(kind: int = KIND_DATA) -> int:
+            nonlocal seq
+            if kind == KIND_DATA:
+                seq += 1
+                if tx.stamps:
+                    stamp[0] = seq
+            cap = time.time_ns()
+            t0 = time.perf_counter_ns()
+            tx.send(kind, seq, cap, src)
+            return time.perf_counter_ns() - t0
+
+        # warm-up: fault in every slot/buffer on both sides, start feeder/IO threads
+        for _ in range(spec["warmup"]):
+            publish()
+        publish(KIND_END0)
+        barrier.wait(BARRIER_TIMEOUT)  # 2: warm-up drained
+
+        # throughput phase: as fast as backpressure allows
+        tput_ns: list[int] = []
+        unblocked_ns: list[int] = []
+        cpu0, w0 = _cpu_s(proc), time.perf_counter()
+        deadline = w0 + spec["duration"]
+        while time.perf_counter() < deadline:
+            b0 = tx.blocked_count()
+            dt = publish()
+            tput_ns.append(dt)
+            if tx.blocked_count() == b0:
+                unblocked_ns.append(dt)
+        publish(KIND_END1)
+        wall, cpu = time.perf_counter() - w0, _cpu_s(proc) - cpu0
+        frames = len(tput_ns)
+        fps = frames / wall
+        out["throughput"] = {
+            "frames": frames,
+            "wall_s": wall,
+            "fps": fps,
+            "cpu_s": cpu,
+            "cpu_pct": 100 * cpu / wall,
+            "cpu_us_per_frame": 1e6 * cpu / max(frames, 1),
+            "publish_us": _summary_us(tput_ns),
+            "publish_unblocked_us": _summary_us(unblocked_ns),
+        }
+        barrier.wait(BARRIER_TIMEOUT)  # 3: throughput phase drained
+
+        # paced phase, for latency and the unloaded publish cost
+        lat_fps = max(1.0, min(spec["lat_fps"], fps / 2))
+        n_lat = max(20, round(spec["lat_duration"] * lat_fps))
+        period = 1.0 / lat_fps
+        paced_ns: list[int] = []
+        cpu0, w0 = _cpu_s(proc), time.perf_counter()
+        next_t = w0
+        for _ in range(n_lat):
+            next_t += period
+            delay = next_t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            paced_ns.append(publish())
+        publish(KIND_END2)
+        wall, cpu = time.perf_counter() - w0, _cpu_s(proc) - cpu0
+        out["paced"] = {
+            "fps": lat_fps,
+            "frames": n_lat,
+            "wall_s": wall,
+            "cpu_pct": 100 * cpu / wall,
+            "publish_us": _summary_us(paced_ns),
+        }
+        barrier.wait(BARRIER_TIMEOUT)  # 4: all frames received
+        out["extra"] = tx.extra()
+    except BaseException as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        barrier.abort()
+    finally:
+        if tx is not None:
+            try:
+                tx.close()
+            except Exception as exc:
+                out.setdefault("error", f"close: {type(exc).__name__}: {exc}")
+        results.put(out)
+
+
+def _receive_phase(
+    rx: Any, spec: dict[str, Any], end_kind: int, state: dict[str, int], *, paced: bool
+) -> dict[str, Any]:
+    """Receive until the ``end_kind`` marker; returns the phase's measurements."""
+    read_ns: list[int] = []
+    consume_ns: list[int] = []
+    lat_ns: list[int] = []
+    frames = blocked = 0
+    proc = psutil.Process()
+    cpu0, w0 = _cpu_s(proc), time.perf_counter()
+    verify = rx.verify
+    clock = time.perf_counter_ns
+    while True:
+        ready = False
+        t0 = clock()
+        msg = None if paced else rx.try_recv()
+        t1 = clock()
+        if msg is None:
+            msg = rx.recv(RECV_TIMEOUT)
+            if msg is None:
+                raise TimeoutError(f"no frame within {RECV_TIMEOUT} s (after {frames} frames)")
+            blocked += 1
+        else:
+            ready = True
+        if paced:
+            lat_ns.append(time.time_ns() - msg[2])
+        kind, seq, _cap, arr, handle = msg
+        msg = None
+        if kind != KIND_DATA:
+            rx.release(handle)
+            if kind != end_kind:
+                raise RuntimeError(f"unexpected marker {kind} while waiting for {end_kind}")
+            if paced:
+                lat_ns.pop()  # the marker is not a frame
+            break
+        t2 = clock()
+        state["checksum"] += _consume(arr)
+        if verify and _stamp_of(arr) != seq:
+            state["torn"] += 1
+        t3 = clock()
+        arr = None
+        rx.release(handle)
+        t4 = clock()
+        if ready:
+            read_ns.append((t1 - t0) + (t4 - t3))
+        consume_ns.append(t3 - t2)
+        if seq != state["last"] + 1:
+            state["gaps"] += max(seq - state["last"] - 1, 0)
+            state["disorder"] += int(seq <= state["last"])
+        state["last"] = max(state["last"], seq)
+        frames += 1
+    wall, cpu = time.perf_counter() - w0, _cpu_s(proc) - cpu0
+    return {
+        "frames": frames,
+        "blocked_receives": blocked,
+        "wall_s": wall,
+        "fps": frames / wall if wall > 0 else 0.0,
+        "cpu_s": cpu,
+        "cpu_pct": 100 * cpu / wall if wall > 0 else 0.0,
+        "read_us": _summary_us(read_ns),
+        "consume_us": _summary_us(consume_ns),
+        "latency_us": [round(x / 1e3, 1) for x in lat_ns],
+    }
+
+
+def _subscriber_main(spec: dict[str, Any], idx: int, barrier: Any, results: Any, q: Any) -> None:
+    out: dict[str, Any] = {"role": "sub", "idx": idx, "pid": os.getpid()}
+    rx = None
+    state = {"last": 0, "gaps": 0, "torn": 0, "disorder": 0, "checksum": 0}
+    try:
+        rx = RX[spec["variant"]](spec, idx, q)
+        barrier.wait(BARRIER_TIMEOUT)  # 1
+        out["warmup"] = _receive_phase(rx, spec, KIND_END0, state, paced=False)
+        barrier.wait(BARRIER_TIMEOUT)  # 2
+        out["throughput"] = _receive_phase(rx, spec, KIND_END1, state, paced=False)
+        barrier.wait(BARRIER_TIMEOUT)  # 3
+        out["paced"] = _receive_phase(rx, spec, KIND_END2, state, paced=True)
+        barrier.wait(BARRIER_TIMEOUT)  # 4
+        out["extra"] = rx.extra()
+    except BaseException as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        barrier.abort()
+    finally:
+        out["state"] = state
+        if rx is not None:
+            try:
+                rx.close()
+            except Exception as exc:
+                out.setdefault("error", f"close: {type(exc).__name__}: {exc}")
+        results.put(out)
+
+
+# --------------------------------------------------------------------------- orchestration
+def _cleanup_shm(spec: dict[str, Any]) -> list[str]:
+    """Remove whatever a killed child may have left in the shm directory; returns what was removed."""
+    removed = []
+    for d in {fb.shm_dir(), Path("/dev/shm")}:
+        if not d.is_dir():
+            continue
+        for entry in d.iterdir():
+            name = entry.name
+            if name.startswith(f"camfleet.{spec['key']}.") or name.startswith(spec["shm_prefix"]):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed.append(str(entry))
+    return removed
+
+
+def _stop(procs: list[Any]) -> None:
+    deadline = time.monotonic() + 5.0
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=3)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=3)
+
+
+def run_one(
+    ctx: Any, variant: str, res: str, n_subs: int, run_idx: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    width, height = RESOLUTIONS[res]
+    slots = max(8, n_subs + 4)  # camfleet reserves max_held=1 slot per subscriber + 1 for the publisher
+    tag = f"{os.getpid()}-{run_idx}"
+    spec: dict[str, Any] = {
+        "variant": variant,
+        "res": res,
+        "width": width,
+        "height": height,
+        "n_subs": n_subs,
+        "slots": slots,
+        "hwm": slots - 2,
+        "key": f"bench-{tag}",
+        "shm_prefix": f"cfbench-{tag}-",
+        "endpoint": f"ipc://@camfleet-bench-{tag}",
+        "duration": args.duration,
+        "lat_duration": args.lat_duration,
+        "lat_fps": args.lat_fps,
+        "warmup": 2 * slots,
+    }
+    barrier = ctx.Barrier(n_subs + 1)
+    results = ctx.Queue()
+    data_queues = (
+        [ctx.Queue(maxsize=slots - 2) for _ in range(n_subs)] if variant in ("queue", "frigate") else []
+    )
+    procs: list[Any] = []
+    got: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    try:
+        pub = ctx.Process(target=_publisher_main, args=(spec, barrier, results, data_queues), daemon=True)
+        procs.append(pub)
+        pub.start()
+        for i in range(n_subs):
+            q = data_queues[i] if data_queues else None
+            p = ctx.Process(target=_subscriber_main, args=(spec, i, barrier, results, q), daemon=True)
+            procs.append(p)
+            p.start()
+        deadline = time.monotonic() + 4 * BARRIER_TIMEOUT + args.duration + 3 * args.lat_duration + 30
+        while len(got) < len(procs) and time.monotonic() < deadline:
+            try:
+                got.append(results.get(timeout=0.5))
+            except queue.Empty:
+                if all(p.exitcode is not None for p in procs):
+                    with contextlib.suppress(queue.Empty):
+                        got.append(results.get(timeout=1.0))
+                        continue
+                    break
+    finally:
+        _stop(procs)
+        for q in [*data_queues, results]:
+            q.close()
+            q.cancel_join_thread()
+        leftovers = _cleanup_shm(spec)
+    return _summarise(spec, got, procs, leftovers, time.perf_counter() - t_start)
+
+
+def _summarise(
+    spec: dict[str, Any], got: list[dict[str, Any]], procs: list[Any], leftovers: list[str], elapsed: float
+) -> dict[str, Any]:
+    pub = next((r for r in got if r["role"] == "pub"), None)
+    subs = sorted((r for r in got if r["role"] == "sub"), key=lambda r: r["idx"])
+    errors = [f"{r['role']}{r.get('idx', '')}: {r['error']}" for r in got if "error" in r]
+    if len(got) < len(procs):
+        errors.append(
+            f"only {len(got)}/{len(procs)} processes reported; exit codes {[p.exitcode for p in procs]}"
+        )
+    if leftovers:
+        errors.append(f"removed leftovers: {leftovers}")
+    ok_subs = [s for s in subs if "paced" in s]
+    lat = [x for s in ok_subs for x in s["paced"]["latency_us"]]
+    summary: dict[str, Any] = {
+        "fps_per_sub": _mean([s["throughput"]["fps"] for s in ok_subs]),
+        "fps_per_sub_min": min((s["throughput"]["fps"] for s in ok_subs), default=None),
+        "publish_us": pub["paced"]["publish_us"]["p50"] if pub and "paced" in pub else None,
+        "publish_tput_unblocked_us": (
+            pub["throughput"]["publish_unblocked_us"]["p50"] if pub and "throughput" in pub else None
+        ),
+        "pub_cpu_us_per_frame": pub["throughput"]["cpu_us_per_frame"]
+        if pub and "throughput" in pub
+        else None,
+        "read_us": _mean([s["throughput"]["read_us"]["p50"] for s in ok_subs]),
+        "read_p99_us": _max([s["throughput"]["read_us"]["p99"] for s in ok_subs]),
+        "read_samples": sum(s["throughput"]["read_us"]["n"] for s in ok_subs),
+        "consume_us": _mean([s["throughput"]["consume_us"]["p50"] for s in ok_subs]),
+        "lat_p50_ms": _ms(_pct(lat, 50)),
+        "lat_p99_ms": _ms(_pct(lat, 99)),
+        "lat_max_ms": _ms(max(lat) if lat else None),
+        "lat_samples": len(lat),
+        "lat_fps": pub["paced"]["fps"] if pub and "paced" in pub else None,
+        "pub_cpu_pct": pub["throughput"]["cpu_pct"] if pub and "throughput" in pub else None,
+        "sub_cpu_pct": _mean([s["throughput"]["cpu_pct"] for s in ok_subs]),
+        "drops": sum(s["state"]["gaps"] for s in subs),
+        "torn": sum(s["state"]["torn"] for s in subs),
+        "disorder": sum(s["state"]["disorder"] for s in subs),
+        "errors": len(errors),
+    }
+    return {
+        "variant": spec["variant"],
+        "res": spec["res"],
+        "n_subs": spec["n_subs"],
+        "spec": spec,
+        "elapsed_s": elapsed,
+        "summary": summary,
+        "errors": errors,
+        "publisher": pub,
+        "subscribers": subs,
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _max(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else None
+
+
+def _ms(us: float | None) -> float | None:
+    return None if us is None else us / 1e3
+
+
+def bench_memcpy(res: str, seconds: float, slots: int) -> list[dict[str, Any]]:
+    width, height = RESOLUTIONS[res]
+    shape = (height * 3 // 2, width)
+    src = _make_source(shape)
+    out = []
+    for name, n_dst in (("memcpy", 1), ("memcpy-ring", slots)):
+        dsts = [np.zeros(shape, np.uint8) for _ in range(n_dst)]
+        for d in dsts:
+            np.copyto(d, src)  # fault in
+        proc = psutil.Process()
+        samples: list[int] = []
+        cpu0, w0 = _cpu_s(proc), time.perf_counter()
+        deadline = w0 + seconds
+        i = 0
+        while time.perf_counter() < deadline:
+            d = dsts[i % n_dst]
+            t0 = time.perf_counter_ns()
+            np.copyto(d, src)
+            samples.append(time.perf_counter_ns() - t0)
+            i += 1
+        wall, cpu = time.perf_counter() - w0, _cpu_s(proc) - cpu0
+        s = _summary_us(samples)
+        out.append(
+            {
+                "variant": name,
+                "res": res,
+                "n_subs": 0,
+                "copy_us": s,
+                "summary": {
+                    "publish_us": s["p50"],
+                    "fps_per_sub": 1e6 / s["p50"] if s["p50"] else None,
+                    "pub_cpu_pct": 100 * cpu / wall,
+                    "pub_cpu_us_per_frame": 1e6 * cpu / max(i, 1),
+                    "gb_per_s": shape[0] * shape[1] / (s["p50"] * 1e3) if s["p50"] else None,
+                },
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- report
+COLUMNS = [
+    ("variant", 15, "s", None),
+    ("res", 5, "s", None),
+    ("subs", 4, "s", None),
+    ("fps/sub", 8, ".0f", "fps_per_sub"),
+    ("pub µs", 7, ".0f", "publish_us"),
+    ("pubCPU/f", 8, ".0f", "pub_cpu_us_per_frame"),
+    ("read µs", 7, ".1f", "read_us"),
+    ("consume", 7, ".0f", "consume_us"),
+    ("p50 ms", 6, ".2f", "lat_p50_ms"),
+    ("p99 ms", 6, ".2f", "lat_p99_ms"),
+    ("lat fps", 7, ".0f", "lat_fps"),
+    ("pubCPU%", 7, ".0f", "pub_cpu_pct"),
+    ("subCPU%", 7, ".0f", "sub_cpu_pct"),
+    ("drops", 5, "d", "drops"),
+    ("err", 3, "d", "errors"),
+]
+
+
+def _cell(value: Any, width: int, fmt: str) -> str:
+    if value is None:
+        return "-".rjust(width)
+    if fmt == "s":
+        return str(value).ljust(width)
+    return format(value, fmt).rjust(width)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = " ".join(_cell(c[0], c[1], "s") if i < 3 else c[0].rjust(c[1]) for i, c in enumerate(COLUMNS))
+    lines = [header, "-" * len(header)]
+    last_group = None
+    for r in rows:
+        group = r["res"]
+        if last_group is not None and group != last_group:
+            lines.append("")
+        last_group = group
+        s = r["summary"]
+        cells = [
+            _cell(LABELS[r["variant"]], COLUMNS[0][1], "s"),
+            _cell(r["res"], COLUMNS[1][1], "s"),
+            _cell(str(r["n_subs"]) if r["n_subs"] else "-", COLUMNS[2][1], "s"),
+        ]
+        cells += [_cell(s.get(key), width, fmt) for _name, width, fmt, key in COLUMNS[3:]]
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def _row(
+    rows: list[dict[str, Any]], variant: str, res: str, n_subs: int | None = None
+) -> dict[str, Any] | None:
+    for r in rows:
+        if r["variant"] == variant and r["res"] == res and (n_subs is None or r["n_subs"] == n_subs):
+            return r
+    return None
+
+
+def evaluate_targets(rows: list[dict[str, Any]], resolutions: list[str]) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = []
+
+    def add(name: str, res: str, ok: bool | None, detail: str) -> None:
+        status = "n/a" if ok is None else ("PASS" if ok else "MISS")
+        targets.append({"target": name, "res": res, "status": status, "detail": detail})
+
+    for res in resolutions:
+        cams = [r for r in rows if r["variant"] == "camfleet" and r["res"] == res]
+        floor_row = _row(rows, "memcpy", res)
+        floor = floor_row["summary"]["publish_us"] if floor_row else None
+        ring_row = _row(rows, "memcpy-ring", res)
+        ring = ring_row["summary"]["publish_us"] if ring_row else None
+        pubs = [
+            (r["n_subs"], r["summary"]["publish_us"], r["summary"]["publish_tput_unblocked_us"]) for r in cams
+        ]
+        vals = [p for _n, p, _u in pubs if p is not None]
+        if floor and vals:
+            worst = max(vals)
+            detail = (
+                f"camfleet publish p50 (paced) {', '.join(f'{n} sub: {p:.0f} µs' for n, p, _u in pubs if p)}"
+                f"; worst {worst:.0f} µs = {worst / floor:.2f}x memcpy floor {floor:.0f} µs"
+                f" (memcpy-ring {ring:.0f} µs; throughput-phase unblocked p50 "
+                f"{', '.join(f'{u:.0f}' for _n, _p, u in pubs if u)} µs)"
+            )
+            add("camfleet publish <= 2x memcpy floor", res, worst <= 2 * floor, detail)
+        else:
+            add("camfleet publish <= 2x memcpy floor", res, None, "not measured")
+
+        reads = [(r["n_subs"], r["summary"]["read_us"]) for r in cams if r["summary"]["read_us"] is not None]
+        if reads:
+            worst = max(v for _n, v in reads)
+            detail = (
+                ", ".join(f"{n} sub: {v:.1f} µs" for n, v in reads) + f"; worst {worst:.1f} µs (limit 20)"
+            )
+            add("camfleet per-subscriber read overhead <= 20 µs", res, worst <= 20, detail)
+        else:
+            add("camfleet per-subscriber read overhead <= 20 µs", res, None, "not measured")
+
+        p99s = [
+            (r["n_subs"], r["summary"]["lat_p99_ms"]) for r in cams if r["summary"]["lat_p99_ms"] is not None
+        ]
+        if p99s:
+            worst = max(v for _n, v in p99s)
+            detail = ", ".join(f"{n} sub: {v:.3f} ms" for n, v in p99s) + f"; worst {worst:.3f} ms (limit 1)"
+            add("camfleet p99 latency <= 1 ms", res, worst <= 1.0, detail)
+        else:
+            add("camfleet p99 latency <= 1 ms", res, None, "not measured")
+
+        cam4 = _row(rows, "camfleet", res, 4)
+        for base, factor in (("queue", 10), ("frigate", 2), ("zmq", 2)):
+            name = f"4 subs: camfleet fps >= {factor}x {LABELS[base]}"
+            other = _row(rows, base, res, 4)
+            a = cam4["summary"]["fps_per_sub"] if cam4 else None
+            b = other["summary"]["fps_per_sub"] if other else None
+            if a is None or b is None or b <= 0:
+                add(name, res, None, "not measured")
+                continue
+            add(name, res, a >= factor * b, f"camfleet {a:.0f} fps/sub vs {b:.0f} fps/sub = {a / b:.2f}x")
+    return targets
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="1080p, 1 and 4 subscribers, short phases (< 60 s)")
+    ap.add_argument("--json", type=Path, default=Path("artifacts/bench-framebus.json"), help="raw results")
+    ap.add_argument("--res", nargs="+", choices=sorted(RESOLUTIONS), help="resolutions (default by mode)")
+    ap.add_argument("--subs", nargs="+", type=int, help="subscriber counts (default by mode)")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--duration", type=float, help="seconds of the throughput phase per run")
+    ap.add_argument("--lat-duration", type=float, help="seconds of the paced latency phase per run")
+    ap.add_argument("--lat-fps", type=float, default=60.0, help="pace of the latency phase (max)")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    args.res = args.res or (["1080p"] if quick else ["1080p", "4K"])
+    args.subs = args.subs or ([1, 4] if quick else [1, 4, 8])
+    args.duration = args.duration or (1.5 if quick else 3.0)
+    args.lat_duration = args.lat_duration or (1.0 if quick else 3.0)
+    if any(n < 1 or n > 60 for n in args.subs):
+        ap.error("--subs must be 1..60")
+
+    ctx = mp.get_context("spawn")
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    run_idx = 0
+    print(
+        f"framebus bench: {', '.join(args.res)} yuv420p packed; subscribers {args.subs}; "
+        f"{args.duration:g} s throughput + {args.lat_duration:g} s paced per run; "
+        f"{os.cpu_count()} CPUs; lossless delivery (camfleet policy=wait, mode=sequential)",
+        flush=True,
+    )
+    for res in args.res:
+        rows += bench_memcpy(res, 0.5 if quick else 1.5, max(8, max(args.subs) + 4))
+        for n_subs in args.subs:
+            for variant in args.variants:
+                run_idx += 1
+                r = run_one(ctx, variant, res, n_subs, run_idx, args)
+                rows.append(r)
+                s = r["summary"]
+                fps = s["fps_per_sub"]
+                print(
+                    f"  {LABELS[variant]:<15} {res:<5} {n_subs} sub: "
+                    f"{'-' if fps is None else f'{fps:.0f}'} fps/sub, {r['elapsed_s']:.1f} s"
+                    + (f"  ERRORS: {r['errors']}" if r["errors"] else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
+    elapsed = time.perf_counter() - t0
+    targets = evaluate_targets(rows, args.res)
+
+    print()
+    print(format_table(rows))
+    print()
+    for t in targets:
+        print(f"[{t['status']}] {t['target']} ({t['res']}): {t['detail']}")
+    print()
+    print(f"total {elapsed:.1f} s. Columns:")
+    for key, text in METHOD.items():
+        print(f"  {key}: {text}")
+    errors = [e for r in rows for e in r.get("errors", [])]
+    if errors:
+        print(f"\n{len(errors)} error(s):")
+        for e in errors:
+            print("  " + e.splitlines()[0])
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "meta": {
+            "argv": sys.argv,
+            "quick": quick,
+            "elapsed_s": elapsed,
+            "python": sys.version,
+            "numpy": np.__version__,
+            "pyzmq": _zmq_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "method": METHOD,
+        },
+        "rows": rows,
+        "targets": targets,
+    }
+    args.json.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"raw results: {args.json}")
+    return 0
+
+
+def _zmq_version() -> str | None:
+    try:
+        import zmq
+    except ImportError:
+        return None
+    return f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
