@@ -36,48 +36,51 @@ from camfleet import framebus as fb
 
 METHOD = {
     "delivery": (
-        "lossless everywhere: camfleet policy='wait' + mode='sequential'; queue (b) and Frigate (c) use "
-        "bounded multiprocessing.Queue(maxsize=slots-2) per subscriber (put blocks when full); ZeroMQ (d) "
-        "uses XPUB (a PUB socket) with XPUB_NODROP=1 and SNDHWM=RCVHWM=slots-2, so send blocks instead of "
-        "dropping. Gaps in the sequence numbers are still counted ('drops')."
+        "lossless in every variant, so frames/s are comparable: camfleet policy='wait' (see --policy) + "
+        "mode='sequential'; (b) and (c) use one bounded multiprocessing.Queue(maxsize=slots-2) per "
+        "subscriber (put blocks when full); (d) is an XPUB socket (PUB plus options) with XPUB_NODROP=1 and "
+        "SNDHWM=RCVHWM=slots-2 over ipc://, send(copy=False)/recv(copy=False), so send blocks at the "
+        "high-water mark instead of dropping. slots = max(8, subs+4) for every variant. 'drops' counts "
+        "gaps in the sequence numbers each subscriber saw"
     ),
-    "frames": "packed yuv420p, one (h*3/2, w) uint8 array; the same source array is published every time",
+    "frames": (
+        "packed yuv420p, one (h*3/2, w) uint8 array, the same source array every time (for camfleet and "
+        "(c) its first 8 bytes carry the sequence number, checked by the subscribers: torn reads)"
+    ),
     "consume": (
-        "identical in every subscriber: sum of one byte per 4 KiB page of the frame (touches every "
-        "page); for camfleet and Frigate the first 8 bytes are also checked against the sequence number "
-        "the publisher stamped there ('torn' reads)"
+        "every subscriber of every variant does the same work per frame: sum one byte of every 4 KiB "
+        "page of the frame; it is timed apart and not part of 'read'"
     ),
     "fps/sub": (
-        "throughput phase: the publisher publishes as fast as backpressure lets it for --duration s; "
-        "frames/s = frames a subscriber received / its phase wall time (mean over subscribers)"
+        "throughput phase (--duration s, after a warm-up of 2*slots frames): the publisher publishes as "
+        "fast as backpressure lets it; frames a subscriber received / its phase wall time, mean over "
+        "subscribers. (a) memcpy: 1e6 / copy µs"
     ),
-    "pub us": (
-        "median wall time of one publish call (camfleet publish(), Queue.put to each subscriber queue, "
-        "copy into the shm slot + put of the slot name, zmq send(copy=False)) during the paced phase, "
-        "where no backpressure occurs. Queue.put and zmq send are asynchronous (pickling/transfer run in "
-        "feeder/IO threads), so see 'pubCPU/f' = publisher process CPU time (all threads) per frame in "
-        "the throughput phase"
+    "pub µs": (
+        "median wall time of one publish call in the paced phase (no backpressure there): camfleet "
+        "publish(); (b) Queue.put into each queue; (c) copy into the shm slot + put of the slot name into "
+        "each queue; (d) zmq send(copy=False). (b) and (d) are asynchronous (pickling/transfer run in "
+        "feeder/IO threads): see pubCPU/f. Compare with '(a) memcpy paced' (same pacing); '(a) memcpy' "
+        "is a tight loop, where caches stay hot"
     ),
-    "read us": (
-        "per subscriber, throughput phase: wall time of a NON-blocking receive that found a frame "
-        "ready (camfleet next(timeout=0) incl. frame.array, Queue.get_nowait, zmq recv(NOBLOCK, "
-        "copy=False)) + release(), excluding the consume work; receives that had to block are not "
-        "sampled. For (b) the sample includes the pipe transfer and unpickling of the whole frame, "
-        "which cannot be separated from waiting on the feeder thread. Median per subscriber, mean over "
-        "subscribers"
+    "pubCPU/f": "publisher process CPU time (all threads) per frame in the throughput phase, µs",
+    "read µs": (
+        "per subscriber, throughput phase: wall time of a non-blocking receive that found a frame ready "
+        "(camfleet next(timeout=0) + frame.array; (b)/(c) Queue.get_nowait (+ np view for (c)); (d) "
+        "recv_multipart(NOBLOCK, copy=False) + np.frombuffer) plus release(); receives that had to block "
+        "are not sampled. (b)'s sample includes the pipe transfer and unpickling of the whole frame. "
+        "Median per subscriber, mean over subscribers. rdCPU µs: the same spans in thread CPU time "
+        "(excludes preemption on this 2-core machine)"
     ),
     "latency": (
-        "paced phase at min(--lat-fps, half the measured throughput) fps: the publisher stamps "
-        "capture_ns=time.time_ns() just before the publish call, each subscriber computes "
-        "time.time_ns() - capture_ns when its blocking receive returns; p50/p99 pooled over subscribers"
+        "paced phase at min(--lat-fps, half the publisher's throughput) fps ('lat fps'): the publisher "
+        "stamps capture_ns=time.time_ns() just before the publish call, each subscriber takes "
+        "time.time_ns() - capture_ns when its blocking receive returns; p50/p99 pooled over subscribers. "
+        "The JSON also has it counted from the return of publish() (lat_after_publish_*)"
     ),
-    "cpu": (
-        "psutil user+system CPU time of each process (all its threads) over the throughput phase / "
-        "that phase's wall time; 'sub CPU%' is the mean over subscribers"
-    ),
-    "memcpy": (
-        "np.copyto of the frame into one preallocated buffer in a tight loop (median); 'memcpy-ring' "
-        "copies into `slots` buffers in turn, like a ring"
+    "CPU%": (
+        "psutil user+system CPU time of each process (all threads) over the throughput phase / its wall "
+        "time; subCPU% is the mean over subscribers (the paced phase's are in the JSON)"
     ),
 }
 
@@ -95,7 +98,8 @@ LABELS = {
     "frigate": "(c) shm+Queue",
     "zmq": "(d) zmq ipc",
     "memcpy": "(a) memcpy",
-    "memcpy-ring": "(a) memcpy-ring",
+    "memcpy-ring": "(a) memcpy ring",
+    "memcpy-paced": "(a) memcpy paced",
 }
 RESOLUTIONS = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 
@@ -155,7 +159,7 @@ class _CamfleetTx:
     def __init__(self, spec: dict[str, Any], _queues: list[Any]) -> None:
         fmt = fb.FrameFormat.packed_format(spec["width"], spec["height"], "yuv420p")
         self.pub = fb.FramePublisher(
-            spec["key"], fmt, slots=spec["slots"], policy="wait", ack_timeout=ACK_TIMEOUT
+            spec["key"], fmt, slots=spec["slots"], policy=spec["policy"], ack_timeout=ACK_TIMEOUT
         )
 
     def wait_subscribers(self, n: int, timeout: float) -> None:
@@ -558,6 +562,7 @@ def _publisher_main(spec: dict[str, Any], barrier: Any, results: Any, queues: li
         n_lat = max(20, round(spec["lat_duration"] * lat_fps))
         period = 1.0 / lat_fps
         paced_ns: list[int] = []
+        first_paced = seq + 1
         cpu0, w0 = _cpu_s(proc), time.perf_counter()
         next_t = w0
         for _ in range(n_lat):
@@ -574,6 +579,8 @@ def _publisher_main(spec: dict[str, Any], barrier: Any, results: Any, queues: li
             "wall_s": wall,
             "cpu_pct": 100 * cpu / wall,
             "publish_us": _summary_us(paced_ns),
+            "first_seq": first_paced,
+            "publish_each_us": [round(x / 1e3, 1) for x in paced_ns],
         }
         barrier.wait(BARRIER_TIMEOUT)  # 4: all frames received
         out["extra"] = tx.extra()
@@ -594,46 +601,52 @@ def _receive_phase(
 ) -> dict[str, Any]:
     """Receive until the ``end_kind`` marker; returns the phase's measurements."""
     read_ns: list[int] = []
+    read_cpu_ns: list[int] = []
     consume_ns: list[int] = []
     lat_ns: list[int] = []
+    lat_seq: list[int] = []
     frames = blocked = 0
     proc = psutil.Process()
     cpu0, w0 = _cpu_s(proc), time.perf_counter()
     verify = rx.verify
     clock = time.perf_counter_ns
+    tclock = time.thread_time_ns
     while True:
-        ready = False
+        c0 = tclock()
         t0 = clock()
         msg = None if paced else rx.try_recv()
         t1 = clock()
+        c1 = tclock()
+        ready = msg is not None
         if msg is None:
             msg = rx.recv(RECV_TIMEOUT)
             if msg is None:
                 raise TimeoutError(f"no frame within {RECV_TIMEOUT} s (after {frames} frames)")
             blocked += 1
-        else:
-            ready = True
-        if paced:
-            lat_ns.append(time.time_ns() - msg[2])
-        kind, seq, _cap, arr, handle = msg
+        received_ns = time.time_ns()
+        kind, seq, cap, arr, handle = msg
         msg = None
         if kind != KIND_DATA:
             rx.release(handle)
             if kind != end_kind:
                 raise RuntimeError(f"unexpected marker {kind} while waiting for {end_kind}")
-            if paced:
-                lat_ns.pop()  # the marker is not a frame
             break
+        if paced:
+            lat_ns.append(received_ns - cap)
+            lat_seq.append(seq)
         t2 = clock()
         state["checksum"] += _consume(arr)
         if verify and _stamp_of(arr) != seq:
             state["torn"] += 1
         t3 = clock()
+        c3 = tclock()
         arr = None
         rx.release(handle)
+        c4 = tclock()
         t4 = clock()
         if ready:
             read_ns.append((t1 - t0) + (t4 - t3))
+            read_cpu_ns.append((c1 - c0) + (c4 - c3))
         consume_ns.append(t3 - t2)
         if seq != state["last"] + 1:
             state["gaps"] += max(seq - state["last"] - 1, 0)
@@ -649,8 +662,10 @@ def _receive_phase(
         "cpu_s": cpu,
         "cpu_pct": 100 * cpu / wall if wall > 0 else 0.0,
         "read_us": _summary_us(read_ns),
+        "read_cpu_us": _summary_us(read_cpu_ns),
         "consume_us": _summary_us(consume_ns),
         "latency_us": [round(x / 1e3, 1) for x in lat_ns],
+        "latency_seq": lat_seq,
     }
 
 
@@ -732,6 +747,7 @@ def run_one(
         "lat_duration": args.lat_duration,
         "lat_fps": args.lat_fps,
         "warmup": 2 * slots,
+        "policy": args.policy,
     }
     barrier = ctx.Barrier(n_subs + 1)
     results = ctx.Queue()
@@ -782,33 +798,48 @@ def _summarise(
     if leftovers:
         errors.append(f"removed leftovers: {leftovers}")
     ok_subs = [s for s in subs if "paced" in s]
+    tput = pub.get("throughput") if pub else None
+    paced = pub.get("paced") if pub else None
     lat = [x for s in ok_subs for x in s["paced"]["latency_us"]]
+    # latency counted from the moment publish() returned instead of from just before it was called
+    after: list[float] = []
+    if paced:
+        each, first = paced["publish_each_us"], paced["first_seq"]
+        for s in ok_subs:
+            for x, seq in zip(s["paced"]["latency_us"], s["paced"]["latency_seq"], strict=True):
+                if 0 <= seq - first < len(each):
+                    after.append(x - each[seq - first])
     summary: dict[str, Any] = {
         "fps_per_sub": _mean([s["throughput"]["fps"] for s in ok_subs]),
         "fps_per_sub_min": min((s["throughput"]["fps"] for s in ok_subs), default=None),
-        "publish_us": pub["paced"]["publish_us"]["p50"] if pub and "paced" in pub else None,
-        "publish_tput_unblocked_us": (
-            pub["throughput"]["publish_unblocked_us"]["p50"] if pub and "throughput" in pub else None
-        ),
-        "pub_cpu_us_per_frame": pub["throughput"]["cpu_us_per_frame"]
-        if pub and "throughput" in pub
-        else None,
+        "pub_fps": tput["fps"] if tput else None,
+        "publish_us": paced["publish_us"]["p50"] if paced else None,
+        "publish_p99_us": paced["publish_us"]["p99"] if paced else None,
+        "publish_tput_unblocked_us": tput["publish_unblocked_us"]["p50"] if tput else None,
+        "pub_cpu_us_per_frame": tput["cpu_us_per_frame"] if tput else None,
         "read_us": _mean([s["throughput"]["read_us"]["p50"] for s in ok_subs]),
+        "read_cpu_us": _mean([s["throughput"]["read_cpu_us"]["p50"] for s in ok_subs]),
         "read_p99_us": _max([s["throughput"]["read_us"]["p99"] for s in ok_subs]),
         "read_samples": sum(s["throughput"]["read_us"]["n"] for s in ok_subs),
         "consume_us": _mean([s["throughput"]["consume_us"]["p50"] for s in ok_subs]),
         "lat_p50_ms": _ms(_pct(lat, 50)),
         "lat_p99_ms": _ms(_pct(lat, 99)),
         "lat_max_ms": _ms(max(lat) if lat else None),
+        "lat_after_publish_p50_ms": _ms(_pct(after, 50)),
+        "lat_after_publish_p99_ms": _ms(_pct(after, 99)),
         "lat_samples": len(lat),
-        "lat_fps": pub["paced"]["fps"] if pub and "paced" in pub else None,
-        "pub_cpu_pct": pub["throughput"]["cpu_pct"] if pub and "throughput" in pub else None,
+        "lat_fps": paced["fps"] if paced else None,
+        "pub_cpu_pct": tput["cpu_pct"] if tput else None,
         "sub_cpu_pct": _mean([s["throughput"]["cpu_pct"] for s in ok_subs]),
+        "pub_cpu_pct_paced": paced["cpu_pct"] if paced else None,
+        "sub_cpu_pct_paced": _mean([s["paced"]["cpu_pct"] for s in ok_subs]),
         "drops": sum(s["state"]["gaps"] for s in subs),
         "torn": sum(s["state"]["torn"] for s in subs),
         "disorder": sum(s["state"]["disorder"] for s in subs),
         "errors": len(errors),
     }
+    if summary["torn"] or summary["disorder"]:
+        errors.append(f"{summary['torn']} torn and {summary['disorder']} out-of-order frames")
     return {
         "variant": spec["variant"],
         "res": spec["res"],
@@ -836,12 +867,17 @@ def _ms(us: float | None) -> float | None:
     return None if us is None else us / 1e3
 
 
-def bench_memcpy(res: str, seconds: float, slots: int) -> list[dict[str, Any]]:
+def bench_memcpy(res: str, seconds: float, slots: int, pace_fps: float) -> list[dict[str, Any]]:
+    """Baseline (a): the copy a publish cannot avoid, hot (tight loop), into a ring, and paced."""
     width, height = RESOLUTIONS[res]
     shape = (height * 3 // 2, width)
     src = _make_source(shape)
     out = []
-    for name, n_dst in (("memcpy", 1), ("memcpy-ring", slots)):
+    for name, n_dst, paced in (
+        ("memcpy", 1, False),
+        ("memcpy-ring", slots, False),
+        ("memcpy-paced", 1, True),
+    ):
         dsts = [np.zeros(shape, np.uint8) for _ in range(n_dst)]
         for d in dsts:
             np.copyto(d, src)  # fault in
@@ -849,8 +885,14 @@ def bench_memcpy(res: str, seconds: float, slots: int) -> list[dict[str, Any]]:
         samples: list[int] = []
         cpu0, w0 = _cpu_s(proc), time.perf_counter()
         deadline = w0 + seconds
+        next_t = w0
         i = 0
         while time.perf_counter() < deadline:
+            if paced:  # the same pacing as the publishers' latency phase
+                next_t += 1.0 / pace_fps
+                delay = next_t - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
             d = dsts[i % n_dst]
             t0 = time.perf_counter_ns()
             np.copyto(d, src)
@@ -866,7 +908,9 @@ def bench_memcpy(res: str, seconds: float, slots: int) -> list[dict[str, Any]]:
                 "copy_us": s,
                 "summary": {
                     "publish_us": s["p50"],
-                    "fps_per_sub": 1e6 / s["p50"] if s["p50"] else None,
+                    "publish_p99_us": s["p99"],
+                    "fps_per_sub": 1e6 / s["p50"] if s["p50"] and not paced else None,
+                    "lat_fps": pace_fps if paced else None,
                     "pub_cpu_pct": 100 * cpu / wall,
                     "pub_cpu_us_per_frame": 1e6 * cpu / max(i, 1),
                     "gb_per_s": shape[0] * shape[1] / (s["p50"] * 1e3) if s["p50"] else None,
@@ -878,21 +922,20 @@ def bench_memcpy(res: str, seconds: float, slots: int) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- report
 COLUMNS = [
-    ("variant", 15, "s", None),
+    ("variant", 16, "s", None),
     ("res", 5, "s", None),
     ("subs", 4, "s", None),
-    ("fps/sub", 8, ".0f", "fps_per_sub"),
-    ("pub µs", 7, ".0f", "publish_us"),
+    ("fps/sub", 7, ".0f", "fps_per_sub"),
+    ("pub µs", 6, ".0f", "publish_us"),
     ("pubCPU/f", 8, ".0f", "pub_cpu_us_per_frame"),
     ("read µs", 7, ".1f", "read_us"),
-    ("consume", 7, ".0f", "consume_us"),
+    ("rdCPU µs", 8, ".1f", "read_cpu_us"),
     ("p50 ms", 6, ".2f", "lat_p50_ms"),
     ("p99 ms", 6, ".2f", "lat_p99_ms"),
     ("lat fps", 7, ".0f", "lat_fps"),
     ("pubCPU%", 7, ".0f", "pub_cpu_pct"),
     ("subCPU%", 7, ".0f", "sub_cpu_pct"),
     ("drops", 5, "d", "drops"),
-    ("err", 3, "d", "errors"),
 ]
 
 
@@ -909,13 +952,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     last_group = None
     for r in rows:
-        group = r["res"]
+        group = (r["res"], r["n_subs"])
         if last_group is not None and group != last_group:
             lines.append("")
         last_group = group
         s = r["summary"]
+        label = LABELS[r["variant"]] + ("!" if r.get("errors") else "")
         cells = [
-            _cell(LABELS[r["variant"]], COLUMNS[0][1], "s"),
+            _cell(label, COLUMNS[0][1], "s"),
             _cell(r["res"], COLUMNS[1][1], "s"),
             _cell(str(r["n_subs"]) if r["n_subs"] else "-", COLUMNS[2][1], "s"),
         ]
@@ -933,7 +977,13 @@ def _row(
     return None
 
 
+def _us_of(rows: list[dict[str, Any]], variant: str, res: str) -> float | None:
+    r = _row(rows, variant, res)
+    return r["summary"]["publish_us"] if r else None
+
+
 def evaluate_targets(rows: list[dict[str, Any]], resolutions: list[str]) -> list[dict[str, Any]]:
+    """Compare camfleet's rows with the issue's targets; PASS/MISS are measurements, not assertions."""
     targets: list[dict[str, Any]] = []
 
     def add(name: str, res: str, ok: bool | None, detail: str) -> None:
@@ -941,58 +991,77 @@ def evaluate_targets(rows: list[dict[str, Any]], resolutions: list[str]) -> list
         targets.append({"target": name, "res": res, "status": status, "detail": detail})
 
     for res in resolutions:
-        cams = [r for r in rows if r["variant"] == "camfleet" and r["res"] == res]
-        floor_row = _row(rows, "memcpy", res)
-        floor = floor_row["summary"]["publish_us"] if floor_row else None
-        ring_row = _row(rows, "memcpy-ring", res)
-        ring = ring_row["summary"]["publish_us"] if ring_row else None
-        pubs = [
-            (r["n_subs"], r["summary"]["publish_us"], r["summary"]["publish_tput_unblocked_us"]) for r in cams
-        ]
-        vals = [p for _n, p, _u in pubs if p is not None]
-        if floor and vals:
-            worst = max(vals)
+        cams = [r for r in rows if r["variant"] == "camfleet" and r["res"] == res and not r["errors"]]
+        name = "camfleet publish <= 2x memcpy floor"
+        hot, paced = _us_of(rows, "memcpy", res), _us_of(rows, "memcpy-paced", res)
+        hot_pub = [(r["n_subs"], r["summary"]["publish_tput_unblocked_us"]) for r in cams]
+        paced_pub = [(r["n_subs"], r["summary"]["publish_us"]) for r in cams]
+        hot_pub = [(n, v) for n, v in hot_pub if v is not None]
+        paced_pub = [(n, v) for n, v in paced_pub if v is not None]
+        if hot and paced and hot_pub and paced_pub:
+            worst_hot = max(v for _n, v in hot_pub)
+            worst_paced = max(v for _n, v in paced_pub)
             detail = (
-                f"camfleet publish p50 (paced) {', '.join(f'{n} sub: {p:.0f} µs' for n, p, _u in pubs if p)}"
-                f"; worst {worst:.0f} µs = {worst / floor:.2f}x memcpy floor {floor:.0f} µs"
-                f" (memcpy-ring {ring:.0f} µs; throughput-phase unblocked p50 "
-                f"{', '.join(f'{u:.0f}' for _n, _p, u in pubs if u)} µs)"
+                f"back-to-back: publish p50 {_fmt_per_n(hot_pub, '.0f')} µs (throughput phase, calls "
+                f"that did not block) vs memcpy {hot:.0f} µs -> worst {worst_hot / hot:.2f}x; "
+                f"paced at the same rate: publish p50 {_fmt_per_n(paced_pub, '.0f')} µs vs paced "
+                f"memcpy {paced:.0f} µs -> worst {worst_paced / paced:.2f}x"
             )
-            add("camfleet publish <= 2x memcpy floor", res, worst <= 2 * floor, detail)
+            add(name, res, worst_hot <= 2 * hot and worst_paced <= 2 * paced, detail)
         else:
-            add("camfleet publish <= 2x memcpy floor", res, None, "not measured")
+            add(name, res, None, "not measured")
 
+        name = "camfleet per-subscriber read overhead <= 20 µs"
         reads = [(r["n_subs"], r["summary"]["read_us"]) for r in cams if r["summary"]["read_us"] is not None]
+        cpu = [(r["n_subs"], r["summary"]["read_cpu_us"]) for r in cams if r["summary"]["read_cpu_us"]]
         if reads:
             worst = max(v for _n, v in reads)
             detail = (
-                ", ".join(f"{n} sub: {v:.1f} µs" for n, v in reads) + f"; worst {worst:.1f} µs (limit 20)"
+                f"next(timeout=0)+release() p50 wall {_fmt_per_n(reads, '.1f')} µs, worst {worst:.1f} µs "
+                f"(thread CPU time {_fmt_per_n(cpu, '.1f')} µs)"
             )
-            add("camfleet per-subscriber read overhead <= 20 µs", res, worst <= 20, detail)
+            add(name, res, worst <= 20, detail)
         else:
-            add("camfleet per-subscriber read overhead <= 20 µs", res, None, "not measured")
+            add(name, res, None, "not measured")
 
+        name = "camfleet p99 latency <= 1 ms"
         p99s = [
             (r["n_subs"], r["summary"]["lat_p99_ms"]) for r in cams if r["summary"]["lat_p99_ms"] is not None
         ]
         if p99s:
             worst = max(v for _n, v in p99s)
-            detail = ", ".join(f"{n} sub: {v:.3f} ms" for n, v in p99s) + f"; worst {worst:.3f} ms (limit 1)"
-            add("camfleet p99 latency <= 1 ms", res, worst <= 1.0, detail)
+            after = [
+                (r["n_subs"], r["summary"]["lat_after_publish_p99_ms"])
+                for r in cams
+                if r["summary"]["lat_after_publish_p99_ms"] is not None
+            ]
+            pub_p50 = [
+                (r["n_subs"], r["summary"]["publish_us"] / 1e3) for r in cams if r["summary"]["publish_us"]
+            ]
+            detail = (
+                f"p99 {_fmt_per_n(p99s, '.3f')} ms, worst {worst:.3f} ms; it includes the publish() copy "
+                f"(p50 {_fmt_per_n(pub_p50, '.3f')} ms); counted from publish() return: p99 "
+                f"{_fmt_per_n(after, '.3f')} ms"
+            )
+            add(name, res, worst <= 1.0, detail)
         else:
-            add("camfleet p99 latency <= 1 ms", res, None, "not measured")
+            add(name, res, None, "not measured")
 
         cam4 = _row(rows, "camfleet", res, 4)
         for base, factor in (("queue", 10), ("frigate", 2), ("zmq", 2)):
-            name = f"4 subs: camfleet fps >= {factor}x {LABELS[base]}"
+            name = f"4 subs: camfleet fps/sub >= {factor}x {LABELS[base]}"
             other = _row(rows, base, res, 4)
-            a = cam4["summary"]["fps_per_sub"] if cam4 else None
-            b = other["summary"]["fps_per_sub"] if other else None
+            a = cam4["summary"]["fps_per_sub"] if cam4 and not cam4["errors"] else None
+            b = other["summary"]["fps_per_sub"] if other and not other["errors"] else None
             if a is None or b is None or b <= 0:
-                add(name, res, None, "not measured")
+                add(name, res, None, "not measured (or the run had errors)")
                 continue
-            add(name, res, a >= factor * b, f"camfleet {a:.0f} fps/sub vs {b:.0f} fps/sub = {a / b:.2f}x")
+            add(name, res, a >= factor * b, f"camfleet {a:.0f} vs {b:.0f} fps/sub = {a / b:.2f}x")
     return targets
+
+
+def _fmt_per_n(pairs: list[tuple[int, float]], fmt: str) -> str:
+    return "[" + ", ".join(f"{n} sub{'s' if n > 1 else ''}: {format(v, fmt)}" for n, v in pairs) + "]"
 
 
 # --------------------------------------------------------------------------- main
@@ -1006,6 +1075,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="seconds of the throughput phase per run")
     ap.add_argument("--lat-duration", type=float, help="seconds of the paced latency phase per run")
     ap.add_argument("--lat-fps", type=float, default=60.0, help="pace of the latency phase (max)")
+    ap.add_argument(
+        "--policy",
+        choices=["wait", "drop_oldest"],
+        default="wait",
+        help="camfleet publisher policy (wait: lossless, like the baselines)",
+    )
     args = ap.parse_args(argv)
     quick = args.quick
     args.res = args.res or (["1080p"] if quick else ["1080p", "4K"])
@@ -1022,11 +1097,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"framebus bench: {', '.join(args.res)} yuv420p packed; subscribers {args.subs}; "
         f"{args.duration:g} s throughput + {args.lat_duration:g} s paced per run; "
-        f"{os.cpu_count()} CPUs; lossless delivery (camfleet policy=wait, mode=sequential)",
+        f"{os.cpu_count()} CPUs; camfleet policy={args.policy}, mode=sequential",
         flush=True,
     )
     for res in args.res:
-        rows += bench_memcpy(res, 0.5 if quick else 1.5, max(8, max(args.subs) + 4))
+        rows += bench_memcpy(res, 0.5 if quick else 1.5, max(8, max(args.subs) + 4), args.lat_fps)
         for n_subs in args.subs:
             for variant in args.variants:
                 run_idx += 1

@@ -41,6 +41,27 @@ def _flock(kind: int, start: int, length: int) -> bytes:
     return _FLOCK.pack(kind, os.SEEK_SET, start, length, 0)
 
 
+class LockRequest:
+    """Pre-packed lock and unlock requests for one byte range (for hot paths)."""
+
+    __slots__ = ("shared", "unlock")
+
+    def __init__(self, start: int, length: int = 1) -> None:
+        self.shared = _flock(fcntl.F_RDLCK, start, length)
+        self.unlock = _flock(fcntl.F_UNLCK, start, length)
+
+
+def try_request(fd: int, request: bytes) -> bool:
+    """Apply a pre-packed OFD lock request; False if another holder conflicts."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
 def try_lock(fd: int, start: int, length: int = 1, *, shared: bool = False) -> bool:
     """Take an OFD lock on ``length`` bytes at ``start`` without blocking.
 

@@ -58,7 +58,6 @@ from .layout import (
     PAGE,
     POLICY_NAMES,
     POLICY_WAIT,
-    SLOT_DTYPE,
     SUB_ACTIVE,
     SUB_EVICTED,
     LockMap,
@@ -67,7 +66,8 @@ from .layout import (
 from .registry import Reaper, register, unregister
 from .segment import Segment, create_segment, open_segment
 
-WRITING = np.uint64(2**64 - 1)  # slot sequence while the publisher writes it
+WRITING = 2**64 - 1  # slot sequence while the publisher writes it
+_ACK_SLICE_S = 0.002  # publisher re-checks acks this often while it waits (wait policy)
 _FALLBACK_SLICE_S = 0.25  # wait slice when a publisher's pid cannot be watched
 
 Policy = Literal["drop_oldest", "wait"]
@@ -99,7 +99,11 @@ def _read_format(seg: Segment) -> FrameFormat:
 
 
 class _RingViews:
-    """Typed views of a frame segment shared by publisher and subscribers."""
+    """Typed views of a frame segment shared by publisher and subscribers.
+
+    Per-frame fields are memoryview casts (cheap item access); the numpy views
+    serve the publisher's rarer whole-table decisions.
+    """
 
     def __init__(self, seg: Segment) -> None:
         self.seg = seg
@@ -107,15 +111,17 @@ class _RingViews:
         n = seg.offsets.n_slots
         self.n_slots = n
         self.slot_bytes = int(seg.header["slot_bytes"])
-        slots = np.ndarray((n,), SLOT_DTYPE, buffer=seg.meta, offset=seg.offsets.slots)
-        self.slot_seq = slots["seq"]
-        self.slot_pts = slots["pts"]
-        self.slot_capture = slots["capture_ns"]
+        base = seg.offsets.slots
+        self.slot_seq = seg.view(base, n, "Q")
+        self.slot_pts = seg.view(base + 8 * n, n, "q")
+        self.slot_capture = seg.view(base + 16 * n, n, "q")
+        self.slot_seq_np = np.ndarray((n,), np.uint64, buffer=seg.meta, offset=base)
         self.lease_seq = np.ndarray((64, n), np.int64, buffer=seg.meta, offset=seg.offsets.lease_seq)
         self.lease_time = np.ndarray((64, n), np.int64, buffer=seg.meta, offset=seg.offsets.lease_time)
         self.gseq = seg.u64("gseq")
         self.word = seg.u32("word")
         self.ack_word = seg.u32("ack_word")
+        self.ack_waiting = seg.u32("ack_waiting")
         self.shutdown = seg.u32("shutdown")
         self.word_addr = seg.address("word")
         self.ack_addr = seg.address("ack_word")
@@ -388,15 +394,19 @@ class FramePublisher:
                 deadline = None
                 continue
             t0 = time.monotonic_ns()
-            _sys.futex_wait(v.ack_addr, ack_word, deadline - now)
+            # Subscribers wake us only while ack_waiting is set; the short
+            # slice bounds the cost of a wake-up lost to that flag's race.
+            v.ack_waiting[0] = 1
+            if int(v.ack_word[0]) == ack_word:
+                _sys.futex_wait(v.ack_addr, ack_word, min(deadline - now, _ACK_SLICE_S))
+            v.ack_waiting[0] = 0
             self._wait_ns += time.monotonic_ns() - t0
 
     def _try_slots(self, floor: int | None) -> int | None:
-        v = self._v
         fd = self._seg.fd
-        seqs = v.slot_seq
-        for slot in np.argsort(seqs, kind="stable").tolist():
-            seq = int(seqs[slot])
+        seqs = self._v.slot_seq.tolist()
+        for slot in sorted(range(len(seqs)), key=seqs.__getitem__):
+            seq = seqs[slot]
             if floor is not None and seq > floor:
                 break  # every later slot holds a frame a sequential subscriber still needs
             start, length = LockMap.slot_range(slot)
@@ -607,13 +617,18 @@ class FrameSubscriber:
         except BaseException:
             self._seg.close()
             raise
+        k, n = self._index, self._v.n_slots
         self.format = self._v.format
         self._sequential = mode == "sequential"
         self._notify = self._sequential and int(self._seg.header["policy"]) == POLICY_WAIT
-        self._counters = self._seg.sub_stats(self._index)  # acked..last_pts, shared
-        self._lease_seq = self._v.lease_seq[self._index]
-        self._lease_time = self._v.lease_time[self._index]
+        self._fd = self._seg.fd
+        self._state = self._seg.sub_state(k)
+        self._counters = self._seg.sub_stats(k)  # acked..last_pts, in shared memory
+        self._lease_seq = self._seg.view(self._seg.offsets.lease_seq + k * n * 8, n, "q")
+        self._lease_time = self._seg.view(self._seg.offsets.lease_time + k * n * 8, n, "q")
+        self._requests = [_sys.LockRequest(LockMap.lease(slot, k)) for slot in range(n)]
         self._held: dict[int, int] = {}  # slot -> lease count
+        self._nheld = 0
         self._lock = threading.RLock()
         self._gone = False
         self._closed = False
@@ -634,7 +649,7 @@ class FrameSubscriber:
     def _check_evicted(self) -> None:
         if self._closed:
             raise PublisherGone(f"ring {self.key!r}: subscriber {self.name!r} is closed")
-        if int(self._seg.subs["state"][self._index]) == SUB_EVICTED:
+        if self._state[0] == SUB_EVICTED:
             self._evictions += 1
             self.close()
             raise Evicted(
@@ -643,7 +658,7 @@ class FrameSubscriber:
             )
 
     def _check_gone(self) -> None:
-        if self._gone or int(self._v.shutdown[0]) or (
+        if self._gone or self._v.shutdown[0] or (
             self._watch is None and not self._seg.publisher_alive()
         ):
             self._gone = True
@@ -668,13 +683,13 @@ class FrameSubscriber:
             # The lock is not held while sleeping, so other threads can release
             # frames (which the publisher may be waiting for) meanwhile.
             with self._lock:
-                if self.held >= self.max_held:
+                if self._nheld >= self.max_held:
                     raise LeaseLimit(
                         f"ring {self.key!r}: {self.name!r} already holds {self.max_held} "
                         "frame(s) (max_held); release one first"
                     )
                 self._check_evicted()
-                word = int(v.word[0])
+                word = v.word[0]
                 frame = self._take()
                 if frame is not None:
                     return frame
@@ -692,32 +707,32 @@ class FrameSubscriber:
 
     def _take(self) -> Frame | None:
         v = self._v
-        gseq = int(v.gseq[0])
+        gseq = v.gseq[0]
         last = self._last
         if gseq <= last:
             return None
         target = last + 1 if self._sequential else gseq
-        hits = np.flatnonzero(v.slot_seq == target)
-        if hits.size and self._lease(int(hits[0]), target):
-            slot = int(hits[0])
-            c = self._counters
-            if self._sequential:
-                c[0] = target  # acked
-            else:
-                c[2] += target - last - 1  # skipped
-            c[1] += 1  # delivered
-            c[6] = target
-            pts = int(v.slot_pts[slot])
-            c[7] = pts
-            self._last = target
-            if self._notify:
-                self._wake_publisher()
-            return Frame(self, slot, target, pts, int(v.slot_capture[slot]))
+        seqs = v.slot_seq.tolist()
+        if target in seqs:
+            slot = seqs.index(target)
+            if self._lease(slot, target):
+                c = self._counters
+                if self._sequential:
+                    c[0] = target  # acked
+                else:
+                    c[2] += target - last - 1  # skipped
+                c[1] += 1  # delivered
+                c[6] = target
+                pts = v.slot_pts[slot]
+                c[7] = pts
+                self._last = target
+                if self._notify and v.ack_waiting[0]:
+                    self._wake_publisher()
+                return Frame(self, slot, target, pts, v.slot_capture[slot])
         if not self._sequential:
             return None  # overwritten meanwhile; the caller looks again
-        seqs = v.slot_seq
-        avail = seqs[(seqs > last) & (seqs != WRITING)]
-        oldest = int(avail.min()) if avail.size else int(v.gseq[0])
+        newer = [q for q in v.slot_seq.tolist() if last < q < WRITING]
+        oldest = min(newer) if newer else v.gseq[0]
         if oldest <= target:
             return None  # being written right now: wait for the publish
         lost = oldest - target
@@ -729,15 +744,15 @@ class FrameSubscriber:
         raise Overrun(self.key, lost, oldest)
 
     def _lease(self, slot: int, seq: int) -> bool:
-        fd = self._seg.fd
         count = self._held.get(slot, 0)
-        if count == 0 and not _sys.try_lock(fd, LockMap.lease(slot, self._index), shared=True):
-            return False
-        if int(self._v.slot_seq[slot]) != seq:
+        if count == 0 and not _sys.try_request(self._fd, self._requests[slot].shared):
+            return False  # the publisher is writing this slot
+        if self._v.slot_seq[slot] != seq:
             if count == 0:
-                _sys.unlock(fd, LockMap.lease(slot, self._index))
+                _sys.try_request(self._fd, self._requests[slot].unlock)
             return False
         self._held[slot] = count + 1
+        self._nheld += 1
         self._lease_seq[slot] = seq
         self._lease_time[slot] = time.monotonic_ns()
         return True
@@ -747,19 +762,20 @@ class FrameSubscriber:
             count = self._held.get(slot, 0)
             if count == 0 or self._closed:
                 return
+            self._nheld -= 1
             if count > 1:
                 self._held[slot] = count - 1
                 return
             del self._held[slot]
             self._lease_time[slot] = 0
             self._lease_seq[slot] = 0
-            _sys.unlock(self._seg.fd, LockMap.lease(slot, self._index))
-            if self._notify:
+            _sys.try_request(self._fd, self._requests[slot].unlock)
+            if self._notify and self._v.ack_waiting[0]:
                 self._wake_publisher()
 
     def _wake_publisher(self) -> None:
         v = self._v
-        v.ack_word[0] = (int(v.ack_word[0]) + 1) & 0xFFFFFFFF
+        v.ack_word[0] = (v.ack_word[0] + 1) & 0xFFFFFFFF
         _sys.futex_wake(v.ack_addr)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -775,7 +791,9 @@ class FrameSubscriber:
     def stats(self) -> SubscriberStats:
         """A snapshot of this subscriber's counters."""
         c = self._counters
-        revocations = 0 if self._closed else int(self._seg.subs["revocations"][self._index])
+        revocations = self._revocations if self._closed else int(
+            self._seg.subs["revocations"][self._index]
+        )
         return SubscriberStats(
             delivered=int(c[1]),
             skipped=int(c[2]),
@@ -791,7 +809,7 @@ class FrameSubscriber:
     @property
     def held(self) -> int:
         """Number of frames currently leased by this subscriber."""
-        return sum(self._held.values())
+        return self._nheld
 
     def close(self) -> None:
         """Release all leases, unregister and unmap (views still held stay valid memory)."""
@@ -799,17 +817,16 @@ class FrameSubscriber:
             if self._closed:
                 return
             watch.unwatch(self._watch)
-            final = self.stats()
+            self._revocations = int(self._seg.subs["revocations"][self._index])
+            self._counters = memoryview(bytearray(self._counters.tobytes())).cast("q")
             self._closed = True
-            self._final_stats = final
-            fd = self._seg.fd
             for slot in list(self._held):
-                _sys.unlock(fd, LockMap.lease(slot, self._index))
+                _sys.try_request(self._fd, self._requests[slot].unlock)
             self._held.clear()
-            if int(self._seg.subs["state"][self._index]) != 0 and not self._seg.replaced:
+            self._nheld = 0
+            if self._state[0] != 0 and not self._seg.replaced:
                 unregister(self._seg, self._index)
-            self._counters = np.array(self._counters)  # detach from shared memory
-            del self._lease_seq, self._lease_time
+            del self._lease_seq, self._lease_time, self._state
             self._seg.close()
 
     def __enter__(self) -> FrameSubscriber:

@@ -62,6 +62,8 @@ HEADER_DTYPE: Final = np.dtype(
         # futex words: 'word' changes on every publish, 'ack_word' on every ack
         ("word", "<u4"),
         ("ack_word", "<u4"),
+        ("ack_waiting", "<u4"),  # 1 while the publisher sleeps on ack_word
+        ("reserved0", "<u4"),
         ("gseq", "<u8"),
         ("published", "<u8"),
         ("last_pts", "<i8"),
@@ -116,10 +118,8 @@ SUB_DTYPE: Final = np.dtype(
     align=True,
 )
 
-SLOT_DTYPE: Final = np.dtype(
-    [("seq", "<u8"), ("pts", "<i8"), ("capture_ns", "<i8"), ("flags", "<u4"), ("pad", "<u4")],
-    align=True,
-)
+#: frame slot table: three arrays of n_slots (seq u64, pts i64, capture_ns i64)
+SLOT_TABLE_ENTRY_BYTES: Final = 24
 
 PACKET_DTYPE: Final = np.dtype(
     [
@@ -199,9 +199,9 @@ class Offsets:
         """Lay out the metadata regions for ``n_slots`` frame slots or packet entries."""
         subs = HEADER_BYTES
         slots = _align(subs + MAX_SUBSCRIBERS * SUB_DTYPE.itemsize, 64)
-        entry = SLOT_DTYPE if kind == KIND_FRAMES else PACKET_DTYPE
+        entry = SLOT_TABLE_ENTRY_BYTES if kind == KIND_FRAMES else PACKET_DTYPE.itemsize
         lease_bytes = MAX_SUBSCRIBERS * n_slots * 8 if kind == KIND_FRAMES else 0
-        lease_seq = _align(slots + n_slots * entry.itemsize, 64)
+        lease_seq = _align(slots + n_slots * entry, 64)
         lease_time = lease_seq + lease_bytes
         payload = _align(lease_time + lease_bytes, PAGE)
         return cls(n_slots, subs, slots, lease_seq, lease_time, payload)

@@ -305,7 +305,9 @@ class PacketSubscriber:
         else:
             self._want = int(v.gseq[0]) + 1
             self._need_key = True
-        if not initial:
+        if not initial and not self._discontinuity:
+            # overruns that follow each other before a packet is delivered are
+            # one gap in the stream: counted and reported once
             self._discontinuity = True
             self._counters[4] += 1  # overruns
 
@@ -432,7 +434,7 @@ class PacketSubscriber:
             watch.unwatch(self._watch)
             if not self._seg.replaced:
                 unregister(self._seg, self._index)
-            self._counters = np.array(self._counters)
+            self._counters = memoryview(bytearray(self._counters.tobytes())).cast("q")
             del self._buf, self._v
             self._seg.close()
 

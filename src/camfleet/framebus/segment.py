@@ -18,6 +18,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -100,30 +101,38 @@ class Segment:
         self._closed = False
 
     # ---- typed views -------------------------------------------------
-    def u64(self, field: str) -> np.ndarray:
-        """A one-element uint64 view of a header field (read and write ``v[0]``)."""
-        return self._scalar(field, np.uint64)
+    # memoryview casts: reading or writing one item costs a fraction of what a
+    # numpy scalar access does, which matters on the per-frame path.
+    def u64(self, field: str) -> memoryview:
+        """A one-item uint64 view of a header field (read and write ``v[0]``)."""
+        return self.view(field_offset(HEADER_DTYPE, field), 1, "Q")
 
-    def i64(self, field: str) -> np.ndarray:
-        """A one-element int64 view of a header field."""
-        return self._scalar(field, np.int64)
+    def i64(self, field: str) -> memoryview:
+        """A one-item int64 view of a header field."""
+        return self.view(field_offset(HEADER_DTYPE, field), 1, "q")
 
-    def u32(self, field: str) -> np.ndarray:
-        """A one-element uint32 view of a header field."""
-        return self._scalar(field, np.uint32)
+    def u32(self, field: str) -> memoryview:
+        """A one-item uint32 view of a header field."""
+        return self.view(field_offset(HEADER_DTYPE, field), 1, "I")
 
-    def _scalar(self, field: str, dtype: type[np.generic]) -> np.ndarray:
-        offset = field_offset(HEADER_DTYPE, field)
-        return np.ndarray((1,), dtype, buffer=self.meta, offset=offset)
+    def view(self, offset: int, count: int, fmt: Literal["Q", "q", "I"]) -> memoryview[int]:
+        """``count`` items of struct format ``fmt`` (Q, q or I) at ``offset`` of the metadata."""
+        size = 4 if fmt == "I" else 8
+        return memoryview(self.meta)[offset : offset + count * size].cast(fmt)
 
     def address(self, field: str) -> int:
         """Virtual address of a header field (for futex calls)."""
         return self._base_addr + field_offset(HEADER_DTYPE, field)
 
-    def sub_stats(self, k: int) -> np.ndarray:
+    def sub_stats(self, k: int) -> memoryview:
         """int64 view of subscriber ``k``'s counters, from ``acked`` to ``last_pts``."""
         offset = self.offsets.subs + k * SUB_DTYPE.itemsize + field_offset(SUB_DTYPE, "acked")
-        return np.ndarray((8,), np.int64, buffer=self.meta, offset=offset)
+        return self.view(offset, 8, "q")
+
+    def sub_state(self, k: int) -> memoryview:
+        """uint32 view of subscriber ``k``'s state word."""
+        offset = self.offsets.subs + k * SUB_DTYPE.itemsize + field_offset(SUB_DTYPE, "state")
+        return self.view(offset, 1, "I")
 
     # ---- liveness ----------------------------------------------------
     def publisher_alive(self) -> bool:
