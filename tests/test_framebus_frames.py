@@ -297,3 +297,16 @@ def test_writable_frame_in_place_and_bad_shapes() -> None:
             pub.publish(b"short")
         pub.publish(bytes(64 * 48 * 3 // 2))
         assert pub.stats().published == 2
+
+
+def test_flags_travel_with_frames_and_format_change_is_announced() -> None:
+    pub = fb.FramePublisher("flags", gray(), slots=3)
+    with fb.subscribe("flags", mode="sequential") as sub:
+        pub.publish(np.zeros((48, 64), np.uint8), flags=fb.FrameFlags.KEY | fb.FrameFlags.DISCONTINUITY)
+        with sub.next(1) as f:
+            assert f.flags == fb.FrameFlags.KEY | fb.FrameFlags.DISCONTINUITY
+        pub.close(format_changed=True)
+        with pytest.raises(fb.FormatChanged, match="new frame format"):
+            sub.next(1)
+    with fb.FramePublisher("flags", gray(32, 24)), fb.subscribe("flags") as again:
+        assert again.format.width == 32

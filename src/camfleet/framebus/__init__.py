@@ -37,6 +37,7 @@ from .errors import (
     AlreadyRunning,
     DuplicateSubscriber,
     Evicted,
+    FormatChanged,
     FramebusError,
     FrameTimeout,
     InvalidFormat,
@@ -54,6 +55,7 @@ from .errors import (
 from .format import FrameFormat, PixelFormat
 from .frame_ring import (
     Frame,
+    FrameFlags,
     FramePublisher,
     FrameSubscriber,
     Mode,
@@ -108,7 +110,9 @@ __all__ = [
     "AlreadyRunning",
     "DuplicateSubscriber",
     "Evicted",
+    "FormatChanged",
     "Frame",
+    "FrameFlags",
     "FrameFormat",
     "FramePublisher",
     "FrameSubscriber",

@@ -44,6 +44,13 @@ class PublisherGone(FramebusError):
     """The publisher died or closed the ring; subscribe again to reconnect."""
 
 
+class FormatChanged(PublisherGone):
+    """The publisher closed the ring to re-create it with another frame format.
+
+    Subscribe again (with a ``connect_timeout``) to receive the new format.
+    """
+
+
 class NotFound(FramebusError):
     """No ring with a live publisher exists under the key (within the timeout)."""
 

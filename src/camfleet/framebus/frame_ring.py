@@ -29,6 +29,7 @@ released from there; its numpy views are valid only while it is held.
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 import time
@@ -42,6 +43,7 @@ import numpy as np
 from . import _sys, watch
 from .errors import (
     Evicted,
+    FormatChanged,
     FrameTimeout,
     InvalidFormat,
     LeaseLimit,
@@ -58,6 +60,8 @@ from .layout import (
     PAGE,
     POLICY_NAMES,
     POLICY_WAIT,
+    SHUTDOWN_CLOSED,
+    SHUTDOWN_FORMAT_CHANGED,
     SUB_ACTIVE,
     SUB_EVICTED,
     LockMap,
@@ -69,6 +73,15 @@ from .segment import Segment, create_segment, open_segment
 WRITING = 2**64 - 1  # slot sequence while the publisher writes it
 _ACK_SLICE_S = 0.002  # publisher re-checks acks this often while it waits (wait policy)
 _FALLBACK_SLICE_S = 0.25  # wait slice when a publisher's pid cannot be watched
+
+class FrameFlags(enum.IntFlag):
+    """Flags of a frame (the same bit values as :class:`PacketFlags`)."""
+
+    NONE = 0
+    KEY = 1
+    CORRUPT = 2
+    DISCONTINUITY = 4
+
 
 Policy = Literal["drop_oldest", "wait"]
 Mode = Literal["latest", "sequential"]
@@ -115,6 +128,7 @@ class _RingViews:
         self.slot_seq = seg.view(base, n, "Q")
         self.slot_pts = seg.view(base + 8 * n, n, "q")
         self.slot_capture = seg.view(base + 16 * n, n, "q")
+        self.slot_flags = seg.view(base + 24 * n, n, "Q")
         self.slot_seq_np = np.ndarray((n,), np.uint64, buffer=seg.meta, offset=base)
         self.lease_seq = np.ndarray((64, n), np.int64, buffer=seg.meta, offset=seg.offsets.lease_seq)
         self.lease_time = np.ndarray((64, n), np.int64, buffer=seg.meta, offset=seg.offsets.lease_time)
@@ -268,11 +282,14 @@ class FramePublisher:
         self._pending = frame
         return frame
 
-    def commit(self, *, pts: int = 0, capture_ns: int | None = None) -> int:
+    def commit(
+        self, *, pts: int = 0, capture_ns: int | None = None, flags: FrameFlags = FrameFlags.NONE
+    ) -> int:
         """Publish the frame begun with :meth:`begin`; returns its sequence number.
 
         ``pts`` is in the stream's time base; ``capture_ns`` is wall-clock
-        nanoseconds since the epoch (now if None).
+        nanoseconds since the epoch (now if None); ``flags`` mark keyframes,
+        frames decoded from corrupt data, and the first frame after a gap.
         """
         frame = self._pending
         if frame is None:
@@ -284,6 +301,7 @@ class FramePublisher:
         slot = frame.slot
         v.slot_pts[slot] = pts
         v.slot_capture[slot] = now_ns if capture_ns is None else capture_ns
+        v.slot_flags[slot] = int(flags)
         v.slot_seq[slot] = seq
         v.gseq[0] = seq
         if not self._forced:
@@ -309,6 +327,7 @@ class FramePublisher:
         *,
         pts: int = 0,
         capture_ns: int | None = None,
+        flags: FrameFlags = FrameFlags.NONE,
     ) -> int:
         """Copy one frame into the ring and publish it; returns its sequence number.
 
@@ -321,7 +340,7 @@ class FramePublisher:
         except BaseException:
             self._abort(frame)
             raise
-        return self.commit(pts=pts, capture_ns=capture_ns)
+        return self.commit(pts=pts, capture_ns=capture_ns, flags=flags)
 
     def _copy_in(
         self, frame: WritableFrame, data: np.ndarray | Sequence[np.ndarray] | bytes | memoryview
@@ -486,13 +505,17 @@ class FramePublisher:
             subscribers=int((subs["state"] != 0).sum()),
         )
 
-    def close(self) -> None:
-        """Tell subscribers the ring is gone, remove the segment and release everything."""
+    def close(self, *, format_changed: bool = False) -> None:
+        """Tell subscribers the ring is gone, remove the segment and release everything.
+
+        ``format_changed`` tells them the ring is being re-created with another
+        format: they get :class:`FormatChanged` and should subscribe again.
+        """
         if self._reaper.stopped:
             return
         self._reaper.stop()
         v = self._v
-        v.shutdown[0] = 1
+        v.shutdown[0] = SHUTDOWN_FORMAT_CHANGED if format_changed else SHUTDOWN_CLOSED
         v.word[0] = (int(v.word[0]) + 1) & 0xFFFFFFFF
         _sys.futex_wake(v.word_addr)
         del self._v, self._published, self._last_pts, self._last_capture
@@ -519,13 +542,23 @@ class Frame:
         seq: ring sequence number (1, 2, ...).
         pts: presentation timestamp in the stream's time base.
         capture_ns: wall-clock capture time, ns since the epoch.
+        flags: :class:`FrameFlags` (keyframe, corrupt, discontinuity).
         format: the frame geometry.
     """
 
-    __slots__ = ("_owner", "_released", "capture_ns", "format", "pts", "seq", "slot")
+    __slots__ = ("_owner", "_released", "capture_ns", "flags", "format", "pts", "seq", "slot")
 
-    def __init__(self, owner: FrameSubscriber, slot: int, seq: int, pts: int, capture_ns: int) -> None:
+    def __init__(
+        self,
+        owner: FrameSubscriber,
+        slot: int,
+        seq: int,
+        pts: int,
+        capture_ns: int,
+        flags: FrameFlags = FrameFlags.NONE,
+    ) -> None:
         self._owner = owner
+        self.flags = flags
         self.slot = slot
         self.seq = seq
         self.pts = pts
@@ -658,6 +691,12 @@ class FrameSubscriber:
             )
 
     def _check_gone(self) -> None:
+        if self._v.shutdown[0] == SHUTDOWN_FORMAT_CHANGED:
+            self._gone = True
+            raise FormatChanged(
+                f"ring {self.key!r}: the publisher re-creates the ring with a new frame format "
+                f"(was {self.format.describe()}); subscribe again"
+            )
         if self._gone or self._v.shutdown[0] or (
             self._watch is None and not self._seg.publisher_alive()
         ):
@@ -728,7 +767,9 @@ class FrameSubscriber:
                 self._last = target
                 if self._notify and v.ack_waiting[0]:
                     self._wake_publisher()
-                return Frame(self, slot, target, pts, v.slot_capture[slot])
+                return Frame(
+                    self, slot, target, pts, v.slot_capture[slot], FrameFlags(v.slot_flags[slot])
+                )
         if not self._sequential:
             return None  # overwritten meanwhile; the caller looks again
         newer = [q for q in v.slot_seq.tolist() if last < q < WRITING]

@@ -118,8 +118,13 @@ SUB_DTYPE: Final = np.dtype(
     align=True,
 )
 
-#: frame slot table: three arrays of n_slots (seq u64, pts i64, capture_ns i64)
-SLOT_TABLE_ENTRY_BYTES: Final = 24
+#: frame slot table: four arrays of n_slots (seq u64, pts i64, capture_ns i64, flags u64)
+SLOT_TABLE_ENTRY_BYTES: Final = 32
+
+#: values of the header's ``shutdown`` word
+SHUTDOWN_NONE: Final = 0
+SHUTDOWN_CLOSED: Final = 1
+SHUTDOWN_FORMAT_CHANGED: Final = 2
 
 PACKET_DTYPE: Final = np.dtype(
     [
