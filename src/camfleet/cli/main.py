@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, demo
+from . import bus, demo, ingest
 
 app = typer.Typer(
     name="camfleet",
@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 app.add_typer(bus.app, name="bus")
 app.command("run")(demo.run)
+app.command("probe")(ingest.probe_command)
+app.command("ingest")(ingest.ingest_command)
 
 
 @app.command()

@@ -1,0 +1,35 @@
+"""ingest: open each camera once, publish its packets and decoded frames, heal.
+
+* :class:`IngestWorker` runs one camera's reconnect state machine.
+* :func:`probe` describes a camera (codec, size, fps, keyframe interval).
+* URLs are masked everywhere (:func:`mask_url`); errors are classified
+  (:class:`IngestError`, :class:`ErrorKind`).
+"""
+
+from .backoff import Backoff
+from .convert import OutputSpec
+from .errors import ErrorKind, IngestError, classify
+from .probe import ProbeResult, probe
+from .source import SourceOptions
+from .status import IngestState, IngestStatus
+from .url import SourceKind, mask_text, mask_url, source_kind
+from .worker import IngestConfig, IngestWorker
+
+__all__ = [
+    "Backoff",
+    "ErrorKind",
+    "IngestConfig",
+    "IngestError",
+    "IngestState",
+    "IngestStatus",
+    "IngestWorker",
+    "OutputSpec",
+    "ProbeResult",
+    "SourceKind",
+    "SourceOptions",
+    "classify",
+    "mask_text",
+    "mask_url",
+    "probe",
+    "source_kind",
+]

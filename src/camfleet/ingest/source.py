@@ -1,0 +1,109 @@
+"""Opening camera sources with PyAV (FFmpeg), one connection per camera.
+
+:func:`open_source` turns a URL and :class:`SourceOptions` into an open
+container; every failure comes back as a classified, credential-free
+:class:`~camfleet.ingest.errors.IngestError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import av
+import av.container
+from av.codec.hwaccel import HWAccel, hwdevices_available
+
+from .errors import ErrorKind, IngestError, classify
+from .url import SourceKind, mask_url, source_kind
+
+log = logging.getLogger("camfleet.ingest")
+
+HwAccel = Literal["cuda", "vaapi", "qsv"]
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to open and read one camera.
+
+    Attributes:
+        transport: RTSP transport, ``"tcp"`` or ``"udp"``.
+        open_timeout: seconds allowed to connect and read the stream header.
+        stall_timeout: seconds without a decoded frame before the stream is
+            declared stalled and reconnected.
+        loop: files only: start again at the end.
+        realtime: files only: publish at the file's own frame rate instead of
+            as fast as it decodes.
+        hwaccel: decode on ``cuda``, ``vaapi`` or ``qsv`` when available (falls
+            back to software, with a log line, when not).
+        decode_threads: decoder threads (0: FFmpeg chooses).
+    """
+
+    transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout: float = 10.0
+    stall_timeout: float = 10.0
+    loop: bool = False
+    realtime: bool = False
+    hwaccel: HwAccel | None = None
+    decode_threads: int = 0
+
+
+def _hwaccel(name: HwAccel | None, url: str) -> Any:
+    if name is None:
+        return None
+    try:
+        if name not in hwdevices_available():
+            raise RuntimeError(f"no {name} device (available: {hwdevices_available() or 'none'})")
+        return HWAccel(device_type=name, allow_software_fallback=True)
+    except Exception as exc:
+        log.warning("%s: hardware decoding with %s unavailable (%s); decoding in software",
+                    mask_url(url), name, exc)
+        return None
+
+
+def ffmpeg_target(url: str) -> tuple[str, str | None, dict[str, str]]:
+    """(target, FFmpeg format or None, FFmpeg options) for a non-synthetic URL."""
+    kind = source_kind(url)
+    if kind == SourceKind.RTSP:
+        return url, None, {}
+    if kind == SourceKind.HTTP:
+        return url, None, {}
+    if kind == SourceKind.V4L2:
+        path = urlsplit(url).path if url.startswith("v4l2://") else url
+        return path, "video4linux2", {}
+    if kind == SourceKind.FILE:
+        return (urlsplit(url).path if url.startswith("file://") else url), None, {}
+    raise IngestError(ErrorKind.BAD_URL, url, "synthetic sources are generated, not opened")
+
+
+def open_source(url: str, opts: SourceOptions) -> av.container.InputContainer:
+    """Open ``url`` for demuxing; raises a classified :class:`IngestError`."""
+    try:
+        target, fmt, options = ffmpeg_target(url)
+    except ValueError as exc:
+        raise IngestError(ErrorKind.BAD_URL, url, str(exc)) from None
+    kind = source_kind(url)
+    # FFmpeg's own socket timeout (µs) ends a silent read; PyAV's timeouts
+    # (open, read) back it up for demuxers that do not honour it.
+    io_timeout_us = str(int(min(opts.open_timeout, opts.stall_timeout) * 1e6))
+    if kind == SourceKind.RTSP:
+        options |= {"rtsp_transport": opts.transport, "timeout": io_timeout_us}
+    elif kind == SourceKind.HTTP:
+        options |= {"timeout": io_timeout_us}
+    try:
+        container = av.open(
+            target,
+            mode="r",
+            format=fmt,
+            options=options,
+            timeout=(opts.open_timeout, opts.stall_timeout),
+            hwaccel=_hwaccel(opts.hwaccel, url),
+        )
+    except Exception as exc:
+        raise classify(exc, url) from None
+    if not container.streams.video:
+        container.close()
+        raise IngestError(ErrorKind.NO_VIDEO, url)
+    return container

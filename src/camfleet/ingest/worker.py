@@ -1,0 +1,343 @@
+"""The ingest loop of one camera: connect, publish packets then frames, heal.
+
+States: connecting → streaming → (stalled) → backoff → connecting … → stopped.
+The loop never dies on a camera failure: every error is classified, counted,
+logged with the URL masked, and followed by a reconnect after an exponential,
+jittered back-off. A watchdog thread declares a stall when no frame arrived for
+``stall_timeout`` seconds; FFmpeg's own read timeout then ends the blocked read.
+
+Encoded packets go to the packet ring *before* decoding (recording needs no
+decode); decoded frames go to the frame ring converted, scaled and
+rate-limited. A resolution change re-creates the frame ring, and its
+subscribers get :class:`~camfleet.framebus.FormatChanged`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.container
+
+from camfleet.framebus import (
+    AlreadyRunning,
+    FrameFlags,
+    FrameFormat,
+    FramePublisher,
+    PacketPublisher,
+)
+
+from .backoff import Backoff
+from .convert import FrameConverter, OutputSpec, RateLimiter
+from .errors import ErrorKind, IngestError, classify
+from .source import SourceOptions, open_source
+from .status import IngestState, IngestStatus, StateTracker
+from .synthetic import SyntheticSource
+from .url import SourceKind, mask_url, source_kind
+
+log = logging.getLogger("camfleet.ingest")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything one ingest loop needs.
+
+    Attributes:
+        url: camera URL (credentials allowed; they are never logged).
+        key: ring key the camera publishes under.
+        source: how to open and read the camera.
+        output: pixel format, scaling and frame-rate limit of the frame ring.
+        backoff_initial: first reconnect delay, seconds.
+        backoff_max: longest reconnect delay, seconds.
+        ring_slots: frame ring slots.
+        packet_capacity: packet ring buffer, bytes.
+    """
+
+    url: str
+    key: str
+    source: SourceOptions = field(default_factory=SourceOptions)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    ring_slots: int = 8
+    packet_capacity: int = 8 * 2**20
+
+
+StateListener = Callable[[IngestState, "IngestError | None"], None]
+
+
+class IngestWorker:
+    """Runs one camera's ingest loop in the calling thread until stopped.
+
+    Example:
+        >>> import threading
+        >>> cfg = IngestConfig(url="synthetic://cam?width=320&height=180", key="doc-ingest")
+        >>> stop = threading.Event()
+        >>> worker = IngestWorker(cfg)
+        >>> # worker.run(stop) blocks; call stop.set() from elsewhere to end it
+    """
+
+    def __init__(self, config: IngestConfig, on_state: StateListener | None = None) -> None:
+        self.config = config
+        self._on_state = on_state
+        self._kind = source_kind(config.url)
+        self._tracker = StateTracker()
+        self._lock = threading.Lock()
+        self._backoff = Backoff(
+            initial=config.backoff_initial, maximum=max(config.backoff_max, config.backoff_initial)
+        )
+        self._packets: PacketPublisher | None = None
+        self._frames: FramePublisher | None = None
+        self._converter = FrameConverter()
+        self._limiter = RateLimiter(config.output.fps)
+        self._last_frame = time.monotonic()
+        self._frame_count = 0
+        self._packet_count = 0
+        self._corrupt_packets = 0
+        self._fps = 0.0
+        self._fps_t = 0.0
+        self._codec = ""
+        self._size = (0, 0)
+        self._discontinuity = False
+        self.fatal: IngestError | None = None
+
+    # ---- state ------------------------------------------------------------
+    def _enter(self, state: IngestState, error: IngestError | None = None) -> None:
+        with self._lock:
+            if error is not None:
+                self._tracker.error(error.kind.value, str(error))
+            changed = self._tracker.enter(state)
+        if changed:
+            where = f"camera {self.config.key} ({mask_url(self.config.url)})"
+            if error is not None:
+                log.warning("%s: %s: %s", where, state.value, error)
+            else:
+                log.info("%s: %s", where, state.value)
+            if self._on_state is not None:
+                self._on_state(state, error)
+
+    def status(self) -> IngestStatus:
+        """A snapshot of the loop's state and counters."""
+        t = self._tracker
+        with self._lock:
+            return IngestStatus(
+                state=t.state,
+                seconds_in_state=t.seconds_in_state,
+                reconnects_last_hour=t.reconnects_last_hour,
+                stalls_last_hour=t.stalls_last_hour,
+                last_error=t.last_error,
+                last_error_kind=t.last_error_kind,
+                frames=self._frame_count,
+                packets=self._packet_count,
+                decode_fps=self._fps,
+                width=self._size[0],
+                height=self._size[1],
+                codec=self._codec,
+            )
+
+    @property
+    def corrupt_packets(self) -> int:
+        """Packets the decoder rejected (decoding went on)."""
+        return self._corrupt_packets
+
+    # ---- main loop ----------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Ingest until ``stop`` is set. Raises only for a ring key owned by another process."""
+        cfg = self.config
+        try:
+            self._packets = PacketPublisher(cfg.key, "", capacity=cfg.packet_capacity)
+        except AlreadyRunning as exc:
+            self.fatal = IngestError(ErrorKind.OTHER, cfg.url, f"ring key {cfg.key!r}: {exc}")
+            raise self.fatal from None
+        watchdog = threading.Thread(target=self._watch_stalls, args=(stop,), daemon=True,
+                                    name=f"camfleet-stall-{cfg.key}")
+        watchdog.start()
+        try:
+            while not stop.is_set():
+                self._enter(IngestState.CONNECTING)
+                try:
+                    self._session(stop)
+                except IngestError as exc:
+                    if stop.is_set():
+                        break
+                    if exc.kind == ErrorKind.ENDED and self._kind == SourceKind.FILE:
+                        if not cfg.source.loop:
+                            log.info("camera %s: end of file", cfg.key)
+                            break
+                        self._discontinuity = True
+                        continue  # a looping file starts again at once
+                    self._enter(
+                        IngestState.STALLED if exc.kind == ErrorKind.STALLED else IngestState.BACKOFF,
+                        exc,
+                    )
+                    self._enter(IngestState.BACKOFF)
+                    delay = self._backoff.next_delay()
+                    log.info("camera %s: reconnecting in %.1f s", cfg.key, delay)
+                    stop.wait(delay)
+                    self._discontinuity = True
+        finally:
+            self._enter(IngestState.STOPPED)
+            stop.set()
+            watchdog.join(timeout=2)
+            if self._frames is not None:
+                self._frames.close()
+            self._packets.close()
+
+    def _watch_stalls(self, stop: threading.Event) -> None:
+        timeout = self.config.source.stall_timeout
+        while not stop.wait(min(timeout / 4, 0.25)):
+            if self._tracker.state == IngestState.STREAMING and time.monotonic() - self._last_frame > timeout:
+                err = IngestError(ErrorKind.STALLED, self.config.url, f"no frame for {timeout:g} s")
+                self._enter(IngestState.STALLED, err)
+
+    def _session(self, stop: threading.Event) -> None:
+        if self._kind == SourceKind.SYNTHETIC:
+            self._synthetic_session(stop)
+            return
+        container = open_source(self.config.url, self.config.source)
+        try:
+            self._container_session(container, stop)
+        finally:
+            with contextlib.suppress(Exception):
+                container.close()
+
+    # ---- one connection -----------------------------------------------------
+    def _container_session(self, container: av.container.InputContainer, stop: threading.Event) -> None:
+        cfg = self.config
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if cfg.source.decode_threads:
+            stream.codec_context.thread_count = cfg.source.decode_threads
+        ctx = stream.codec_context
+        self._stream_started(ctx.name, bytes(ctx.extradata or b""), stream.time_base or Fraction(1, 90000))
+        pacer = _Pacer(cfg.source.realtime and self._kind == SourceKind.FILE)
+        self._last_frame = time.monotonic()
+        try:
+            for packet in container.demux(stream):
+                if stop.is_set():
+                    return
+                if packet.size:  # an empty packet is the end-of-stream flush: decode only
+                    self._publish_packet(packet)
+                try:
+                    frames = packet.decode()
+                except (av.error.InvalidDataError, av.error.PermissionError, ValueError) as exc:
+                    self._corrupt_packets += 1
+                    log.debug("camera %s: corrupt packet skipped (%s)", cfg.key, type(exc).__name__)
+                    continue
+                for frame in frames:
+                    pacer.wait(frame.time, stop)
+                    self._on_frame(frame, corrupt=packet.is_corrupt)
+                if time.monotonic() - self._last_frame > cfg.source.stall_timeout:
+                    raise IngestError(ErrorKind.STALLED, cfg.url,
+                                      f"packets but no decodable frame for {cfg.source.stall_timeout:g} s")
+        except IngestError:
+            raise
+        except Exception as exc:
+            err = classify(exc, cfg.url)
+            if err.kind == ErrorKind.TIMEOUT and self._frame_count:
+                err = IngestError(ErrorKind.STALLED, cfg.url, f"no data for {cfg.source.stall_timeout:g} s")
+            raise err from None
+        raise IngestError(ErrorKind.ENDED, cfg.url, "the source closed the stream")
+
+    def _synthetic_session(self, stop: threading.Event) -> None:
+        src = SyntheticSource(self.config.url)
+        self._stream_started(src.codec_name, src.extradata, src.time_base)
+        self._last_frame = time.monotonic()
+        for packets, frame in src.run(stop):
+            for packet in packets:
+                self._publish_packet(packet)
+            self._on_frame(frame, corrupt=False)
+
+    # ---- publishing ---------------------------------------------------------
+    def _stream_started(self, codec: str, extradata: bytes, time_base: Fraction) -> None:
+        assert self._packets is not None
+        self._codec = codec
+        tb = (time_base.numerator, time_base.denominator)
+        self._packets.set_stream(codec, extradata[:4096], tb)
+
+    def _publish_packet(self, packet: av.Packet[Any]) -> None:
+        assert self._packets is not None
+        self._packets.publish(
+            memoryview(packet),
+            pts=packet.pts,
+            dts=packet.dts,
+            duration=int(packet.duration or 0),
+            key=packet.is_keyframe,
+            corrupt=packet.is_corrupt,
+            discontinuity=self._discontinuity,
+        )
+        self._packet_count += 1
+
+    def _on_frame(self, frame: av.VideoFrame, *, corrupt: bool) -> None:
+        now = time.monotonic()
+        self._last_frame = now
+        if self._tracker.state != IngestState.STREAMING:
+            self._backoff.reset()
+            self._enter(IngestState.STREAMING)
+        t = frame.time if frame.time is not None else now
+        if not self._limiter.keep(t):
+            return
+        fmt = self.config.output.ring_format(frame.width, frame.height)
+        self._ensure_frame_ring(fmt, frame)
+        assert self._frames is not None
+        slot = self._frames.begin()
+        try:
+            self._converter.write(frame, fmt, slot)
+        except BaseException:
+            self._frames.commit(pts=frame.pts or 0, flags=FrameFlags.CORRUPT)
+            raise
+        flags = FrameFlags.NONE
+        if frame.key_frame:
+            flags |= FrameFlags.KEY
+        if corrupt:
+            flags |= FrameFlags.CORRUPT
+        if self._discontinuity:
+            flags |= FrameFlags.DISCONTINUITY
+            self._discontinuity = False
+        self.fatal: IngestError | None = None
+        self._frames.commit(pts=frame.pts or 0, capture_ns=time.time_ns(), flags=flags)
+        self._frame_count += 1
+        if self._fps_t:
+            dt = now - self._fps_t
+            if dt > 0:
+                self._fps = 1 / dt if not self._fps else 0.9 * self._fps + 0.1 / dt
+        self._fps_t = now
+
+    def _ensure_frame_ring(self, fmt: FrameFormat, frame: av.VideoFrame) -> None:
+        if self._frames is not None and self._frames.format == fmt:
+            return
+        if self._frames is not None:
+            old = self._frames.format.describe()
+            log.info("camera %s: resolution changed %s -> %dx%d; re-creating the frame ring",
+                     self.config.key, old, frame.width, frame.height)
+            self._frames.close(format_changed=True)
+            self._frames = None
+        self._size = (frame.width, frame.height)
+        self._frames = FramePublisher(self.config.key, fmt, slots=self.config.ring_slots)
+
+
+class _Pacer:
+    """Holds frames of a file back to their own rate (``realtime`` files)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._origin: tuple[float, float] | None = None
+
+    def wait(self, t: float | None, stop: threading.Event) -> None:
+        if not self._enabled or t is None:
+            return
+        now = time.monotonic()
+        if self._origin is None or t < self._origin[1]:
+            self._origin = (now, t)
+            return
+        due = self._origin[0] + (t - self._origin[1])
+        if due > now:
+            stop.wait(due - now)
+
