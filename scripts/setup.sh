@@ -16,8 +16,31 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "camfleet setup: installing ${need_apt[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  apt_updated=1
   apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
   py_ok || { echo "camfleet setup: python3 >= 3.11 is required" >&2; exit 1; }
+fi
+
+# The camera simulator (camfleet sim) runs GStreamer's RTSP server under Debian's python3.
+sim_pkgs=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+          gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi)
+sim_missing=()
+if command -v dpkg-query >/dev/null; then
+  for p in "${sim_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || sim_missing+=("$p")
+  done
+else
+  echo "camfleet setup: not Debian; camfleet sim needs gst-rtsp-server, GStreamer base/good/bad/ugly and PyGObject" >&2
+fi
+if [ ${#sim_missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "camfleet setup: installing ${sim_missing[*]} with apt-get (for camfleet sim)"
+    export DEBIAN_FRONTEND=noninteractive
+    [ "${apt_updated:-0}" = 1 ] || apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${sim_missing[@]}" >/dev/null
+  else
+    echo "camfleet setup: camfleet sim needs: apt-get install -y --no-install-recommends ${sim_missing[*]}" >&2
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, demo, ingest
+from . import bus, demo, ingest, sim
 
 app = typer.Typer(
     name="camfleet",
@@ -18,6 +18,7 @@ app.add_typer(bus.app, name="bus")
 app.command("run")(demo.run)
 app.command("probe")(ingest.probe_command)
 app.command("ingest")(ingest.ingest_command)
+app.command("sim")(sim.sim)
 
 
 @app.command()

@@ -42,12 +42,13 @@ def _flock(kind: int, start: int, length: int) -> bytes:
 
 
 class LockRequest:
-    """Pre-packed lock and unlock requests for one byte range (for hot paths)."""
+    """Pre-packed shared, exclusive and unlock requests for one byte range (hot paths)."""
 
-    __slots__ = ("shared", "unlock")
+    __slots__ = ("exclusive", "shared", "unlock")
 
     def __init__(self, start: int, length: int = 1) -> None:
         self.shared = _flock(fcntl.F_RDLCK, start, length)
+        self.exclusive = _flock(fcntl.F_WRLCK, start, length)
         self.unlock = _flock(fcntl.F_UNLCK, start, length)
 
 

@@ -67,7 +67,7 @@ from .layout import (
     LockMap,
     validate_key,
 )
-from .registry import Reaper, register, unregister
+from .registry import Reaper, mark_evicted, register, unregister
 from .segment import Segment, create_segment, open_segment
 
 WRITING = 2**64 - 1  # slot sequence while the publisher writes it
@@ -266,6 +266,10 @@ class FramePublisher:
         self._waits = 0
         self._wait_ns = 0
         self._reaper = Reaper(self._seg)
+        self._reg_gen = self._seg.u32("reg_gen")
+        self._seq_subs: list[memoryview[int]] = []
+        self._seq_subs_gen = -1
+        self._slot_locks = [_sys.LockRequest(*LockMap.slot_range(i)) for i in range(slots)]
 
     # ---- writing ------------------------------------------------------
     def begin(self) -> WritableFrame:
@@ -305,8 +309,7 @@ class FramePublisher:
         v.slot_seq[slot] = seq
         v.gseq[0] = seq
         if not self._forced:
-            start, length = LockMap.slot_range(slot)
-            _sys.unlock(self._seg.fd, start, length)
+            _sys.try_request(self._seg.fd, self._slot_locks[slot].unlock)
         self._published[0] = seq
         self._last_pts[0] = pts
         self._last_capture[0] = v.slot_capture[slot]
@@ -388,11 +391,16 @@ class FramePublisher:
     # ---- slot choice --------------------------------------------------
     def _consumed_floor(self) -> int | None:
         """Lowest sequence every live ``sequential`` subscriber has taken, or None."""
-        subs = self._seg.subs
-        mask = (subs["state"] == SUB_ACTIVE) & (subs["mode"] == MODE_SEQUENTIAL)
-        if not mask.any():
+        gen = self._reg_gen[0]
+        if gen != self._seq_subs_gen:
+            # the table changed: find the sequential subscribers again (rare)
+            subs = self._seg.subs
+            mask = (subs["state"] == SUB_ACTIVE) & (subs["mode"] == MODE_SEQUENTIAL)
+            self._seq_subs = [self._seg.sub_stats(k) for k in np.flatnonzero(mask).tolist()]
+            self._seq_subs_gen = gen
+        if not self._seq_subs:
             return None
-        return int(subs["acked"][mask].min())
+        return min(c[0] for c in self._seq_subs)  # c[0]: acked
 
     def _reserve_slot(self) -> int:
         v = self._v
@@ -428,8 +436,7 @@ class FramePublisher:
             seq = seqs[slot]
             if floor is not None and seq > floor:
                 break  # every later slot holds a frame a sequential subscriber still needs
-            start, length = LockMap.slot_range(slot)
-            if _sys.try_lock(fd, start, length):
+            if _sys.try_request(fd, self._slot_locks[slot].exclusive):
                 self._forced = False
                 return int(slot)
             if self._revoke_expired(slot, seq):
@@ -474,8 +481,8 @@ class FramePublisher:
                 mask &= subs["acked"] <= floor
             if not mask.any():
                 return  # nothing evictable (all slots leased): keep waiting
-            for k in np.flatnonzero(mask):
-                subs["state"][k] = SUB_EVICTED
+            for k in np.flatnonzero(mask).tolist():
+                mark_evicted(self._seg, k)
                 self._evictions[0] += 1
         self._v.word[0] = (int(self._v.word[0]) + 1) & 0xFFFFFFFF
         _sys.futex_wake(self._v.word_addr)

@@ -63,7 +63,7 @@ HEADER_DTYPE: Final = np.dtype(
         ("word", "<u4"),
         ("ack_word", "<u4"),
         ("ack_waiting", "<u4"),  # 1 while the publisher sleeps on ack_word
-        ("reserved0", "<u4"),
+        ("reg_gen", "<u4"),  # bumped on every change of the subscriber table
         ("gseq", "<u8"),
         ("published", "<u8"),
         ("last_pts", "<i8"),

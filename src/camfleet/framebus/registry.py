@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _sys
 from .errors import DuplicateSubscriber, SubscriberLimit
-from .layout import KIND_FRAMES, MAX_SUBSCRIBERS, SUB_ACTIVE, SUB_FREE, LockMap
+from .layout import KIND_FRAMES, MAX_SUBSCRIBERS, SUB_ACTIVE, SUB_EVICTED, SUB_FREE, LockMap
 from .segment import Segment
 
 
@@ -35,13 +35,25 @@ class RegistryLock:
         _sys.unlock(self._fd, LockMap.REGISTRY)
 
 
+def _bump_generation(seg: Segment) -> None:
+    gen = seg.u32("reg_gen")
+    gen[0] = (gen[0] + 1) & 0xFFFFFFFF
+
+
 def _clear_entry(seg: Segment, k: int) -> None:
+    _bump_generation(seg)
     seg.subs[k] = np.zeros((), seg.subs.dtype)
     if seg.kind == KIND_FRAMES:
         n = seg.offsets.n_slots
         for base in (seg.offsets.lease_seq, seg.offsets.lease_time):
             view = np.ndarray((n,), np.int64, buffer=seg.meta, offset=base + k * n * 8)
             view[:] = 0
+
+
+def mark_evicted(seg: Segment, k: int) -> None:
+    """Flag entry ``k`` evicted; the caller holds the registry mutex."""
+    seg.subs["state"][k] = SUB_EVICTED
+    _bump_generation(seg)
 
 
 def reclaim_dead(seg: Segment, *, skip: int | None = None) -> list[int]:
@@ -104,6 +116,7 @@ def register(seg: Segment, name: str, mode: int, max_held: int, *, acked: int = 
             subs["registered_ns"][k] = time.time_ns()
             subs["acked"][k] = acked
             subs["state"][k] = SUB_ACTIVE
+            _bump_generation(seg)
             return k
         raise SubscriberLimit(f"ring {seg.key!r}: all {MAX_SUBSCRIBERS} subscriber entries are in use")
 

@@ -88,10 +88,14 @@ def open_source(url: str, opts: SourceOptions) -> av.container.InputContainer:
     # FFmpeg's own socket timeout (µs) ends a silent read; PyAV's timeouts
     # (open, read) back it up for demuxers that do not honour it.
     io_timeout_us = str(int(min(opts.open_timeout, opts.stall_timeout) * 1e6))
+    # Live sources: no probe backlog (FFmpeg would otherwise hand over ~2 s of
+    # buffered frames at once and keep every later frame that far behind).
+    live = {"fflags": "nobuffer", "flags": "low_delay", "analyzeduration": "1000000",
+            "probesize": "1000000"}
     if kind == SourceKind.RTSP:
-        options |= {"rtsp_transport": opts.transport, "timeout": io_timeout_us}
+        options |= live | {"rtsp_transport": opts.transport, "timeout": io_timeout_us}
     elif kind == SourceKind.HTTP:
-        options |= {"timeout": io_timeout_us}
+        options |= live | {"timeout": io_timeout_us}
     try:
         container = av.open(
             target,

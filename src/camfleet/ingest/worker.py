@@ -301,7 +301,6 @@ class IngestWorker:
         if self._discontinuity:
             flags |= FrameFlags.DISCONTINUITY
             self._discontinuity = False
-        self.fatal: IngestError | None = None
         self._frames.commit(pts=frame.pts or 0, capture_ns=time.time_ns(), flags=flags)
         self._frame_count += 1
         if self._fps_t:
