@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import queue
 import subprocess
@@ -141,6 +142,9 @@ def test_server_restart_reconnects_within_backoff_bounds(sim: SimServer, running
     assert t - restarted < 1.2 + 5.0
     assert r.worker.status().reconnects_last_hour >= 1
     assert r.thread.is_alive()
+    # the first frame and packet after the reconnect say that something is missing before them
+    with fb.subscribe_packets("restart", connect_timeout=5) as packets:
+        assert packets.next(5).is_key
 
 
 def test_stall_is_detected_within_the_configured_time(sim: SimServer, running: list[Running]) -> None:
@@ -168,7 +172,8 @@ def test_stall_is_detected_within_the_configured_time(sim: SimServer, running: l
         assert last_frame, "no frame was seen before the stall"
         # declared within the configured 2 s of the last frame (+ the watchdog's 0.25 s tick)
         assert 1.9 <= t - last_frame[-1] <= 2.0 + 0.5, t - last_frame[-1]
-        assert t - stalled_at <= 2.0 + 1.5
+        # frames already queued in the server still arrive after the command (more under load)
+        assert t - stalled_at <= 2.0 + 5.0
         assert r.worker.status().stalls_last_hour >= 1
     finally:
         sim.resume("faulty")
@@ -235,3 +240,52 @@ def test_resolution_switch_recreates_ring_and_tells_subscribers(
             assert (frame.format.width, frame.format.height) == (480, 270)
     finally:
         sim.resize("faulty", 320, 180)
+
+
+def test_unknown_stream_path_is_404(sim: SimServer, running: list[Running]) -> None:
+    url = sim.url("h264").rsplit("/", 1)[0] + "/no-such-camera"
+    r = start(url, "nopath")
+    running.append(r)
+    _, err = r.wait_state(IngestState.BACKOFF, 20)
+    assert err is not None and err.kind == ErrorKind.NOT_FOUND
+
+
+def test_discontinuity_flag_after_reconnect(sim: SimServer, running: list[Running]) -> None:
+    r = start(sim.url("h264"), "discont", stall_timeout=1.5)
+    running.append(r)
+    r.wait_state(IngestState.STREAMING, 20)
+    with fb.subscribe("discont", mode="sequential", connect_timeout=5) as sub:
+        with sub.next(5) as frame:
+            first = frame.seq
+        sim.stall("h264")
+        r.wait_state(IngestState.BACKOFF, 15)
+        sim.resume("h264")
+        r.wait_state(IngestState.STREAMING, 20)
+        flags = []
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any(f & fb.FrameFlags.DISCONTINUITY for f in flags):
+            try:
+                with sub.next(5) as frame:
+                    flags.append(frame.flags)
+            except fb.Overrun:
+                continue
+    assert first >= 1
+    assert any(f & fb.FrameFlags.DISCONTINUITY for f in flags)
+
+
+def test_probe_cli_describes_the_camera(sim: SimServer) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "camfleet.cli", "probe", sim.url("h265"), "--json", "--seconds", "3"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert (info["codec"], info["width"], info["height"]) == ("hevc", 320, 180)
+    assert info["keyframe_interval"] == 15
+    assert abs(info["measured_fps"] - 15) < 1.5
+    assert PASSWORD not in proc.stdout and "***" in info["url"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "camfleet.cli", "probe", sim.url("h265", password="nope")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert bad.returncode == 2 and "wrong credentials (401)" in bad.stderr

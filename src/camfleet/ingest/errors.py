@@ -20,6 +20,7 @@ class ErrorKind(enum.Enum):
     TIMEOUT = "timeout"
     UNAUTHORIZED = "wrong credentials (401)"
     FORBIDDEN = "forbidden (403)"
+    PERMISSION = "permission denied"
     NOT_FOUND = "no such stream (404)"
     NO_SUCH_FILE = "no such file or device"
     UNSUPPORTED_CODEC = "unsupported codec"
@@ -40,6 +41,7 @@ _HINTS = {
     ErrorKind.TIMEOUT: "the camera did not answer in time; check it is powered and reachable",
     ErrorKind.UNAUTHORIZED: "check the user name and password",
     ErrorKind.FORBIDDEN: "the user has no right to this stream",
+    ErrorKind.PERMISSION: "this process may not open the file or device (check its permissions)",
     ErrorKind.NOT_FOUND: "check the stream path in the URL",
     ErrorKind.NO_SUCH_FILE: "check the path",
     ErrorKind.UNSUPPORTED_CODEC: "the stream's codec cannot be decoded here",
@@ -72,8 +74,8 @@ _BY_ERRNO = {
     errno.EHOSTDOWN: ErrorKind.UNREACHABLE,
     errno.ENOENT: ErrorKind.NO_SUCH_FILE,
     errno.ENODEV: ErrorKind.NO_SUCH_FILE,
-    errno.EACCES: ErrorKind.FORBIDDEN,
-    errno.EPERM: ErrorKind.FORBIDDEN,
+    errno.EACCES: ErrorKind.PERMISSION,
+    errno.EPERM: ErrorKind.PERMISSION,
 }
 
 # FFmpeg error names (PyAV exception class names) that have no errno of their own

@@ -7,8 +7,11 @@ container; every failure comes back as a classified, credential-free
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -50,17 +53,46 @@ class SourceOptions:
     decode_threads: int = 0
 
 
+@functools.cache
+def hwaccel_usable(name: HwAccel) -> str | None:
+    """None if ``name`` really decodes on this machine, else why not (checked once).
+
+    A PyAV build may list a device type (it was compiled in) that has no
+    driver or device here, so a tiny H.264 clip is decoded with it to be sure.
+    """
+    if name not in hwdevices_available():
+        return f"this FFmpeg has no {name} support (it has: {', '.join(hwdevices_available()) or 'none'})"
+    try:
+        enc = av.CodecContext.create("libx264", "w")
+        enc.width, enc.height, enc.pix_fmt = 64, 64, "yuv420p"
+        enc.time_base = Fraction(1, 25)
+        enc.options = {"preset": "ultrafast"}
+        packets = []
+        for i in range(2):
+            frame = av.VideoFrame(64, 64, "yuv420p")
+            frame.pts = i
+            packets += enc.encode(frame)
+        packets += enc.encode(None)
+        dec = av.CodecContext.create(
+            "h264", "r", hwaccel=HWAccel(device_type=name, allow_software_fallback=False)
+        )
+        decoded = [f for p in packets for f in dec.decode(p)]
+        if not decoded:
+            return f"the {name} decoder returned no frame"
+    except Exception as exc:
+        return f"{name} device unusable ({type(exc).__name__}: {exc})"
+    return None
+
+
 def _hwaccel(name: HwAccel | None, url: str) -> Any:
     if name is None:
         return None
-    try:
-        if name not in hwdevices_available():
-            raise RuntimeError(f"no {name} device (available: {hwdevices_available() or 'none'})")
-        return HWAccel(device_type=name, allow_software_fallback=True)
-    except Exception as exc:
+    why_not = hwaccel_usable(name)
+    if why_not is not None:
         log.warning("%s: hardware decoding with %s unavailable (%s); decoding in software",
-                    mask_url(url), name, exc)
+                    mask_url(url), name, why_not)
         return None
+    return HWAccel(device_type=name, allow_software_fallback=True)
 
 
 def ffmpeg_target(url: str) -> tuple[str, str | None, dict[str, str]]:
@@ -96,6 +128,7 @@ def open_source(url: str, opts: SourceOptions) -> av.container.InputContainer:
         options |= live | {"rtsp_transport": opts.transport, "timeout": io_timeout_us}
     elif kind == SourceKind.HTTP:
         options |= live | {"timeout": io_timeout_us}
+    started = time.monotonic()
     try:
         container = av.open(
             target,
@@ -106,7 +139,13 @@ def open_source(url: str, opts: SourceOptions) -> av.container.InputContainer:
             hwaccel=_hwaccel(opts.hwaccel, url),
         )
     except Exception as exc:
-        raise classify(exc, url) from None
+        err = classify(exc, url)
+        waited = time.monotonic() - started
+        if (err.kind == ErrorKind.CORRUPT and kind in (SourceKind.RTSP, SourceKind.HTTP)
+                and waited >= 0.9 * min(opts.open_timeout, opts.stall_timeout)):
+            # FFmpeg reports its own I/O timeout on a silent server as "invalid data"
+            err = IngestError(ErrorKind.TIMEOUT, url, f"no answer within {waited:.1f} s")
+        raise err from None
     if not container.streams.video:
         container.close()
         raise IngestError(ErrorKind.NO_VIDEO, url)
