@@ -19,6 +19,7 @@ import fcntl
 import os
 import platform
 import struct
+import time
 from typing import Final
 
 _FLOCK: Final = struct.Struct("hhqqi4x")  # struct flock on 64-bit Linux
@@ -141,6 +142,23 @@ def futex_wait(address: int, expected: int, timeout_s: float | None) -> None:
 def futex_wake(address: int) -> None:
     """Wake every process sleeping in :func:`futex_wait` on ``address``."""
     _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, _INT_MAX, None, None, 0)
+
+
+def wait_for_publish(address: int, word: int, deadline: float | None, *, watched: bool,
+                     fallback_slice: float = 0.25) -> bool:
+    """Sleep on a ring's publish word until it changes or ``deadline`` (monotonic s) passes.
+
+    Returns False, without sleeping, once the deadline has passed. When the
+    publisher's death cannot be watched through a pidfd (``watched`` False),
+    sleeps at most ``fallback_slice`` seconds so the caller re-checks liveness.
+    """
+    wait = None if deadline is None else deadline - time.monotonic()
+    if wait is not None and wait <= 0:
+        return False
+    if not watched:
+        wait = fallback_slice if wait is None else min(wait, fallback_slice)
+    futex_wait(address, word, wait)
+    return True
 
 
 def pidfd_open(pid: int) -> int | None:

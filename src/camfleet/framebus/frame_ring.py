@@ -72,7 +72,6 @@ from .segment import Segment, create_segment, open_segment
 
 WRITING = 2**64 - 1  # slot sequence while the publisher writes it
 _ACK_SLICE_S = 0.002  # publisher re-checks acks this often while it waits (wait policy)
-_FALLBACK_SLICE_S = 0.25  # wait slice when a publisher's pid cannot be watched
 
 class FrameFlags(enum.IntFlag):
     """Flags of a frame (the same bit values as :class:`PacketFlags`)."""
@@ -740,16 +739,9 @@ class FrameSubscriber:
                 if frame is not None:
                     return frame
                 self._check_gone()
-            if deadline is None:
-                wait = None
-            else:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    self._timeouts += 1
-                    raise FrameTimeout(f"ring {self.key!r}: no new frame within {timeout:g} s")
-            if self._watch is None:
-                wait = _FALLBACK_SLICE_S if wait is None else min(wait, _FALLBACK_SLICE_S)
-            _sys.futex_wait(v.word_addr, word, wait)
+            if not _sys.wait_for_publish(v.word_addr, word, deadline, watched=self._watch is not None):
+                self._timeouts += 1
+                raise FrameTimeout(f"ring {self.key!r}: no new frame within {timeout:g} s")
 
     def _take(self) -> Frame | None:
         v = self._v

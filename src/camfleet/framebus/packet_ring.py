@@ -46,7 +46,6 @@ from .registry import Reaper, register, unregister
 from .segment import Segment, create_segment, open_segment
 
 _WRITING = np.uint64(2**64 - 1)
-_FALLBACK_SLICE_S = 0.25
 
 
 class PacketFlags(enum.IntFlag):
@@ -352,15 +351,9 @@ class PacketSubscriber:
                         f"ring {self.key!r}: publisher (pid {self._pid}) is gone; subscribe "
                         "again to reconnect"
                     )
-                wait = None
-                if deadline is not None:
-                    wait = deadline - time.monotonic()
-                    if wait <= 0:
-                        self._timeouts += 1
-                        raise FrameTimeout(f"ring {self.key!r}: no packet within {timeout:g} s")
-                if self._watch is None:
-                    wait = _FALLBACK_SLICE_S if wait is None else min(wait, _FALLBACK_SLICE_S)
-                _sys.futex_wait(v.word_addr, word, wait)
+                if not _sys.wait_for_publish(v.word_addr, word, deadline, watched=self._watch is not None):
+                    self._timeouts += 1
+                    raise FrameTimeout(f"ring {self.key!r}: no packet within {timeout:g} s")
 
     def _take(self) -> Packet | None:
         v = self._v
