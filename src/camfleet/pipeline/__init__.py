@@ -1,0 +1,31 @@
+"""pipeline: named, ordered elements per camera (motion → detect → track → zones → events → snapshot).
+
+Elements are found by name in a registry that other packages extend through
+the ``camfleet.elements`` entry-point group; see :mod:`camfleet.pipeline.element`
+for writing one.
+"""
+
+from .context import Box, FrameContext, ObjectDetection, TrackedObject, ZoneChange, ZoneEvent
+from .element import Element, ElementConfig, PipelineEnv
+from .events import EventType, EventUpdate, ObjectEvent
+from .pipeline import Pipeline
+from .registry import UnknownElement, available, element_class
+
+__all__ = [
+    "Box",
+    "Element",
+    "ElementConfig",
+    "EventType",
+    "EventUpdate",
+    "FrameContext",
+    "ObjectDetection",
+    "ObjectEvent",
+    "Pipeline",
+    "PipelineEnv",
+    "TrackedObject",
+    "UnknownElement",
+    "ZoneChange",
+    "ZoneEvent",
+    "available",
+    "element_class",
+]

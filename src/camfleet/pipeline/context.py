@@ -1,0 +1,157 @@
+"""What flows through a pipeline: one frame and what the elements found in it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from camfleet.framebus import PixelFormat
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in pixels of the frame: (x0, y0) top-left, (x1, y1) bottom-right."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def area(self) -> float:
+        """Area in square pixels."""
+        return max(self.x1 - self.x0, 0.0) * max(self.y1 - self.y0, 0.0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """Centre point (x, y)."""
+        return ((self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2)
+
+    @property
+    def bottom_center(self) -> tuple[float, float]:
+        """Where an object stands on the ground: the middle of the bottom edge."""
+        return ((self.x0 + self.x1) / 2, self.y1)
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with ``other`` (0..1)."""
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ObjectDetection:
+    """A detector's finding in a frame: label, score (0..1), box in frame pixels."""
+
+    label: str
+    score: float
+    box: Box
+
+
+@dataclass
+class TrackedObject:
+    """An object followed across frames; times are wall-clock ns since the epoch.
+
+    ``stationary`` is set when its box has barely moved for the track
+    element's ``stationary_s``.
+    """
+
+    track_id: int
+    label: str
+    score: float
+    box: Box
+    first_ns: int
+    last_ns: int
+    frames: int = 1
+    top_score: float = 0.0
+    best_seq: int = 0
+    stationary: bool = False
+    zones: set[str] = field(default_factory=set)
+    ended: bool = False
+
+
+class ZoneChange(enum.Enum):
+    """What an object did with a zone."""
+
+    ENTER = "enter"
+    EXIT = "exit"
+    DWELL = "dwell"
+
+
+@dataclass(frozen=True)
+class ZoneEvent:
+    """``track_id`` entered, left, or has dwelt ``dwell_s`` seconds in ``zone``."""
+
+    zone: str
+    track_id: int
+    label: str
+    change: ZoneChange
+    time_ns: int
+    dwell_s: float = 0.0
+
+
+@dataclass
+class FrameContext:
+    """One frame on its way through a camera's pipeline.
+
+    ``image`` is the frame's zero-copy view in the ring's format (valid while
+    the pipeline processes the frame). Elements fill ``motion``,
+    ``detections``, ``tracks``, ``zone_events`` and ``events`` in order.
+    """
+
+    camera: str
+    seq: int
+    pts: int
+    capture_ns: int
+    width: int
+    height: int
+    pixel_format: PixelFormat
+    image: np.ndarray
+    motion: list[Box] = field(default_factory=list)
+    detections: list[ObjectDetection] = field(default_factory=list)
+    tracks: list[TrackedObject] = field(default_factory=list)
+    zone_events: list[ZoneEvent] = field(default_factory=list)
+    events: list[object] = field(default_factory=list)
+    _rgb: np.ndarray | None = None
+
+    def luma(self) -> np.ndarray:
+        """The HxW luma (or gray) plane; zero-copy for gray, yuv420p and nv12."""
+        if self.pixel_format in (PixelFormat.GRAY,):
+            return self.image
+        if self.pixel_format in (PixelFormat.YUV420P, PixelFormat.NV12):
+            return self.image[: self.height]
+        rgb = self.rgb()
+        return (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.uint8)
+
+    def rgb(self) -> np.ndarray:
+        """An HxWx3 RGB copy of the frame (computed once per frame)."""
+        if self._rgb is None:
+            self._rgb = to_rgb(self.image, self.pixel_format, self.width, self.height)
+        return self._rgb
+
+
+def to_rgb(image: np.ndarray, pix: PixelFormat, width: int, height: int) -> np.ndarray:
+    """Convert a ring frame's primary array to HxWx3 RGB (a new array)."""
+    if pix == PixelFormat.RGB24:
+        return np.array(image)
+    if pix == PixelFormat.BGR24:
+        return np.array(image[..., ::-1])
+    if pix == PixelFormat.GRAY:
+        return np.repeat(image[..., None], 3, axis=2)
+    y = image[:height].astype(np.float32)
+    if pix == PixelFormat.YUV420P:
+        u = image[height : height + height // 4].reshape(height // 2, width // 2)
+        v = image[height + height // 4 :].reshape(height // 2, width // 2)
+    else:  # NV12
+        uv = image[height:].reshape(height // 2, width // 2, 2)
+        u, v = uv[..., 0], uv[..., 1]
+    u = np.repeat(np.repeat(u, 2, axis=0), 2, axis=1).astype(np.float32) - 128
+    v = np.repeat(np.repeat(v, 2, axis=0), 2, axis=1).astype(np.float32) - 128
+    y = (y - 16) * 1.164
+    rgb: np.ndarray = np.stack([y + 1.596 * v, y - 0.392 * u - 0.813 * v, y + 2.017 * u], axis=-1)
+    out: np.ndarray = np.clip(rgb, 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,96 @@
+"""``motion``: frame differencing on a downscaled luma plane.
+
+A running-average background is compared with each frame; changed pixels
+outside the masks are grown a little, grouped into connected regions, and
+regions smaller than ``min_area`` (fraction of the frame) are dropped. When
+more than ``recalibrate`` of the picture changes at once (lights switched,
+camera switched to night mode) the background is reset instead of reporting
+the whole frame as motion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import Field
+from scipy import ndimage
+
+from .context import Box, FrameContext
+from .element import Element, ElementConfig, PipelineEnv
+from .geometry import mask_image
+
+
+class MotionConfig(ElementConfig):
+    """Motion detection settings.
+
+    ``threshold``: luma difference (0..255) that counts as change;
+    ``min_area``: smallest region, fraction of the frame area;
+    ``height``: rows of the downscaled plane the work is done on;
+    ``alpha``: background adaptation rate per frame (0..1);
+    ``recalibrate``: changed fraction that means a global change.
+    """
+
+    threshold: int = Field(25, ge=1, le=255)
+    min_area: float = Field(0.002, ge=0, le=1)
+    height: int = Field(180, ge=16)
+    alpha: float = Field(0.1, gt=0, le=1)
+    recalibrate: float = Field(0.5, gt=0, le=1)
+    dilate: int = Field(2, ge=0, le=10)
+
+
+class MotionElement(Element[MotionConfig]):
+    """Finds moving regions; fills ``ctx.motion`` with boxes in frame pixels."""
+
+    name = "motion"
+    config_type = MotionConfig
+
+    def __init__(self, config: MotionConfig, env: PipelineEnv) -> None:
+        super().__init__(config, env)
+        self._background: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._mask_shape: tuple[int, ...] = ()
+        self.recalibrations = 0
+
+    def update(self, config: MotionConfig, env: PipelineEnv) -> None:
+        """New thresholds or masks apply from the next frame; the background is kept."""
+        super().update(config, env)
+        self._mask_shape = ()  # rebuild the mask on the next frame
+
+    def process(self, ctx: FrameContext) -> None:
+        """Compare the frame with the background and report changed regions."""
+        cfg = self.config
+        step = max(1, math.ceil(ctx.height / cfg.height))
+        small = ctx.luma()[::step, ::step].astype(np.float32)
+        if self._mask_shape != small.shape:
+            self._mask = mask_image(self.env.masks, *small.shape) if self.env.masks else None
+            self._mask_shape = small.shape
+        if self._background is None or self._background.shape != small.shape:
+            self._background = small
+            return
+        changed = np.abs(small - self._background) > cfg.threshold
+        if self._mask is not None:
+            changed &= ~self._mask
+        if changed.mean() > cfg.recalibrate:
+            self._background = small  # a global change: start again from this picture
+            self.recalibrations += 1
+            return
+        self._background += cfg.alpha * (small - self._background)
+        if not changed.any():
+            return
+        if cfg.dilate:
+            changed = ndimage.binary_dilation(changed, iterations=cfg.dilate)
+        labels, _count = ndimage.label(changed)
+        min_pixels = cfg.min_area * small.size
+        for sl, size in zip(
+            ndimage.find_objects(labels),
+            np.bincount(labels.ravel())[1:],
+            strict=True,
+        ):
+            if sl is None or size < min_pixels:
+                continue
+            rows, cols = sl
+            ctx.motion.append(
+                Box(cols.start * step, rows.start * step,
+                    min(cols.stop * step, ctx.width), min(rows.stop * step, ctx.height))
+            )

@@ -1,0 +1,183 @@
+"""Pipeline elements on the simulator's scene: motion, tracking, zones, events, snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from camfleet.framebus import PixelFormat
+from camfleet.pipeline import (
+    Box,
+    Element,
+    ElementConfig,
+    EventType,
+    EventUpdate,
+    FrameContext,
+    ObjectDetection,
+    Pipeline,
+    PipelineEnv,
+    UnknownElement,
+    ZoneChange,
+    available,
+    element_class,
+)
+from camfleet.pipeline import registry as registry_module
+from camfleet.sim import Scene
+
+W, H, FPS = 640, 360, 5
+
+
+def frame_ctx(scene: Scene | None, i: int, image: np.ndarray | None = None) -> FrameContext:
+    img = scene.render_i420(i) if scene is not None else image
+    assert img is not None
+    return FrameContext(camera="cam", seq=i + 1, pts=i, capture_ns=int(1e12 + i * 1e9 / FPS),
+                        width=W, height=H, pixel_format=PixelFormat.YUV420P, image=img)
+
+
+class TruthConfig(ElementConfig):
+    until: int = 10**9
+
+
+class GroundTruth(Element[TruthConfig]):
+    """Test stand-in for the detector: the scene's own boxes, score 0.9."""
+
+    name = "truth"
+    config_type = TruthConfig
+    scene: ClassVar[Scene]
+
+    def process(self, ctx: FrameContext) -> None:
+        if ctx.seq - 1 >= self.config.until:
+            return
+        for label, x0, y0, x1, y1 in self.scene.boxes(ctx.seq - 1):
+            ctx.detections.append(ObjectDetection(label, 0.9, Box(x0, y0, x1, y1)))
+
+
+@pytest.fixture
+def with_truth(monkeypatch: pytest.MonkeyPatch) -> type[GroundTruth]:
+    original = registry_module._builtins
+    monkeypatch.setattr(registry_module, "_builtins", lambda: {**original(), "truth": GroundTruth})
+    return GroundTruth
+
+
+def test_registry_knows_builtins_and_suggests() -> None:
+    assert {"motion", "track", "zones", "events", "snapshot"} <= set(available())
+    with pytest.raises(UnknownElement, match="did you mean 'motion'"):
+        element_class("motoin")
+
+
+def test_motion_static_scene_is_quiet_and_moving_object_is_found(tmp_path: Path) -> None:
+    env = PipelineEnv(camera="cam", data_dir=tmp_path)
+    static = Pipeline([("motion", {})], env)
+    still = Scene(width=W, height=H, seed=1, objects=("person",)).render_i420(0)
+    assert all(not static.process(frame_ctx(None, i, still)).motion for i in range(20))
+
+    scene = Scene(width=W, height=H, seed=1, objects=("person",))
+    moving = Pipeline([("motion", {})], env)
+    hits = 0
+    for i in range(20):
+        ctx = moving.process(frame_ctx(scene, i))
+        if i and ctx.motion:
+            truth = Box(*scene.boxes(i)[0][1:])
+            assert any(m.iou(truth) > 0 or truth.iou(m) > 0 for m in ctx.motion)
+            hits += 1
+    assert hits >= 15
+
+
+def test_motion_recalibrates_on_global_change_and_honours_masks(tmp_path: Path) -> None:
+    scene = Scene(width=W, height=H, seed=1, objects=("person",))
+    base = scene.render_i420(0)
+    env = PipelineEnv(camera="cam", data_dir=tmp_path)
+    p = Pipeline([("motion", {})], env)
+    p.process(frame_ctx(None, 0, base))
+    bright = base.copy()
+    bright[:H] = np.clip(bright[:H].astype(int) + 80, 0, 255).astype(np.uint8)  # lights on
+    assert p.process(frame_ctx(None, 1, bright)).motion == []
+    assert p.elements[0].recalibrations == 1  # type: ignore[attr-defined]
+    # a mask over the whole moving object hides it
+    masked = PipelineEnv(camera="cam", data_dir=tmp_path, masks=[[(0, 0), (1, 0), (1, 1), (0, 1)]])
+    m = Pipeline([("motion", {})], masked)
+    assert all(not m.process(frame_ctx(scene, i)).motion for i in range(10))
+
+
+def test_person_crossing_gives_one_event_with_zone_enter_exit_and_snapshot(
+    tmp_path: Path, with_truth: type[GroundTruth]
+) -> None:
+    scene = Scene(width=W, height=H, seed=0, objects=("person",))
+    with_truth.scene = scene
+    env = PipelineEnv(
+        camera="cam", data_dir=tmp_path,
+        zones={"left": {"points": [(0, 0), (0.5, 0), (0.5, 1), (0, 1)]}},
+    )
+    pipeline = Pipeline(
+        [("motion", {}), ("truth", {"until": 40}), ("track", {"fps": FPS, "max_disappeared_s": 1.0}),
+         ("zones", {}), ("events", {"min_frames": 3}), ("snapshot", {"boxes": True})],
+        env,
+    )
+    pipeline.start()
+    updates: list[EventUpdate] = []
+    zone_changes = []
+    track_ids = set()
+    for i in range(60):  # the person is detected in frames 0..39, then gone
+        ctx = pipeline.process(frame_ctx(scene, i))
+        updates += [u for u in ctx.events if isinstance(u, EventUpdate)]
+        zone_changes += [(z.zone, z.change) for z in ctx.zone_events]
+        track_ids |= {t.track_id for t in ctx.tracks}
+    pipeline.stop()
+    assert len(track_ids) == 1, track_ids  # one stable id for the whole crossing
+    kinds = [u.type for u in updates]
+    assert kinds.count(EventType.START) == 1 and kinds.count(EventType.END) == 1
+    event = updates[-1].event
+    assert event.label == "person" and event.top_score == pytest.approx(0.9)
+    assert event.end_ns is not None and event.end_ns > event.start_ns
+    assert (event.end_ns - event.start_ns) / 1e9 == pytest.approx(39 / FPS, abs=0.5)
+    assert ("left", ZoneChange.ENTER) in zone_changes and ("left", ZoneChange.EXIT) in zone_changes
+    assert zone_changes.index(("left", ZoneChange.ENTER)) < zone_changes.index(("left", ZoneChange.EXIT))
+    assert event.zones == ["left"]
+    assert event.snapshot is not None
+    with Image.open(event.snapshot) as jpeg:
+        assert jpeg.format == "JPEG" and jpeg.size == (W, H)
+
+
+def test_live_update_keeps_elements_unless_the_list_changes(tmp_path: Path) -> None:
+    env = PipelineEnv(camera="cam", data_dir=tmp_path)
+    p = Pipeline([("motion", {"threshold": 25}), ("zones", {})], env)
+    first = p.elements[0]
+    env2 = PipelineEnv(camera="cam", data_dir=tmp_path, zones={"z": {"points": [(0, 0), (1, 0), (1, 1)]}})
+    assert p.update([("motion", {"threshold": 40}), ("zones", {"dwell_s": 3})], env2)
+    assert p.elements[0] is first and first.config.threshold == 40  # type: ignore[attr-defined]
+    assert p.elements[1].env.zones == env2.zones
+    assert not p.update([("motion", {})], env2)  # element list changed: needs a rebuild
+
+
+def test_bad_element_settings_name_the_element(tmp_path: Path) -> None:
+    env = PipelineEnv(camera="door", data_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)element 1 \('motion'\) of camera 'door'.*threshhold"):
+        Pipeline([("zones", {}), ("motion", {"threshhold": 3})], env)
+
+
+def test_documented_custom_element_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class CountPeopleConfig(ElementConfig):
+        alert_at: int = 2
+
+    class CountPeople(Element[CountPeopleConfig]):
+        name = "count_people"
+        config_type = CountPeopleConfig
+
+        def process(self, ctx: FrameContext) -> None:
+            people = [t for t in ctx.tracks if t.label == "person"]
+            if len(people) >= self.config.alert_at:
+                ctx.events.append({"type": "crowd", "count": len(people)})
+
+    original = registry_module._builtins
+    monkeypatch.setattr(registry_module, "_builtins", lambda: {**original(), "count_people": CountPeople})
+    p = Pipeline([("count_people", {"alert_at": 1})], PipelineEnv(camera="c", data_dir=tmp_path))
+    ctx = frame_ctx(None, 0, np.zeros((H * 3 // 2, W), np.uint8))
+    from camfleet.pipeline import TrackedObject
+
+    ctx.tracks.append(TrackedObject(1, "person", 0.9, Box(0, 0, 1, 1), 0, 0))
+    assert p.process(ctx).events == [{"type": "crowd", "count": 1}]
+    _: Any = None
