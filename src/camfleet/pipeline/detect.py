@@ -1,0 +1,158 @@
+"""``detect``: run a model on the moving parts of a frame (or the whole frame).
+
+With ``mode: regions`` (the default) nothing is sent to the detector unless
+the motion element found something (or ``refresh_s`` has passed while objects
+are being tracked): motion boxes are grown into squares at least the model's
+input size, cropped, scaled to the input size and detected in one request;
+boxes come back in frame pixels, filtered by label, score and area, and
+duplicates from overlapping regions are removed with class-wise NMS.
+
+The detector is found in ``env.services["detectors"][name]``: an object with
+``detect(images) -> list[list[Detection]]`` and ``input_size`` (w, h), such as
+a :class:`camfleet.detect.service.DetectorClient`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from camfleet.detect.runtime import batched_nms
+
+from .context import Box, FrameContext, ObjectDetection
+from .element import Element, ElementConfig, PipelineEnv
+
+
+class DetectConfig(ElementConfig):
+    """Detection settings.
+
+    ``model`` / ``detector``: ids from the config's registries;
+    ``min_score``: a score for every label, or per label with a ``default``;
+    ``min_area``: smallest box, fraction of the frame area; ``labels``: keep
+    only these (all if empty); ``mode``: ``regions`` (motion-gated) or
+    ``frame``; ``region_scale``: how much a motion box is grown;
+    ``max_regions``: most crops per frame; ``refresh_s``: re-detect tracked
+    objects this often even without motion (0: never); ``nms_iou``: overlap
+    above which two boxes of one label are the same object.
+    """
+
+    model: str = "ssd-mobilenet-v2"
+    detector: str = "cpu"
+    min_score: float | dict[str, float] = 0.5
+    min_area: float = Field(0.0, ge=0, le=1)
+    labels: list[str] = Field(default_factory=list)
+    mode: Literal["regions", "frame"] = "regions"
+    region_scale: float = Field(1.5, ge=1)
+    max_regions: int = Field(4, ge=1, le=32)
+    refresh_s: float = Field(0.0, ge=0)
+    nms_iou: float = Field(0.5, gt=0, le=1)
+
+
+def _square(box: Box, scale: float, side_min: float, width: int, height: int) -> tuple[int, int, int, int]:
+    cx, cy = box.center
+    side = max(box.x1 - box.x0, box.y1 - box.y0) * scale
+    side = min(max(side, side_min), width, height)
+    x0 = int(min(max(cx - side / 2, 0), width - side))
+    y0 = int(min(max(cy - side / 2, 0), height - side))
+    return x0, y0, x0 + int(side), y0 + int(side)
+
+
+def _merge(regions: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Merge regions that overlap into their bounding boxes, until none overlap."""
+    out = list(regions)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return out
+
+
+class DetectElement(Element[DetectConfig]):
+    """Fills ``ctx.detections``; counts detector ``requests`` and ``images`` sent."""
+
+    name = "detect"
+    config_type = DetectConfig
+
+    def __init__(self, config: DetectConfig, env: PipelineEnv) -> None:
+        super().__init__(config, env)
+        self.requests = 0
+        self.images = 0
+        self._last_detect_ns = 0
+
+    def _detector(self) -> Any:
+        detectors = self.env.services.get("detectors", {})
+        if self.config.detector not in detectors:
+            raise LookupError(
+                f"camera {self.env.camera!r}: detect element needs detector {self.config.detector!r}, "
+                f"which is not running (have: {', '.join(detectors) or 'none'})"
+            )
+        return detectors[self.config.detector]
+
+    def _regions(self, ctx: FrameContext, side_min: float) -> list[tuple[int, int, int, int]]:
+        if self.config.mode == "frame":
+            return [(0, 0, ctx.width, ctx.height)]
+        boxes = list(ctx.motion)
+        due = (self.config.refresh_s > 0 and ctx.capture_ns - self._last_detect_ns
+               >= self.config.refresh_s * 1e9)
+        if due:
+            boxes += [t.box for t in ctx.tracks if not t.ended]
+        squares = [_square(b, self.config.region_scale, side_min, ctx.width, ctx.height) for b in boxes]
+        regions = _merge(squares)
+        regions.sort(key=lambda r: (r[2] - r[0]) * (r[3] - r[1]), reverse=True)
+        return regions[: self.config.max_regions]
+
+    def process(self, ctx: FrameContext) -> None:
+        """Detect in this frame's regions (none when nothing moved)."""
+        detector = self._detector()
+        in_w, in_h = detector.input_size
+        regions = self._regions(ctx, float(min(in_w, in_h)))
+        if not regions:
+            return  # motion gating: a static scene costs no detector request
+        rgb = ctx.rgb()
+        crops = [cv2.resize(rgb[y0:y1, x0:x1], (in_w, in_h), interpolation=cv2.INTER_AREA)
+                 for x0, y0, x1, y1 in regions]
+        results = detector.detect(crops)
+        self.requests += 1
+        self.images += len(crops)
+        self._last_detect_ns = ctx.capture_ns
+        found: list[ObjectDetection] = []
+        frame_area = ctx.width * ctx.height
+        for (x0, y0, x1, y1), dets in zip(regions, results, strict=True):
+            sx, sy = (x1 - x0) / in_w, (y1 - y0) / in_h
+            for d in dets:
+                if self.config.labels and d.label not in self.config.labels:
+                    continue
+                if d.score < self._min_score(d.label):
+                    continue
+                box = Box(x0 + d.box[0] * sx, y0 + d.box[1] * sy, x0 + d.box[2] * sx, y0 + d.box[3] * sy)
+                if box.area < self.config.min_area * frame_area:
+                    continue
+                found.append(ObjectDetection(d.label, d.score, box))
+        if len(regions) > 1 and found:
+            labels = sorted({f.label for f in found})
+            keep = batched_nms(
+                np.array([[f.box.x0, f.box.y0, f.box.x1, f.box.y1] for f in found]),
+                np.array([f.score for f in found]),
+                np.array([labels.index(f.label) for f in found]),
+                self.config.nms_iou,
+            )
+            found = [found[int(i)] for i in keep]
+        ctx.detections.extend(found)
+
+    def _min_score(self, label: str) -> float:
+        ms = self.config.min_score
+        if isinstance(ms, dict):
+            return float(ms.get(label, ms.get("default", 0.5)))
+        return float(ms)
