@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, demo, ingest, models, sim
+from . import bus, config, demo, ingest, models, sim
 
 app = typer.Typer(
     name="camfleet",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(bus.app, name="bus")
 app.add_typer(models.app, name="models")
+app.add_typer(config.app, name="config")
 app.command("run")(demo.run)
 app.command("probe")(ingest.probe_command)
 app.command("ingest")(ingest.ingest_command)

@@ -1,0 +1,63 @@
+"""The camfleet configuration: one YAML file, validated strictly, with errors that say where.
+
+>>> from camfleet.config import load_config_text
+>>> cfg = load_config_text('''
+... models:
+...   ssd: {path: models/ssd.tflite, runtime: tflite, input: {width: 300, height: 300}}
+... detectors: {cpu: {runtime: tflite}}
+... pipelines: {default: [motion: {}, detect: {model: ssd, detector: cpu}]}
+... defaults: {pipeline: default, detect: {fps: 5}}
+... cameras: {lab: {sources: [{url: "synthetic://lab", roles: [detect]}]}}
+... ''')
+>>> cfg.camera("lab").detect.fps, cfg.camera("lab").pipeline
+(5.0, 'default')
+
+* :func:`load_config` / :func:`load_config_text` read and validate, raising
+  :class:`ConfigError` with every :class:`ConfigIssue` (path, line, column,
+  message, suggestion).
+* :class:`Config` and its sections are the typed result;
+  :meth:`Config.camera` gives a camera with ``defaults`` merged in.
+* :func:`config_json_schema` exports the JSON Schema.
+* :func:`known_elements` lists the pipeline element names (built-ins plus
+  the ``camfleet.elements`` entry points).
+"""
+
+from .load import ConfigError, ConfigIssue, load_config, load_config_text
+from .model import (
+    BUILTIN_ELEMENTS,
+    ELEMENT_ENTRY_POINT_GROUP,
+    CameraConfig,
+    CameraDefaults,
+    Config,
+    DetectorConfig,
+    DetectSettings,
+    ElementSpec,
+    InputSize,
+    ModelConfig,
+    SourceConfig,
+    ZoneConfig,
+    known_elements,
+)
+from .schema import config_json_schema, config_json_schema_text
+
+__all__ = [
+    "BUILTIN_ELEMENTS",
+    "ELEMENT_ENTRY_POINT_GROUP",
+    "CameraConfig",
+    "CameraDefaults",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "DetectSettings",
+    "DetectorConfig",
+    "ElementSpec",
+    "InputSize",
+    "ModelConfig",
+    "SourceConfig",
+    "ZoneConfig",
+    "config_json_schema",
+    "config_json_schema_text",
+    "known_elements",
+    "load_config",
+    "load_config_text",
+]

@@ -1,0 +1,605 @@
+"""The configuration's typed model: pydantic v2, strict, unknown keys rejected.
+
+The YAML a user writes maps one to one onto :class:`Config`::
+
+    version: 1
+    data_dir: ./camfleet-data
+    defaults: {detect: {fps: 5}, pipeline: default}    # merged into every camera
+    models:    {ssd-mobilenet-v2: {path: ..., runtime: tflite, input: {width: 300, height: 300}}}
+    detectors: {cpu: {runtime: tflite, threads: 2}}
+    pipelines: {default: [motion: {}, detect: {model: ssd-mobilenet-v2, detector: cpu}, track: {}]}
+    cameras:   {door: {sources: [{url: "rtsp://...", roles: [detect, record]}]}}
+
+Every model is strict (``"5"`` is not an integer) and forbids unknown keys.
+Pipeline element parameters stay plain mappings here: each element validates
+its own with its typed config when the pipeline is built. What this module
+does check across sections is listed in :func:`reference_problems`.
+
+Files are read with :mod:`camfleet.config.load`, which adds ``${ENV}``
+substitution and errors that carry line and column.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib.metadata
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+from camfleet.ingest.url import mask_url, source_kind
+
+__all__ = [
+    "BUILTIN_ELEMENTS",
+    "CAMERA_NAME_PATTERN",
+    "ELEMENT_ENTRY_POINT_GROUP",
+    "CameraConfig",
+    "CameraDefaults",
+    "Config",
+    "ConfigPath",
+    "DetectSettings",
+    "DetectorConfig",
+    "ElementSpec",
+    "InputSize",
+    "ModelConfig",
+    "Problem",
+    "SourceConfig",
+    "ZoneConfig",
+    "format_path",
+    "known_elements",
+    "merge_defaults",
+    "reference_problems",
+]
+
+BUILTIN_ELEMENTS: frozenset[str] = frozenset({"motion", "detect", "track", "zones", "events", "snapshot"})
+"""The pipeline elements camfleet ships."""
+
+ELEMENT_ENTRY_POINT_GROUP = "camfleet.elements"
+"""Entry-point group through which plugins add pipeline elements."""
+
+CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,63}$"
+"""Camera names become ring keys: 1-63 letters, digits, ``_`` or ``-``."""
+
+_CAMERA_NAME_RE = re.compile(CAMERA_NAME_PATTERN)
+
+ConfigPath = tuple[str | int, ...]
+"""A location in the configuration data: mapping keys and list indexes."""
+
+
+def known_elements() -> set[str]:
+    """Names of every pipeline element: the built-ins plus the ``camfleet.elements`` entry points."""
+    names = set(BUILTIN_ELEMENTS)
+    names.update(ep.name for ep in importlib.metadata.entry_points(group=ELEMENT_ENTRY_POINT_GROUP))
+    return names
+
+
+class _Strict(BaseModel):
+    """Base of every configuration model: strict types, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
+
+
+# --------------------------------------------------------------------------- value types
+
+
+def _camera_name(name: str) -> str:
+    if not _CAMERA_NAME_RE.match(name):
+        raise PydanticCustomError(
+            "camera_name", "invalid camera name: use 1-63 letters, digits, '_' or '-' (it becomes a ring key)"
+        )
+    return name
+
+
+CameraName = Annotated[
+    str, AfterValidator(_camera_name), WithJsonSchema({"type": "string", "pattern": CAMERA_NAME_PATTERN})
+]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+Runtime = Literal["tflite", "onnx"]
+Role = Literal["detect", "record"]
+EvenSize = Annotated[int, Field(gt=0, le=16384, multiple_of=2)]
+PositiveSize = Annotated[int, Field(gt=0, le=16384)]
+Coordinate = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2, description="[x, y], normalised 0..1")]
+Polygon = Annotated[
+    list[Point],
+    Field(min_length=3, description="at least 3 [x, y] points, normalised 0..1 (0,0 is top left)"),
+]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class SourceConfig(_Strict):
+    """One stream of a camera and what it is used for.
+
+    A camera usually has a high-resolution stream to record and a small one
+    to detect on; one stream may serve both.
+    """
+
+    url: str = Field(
+        min_length=1,
+        description="rtsp://, rtsps://, http(s)://, a file path, /dev/videoN or synthetic://; "
+        "use ${ENV} for credentials",
+    )
+    roles: list[Role] = Field(min_length=1, description="what this stream is used for: detect, record")
+    transport: Literal["tcp", "udp"] | None = Field(default=None, description="RTSP transport (default tcp)")
+    hwaccel: Literal["cuda", "vaapi", "qsv"] | None = Field(
+        default=None, description="decode on the GPU when available"
+    )
+    open_timeout: float | None = Field(default=None, gt=0, description="seconds to connect")
+    stall_timeout: float | None = Field(
+        default=None, gt=0, description="seconds without a frame before reconnecting"
+    )
+    loop: bool = Field(default=False, description="files only: start again at the end")
+    realtime: bool = Field(default=False, description="files only: pace at the file's frame rate")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        try:
+            source_kind(url)
+        except ValueError as exc:  # its message carries the URL masked
+            raise PydanticCustomError("source_url", "{reason}", {"reason": str(exc)}) from None
+        return url
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_roles(cls, roles: list[str]) -> list[str]:
+        if len(set(roles)) != len(roles):
+            raise PydanticCustomError("duplicate_role", "a role is listed twice")
+        return roles
+
+    @model_validator(mode="after")
+    def _transport_is_rtsp(self) -> SourceConfig:
+        if self.transport is not None and not self.url.lower().startswith(("rtsp://", "rtsps://")):
+            raise PydanticCustomError("transport", "'transport' applies to rtsp:// and rtsps:// sources only")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Like pydantic's, with the URL's credentials masked (reprs end up in logs)."""
+        for name, value in super().__repr_args__():
+            yield name, (mask_url(value) if name == "url" and isinstance(value, str) else value)
+
+    @property
+    def public_url(self) -> str:
+        """The URL with any user name and password masked."""
+        return mask_url(self.url)
+
+
+class DetectSettings(_Strict):
+    """Size and rate of the frames a camera's pipeline sees (scaled once, at ingest)."""
+
+    width: EvenSize | None = Field(default=None, description="frame width (default: the stream's own)")
+    height: EvenSize | None = Field(default=None, description="frame height (default: the stream's own)")
+    fps: float = Field(default=5.0, gt=0, le=240, description="frames per second analysed")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> DetectSettings:
+        if (self.width is None) != (self.height is None):
+            raise PydanticCustomError("detect_size", "give both width and height, or neither")
+        return self
+
+
+class ZoneConfig(_Strict):
+    """A named region of the frame; events say which zones an object entered."""
+
+    points: Polygon
+    labels: list[Name] | None = Field(
+        default=None, description="labels that count in this zone (default: all)"
+    )
+
+
+class CameraDefaults(_Strict):
+    """Keys merged into every camera (deep merge; the camera's own values win)."""
+
+    enabled: bool | None = None
+    detect: DetectSettings | None = None
+    pipeline: Name | None = None
+    zones: dict[Name, ZoneConfig] | None = None
+    masks: list[Polygon] | None = None
+
+
+class CameraConfig(_Strict):
+    """One camera: its streams, the frames its pipeline sees, zones and masks."""
+
+    enabled: bool = True
+    sources: list[SourceConfig] = Field(min_length=1)
+    detect: DetectSettings = Field(default_factory=DetectSettings)
+    pipeline: Name = Field(description="name of a pipeline under 'pipelines' (or set in 'defaults')")
+    zones: dict[Name, ZoneConfig] = Field(default_factory=dict)
+    masks: list[Polygon] = Field(default_factory=list, description="regions ignored by motion and detection")
+
+    @field_validator("sources")
+    @classmethod
+    def _roles_once(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        for role in ("detect", "record"):
+            count = sum(role in s.roles for s in sources)
+            if count > 1:
+                raise PydanticCustomError(
+                    "source_roles", "role '{role}' is given to {count} sources; give it to one",
+                    {"role": role, "count": count},
+                )
+        if not any("detect" in s.roles for s in sources):
+            raise PydanticCustomError("source_roles", "no source has the role 'detect'")
+        return sources
+
+    def source(self, role: Role) -> SourceConfig | None:
+        """The source with ``role``, if any (there is always one for ``"detect"``)."""
+        return next((s for s in self.sources if role in s.roles), None)
+
+    @property
+    def detect_source(self) -> SourceConfig:
+        """The stream the pipeline analyses."""
+        found = self.source("detect")
+        assert found is not None  # guaranteed by validation
+        return found
+
+
+class InputSize(_Strict):
+    """A model's input tensor size, in pixels."""
+
+    width: PositiveSize
+    height: PositiveSize
+
+
+class ModelConfig(_Strict):
+    """A detection model in the registry, referenced by its id from pipelines."""
+
+    path: str = Field(min_length=1, description="model file; relative paths are under data_dir")
+    runtime: Runtime
+    input: InputSize
+    labels: str | list[Name] | None = Field(
+        default=None, description="labels file (one per line; relative to data_dir) or the labels inline"
+    )
+
+
+class DetectorConfig(_Strict):
+    """A detector service: processes shared by every camera of a node, batching across them."""
+
+    runtime: Runtime
+    processes: int = Field(default=1, ge=1, le=64)
+    threads: int = Field(default=1, ge=1, le=256, description="inference threads per process")
+    max_batch: int = Field(default=8, ge=1, le=1024, description="most requests run together")
+    max_wait_ms: float = Field(default=10.0, ge=0, le=10_000, description="longest wait to fill a batch")
+
+
+class ElementSpec(_Strict):
+    """One step of a pipeline, written ``{name: {params}}`` (or just ``name``) in YAML.
+
+    ``params`` stay a plain mapping here; the element validates them with its
+    own typed config when the pipeline is built.
+    """
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, data: Any) -> Any:
+        if isinstance(data, ElementSpec):
+            return data
+        if isinstance(data, str):
+            return {"name": data, "params": {}}
+        if not isinstance(data, Mapping):
+            raise PydanticCustomError(
+                "pipeline_element", "a pipeline element is written {{name: {{params}}}} or just name"
+            )
+        if "name" in data and isinstance(data["name"], str) and set(data) <= {"name", "params"}:
+            return dict(data)  # ElementSpec(name=..., params=...)
+        if len(data) != 1:
+            raise PydanticCustomError(
+                "pipeline_element",
+                "a pipeline element is a mapping with exactly one key, the element's name "
+                "(found {count} keys; start each element with '- ')",
+                {"count": len(data)},
+            )
+        ((name, params),) = data.items()
+        if params is None:
+            params = {}
+        if not isinstance(name, str) or not isinstance(params, Mapping):
+            raise PydanticCustomError(
+                "pipeline_element", "the parameters of element '{name}' must be a mapping",
+                {"name": str(name)},
+            )
+        return {"name": name, "params": dict(params)}
+
+    @model_serializer(mode="plain")
+    def _to_yaml(self) -> dict[str, Any]:
+        return {self.name: copy.deepcopy(self.params)}
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The YAML shape ``{name: {params}}`` or ``name``, with the elements known now."""
+        names = sorted(known_elements())
+        return {
+            "title": "ElementSpec",
+            "description": cls.__doc__.split("\n")[0] if cls.__doc__ else "",
+            "anyOf": [
+                {"type": "string", "enum": names},
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "properties": {n: {"type": ["object", "null"]} for n in names},
+                    "additionalProperties": False,
+                },
+            ],
+        }
+
+
+class Config(_Strict):
+    """The whole configuration of a camfleet node (or cluster).
+
+    ``cameras`` hold the merged result: each camera already includes what
+    ``defaults`` gives it. Cross-section references (pipelines, models,
+    detectors, element names) are checked when the model is built.
+    """
+
+    version: Literal[1] = Field(default=1, description="configuration format version")
+    data_dir: str | None = Field(
+        default=None,
+        description="where models, recordings and the database live; relative to the config file "
+        "(default ./camfleet-data)",
+    )
+    defaults: CameraDefaults = Field(default_factory=CameraDefaults, description="merged into every camera")
+    models: dict[Name, ModelConfig] = Field(default_factory=dict, description="detection models by id")
+    detectors: dict[Name, DetectorConfig] = Field(
+        default_factory=dict, description="detector services by name"
+    )
+    pipelines: dict[Name, Annotated[list[ElementSpec], Field(min_length=1)]] = Field(
+        default_factory=dict, description="named, ordered element lists"
+    )
+    cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
+
+    DEFAULT_DATA_DIR: ClassVar[str] = "camfleet-data"
+    _base_dir: Path | None = PrivateAttr(default=None)
+    _source: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(info.context, Mapping) and info.context.get("defaults_merged"):
+            return data
+        if isinstance(data, Mapping):
+            return merge_defaults(data)[0]
+        return data
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> Config:
+        if isinstance(info.context, Mapping) and info.context.get("skip_references"):
+            return self
+        problems = reference_problems(self.model_dump())
+        if problems:
+            text = "; ".join(f"{format_path(p.path)}: {p.message}" for p in problems)
+            raise PydanticCustomError("config_reference", "{problems}", {"problems": text})
+        return self
+
+    def camera(self, name: str) -> CameraConfig:
+        """The camera called ``name``, with ``defaults`` merged in.
+
+        Raises:
+            KeyError: no such camera (the message suggests the closest name).
+        """
+        try:
+            return self.cameras[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.cameras), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"no camera {name!r}{hint}") from None
+
+    def pipeline_of(self, camera: str) -> list[ElementSpec]:
+        """The elements of ``camera``'s pipeline, in order."""
+        return self.pipelines[self.camera(camera).pipeline]
+
+    @property
+    def source(self) -> str | None:
+        """Where the configuration was read from (a file name), if known."""
+        return self._source
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` as a path; relative to the configuration file's directory (or the cwd)."""
+        path = Path(self.data_dir or self.DEFAULT_DATA_DIR).expanduser()
+        if path.is_absolute():
+            return path
+        return (self._base_dir or Path.cwd()) / path
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the configuration (model, labels): absolute as given, else under ``data_path``."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.data_path / p
+
+    def model_dump_public(self) -> dict[str, Any]:
+        """JSON-ready dump with every camera URL's credentials masked (for APIs and logs)."""
+        data = self.model_dump(mode="json")
+        for camera in data.get("cameras", {}).values():
+            for source in camera.get("sources", []):
+                source["url"] = mask_url(source["url"])
+        return data
+
+
+# --------------------------------------------------------------------------- merging and references
+
+
+def _deep_merge(
+    base: Mapping[str, Any], over: Mapping[str, Any], base_path: ConfigPath, out_path: ConfigPath,
+    origins: dict[ConfigPath, ConfigPath],
+) -> dict[str, Any]:
+    result = dict(over)
+    for key, value in base.items():
+        mine = over.get(key)
+        if key not in over or mine is None:
+            result[key] = copy.deepcopy(value)
+            origins[(*out_path, key)] = (*base_path, key)
+        elif isinstance(value, Mapping) and isinstance(mine, Mapping):
+            result[key] = _deep_merge(value, mine, (*base_path, key), (*out_path, key), origins)
+    return result
+
+
+def merge_defaults(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[ConfigPath, ConfigPath]]:
+    """``data`` with ``defaults`` deep-merged into every camera, and where merged values came from.
+
+    Mappings merge key by key; anything else (lists included) is replaced by
+    the camera's value; a camera's ``null`` takes the default. The second
+    value maps each merged-in location (``("cameras", "door", "detect")``) to
+    its origin (``("defaults", "detect")``). Malformed input is left as it is
+    for validation to report.
+    """
+    out = dict(data)
+    origins: dict[ConfigPath, ConfigPath] = {}
+    defaults, cameras = data.get("defaults"), data.get("cameras")
+    if not isinstance(defaults, Mapping) or not defaults or not isinstance(cameras, Mapping):
+        return out, origins
+    merged: dict[Any, Any] = {}
+    for name, camera in cameras.items():
+        if isinstance(camera, Mapping):
+            merged[name] = _deep_merge(defaults, camera, ("defaults",), ("cameras", name), origins)
+        elif camera is None:
+            merged[name] = _deep_merge(defaults, {}, ("defaults",), ("cameras", name), origins)
+        else:
+            merged[name] = camera
+    out["cameras"] = merged
+    return out, origins
+
+
+class Problem(NamedTuple):
+    """A cross-reference problem found by :func:`reference_problems`.
+
+    ``at_key`` says the problem is the mapping key at ``path`` itself (an
+    unknown element name), not its value.
+    """
+
+    path: ConfigPath
+    message: str
+    suggestion: str | None = None
+    at_key: bool = False
+
+
+def _suggest(name: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _dangling(kind: str, name: str, section: str, choices: list[str]) -> tuple[str, str | None]:
+    if not choices:
+        return f"{kind} {name!r} is not defined: '{section}' is empty", None
+    return f"{kind} {name!r} is not defined under '{section}'", _suggest(name, choices)
+
+
+def reference_problems(
+    data: Mapping[str, Any], elements: Callable[[], set[str]] = known_elements
+) -> list[Problem]:
+    """Cross-section checks on configuration data (merged, as plain mappings).
+
+    * every pipeline element name is known (:func:`known_elements`);
+    * a ``detect`` element's ``model`` names a model and its ``detector`` a
+      detector, and the two use the same runtime;
+    * every camera's ``pipeline`` names a pipeline.
+
+    Values of the wrong type are skipped: validation reports those.
+    """
+    problems: list[Problem] = []
+    models = data.get("models")
+    models = models if isinstance(models, Mapping) else {}
+    detectors = data.get("detectors")
+    detectors = detectors if isinstance(detectors, Mapping) else {}
+    pipelines = data.get("pipelines")
+    pipelines = pipelines if isinstance(pipelines, Mapping) else {}
+    cameras = data.get("cameras")
+    cameras = cameras if isinstance(cameras, Mapping) else {}
+    known: set[str] | None = None
+
+    for pname, elements_ in pipelines.items():
+        if not isinstance(elements_, list):
+            continue
+        for i, entry in enumerate(elements_):
+            name: Any
+            params: Any
+            at: ConfigPath
+            if isinstance(entry, str):
+                name, params, at = entry, {}, (i,)
+            elif isinstance(entry, Mapping) and len(entry) == 1:
+                ((name, params),) = entry.items()
+                at = (i, name)
+            else:
+                continue
+            if not isinstance(name, str):
+                continue
+            known = known if known is not None else elements()
+            here: ConfigPath = ("pipelines", pname, *at)
+            if name not in known:
+                hint = _suggest(name, sorted(known))
+                problems.append(Problem(
+                    here, f"unknown pipeline element {name!r}",
+                    hint or f"known elements: {', '.join(sorted(known))}", at_key=len(at) == 2,
+                ))
+                continue
+            if name != "detect" or not isinstance(params, Mapping):
+                continue
+            model_id, detector_id = params.get("model"), params.get("detector")
+            model = detector = None
+            if isinstance(model_id, str):
+                model = models.get(model_id)
+                if model is None:
+                    message, hint = _dangling("model", model_id, "models", [str(k) for k in models])
+                    problems.append(Problem((*here, "model"), message, hint))
+            if isinstance(detector_id, str):
+                detector = detectors.get(detector_id)
+                if detector is None:
+                    names = [str(k) for k in detectors]
+                    message, hint = _dangling("detector", detector_id, "detectors", names)
+                    problems.append(Problem((*here, "detector"), message, hint))
+            if isinstance(model, Mapping) and isinstance(detector, Mapping):
+                mr, dr = model.get("runtime"), detector.get("runtime")
+                if isinstance(mr, str) and isinstance(dr, str) and mr != dr:
+                    problems.append(Problem(
+                        (*here, "detector"),
+                        f"detector {detector_id!r} runs {dr} but model {model_id!r} needs {mr}",
+                    ))
+
+    for cname, camera in cameras.items():
+        if not isinstance(camera, Mapping):
+            continue
+        pipeline = camera.get("pipeline")
+        if isinstance(pipeline, str) and pipeline not in pipelines:
+            message, hint = _dangling("pipeline", pipeline, "pipelines", [str(k) for k in pipelines])
+            problems.append(Problem(("cameras", cname, "pipeline"), message, hint))
+    return problems
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def format_path(path: ConfigPath) -> str:
+    """``("cameras", "door", "sources", 0, "url")`` as ``cameras.door.sources[0].url``.
+
+    Keys that are not plain names are quoted: ``zones."front yard"``.
+    """
+    out = ""
+    for seg in path:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        else:
+            text = seg if _PLAIN_KEY.fullmatch(seg) else '"' + seg.replace('"', '\\"') + '"'
+            out += f".{text}" if out else text
+    return out

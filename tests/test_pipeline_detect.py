@@ -1,0 +1,86 @@
+"""The pipeline with the real default model behind the shared detector service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from camfleet.detect.models import default_model_spec
+from camfleet.detect.service import DetectorClient, DetectorManager, DetectorSettings
+from camfleet.framebus import PixelFormat
+from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
+from camfleet.sim import Scene
+
+W, H, FPS = 640, 360, 5
+
+
+@pytest.fixture
+def detector() -> Iterator[DetectorClient]:
+    manager = DetectorManager(DetectorSettings(name="pipe", model=default_model_spec(), threads=2))
+    manager.start()
+    client = DetectorClient("pipe", "cam", (300, 300))
+    try:
+        yield client
+    finally:
+        client.close()
+        manager.stop()
+
+
+def ctx_for(image: object, i: int) -> FrameContext:
+    return FrameContext(camera="cam", seq=i + 1, pts=i, capture_ns=int(1e12 + i * 1e9 / FPS),
+                        width=W, height=H, pixel_format=PixelFormat.YUV420P, image=image)  # type: ignore[arg-type]
+
+
+def pipeline(tmp_path: Path, detector: DetectorClient) -> Pipeline:
+    env = PipelineEnv(
+        camera="cam", data_dir=tmp_path, services={"detectors": {"cpu": detector}},
+        zones={"left": {"points": [(0, 0), (0.5, 0), (0.5, 1), (0, 1)], "labels": ["person"]}},
+    )
+    return Pipeline(
+        [("motion", {}),
+         ("detect", {"labels": ["person"], "min_score": 0.5}),
+         ("track", {"fps": FPS, "max_disappeared_s": 1.5}),
+         ("zones", {}),
+         ("events", {"min_frames": 3}),
+         ("snapshot", {})],
+        env,
+    )
+
+
+def test_static_scene_sends_no_detector_request(tmp_path: Path, detector: DetectorClient) -> None:
+    still = Scene(width=W, height=H, seed=0, objects=("person",)).render_i420(10)
+    p = pipeline(tmp_path, detector)
+    for i in range(30):
+        p.process(ctx_for(still, i))
+    assert p.elements[1].requests == 0  # type: ignore[attr-defined]
+
+
+def test_person_crossing_yields_exactly_one_person_event(tmp_path: Path, detector: DetectorClient) -> None:
+    scene = Scene(width=W, height=H, seed=0, objects=("person",))
+    empty = scene._bg_i420  # the same street with nobody on it
+    p = pipeline(tmp_path, detector)
+    updates: list[EventUpdate] = []
+    zones = []
+    track_ids = set()
+    for i in range(60):  # a person walks for 8 s (40 frames), then the street is empty
+        ctx = p.process(ctx_for(scene.render_i420(i) if i < 40 else empty, i))
+        updates += [u for u in ctx.events if isinstance(u, EventUpdate)]
+        zones += [(z.zone, z.change) for z in ctx.zone_events]
+        track_ids |= {t.track_id for t in ctx.tracks if t.label == "person"}
+    detect = p.elements[1]
+    assert detect.requests > 10  # type: ignore[attr-defined]
+    starts = [u for u in updates if u.type == EventType.START]
+    ends = [u for u in updates if u.type == EventType.END]
+    assert len(starts) == 1 and len(ends) == 1, [(u.type, u.event.track_id) for u in updates]
+    assert len(track_ids) == 1, track_ids
+    event = ends[0].event
+    assert event.label == "person" and event.top_score > 0.5
+    assert event.end_ns is not None and 5 <= (event.end_ns - event.start_ns) / 1e9 <= 8.5
+    assert ("left", ZoneChange.ENTER) in zones and ("left", ZoneChange.EXIT) in zones
+    assert event.zones == ["left"]
+    assert event.snapshot is not None
+    with Image.open(event.snapshot) as jpeg:
+        assert jpeg.format == "JPEG" and jpeg.size == (W, H)
