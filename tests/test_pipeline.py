@@ -181,3 +181,18 @@ def test_documented_custom_element_example(tmp_path: Path, monkeypatch: pytest.M
     ctx.tracks.append(TrackedObject(1, "person", 0.9, Box(0, 0, 1, 1), 0, 0))
     assert p.process(ctx).events == [{"type": "crowd", "count": 1}]
     _: Any = None
+
+
+def test_every_camera_of_the_example_config_builds_its_pipeline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from camfleet.config import load_config
+    from camfleet.pipeline.build import camera_pipeline
+
+    monkeypatch.setenv("CAM_PASSWORD", "pw")
+    config = load_config(Path(__file__).parent.parent / "examples" / "camfleet.yaml")
+    for camera in config.cameras:
+        p = camera_pipeline(config, camera)
+        names = [e.name for e in p.elements]
+        assert names == [e.name for e in config.pipeline_of(camera)]
+        assert p.env.zones.keys() == config.camera(camera).zones.keys()
