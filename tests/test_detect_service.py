@@ -75,6 +75,8 @@ def test_four_cameras_share_one_detector_and_all_get_their_results(manager: Dete
         stats = clients[0].stats()
         assert set(stats["cameras"]) == {"cam0", "cam1", "cam2", "cam3"}
         assert all(c["images"] == 3 for c in stats["cameras"].values())
+        assert all(c["requests_per_s"] > 0 for c in stats["cameras"].values())
+        assert stats["mean_infer_ms"] > 0 and stats["queued"] == 0
         assert stats["max_batch_seen"] >= 2  # requests of different cameras ran in one batch
         assert manager.restarts == 0
     finally:

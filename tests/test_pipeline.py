@@ -196,3 +196,24 @@ def test_every_camera_of_the_example_config_builds_its_pipeline(
         names = [e.name for e in p.elements]
         assert names == [e.name for e in config.pipeline_of(camera)]
         assert p.env.zones.keys() == config.camera(camera).zones.keys()
+
+
+def test_track_marks_a_parked_object_stationary(tmp_path: Path) -> None:
+    from camfleet.pipeline import TrackedObject
+
+    p = Pipeline([("track", {"fps": FPS, "stationary_s": 2.0, "stationary_px": 5})],
+                 PipelineEnv(camera="cam", data_dir=tmp_path))
+    still = np.zeros((H * 3 // 2, W), np.uint8)
+    seen: list[TrackedObject] = []
+    for i in range(20):  # 4 s: a car that does not move, jittering by a pixel
+        ctx = frame_ctx(None, i, still)
+        ctx.detections.append(ObjectDetection("car", 0.8, Box(100 + i % 2, 100, 200, 160)))
+        seen = p.process(ctx).tracks
+    assert len(seen) == 1 and seen[0].stationary
+    moving = [False]
+    for i in range(20, 30):  # then it drives off
+        ctx = frame_ctx(None, i, still)
+        dx = (i - 19) * 20
+        ctx.detections.append(ObjectDetection("car", 0.8, Box(100 + dx, 100, 200 + dx, 160)))
+        moving = [t.stationary for t in p.process(ctx).tracks]
+    assert moving == [False]

@@ -140,6 +140,7 @@ class _Camera:
     queue: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
     requests: int = 0
     images: int = 0
+    since: float = field(default_factory=time.monotonic)
 
 
 def _load_factory(path: str) -> Callable[[ModelSpec, int], Any]:
@@ -167,6 +168,7 @@ class _Server:
         self.cameras: dict[socket.socket, _Camera] = {}
         self.rr = 0
         self.stop = False
+        self.started = time.monotonic()
         self.beat()
 
     def beat(self) -> None:
@@ -257,11 +259,14 @@ class _Server:
 
     def _stats(self) -> dict[str, Any]:
         b, n, ns, biggest = self.stats
+        uptime = max(time.monotonic() - self.started, 1e-9)
         return {
-            "batches": b, "images": n, "mean_batch": n / b if b else 0.0,
+            "uptime_s": uptime, "batches": b, "images": n, "mean_batch": n / b if b else 0.0,
             "mean_infer_ms": ns / b / 1e6 if b else 0.0, "max_batch_seen": biggest,
+            "inferences_per_s": b / uptime, "images_per_s": n / uptime,
             "queued": sum(len(c.queue) for c in self.cameras.values()),
-            "cameras": {c.name: {"requests": c.requests, "images": c.images}
+            "cameras": {c.name: {"requests": c.requests, "images": c.images,
+                                 "requests_per_s": c.requests / max(time.monotonic() - c.since, 1e-9)}
                         for c in self.cameras.values()},
         }
 
