@@ -31,13 +31,15 @@ if command -v dpkg-query >/dev/null; then
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || sim_missing+=("$p")
   done
 else
-  echo "camfleet setup: not Debian; camfleet sim needs gst-rtsp-server, GStreamer base/good/bad/ugly and PyGObject" >&2
+  echo "camfleet setup: not Debian; camfleet sim needs gst-rtsp-server, GStreamer base/good/bad/ugly" \
+       "and PyGObject, and the tracker needs libGL" >&2
 fi
 if [ ${#sim_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "camfleet setup: installing ${sim_missing[*]} with apt-get (for camfleet sim)"
     export DEBIAN_FRONTEND=noninteractive
     [ "${apt_updated:-0}" = 1 ] || apt-get update -qq
+    apt_updated=1
     apt-get install -y -qq --no-install-recommends "${sim_missing[@]}" >/dev/null
   else
     echo "camfleet setup: camfleet sim needs: apt-get install -y --no-install-recommends ${sim_missing[*]}" >&2
