@@ -1,4 +1,4 @@
-"""``camfleet run`` (interim): synthetic cameras on the framebus, until the runtime lands.
+"""``camfleet demo``: the framebus alone, with synthetic test-pattern cameras.
 
 Each synthetic camera is a process publishing a moving test pattern to its
 frame ring; each has a consumer process reading every frame in order and

@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, config, demo, ingest, models, sim
+from . import bus, config, demo, ingest, models, run, sim
 
 app = typer.Typer(
     name="camfleet",
@@ -17,7 +17,8 @@ app = typer.Typer(
 app.add_typer(bus.app, name="bus")
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
-app.command("run")(demo.run)
+app.command("run")(run.run)
+app.command("demo")(demo.run)
 app.command("probe")(ingest.probe_command)
 app.command("ingest")(ingest.ingest_command)
 app.command("sim")(sim.sim)
