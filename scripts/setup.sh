@@ -24,7 +24,8 @@ fi
 # The camera simulator (camfleet sim) runs GStreamer's RTSP server under Debian's python3.
 sim_pkgs=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi
-          libgl1 libglib2.0-0)  # libgl1/libglib: OpenCV, used by the tracker library
+          openssl glib-networking     # rtsps:// cameras in the simulator (TLS)
+          libgl1 libglib2.0-0)        # libgl1/libglib: OpenCV, used by the tracker library
 sim_missing=()
 if command -v dpkg-query >/dev/null; then
   for p in "${sim_pkgs[@]}"; do

@@ -236,6 +236,38 @@ def test_credentials_are_required(auth: Literal["basic", "digest"]) -> None:
             open_stream(f"rtsp://127.0.0.1:{server.port}/cam0")
 
 
+def test_tls_serves_rtsps_with_a_private_throwaway_certificate() -> None:
+    with SimServer([CameraSpec("cam0", **SMALL)], tls=True) as server:
+        url = server.url("cam0")
+        assert url == f"rtsps://127.0.0.1:{server.port}/cam0"
+        cert = server.tls_certificate
+        assert cert is not None
+        tls_dir = cert.parent
+        assert sorted(p.name for p in tls_dir.iterdir()) == ["cert.pem", "key.pem"]
+        assert tls_dir.stat().st_mode & 0o777 == 0o700
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in tls_dir.iterdir())
+        pem = cert.read_bytes()
+        assert pem.startswith(b"-----BEGIN CERTIFICATE-----") and b"PRIVATE KEY" not in pem
+        # FFmpeg accepts the self-signed certificate (it verifies only with tls_verify=1)
+        assert decode_some(url, 2)[1] == [(320, 180)] * 2
+        with pytest.raises(av.error.FFmpegError):  # the port speaks TLS only
+            open_stream(url.replace("rtsps://", "rtsp://", 1), timeout_s=2.0)
+        server.stop()
+        server.start()  # a restart keeps the certificate
+        assert cert.read_bytes() == pem
+        assert decode_some(url, 2)[1] == [(320, 180)] * 2
+    assert not tls_dir.exists() and server.tls_certificate is None
+
+
+def test_tls_without_openssl_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no openssl command to be found
+    before = server_pids()
+    with pytest.raises(SimError, match="openssl") as exc, SimServer([CameraSpec("a", **SMALL)], tls=True):
+        pass
+    assert "apt-get install" in str(exc.value)
+    assert server_pids() == before
+
+
 # -- faults ---------------------------------------------------------------------------------------------
 
 
@@ -358,6 +390,19 @@ def test_cli_serves_prints_masked_urls_and_takes_commands() -> None:
     for ok in ("stall cam0", "resize cam1 160x90", "corrupt cam1 0.1", "restart", "resume cam0"):
         assert f"ok: {ok}" in out
     assert "? bogus" in out and "stopped." in out
+
+
+def test_cli_tls_prints_rtsps_urls() -> None:
+    app = typer.Typer()
+    app.command()(sim_cli.sim)
+    result = CliRunner().invoke(
+        app,
+        ["--cameras", "1", "--width", "320", "--height", "180", "--port", "0", "--tls",
+         "--user", "admin", "--password", "s3cret", "--duration", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "h264  rtsps://admin:***@127.0.0.1:" in result.output and "s3cret" not in result.output
+    assert "TLS certificate (self-signed, deleted on exit): " in result.output
 
 
 def test_cli_command_is_registered_and_runs() -> None:

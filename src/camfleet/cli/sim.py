@@ -109,6 +109,9 @@ def sim(
         None, envvar="CAMFLEET_SIM_PASSWORD", help="Require this password (prefer the environment variable)."
     ),
     auth: str = typer.Option("basic", help="Authentication scheme with --user: basic or digest."),
+    tls: bool = typer.Option(
+        False, "--tls", help="Serve rtsps:// (RTSP over TLS, TCP only) with a throwaway self-signed cert."
+    ),
     objects: str = typer.Option("person,cat,motorcycle", help="Scene objects, comma separated."),
     duration: float = typer.Option(0.0, min=0.0, help="Stop after this many seconds (0: until Ctrl-C)."),
     interactive: bool = typer.Option(False, help=f"Read fault commands on stdin ({_HELP_COMMANDS})."),
@@ -125,7 +128,7 @@ def sim(
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with SimServer(specs, host=host, port=port, user=user, password=password,
-                       auth=cast(Literal["basic", "digest"], auth)) as server:
+                       auth=cast(Literal["basic", "digest"], auth), tls=tls) as server:
             _serve(server, specs, stop, duration, interactive)
     except SimError as exc:
         typer.echo(f"camfleet sim: {exc}", err=True)
@@ -146,6 +149,8 @@ def _serve(server: SimServer, specs: list[CameraSpec], stop: threading.Event, du
                f"{s0.bitrate_kbps} kbit/s, GOP {s0.gop}, on port {server.port}")
     for spec in specs:
         typer.echo(f"  {spec.name:<6} {spec.codec}  {_masked_url(server, spec.name)}")
+    if server.tls_certificate is not None:
+        typer.echo(f"  TLS certificate (self-signed, deleted on exit): {server.tls_certificate}")
     typer.echo(f"  {_HELP_COMMANDS}" if interactive else "  Ctrl-C to stop.")
     lines: queue.Queue[str | None] = queue.Queue()
     if interactive:

@@ -15,6 +15,7 @@ subscribers get :class:`~camfleet.framebus.FormatChanged`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import threading
 import time
@@ -241,8 +242,18 @@ class IngestWorker:
             raise
         except Exception as exc:
             err = classify(exc, cfg.url)
+            silent = time.monotonic() - self._last_frame
             if err.kind == ErrorKind.TIMEOUT and self._frame_count:
                 err = IngestError(ErrorKind.STALLED, cfg.url, f"no data for {cfg.source.stall_timeout:g} s")
+            elif err.kind == ErrorKind.OTHER and getattr(exc, "errno", None) == errno.EIO and (
+                cfg.url.lower().startswith(("rtsps:", "https:"))
+            ):
+                # Over TLS FFmpeg reports a read timeout and a vanished server alike as EIO
+                limit = 0.9 * min(cfg.source.open_timeout, cfg.source.stall_timeout)
+                if self._frame_count and silent >= limit:
+                    err = IngestError(ErrorKind.STALLED, cfg.url, f"no data for {silent:.1f} s (TLS)")
+                else:
+                    err = IngestError(ErrorKind.ENDED, cfg.url, "the TLS connection was lost")
             raise err from None
         raise IngestError(ErrorKind.ENDED, cfg.url, "the source closed the stream")
 

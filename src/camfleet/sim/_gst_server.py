@@ -8,8 +8,8 @@ library and ``gi``, never camfleet or numpy.
 Protocol with the parent (all lines are UTF-8, one message per line):
 
 * stdin, first line: the JSON configuration (cameras, bind address, port,
-  credentials). Credentials travel here, never in ``argv``, so that ``ps`` does
-  not show them.
+  credentials, and for RTSP over TLS the paths of a PEM certificate and key).
+  Credentials travel here, never in ``argv``, so that ``ps`` does not show them.
 * stdin, then: JSON commands ``{"id": N, "cmd": "corrupt", "camera": NAME,
   "fraction": F}`` or ``{"id": N, "cmd": "stats", "camera": NAME}``; each is
   answered with ``ACK N {json counters}`` on stdout. End of stdin (the parent
@@ -40,6 +40,8 @@ APT_PACKAGES = (
     "gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi"
 )
 APT_HINT = f"apt-get install -y --no-install-recommends {APT_PACKAGES}"
+TLS_APT_HINT = "apt-get install -y --no-install-recommends glib-networking"
+"""What RTSP over TLS needs besides :data:`APT_HINT`: GLib's TLS backend (GnuTLS)."""
 HEADER = struct.Struct("<4sIII")
 MAGIC = b"CFS1"
 EXIT_MISSING = 3  # something to install is missing
@@ -124,6 +126,18 @@ def check_elements(gst: Any, codecs: set[str]) -> None:
     if missing:
         names = ", ".join(f"{e} ({p})" for e, p in sorted(missing.items()))
         fail(f"GStreamer elements missing: {names}; install with: {APT_HINT}", EXIT_MISSING)
+
+
+def load_certificate(tls: dict[str, str]) -> Any:
+    """The server's ``Gio.TlsCertificate`` (certificate and key from PEM files), or exit saying why not."""
+    from gi.repository import Gio  # noqa: PLC0415  (only a TLS server needs it)
+
+    if not Gio.TlsBackend.get_default().supports_tls():
+        fail(f"GLib has no TLS backend for rtsps://; install with: {TLS_APT_HINT}", EXIT_MISSING)
+    try:
+        return Gio.TlsCertificate.new_from_files(tls["cert"], tls["key"])
+    except Exception as exc:  # GLib.Error: unreadable or malformed PEM
+        fail(f"bad TLS certificate or key: {exc}", EXIT_PROTOCOL)
 
 
 def read_exact(fd: int, view: memoryview) -> bool:
@@ -308,16 +322,29 @@ def main() -> None:
     server.set_service(str(cfg["port"]))
     mounts = server.get_mount_points()
     user, password = cfg.get("user"), cfg.get("password")
-    if user is not None:
+    tls = cfg.get("tls")
+    # TLS and credentials both live in the server's RTSPAuth: with a certificate set, every connection
+    # is wrapped in TLS (its "check connect" hook hands the certificate to the connection's
+    # GTlsServerConnection), so the same port speaks rtsps:// only. Interleaved RTP then travels in the
+    # TLS stream too; UDP would not, so a TLS server offers TCP only, like rtsps cameras do.
+    secured = user is not None or tls is not None
+    if secured:
         auth = gst_rtsp_server.RTSPAuth()
         token = gst_rtsp_server.RTSPToken()
         token.set_string("media.factory.role", "camfleet-sim")
-        if cfg.get("auth") == "digest":
+        if user is None:
+            auth.set_default_token(token)  # TLS without credentials: anonymous clients get the role
+        elif cfg.get("auth") == "digest":
             auth.set_supported_methods(gst_rtsp.RTSPAuthMethod.DIGEST)
             auth.add_digest(user, password, token)
         else:
             auth.add_basic(gst_rtsp_server.RTSPAuth.make_basic(user, password), token)
+        if tls is not None:
+            auth.set_tls_certificate(load_certificate(tls))
         server.set_auth(auth)
+    protocols = gst_rtsp.RTSPLowerTrans.TCP
+    if tls is None:
+        protocols |= gst_rtsp.RTSPLowerTrans.UDP
 
     cameras: dict[str, Camera] = {}
     for cam_cfg in cfg["cameras"]:
@@ -326,8 +353,8 @@ def main() -> None:
         factory.set_launch(cam.launch())
         factory.set_shared(True)  # one encoder per camera whatever the number of clients, like a camera
         factory.set_latency(0)
-        factory.set_protocols(gst_rtsp.RTSPLowerTrans.TCP | gst_rtsp.RTSPLowerTrans.UDP)
-        if user is not None:
+        factory.set_protocols(protocols)
+        if secured:
             factory.add_role_from_structure(gst.Structure.new_from_string(
                 "camfleet-sim, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
             ))

@@ -5,8 +5,9 @@ as a child process under Debian's ``/usr/bin/python3`` and feeds it raw I420
 frames through one pipe per camera. In this (parent) process one thread per
 camera renders the scene at the camera's frame rate and writes the frames;
 the child encodes (x264 / x265) and serves them over RTSP (RTP over TCP or
-UDP) at ``rtsp://HOST:PORT/NAME``. Faults are injected from here: stop and
-restart the server, stall a stream, switch its resolution, corrupt RTP
+UDP) at ``rtsp://HOST:PORT/NAME``, or over TLS at ``rtsps://HOST:PORT/NAME``
+with a throwaway self-signed certificate. Faults are injected from here: stop
+and restart the server, stall a stream, switch its resolution, corrupt RTP
 packets; credentials can be required (basic or digest).
 """
 
@@ -15,12 +16,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import ipaddress
 import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -48,6 +52,8 @@ _TERM_TIMEOUT = 3.0  # seconds a stopping server gets after SIGTERM before SIGKI
 _ACK_TIMEOUT = 5.0  # seconds to wait for the server to acknowledge a command
 _BIND_RETRY = 5.0  # seconds a restart keeps trying to bind the same port again
 _PIPE_SIZE = 1 << 20  # bytes; the largest pipe buffer Linux gives an unprivileged process by default
+_CERT_TIMEOUT = 30.0  # seconds openssl gets to make the TLS certificate
+OPENSSL_APT_HINT = "apt-get install -y --no-install-recommends openssl"
 
 
 class SimError(RuntimeError):
@@ -224,7 +230,12 @@ class SimServer:
     which is then kept across :meth:`stop`/:meth:`start`. RTP over UDP uses
     random ports on all addresses (gst-rtsp-server's default).
     ``user``/``password``: require these credentials (both or neither), with
-    ``auth`` ``"basic"`` or ``"digest"``. ``server_python`` is the interpreter
+    ``auth`` ``"basic"`` or ``"digest"``. ``tls``: serve RTSP over TLS
+    (``rtsps://``, RTP interleaved in the TLS connection: TCP transport only)
+    with a self-signed certificate made at :meth:`open` for ``localhost``,
+    ``127.0.0.1``, ``::1`` and ``host``, kept across :meth:`stop`/:meth:`start`
+    and deleted by :meth:`close` (:attr:`tls_certificate` is its path, for
+    clients that verify). ``server_python`` is the interpreter
     with PyGObject that runs the server; ``start_timeout`` (seconds) bounds
     how long :meth:`start` waits for it to accept connections.
 
@@ -243,6 +254,7 @@ class SimServer:
         password: str | None = None,
         auth: Literal["basic", "digest"] = "basic",
         *,
+        tls: bool = False,
         server_python: str = SERVER_PYTHON,
         start_timeout: float = 15.0,
     ) -> None:
@@ -262,6 +274,8 @@ class SimServer:
         self.user = user
         self._password = password
         self.auth = auth
+        self.tls = tls
+        self._tls_dir: Path | None = None  # private directory of the certificate and key while open
         self.server_python = server_python
         self.start_timeout = start_timeout
         self._port = port
@@ -294,6 +308,8 @@ class SimServer:
                 for spec in self._specs:
                     scene = self._scene(spec.width, spec.height, spec.seed, spec.objects)
                     self._feeds[spec.name] = _Feed(spec=spec, scene=scene)
+                if self.tls:
+                    self._tls_dir = _make_certificate(self.host)
                 self.start()
                 for feed in self._feeds.values():
                     feed.thread = threading.Thread(target=self._feed_loop, args=(feed,),
@@ -313,6 +329,9 @@ class SimServer:
                     feed.thread.join(5.0)
                     if feed.thread.is_alive():
                         log.warning("sim feeder %s did not stop within 5 s", feed.spec.name)
+            if self._tls_dir is not None:
+                shutil.rmtree(self._tls_dir, ignore_errors=True)
+                self._tls_dir = None
 
     def start(self) -> None:
         """Start the RTSP server process (again, on the same port); return once it accepts connections.
@@ -382,8 +401,11 @@ class SimServer:
             "user": self.user,
             "password": self._password,
             "auth": self.auth,
+            "tls": None,
             "cameras": [],
         }
+        if self._tls_dir is not None:
+            config["tls"] = {"cert": str(self._tls_dir / "cert.pem"), "key": str(self._tls_dir / "key.pem")}
         try:
             for feed in self._feeds.values():
                 r, w = os.pipe()
@@ -507,12 +529,23 @@ class SimServer:
         return self._port
 
     @property
+    def tls_certificate(self) -> Path | None:
+        """The server's self-signed certificate (PEM) while open with ``tls=True``, else None.
+
+        It is its own certificate authority: a client that verifies can trust
+        just this file (FFmpeg: ``tls_verify=1`` and ``ca_file=PATH``).
+        """
+        return None if self._tls_dir is None else self._tls_dir / "cert.pem"
+
+    @property
     def cameras(self) -> list[str]:
         """The camera names."""
         return [s.name for s in self._specs]
 
     def url(self, camera: str, *, user: str | None = None, password: str | None = None) -> str:
         """The RTSP URL of ``camera``, with ``user:password@`` when credentials are configured or given.
+
+        The scheme is ``rtsps`` when the server speaks TLS, else ``rtsp``.
 
         ``user``/``password`` override the configured ones (e.g. a wrong
         password in a test). The URL carries the password: never log it.
@@ -523,7 +556,8 @@ class SimServer:
         userinfo = ""
         if u is not None:
             userinfo = quote(u, safe="") + (f":{quote(p, safe='')}" if p is not None else "") + "@"
-        return f"rtsp://{userinfo}{_url_host(self.host)}:{self._port}/{camera}"
+        scheme = "rtsps" if self.tls else "rtsp"
+        return f"{scheme}://{userinfo}{_url_host(self.host)}:{self._port}/{camera}"
 
     def stall(self, camera: str) -> None:
         """Stop sending frames of ``camera``; its RTSP sessions stay up, they just get no more video."""
@@ -591,3 +625,49 @@ def _url_host(host: str) -> str:
 
 def _connect_host(host: str) -> str:
     return _url_host(host).strip("[]")
+
+
+def _make_certificate(host: str) -> Path:
+    """A new private directory holding ``cert.pem`` and ``key.pem``: a self-signed certificate for ``host``.
+
+    The certificate (EC P-256, valid for 2 days) names ``localhost``,
+    ``127.0.0.1`` and ``::1`` and the bind address or name ``host`` as
+    subject alternative names, and may sign itself (CA), so that a verifying
+    client can trust it alone. Made with the ``openssl`` command; the
+    directory is 0700 and both files 0600. The caller deletes the directory.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise SimError(f"the openssl command is needed for a TLS (rtsps://) simulator; "
+                       f"install with: {OPENSSL_APT_HINT}")
+    names = {"DNS:localhost", "IP:127.0.0.1", "IP:::1"}
+    bare = host.strip("[]")
+    if bare and bare not in ("0.0.0.0", "::"):
+        try:
+            names.add(f"IP:{ipaddress.ip_address(bare)}")
+        except ValueError:
+            names.add(f"DNS:{bare}")
+    directory = Path(tempfile.mkdtemp(prefix="camfleet-sim-tls-"))  # mode 0700
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    try:
+        try:
+            proc = subprocess.run(
+                [openssl, "req", "-x509", "-nodes",
+                 "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=camfleet-sim",
+                 "-addext", "subjectAltName=" + ",".join(sorted(names)),
+                 "-addext", "basicConstraints=critical,CA:TRUE"],
+                capture_output=True, text=True, errors="replace", timeout=_CERT_TIMEOUT, check=False,
+                umask=0o077,
+            )
+        except subprocess.TimeoutExpired:
+            raise SimError(f"openssl did not make the TLS certificate within {_CERT_TIMEOUT:g} s") from None
+        if proc.returncode != 0 or not cert.is_file() or not key.is_file():
+            raise SimError(f"openssl could not make the TLS certificate (exit status {proc.returncode}): "
+                           f"{proc.stderr.strip()[-500:]}")
+        for path in (cert, key):
+            path.chmod(0o600)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory

@@ -1,0 +1,872 @@
+"""Benchmark: the shared detector service (camfleet.detect.service) and motion-gated detection.
+
+Run from the repository root::
+
+    .venv/bin/python bench/detect.py --quick          # 1 and 4 cameras, short phases (< 60 s)
+    .venv/bin/python bench/detect.py                  # 1, 4 and 8 cameras
+    .venv/bin/python bench/detect.py --json out.json  # raw results (default artifacts/bench-detect.json)
+
+Three sections, one run, the default model (SSD MobileNet v2 COCO quantized, TFLite):
+
+1. throughput: N camera processes (``spawn``) issue detection requests back to back, through one
+   shared detector with batching on (max_batch=8) and off (max_batch=1), and, as the baseline a
+   user would otherwise write, with one TFLite runtime loaded in every camera process;
+2. motion gating: detector requests per camera-second on a mostly static scene, ``motion -> detect``
+   against detecting every frame;
+3. end-to-end latency: frames published into a framebus ring at 5 fps, a consumer process runs
+   ``motion -> detect -> track -> zones -> events``; publish -> detections and publish -> event update.
+
+See ``METHOD`` below (also printed and stored in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from camfleet.detect import default_model_spec, load_runtime
+from camfleet.detect.service import (
+    DetectorClient,
+    DetectorManager,
+    DetectorSettings,
+    read_heartbeat,
+)
+from camfleet.framebus import FrameFormat, FramePublisher, PixelFormat, shm_dir
+
+METHOD = {
+    "model": (
+        "the default model (SSD MobileNet v2 COCO quantized, TFLite, 300x300 input, fixed batch 1): "
+        "the runtime invokes the model once per image whatever the batch size, so batching in the "
+        "detector amortises the per-request overhead (socket round trip, ring, wake-ups, scheduling), "
+        "not the model call"
+    ),
+    "throughput": (
+        "N camera processes (spawn context, one per camera) each send one 300x300 RGB image per "
+        "request, back to back (one request in flight per camera), for --duration s after 3 warm-up "
+        "requests; the images are frames of camfleet.sim.Scene(300, 300) (person, cat, motorcycle). "
+        "'shared, batch<=8': one DetectorManager process, threads=2, max_batch=8, max_wait_ms=10; "
+        "'shared, batch 1': the same with max_batch=1 (batching off); '(b) runtime/camera': the "
+        "baseline, each camera process loads its own runtime (load_runtime(spec, threads=1)) and calls "
+        "infer([img]) in a loop, no shared detector"
+    ),
+    "frames/s": (
+        "images detected per second summed over cameras; per camera: requests completed / (time of "
+        "the last completion - start). fps/cam min is the slowest camera (fairness)"
+    ),
+    "infer/s": (
+        "inferences per second: shared detector: batches run (heartbeat counters, delta over the "
+        "window / window); baseline: infer() calls. 'batch' is images per batch, 'ms/infer' the mean "
+        "time inside runtime.infer() per batch (baseline: the whole infer() call), 'ms/img' the same "
+        "per image"
+    ),
+    "req ms": "wall time of one detect()/infer() call in a camera process, p50 and p99 over all cameras",
+    "CPU%": (
+        "psutil user+system CPU time over the window of every process doing the work (camera "
+        "processes, plus the detector process for 'shared'), summed, / window; 200 = both cores"
+    ),
+    "memory": (
+        "RSS and PSS (proportional set size: shared pages divided among the processes sharing them, "
+        "so sums are not double counted) in MB, summed over the same processes, taken right after "
+        "the window while every process is still alive"
+    ),
+    "other%": (
+        "CPU% the rest of the machine used during the window (all-core busy time from psutil.cpu_times() "
+        "minus the processes above): other work sharing the 2 cores; rows with a high value are disturbed"
+    ),
+    "gating": (
+        "one camera, in this process, fed as fast as it goes; a 640x360 yuv420p scene "
+        "(camfleet.sim.Scene, seed 0, one person) at 5 fps of scene time: the same rendered frame "
+        "repeated, except a window of 10 % of the frames in the middle where the person walks (one "
+        "frame index per frame), then stands still at the new place. Camera-seconds = frames / 5. "
+        "'motion -> detect': [motion {}, detect {labels: [person]}] (regions mode, the default); "
+        "'detect every frame': [detect {mode: frame, labels: [person]}]. det ms/cam-s: detector time "
+        "inside runtime.infer() per camera-second (heartbeat counters). Both use the batch-1 detector"
+    ),
+    "latency": (
+        "a framebus FramePublisher (640x360 yuv420p, 8 slots, drop_oldest) in this process publishes the "
+        "person crossing (Scene(640, 360, seed 0, ('person',)), frame i = render_i420(i)) at 5 fps, "
+        "capture_ns = time.time_ns() just before publish(); a consumer process (spawn) subscribes "
+        "(sequential) and runs [motion, detect {labels: [person]}, track {fps: 5, max_disappeared_s: "
+        "1.5}, zones {} (left half), events {min_frames: 3}] on each frame, with its own DetectorClient. "
+        "Times are time.time_ns() - capture_ns: 'det' when the detect element returned, for frames that "
+        "sent a detector request; 'done' when the events element returned, all frames; 'event' the same "
+        "for the frames that produced an EventUpdate of type start or update (n: how many)"
+    ),
+}
+
+BENCH_TAG = f"bd{os.getpid()}"  # in every detector, camera and ring name of this run (cleanup)
+MODEL_IN = (300, 300)
+WARMUP = 3
+READY_TIMEOUT = 90.0  # s; 8 spawned processes importing numpy/tflite on 2 busy cores
+SCENE_FPS = 5.0
+VARIANTS = ("shared-b8", "shared-b1", "own")
+LABELS = {
+    "shared-b8": "shared, batch<=8",
+    "shared-b1": "shared, batch 1",
+    "own": "(b) runtime/camera",
+    "gated": "motion -> detect",
+    "every": "detect every frame",
+}
+
+
+# --------------------------------------------------------------------------- helpers
+def _pct(samples: Sequence[float], q: float) -> float | None:
+    if len(samples) == 0:
+        return None
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
+
+
+def _summary_ms(samples_ms: Sequence[float]) -> dict[str, Any]:
+    if len(samples_ms) == 0:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "mean": None, "max": None}
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "n": int(arr.size),
+        "p50": float(np.percentile(arr, 50)),
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "mean": float(arr.mean()),
+        "max": float(arr.max()),
+    }
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def _busy_s() -> float:
+    """CPU time the whole machine has spent busy (all cores), seconds."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def _sleep_until(t: float) -> None:
+    while True:
+        left = t - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.05))
+
+
+def _recv(conn: Any, timeout: float, what: str) -> Any:
+    if not conn.poll(timeout):
+        raise TimeoutError(f"no answer from {what} within {timeout:g} s")
+    msg = conn.recv()
+    if msg[0] == "error":
+        raise RuntimeError(f"{what} failed:\n{msg[1]}")
+    return msg
+
+
+def _stop_procs(procs: list[Any], conns: list[Any]) -> None:
+    """Ask the processes to exit, then kill those that do not (they close their rings themselves)."""
+    for c in conns:
+        with contextlib.suppress(OSError, ValueError):
+            c.send(("exit",))
+    deadline = time.monotonic() + 15
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    for c in conns:
+        c.close()
+
+
+def _cleanup_shm() -> list[str]:
+    """Remove whatever this run left in the shm directory (names carry BENCH_TAG); returns them."""
+    left = []
+    with contextlib.suppress(OSError):
+        for path in shm_dir().iterdir():
+            if BENCH_TAG in path.name:
+                left.append(path.name)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+    return left
+
+
+def _test_images(seed: int, n: int = 8) -> list[np.ndarray]:
+    from camfleet.sim import Scene  # skimage: only where needed
+
+    scene = Scene(MODEL_IN[0], MODEL_IN[1], seed=seed)
+    return [scene.render_rgb(7 * i) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- 1. throughput
+def _camera_worker(conn: Any, spec: dict[str, Any]) -> None:
+    """One camera: detect back to back through a shared detector or its own runtime."""
+    client: DetectorClient | None = None
+    runtime: Any = None
+    try:
+        images = _test_images(spec["seed"])
+        call: Callable[[np.ndarray], list[Any]]
+        if spec["variant"] == "own":
+            runtime = load_runtime(default_model_spec(), threads=1)
+            call = lambda img: runtime.infer([img])[0]  # noqa: E731
+        else:
+            client = DetectorClient(spec["detector"], spec["camera"], MODEL_IN)
+            call = lambda img: client.detect([img])[0]  # noqa: E731
+        for i in range(WARMUP):
+            call(images[i % len(images)])
+        conn.send(("ready", os.getpid()))
+        msg = conn.recv()
+        if msg[0] != "go":
+            return
+        t0, t1 = msg[1], msg[2]
+        lat_ms: list[float] = []
+        dets = 0
+        i = 0
+        last_end = t0
+        while time.monotonic() < t0:
+            pass  # spin the last few ms: every camera starts together
+        while True:
+            s = time.monotonic()
+            if s >= t1:
+                break
+            dets += len(call(images[i % len(images)]))
+            e = time.monotonic()
+            i += 1
+            lat_ms.append((e - s) * 1e3)
+            last_end = e
+        conn.send(("result", {
+            "camera": spec["camera"],
+            "requests": i,
+            "fps": i / (last_end - t0) if i else 0.0,
+            "lat_ms": lat_ms,
+            "dets_per_frame": dets / i if i else 0.0,
+        }))
+        conn.recv()  # "exit": stay alive (and measurable) until the parent has taken memory
+    except Exception:
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc()))
+    finally:
+        if client is not None:
+            client.close()
+        if runtime is not None:
+            runtime.close()
+        conn.close()
+
+
+def run_throughput(
+    ctx: Any, variant: str, n_cams: int, duration: float, managers: dict[str, DetectorManager]
+) -> dict[str, Any]:
+    manager = managers.get(variant)
+    detector = manager.settings.name if manager is not None else ""
+    procs: list[Any] = []
+    conns: list[Any] = []
+    row: dict[str, Any] = {"section": "throughput", "variant": variant, "n_cams": n_cams, "errors": []}
+    t_start = time.perf_counter()
+    try:
+        for i in range(n_cams):
+            parent, child = ctx.Pipe()
+            spec = {"variant": variant, "detector": detector, "camera": f"{BENCH_TAG}c{i}", "seed": i}
+            p = ctx.Process(target=_camera_worker, args=(child, spec), daemon=True, name=f"bench-cam{i}")
+            p.start()
+            child.close()
+            procs.append(p)
+            conns.append(parent)
+        pids = [_recv(c, READY_TIMEOUT, f"camera {i}")[1] for i, c in enumerate(conns)]
+        if manager is not None:
+            assert manager.pid is not None
+            pids.append(manager.pid)
+        ps = [psutil.Process(pid) for pid in pids]
+        t0 = time.monotonic() + 0.25
+        t1 = t0 + duration
+        for c in conns:
+            c.send(("go", t0, t1))
+        _sleep_until(t0)
+        cpu0 = [_cpu_s(p) for p in ps]
+        busy0 = _busy_s()
+        hb0 = read_heartbeat(detector) if detector else None
+        _sleep_until(t1)
+        cpu1 = [_cpu_s(p) for p in ps]
+        busy1 = _busy_s()
+        hb1 = read_heartbeat(detector) if detector else None
+        wall = time.monotonic() - t0
+        results = [_recv(c, duration + 60, f"camera {i}")[1] for i, c in enumerate(conns)]
+        rss = [p.memory_info().rss for p in ps]
+        pss = [getattr(p.memory_full_info(), "pss", 0) for p in ps]
+        lat = [v for r in results for v in r["lat_ms"]]
+        fps = [r["fps"] for r in results]
+        if hb0 is not None and hb1 is not None and hb1.batches > hb0.batches:
+            batches, images = hb1.batches - hb0.batches, hb1.images - hb0.images
+            calls_s = batches / wall
+            batch = images / batches
+            ms_call = (hb1.infer_ns - hb0.infer_ns) / batches / 1e6
+        else:
+            calls_s = sum(fps)
+            batch = 1.0
+            ms_call = float(np.mean(lat)) if lat else None
+        row.update({
+            "window_s": wall,
+            "cameras": [{k: v for k, v in r.items() if k != "lat_ms"} for r in results],
+            "cpu_s": [b - a for a, b in zip(cpu0, cpu1, strict=True)],
+            "rss_mb": [v / 2**20 for v in rss],
+            "pss_mb": [v / 2**20 for v in pss],
+            "detector_pid_included": manager is not None,
+            "summary": {
+                "fps_total": sum(fps),
+                "fps_cam_mean": float(np.mean(fps)),
+                "fps_cam_min": min(fps),
+                "calls_s": calls_s,
+                "mean_batch": batch,
+                "ms_call": ms_call,
+                "ms_img": ms_call / batch if ms_call is not None else None,
+                "req_p50_ms": _pct(lat, 50),
+                "req_p99_ms": _pct(lat, 99),
+                "cpu_pct": 100 * sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / wall,
+                "other_cpu_pct": 100 * ((busy1 - busy0) - sum(b - a for a, b in zip(cpu0, cpu1, strict=True)))
+                / wall,
+                "rss_mb": sum(rss) / 2**20,
+                "pss_mb": sum(pss) / 2**20,
+                "dets_per_frame": float(np.mean([r["dets_per_frame"] for r in results])),
+            },
+        })
+    except Exception:
+        row["errors"].append(traceback.format_exc())
+        row.setdefault("summary", {})
+    finally:
+        _stop_procs(procs, conns)
+    row["elapsed_s"] = time.perf_counter() - t_start
+    return row
+
+
+# --------------------------------------------------------------------------- 2. motion gating
+def _gating_frames(n_frames: int) -> tuple[list[np.ndarray], list[int], tuple[int, int]]:
+    """The mostly static scene: frame arrays (shared, not copied) and the moving window [a, b)."""
+    from camfleet.sim import Scene
+
+    scene = Scene(width=640, height=360, seed=0, objects=("person",))
+    moving = max(2, round(n_frames * 0.10))
+    a = (n_frames - moving) // 2
+    b = a + moving
+    renders = [scene.render_i420(k) for k in range(moving + 1)]
+    index = [min(max(i - a, 0), moving) for i in range(n_frames)]
+    return renders, index, (a, b)
+
+
+def run_gating(
+    variant: str, client: DetectorClient, detector: str, n_frames: int, frames: Any, data_dir: Path
+) -> dict[str, Any]:
+    from camfleet.pipeline import FrameContext, Pipeline, PipelineEnv
+
+    renders, index, (a, b) = frames
+    specs: list[tuple[str, dict[str, Any] | None]]
+    if variant == "gated":
+        specs = [("motion", {}), ("detect", {"labels": ["person"]})]
+    else:
+        specs = [("detect", {"mode": "frame", "labels": ["person"]})]
+    camera = f"{BENCH_TAG}g"
+    env = PipelineEnv(camera, data_dir=data_dir, services={"detectors": {"cpu": client}})
+    pipe = Pipeline(specs, env)
+    det = pipe.elements[-1]
+    motion_frames = person_frames = person_in_window = 0
+    pipe.start()
+    try:
+        hb0 = read_heartbeat(detector)
+        t0 = time.perf_counter()
+        for i in range(n_frames):
+            ctx = FrameContext(camera, i + 1, i, int(1e12 + i * 1e9 / SCENE_FPS), 640, 360,
+                               PixelFormat.YUV420P, renders[index[i]])
+            pipe.process(ctx)
+            motion_frames += bool(ctx.motion)
+            if any(d.label == "person" for d in ctx.detections):
+                person_frames += 1
+                person_in_window += a <= i < b
+        wall = time.perf_counter() - t0
+        hb1 = read_heartbeat(detector)
+    finally:
+        pipe.stop()
+    cam_s = n_frames / SCENE_FPS
+    requests, images = int(det.requests), int(det.images)  # type: ignore[attr-defined]
+    infer_ms = (hb1.infer_ns - hb0.infer_ns) / 1e6 if hb0 and hb1 else None
+    return {
+        "section": "gating",
+        "variant": variant,
+        "pipeline": specs,
+        "frames": n_frames,
+        "moving_frames": [a, b],
+        "errors": [],
+        "summary": {
+            "frames": n_frames,
+            "cam_s": cam_s,
+            "requests": requests,
+            "req_per_cam_s": requests / cam_s,
+            "img_per_cam_s": images / cam_s,
+            "det_ms_per_cam_s": infer_ms / cam_s if infer_ms is not None else None,
+            "motion_frames": motion_frames,
+            "person_frames": person_frames,
+            "person_in_window": person_in_window,
+            "window_frames": b - a,
+            "ms_per_frame": 1e3 * wall / n_frames,
+            "wall_s": wall,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- 3. end-to-end latency
+def _latency_consumer(conn: Any, spec: dict[str, Any]) -> None:
+    """Subscribe to the ring, run the full pipeline on every frame, time each stage from capture_ns."""
+    from camfleet.framebus import Overrun, subscribe
+    from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv
+
+    client: DetectorClient | None = None
+    sub = None
+    pipe = None
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-detect-"))
+    try:
+        client = DetectorClient(spec["detector"], spec["camera"], MODEL_IN)
+        client.detect([np.zeros((MODEL_IN[1], MODEL_IN[0], 3), np.uint8)])  # connect + warm up
+        env = PipelineEnv(
+            camera=spec["camera"], data_dir=data_dir, services={"detectors": {"cpu": client}},
+            zones={"left": {"points": [(0, 0), (0.5, 0), (0.5, 1), (0, 1)], "labels": ["person"]}},
+        )
+        pipe = Pipeline(
+            [("motion", {}),
+             ("detect", {"labels": ["person"]}),
+             ("track", {"fps": SCENE_FPS, "max_disappeared_s": 1.5}),
+             ("zones", {}),
+             ("events", {"min_frames": 3})],
+            env,
+        )
+        pipe.start()
+        det = pipe.elements[1]
+        sub = subscribe(spec["key"], mode="sequential", name="bench-consumer", connect_timeout=10)
+        conn.send(("ready", os.getpid()))
+        rows: list[dict[str, Any]] = []
+        overruns = 0
+        while True:
+            try:
+                frame = sub.next(timeout=30)
+            except Overrun:
+                overruns += 1
+                continue
+            try:
+                if frame.pts < 0:
+                    break
+                t_recv = time.time_ns()
+                fmt = frame.format
+                ctx = FrameContext(spec["camera"], frame.seq, frame.pts, frame.capture_ns, fmt.width,
+                                   fmt.height, fmt.pixel_format, frame.array)
+                before = det.requests  # type: ignore[attr-defined]
+                t_det = 0
+                for element in pipe.elements:
+                    element.process(ctx)
+                    element.beat()
+                    if element is det:
+                        t_det = time.time_ns()
+                t_done = time.time_ns()
+                kinds = [u.type.value for u in ctx.events
+                         if isinstance(u, EventUpdate) and u.type in (EventType.START, EventType.UPDATE)]
+                rows.append({
+                    "seq": frame.seq, "capture_ns": frame.capture_ns, "recv_ns": t_recv,
+                    "det_ns": t_det, "done_ns": t_done,
+                    "requested": det.requests > before,  # type: ignore[attr-defined]
+                    "detections": len(ctx.detections), "events": kinds,
+                })
+            finally:
+                frame.release()
+        conn.send(("result", {"frames": rows, "overruns": overruns,
+                              "requests": det.requests}))  # type: ignore[attr-defined]
+    except Exception:
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc()))
+    finally:
+        if sub is not None:
+            sub.close()
+        if pipe is not None:
+            pipe.stop()
+        if client is not None:
+            client.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        conn.close()
+
+
+def run_latency(ctx: Any, variant: str, manager: DetectorManager, duration: float) -> dict[str, Any]:
+    from camfleet.sim import Scene
+
+    scene = Scene(width=640, height=360, seed=0, objects=("person",))
+    n_frames = max(5, round(duration * SCENE_FPS))
+    frames = [scene.render_i420(i) for i in range(n_frames)]
+    key = f"{BENCH_TAG}-lat-{variant}"
+    row: dict[str, Any] = {"section": "latency", "variant": variant, "errors": [], "summary": {}}
+    pub: FramePublisher | None = None
+    proc = None
+    conn = None
+    t_start = time.perf_counter()
+    try:
+        pub = FramePublisher(key, FrameFormat.packed_format(640, 360, "yuv420p"), slots=8)
+        conn, child = ctx.Pipe()
+        spec = {"key": key, "detector": manager.settings.name, "camera": f"{BENCH_TAG}l{variant}"}
+        proc = ctx.Process(target=_latency_consumer, args=(child, spec), daemon=True, name="bench-consumer")
+        proc.start()
+        child.close()
+        _recv(conn, READY_TIMEOUT, "latency consumer")
+        publish_ms: list[float] = []
+        next_t = time.monotonic() + 0.1
+        for i, image in enumerate(frames):
+            _sleep_until(next_t)
+            next_t += 1 / SCENE_FPS
+            capture_ns = time.time_ns()
+            pub.publish(image, pts=i, capture_ns=capture_ns)
+            publish_ms.append((time.time_ns() - capture_ns) / 1e6)
+        _sleep_until(next_t)
+        pub.begin()
+        pub.commit(pts=-1)  # end marker, no copy
+        result = _recv(conn, 120, "latency consumer")[1]
+        fr = result["frames"]
+        det_ms = [(f["det_ns"] - f["capture_ns"]) / 1e6 for f in fr if f["requested"]]
+        done_ms = [(f["done_ns"] - f["capture_ns"]) / 1e6 for f in fr]
+        event_ms = [(f["done_ns"] - f["capture_ns"]) / 1e6 for f in fr if f["events"]]
+        recv_ms = [(f["recv_ns"] - f["capture_ns"]) / 1e6 for f in fr]
+        s = {
+            "published": n_frames,
+            "frames": len(fr),
+            "det_frames": sum(1 for f in fr if f["requested"]),
+            "event_updates": sum(len(f["events"]) for f in fr),
+            "event_frames": len(event_ms),
+            "starts": sum(f["events"].count("start") for f in fr),
+            "overruns": result["overruns"],
+            "lost": n_frames - len(fr),
+        }
+        for name, samples in (("det", det_ms), ("done", done_ms), ("event", event_ms), ("recv", recv_ms),
+                              ("publish", publish_ms)):
+            summ = _summary_ms(samples)
+            row[f"{name}_ms"] = summ
+            s[f"{name}_p50_ms"], s[f"{name}_p99_ms"] = summ["p50"], summ["p99"]
+        row["summary"] = s
+        row["frames"] = fr
+    except Exception:
+        row["errors"].append(traceback.format_exc())
+    finally:
+        if conn is not None and proc is not None:
+            _stop_procs([proc], [conn])
+        if pub is not None:
+            pub.close()
+    row["elapsed_s"] = time.perf_counter() - t_start
+    return row
+
+
+# --------------------------------------------------------------------------- report
+Column = tuple[str, int, str, str]  # header, width, format, summary key
+
+TPUT_COLUMNS: list[Column] = [
+    ("variant", 18, "s", "label"),
+    ("cams", 4, "d", "n_cams"),
+    ("frames/s", 8, ".1f", "fps_total"),
+    ("fps/cam", 7, ".1f", "fps_cam_mean"),
+    ("min/cam", 7, ".1f", "fps_cam_min"),
+    ("infer/s", 7, ".1f", "calls_s"),
+    ("batch", 5, ".2f", "mean_batch"),
+    ("ms/infer", 8, ".1f", "ms_call"),
+    ("ms/img", 6, ".1f", "ms_img"),
+    ("req p50", 7, ".1f", "req_p50_ms"),
+    ("req p99", 7, ".1f", "req_p99_ms"),
+    ("CPU%", 5, ".0f", "cpu_pct"),
+    ("RSS MB", 6, ".0f", "rss_mb"),
+    ("PSS MB", 6, ".0f", "pss_mb"),
+    ("other%", 6, ".0f", "other_cpu_pct"),
+]
+GATE_COLUMNS: list[Column] = [
+    ("pipeline", 18, "s", "label"),
+    ("frames", 6, "d", "frames"),
+    ("cam-s", 5, ".0f", "cam_s"),
+    ("det req", 7, "d", "requests"),
+    ("req/cam-s", 9, ".3f", "req_per_cam_s"),
+    ("img/cam-s", 9, ".3f", "img_per_cam_s"),
+    ("det ms/cam-s", 12, ".1f", "det_ms_per_cam_s"),
+    ("motion fr", 9, "d", "motion_frames"),
+    ("person fr", 9, "d", "person_frames"),
+    ("in window", 9, "s", "window"),
+    ("ms/frame", 8, ".1f", "ms_per_frame"),
+]
+LAT_COLUMNS: list[Column] = [
+    ("detector", 18, "s", "label"),
+    ("frames", 6, "d", "frames"),
+    ("det fr", 6, "d", "det_frames"),
+    ("det p50", 7, ".1f", "det_p50_ms"),
+    ("det p99", 7, ".1f", "det_p99_ms"),
+    ("done p50", 8, ".1f", "done_p50_ms"),
+    ("done p99", 8, ".1f", "done_p99_ms"),
+    ("events", 6, "d", "event_frames"),
+    ("event p50", 9, ".1f", "event_p50_ms"),
+    ("event p99", 9, ".1f", "event_p99_ms"),
+    ("recv p50", 8, ".2f", "recv_p50_ms"),
+    ("lost", 4, "d", "lost"),
+]
+
+
+def _cell(value: Any, width: int, fmt: str) -> str:
+    if value is None:
+        return "-".rjust(width)
+    if fmt == "s":
+        return str(value).ljust(width)
+    return format(value, fmt).rjust(width)
+
+
+def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str | None = None) -> str:
+    header = " ".join(c[0].ljust(c[1]) if i == 0 else c[0].rjust(c[1]) for i, c in enumerate(columns))
+    lines = [header, "-" * len(header)]
+    last = None
+    for r in rows:
+        if group is not None and last is not None and r.get(group) != last:
+            lines.append("")
+        last = r.get(group) if group else None
+        values = dict(r.get("summary", {}))
+        values["label"] = LABELS[r["variant"]] + ("!" if r.get("errors") else "")
+        values["n_cams"] = r.get("n_cams")
+        if r["section"] == "gating":
+            values["window"] = f"{values['person_in_window']}/{values['window_frames']}"
+        lines.append(" ".join(_cell(values.get(key), width, fmt) for _h, width, fmt, key in columns))
+    return "\n".join(lines)
+
+
+def _ratio_lines(tput: list[dict[str, Any]], gating: list[dict[str, Any]]) -> list[str]:
+    """Plain comparisons derived from the tables (no targets were set)."""
+    out = []
+    by = {(r["variant"], r["n_cams"]): r["summary"] for r in tput if not r["errors"]}
+    for n in sorted({r["n_cams"] for r in tput}):
+        b8, b1, own = by.get(("shared-b8", n)), by.get(("shared-b1", n)), by.get(("own", n))
+        if b8 and b1 and own and own["fps_total"] and b1["fps_total"]:
+            out.append(
+                f"{n} cam{'s' if n > 1 else ''}: frames/s shared batch<=8 / batch 1 = "
+                f"{b8['fps_total'] / b1['fps_total']:.2f}x; shared batch<=8 / runtime per camera = "
+                f"{b8['fps_total'] / own['fps_total']:.2f}x; PSS shared batch<=8 {b8['pss_mb']:.0f} MB vs "
+                f"runtime per camera {own['pss_mb']:.0f} MB; CPU% {b8['cpu_pct']:.0f} vs {own['cpu_pct']:.0f}"
+            )
+    per_proc = {(r["variant"], r["n_cams"]): r for r in tput if not r["errors"] and r.get("pss_mb")}
+    for n in sorted({r["n_cams"] for r in tput}):
+        shared, own = per_proc.get(("shared-b8", n)), per_proc.get(("own", n))
+        if shared and own:
+            cams_pss = shared["pss_mb"][:-1]  # the last process is the detector
+            out.append(
+                f"{n} cam{'s' if n > 1 else ''}: PSS per camera process: shared-detector client "
+                f"{np.mean(cams_pss):.0f} MB, own runtime {np.mean(own['pss_mb']):.0f} MB "
+                f"(RSS {np.mean(shared['rss_mb'][:-1]):.0f} vs {np.mean(own['rss_mb']):.0f} MB); "
+                f"detector process {shared['pss_mb'][-1]:.0f} MB PSS ({shared['rss_mb'][-1]:.0f} MB RSS)"
+            )
+    g = {r["variant"]: r["summary"] for r in gating if not r["errors"]}
+    if "gated" in g and "every" in g and g["gated"]["req_per_cam_s"] > 0:
+        gated, every = g["gated"]["req_per_cam_s"], g["every"]["req_per_cam_s"]
+        out.append(
+            f"motion gating: {gated:.3f} vs {every:.3f} detector requests per camera-second "
+            f"= {every / gated:.1f}x fewer"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- main
+def _start_managers(settings: dict[str, DetectorSettings], into: dict[str, DetectorManager]) -> None:
+    """Start the detectors side by side (their start-up imports overlap); ``into`` gets each at once."""
+    errors: list[BaseException] = []
+
+    def start(m: DetectorManager) -> None:
+        try:
+            m.start(ready_timeout=READY_TIMEOUT)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = []
+    for variant, s in settings.items():
+        into[variant] = DetectorManager(s)
+        threads.append(threading.Thread(target=start, args=(into[variant],)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="1 and 4 cameras, short phases (< 60 s)")
+    ap.add_argument("--json", type=Path, default=Path("artifacts/bench-detect.json"), help="raw results")
+    ap.add_argument("--cams", nargs="+", type=int, help="camera counts (default by mode)")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--duration", type=float, help="seconds of each throughput run")
+    ap.add_argument("--gate-frames", type=int, help="frames of the gating scene (5 per camera-second)")
+    ap.add_argument("--lat-duration", type=float, help="seconds of frames in each latency run (5 fps)")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    args.cams = args.cams or ([1, 4] if quick else [1, 4, 8])
+    args.duration = args.duration or (2.0 if quick else 5.0)
+    args.gate_frames = args.gate_frames or (100 if quick else 300)
+    args.lat_duration = args.lat_duration or (4.0 if quick else 10.0)
+    if any(n < 1 or n > 32 for n in args.cams):
+        ap.error("--cams must be 1..32")
+
+    ctx = mp.get_context("spawn")
+    load_start = os.getloadavg()
+    t0 = time.perf_counter()
+    spec = default_model_spec()
+    print(
+        f"detect bench: model {spec.id}; cameras {args.cams}; {args.duration:g} s per throughput run; "
+        f"gating {args.gate_frames} frames; latency {args.lat_duration:g} s at {SCENE_FPS:g} fps; "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
+    if load_start[0] > 0.5:
+        print(f"note: load average {load_start[0]:.2f} before the start: other work shares the CPUs",
+              flush=True)
+
+    tput: list[dict[str, Any]] = []
+    gating: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
+    managers: dict[str, DetectorManager] = {}
+    client: DetectorClient | None = None
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-detect-"))
+    try:
+        _start_managers({
+            "shared-b8": DetectorSettings(f"{BENCH_TAG}-b8", spec, threads=2, max_batch=8, max_wait_ms=10),
+            "shared-b1": DetectorSettings(f"{BENCH_TAG}-b1", spec, threads=2, max_batch=1, max_wait_ms=10),
+        }, managers)
+        print(f"  detectors up after {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+        # 1. throughput
+        for n in args.cams:
+            for variant in args.variants:
+                r = run_throughput(ctx, variant, n, args.duration, managers)
+                tput.append(r)
+                fps = r["summary"].get("fps_total")
+                print(
+                    f"  {LABELS[variant]:<18} {n} cam: {'-' if fps is None else f'{fps:.1f}'} frames/s, "
+                    f"{r['elapsed_s']:.1f} s"
+                    + (f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        # 2. motion gating (batch-1 detector: no batching window to wait for with one camera)
+        gate_det = managers["shared-b1"].settings.name
+        client = DetectorClient(gate_det, f"{BENCH_TAG}g", MODEL_IN)
+        frames = _gating_frames(args.gate_frames)
+        for variant in ("gated", "every"):
+            try:
+                r = run_gating(variant, client, gate_det, args.gate_frames, frames, data_dir)
+            except Exception:
+                r = {"section": "gating", "variant": variant, "errors": [traceback.format_exc()],
+                     "summary": {}}
+            gating.append(r)
+            s = r["summary"]
+            print(f"  {LABELS[variant]:<18} {s.get('requests', '-')} requests, {s.get('wall_s', 0):.1f} s",
+                  file=sys.stderr, flush=True)
+        client.close()
+        client = None
+
+        # 3. end-to-end latency
+        for variant in ("shared-b8", "shared-b1"):
+            r = run_latency(ctx, variant, managers[variant], args.lat_duration)
+            latency.append(r)
+            print(f"  latency {LABELS[variant]:<18} {r['elapsed_s']:.1f} s"
+                  + (f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""),
+                  file=sys.stderr, flush=True)
+        det_stats = {v: (h.__dict__ if (h := read_heartbeat(m.settings.name)) else None)
+                     for v, m in managers.items()}
+        restarts = {v: m.restarts for v, m in managers.items()}
+    finally:
+        if client is not None:
+            client.close()
+        for m in managers.values():
+            m.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        leftovers = _cleanup_shm()
+    elapsed = time.perf_counter() - t0
+
+    print()
+    print("1. detector throughput (frames/s = images detected per second, all cameras; ms = milliseconds)")
+    print(format_table(TPUT_COLUMNS, tput, group="n_cams"))
+    print()
+    print(f"2. motion gating: one camera, mostly static scene, {args.gate_frames} frames at "
+          f"{SCENE_FPS:g} fps of scene time")
+    print(format_table(GATE_COLUMNS, gating))
+    print()
+    print(f"3. end-to-end latency, ms from publish (capture_ns) at {SCENE_FPS:g} fps, "
+          "motion -> detect -> track -> zones -> events")
+    print(format_table(LAT_COLUMNS, latency))
+    print()
+    for line in _ratio_lines(tput, gating):
+        print(line)
+    print()
+    load_end = os.getloadavg()
+    print(
+        f"total {elapsed:.1f} s; load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end;"
+        " "
+        f"detector restarts {restarts}. Columns:"
+    )
+    for key, text in METHOD.items():
+        print(f"  {key}: {text}")
+    errors = [e for r in tput + gating + latency for e in r.get("errors", [])]
+    if errors:
+        print(f"\n{len(errors)} error(s):")
+        for e in errors:
+            print("  " + e.strip().splitlines()[-1])
+    if leftovers:
+        print(f"\nremoved {len(leftovers)} leftover shm file(s): {', '.join(leftovers)}")
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "meta": {
+            "argv": sys.argv,
+            "quick": quick,
+            "elapsed_s": elapsed,
+            "python": sys.version,
+            "numpy": np.__version__,
+            "ai_edge_litert": _version("ai-edge-litert"),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
+            "model": {"id": spec.id, "sha256": spec.sha256, "path": str(spec.path)},
+            "detectors": {v: m.settings.__dict__ for v, m in managers.items()},
+            "detector_heartbeats_end": det_stats,
+            "detector_restarts": restarts,
+            "shm_leftovers_removed": leftovers,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "method": METHOD,
+        },
+        "throughput": tput,
+        "gating": gating,
+        "latency": latency,
+    }
+    args.json.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"raw results: {args.json}")
+    return 1 if errors else 0
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
