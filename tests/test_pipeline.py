@@ -217,3 +217,29 @@ def test_track_marks_a_parked_object_stationary(tmp_path: Path) -> None:
         ctx.detections.append(ObjectDetection("car", 0.8, Box(100 + dx, 100, 200 + dx, 160)))
         moving = [t.stationary for t in p.process(ctx).tracks]
     assert moving == [False]
+
+
+def test_third_party_element_is_found_through_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package installed with a ``camfleet.elements`` entry point is found by name."""
+    pkg = tmp_path / "site"
+    (pkg / "cf_plugin_demo").mkdir(parents=True)
+    (pkg / "cf_plugin_demo" / "__init__.py").write_text(
+        "from camfleet.pipeline import Element, ElementConfig\n"
+        "class HelloConfig(ElementConfig):\n    greeting: str = 'hi'\n"
+        "class Hello(Element[HelloConfig]):\n    name = 'hello'\n    config_type = HelloConfig\n"
+        "    def process(self, ctx):\n        ctx.events.append(self.config.greeting)\n"
+    )
+    dist = pkg / "cf_plugin_demo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cf-plugin-demo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[camfleet.elements]\nhello = cf_plugin_demo:Hello\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    assert "hello" in available()
+    p = Pipeline([("hello", {"greeting": "bonjour"})], PipelineEnv(camera="c", data_dir=tmp_path))
+    ctx = frame_ctx(None, 0, np.zeros((H * 3 // 2, W), np.uint8))
+    assert p.process(ctx).events == ["bonjour"]
+    from camfleet.config import known_elements
+
+    assert "hello" in known_elements()  # the configuration accepts it too

@@ -94,12 +94,18 @@ def _ingest_main(config: Config, camera: str) -> None:
     IngestWorker(IngestConfig(url=src.url, key=camera, source=opts, output=out)).run(stop)
 
 
-def _pipeline_main(config: Config, camera: str, detectors: dict[str, tuple[int, int]]) -> None:
-    """A pipeline process: the camera's frames through its pipeline, events to a file."""
+def _pipeline_main(
+    config: Config, camera: str, detectors: dict[str, tuple[str, tuple[int, int]]]
+) -> None:
+    """A pipeline process: the camera's frames through its pipeline, events to a file.
+
+    ``detectors`` maps a configured detector name to the process serving this
+    camera and the model's input size.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    clients = {name: DetectorClient(name, camera, size) for name, size in detectors.items()}
+    clients = {name: DetectorClient(instance, camera, size) for name, (instance, size) in detectors.items()}
     pipeline = camera_pipeline(config, camera, services={"detectors": clients})
     events_file = config.data_path / "events.jsonl"
     pipeline.start()
@@ -155,22 +161,27 @@ class Node:
         """Start detectors, then each enabled camera's ingest and pipeline processes."""
         cfg = self.config
         cfg.data_path.mkdir(parents=True, exist_ok=True)
+        instances: dict[str, list[str]] = {}
         sizes: dict[str, tuple[int, int]] = {}
         for detector, model in detector_models(cfg).items():
             d = cfg.detectors[detector]
             spec = model_spec(cfg, model)
-            settings = DetectorSettings(name=detector, model=spec, threads=d.threads,
-                                        max_batch=d.max_batch, max_wait_ms=d.max_wait_ms)
-            manager = DetectorManager(settings)
-            manager.start()
-            self._detectors[detector] = manager
             assert spec.input_size is not None
             sizes[detector] = spec.input_size
-        for name, cam in cfg.cameras.items():
-            if not cam.enabled:
-                continue
+            # `processes` detector processes share the detector's cameras between them
+            names = [detector] if d.processes == 1 else [f"{detector}-{i}" for i in range(d.processes)]
+            instances[detector] = names
+            for instance in names:
+                settings = DetectorSettings(name=instance, model=spec, threads=d.threads,
+                                            max_batch=d.max_batch, max_wait_ms=d.max_wait_ms)
+                manager = DetectorManager(settings)
+                manager.start()
+                self._detectors[instance] = manager
+        enabled = [name for name, cam in cfg.cameras.items() if cam.enabled]
+        for i, name in enumerate(enabled):
+            assigned = {d: (names[i % len(names)], sizes[d]) for d, names in instances.items()}
             self._children.append(_Child(f"{name}/ingest", _ingest_main, (cfg, name)))
-            self._children.append(_Child(f"{name}/pipeline", _pipeline_main, (cfg, name, sizes)))
+            self._children.append(_Child(f"{name}/pipeline", _pipeline_main, (cfg, name, assigned)))
         for child in self._children:
             self._spawn(child)
 
