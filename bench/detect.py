@@ -41,6 +41,10 @@ from typing import Any
 import numpy as np
 import psutil
 
+from _benchutil import cell as _cell
+from _benchutil import cpu_s as _cpu_s
+from _benchutil import pct as _pct
+from _benchutil import summary
 from camfleet.detect import default_model_spec, load_runtime
 from camfleet.detect.service import (
     DetectorClient,
@@ -127,29 +131,8 @@ LABELS = {
 
 
 # --------------------------------------------------------------------------- helpers
-def _pct(samples: Sequence[float], q: float) -> float | None:
-    if len(samples) == 0:
-        return None
-    return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
-
-
 def _summary_ms(samples_ms: Sequence[float]) -> dict[str, Any]:
-    if len(samples_ms) == 0:
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "mean": None, "max": None}
-    arr = np.asarray(samples_ms, dtype=np.float64)
-    return {
-        "n": int(arr.size),
-        "p50": float(np.percentile(arr, 50)),
-        "p90": float(np.percentile(arr, 90)),
-        "p99": float(np.percentile(arr, 99)),
-        "mean": float(arr.mean()),
-        "max": float(arr.max()),
-    }
-
-
-def _cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
+    return summary(samples_ms)
 
 
 def _busy_s() -> float:
@@ -612,14 +595,6 @@ LAT_COLUMNS: list[Column] = [
     ("recv p50", 8, ".2f", "recv_p50_ms"),
     ("lost", 4, "d", "lost"),
 ]
-
-
-def _cell(value: Any, width: int, fmt: str) -> str:
-    if value is None:
-        return "-".rjust(width)
-    if fmt == "s":
-        return str(value).ljust(width)
-    return format(value, fmt).rjust(width)
 
 
 def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str | None = None) -> str:

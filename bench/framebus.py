@@ -33,6 +33,10 @@ from typing import Any
 import numpy as np
 import psutil
 
+from _benchutil import cell as _cell
+from _benchutil import cpu_s as _cpu_s
+from _benchutil import pct as _pct
+from _benchutil import summary
 from camfleet import framebus as fb
 
 METHOD = {
@@ -137,30 +141,9 @@ def _stamp_of(arr: np.ndarray) -> int:
     return int(arr.reshape(-1)[:8].view(np.uint64)[0])
 
 
-def _cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
-
-
-def _pct(samples: Sequence[float] | np.ndarray, q: float) -> float | None:
-    if len(samples) == 0:
-        return None
-    return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
-
-
 def _summary_us(samples_ns: Sequence[int]) -> dict[str, Any]:
     """Percentiles in microseconds of a list of nanosecond samples."""
-    arr = np.asarray(samples_ns, dtype=np.float64) / 1e3
-    if arr.size == 0:
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "mean": None, "max": None}
-    return {
-        "n": int(arr.size),
-        "p50": float(np.percentile(arr, 50)),
-        "p90": float(np.percentile(arr, 90)),
-        "p99": float(np.percentile(arr, 99)),
-        "mean": float(arr.mean()),
-        "max": float(arr.max()),
-    }
+    return summary(samples_ns, 1e-3)
 
 
 def _shm_name(spec: dict[str, Any], i: int) -> str:
@@ -1055,14 +1038,6 @@ COLUMNS = [
     ("subCPU%", 7, ".0f", "sub_cpu_pct"),
     ("drops", 5, "d", "drops"),
 ]
-
-
-def _cell(value: Any, width: int, fmt: str) -> str:
-    if value is None:
-        return "-".rjust(width)
-    if fmt == "s":
-        return str(value).ljust(width)
-    return format(value, fmt).rjust(width)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
