@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import platform
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,3 +47,12 @@ def cell(value: Any, width: int, fmt: str) -> str:
     if fmt == "s":
         return str(value).ljust(width)
     return format(value, fmt).rjust(width)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for the benchmark's metadata."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()

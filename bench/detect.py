@@ -42,6 +42,7 @@ import numpy as np
 import psutil
 
 from _benchutil import cell as _cell
+from _benchutil import cpu_model as _cpu_model
 from _benchutil import cpu_s as _cpu_s
 from _benchutil import pct as _pct
 from _benchutil import summary
@@ -833,14 +834,6 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

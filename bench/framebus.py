@@ -34,6 +34,7 @@ import numpy as np
 import psutil
 
 from _benchutil import cell as _cell
+from _benchutil import cpu_model as _cpu_model
 from _benchutil import cpu_s as _cpu_s
 from _benchutil import pct as _pct
 from _benchutil import summary
@@ -202,7 +203,9 @@ class _QueueTx:
         pass
 
     def send(self, kind: int, seq: int, capture_ns: int, src: np.ndarray) -> None:
-        item = (kind, seq, capture_ns, src if kind == KIND_DATA else None)
+        self._fan_out((kind, seq, capture_ns, src if kind == KIND_DATA else None))
+
+    def _fan_out(self, item: tuple[Any, ...]) -> None:
         for q in self.queues:
             q.put(item, timeout=PUT_TIMEOUT)
 
@@ -218,7 +221,7 @@ class _QueueTx:
             q.cancel_join_thread()  # never hang at exit; every item was consumed before close
 
 
-class _FrigateTx:
+class _FrigateTx(_QueueTx):
     """Frigate's scheme: frame copied into a named shm slot, the slot name sent on a Queue per subscriber.
 
     With ``slots`` slots and queues of ``maxsize = slots - 2``, a slot is never rewritten while a
@@ -229,7 +232,7 @@ class _FrigateTx:
     stamps = True
 
     def __init__(self, spec: dict[str, Any], queues: list[Any]) -> None:
-        self.queues = queues
+        super().__init__(spec, queues)
         shape = _frame_shape(spec)
         nbytes = shape[0] * shape[1]
         self.shms: list[shared_memory.SharedMemory] = []
@@ -244,29 +247,16 @@ class _FrigateTx:
             self.views.append(view)
         self.n_slots = spec["slots"]
 
-    def wait_subscribers(self, n: int, timeout: float) -> None:
-        pass
-
     def send(self, kind: int, seq: int, capture_ns: int, src: np.ndarray) -> None:
         if kind == KIND_DATA:
             slot = seq % self.n_slots
             np.copyto(self.views[slot], src)
-            item = (kind, self.names[slot], seq, capture_ns)
+            self._fan_out((kind, self.names[slot], seq, capture_ns))
         else:
-            item = (kind, None, seq, capture_ns)
-        for q in self.queues:
-            q.put(item, timeout=PUT_TIMEOUT)
-
-    def blocked_count(self) -> int:
-        return 0
-
-    def extra(self) -> dict[str, Any]:
-        return {}
+            self._fan_out((kind, None, seq, capture_ns))
 
     def close(self) -> None:
-        for q in self.queues:
-            q.close()
-            q.cancel_join_thread()
+        super().close()
         self.views.clear()
         for shm in self.shms:
             with contextlib.suppress(BufferError):
@@ -1289,14 +1279,6 @@ def _src_digest() -> str:
     for path in sorted(Path(fb.__file__).parent.glob("*.py")):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":
