@@ -26,6 +26,7 @@ from .load import ConfigError, ConfigIssue, load_config, load_config_text
 from .model import (
     BUILTIN_ELEMENTS,
     ELEMENT_ENTRY_POINT_GROUP,
+    ApiSettings,
     CameraConfig,
     CameraDefaults,
     Config,
@@ -33,14 +34,25 @@ from .model import (
     DetectSettings,
     ElementSpec,
     InputSize,
+    LogSettings,
     ModelConfig,
+    RecordSettings,
+    RetainDays,
+    RuntimeSettings,
     SourceConfig,
+    StorageSettings,
     ZoneConfig,
     known_elements,
 )
 from .schema import config_json_schema, config_json_schema_text
 
 __all__ = [
+    "ApiSettings",
+    "LogSettings",
+    "RecordSettings",
+    "RetainDays",
+    "RuntimeSettings",
+    "StorageSettings",
     "BUILTIN_ELEMENTS",
     "ELEMENT_ENTRY_POINT_GROUP",
     "CameraConfig",

@@ -60,8 +60,14 @@ __all__ = [
     "ElementSpec",
     "InputSize",
     "ModelConfig",
+    "ApiSettings",
+    "LogSettings",
     "Problem",
+    "RecordSettings",
+    "RetainDays",
+    "RuntimeSettings",
     "SourceConfig",
+    "StorageSettings",
     "ZoneConfig",
     "format_path",
     "known_elements",
@@ -207,11 +213,34 @@ class ZoneConfig(_Strict):
     )
 
 
+class RetainDays(_Strict):
+    """How many days recordings of each mode are kept (0: delete at the next cleanup)."""
+
+    continuous: float = Field(default=7.0, ge=0, le=3650)
+    motion: float = Field(default=14.0, ge=0, le=3650)
+    events: float = Field(default=30.0, ge=0, le=3650)
+
+
+class RecordSettings(_Strict):
+    """Recording of a camera: segments remuxed from its packet ring, never re-encoded."""
+
+    enabled: bool = False
+    mode: Literal["continuous", "motion", "events"] = Field(
+        default="continuous", description="keep everything, only spans with motion, or only event spans"
+    )
+    segment_seconds: float = Field(default=10.0, gt=0, le=3600,
+                                   description="segment length (cut at keyframes)")
+    pre_capture: float = Field(default=5.0, ge=0, le=300, description="seconds kept before motion/an event")
+    post_capture: float = Field(default=5.0, ge=0, le=300, description="seconds kept after motion/an event")
+    retain_days: RetainDays = Field(default_factory=RetainDays)
+
+
 class CameraDefaults(_Strict):
     """Keys merged into every camera (deep merge; the camera's own values win)."""
 
     enabled: bool | None = None
     detect: DetectSettings | None = None
+    record: RecordSettings | None = None
     pipeline: Name | None = None
     zones: dict[Name, ZoneConfig] | None = None
     masks: list[Polygon] | None = None
@@ -223,6 +252,7 @@ class CameraConfig(_Strict):
     enabled: bool = True
     sources: list[SourceConfig] = Field(min_length=1)
     detect: DetectSettings = Field(default_factory=DetectSettings)
+    record: RecordSettings = Field(default_factory=RecordSettings)
     pipeline: Name = Field(description="name of a pipeline under 'pipelines' (or set in 'defaults')")
     zones: dict[Name, ZoneConfig] = Field(default_factory=dict)
     masks: list[Polygon] = Field(default_factory=list, description="regions ignored by motion and detection")
@@ -279,6 +309,63 @@ class DetectorConfig(_Strict):
     threads: int = Field(default=1, ge=1, le=256, description="inference threads per process")
     max_batch: int = Field(default=8, ge=1, le=1024, description="most requests run together")
     max_wait_ms: float = Field(default=10.0, ge=0, le=10_000, description="longest wait to fill a batch")
+
+
+class RuntimeSettings(_Strict):
+    """The node supervisor: heartbeats, restarts with back-off, the terminal ``failed`` state."""
+
+    heartbeat_timeout: float = Field(default=10.0, gt=0, le=3600,
+                                     description="seconds without a heartbeat before a restart")
+    startup_grace: float = Field(default=30.0, gt=0, le=3600,
+                                 description="seconds a new process has to send its first heartbeat")
+    backoff_initial: float = Field(default=0.5, gt=0, le=3600, description="first restart delay, seconds")
+    backoff_max: float = Field(default=30.0, gt=0, le=86400, description="longest restart delay, seconds")
+    max_failures: int = Field(default=5, ge=1, le=1000,
+                              description="failures within failure_window that mark a camera failed")
+    failure_window: float = Field(default=300.0, gt=0, le=86400, description="seconds")
+    failed_retry: float = Field(default=300.0, gt=0, le=86400,
+                                description="seconds between retries of a failed camera")
+    stop_timeout: float = Field(default=5.0, gt=0, le=600,
+                                description="seconds a process has to stop before it is killed")
+
+
+class LogSettings(_Strict):
+    """The main log and one rotating log file per camera, under ``<data_dir>/<dir>``."""
+
+    dir: str = Field(default="logs", min_length=1)
+    max_bytes: int = Field(default=10_000_000, ge=10_000, le=10_000_000_000, description="size of one file")
+    backups: int = Field(default=5, ge=0, le=1000, description="rotated files kept per log")
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StorageSettings(_Strict):
+    """The database and the recordings directory."""
+
+    database: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (sqlite:///... or postgresql://...); default sqlite in data_dir",
+    )
+    recordings_dir: str = Field(default="recordings", min_length=1, description="relative to data_dir")
+    min_free_mb: float = Field(default=1024.0, ge=0,
+                               description="storage floor: below this free space the oldest continuous "
+                                           "footage is deleted first")
+
+
+class ApiSettings(_Strict):
+    """The REST API and web UI served by ``camfleet run``."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=5080, ge=0, le=65535, description="0: any free port")
+    open: bool = Field(default=False, description="accept requests without a token (loopback host only)")
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> ApiSettings:
+        if self.open and self.host not in {"127.0.0.1", "::1", "localhost"}:
+            raise PydanticCustomError(
+                "api_open", "open: true is only allowed when host is a loopback address (127.0.0.1, ::1)"
+            )
+        return self
 
 
 class ElementSpec(_Strict):
@@ -370,6 +457,10 @@ class Config(_Strict):
         default_factory=dict, description="named, ordered element lists"
     )
     cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    logging: LogSettings = Field(default_factory=LogSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     DEFAULT_DATA_DIR: ClassVar[str] = "camfleet-data"
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -429,12 +520,29 @@ class Config(_Strict):
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.data_path / p
 
+    @property
+    def database_url(self) -> str:
+        """The store's SQLAlchemy URL: ``storage.database`` or SQLite at ``<data_dir>/camfleet.db``."""
+        return self.storage.database or f"sqlite:///{self.data_path / 'camfleet.db'}"
+
+    @property
+    def recordings_path(self) -> Path:
+        """Where recording segments are written."""
+        return self.resolve_path(self.storage.recordings_dir)
+
+    @property
+    def logs_path(self) -> Path:
+        """Where the main log and the per-camera logs are written."""
+        return self.resolve_path(self.logging.dir)
+
     def model_dump_public(self) -> dict[str, Any]:
         """JSON-ready dump with every camera URL's credentials masked (for APIs and logs)."""
         data = self.model_dump(mode="json")
         for camera in data.get("cameras", {}).values():
             for source in camera.get("sources", []):
                 source["url"] = mask_url(source["url"])
+        if data.get("storage", {}).get("database"):
+            data["storage"]["database"] = mask_url(data["storage"]["database"])
         return data
 
 
