@@ -25,7 +25,10 @@ fi
 sim_pkgs=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi
           openssl glib-networking     # rtsps:// cameras in the simulator (TLS)
-          libgl1 libglib2.0-0)        # libgl1/libglib: OpenCV, used by the tracker library
+          libgl1 libglib2.0-0         # libgl1/libglib: OpenCV, used by the tracker library
+          postgresql                  # the store's tests run against a real PostgreSQL too
+          chromium chromium-driver    # the web UI's end-to-end tests drive a real headless Chromium
+          fonts-dejavu-core)
 sim_missing=()
 if command -v dpkg-query >/dev/null; then
   for p in "${sim_pkgs[@]}"; do

@@ -1,0 +1,123 @@
+"""What the layers above the runtime (API, cluster agent, CLI) may ask of a running node.
+
+:class:`NodeControl` is the whole surface: a status snapshot, the configuration
+in force, applying a new configuration (the reconciler makes the processes
+match it), and a stream of events and status changes. Everything crossing it
+is plain JSON-ready data, so the same surface can be served over HTTP or NATS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from camfleet.config import Config
+
+HealthState = Literal["starting", "healthy", "degraded", "unresponsive", "restarting", "failed", "stopped"]
+"""The states of a process and of a camera (a camera takes its worst process's state)."""
+
+ProcessKind = Literal["ingest", "pipeline", "recorder", "detector"]
+
+
+@dataclass
+class ProcessStatus:
+    """One supervised process, as of the last supervisor pass.
+
+    Rates are per second over the last few seconds; ``cpu_percent`` is of one
+    core (200 means two cores busy); ``rss_mb`` is resident memory in MiB.
+    """
+
+    name: str
+    kind: ProcessKind
+    state: HealthState
+    reason: str = ""
+    pid: int | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    heartbeat_age_s: float | None = None
+    cpu_percent: float = 0.0
+    rss_mb: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CameraStatus:
+    """One camera: its state (its worst process's), the key rates, and its processes.
+
+    ``decode_fps`` frames decoded by ingest, ``processed_fps`` frames the
+    pipeline analysed, ``skipped_fps`` frames the pipeline did not get to,
+    ``detector_rps`` detector requests per second, ``inference_ms`` the mean
+    inference time of its detector requests.
+    """
+
+    name: str
+    state: HealthState
+    reason: str = ""
+    enabled: bool = True
+    last_error: str | None = None
+    restarts: int = 0
+    decode_fps: float = 0.0
+    processed_fps: float = 0.0
+    skipped_fps: float = 0.0
+    detector_rps: float = 0.0
+    inference_ms: float = 0.0
+    queue_depth: int = 0
+    cpu_percent: float = 0.0
+    rss_mb: float = 0.0
+    processes: dict[str, ProcessStatus] = field(default_factory=dict)
+
+
+@dataclass
+class ReloadResult:
+    """The outcome of the last configuration change (``generation`` counts changes applied)."""
+
+    generation: int = 0
+    ok: bool = True
+    at: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeStatus:
+    """A snapshot of the whole node: cameras, detectors, the last reload."""
+
+    node: str
+    pid: int
+    started_at: float
+    at: float
+    cameras: dict[str, CameraStatus] = field(default_factory=dict)
+    detectors: dict[str, ProcessStatus] = field(default_factory=dict)
+    reload: ReloadResult = field(default_factory=ReloadResult)
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready data."""
+        return asdict(self)
+
+
+Listener = Callable[[dict[str, Any]], None]
+"""Receives ``{"type": "event", ...}`` and ``{"type": "status", ...}`` messages (from any thread)."""
+
+
+class NodeControl(Protocol):
+    """The operations a running node offers to the API, the cluster agent and the CLI."""
+
+    def status(self) -> NodeStatus:
+        """A snapshot of every camera, process and detector."""
+        ...
+
+    def current_config(self) -> Config:
+        """The configuration the node runs now."""
+        ...
+
+    def apply_config(self, config: Config) -> ReloadResult:
+        """Make the running processes match ``config``; touches only the cameras that changed."""
+        ...
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for each event update and status change; returns the unsubscribe function."""
+        ...
