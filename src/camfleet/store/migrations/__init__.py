@@ -1,0 +1,1 @@
+"""Alembic migrations of the camfleet store (run programmatically by camfleet.store.migrate)."""
