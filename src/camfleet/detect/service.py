@@ -47,6 +47,7 @@ from camfleet.framebus import (
     subscribe,
 )
 from camfleet.framebus.layout import validate_key
+from camfleet.procutil import die_with_parent
 
 from .models import ModelSpec
 from .protocol import ProtocolError, Reader, listen, request_ring_key, send, socket_path
@@ -422,6 +423,9 @@ class DetectorClient:
         self._lock = threading.Lock()
         self.last_batch = 0
         self.last_infer_ms = 0.0
+        self.requests = 0
+        self.images_sent = 0
+        self.infer_ms_total = 0.0
 
     def _connect(self) -> socket.socket:
         if self._sock is not None:
@@ -487,6 +491,9 @@ class DetectorClient:
                 raise DetectorFailed(f"detector {self.detector!r}: {reply['error']}")
             self.last_batch = int(reply.get("batch", 0))
             self.last_infer_ms = float(reply.get("infer_ms", 0.0))
+            self.requests += 1
+            self.images_sent += len(images)
+            self.infer_ms_total += self.last_infer_ms
             return [
                 [Detection(str(d[0]), int(d[1]), float(d[2]), (d[3], d[4], d[5], d[6])) for d in dets]
                 for dets in reply["detections"]
@@ -509,7 +516,9 @@ class DetectorClient:
 # manager (runs in the node's supervisor)
 
 
-def _detector_main(settings: DetectorSettings) -> None:
+def _detector_main(settings: DetectorSettings, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO)
     serve(settings)
 
@@ -547,7 +556,8 @@ class DetectorManager:
         with contextlib.suppress(FileNotFoundError):
             heartbeat_path(self.settings.name).unlink()
         self._proc = self._ctx.Process(
-            target=_detector_main, args=(self.settings,), name=f"camfleet-detector-{self.settings.name}"
+            target=_detector_main, args=(self.settings, os.getpid()),
+            name=f"camfleet-detector-{self.settings.name}",
         )
         self._proc.start()
 

@@ -1,0 +1,297 @@
+"""The processes a node runs per camera: ingest, pipeline and recorder entry points.
+
+Each entry point takes a :class:`ChildSpec` and, before anything else, arranges
+to die with the supervisor, to stop on SIGTERM, to log through the supervisor
+and to beat in its heartbeat slot. These functions run in child processes
+started from the node (forkserver context, this module preloaded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from camfleet import framebus
+from camfleet.config import Config
+from camfleet.detect.service import DetectorClient, DetectorFailed
+from camfleet.framebus import PixelFormat
+from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions
+from camfleet.ingest.status import IngestState
+from camfleet.pipeline import EventUpdate
+from camfleet.pipeline.build import camera_env, camera_pipeline
+from camfleet.procutil import die_with_parent
+
+from . import heartbeat as hb
+
+log = logging.getLogger("camfleet.runtime")
+
+MOTION_QUIET_S = 2.0
+"""Seconds without motion that end a motion span (sent to the node for recording retention)."""
+
+
+def camfleet_env() -> dict[str, str]:
+    """The ``CAMFLEET_*`` environment of this process (children forked from a forkserver need it)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CAMFLEET_")}
+
+
+@dataclass
+class ChildSpec:
+    """Everything a camera process is started with (pickled once, at start).
+
+    ``sink`` and ``control`` are multiprocessing queues: the first carries
+    JSON-ready messages to the node (events, activity, segments), the second
+    carries new configurations to a running pipeline. ``detectors`` maps a
+    configured detector name to (the detector process serving this camera,
+    the model input size).
+    """
+
+    camera: str
+    kind: str
+    config: Config
+    health_path: str
+    slot: int
+    parent_pid: int
+    sink: Any = None
+    control: Any = None
+    log_queue: Any = None
+    detectors: dict[str, tuple[str, tuple[int, int]]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=camfleet_env)
+
+
+@dataclass
+class _Child:
+    stop: threading.Event
+    beat: hb.Heartbeat
+
+
+def _setup(spec: ChildSpec) -> _Child:
+    die_with_parent(spec.parent_pid)
+    # the forkserver's environment is the one it started with, not the supervisor's now
+    for key in [k for k in os.environ if k.startswith("CAMFLEET_")]:
+        del os.environ[key]
+    os.environ.update(spec.env)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+
+    def on_term(*_: object) -> None:
+        if stop.is_set():  # the second SIGTERM: the supervisor lost patience, leave now
+            raise SystemExit(143)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    if spec.log_queue is not None:
+        from .logfiles import child_logging  # noqa: PLC0415 - optional until logging is configured
+
+        child_logging(spec.log_queue, spec.camera, spec.kind, spec.config.logging.level)
+    return _Child(stop, hb.Heartbeat(spec.health_path, spec.slot))
+
+
+def run_child(spec: ChildSpec) -> None:
+    """Entry point of every camera process: dispatches on ``spec.kind``."""
+    child = _setup(spec)
+    if spec.kind == "ingest":
+        _ingest(spec, child)
+    elif spec.kind == "pipeline":
+        _pipeline(spec, child)
+    elif spec.kind == "recorder":
+        _recorder(spec, child)
+    else:
+        raise ValueError(f"unknown process kind {spec.kind!r}")
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def ingest_config(config: Config, camera: str) -> IngestConfig:
+    """How ``camera``'s ingest process reads its detect source."""
+    cam = config.camera(camera)
+    src = cam.detect_source
+    opts = SourceOptions(
+        transport=src.transport or "tcp",
+        open_timeout=src.open_timeout or 10.0,
+        stall_timeout=src.stall_timeout or 10.0,
+        loop=src.loop,
+        realtime=src.realtime,
+        hwaccel=src.hwaccel,
+    )
+    out = OutputSpec(PixelFormat.YUV420P, cam.detect.width, cam.detect.height, cam.detect.fps)
+    return IngestConfig(url=src.url, key=camera, source=opts, output=out)
+
+
+def _ingest(spec: ChildSpec, child: _Child) -> None:
+    cfg = ingest_config(spec.config, spec.camera)
+    worker = IngestWorker(cfg)
+    # A loop stuck inside FFmpeg stops the beats: streaming without frames, or connecting, for longer
+    # than the worker's own timeouts allow means the loop no longer runs.
+    stuck_s = cfg.source.open_timeout + 2 * cfg.source.stall_timeout + 5.0
+
+    def beat_loop() -> None:
+        last_frames, last_progress = -1, time.monotonic()
+        while not child.stop.wait(0.25):
+            st = worker.status()
+            now = time.monotonic()
+            if st.frames != last_frames or st.state in (IngestState.BACKOFF, IngestState.STOPPED):
+                last_frames, last_progress = st.frames, now
+            if now - last_progress > stuck_s:
+                continue  # no beat: the supervisor declares the process unresponsive
+            child.beat.counters[hb.FRAMES] = st.frames
+            child.beat.counters[hb.PACKETS] = st.packets
+            if st.state == IngestState.STREAMING:
+                child.beat.beat(hb.OK)
+            else:
+                why = f"{st.state.value}" + (f": {st.last_error}" if st.last_error else "")
+                child.beat.beat(hb.DEGRADED, why)
+
+    beater = threading.Thread(target=beat_loop, name="heartbeat", daemon=True)
+    beater.start()
+    try:
+        worker.run(child.stop)
+    finally:
+        child.stop.set()
+        beater.join(1.0)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+class _Activity:
+    """Turns per-frame motion into spans and sends them to the node."""
+
+    def __init__(self, camera: str, sink: Any) -> None:
+        self.camera = camera
+        self.sink = sink
+        self.start: float | None = None
+        self.last: float = 0.0
+
+    def frame(self, moving: bool, t: float) -> None:
+        if moving:
+            if self.start is None:
+                self.start = t
+            self.last = t
+        elif self.start is not None and t - self.last > MOTION_QUIET_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.start is not None and self.sink is not None:
+            self.sink.put({"kind": "activity", "camera": self.camera, "activity": "motion",
+                           "start": self.start, "end": self.last})
+        self.start = None
+
+
+def _pipeline(spec: ChildSpec, child: _Child) -> None:
+    camera, config = spec.camera, spec.config
+    clients = {
+        name: DetectorClient(instance, camera, size) for name, (instance, size) in spec.detectors.items()
+    }
+    services = {"detectors": clients}
+    pipeline = camera_pipeline(config, camera, services=services)
+    activity = _Activity(camera, spec.sink)
+    counters = child.beat.counters
+    last_seq: int | None = None
+    last_frame_at = time.monotonic()
+    degraded = ""
+    pipeline.start()
+    child.beat.beat(hb.DEGRADED, "waiting for frames")
+    try:
+        while not child.stop.is_set():
+            try:
+                with framebus.subscribe(camera, mode="latest", name="pipeline", connect_timeout=0.5) as sub:
+                    while not child.stop.is_set():
+                        _apply_updates(spec, pipeline, services)
+                        try:
+                            with sub.next(timeout=0.5) as frame:
+                                if last_seq is not None and frame.seq > last_seq + 1:
+                                    counters[hb.SKIPPED] += frame.seq - last_seq - 1
+                                last_seq = frame.seq
+                                ctx = pipeline.process_frame(frame)
+                            degraded = ""
+                        except framebus.FrameTimeout:
+                            if time.monotonic() - last_frame_at > 2.0:
+                                degraded = "no frames from ingest"
+                            child.beat.beat(hb.DEGRADED if degraded else hb.OK, degraded)
+                            continue
+                        except DetectorFailed as exc:
+                            degraded = str(exc)
+                            counters[hb.ERRORS] += 1
+                            log.warning("camera %s: %s", camera, exc)
+                            child.beat.beat(hb.DEGRADED, degraded)
+                            continue
+                        last_frame_at = time.monotonic()
+                        counters[hb.FRAMES] += 1
+                        counters[hb.DET_REQUESTS] = sum(c.requests for c in clients.values())
+                        counters[hb.INFER_MS] = sum(c.infer_ms_total for c in clients.values())
+                        if ctx.capture_ns:
+                            counters[hb.LAG_MS] = max(time.time_ns() - ctx.capture_ns, 0) / 1e6
+                        t = ctx.capture_ns / 1e9 if ctx.capture_ns else time.time()
+                        activity.frame(bool(ctx.motion), t)
+                        _send_events(spec, ctx.events)
+                        child.beat.beat(hb.OK)
+            except (framebus.PublisherGone, framebus.NotFound):
+                last_seq = None  # the ingest process restarts or re-creates the ring
+                child.beat.beat(hb.DEGRADED, "waiting for the ingest process")
+                child.stop.wait(0.1)
+    finally:
+        activity.flush()
+        pipeline.stop()
+        for client in clients.values():
+            client.close()
+
+
+def _send_events(spec: ChildSpec, events: list[Any]) -> None:
+    if spec.sink is None:
+        return
+    for update in events:
+        if not isinstance(update, EventUpdate):
+            continue
+        spec.sink.put({"kind": "event", "type": update.type.value, "event": update.event.public()})
+        e = update.event
+        if update.type.value == "end" and e.end_ns is not None:
+            spec.sink.put({"kind": "activity", "camera": e.camera, "activity": "event",
+                           "start": e.start_ns / 1e9, "end": e.end_ns / 1e9})
+
+
+def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any]) -> None:
+    if spec.control is None:
+        return
+    config: Config | None = None
+    with contextlib.suppress(queue.Empty):
+        while True:
+            config = spec.control.get_nowait()  # only the newest matters
+    if config is None:
+        return
+    specs = [(e.name, dict(e.params)) for e in config.pipeline_of(spec.camera)]
+    if pipeline.update(specs, camera_env(config, spec.camera, services)):
+        spec.config = config
+        log.info("camera %s: pipeline settings updated in place", spec.camera)
+    else:  # the node restarts the pipeline when elements change; this is a safety net
+        log.warning("camera %s: pipeline elements changed; restarting", spec.camera)
+        os._exit(3)
+
+
+# --------------------------------------------------------------------------- recorder
+
+
+def _recorder(spec: ChildSpec, child: _Child) -> None:
+    from camfleet.recording.recorder import Recorder  # noqa: PLC0415 - only nodes that record need it
+
+    cam = spec.config.camera(spec.camera)
+    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, spec.sink)
+
+    def beat_loop() -> None:
+        while not child.stop.wait(0.5):
+            child.beat.beat(hb.OK)
+
+    beater = threading.Thread(target=beat_loop, name="heartbeat", daemon=True)
+    beater.start()
+    try:
+        recorder.run(child.stop)
+    finally:
+        child.stop.set()
+        beater.join(1.0)
