@@ -1,0 +1,292 @@
+"""The recorder of one camera: its packet ring → MP4 segments, remuxed, never decoded.
+
+:class:`Recorder` subscribes to the camera's packet ring (key = camera name),
+waits for it to appear, and re-subscribes when the publisher restarts. Each
+segment starts at a keyframe and ends at the first keyframe at or after
+``segment_seconds``; it is written as ``.part``, fsynced and renamed, and only
+then announced to the ``sink`` as one ``{"kind": "segment", ...}`` message
+(the recorder never writes the database itself). A gap -- publisher gone,
+discontinuity flag, timestamp jump, stream time drifting from the wall clock,
+a stream format change, no packets for ``max_gap`` seconds -- closes the open
+segment cleanly; the next one begins at the next keyframe. On stop the open
+segment is finished. Leftover ``.part`` files of a killed recorder are
+finalised (when playable) or removed at start.
+
+Recording modes are not the recorder's business: it records continuously and
+:mod:`camfleet.recording.retention` keeps what each mode asks for.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from camfleet import framebus
+from camfleet.framebus import Packet, PacketFlags, PacketSubscriber
+
+from .bitstream import BitstreamError, StreamInfo, stream_info
+from .paths import check_camera, relpath, segment_relpath
+from .recover import recover_parts
+from .segment import SegmentInfo, SegmentWriter
+from .timeline import Timeline
+
+if TYPE_CHECKING:
+    from camfleet.config import Config, RecordSettings
+
+log = logging.getLogger("camfleet.recording")
+
+_POLL = 0.25  # seconds a blocked read waits before looking at the stop event
+
+
+class Sink(Protocol):
+    """Where segment messages go: a ``multiprocessing.Queue`` or anything with ``put``."""
+
+    def put(self, item: dict[str, Any]) -> None:
+        """Deliver one message."""
+
+
+@dataclass
+class RecorderStats:
+    """Counters of a recorder: segments written, gaps seen, packets written/dropped, errors."""
+
+    segments: int = 0
+    gaps: int = 0
+    packets: int = 0
+    dropped: int = 0
+    errors: int = 0
+    subscriptions: int = 0
+
+
+def segment_message(camera: str, recordings_dir: Path, info: SegmentInfo) -> dict[str, Any]:
+    """The ``segment`` message for ``info`` (path relative to ``recordings_dir``; times epoch s)."""
+    return {
+        "kind": "segment",
+        "segment": {
+            "camera": camera,
+            "path": relpath(recordings_dir, info.path),
+            "start": info.start,
+            "end": info.end,
+            "size": info.size,
+            "frames": info.frames,
+            "keyframes": info.keyframes,
+        },
+    }
+
+
+class Recorder:
+    """Records one camera's packet ring into segments under ``recordings_dir/<camera>``.
+
+    ``settings.segment_seconds`` is the target segment length (seconds);
+    ``sink.put`` receives one message per finished segment. ``max_gap`` is
+    the longest silence, timestamp step or clock drift (seconds) that still
+    counts as one continuous stream. ``on_segment`` is called after each
+    message (for tests and metrics).
+    """
+
+    def __init__(
+        self,
+        camera: str,
+        settings: RecordSettings,
+        recordings_dir: Path,
+        sink: Sink,
+        *,
+        max_gap: float = 2.5,
+        connect_timeout: float = 1.0,
+        on_segment: Callable[[SegmentInfo], None] | None = None,
+    ) -> None:
+        self.camera = check_camera(camera)
+        self.settings = settings
+        self.recordings_dir = Path(recordings_dir)
+        self.sink = sink
+        self.max_gap = max_gap
+        self.connect_timeout = connect_timeout
+        self.on_segment = on_segment
+        self.stats = RecorderStats()
+        self._writer: SegmentWriter | None = None
+        self._timeline: Timeline | None = None
+        self._info: StreamInfo | None = None
+        self._format: tuple[str, bytes, tuple[int, int]] | None = None
+        self._in_discontinuity = False
+        self._silent_since = time.monotonic()
+
+    # ---- lifecycle ----------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Record until ``stop`` is set; the open segment is finished before returning."""
+        self.recover()
+        try:
+            while not stop.is_set():
+                try:
+                    sub = framebus.subscribe_packets(
+                        self.camera, name=f"recorder-{self.camera}", connect_timeout=self.connect_timeout
+                    )
+                except (framebus.NotFound, framebus.PublisherGone, framebus.SegmentError):
+                    continue  # not published (yet): connect_timeout bounded the wait
+                except framebus.DuplicateSubscriber:
+                    stop.wait(_POLL)  # a killed predecessor's entry is reclaimed within a second
+                    continue
+                self.stats.subscriptions += 1
+                with sub:
+                    self._consume(sub, stop)
+                self._close("publisher gone")
+        finally:
+            self._close("stopped")
+
+    def recover(self) -> None:
+        """Finalise or remove leftover ``.part`` files of this camera; announce finalised ones."""
+        report = recover_parts(self.recordings_dir / self.camera)
+        for info in report.finalised:
+            self._announce(info)
+
+    # ---- reading ------------------------------------------------------------
+    def _consume(self, sub: PacketSubscriber, stop: threading.Event) -> None:
+        self._silent_since = time.monotonic()
+        while not stop.is_set():
+            try:
+                packet = sub.next(timeout=_POLL)
+            except framebus.FrameTimeout:
+                if self._writer is not None and time.monotonic() - self._silent_since > self.max_gap:
+                    self._gap(f"no packet for {self.max_gap:g} s")
+                continue
+            except framebus.PublisherGone:
+                return
+            self._silent_since = time.monotonic()
+            # the stream description is read at keyframes only: that is where it may change
+            fmt = (sub.codec, sub.extradata, sub.time_base) if packet.is_key else None
+            self.on_packet(packet, fmt)
+
+    def on_packet(self, packet: Packet, fmt: tuple[str, bytes, tuple[int, int]] | None) -> None:
+        """Handle one packet; ``fmt`` is the ring's (codec, extradata, time_base), given at keyframes."""
+        flagged = bool(packet.flags & PacketFlags.DISCONTINUITY)
+        if flagged and not self._in_discontinuity:
+            self._gap(f"discontinuity ({packet.lost} packets lost)" if packet.lost else "discontinuity")
+        self._in_discontinuity = flagged
+        if fmt is not None and fmt != self._format:
+            if self._format is not None:
+                self._gap("stream format changed")
+            if not self._set_format(*fmt, packet):
+                return
+        tl = self._timeline
+        if tl is None or self._info is None:
+            self.stats.dropped += 1
+            return
+        ts = Timeline.ts(packet)
+        if ts is None:
+            ts = round(packet.capture_ns / 1e9 / tl.time_base)
+        if tl.anchored:
+            reason = tl.is_gap(packet, ts)
+            if reason is not None:
+                self._gap(reason)
+        if self._writer is None:
+            if not packet.is_key:
+                self.stats.dropped += 1
+                return
+            if not tl.anchored:
+                tl.anchor(packet, ts)
+            self._open(ts)
+        elif packet.is_key and float((ts - self._writer.origin) * tl.time_base) >= (
+            self.settings.segment_seconds - 1e-6
+        ):
+            self._finish(tl.wall(ts))
+            if abs(tl.drift(packet, ts)) > self.max_gap / 2:
+                tl.anchor(packet, ts)  # slow clock drift: re-anchor at a cut, never mid-segment
+            self._open(ts)
+        self._write(packet, ts)
+
+    def _set_format(self, codec: str, extradata: bytes, time_base: tuple[int, int], key: Packet) -> bool:
+        try:
+            self._info = stream_info(codec, extradata, key.data)
+        except BitstreamError as exc:
+            if self._format != (codec, extradata, time_base):
+                log.error("recorder %s: cannot record this stream: %s", self.camera, exc)
+            self._format = (codec, extradata, time_base)
+            self._info = None
+            self._timeline = None
+            self.stats.errors += 1
+            return False
+        self._format = (codec, extradata, time_base)
+        self._timeline = Timeline(Fraction(*time_base), self.max_gap)
+        log.info("recorder %s: recording %s %dx%d", self.camera, codec, self._info.width, self._info.height)
+        return True
+
+    # ---- segments -----------------------------------------------------------
+    def _open(self, ts: int) -> None:
+        assert self._timeline is not None and self._info is not None
+        start = self._timeline.wall(ts)
+        path = self.recordings_dir / segment_relpath(self.camera, start)
+        try:
+            self._writer = SegmentWriter(path, self._info, self._timeline.time_base, start, ts)
+        except Exception as exc:
+            log.error("recorder %s: cannot open segment %s: %s", self.camera, path, exc)
+            self.stats.errors += 1
+            self._writer = None
+
+    def _write(self, packet: Packet, ts: int) -> None:
+        tl = self._timeline
+        assert tl is not None
+        if self._writer is None:
+            self.stats.dropped += 1
+            return
+        pts = packet.pts if packet.pts is not None else ts
+        try:
+            self._writer.write(packet.data, pts, ts, packet.duration, packet.is_key)
+        except Exception as exc:
+            log.error("recorder %s: write failed, dropping the segment: %s", self.camera, exc)
+            self.stats.errors += 1
+            self._writer.abort()
+            self._writer = None
+            tl.reset()
+            return
+        tl.advance(packet, ts)
+        self.stats.packets += 1
+
+    def _finish(self, end: float) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if writer.frames == 0:
+            writer.abort()
+            return
+        try:
+            info = writer.finish(end)
+        except Exception as exc:
+            log.error("recorder %s: cannot finish segment %s: %s", self.camera, writer.path, exc)
+            self.stats.errors += 1
+            writer.abort()
+            return
+        self._announce(info)
+
+    def _announce(self, info: SegmentInfo) -> None:
+        self.sink.put(segment_message(self.camera, self.recordings_dir, info))
+        self.stats.segments += 1
+        if self.on_segment is not None:
+            self.on_segment(info)
+
+    def _close(self, reason: str) -> None:
+        """End the open segment after the last packet written (not at a keyframe)."""
+        tl = self._timeline
+        if self._writer is not None and tl is not None and tl.last_ts is not None:
+            log.info("recorder %s: closing segment (%s)", self.camera, reason)
+            self._finish(tl.wall(tl.last_ts + tl.frame_step))
+        if tl is not None:
+            tl.reset()
+
+    def _gap(self, reason: str) -> None:
+        self.stats.gaps += 1
+        log.info("recorder %s: gap in the stream: %s", self.camera, reason)
+        self._close(reason)
+
+
+def recorder_main(config: Config, camera: str, sink: Sink) -> None:
+    """A recorder process: ``camera``'s packet ring into segments until SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    settings = config.camera(camera).record
+    Recorder(camera, settings, config.recordings_path, sink).run(stop)
