@@ -1,0 +1,517 @@
+"""Per-camera log files with one writer: children queue their records, the supervisor writes them.
+
+Every process of a node logs; several of them (ingest, pipeline, recorder) are
+about the same camera. Rotating one file from several processes loses and
+breaks lines, so only the supervisor writes files:
+
+* a child calls :func:`child_logging` first thing: its root logger puts every
+  record, already formatted and pickle-safe, on the router's queue, tagged with
+  the child's camera and role;
+* the supervisor runs a :class:`LogRouter`: one listener thread writes each
+  record to the main log ``<logs_path>/camfleet.log`` (and the console) and, when
+  the record names a camera, to ``<logs_path>/<camera>.log``. Files rotate at
+  ``logging.max_bytes`` keeping ``logging.backups`` old files; they are created
+  0600 in a 0700 directory.
+
+A line reads::
+
+    2026-11-21 15:10:00.123 INFO [cam1/ingest pid=123] camfleet.ingest: connected
+
+``[node]`` (or ``[cam1/node]`` given ``extra={"camera": "cam1"}``) marks the
+supervisor's own records. Credentials in messages and tracebacks are masked
+before any handler sees them.
+
+:func:`tail_log` and :func:`follow_log` read a log back; following survives
+rotation (the file renamed and a new one created).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import logging.handlers
+import multiprocessing as mp
+import os
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from camfleet.config.model import CAMERA_NAME_PATTERN, Config, LogSettings
+from camfleet.ingest.url import mask_text
+
+__all__ = [
+    "CONSOLE_FORMAT",
+    "DATE_FORMAT",
+    "FILE_FORMAT",
+    "MAIN_LOG",
+    "LogRouter",
+    "child_logging",
+    "follow_log",
+    "tail_log",
+]
+
+MAIN_LOG = "camfleet.log"
+"""File name of the main log (every record of the node) in ``Config.logs_path``."""
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+"""``asctime`` format of file lines; milliseconds follow after a dot."""
+FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s [%(tag)s] %(name)s: %(message)s"
+"""Format of a log-file line (``tag`` is ``camera/role pid=N`` or ``node``)."""
+CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s [%(tag)s] %(name)s: %(message)s"
+"""Format of a console line: the CLI's format with the process tag added."""
+
+_CAMERA_RE = re.compile(CAMERA_NAME_PATTERN)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_PLAIN = (str, int, float, bool, type(None))
+_STOP = None  # queue sentinel
+
+
+def _level(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    try:
+        return _LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}: use {', '.join(_LEVELS)}") from None
+
+
+def _quiet_libav(level: int) -> None:
+    # FFmpeg's own log lines quote URLs with passwords: keep them out, except when debugging
+    logging.getLogger("libav").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+
+
+def _safe_message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception as exc:  # a bad format string or a broken __str__ must not lose the record
+        try:
+            args = repr(record.args)
+        except Exception:
+            args = "<unprintable arguments>"
+        return f"{record.msg!s} % {args} (log formatting failed: {type(exc).__name__}: {exc})"
+
+
+def _flatten(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` that pickles: message and traceback as masked text, extras as plain values."""
+    out = copy.copy(record)
+    out.msg = mask_text(_safe_message(record)).rstrip("\n")
+    out.args = None
+    if record.exc_info:
+        if not out.exc_text:
+            try:
+                out.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            except Exception:
+                out.exc_text = "<traceback could not be formatted>"
+        out.exc_info = None
+    if out.exc_text:
+        out.exc_text = mask_text(out.exc_text)
+    if out.stack_info:
+        out.stack_info = mask_text(out.stack_info)
+    for key, value in list(out.__dict__.items()):
+        if not isinstance(value, _PLAIN):
+            try:
+                out.__dict__[key] = mask_text(repr(value))
+            except Exception:
+                out.__dict__[key] = "<unprintable>"
+    return out
+
+
+class _TagFilter(logging.Filter):
+    """Adds ``tag``: ``camera/role pid=N`` for a child's record, ``node`` or ``camera/node`` otherwise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        camera = getattr(record, "camera", None)
+        role = getattr(record, "role", None)
+        if role is None:
+            record.tag = f"{camera}/node" if camera else "node"
+        else:
+            where = f"{camera}/{role}" if camera else str(role)
+            record.tag = f"{where} pid={record.process}"
+        return True
+
+
+class _ChildHandler(logging.handlers.QueueHandler):
+    """Puts a child's records on the router's queue, flattened and tagged with camera and role."""
+
+    def __init__(self, queue: Any, camera: str | None, role: str) -> None:
+        super().__init__(queue)
+        self.camera = camera
+        self.role = role
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Flatten ``record`` (see :func:`_flatten`) and tag it."""
+        out = _flatten(record)
+        if self.camera is not None or not isinstance(getattr(out, "camera", None), str):
+            out.camera = self.camera
+        out.role = self.role
+        return out
+
+
+def child_logging(queue: Any, camera: str | None, process: str, level: str) -> None:
+    """Send this process's logging to the supervisor's :class:`LogRouter` (call it first in a child).
+
+    Args:
+        queue: :attr:`LogRouter.queue`, passed to the child as a process argument.
+        camera: the camera the process works for (None for shared processes such as detectors).
+        process: the process's role, e.g. ``"ingest"``, ``"pipeline"``, ``"detector-cpu"``.
+        level: ``debug``, ``info``, ``warning`` or ``error`` (``config.logging.level``).
+
+    Records are formatted here (message, traceback), masked and reduced to
+    plain values, so an unpicklable argument never breaks logging. Python
+    warnings are logged too.
+    """
+    lvl = _level(level)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(_ChildHandler(queue, camera, process))
+    root.setLevel(lvl)
+    _quiet_libav(lvl)
+    logging.captureWarnings(True)
+
+
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """A rotating file created 0600; with ``backupCount`` 0 a full file is truncated instead."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.baseFilename, flags, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def doRollover(self) -> None:  # noqa: N802 (stdlib name)
+        """Rename ``x.log`` to ``x.log.1`` (and so on), or truncate it when no backups are kept."""
+        if self.backupCount > 0:
+            super().doRollover()
+            return
+        if self.stream:
+            self.stream.close()
+        self.stream = self._open()
+        self.stream.truncate(0)
+
+
+class LogRouter:
+    """The supervisor's single log writer: main log, per-camera logs, console.
+
+    Args:
+        config: the node's configuration (``logs_path`` and ``logging`` settings).
+        console: also write the main stream to stderr.
+
+    Usage::
+
+        router = LogRouter(config)
+        router.start()          # the supervisor's own logging goes through it too
+        ctx.Process(target=..., args=(router.queue, ...))   # child: child_logging(queue, ...)
+        ...
+        router.stop(timeout=2.0)
+    """
+
+    def __init__(self, config: Config, *, console: bool = True) -> None:
+        self.dir = config.logs_path
+        self.settings = config.logging
+        self.queue: Any = mp.get_context("spawn").Queue()
+        self._console = console
+        self._lock = threading.Lock()
+        self._main: _LogFile | None = None
+        self._stream: logging.Handler | None = None
+        self._cameras: dict[str, _LogFile] = {}
+        self._thread: threading.Thread | None = None
+        self._saved: tuple[list[logging.Handler], int] | None = None
+        self._tag = _TagFilter()
+        self._file_fmt = logging.Formatter(FILE_FORMAT, DATE_FORMAT)
+        self._dropped = 0
+
+    # ---- paths -----------------------------------------------------------
+    @property
+    def main_path(self) -> Path:
+        """The main log file."""
+        return self.dir / MAIN_LOG
+
+    def camera_path(self, camera: str) -> Path:
+        """The log file of ``camera``."""
+        return self.dir / f"{camera}.log"
+
+    # ---- lifetime --------------------------------------------------------
+    def start(self) -> None:
+        """Create the logs directory (0700), open the main log, start the listener.
+
+        The calling process's root logger is routed through the router as well
+        (its previous handlers come back on :meth:`stop`).
+        """
+        if self._thread is not None:
+            return
+        if not self.dir.is_dir():
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+        level = _level(self.settings.level)
+        self._main = self._open(self.main_path)
+        if self._console:
+            stream = logging.StreamHandler(sys.stderr)
+            stream.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+            stream.setLevel(level)
+            self._stream = stream
+        root = logging.getLogger()
+        self._saved = (root.handlers[:], root.level)
+        root.handlers[:] = [_SupervisorHandler(self.queue)]
+        root.setLevel(level)
+        _quiet_libav(level)
+        logging.captureWarnings(True)
+        self._thread = threading.Thread(target=self._listen, name="camfleet-logs", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Write what is queued (for at most ``timeout`` seconds), then close every file.
+
+        Returns False when the queue could not be drained in time (the rest is dropped).
+        """
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        if self._saved is not None:
+            root = logging.getLogger()
+            root.handlers[:], level = self._saved
+            root.setLevel(level)
+            self._saved = None
+        self.queue.put(_STOP)
+        thread.join(timeout)
+        drained = not thread.is_alive()
+        if not drained:
+            self.queue.cancel_join_thread()  # never hang this process's exit on a full pipe
+        with self._lock:
+            for handler in [self._main, self._stream, *self._cameras.values()]:
+                if handler is not None:
+                    handler.close()
+            self._main = self._stream = None
+            self._cameras.clear()
+        return drained
+
+    def update(self, settings: LogSettings) -> None:
+        """Apply new ``max_bytes``, ``backups`` and ``level`` (on reload) to every open log.
+
+        Children keep the level they were started with until they restart.
+        """
+        level = _level(settings.level)
+        with self._lock:
+            self.settings = settings
+            for handler in [self._main, *self._cameras.values()]:
+                if handler is not None:
+                    handler.maxBytes = settings.max_bytes
+                    handler.backupCount = settings.backups
+                    handler.setLevel(level)
+            if self._stream is not None:
+                self._stream.setLevel(level)
+        if self._thread is not None:
+            logging.getLogger().setLevel(level)
+            _quiet_libav(level)
+
+    def close_camera(self, name: str) -> None:
+        """Close ``name``'s log file (a removed camera); a late record opens it again."""
+        with self._lock:
+            handler = self._cameras.pop(name, None)
+        if handler is not None:
+            handler.close()
+
+    @property
+    def open_cameras(self) -> list[str]:
+        """Cameras whose log file is open now."""
+        with self._lock:
+            return sorted(self._cameras)
+
+    @property
+    def dropped(self) -> int:
+        """Records that could not be written (malformed, or a handler failed)."""
+        return self._dropped
+
+    # ---- the listener ----------------------------------------------------
+    def _open(self, path: Path) -> _LogFile:
+        handler = _LogFile(path, self.settings.max_bytes, self.settings.backups)
+        handler.setFormatter(self._file_fmt)
+        handler.setLevel(_level(self.settings.level))
+        return handler
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                record = self.queue.get()
+            except (EOFError, OSError, ValueError):
+                return  # the queue was closed under us
+            except Exception:
+                self._dropped += 1  # an unpicklable record from a foreign writer
+                continue
+            if record is _STOP:
+                return
+            if not isinstance(record, logging.LogRecord):
+                self._dropped += 1
+                continue
+            try:
+                self.handle(record)
+            except Exception:  # the listener must outlive any one bad record
+                self._dropped += 1
+
+    def handle(self, record: logging.LogRecord) -> None:
+        """Write ``record`` to the main log, the console and its camera's log (listener thread)."""
+        record = _flatten(record)
+        self._tag.filter(record)
+        camera = getattr(record, "camera", None)
+        with self._lock:
+            targets: list[logging.Handler] = [h for h in (self._main, self._stream) if h is not None]
+            if isinstance(camera, str) and _CAMERA_RE.fullmatch(camera) and self._main is not None:
+                path = self.camera_path(camera)
+                if path != self.main_path:
+                    cam_file = self._cameras.get(camera)
+                    if cam_file is None:
+                        try:
+                            cam_file = self._cameras[camera] = self._open(path)
+                        except OSError as exc:  # the main log still gets the line
+                            self._dropped += 1
+                            print(f"camfleet: cannot open {path}: {exc.strerror}", file=sys.stderr)
+                    if cam_file is not None:
+                        targets.append(cam_file)
+            for handler in targets:
+                if record.levelno >= handler.level:
+                    try:
+                        handler.handle(record)
+                    except Exception:
+                        self._dropped += 1
+
+
+class _SupervisorHandler(logging.handlers.QueueHandler):
+    """The supervisor's own records into the router's queue (so one thread writes every file)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Flatten ``record``; it keeps no ``role``, so it is tagged ``node``."""
+        return _flatten(record)
+
+
+# --------------------------------------------------------------------------- reading logs back
+
+
+def tail_log(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of the file at ``path`` (without line ends).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    with open(path, "rb") as f:
+        return _tail(f, lines)
+
+
+def _tail(f: BinaryIO, lines: int, block: int = 65536) -> list[str]:
+    """The last ``lines`` lines of ``f``; leaves ``f`` at its end."""
+    end = f.seek(0, os.SEEK_END)
+    if lines <= 0:
+        return []
+    pos, data = end, b""
+    while pos > 0 and data.count(b"\n") <= lines:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+    f.seek(end)
+    text = data.decode("utf-8", errors="replace")
+    return text.splitlines()[-lines:]
+
+
+def _newer_files(path: Path, ino: int) -> list[BinaryIO] | None:
+    """Open the files written after the one with inode ``ino``, oldest first, ending with ``path``.
+
+    After rotation the followed file is ``path.K``; the ones after it are
+    ``path.K-1`` … ``path.1`` and ``path``. None when ``path`` does not exist
+    right now (between the rename and the new file), or the chain changed
+    while it was being opened.
+    """
+    names = [path]
+    while True:
+        try:
+            found = os.stat(names[-1]).st_ino == ino
+        except FileNotFoundError:
+            if len(names) == 1:
+                return None
+            found = True  # ino was deleted (more rotations than backups): every file left is newer
+        if found:
+            newer = names[:-1][::-1]
+            break
+        names.append(path.with_name(f"{path.name}.{len(names)}"))
+    files: list[BinaryIO] = []
+    try:
+        for name in newer:
+            files.append(open(name, "rb"))  # noqa: SIM115 (returned)
+        if all(os.fstat(f.fileno()).st_ino == os.stat(n).st_ino for f, n in zip(files, newer, strict=True)):
+            return files
+    except FileNotFoundError:
+        pass
+    for f in files:
+        f.close()
+    return None
+
+
+def follow_log(
+    path: Path, stop: threading.Event, *, lines: int = 0, poll: float = 0.2
+) -> Iterator[str]:
+    """Yield the last ``lines`` lines of ``path``, then each new line until ``stop`` is set.
+
+    Survives rotation: when ``path`` is renamed to ``path.1`` (older ones
+    shifted) and created again, the rest of the followed file is read, then
+    every file written after it, in order, then the new ``path``; no line is
+    lost as long as the files are not deleted first. A file truncated in place
+    (no backups kept) is read again from its start. ``poll`` (seconds) is how
+    often the file is looked at when nothing new came; a partial last line is
+    held back until its line end arrives.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist when following starts.
+    """
+    f: BinaryIO = open(path, "rb")  # noqa: SIM115 (replaced on rotation)
+    pending = b""
+
+    def lines_of(data: bytes) -> list[str]:
+        nonlocal pending
+        *complete, pending = (pending + data).split(b"\n")
+        return [line.decode("utf-8", errors="replace") for line in complete]
+
+    try:
+        yield from _tail(f, lines)
+        while not stop.is_set():
+            chunk = f.read(65536)
+            if chunk:
+                yield from lines_of(chunk)
+                continue
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            here = os.fstat(f.fileno())
+            if st is not None and st.st_ino != here.st_ino:
+                chain = _newer_files(path, here.st_ino)
+                if chain is not None:
+                    # the writer closed the followed file before renaming it: what is
+                    # left of it is final, and so is every file but the last of the chain
+                    yield from lines_of(f.read())
+                    f.close()
+                    for done in chain[:-1]:
+                        with done:
+                            yield from lines_of(done.read())
+                    f = chain[-1]
+                    continue
+            elif st is not None and st.st_size < f.tell():
+                f.seek(0)  # truncated in place
+                pending = b""
+                continue
+            stop.wait(poll)
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+    finally:
+        with contextlib.suppress(OSError):
+            f.close()
