@@ -278,9 +278,12 @@ def test_follow_survives_rotation(tmp_path: Path) -> None:
 
     got: queue.Queue[str] = queue.Queue()
     stop = threading.Event()
-    follower = threading.Thread(
-        target=lambda: [got.put(line) for line in follow_log(path, stop, lines=1, poll=0.05)], daemon=True
-    )
+
+    def follow() -> None:
+        for line in follow_log(path, stop, lines=1, poll=0.05):
+            got.put(line)
+
+    follower = threading.Thread(target=follow, daemon=True)
     follower.start()
     assert got.get(timeout=10).endswith("ready")  # following from here on
     n = 500
