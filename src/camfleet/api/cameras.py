@@ -1,0 +1,132 @@
+"""Camera edits: staging, the pending diff, building and validating the resulting configuration.
+
+Edits are staged in the store (one row per camera: a config, or None for a
+deletion). Applying builds the whole resulting configuration from the one in
+force plus the staged edits, validates it with the real configuration loader,
+and only then hands it to the node. The cameras applied through the API are
+kept in the store (``set_applied_cameras``), and :func:`overlay_cameras` puts
+them over the file's at start-up, so they survive a restart. A camera deleted
+through the API that is also defined in the file comes back from the file at
+the next start; disable it (``enabled: false``) to keep it off.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from camfleet.config import Config, ConfigError, ConfigIssue, load_config_text
+from camfleet.ingest.url import mask_url
+from camfleet.store import Store
+
+MASK = "***"
+
+
+def mask_camera(camera: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of a camera's config dict with every source URL's credentials masked."""
+    if camera is None:
+        return None
+    out = copy.deepcopy(camera)
+    for source in out.get("sources") or []:
+        if isinstance(source, dict) and isinstance(source.get("url"), str):
+            source["url"] = mask_url(source["url"])
+    return out
+
+
+def unmask_sources(
+    camera: dict[str, Any], known: list[dict[str, Any] | None], where: str = ""
+) -> dict[str, Any]:
+    """``camera`` with masked source URLs (as a GET returned them) replaced by the real ones.
+
+    A URL that still contains the mask but matches none of the ``known``
+    configs' URLs is an error: the client must give the credentials again.
+
+    Raises:
+        ConfigError: a masked URL that matches no known source.
+    """
+    out = copy.deepcopy(camera)
+    real: dict[str, str] = {}
+    for cfg in known:
+        for source in (cfg or {}).get("sources") or []:
+            if isinstance(source, dict) and isinstance(source.get("url"), str):
+                real.setdefault(mask_url(source["url"]), source["url"])
+    for i, source in enumerate(out.get("sources") or []):
+        url = source.get("url") if isinstance(source, dict) else None
+        if isinstance(url, str) and MASK in url:
+            if url not in real:
+                raise ConfigError([ConfigIssue(
+                    f"{where}sources.{i}.url", None, None,
+                    "the URL's credentials are masked and match no current source: give them again",
+                )])
+            source["url"] = real[url]
+    return out
+
+
+def _escape(value: Any) -> Any:
+    """``value`` with every ``${`` in strings written ``$${`` (no substitution when re-loaded)."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value
+
+
+def camera_dicts(config: Config) -> dict[str, dict[str, Any]]:
+    """Each camera of ``config`` as a plain dict (defaults merged)."""
+    return {name: cam.model_dump(mode="json", exclude_none=True) for name, cam in config.cameras.items()}
+
+
+def with_cameras(base: Config, cameras: dict[str, dict[str, Any]]) -> Config:
+    """``base`` with its ``cameras`` section replaced, validated by the real configuration loader.
+
+    Raises:
+        ConfigError: with every issue (paths such as ``cameras.door.detect.fps``).
+    """
+    data = base.model_dump(mode="json", exclude_none=True)
+    data["cameras"] = cameras
+    text = yaml.safe_dump(_escape(data), sort_keys=False)
+    config = load_config_text(text, source=base.source or "<api>", base_dir=base._base_dir, env={})
+    return config
+
+
+def staged_result(base: Config, staged: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """The camera dicts of ``base`` with the ``staged`` edits applied."""
+    cameras = camera_dicts(base)
+    for name, cfg in staged.items():
+        if cfg is None:
+            cameras.pop(name, None)
+        else:
+            cameras[name] = cfg
+    return cameras
+
+
+def applied_after(store: Store, staged: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """The store's applied camera set once ``staged`` is applied."""
+    applied = store.applied_cameras()
+    for name, cfg in staged.items():
+        if cfg is None:
+            applied.pop(name, None)
+        else:
+            applied[name] = cfg
+    return applied
+
+
+def overlay_cameras(config: Config, store: Store) -> Config:
+    """``config`` (from the file) with the cameras applied through the API put over its own.
+
+    The node calls this at start-up so API changes survive a restart.
+
+    Raises:
+        ConfigError: the overlaid cameras no longer fit the file (e.g. a pipeline they use was removed);
+            the issues name the camera.
+    """
+    applied = store.applied_cameras()
+    if not applied:
+        return config
+    cameras = camera_dicts(config)
+    cameras.update(applied)
+    return with_cameras(config, cameras)

@@ -1,0 +1,52 @@
+"""The configuration in force (credentials masked), and validating a YAML configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from camfleet.config import ConfigError, load_config_text
+
+from ..auth import authorize
+from ..context import Ctx
+from ..issues import issues_of
+from ..schemas import Issue, ValidationResult
+
+router = APIRouter(prefix="/api/config", tags=["config"], dependencies=[Depends(authorize)])
+
+
+@router.get("", response_model=dict[str, Any])
+def get_config(ctx: Ctx) -> dict[str, Any]:
+    """The configuration the node runs, with every credential masked."""
+    return ctx.node.current_config().model_dump_public()
+
+
+@router.post(
+    "/validate", response_model=ValidationResult,
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/yaml": {"schema": {"type": "string"}},
+                                               "text/plain": {"schema": {"type": "string"}}}}},
+)
+async def validate_config(request: Request) -> ValidationResult:
+    """Validate a whole YAML configuration (the request body); ``${VAR}``s need not be set.
+
+    Nothing is applied. Issues carry the path, line and column in the text sent.
+    """
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        issue = Issue(path="", message=f"not UTF-8 text (byte {exc.start})")
+        return ValidationResult(valid=False, issues=[issue])
+    return await asyncio.to_thread(_validate, text)
+
+
+def _validate(text: str) -> ValidationResult:
+    # env={}: the server's environment never leaks into a result
+    try:
+        load_config_text(text, source="<request>", env={}, require_env=False)
+    except ConfigError as exc:
+        return ValidationResult(valid=False, issues=issues_of(exc, positions=True))
+    return ValidationResult(valid=True)

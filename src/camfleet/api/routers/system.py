@@ -1,0 +1,62 @@
+"""Liveness, readiness, the node's status, and who the caller is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from ..auth import Principal, authorize
+from ..context import ApiContext, Ctx
+from ..schemas import Health, Me
+
+log = logging.getLogger("camfleet.api")
+
+public = APIRouter(prefix="/api", tags=["system"])
+router = APIRouter(prefix="/api", tags=["system"], dependencies=[Depends(authorize)])
+
+
+@public.get("/health", response_model=Health)
+async def health() -> Health:
+    """Liveness: the API process answers."""
+    return Health(status="ok")
+
+
+def _ready_checks(ctx: ApiContext) -> dict[str, bool]:
+    checks = {"node": False, "store": False}
+    try:
+        ctx.status.get()
+        checks["node"] = True
+    except Exception:
+        log.warning("readiness: node status failed", exc_info=True)
+    try:
+        ctx.store.count_events()
+        checks["store"] = True
+    except Exception:
+        log.warning("readiness: store unreachable", exc_info=True)
+    return checks
+
+
+@public.get("/ready", response_model=Health, responses={503: {"model": Health}})
+async def ready(ctx: Ctx) -> Response:
+    """Readiness: the node runs and the store answers (503 otherwise)."""
+    checks = await asyncio.to_thread(_ready_checks, ctx)
+    ok = all(checks.values())
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/status", responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}})
+async def status(ctx: Ctx) -> Response:
+    """Every camera (state, fps, last error, restarts), process and detector of the node."""
+    body = await asyncio.to_thread(ctx.status.body)
+    return Response(body, media_type="application/json")
+
+
+@router.get("/me", response_model=Me)
+async def me(principal: Annotated[Principal, Depends(authorize)], ctx: Ctx) -> Me:
+    """The caller's token name and role."""
+    return Me(name=principal.name, role=principal.role, open=ctx.open)

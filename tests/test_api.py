@@ -1,0 +1,451 @@
+"""The REST + WebSocket API against a real node (synthetic cameras, the default model) and a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from websockets.exceptions import InvalidStatus
+
+from camfleet.api import ApiServer, create_app, overlay_cameras
+from camfleet.api.hub import Hub
+from camfleet.config import ApiSettings
+from camfleet.store import EventRecord
+
+from .test_api_support import Running, camera_state, camera_yaml, running, shm_env, wait_ws
+
+SECRET = "s3cr3tpw"
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp = tmp_path_factory.mktemp("api")
+    with shm_env("camfleet-apitest") as shm, running(tmp, camera_yaml("cam1")) as r:
+        yield r
+        assert r.shm == shm
+    assert not shm.exists()
+
+
+@pytest.fixture(autouse=True)
+def _module_shm(rt: Running, shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the live view subscribes in this process: point it at the module node's rings
+    monkeypatch.setenv("CAMFLEET_SHM_DIR", str(rt.shm))
+
+
+@pytest.fixture(scope="module")
+def first_event(rt: Running) -> dict[str, object]:
+    """The first event of cam1, waited for over the WebSocket (the node's listener)."""
+    with rt.ws(rt.viewer) as ws:
+        msg = wait_ws(ws, lambda m: m.get("type") == "event", 60)
+    return msg["event"]  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------- auth
+
+
+def test_auth_roles(rt: Running) -> None:
+    with rt.client() as anon:
+        assert anon.get("/api/health").json() == {"status": "ok", "checks": {}}
+        r = anon.get("/api/status")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert anon.get("/metrics").status_code == 401
+        assert anon.get("/api/events").status_code == 401
+    with rt.client("cft_not-a-token") as bad:
+        assert bad.get("/api/status").status_code == 401
+    with rt.client(rt.viewer) as viewer:
+        assert viewer.get("/api/me").json() == {"name": "test-viewer", "role": "viewer", "open": False}
+        assert viewer.get("/api/status").status_code == 200
+        assert viewer.put("/api/cameras/x", json={}).status_code == 403
+        assert viewer.post("/api/apply").status_code == 403
+        assert viewer.post("/api/changes/discard").status_code == 403
+    with rt.client(rt.admin) as admin:
+        assert admin.get("/api/me").json()["role"] == "admin"
+    # reads accept the cookie (for <img>/<video>); writes do not
+    with rt.client(cookies={"camfleet_token": rt.admin}) as cookie:
+        assert cookie.get("/api/status").status_code == 200
+        assert cookie.post("/api/changes/discard").status_code == 401
+
+
+def test_revoked_token_is_refused(rt: Running) -> None:
+    token = rt.store.create_token("short-lived", "viewer")
+    with rt.client(token) as c:
+        assert c.get("/api/status").status_code == 200
+        (row,) = [t for t in rt.store.list_tokens() if t.name == "short-lived"]
+        rt.store.revoke_token(row.id)
+        assert c.get("/api/status").status_code == 401
+
+
+def test_open_mode_only_on_loopback(rt: Running) -> None:
+    app = create_app(rt.node, rt.store, ApiSettings(open=True), data_dir=rt.data_dir,
+                     recordings_dir=rt.config.recordings_path)
+    with pytest.raises(ValueError, match="loopback"):
+        ApiServer(app, "0.0.0.0", 0)
+    with ApiServer(app, "127.0.0.1", 0) as server, httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.get("/api/me").json() == {"name": "open", "role": "admin", "open": True}
+        assert c.get("/api/status").status_code == 200
+    # open: true on a non-loopback host is refused by the configuration itself
+    with pytest.raises(ValueError, match="loopback"):
+        ApiSettings(open=True, host="0.0.0.0")
+
+
+# ----------------------------------------------------------------------------- status, live view
+
+
+def test_status_over_websocket_and_rest(rt: Running) -> None:
+    with rt.ws(rt.viewer) as ws:
+        msg = wait_ws(ws, lambda m: (camera_state(m, "cam1") or {}).get("decode_fps", 0) > 0, 60)
+    cam = camera_state(msg, "cam1")
+    assert cam is not None and cam["state"] in {"healthy", "starting", "degraded"}
+    with rt.client(rt.viewer) as c:
+        status = c.get("/api/status").json()
+        assert set(status["cameras"]) == {"cam1"}
+        assert {"ingest", "pipeline"} <= {p["kind"] for p in status["cameras"]["cam1"]["processes"].values()}
+        assert status["detectors"]
+        metrics = c.get("/metrics")
+        assert metrics.status_code == 200
+        text = metrics.text
+        assert 'camfleet_camera_decode_fps{camera="cam1"}' in text
+        assert 'camfleet_camera_state{camera="cam1",state=' in text
+        assert "camfleet_process_rss_bytes" in text
+        ready = c.get("/api/ready")
+        assert ready.status_code == 200 and ready.json()["checks"] == {"node": True, "store": True}
+
+
+def test_frame_jpeg(rt: Running) -> None:
+    with rt.client(rt.viewer) as c:
+        r = c.get("/api/cameras/cam1/frame.jpg")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/jpeg"
+        img = Image.open(io.BytesIO(r.content))
+        assert img.size == (320, 240)
+        assert c.get("/api/cameras/nope/frame.jpg").status_code == 404
+        assert c.get("/api/cameras/..%2F..%2Fetc/frame.jpg").status_code in {404, 422}
+
+
+def test_mjpeg_stream_stops_with_the_client(rt: Running) -> None:
+    with rt.client(rt.viewer) as c, c.stream("GET", "/api/cameras/cam1/mjpeg", params={"fps": 10}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+        buf = b""
+        started = time.monotonic()
+        for chunk in r.iter_bytes():
+            buf += chunk
+            if buf.count(b"--camfleetframe") >= 3:
+                break
+        assert buf.count(b"\xff\xd8") >= 2  # JPEG start markers
+        assert time.monotonic() - started < 10
+    # the server stays responsive after the client left
+    with rt.client(rt.viewer) as c:
+        assert c.get("/api/health").status_code == 200
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def _events_with(c: httpx.Client, params: dict[str, object], timeout: float = 15) -> dict[str, object]:
+    """Events for ``params`` once at least one is stored (the node's writer commits in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = c.get("/api/events", params=params).json()
+        if page["items"] or time.monotonic() > deadline:
+            return page  # type: ignore[no-any-return]
+        time.sleep(0.2)  # the store is written by another thread: nothing to await over HTTP
+
+
+def test_events_filters_snapshot_retain(rt: Running, first_event: dict[str, object]) -> None:
+    event_id = first_event["id"]
+    with rt.client(rt.admin) as c:
+        page = _events_with(c, {"camera": "cam1"})
+        assert page["total"] >= 1 and page["items"], page
+        ev = c.get(f"/api/events/{event_id}")
+        deadline = time.monotonic() + 15
+        while ev.status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ev = c.get(f"/api/events/{event_id}")
+        assert ev.status_code == 200, ev.text
+        event = ev.json()
+        assert event["camera"] == "cam1" and event["label"]
+        assert "snapshot" not in event  # the file path stays private
+        label = event["label"]
+        assert any(e["id"] == event_id for e in _events_with(c, {"label": label, "limit": 500})["items"])
+        assert c.get("/api/events", params={"label": "no-such-label"}).json() == {
+            "items": [], "total": 0, "limit": 50, "offset": 0}
+        assert c.get("/api/events", params={"after": event["start"] + 3600}).json()["total"] == 0
+        assert c.get("/api/events", params={"before": event["start"] + 1}).json()["total"] >= 1
+        one = c.get("/api/events", params={"limit": 1, "offset": 0}).json()
+        assert len(one["items"]) == 1
+        assert c.get("/api/events", params={"limit": 0}).status_code == 422
+        # snapshot (written by the pipeline's snapshot element)
+        snap = c.get(f"/api/events/{event_id}/snapshot.jpg")
+        assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
+        Image.open(io.BytesIO(snap.content)).verify()
+        # retain
+        r = c.put(f"/api/events/{event_id}/retain", json={"retained": True})
+        assert r.status_code == 200 and r.json()["retained"] is True
+        assert rt.store.get_event(str(event_id)).retained  # type: ignore[union-attr]
+        assert c.put("/api/events/nope/retain", json={"retained": True}).status_code == 404
+        assert c.get("/api/events/nope").status_code == 404
+        assert c.get("/api/events/nope/clip.mp4").status_code == 404
+
+
+def test_snapshot_symlink_out_is_refused(rt: Running, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(b"\xff\xd8not yours")
+    folder = rt.data_dir / "snapshots" / "evil"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ev-link.jpg").symlink_to(outside)
+    rt.store.upsert_event(EventRecord(id="ev-link", camera="evil", label="person", start=time.time(),
+                                      snapshot=str(folder / "ev-link.jpg")))
+    with rt.client(rt.viewer) as c:
+        assert c.get("/api/events/ev-link").status_code == 200
+        r = c.get("/api/events/ev-link/snapshot.jpg")
+        assert r.status_code == 404 and b"not yours" not in r.content
+
+
+# ----------------------------------------------------------------------------- recordings
+
+
+def test_recordings_range_and_traversal(rt: Running, tmp_path: Path) -> None:
+    rec = rt.config.recordings_path / "cam1"
+    rec.mkdir(parents=True, exist_ok=True)
+    (rec / "seg-0001.mp4").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "outside.mp4").write_bytes(b"outside")
+    (rec / "link.mp4").symlink_to(tmp_path / "outside.mp4")
+    with rt.client(rt.viewer) as c:
+        full = c.get("/api/recordings/files/cam1/seg-0001.mp4")
+        assert full.status_code == 200 and len(full.content) == 1024
+        assert full.headers["accept-ranges"] == "bytes"
+        part = c.get("/api/recordings/files/cam1/seg-0001.mp4", headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == bytes(range(10, 20))
+        assert part.headers["content-range"] == "bytes 10-19/1024"
+        bad = c.get("/api/recordings/files/cam1/seg-0001.mp4", headers={"Range": "bytes=5000-6000"})
+        assert bad.status_code == 416
+        for path in ("cam1/link.mp4", "../camfleet.db", "cam1/../../camfleet.db", "%2e%2e/camfleet.db",
+                     "/etc/passwd", "cam1/nope.mp4"):
+            r = c.get(f"/api/recordings/files/{path}")
+            assert r.status_code == 404, (path, r.status_code)
+            assert b"outside" not in r.content
+        raw = httpx.get(rt.url + "/api/recordings/files/..%2F..%2F..%2Fetc%2Fpasswd",
+                        headers={"Authorization": f"Bearer {rt.viewer}"})
+        assert raw.status_code == 404
+        assert c.get("/api/recordings", params={"camera": "cam1"}).status_code == 200
+        r = c.get("/api/recordings/cam1/clip.mp4", params={"start": 10, "end": 5})
+        assert r.status_code in {404, 422}
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_is_masked_and_validates(rt: Running) -> None:
+    with rt.client(rt.viewer) as c:
+        cfg = c.get("/api/config").json()
+        assert set(cfg["cameras"]) >= {"cam1"}
+    with rt.client(rt.admin) as c:
+        ok = c.post("/api/config/validate", content=b"cameras: {}\n",
+                    headers={"Content-Type": "application/yaml"}).json()
+        assert ok == {"valid": True, "issues": []}
+        bad = c.post("/api/config/validate", content=b"cameras:\n  door:\n    sourcez: []\n").json()
+        assert bad["valid"] is False
+        (issue,) = [i for i in bad["issues"] if "sourcez" in i["path"]]
+        assert issue["line"] == 3 and issue["suggestion"]
+        # the server's environment never leaks into a result
+        os.environ["CAMFLEET_TEST_SECRET"] = SECRET
+        try:
+            leak = c.post("/api/config/validate", content=b"data_dir: 5\nversion: ${CAMFLEET_TEST_SECRET}\n")
+            assert SECRET not in leak.text
+        finally:
+            del os.environ["CAMFLEET_TEST_SECRET"]
+        notutf8 = c.post("/api/config/validate", content=b"\xff\xfe").json()
+        assert notutf8["valid"] is False
+
+
+def test_oversized_bodies_get_413(rt: Running) -> None:
+    big = b"#" * (2 << 20)
+    with rt.client(rt.admin) as c:
+        assert c.post("/api/config/validate", content=big).status_code == 413
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(40):
+                yield b"#" * 65536
+
+        r = c.post("/api/config/validate", content=chunks())
+        assert r.status_code == 413
+        assert c.put("/api/cameras/big", content=b"{" + b" " * (2 << 20) + b"}",
+                     headers={"Content-Type": "application/json"}).status_code == 413
+
+
+# ----------------------------------------------------------------------------- cameras
+
+
+def test_stage_validate_discard_and_mask(rt: Running) -> None:
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
+    with rt.client(rt.admin) as c:
+        bad = c.put("/api/cameras/door", json={"sources": [{"url": url, "roles": ["detect"]}],
+                                               "detect": {"fps": -1}})
+        assert bad.status_code == 422
+        assert any(i["path"] == "cameras.door.detect.fps" for i in bad.json()["issues"]), bad.json()
+        assert SECRET not in bad.text
+        assert c.get("/api/changes").json() == {"changes": []}
+        r = c.put("/api/cameras/door", json={"sources": [{"url": url, "roles": ["detect"]}],
+                                             "enabled": False})
+        assert r.status_code == 200, r.text
+        view = r.json()
+        assert view["pending"] == "add" and view["config"] is None
+        masked = view["staged"]["sources"][0]["url"]
+        assert masked == "rtsp://***:***@127.0.0.1:9/stream"
+        for path in ("/api/cameras", "/api/cameras/door", "/api/changes"):
+            text = c.get(path).text
+            assert SECRET not in text and "door" in text
+        # a masked URL sent back keeps the real credentials
+        view["staged"]["record"] = {"enabled": False}
+        assert c.put("/api/cameras/door", json=view["staged"]).status_code == 200
+        assert rt.store.staged_cameras()["door"]["sources"][0]["url"] == url  # type: ignore[index]
+        # a masked URL that matches nothing is an error, not a camera with '***' credentials
+        r = c.put("/api/cameras/other", json={"sources": [{"url": "rtsp://***:***@10.0.0.1/x",
+                                                           "roles": ["detect"]}]})
+        assert r.status_code == 422 and r.json()["issues"][0]["path"] == "cameras.other.sources.0.url"
+        changes = c.get("/api/changes").json()["changes"]
+        assert [(ch["camera"], ch["action"]) for ch in changes] == [("door", "add")]
+        # deleting a camera that is only staged unstages it
+        assert c.delete("/api/cameras/door").status_code == 200
+        assert c.get("/api/changes").json() == {"changes": []}
+        assert c.delete("/api/cameras/nope").status_code == 404
+        assert c.put("/api/cameras/door", json={"sources": [{"url": url, "roles": ["detect"]}]}).status_code \
+            == 200
+        assert c.post("/api/changes/discard").json() == {"changes": []}
+        assert rt.store.staged_cameras() == {}
+        assert c.get("/api/cameras/bad%20name").status_code == 422
+
+
+def test_apply_adds_and_removes_a_camera(rt: Running) -> None:
+    with rt.client(rt.admin) as c:
+        body = {"sources": [{"url": "synthetic://cam2?width=320&height=240&fps=10&seed=3&objects=cat",
+                             "roles": ["detect"]}]}
+        assert c.put("/api/cameras/cam2", json=body).status_code == 200
+        with rt.ws(rt.viewer) as ws:
+            r = c.post("/api/apply")
+            assert r.status_code == 200, r.text
+            assert r.json()["applied"] is True and r.json()["added"] == ["cam2"]
+            wait_ws(ws, lambda m: (camera_state(m, "cam2") or {}).get("decode_fps", 0) > 0, 60)
+        assert c.get("/api/changes").json() == {"changes": []}
+        assert "cam2" in rt.node.current_config().cameras
+        assert set(rt.store.applied_cameras()) == {"cam2"}
+        # the applied camera survives a restart: the node overlays the store's cameras on the file's
+        restarted = overlay_cameras(rt.config, rt.store)
+        assert set(restarted.cameras) == {"cam1", "cam2"}
+        frame = c.get("/api/cameras/cam2/frame.jpg")
+        assert frame.status_code == 200 and Image.open(io.BytesIO(frame.content)).size == (320, 240)
+        view = c.get("/api/cameras/cam2").json()
+        assert view["pending"] == "none" and view["config"]["pipeline"] == "default"
+        # remove it again
+        assert c.delete("/api/cameras/cam2").json()["pending"] == "delete"
+        r = c.post("/api/apply")
+        assert r.status_code == 200 and r.json()["removed"] == ["cam2"]
+        assert "cam2" not in rt.node.current_config().cameras
+        assert c.get("/api/cameras/cam2").status_code == 404
+        assert c.get("/api/cameras/cam2/frame.jpg").status_code == 404
+        assert rt.store.applied_cameras() == {}
+
+
+def test_apply_invalid_changes_nothing(rt: Running) -> None:
+    before = rt.node.current_config()
+    with rt.client(rt.admin) as c:
+        # valid alone when staged, invalid once the pipeline it names is gone from the config in force:
+        # stage it directly in the store to simulate an edit that went stale
+        rt.store.stage_camera("ghost", {"sources": [{"url": "synthetic://ghost", "roles": ["detect"]}],
+                                        "pipeline": "no-such-pipeline"})
+        r = c.post("/api/apply")
+        assert r.status_code == 422
+        issues = r.json()["issues"]
+        assert any(i["path"].startswith("cameras.ghost") for i in issues), issues
+        assert rt.node.current_config() is before
+        assert "ghost" in rt.store.staged_cameras()
+        c.post("/api/changes/discard")
+
+
+# ----------------------------------------------------------------------------- WebSocket
+
+
+def test_websocket_auth(rt: Running) -> None:
+    for token in (None, "cft_bad"):
+        with pytest.raises(InvalidStatus) as info:
+            rt.ws(token)
+        assert info.value.response.status_code == 401
+    with rt.ws(None, additional_headers={"Authorization": f"Bearer {rt.viewer}"}) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+
+
+def test_hub_drops_a_slow_client_without_slowing_the_others() -> None:
+    async def scenario() -> None:
+        hub = Hub(queue_size=8)
+        hub.bind(asyncio.get_running_loop())
+        slow, fast = hub.add(), hub.add()
+        got: list[str] = []
+
+        async def reader() -> None:
+            while (text := await fast.queue.get()) is not None:
+                got.append(text)
+
+        task = asyncio.create_task(reader())
+        for i in range(100):
+            hub.publish({"type": "event", "i": i})
+            await asyncio.sleep(0)  # let the fast reader run, as the server's senders do
+        hub.publish_threadsafe({"type": "event", "i": 100})
+        await asyncio.sleep(0)
+        hub.close_all()
+        await asyncio.wait_for(task, 5)
+        assert slow.dropped and slow not in hub.clients and hub.dropped == 1
+        assert [json.loads(t)["i"] for t in got] == list(range(101))
+
+    asyncio.run(scenario())
+
+
+def _raw_ws(url: str, token: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads (a stalled browser tab)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /api/ws?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                 .encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_slow_websocket_client_is_dropped(rt: Running) -> None:
+    hub = rt.server.app.state.ctx.hub
+    dropped_before = hub.dropped
+    slow = _raw_ws(rt.url, rt.viewer)
+    try:
+        with rt.ws(rt.viewer, max_size=None) as fast:
+            wait_ws(fast, lambda m: m["type"] == "snapshot", 10)
+            pad = "x" * 50_000
+            n = 0
+            # batches the fast client keeps up with; the stalled one's socket fills, then its queue
+            for _batch in range(40):
+                for _ in range(25):
+                    hub.publish_threadsafe({"type": "test", "i": n, "pad": pad})
+                    n += 1
+                last = n - 1
+                wait_ws(fast, lambda m, last=last: m["type"] == "test" and m["i"] == last, 10)
+                if hub.dropped > dropped_before:
+                    break
+            assert hub.dropped == dropped_before + 1
+            # the fast client is still served
+            wait_ws(fast, lambda m: m["type"] == "snapshot", 10)
+    finally:
+        slow.close()
