@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,17 +32,33 @@ BACKENDS = ["sqlite", "postgresql"]
 _db_counter = itertools.count(1)
 
 
+# Each test module that imports the fixture gets its own copy of it (pytest registers fixtures per
+# module), so the server itself is shared here: started by the first user, stopped by the last one
+# at the end of the session.
+_shared: dict[str, Any] = {"server": None, "users": 0}
+_shared_lock = threading.Lock()
+
+
 @pytest.fixture(scope="session", name="pg_server")
 def pg_server_fixture() -> Iterator[PgServer]:
-    try:
-        server = PgServer(FAST_SETTINGS)
-        server.start()
-    except StoreError as exc:
-        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
+    with _shared_lock:
+        if _shared["server"] is None:
+            try:
+                server = PgServer(FAST_SETTINGS)
+                server.start()
+            except StoreError as exc:
+                pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
+            _shared["server"] = server
+        _shared["users"] += 1
+        server = _shared["server"]
     try:
         yield server
     finally:
-        server.stop()
+        with _shared_lock:
+            _shared["users"] -= 1
+            if _shared["users"] == 0:
+                _shared["server"] = None
+                server.stop()
 
 
 @pytest.fixture(name="pg_url")

@@ -23,6 +23,14 @@ IMMEDIATE = "camfleet_sqlite_immediate"
 """Execution option: begin the SQLite transaction with BEGIN IMMEDIATE (take the write lock first)."""
 
 
+def public_url(url: str) -> str:
+    """``url`` with its user name and password masked (never raises, whatever the URL)."""
+    try:
+        return mask_url(url)
+    except ValueError:  # e.g. a non-numeric port
+        return mask_text(url)
+
+
 def parse_url(url: str) -> URL:
     """``url`` as an SQLAlchemy URL with the driver camfleet uses (pysqlite, psycopg 3).
 
@@ -30,19 +38,22 @@ def parse_url(url: str) -> URL:
     """
     try:
         parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise StoreError(f"bad database URL {mask_url(url)!r}: {mask_text(str(exc))}") from None
+    except (ArgumentError, ValueError):
+        # an unparseable URL is not echoed: where its password is cannot be known
+        raise StoreError(
+            "bad database URL: not of the form sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB"
+        ) from None
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
         if parsed.get_driver_name() not in ("", "pysqlite"):
-            raise StoreError(f"unsupported SQLite driver in {mask_url(url)!r}: use sqlite:///PATH")
+            raise StoreError(f"unsupported SQLite driver in {public_url(url)!r}: use sqlite:///PATH")
         db = parsed.database
         if not db or db == ":memory:" or db.startswith("file:"):
-            raise StoreError(f"database URL {mask_url(url)!r} names no file: use sqlite:///PATH")
+            raise StoreError(f"database URL {public_url(url)!r} names no file: use sqlite:///PATH")
         return parsed
-    raise StoreError(f"unsupported database URL {mask_url(url)!r}: use sqlite:///PATH or postgresql://...")
+    raise StoreError(f"unsupported database URL {public_url(url)!r}: use sqlite:///PATH or postgresql://...")
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -60,17 +71,20 @@ def create(url: URL) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the directory of database {path}: {exc.strerror}") from None
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
         _sqlite_setup(engine)
         return engine
     try:
         return create_engine(
             url,
             pool_pre_ping=True,
+            hide_parameters=True,
             connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "camfleet"},
         )
     except NoSuchModuleError as exc:  # pragma: no cover - psycopg is a dependency
-        raise StoreError(f"no driver for {mask_url(url.render_as_string())}: {exc}") from None
+        raise StoreError(f"no driver for {public_url(url.render_as_string())}: {exc}") from None
 
 
 def _sqlite_setup(engine: Engine) -> None:

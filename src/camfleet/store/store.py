@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Select, cast
 
-from camfleet.ingest.url import mask_text, mask_url
+from camfleet.ingest.url import mask_text
 from camfleet.store import engine as engines
 from camfleet.store import migrate as migrations
 from camfleet.store import schema as t
@@ -85,8 +85,8 @@ class Store:
         The camera-password key file defaults to ``<PATH>.key`` next to an SQLite database.
         Raises StoreError, with the URL's password masked, when the database cannot be used.
         """
-        public = mask_url(url)
         parsed = engines.parse_url(url)
+        public = engines.public_url(url)
         path = engines.sqlite_path(parsed)
         where = f"database {path}" if path is not None else f"database {public}"
         if secret_key_path is None and path is not None:

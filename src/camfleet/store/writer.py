@@ -26,6 +26,7 @@ _SEGMENT_FIELDS = ("camera", "path", "start", "end", "size", "frames", "keyframe
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 """Waits (seconds) between retries of a failed batch; the last repeats."""
 PERMANENT_ATTEMPTS = 3
+_WAKE = object()
 """A batch failing this often with a non-connection error is written message by message."""
 
 
@@ -34,7 +35,7 @@ class _Batch:
     events: list[EventRecord] = field(default_factory=list)
     activities: list[ActivityRecord] = field(default_factory=list)
     segments: list[SegmentRecord] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # per message, to log what was dropped
+    taken: int = 0  # messages taken off the queue (bad ones included)
     last_seq: int = 0
 
     def __len__(self) -> int:
@@ -104,7 +105,8 @@ class StoreWriter:
         self.store = store
         self.max_batch = max_batch
         self.max_delay_s = max(0.0, max_delay_s)
-        self._queue: queue.SimpleQueue[tuple[int, dict[str, Any]] | None] = queue.SimpleQueue()
+        # items: (sequence number, message); None: stop; _WAKE: a flush is waiting, commit now
+        self._queue: queue.SimpleQueue[tuple[int, dict[str, Any]] | object | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._submitted = 0  # sequence number of the last submitted message
         self._done = 0  # every message up to this sequence number is committed or dropped
@@ -150,6 +152,8 @@ class StoreWriter:
         with self._cond:
             target = self._submitted
             self._flushers += 1
+            if self._done < target:
+                self._queue.put(_WAKE)  # do not let a batch wait out max_delay_s
             try:
                 while self._done < target:
                     left = deadline - time.monotonic()
@@ -182,25 +186,21 @@ class StoreWriter:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        pending: tuple[int, dict[str, Any]] | None = None
         stopping = False
         while True:
             batch = _Batch()
-            if pending is None and not stopping:
-                pending = self._queue.get()
-            if pending is None:
+            try:
+                first = self._queue.get_nowait() if stopping else self._queue.get()
+            except queue.Empty:
+                return  # stopping and drained
+            if first is None:
                 stopping = True
-                # drain whatever is left without blocking
-                try:
-                    pending = self._queue.get_nowait()
-                except queue.Empty:
-                    return
-                if pending is None:
-                    continue
-            self._add(batch, pending)
-            pending = None
+                continue
+            if not isinstance(first, tuple):
+                continue  # a wake-up with nothing to write
+            self._add(batch, first)
             deadline = time.monotonic() + self.max_delay_s
-            while len(batch.kinds) < self.max_batch:
+            while batch.taken < self.max_batch:
                 try:
                     if stopping or self._flushers:
                         item = self._queue.get_nowait()
@@ -211,13 +211,16 @@ class StoreWriter:
                     break
                 if item is None:
                     stopping = True
-                    continue
-                self._add(batch, item)
+                elif isinstance(item, tuple):
+                    self._add(batch, item)
+                else:
+                    break  # a flush is waiting: commit what we have
             self._write(batch)
 
     def _add(self, batch: _Batch, item: tuple[int, dict[str, Any]]) -> None:
         seq, message = item
         batch.last_seq = seq
+        batch.taken += 1
         kind = message.get("kind") if isinstance(message, dict) else None
         try:
             rec = parse_message(message)
@@ -227,7 +230,6 @@ class StoreWriter:
                 self._counts["dropped"] += 1
                 self._counts["errors"] += 1
             return
-        batch.kinds.append(str(kind))
         if isinstance(rec, EventRecord):
             batch.events.append(rec)
         elif isinstance(rec, ActivityRecord):
