@@ -204,7 +204,7 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
             try:
                 with framebus.subscribe(camera, mode="latest", name="pipeline", connect_timeout=0.5) as sub:
                     while not child.stop.is_set():
-                        _apply_updates(spec, pipeline, services)
+                        _apply_updates(spec, pipeline, services, child.beat)
                         try:
                             with sub.next(timeout=0.5) as frame:
                                 if last_seq is not None and frame.seq > last_seq + 1:
@@ -257,7 +257,7 @@ def _send_events(spec: ChildSpec, events: list[Any]) -> None:
                            "start": e.start_ns / 1e9, "end": e.end_ns / 1e9})
 
 
-def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any]) -> None:
+def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any], beat: hb.Heartbeat) -> None:
     if spec.control is None:
         return
     config: Config | None = None
@@ -269,6 +269,7 @@ def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any]) -> 
     specs = [(e.name, dict(e.params)) for e in config.pipeline_of(spec.camera)]
     if pipeline.update(specs, camera_env(config, spec.camera, services)):
         spec.config = config
+        beat.counters[hb.EXTRA] += 1
         log.info("camera %s: pipeline settings updated in place", spec.camera)
     else:  # the node restarts the pipeline when elements change; this is a safety net
         log.warning("camera %s: pipeline elements changed; restarting", spec.camera)

@@ -34,7 +34,7 @@ DEGRADED = 1
 
 FRAMES, SKIPPED, DET_REQUESTS, INFER_MS, PACKETS, LAG_MS, ERRORS, EXTRA = range(8)
 """Counter indexes: frames handled, frames skipped, detector requests, total inference ms,
-packets, last frame lag in ms (a gauge), errors, and one spare."""
+packets, last frame lag in ms (a gauge), errors, and a spare (pipelines: live updates applied)."""
 
 SLOT_DTYPE = np.dtype([
     ("pid", "<i8"),

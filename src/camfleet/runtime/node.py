@@ -59,6 +59,10 @@ STARTING_GRACE_S = 5.0
 """A process that says "degraded" this soon after starting is still reported as starting."""
 
 
+PRELOAD = [f"camfleet.pipeline.{m}" for m in ("motion", "detect", "track", "zones", "events", "snapshot")]
+"""Modules the forkserver imports before it forks camera processes."""
+
+
 class NodeAlreadyRunning(RuntimeError):
     """Another live node uses the same data directory."""
 
@@ -110,6 +114,37 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+class _Cpu:
+    """CPU use of one process in percent of one core, over windows of at least a second."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.value = 0.0
+        self._ps: psutil.Process | None = None
+        self._last: tuple[float, float] | None = None
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                self._ps = psutil.Process(pid)
+
+    @property
+    def pid(self) -> int | None:
+        return self._ps.pid if self._ps is not None else None
+
+    def sample(self, now: float) -> float:
+        """Update and return the CPU percentage, and the resident memory in MiB."""
+        if self._ps is None:
+            return 0.0
+        with contextlib.suppress(psutil.Error):
+            t = self._ps.cpu_times()
+            used = t.user + t.system
+            if self._last is None:
+                self._last = (now, used)
+            elif now - self._last[0] >= 1.0:
+                self.value = 100.0 * (used - self._last[1]) / (now - self._last[0])
+                self._last = (now, used)
+            return self._ps.memory_info().rss / 2**20
+        return 0.0
+
+
 class _Rate:
     """Per-second rate of a growing counter, smoothed over about two seconds."""
 
@@ -145,7 +180,7 @@ class _Proc:
     started_at: float = 0.0
     next_start: float | None = None
     kill_reason: str | None = None
-    ps: psutil.Process | None = None
+    ps: _Cpu | None = None
     cpu: float = 0.0
     rss_mb: float = 0.0
     beat_age: float | None = None
@@ -178,7 +213,9 @@ class Node:
         self._writer: Any = None
         self._log_router = log_router
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["camfleet.runtime.children"])
+        # the built-in elements take seconds to import (trackers, OpenCV): once, in the forkserver,
+        # so that a restarted pipeline is running again in well under a second
+        self._ctx.set_forkserver_preload(["camfleet.runtime.children", *PRELOAD])
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._detectors: dict[str, DetectorManager] = {}
@@ -196,7 +233,7 @@ class Node:
         self._started_at = 0.0
         self._camera_states: dict[str, HealthState] = {}
         self._status = NodeStatus(node=node_key, pid=os.getpid(), started_at=0.0, at=0.0)
-        self._det_ps: dict[str, psutil.Process] = {}
+        self._det_ps: dict[str, _Cpu] = {}
 
     # ------------------------------------------------------------------ paths
 
@@ -351,10 +388,8 @@ class Node:
         p.next_start = None
         p.kill_reason = None
         p.state, p.reason = "starting", ""
-        p.ps = None
-        with contextlib.suppress(psutil.Error):
-            p.ps = psutil.Process(p.proc.pid)
-            p.ps.cpu_percent(None)
+        p.ps = _Cpu(p.proc.pid)
+        p.cpu = 0.0
         p.rates = {}
 
     def _stop_procs(self, procs: list[_Proc], timeout: float | None = None) -> None:
@@ -475,9 +510,8 @@ class Node:
             p.infer_ms = (ms - p._infer_last[1]) / (reqs - p._infer_last[0])
             p._infer_last = (reqs, ms)
         if p.ps is not None:
-            with contextlib.suppress(psutil.Error):
-                p.cpu = p.ps.cpu_percent(None)
-                p.rss_mb = p.ps.memory_info().rss / 2**20
+            p.rss_mb = p.ps.sample(now)
+            p.cpu = p.ps.value
 
     # ------------------------------------------------------------------ status
 
@@ -496,7 +530,7 @@ class Node:
                     metrics.update(skipped_fps=rate.get(hb.SKIPPED, 0.0),
                                    detector_rps=rate.get(hb.DET_REQUESTS, 0.0),
                                    inference_ms=p.infer_ms, lag_ms=p.counters[hb.LAG_MS],
-                                   errors=p.counters[hb.ERRORS])
+                                   errors=p.counters[hb.ERRORS], updates=p.counters[hb.EXTRA])
                     cs.processed_fps = rate.get(hb.FRAMES, 0.0)
                     cs.skipped_fps = rate.get(hb.SKIPPED, 0.0)
                     cs.detector_rps = rate.get(hb.DET_REQUESTS, 0.0)
@@ -535,14 +569,11 @@ class Node:
         state: HealthState = "healthy" if alive and age is not None and age < 5.0 else "restarting"
         ps = self._det_ps.get(instance)
         if pid is not None and (ps is None or ps.pid != pid):
-            with contextlib.suppress(psutil.Error):
-                ps = psutil.Process(pid)
-                ps.cpu_percent(None)
-                self._det_ps[instance] = ps
+            ps = self._det_ps[instance] = _Cpu(pid)
         cpu = rss = 0.0
         if ps is not None:
-            with contextlib.suppress(psutil.Error):
-                cpu, rss = ps.cpu_percent(None), ps.memory_info().rss / 2**20
+            rss = ps.sample(time.monotonic())
+            cpu = ps.value
         metrics: dict[str, float] = {}
         if beat is not None:
             metrics = {"batches": beat.batches, "images": beat.images, "queued": beat.queued,
@@ -656,8 +687,13 @@ class Node:
                                   errors=errors)
             self._last_reload = result
         log.error("configuration rejected, nothing changed: %s", "; ".join(errors))
-        self._write_status(self._build_status())
+        self._refresh_status()
         return result
+
+    def _refresh_status(self) -> None:
+        with self._lock:
+            self._status = self._build_status()
+        self._write_status(self._status)
 
     def _validate(self, new: Config) -> list[str]:
         errors = []
@@ -728,6 +764,7 @@ class Node:
                 for name in plan.removed:
                     self._log_router.close_camera(name)
             self._last_reload = result
+        self._refresh_status()
         log.info("configuration applied (generation %d): added %s, removed %s, restarted %s, updated %s",
                  result.generation, result.added, result.removed, result.restarted, result.updated)
         return result
