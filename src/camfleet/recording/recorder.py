@@ -134,7 +134,7 @@ class Recorder:
                 self.stats.subscriptions += 1
                 with sub:
                     self._consume(sub, stop)
-                self._close("publisher gone")
+                self._close("stopped" if stop.is_set() else "publisher gone")
         finally:
             self._close("stopped")
 
@@ -190,8 +190,8 @@ class Recorder:
             if not tl.anchored:
                 tl.anchor(packet, ts)
             self._open(ts)
-        elif packet.is_key and float((ts - self._writer.origin) * tl.time_base) >= (
-            self.settings.segment_seconds - 1e-6
+        elif packet.is_key and float((ts - self._writer.origin + tl.frame_step // 2) * tl.time_base) >= (
+            self.settings.segment_seconds  # half a frame of slack: timestamps jitter by a few ms
         ):
             self._finish(tl.wall(ts))
             if abs(tl.drift(packet, ts)) > self.max_gap / 2:

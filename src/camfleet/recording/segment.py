@@ -1,7 +1,8 @@
 """One MP4 segment being written: packets remuxed with PyAV, never decoded or re-encoded.
 
 The file is written as ``<start-ms>.mp4.part`` (fragmented MP4, a fragment per
-keyframe, so even a killed writer leaves every finished GOP readable), then
+keyframe, flushed to the file at once, so even a killed writer leaves every
+finished GOP readable), then
 fsynced and renamed to ``.mp4`` by :meth:`SegmentWriter.finish`.
 """
 
@@ -23,6 +24,7 @@ from .paths import PART_SUFFIX, SEGMENT_SUFFIX, atomic_replace
 log = logging.getLogger("camfleet.recording")
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+_OPTIONS = {"movflags": MOVFLAGS, "flush_packets": "1"}  # each finished fragment reaches the file
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class SegmentWriter:
         for attempt in (1, 2):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                return av.open(str(self.part), "w", format="mp4", options={"movflags": MOVFLAGS})
+                return av.open(str(self.part), "w", format="mp4", options=_OPTIONS)
             except FileNotFoundError:
                 if attempt == 2:  # retention pruned the empty directory in between: once more
                     raise
