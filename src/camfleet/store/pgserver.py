@@ -40,7 +40,7 @@ def find_bin_dir() -> Path:
         candidates.append(os.environ[BIN_ENV])
     found = shutil.which("pg_ctl")
     if found:
-        candidates.append(str(Path(found).parent))
+        candidates.append(str(Path(found).resolve().parent))
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
     for c in candidates:
         if (Path(c) / "initdb").is_file() and (Path(c) / "pg_ctl").is_file():
