@@ -1,0 +1,1106 @@
+"""Benchmark: how many 720p @ 15 fps cameras one machine analyses in real time, camfleet vs an OpenCV loop.
+
+Run from the repository root::
+
+    .venv/bin/python bench/capacity.py --quick            # 2, then 4 (or 1) cameras, short windows (< 60 s)
+    .venv/bin/python bench/capacity.py                    # 1, 2, 3, ... until neither keeps up
+    .venv/bin/python bench/capacity.py --max-cameras 8 --json out.json
+
+Both systems read the same real RTSP streams: camfleet's simulator (:class:`camfleet.sim.SimServer`,
+GStreamer's RTSP server) serves N cameras, 1280x720 H.264 at 15 fps with people, a cat and a
+motorcycle moving. For each N, one after the other on the same streams:
+
+* camfleet: a :class:`camfleet.runtime.Node` with the N cameras (an ingest and a pipeline process per
+  camera, one shared detector process), detect stream 640x360 at 5 fps, the pipeline motion -> detect
+  (the default model) -> track -> zones -> events;
+* the baseline a user would otherwise write: one process, one thread per camera, each with its own
+  ``cv2.VideoCapture(url)`` reading every frame and its own TFLite interpreter running the same model
+  on every third frame (5 fps), no motion gating.
+
+N grows until a system no longer keeps up (or ``--max-cameras``). See ``METHOD`` below (also printed
+and stored in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from _benchutil import cell as _cell
+from _benchutil import cpu_model as _cpu_model
+from _benchutil import cpu_s as _cpu_s
+
+CAM_W, CAM_H, CAM_FPS = 1280, 720, 15.0  # what the simulated cameras send
+CAM_KBPS, CAM_GOP = 2000, 30  # H.264 bitrate (kbit/s) and keyframe interval (frames)
+DET_W, DET_H, DET_FPS = 640, 360, 5.0  # what camfleet analyses
+INFER_EVERY = round(CAM_FPS / DET_FPS)  # the baseline runs the model on every INFER_EVERY-th frame
+MODEL_IN = (300, 300)
+SUSTAIN = 0.95  # a rate keeps up when it is at least this fraction of its target
+SIM_OBJECTS = [("person", "cat"), ("person", "motorcycle"), ("person",), ("cat", "motorcycle")]
+READY_TIMEOUT = 90.0  # s: 2N+1 spawned processes importing numpy/tflite on a busy 2-core machine
+SYSTEMS = ("camfleet", "opencv")
+LABELS = {"camfleet": "camfleet", "opencv": "OpenCV loop"}
+
+METHOD = {
+    "cameras": (
+        f"camfleet.sim.SimServer: N cameras, {CAM_W}x{CAM_H} H.264 (x264 ultrafast, zerolatency, baseline "
+        f"profile) at {CAM_FPS:g} fps, {CAM_KBPS} kbit/s, keyframe every {CAM_GOP} frames, RTSP over TCP on "
+        "127.0.0.1; photographs of people / a cat / a motorcycle always moving (so motion never gates "
+        "detection off). A fresh server per N; both systems read the same streams, one after the other"
+    ),
+    "camfleet": (
+        "camfleet.runtime.Node, config built as YAML text (runtime.default's template with rtsp sources, "
+        f"snapshot element left out): detect {DET_W}x{DET_H} @ {DET_FPS:g} fps, pipeline motion -> detect "
+        "(ssd-mobilenet-v2, min_score 0.5) -> track -> zones -> events; detectors: cpu {tflite, processes "
+        "1, threads 1, max_batch 8, max_wait_ms 10} as runtime.default (--detector-processes and "
+        "--detector-threads change it). Per camera an ingest process (PyAV demux + decode of every frame, "
+        "scale, publish 5 fps to the frame ring) and a pipeline process"
+    ),
+    "opencv": (
+        "the loop a user writes: one process, one thread per camera: cv2.VideoCapture(url, CAP_FFMPEG) "
+        "(OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp, like camfleet), cap.read() of every frame "
+        f"(BGR {CAM_W}x{CAM_H}), every {INFER_EVERY}rd frame cv2.resize to 300x300 + BGR->RGB and the same "
+        "model through camfleet.detect.load_runtime(spec, threads=1) (one TFLite interpreter per thread). "
+        "No motion gating, no tracking: the plain loop. A read failure reopens the capture"
+    ),
+    "in fps": (
+        "frames per second each camera's stream was read at, over the window: camfleet: packets demuxed "
+        "(packet ring sequence numbers; demux and decode share one thread, one packet per frame); "
+        "baseline: successful cap.read() calls. 'min' is the slowest camera"
+    ),
+    "an fps": (
+        "frames analysed per second per camera: camfleet: frames the pipeline process took from the frame "
+        "ring (its 'pipeline' subscriber's delivered counter; the ring gets 5 fps); baseline: model runs"
+    ),
+    "sustained": (
+        f"every camera: in fps >= {SUSTAIN:.0%} of {CAM_FPS:g} and analysed fps >= {SUSTAIN:.0%} of "
+        f"{DET_FPS:g} over the whole window (less one frame of slack for where the window's edges fall), "
+        "with no process restarted and no error"
+    ),
+    "lag": (
+        "growth of the stream's lag behind the wall clock over the window, seconds: window - (stream "
+        "time of the last frame at the end - at the start); camfleet: pts of the frame ring (the "
+        "decoded, published frames), baseline: CAP_PROP_POS_MSEC of the last frame read. ~0 when "
+        "decoding keeps up; it grows when a reader falls behind a stream that buffers"
+    ),
+    "CPU%": (
+        "user+system CPU time over the window of the processes of the system under test, / window, in % "
+        "of one core (200 = both cores of a 2-core machine): camfleet: every process of the node (ingest, "
+        "pipeline, detector, their children, the fork server they start from) plus the Node's own threads "
+        "(supervisor, event sink, detector watchdogs), which run in the bench process; baseline: its "
+        "process. /cam: divided by N. The simulator (GStreamer server + the frame feeders, in the bench "
+        "process) is not counted"
+    ),
+    "memory": (
+        "RSS and PSS (shared pages split among the processes sharing them: sums are not double counted) "
+        "in MiB, summed over the same processes, right after the window"
+    ),
+    "sim%": (
+        "CPU% of the simulator's RTSP server process plus the bench process (frame feeders, polling), "
+        "less the Node's threads counted above"
+    ),
+    "other%": (
+        "CPU% the rest of the machine used during the window (all-core busy time minus the system under "
+        "test and sim%): other work sharing the cores; rows with a high value were disturbed"
+    ),
+    "search": (
+        "per system: --quick runs N = 2, then 4 if 2 was sustained, else 1 (two runs); the full run "
+        "steps N = 1, 2, 3, ... up to --max-cameras and stops at the first N not sustained. 'max "
+        "sustained' is the largest N sustained below the smallest N that was not; with --quick an N "
+        "between them may not have been tried (said so). --cams runs exactly the counts given"
+    ),
+    "an ms": (
+        "camfleet: the pipeline's lag gauge from node.status() (frame published by ingest -> analysed "
+        "through events), sampled twice a second over the window, mean; baseline: cap.read() returning "
+        "-> the model's answer, mean over analysed frames. Not the same span (camfleet's includes the "
+        "wait in the ring); neither includes the camera -> decoder part"
+    ),
+    "simskip": (
+        "frames the simulator's feeders skipped during the window because the machine was too busy to "
+        "render them on time: > 0 means the streams themselves were short of 15 fps"
+    ),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+def _busy_s() -> float:
+    """CPU time the whole machine has spent busy (all cores), seconds; guest time is inside user already."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+def _err_line(text: str) -> str:
+    return text.strip().splitlines()[-1] if text.strip() else ""
+
+
+def _procs_of(pids: list[int]) -> list[psutil.Process]:
+    """The processes ``pids`` and all their descendants (those alive)."""
+    out: dict[int, psutil.Process] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            out[pid] = p
+            for c in p.children(recursive=True):
+                out[c.pid] = c
+    return list(out.values())
+
+
+def _cpu_map(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            out[p.pid] = _cpu_s(p)
+    return out
+
+
+def _memory_mb(procs: list[psutil.Process]) -> tuple[float, float]:
+    """Summed RSS and PSS of ``procs``, MiB."""
+    rss = pss = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            m = p.memory_full_info()
+            rss += m.rss
+            pss += getattr(m, "pss", m.rss)
+    return rss / 2**20, pss / 2**20
+
+
+def _node_threads() -> set[int]:
+    """Native ids of the Node's threads in this process (supervisor, event sink, detector watchdogs)."""
+    return {t.native_id for t in threading.enumerate() if t.native_id is not None
+            and t.name.startswith(("camfleet-", "detector-")) and not t.name.startswith("camfleet-sim")}
+
+
+def _forkservers() -> list[psutil.Process]:
+    """This process's multiprocessing fork servers (the Node forks its camera processes from one)."""
+    return [c for c in psutil.Process().children()
+            if "multiprocessing.forkserver" in " ".join(_safe_cmdline(c))]
+
+
+def _thread_cpu(tids: set[int]) -> dict[int, float]:
+    """CPU seconds of the threads ``tids`` of this process."""
+    return {t.id: t.user_time + t.system_time for t in psutil.Process().threads() if t.id in tids}
+
+
+def _sim_procs() -> list[psutil.Process]:
+    """The simulator's RTSP server process(es) and this process (which renders and feeds the frames)."""
+    me = psutil.Process()
+    out = [me]
+    for c in me.children(recursive=False):
+        with contextlib.suppress(psutil.Error):
+            if any("_gst_server" in part for part in c.cmdline()):
+                out.append(c)
+    return out
+
+
+@dataclass
+class Window:
+    """CPU counters of the system under test, the simulator and the machine at one instant.
+
+    ``threads``: the system under test's threads inside this process (the Node's supervisor runs
+    here), counted for it and taken out of the simulator's share of this process.
+    """
+
+    t: float
+    sut: dict[int, float]
+    threads: dict[int, float]
+    sim: dict[int, float]
+    busy: float
+
+    @classmethod
+    def take(cls, sut: list[psutil.Process], sim: list[psutil.Process], threads: set[int] | None = None
+             ) -> Window:
+        return cls(time.monotonic(), _cpu_map(sut), _thread_cpu(threads or set()), _cpu_map(sim), _busy_s())
+
+
+def _delta(a: dict[int, float], b: dict[int, float]) -> float:
+    return sum(b[k] - a[k] for k in b if k in a)
+
+
+def _cpu_summary(w0: Window, w1: Window, n: int) -> dict[str, Any]:
+    """CPU% (of one core) of the system under test, per camera, of the simulator and of everything else."""
+    wall = w1.t - w0.t
+    threads = _delta(w0.threads, w1.threads)
+    sut = _delta(w0.sut, w1.sut) + threads
+    sim = _delta(w0.sim, w1.sim) - threads
+    busy = w1.busy - w0.busy
+    return {
+        "window_s": wall,
+        "cpu_pct": 100 * sut / wall,
+        "cpu_pct_cam": 100 * sut / wall / n,
+        "sim_pct": 100 * sim / wall,
+        "other_pct": 100 * max(0.0, busy - sut - sim) / wall,
+        "machine_pct": 100 * busy / wall,
+        "lost_pids": sorted(set(w0.sut) - set(w1.sut)),
+    }
+
+
+def _sustained(in_fps: list[float], an_fps: list[float], window: float) -> tuple[bool, str]:
+    """Whether every camera kept up with its input and analysis rates, and if not, why.
+
+    One frame of slack over the window: where its edges fall between frames is chance.
+    """
+    why = []
+    slack = 1.0 / window
+    slow_in = [i + 1 for i, f in enumerate(in_fps) if f + slack < SUSTAIN * CAM_FPS]
+    slow_an = [i + 1 for i, f in enumerate(an_fps) if f + slack < SUSTAIN * DET_FPS]
+    if slow_in:
+        why.append(f"input < {SUSTAIN * CAM_FPS:.2f} fps on cam {','.join(map(str, slow_in))}")
+    if slow_an:
+        why.append(f"analysis < {SUSTAIN * DET_FPS:.2f} fps on cam {','.join(map(str, slow_an))}")
+    return not why, "; ".join(why)
+
+
+def _why(why: str, row: dict[str, Any]) -> str:
+    """Why a run was not sustained (errors included), noting when the simulator itself fell behind."""
+    parts = [why] if why else []
+    parts += [_err_line(e) for e in row["errors"]]
+    skipped = row["summary"].get("sim_skipped", 0)
+    if parts and skipped:
+        parts.append(f"the simulator itself skipped {skipped} frame(s): the machine was saturated")
+    return "; ".join(parts)
+
+
+def _per_camera_summary(in_fps: list[float], an_fps: list[float], lag: list[float | None]) -> dict[str, Any]:
+    lags = [v for v in lag if v is not None]
+    return {
+        "in_fps_min": min(in_fps),
+        "in_fps_mean": float(np.mean(in_fps)),
+        "an_fps_min": min(an_fps),
+        "an_fps_mean": float(np.mean(an_fps)),
+        "lag_growth_max_s": max(lags) if lags else None,
+    }
+
+
+# --------------------------------------------------------------------------- the cameras
+def _camera_names(n: int) -> list[str]:
+    return [f"cap{i + 1}" for i in range(n)]
+
+
+def start_sim(n: int) -> Any:
+    """A running SimServer with ``n`` 720p15 H.264 cameras."""
+    from camfleet.sim import CameraSpec, SimServer
+
+    specs = [
+        CameraSpec(name=name, codec="h264", width=CAM_W, height=CAM_H, fps=CAM_FPS, bitrate_kbps=CAM_KBPS,
+                   gop=CAM_GOP, seed=i, objects=SIM_OBJECTS[i % len(SIM_OBJECTS)])
+        for i, name in enumerate(_camera_names(n))
+    ]
+    sim = SimServer(specs)
+    sim.open()
+    return sim
+
+
+def _sim_skipped(sim: Any) -> int:
+    return sum(sim.frames_skipped(name) for name in sim.cameras)
+
+
+# --------------------------------------------------------------------------- camfleet
+_CONFIG = """
+version: 1
+data_dir: {data_dir}
+models:
+  ssd-mobilenet-v2:
+    path: {model}
+    runtime: tflite
+    input: {{width: 300, height: 300}}
+    labels: {labels}
+detectors:
+  cpu: {{runtime: tflite, processes: {det_procs}, threads: {det_threads}, max_batch: 8, max_wait_ms: 10}}
+pipelines:
+  default:
+    - motion: {{}}
+    - detect: {{model: ssd-mobilenet-v2, detector: cpu, min_score: 0.5}}
+    - track: {{fps: {det_fps:g}, max_disappeared_s: 3}}
+    - zones: {{}}
+    - events: {{min_frames: 3}}
+defaults:
+  detect: {{width: {det_w}, height: {det_h}, fps: {det_fps:g}}}
+  pipeline: default
+cameras:
+{cameras}
+"""
+
+
+def camfleet_config(urls: dict[str, str], data_dir: Path, det_procs: int = 1, det_threads: int = 1) -> Any:
+    """The node's configuration: runtime.default's template with the simulator's RTSP cameras."""
+    from camfleet.config import load_config_text
+    from camfleet.detect.models import DEFAULT_LABELS_FILE, DEFAULT_MODEL_FILE, models_dir
+
+    cams = "\n".join(
+        f"  {name}:\n    sources: [{{url: \"{url}\", roles: [detect], transport: tcp}}]\n"
+        f"    zones:\n      left: {{points: [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}"
+        for name, url in urls.items()
+    )
+    text = _CONFIG.format(
+        data_dir=str(data_dir.resolve()), model=str(models_dir() / DEFAULT_MODEL_FILE),
+        labels=str(models_dir() / DEFAULT_LABELS_FILE), det_w=DET_W, det_h=DET_H, det_fps=DET_FPS,
+        det_procs=det_procs, det_threads=det_threads, cameras=cams,
+    )
+    return load_config_text(text, source="<bench/capacity.py>")
+
+
+@dataclass
+class RingSnap:
+    """One camera's ring counters at one instant (from the shared-memory headers, nothing registered)."""
+
+    t: float
+    packets: int
+    frames: int
+    frame_pts: int
+    delivered: int
+    skipped: int
+    pipeline_pid: int
+
+
+def _ring_snap(camera: str) -> RingSnap | None:
+    from camfleet.framebus.inspect import ring_info
+    from camfleet.framebus.layout import KIND_FRAMES, KIND_PACKETS
+
+    t = time.monotonic()
+    pk = ring_info(camera, KIND_PACKETS)
+    fr = ring_info(camera, KIND_FRAMES)
+    if pk.error or fr.error:
+        return None
+    subs = [s for s in fr.subscribers if s.name == "pipeline" and s.alive]
+    if not subs:
+        return None
+    return RingSnap(t, pk.last_seq, fr.last_seq, fr.last_pts, subs[0].delivered, subs[0].skipped, subs[0].pid)
+
+
+def _time_base(camera: str) -> float | None:
+    """Seconds per pts tick of ``camera``'s stream (from its packet ring)."""
+    from camfleet import framebus
+
+    with contextlib.suppress(Exception), framebus.subscribe_packets(camera, name="bench-tb") as sub:
+        num, den = sub.time_base
+        return num / den if den else None
+    return None
+
+
+def _node_pids(node: Any) -> dict[str, int]:
+    return {name: pid for name, pid in node.processes().items() if pid is not None}
+
+
+def _node_status(node: Any) -> dict[str, Any] | None:
+    """``node.status()`` per camera (rates over the node's own recent window), where the Node has it."""
+    status = getattr(node, "status", None)
+    if not callable(status):
+        return None
+    try:
+        st = status()
+        return {
+            name: {k: getattr(c, k, None) for k in
+                   ("state", "decode_fps", "processed_fps", "skipped_fps", "detector_rps", "inference_ms",
+                    "cpu_percent", "rss_mb", "restarts")}
+            for name, c in st.cameras.items()
+        }
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _sample_lag(node: Any, cams: list[str], until: float) -> dict[str, list[float]]:
+    """Sleep until ``until``, sampling each pipeline's lag gauge (ms from publish to analysed) twice a second.
+
+    The gauge is the last frame's, from ``node.status()``; empty lists where the Node has no status yet.
+    """
+    out: dict[str, list[float]] = {c: [] for c in cams}
+    status = getattr(node, "status", None)
+    while (left := until - time.monotonic()) > 0:
+        time.sleep(min(left, 0.5))
+        if not callable(status):
+            continue
+        with contextlib.suppress(Exception):
+            st = status()
+            for c in cams:
+                proc = st.cameras[c].processes.get("pipeline")
+                lag = proc.metrics.get("lag_ms") if proc is not None else None
+                if lag:
+                    out[c].append(float(lag))
+    return out
+
+
+def _mean_of(values: Any) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def run_camfleet(
+    sim: Any, n: int, warmup: float, window: float, data_dir: Path, detector: tuple[int, int] = (1, 1)
+) -> dict[str, Any]:
+    """N cameras through a camfleet Node: start, wait for every pipeline, warm up, measure, stop."""
+    from camfleet.detect.service import read_heartbeat
+    from camfleet.runtime import Node
+
+    cams = _camera_names(n)
+    row: dict[str, Any] = {"system": "camfleet", "n_cams": n, "errors": [], "summary": {}}
+    t_start = time.perf_counter()
+    node = None
+    supervisor = None
+    try:
+        node = Node(camfleet_config({c: sim.url(c) for c in cams}, data_dir, *detector))
+        node.start()
+        _STARTED.update(pid for pid in node.processes().values() if pid is not None)
+        supervisor = threading.Thread(target=node.supervise, name="bench-supervise", daemon=True)
+        supervisor.start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            snaps = {c: _ring_snap(c) for c in cams}
+            if all(s is not None and s.delivered > 0 for s in snaps.values()):
+                break
+            if time.monotonic() > deadline:
+                waiting = [c for c, s in snaps.items() if s is None or s.delivered == 0]
+                raise TimeoutError(f"cameras {waiting} analysed no frame within {READY_TIMEOUT:g} s")
+            time.sleep(0.25)
+        row["startup_s"] = time.perf_counter() - t_start
+        tb = {c: _time_base(c) for c in cams}
+        time.sleep(warmup)
+
+        pids0 = _node_pids(node)
+        sut = _procs_of(list(pids0.values())) + _forkservers()
+        threads = _node_threads()
+        sim_p = _sim_procs()
+        detectors = [name.split("/", 1)[1] for name in pids0 if name.startswith("detector/")]
+        skipped0 = _sim_skipped(sim)
+        hb0 = {d: read_heartbeat(d) for d in detectors}
+        r0 = {c: _ring_snap(c) for c in cams}
+        w0 = Window.take(sut, sim_p, threads)
+        lag_ms = _sample_lag(node, cams, w0.t + window)
+        w1 = Window.take(sut, sim_p, threads)
+        r1 = {c: _ring_snap(c) for c in cams}
+        hb1 = {d: read_heartbeat(d) for d in detectors}
+        skipped1 = _sim_skipped(sim)
+        pids1 = _node_pids(node)
+        row["node_status"] = _node_status(node)
+        rss, pss = _memory_mb(sut)
+
+        per_cam = []
+        for c in cams:
+            a, b = r0[c], r1[c]
+            if a is None or b is None or a.pipeline_pid != b.pipeline_pid:
+                row["errors"].append(f"camera {c}: its pipeline or ring went away during the window")
+                per_cam.append({"camera": c, "in_fps": 0.0, "pub_fps": 0.0, "an_fps": 0.0, "skip_fps": 0.0,
+                                "lag_growth_s": None})
+                continue
+            dt = b.t - a.t
+            tbc = tb.get(c)
+            per_cam.append({
+                "camera": c,
+                "in_fps": (b.packets - a.packets) / dt,
+                "pub_fps": (b.frames - a.frames) / dt,
+                "an_fps": (b.delivered - a.delivered) / dt,
+                "skip_fps": (b.skipped - a.skipped) / dt,
+                "lag_growth_s": dt - (b.frame_pts - a.frame_pts) * tbc if tbc else None,
+                "proc_ms_mean": float(np.mean(lag_ms[c])) if lag_ms[c] else None,
+                "proc_ms_max": max(lag_ms[c]) if lag_ms[c] else None,
+            })
+        if pids1 != pids0:
+            changed = sorted(k for k in pids0 if pids1.get(k) != pids0[k])
+            row["errors"].append(f"process(es) restarted during the window: {changed}")
+        det = {"images": 0, "batches": 0, "infer_ns": 0}
+        for d in detectors:
+            h0, h1 = hb0[d], hb1[d]
+            if h0 is not None and h1 is not None and h0.pid == h1.pid:
+                det["images"] += h1.images - h0.images
+                det["batches"] += h1.batches - h0.batches
+                det["infer_ns"] += h1.infer_ns - h0.infer_ns
+        in_fps = [p["in_fps"] for p in per_cam]
+        an_fps = [p["an_fps"] for p in per_cam]
+        cpu = _cpu_summary(w0, w1, n)
+        ok, why = _sustained(in_fps, an_fps, cpu["window_s"])
+        s = {
+            **_per_camera_summary(in_fps, an_fps, [p["lag_growth_s"] for p in per_cam]),
+            "pub_fps_min": min(p["pub_fps"] for p in per_cam),
+            "proc_ms": _mean_of(p.get("proc_ms_mean") for p in per_cam),
+            "skip_fps_mean": float(np.mean([p["skip_fps"] for p in per_cam])),
+            "det_img_s": det["images"] / cpu["window_s"],
+            "infer_s": det["batches"] / cpu["window_s"],
+            "infer_ms": det["infer_ns"] / det["batches"] / 1e6 if det["batches"] else None,
+            "mean_batch": det["images"] / det["batches"] if det["batches"] else None,
+            **cpu,
+            "rss_mb": rss,
+            "pss_mb": pss,
+            "processes": len(sut),
+            "sim_skipped": skipped1 - skipped0,
+        }
+        row["cameras"] = per_cam
+        row["pids"] = pids0
+        named = {**pids0, **{f"forkserver/{p.pid}": p.pid for p in _forkservers()}}
+        row["cpu_by_process"] = {
+            name: 100 * (w1.sut.get(pid, 0.0) - w0.sut.get(pid, 0.0)) / cpu["window_s"]
+            for name, pid in named.items()
+        }
+        row["cpu_by_process"]["node threads in the bench process"] = (
+            100 * _delta(w0.threads, w1.threads) / cpu["window_s"])
+        row["summary"] = s
+        row["sustained"] = ok and not row["errors"]
+        row["why"] = _why(why, row)
+    except Exception:
+        row["errors"].append(traceback.format_exc())
+        row["sustained"] = False
+        row["why"] = _err_line(row["errors"][-1])
+    finally:
+        if node is not None:
+            stragglers = list(_node_pids(node).values())
+            node.stop()
+            _kill_alive(stragglers)
+        if supervisor is not None:
+            supervisor.join(5)
+    row["elapsed_s"] = time.perf_counter() - t_start
+    return row
+
+
+# --------------------------------------------------------------------------- the OpenCV baseline
+@dataclass
+class CamCounters:
+    """One baseline camera's counters (written by its thread, read by the worker's main thread)."""
+
+    reads: int = 0
+    infers: int = 0
+    pos_ms: float = 0.0
+    read_failures: int = 0
+    reopens: int = 0
+    detections: int = 0
+    analyse_ms: float = 0.0  # summed time from cap.read() returning to the model's answer, analysed frames
+    error: str = ""
+
+
+def _baseline_camera(url: str, c: CamCounters, stop: threading.Event) -> None:
+    """What a user writes: read every frame, run the model on every third one."""
+    import cv2
+
+    from camfleet.detect import default_model_spec, load_runtime
+
+    try:
+        runtime = load_runtime(default_model_spec(), threads=1)  # one interpreter per camera thread
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise RuntimeError("cv2.VideoCapture could not open the stream")
+        while not stop.is_set():
+            ok, frame = cap.read()
+            t_read = time.perf_counter()
+            if not ok:
+                c.read_failures += 1
+                cap.release()
+                time.sleep(1.0)
+                cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+                c.reopens += 1
+                continue
+            c.reads += 1
+            c.pos_ms = float(cap.get(cv2.CAP_PROP_POS_MSEC))
+            if c.reads % INFER_EVERY == 0:
+                small = cv2.resize(frame, MODEL_IN, interpolation=cv2.INTER_LINEAR)
+                rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+                c.detections += len(runtime.detect(rgb))
+                c.analyse_ms += (time.perf_counter() - t_read) * 1e3
+                c.infers += 1
+        cap.release()
+        runtime.close()
+    except Exception:
+        c.error = traceback.format_exc()
+
+
+def _baseline_worker(conn: Any, urls: list[str]) -> None:
+    """The baseline process: one thread per camera; answers ("snap",) with the counters until ("exit",)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us in order
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
+    stop = threading.Event()
+    counters = [CamCounters() for _ in urls]
+    threads = [threading.Thread(target=_baseline_camera, args=(u, c, stop), name=f"cam{i + 1}", daemon=True)
+               for i, (u, c) in enumerate(zip(urls, counters, strict=True))]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] != "snap":
+                break
+            conn.send(("snap", time.monotonic(), [asdict(c) for c in counters]))
+    except (EOFError, OSError):
+        pass
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        conn.close()
+
+
+def _snap(conn: Any) -> tuple[float, list[dict[str, Any]]]:
+    conn.send(("snap",))
+    if not conn.poll(10):
+        raise TimeoutError("the baseline process did not answer within 10 s")
+    _, t, counters = conn.recv()
+    return t, counters
+
+
+def run_baseline(ctx: Any, sim: Any, n: int, warmup: float, window: float) -> dict[str, Any]:
+    """N cameras through the OpenCV loop in a spawned process: start, wait, warm up, measure, stop."""
+    cams = _camera_names(n)
+    row: dict[str, Any] = {"system": "opencv", "n_cams": n, "errors": [], "summary": {}}
+    t_start = time.perf_counter()
+    proc = None
+    conn = None
+    try:
+        conn, child = ctx.Pipe()
+        proc = ctx.Process(target=_baseline_worker, args=(child, [sim.url(c) for c in cams]),
+                           name="bench-opencv", daemon=True)
+        proc.start()
+        _STARTED.add(proc.pid)
+        child.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            _, counters = _snap(conn)
+            errors = [c["error"] for c in counters if c["error"]]
+            if errors:
+                raise RuntimeError(f"a baseline camera failed:\n{errors[0]}")
+            if all(c["infers"] > 0 for c in counters):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the baseline cameras ran no model within {READY_TIMEOUT:g} s")
+            time.sleep(0.25)
+        row["startup_s"] = time.perf_counter() - t_start
+        time.sleep(warmup)
+
+        sut = _procs_of([proc.pid])
+        sim_p = _sim_procs()
+        skipped0 = _sim_skipped(sim)
+        w0 = Window.take(sut, sim_p)
+        t0, c0 = _snap(conn)
+        time.sleep(window)
+        t1, c1 = _snap(conn)
+        w1 = Window.take(sut, sim_p)
+        skipped1 = _sim_skipped(sim)
+        rss, pss = _memory_mb(sut)
+        dt = t1 - t0
+        per_cam = []
+        for name, a, b in zip(cams, c0, c1, strict=True):
+            if b["error"]:
+                row["errors"].append(f"camera {name}: {_err_line(b['error'])}")
+            if b["reopens"] != a["reopens"]:
+                row["errors"].append(f"camera {name}: the capture was reopened during the window")
+            per_cam.append({
+                "camera": name,
+                "in_fps": (b["reads"] - a["reads"]) / dt,
+                "an_fps": (b["infers"] - a["infers"]) / dt,
+                "lag_growth_s": dt - (b["pos_ms"] - a["pos_ms"]) / 1e3,
+                "proc_ms_mean": (b["analyse_ms"] - a["analyse_ms"]) / max(1, b["infers"] - a["infers"]),
+                "read_failures": b["read_failures"] - a["read_failures"],
+                "dets_per_infer": (b["detections"] - a["detections"]) / max(1, b["infers"] - a["infers"]),
+            })
+        in_fps = [p["in_fps"] for p in per_cam]
+        an_fps = [p["an_fps"] for p in per_cam]
+        cpu = _cpu_summary(w0, w1, n)
+        ok, why = _sustained(in_fps, an_fps, cpu["window_s"])
+        row["cameras"] = per_cam
+        row["summary"] = {
+            **_per_camera_summary(in_fps, an_fps, [p["lag_growth_s"] for p in per_cam]),
+            "det_img_s": sum(an_fps),
+            "proc_ms": _mean_of(p["proc_ms_mean"] for p in per_cam),
+            **cpu,
+            "rss_mb": rss,
+            "pss_mb": pss,
+            "processes": len(sut),
+            "sim_skipped": skipped1 - skipped0,
+        }
+        row["sustained"] = ok and not row["errors"]
+        row["why"] = _why(why, row)
+    except Exception:
+        row["errors"].append(traceback.format_exc())
+        row["sustained"] = False
+        row["why"] = _err_line(row["errors"][-1])
+    finally:
+        if conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(("exit",))
+        if proc is not None:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        if conn is not None:
+            conn.close()
+    row["elapsed_s"] = time.perf_counter() - t_start
+    return row
+
+
+# --------------------------------------------------------------------------- cleanup
+_STARTED: set[int] = set()  # pids of processes this run started that may outlive an interrupted stop
+
+
+def _kill_alive(pids: list[int]) -> None:
+    """SIGKILL those of ``pids`` that are still alive and still our children (never anything else)."""
+    me = os.getpid()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            if p.is_running() and me in {a.pid for a in p.parents()}:
+                p.kill()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- report
+Column = tuple[str, int, str, str]  # header, width, format, key
+
+SIDE_COLUMNS: list[Column] = [
+    ("ok", 3, "s", "ok"),
+    ("in min", 6, ".1f", "in_fps_min"),
+    ("an min", 6, ".2f", "an_fps_min"),
+    ("CPU%", 5, ".0f", "cpu_pct"),
+    ("/cam", 4, ".0f", "cpu_pct_cam"),
+    ("RSS MB", 6, ".0f", "rss_mb"),
+    ("PSS MB", 6, ".0f", "pss_mb"),
+]
+DETAIL_COLUMNS: list[Column] = [
+    ("system", 11, "s", "label"),
+    ("cams", 4, "d", "n_cams"),
+    ("ok", 3, "s", "ok"),
+    ("in min", 6, ".1f", "in_fps_min"),
+    ("in avg", 6, ".1f", "in_fps_mean"),
+    ("an min", 6, ".2f", "an_fps_min"),
+    ("an avg", 6, ".2f", "an_fps_mean"),
+    ("lag s", 5, ".2f", "lag_growth_max_s"),
+    ("an ms", 5, ".0f", "proc_ms"),
+    ("det/s", 5, ".1f", "det_img_s"),
+    ("ms/inf", 6, ".1f", "infer_ms"),
+    ("CPU%", 5, ".0f", "cpu_pct"),
+    ("/cam", 4, ".0f", "cpu_pct_cam"),
+    ("RSS MB", 6, ".0f", "rss_mb"),
+    ("PSS MB", 6, ".0f", "pss_mb"),
+    ("procs", 5, "d", "processes"),
+    ("sim%", 4, ".0f", "sim_pct"),
+    ("simskip", 7, "d", "sim_skipped"),
+    ("other%", 6, ".0f", "other_pct"),
+    ("start s", 7, ".1f", "startup_s"),
+]
+
+
+def _values(r: dict[str, Any]) -> dict[str, Any]:
+    v = dict(r.get("summary", {}))
+    v["label"] = LABELS[r["system"]]
+    v["n_cams"] = r["n_cams"]
+    v["ok"] = "yes" if r.get("sustained") else ("ERR" if "cpu_pct" not in v else "no")
+    v["startup_s"] = r.get("startup_s")
+    return v
+
+
+def side_by_side(rows: list[dict[str, Any]], systems: list[str]) -> str:
+    group = sum(w for _, w, _, _ in SIDE_COLUMNS) + len(SIDE_COLUMNS) - 1
+    top = "cams | " + " | ".join(LABELS[s].center(group) for s in systems)
+    head = "     | " + " | ".join(" ".join(h.rjust(w) for h, w, _, _ in SIDE_COLUMNS) for _ in systems)
+    lines = [top, head, "-" * len(head)]
+    by = {(r["system"], r["n_cams"]): r for r in rows}
+    for n in sorted({r["n_cams"] for r in rows}):
+        cells = []
+        for s in systems:
+            r = by.get((s, n))
+            if r is None:
+                cells.append("(not run)".center(group))
+            else:
+                v = _values(r)
+                cells.append(" ".join(_cell(v.get(k), w, f) if f != "s" else str(v.get(k, "")).rjust(w)
+                                      for _, w, f, k in SIDE_COLUMNS))
+        lines.append(f"{n:>4} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def detail_table(rows: list[dict[str, Any]]) -> str:
+    header = " ".join(c[0].ljust(c[1]) if i == 0 else c[0].rjust(c[1]) for i, c in enumerate(DETAIL_COLUMNS))
+    lines = [header, "-" * len(header)]
+    for r in sorted(rows, key=lambda r: (SYSTEMS.index(r["system"]), r["n_cams"])):
+        v = _values(r)
+        lines.append(" ".join(
+            (str(v.get(k, "")).ljust(w) if i == 0 else str(v.get(k, "")).rjust(w)) if f == "s"
+            else _cell(v.get(k), w, f)
+            for i, (_, w, f, k) in enumerate(DETAIL_COLUMNS)
+        ))
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, dict[str, Any]]:
+    """Per system: the largest N sustained below the smallest N not sustained, and CPU per camera there."""
+    out = {}
+    for s in systems:
+        mine = [r for r in rows if r["system"] == s]
+        failed = [r["n_cams"] for r in mine if not r.get("sustained")]
+        hi = min(failed) if failed else None
+        ok = [r for r in mine if r.get("sustained") and (hi is None or r["n_cams"] < hi)]
+        best = max(ok, key=lambda r: r["n_cams"]) if ok else None
+        lo = best["n_cams"] if best else 0
+        fail_row = next((r for r in mine if r["n_cams"] == hi), None)
+        out[s] = {
+            "max_sustained": lo,
+            "cpu_pct_cam": best["summary"]["cpu_pct_cam"] if best else None,
+            "cpu_pct": best["summary"]["cpu_pct"] if best else None,
+            "first_failed": hi,
+            "untried_between": hi is not None and hi - lo > 1,
+            "why": fail_row.get("why") if fail_row else None,
+            "tried": sorted(r["n_cams"] for r in mine),
+        }
+    return out
+
+
+def verdict_lines(v: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for s, x in v.items():
+        if not x["tried"]:
+            lines.append(f"{LABELS[s]:<11}: not run")
+            continue
+        if x["max_sustained"]:
+            line = (f"{LABELS[s]:<11}: {x['max_sustained']} camera(s) sustained in real time, "
+                    f"{x['cpu_pct_cam']:.0f}% of one core per camera ({x['cpu_pct']:.0f}% in all)")
+        else:
+            line = f"{LABELS[s]:<11}: not even 1 camera sustained"
+        if x["first_failed"] is not None:
+            line += f"; not at {x['first_failed']}: {x['why']}"
+            if x["untried_between"]:
+                gap = range(x["max_sustained"] + 1, x["first_failed"])
+                line += f" ({gap[0] if len(gap) == 1 else f'{gap[0]}..{gap[-1]}'} not tried)"
+        else:
+            line += f"; sustained at every N tried (up to {max(x['tried'])}): raise --max-cameras to go on"
+        lines.append(line)
+    return lines
+
+
+# --------------------------------------------------------------------------- main
+@dataclass
+class Search:
+    """One system's search for its largest sustained N: grow until a failure, then bisect the gap.
+
+    ``lo`` is the largest N sustained so far (0: none), ``hi`` the smallest N that was not (None: none
+    yet); ``grow`` doubles N (--quick) or adds one; at most ``max_probes`` runs.
+    """
+
+    first: int
+    cap: int
+    double: bool
+    max_probes: int
+    lo: int = 0
+    hi: int | None = None
+    probes: int = 0
+
+    def next(self) -> int | None:
+        if self.probes >= self.max_probes:
+            return None
+        if self.hi is None:
+            n = self.first if self.lo == 0 else (self.lo * 2 if self.double else self.lo + 1)
+            n = min(n, self.cap)
+            return n if n > self.lo else None
+        return (self.lo + self.hi) // 2 if self.hi - self.lo > 1 else None
+
+    def record(self, n: int, sustained: bool) -> None:
+        self.probes += 1
+        if sustained:
+            self.lo = max(self.lo, n)
+        else:
+            self.hi = n if self.hi is None else min(self.hi, n)
+
+
+def _progress(r: dict[str, Any]) -> None:
+    sm = r["summary"]
+    rates = (f"in {sm['in_fps_min']:.1f} fps, analysed {sm['an_fps_min']:.2f} fps (min), CPU "
+             f"{sm['cpu_pct']:.0f}% ({sm['cpu_pct_cam']:.0f}%/cam), other {sm['other_pct']:.0f}%, "
+             if "cpu_pct" in sm else "")
+    verdict = "sustained" if r["sustained"] else "NOT sustained: " + r["why"]
+    print(f"  {LABELS[r['system']]:<11} {r['n_cams']:>2} cam: {rates}{verdict}, {r['elapsed_s']:.1f} s",
+          file=sys.stderr, flush=True)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="N = 2, then 4 or 1; short windows (< 60 s)")
+    ap.add_argument("--max-cameras", type=int, default=16, help="largest N tried (default 16)")
+    ap.add_argument("--cams", nargs="+", type=int, help="exactly these camera counts (no search order)")
+    ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    ap.add_argument("--warmup", type=float, help="seconds between ready and the window (default 2; 5)")
+    ap.add_argument("--window", type=float, help="seconds measured per run (default 4 with --quick; 20)")
+    ap.add_argument("--detector-processes", type=int, default=1,
+                    help="camfleet: detector processes (default 1, as runtime.default)")
+    ap.add_argument("--detector-threads", type=int, default=1,
+                    help="camfleet: inference threads per detector process (default 1, as runtime.default)")
+    ap.add_argument("--json", type=Path, default=Path("artifacts/bench-capacity.json"), help="raw results")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    warmup = args.warmup if args.warmup is not None else (2.0 if quick else 5.0)
+    window = args.window if args.window is not None else (4.0 if quick else 20.0)
+    if not 1 <= args.max_cameras <= 64 or any(not 1 <= n <= 64 for n in args.cams or []):
+        ap.error("camera counts must be within 1..64")
+    systems = [s for s in SYSTEMS if s in args.systems]
+    detector = (args.detector_processes, args.detector_threads)
+
+    # A private shm directory: the node's rings and detector never meet a test's (spawned children inherit).
+    shm = Path(tempfile.mkdtemp(prefix="camfleet-bench-capacity-", dir="/dev/shm"))
+    os.environ["CAMFLEET_SHM_DIR"] = str(shm)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    ctx = mp.get_context("spawn")
+
+    from camfleet.detect import default_model_spec
+
+    spec = default_model_spec()
+    if args.cams:
+        search_text = f"{sorted(set(args.cams))} as given"
+    elif quick:
+        search_text = f"2, then 4 (or 1 where 2 fails), at most {args.max_cameras}"
+    else:
+        search_text = f"1, 2, 3, ... until not sustained, at most {args.max_cameras}"
+    load_start = os.getloadavg()
+    print(
+        f"capacity bench: {CAM_W}x{CAM_H} H.264 @ {CAM_FPS:g} fps RTSP cameras, analysed at {DET_FPS:g} fps, "
+        f"model {spec.id}; N: {search_text}; warm-up "
+        f"{warmup:g} s, window {window:g} s; {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    if load_start[0] > 0.5:
+        print(f"note: load average {load_start[0]:.2f} before the start: other work shares the CPUs",
+              flush=True)
+
+    rows: list[dict[str, Any]] = []
+    interrupted = False
+    t0 = time.perf_counter()
+    if args.cams:  # exactly the counts given, every system at each
+        plan = {s: iter(sorted(set(args.cams))) for s in systems}
+        searches: dict[str, Search] = {}
+    else:
+        searches = {s: Search(first=2 if quick else 1, cap=args.max_cameras, double=quick,
+                              max_probes=2 if quick else args.max_cameras) for s in systems}
+    sim = None
+    try:
+        while True:
+            if args.cams:
+                wanted = {s: n for s in systems if (n := next(plan[s], None)) is not None}
+            else:
+                wanted = {s: n for s in systems if (n := searches[s].next()) is not None}
+            if not wanted:
+                break
+            for n in sorted(set(wanted.values())):
+                sim = start_sim(n)
+                time.sleep(0.5)  # the feeders and the server settle
+                for s in (s for s in systems if wanted.get(s) == n):
+                    if s == "camfleet":
+                        r = run_camfleet(sim, n, warmup, window, data_dir, detector)
+                    else:
+                        r = run_baseline(ctx, sim, n, warmup, window)
+                    rows.append(r)
+                    if s in searches:
+                        searches[s].record(n, r["sustained"])
+                    _progress(r)
+                sim.close()
+                sim = None
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: cleaning up", file=sys.stderr, flush=True)
+    finally:
+        if sim is not None:
+            sim.close()
+        _kill_alive([c.pid for c in psutil.Process().children(recursive=True)
+                     if c.pid in _STARTED or "_gst_server" in " ".join(_safe_cmdline(c))])
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shm_left = sorted(p.name for p in shm.iterdir()) if shm.exists() else []
+        shutil.rmtree(shm, ignore_errors=True)
+        signal.signal(signal.SIGTERM, old_term)
+    elapsed = time.perf_counter() - t0
+    load_end = os.getloadavg()
+
+    v = verdicts(rows, systems)
+    print()
+    print(f"cameras sustained in real time ({CAM_W}x{CAM_H} @ {CAM_FPS:g} fps in, {DET_FPS:g} fps analysed); "
+          "in = frames read/s per camera, an = frames analysed/s per camera (min over cameras), "
+          "CPU% of one core")
+    print(side_by_side(rows, systems))
+    print()
+    for line in verdict_lines(v):
+        print(line)
+    print()
+    print(detail_table(rows))
+    other = [r["summary"]["other_pct"] for r in rows if "other_pct" in r["summary"]]
+    if other and max(other) > 25:
+        print(f"note: other work used {min(other):.0f}-{max(other):.0f}% CPU (200% = {os.cpu_count()} "
+              "cores busy) during the windows: the results measure what that left of the machine")
+    print()
+    print(f"total {elapsed:.1f} s; load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the "
+          "end. Columns and method:")
+    for key, text in METHOD.items():
+        print(f"  {key}: {text}")
+    errors = [(r["system"], r["n_cams"], e) for r in rows for e in r.get("errors", [])]
+    if errors:
+        print(f"\n{len(errors)} error(s):")
+        for s, n, e in errors:
+            print(f"  {LABELS[s]} {n} cam: {_err_line(e)}")
+    if shm_left:
+        print(f"\nremoved {len(shm_left)} leftover shm file(s): {', '.join(shm_left)}")
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "meta": {
+            "argv": sys.argv,
+            "quick": quick,
+            "interrupted": interrupted,
+            "search": search_text,
+            "warmup_s": warmup,
+            "window_s": window,
+            "elapsed_s": elapsed,
+            "python": sys.version,
+            "numpy": np.__version__,
+            "opencv": _version("opencv-python-headless"),
+            "av": _version("av"),
+            "ai_edge_litert": _version("ai-edge-litert"),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "memory_gb": psutil.virtual_memory().total / 2**30,
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
+            "model": {"id": spec.id, "sha256": spec.sha256, "path": str(spec.path)},
+            "cameras": {"width": CAM_W, "height": CAM_H, "fps": CAM_FPS, "kbps": CAM_KBPS, "gop": CAM_GOP},
+            "detect": {"width": DET_W, "height": DET_H, "fps": DET_FPS, "sustain_fraction": SUSTAIN},
+            "camfleet_detector": {"processes": detector[0], "threads": detector[1]},
+            "shm_leftovers_removed": shm_left,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "method": METHOD,
+        },
+        "verdicts": v,
+        "runs": rows,
+    }
+    args.json.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"raw results: {args.json}")
+    if interrupted:
+        return 130
+    return 1 if errors else 0
+
+
+def _safe_cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
