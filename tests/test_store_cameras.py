@@ -185,3 +185,10 @@ def test_sqlite_key_defaults_next_to_the_database(tmp_path: Path, monkeypatch: p
         assert "pa55" not in repr(store)
     finally:
         store.close()
+
+
+def test_camera_row_repr_masks_passwords(store: Store) -> None:
+    store.set_applied_cameras(_cams())
+    rows = store.camera_rows()
+    assert "pa55" in repr(rows[1].config)  # the config itself is clear (internal use)
+    assert "pa55" not in repr(rows) and "front" in repr(rows)

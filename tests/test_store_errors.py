@@ -116,3 +116,10 @@ def test_errors_after_open_are_store_errors(tmp_path: Path) -> None:
             store.nodes()
     finally:
         store.close()
+
+
+def test_missing_postgres_binaries_are_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMFLEET_PG_BIN", str(tmp_path / "nowhere"))
+    with pytest.raises(StoreError, match="initdb and pg_ctl") as err:
+        PgServer()
+    assert str(tmp_path / "nowhere") in str(err.value)

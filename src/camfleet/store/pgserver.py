@@ -24,7 +24,8 @@ import psycopg
 from camfleet.store.errors import StoreError
 
 BIN_ENV = "CAMFLEET_PG_BIN"
-"""Environment variable naming the directory of initdb/pg_ctl (default: newest /usr/lib/postgresql/*/bin)."""
+"""Environment variable naming the directory of initdb/pg_ctl (default: $PATH, then newest
+/usr/lib/postgresql/*/bin)."""
 
 START_TIMEOUT_S = 60
 """How long (seconds) pg_ctl waits for the server to start or stop."""
@@ -35,9 +36,14 @@ FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes"
 
 def find_bin_dir() -> Path:
     """The directory holding initdb and pg_ctl; StoreError saying how to install them when absent."""
+    forced = os.environ.get(BIN_ENV)
+    if forced:  # authoritative when set
+        if (Path(forced) / "initdb").is_file() and (Path(forced) / "pg_ctl").is_file():
+            return Path(forced)
+        raise StoreError(
+            f"${BIN_ENV}={forced} does not hold the PostgreSQL server binaries initdb and pg_ctl"
+        )
     candidates: list[str] = []
-    if os.environ.get(BIN_ENV):
-        candidates.append(os.environ[BIN_ENV])
     found = shutil.which("pg_ctl")
     if found:
         candidates.append(str(Path(found).resolve().parent))
@@ -107,7 +113,11 @@ class PgServer:
         pwfile.write_text(self.password + "\n")
         pwfile.chmod(0o600)
         if self._as_postgres:
-            pw = pwd.getpwnam("postgres")
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise StoreError("PostgreSQL refuses to run as root and there is no 'postgres' user to "
+                                 "run it as (Debian's postgresql package creates it)") from None
             for p in (self.root, sock, pwfile):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         try:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from camfleet.ingest.url import mask_text
+
 _PIPELINE_KEYS = frozenset(
     {"id", "camera", "label", "start_ns", "end_ns", "top_score", "zones", "snapshot"}
 )
@@ -96,6 +98,10 @@ class CameraRow:
     name: str
     config: dict[str, Any]
     updated: float
+
+    def __repr__(self) -> str:
+        config = mask_text(repr(self.config))
+        return f"CameraRow(name={self.name!r}, config={config}, updated={self.updated!r})"
 
 
 @dataclass

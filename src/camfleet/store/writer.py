@@ -119,15 +119,15 @@ class StoreWriter:
 
     @property
     def stats(self) -> dict[str, float]:
-        """Counters: messages written, batches, errors, dropped, retries, lost, queue depth, last_batch_ms.
+        """Counters: messages written, batches, errors, dropped, retries, lost, queue_depth, last_batch_ms.
 
         ``errors`` counts dropped messages and failed write attempts; ``lost`` messages given up
-        at stop; ``queue`` messages submitted but not yet committed; ``last_batch_ms`` the
-        duration of the last commit in milliseconds.
+        at stop; ``queue_depth`` (alias ``queue``) messages submitted but not yet committed;
+        ``last_batch_ms`` the duration of the last commit in milliseconds.
         """
         with self._cond:
             out: dict[str, float] = {k: float(v) for k, v in self._counts.items()}
-            out["queue"] = float(self._submitted - self._done)
+            out["queue_depth"] = out["queue"] = float(self._submitted - self._done)
         out["last_batch_ms"] = self._last_batch_s * 1000.0
         return out
 
