@@ -268,6 +268,10 @@ class Recorder:
         if self.on_segment is not None:
             self.on_segment(info)
 
+    def finish_segment(self, reason: str = "stopped") -> None:
+        """Finish the open segment now, as on stop (after the last packet written)."""
+        self._close(reason)
+
     def _close(self, reason: str) -> None:
         """End the open segment after the last packet written (not at a keyframe)."""
         tl = self._timeline
