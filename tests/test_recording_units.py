@@ -156,6 +156,8 @@ def test_length_prefixed_packets_from_an_mp4_source(tmp_path: Path) -> None:
         st = c.streams.video[0]
         avcc = bytes(st.codec_context.extradata or b"")
         demuxed = [p for p in c.demux(st) if p.size]
+        tb = st.time_base
+        assert tb is not None
     assert avcc and avcc[0] == 1
     info = stream_info("h264", avcc, bytes(demuxed[0]))
     assert (info.width, info.height, info.nal_length_size) == (322, 182, 4)
@@ -164,8 +166,8 @@ def test_length_prefixed_packets_from_an_mp4_source(tmp_path: Path) -> None:
     for i, p in enumerate(demuxed):
         pkt = Packet(seq=i + 1, data=bytes(p), pts=p.pts, dts=p.dts, duration=0,
                      flags=PacketFlags.KEY if p.is_keyframe else PacketFlags.NONE,
-                     capture_ns=int((T0 + float(p.dts * st.time_base)) * 1e9))
-        rec.on_packet(pkt, ("h264", avcc, (st.time_base.numerator, st.time_base.denominator))
+                     capture_ns=int((T0 + float(p.dts * tb)) * 1e9))
+        rec.on_packet(pkt, ("h264", avcc, (tb.numerator, tb.denominator))
                       if pkt.is_key else None)
     rec.finish_segment()
     (seg,) = sink.segments
