@@ -23,10 +23,14 @@ from camfleet.runtime import Node
 from camfleet.store import Store
 
 
-def camera_yaml(name: str, seed: int = 0, objects: str = "person") -> str:
-    return (f"  {name}:\n    sources: [{{url: \"synthetic://{name}?width=320&height=240&fps=10&seed={seed}"
-            f"&objects={objects}\", roles: [detect]}}]\n"
+def camera_yaml(name: str, seed: int = 0, objects: str = "person", record: bool = False) -> str:
+    roles = "[detect, record]" if record else "[detect]"
+    text = (f"  {name}:\n    sources: [{{url: \"synthetic://{name}?width=320&height=240&fps=10&seed={seed}"
+            f"&objects={objects}\", roles: {roles}}}]\n"
             f"    zones:\n      left: {{points: [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}\n")
+    if record:
+        text += "    record: {enabled: true, segment_seconds: 2, pre_capture: 1, post_capture: 1}\n"
+    return text
 
 
 def node_config(data_dir: Path, cameras: str, api: str = "") -> Config:

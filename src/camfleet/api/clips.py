@@ -1,17 +1,23 @@
-"""Clips cut from the recording segments (``camfleet.recording.export``), cached in ``<data_dir>/clips``."""
+"""Clips remuxed from the recording segments (``camfleet.recording.export``), served with HTTP Range.
+
+Clips are exported once and cached under ``<data_dir>/clips`` (files unused
+for an hour are pruned). A span that is still being recorded (a running
+event, a span ending in the last seconds) is cached for 10 s only, so a
+player's successive Range requests see the same file while it still grows.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import HTTPException
 from fastapi.responses import FileResponse
 
+from camfleet.recording.export import ExportError, event_clip, export_clip
 from camfleet.store import EventRecord
 
 from .context import ApiContext
@@ -20,60 +26,77 @@ from .files import file_response, safe_file
 log = logging.getLogger("camfleet.api")
 
 MAX_CLIP_SECONDS = 3600.0
-_PRE_POST_S = 5.0
+CACHE_KEEP_S = 3600.0
+DEFAULT_PRE_POST_S = 5.0
+GROWING_CACHE_S = 10
 _locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _exporter() -> Callable[..., Any] | None:
-    try:
-        module = importlib.import_module("camfleet.recording.export")
-    except ImportError:
-        return None
-    fn = getattr(module, "export_clip", None)
-    return fn if callable(fn) else None
+_guard = threading.Lock()
 
 
 def _lock(name: str) -> threading.Lock:
-    with _locks_guard:
+    with _guard:
         return _locks.setdefault(name, threading.Lock())
 
 
-def clip_file(ctx: ApiContext, camera: str, start: float, end: float) -> Path:
-    """The clip of ``camera`` from ``start`` to ``end`` (epoch seconds), exported once and cached.
+def _prune(folder: Path) -> None:
+    cutoff = time.time() - CACHE_KEEP_S
+    for path in folder.glob("*.mp4"):
+        try:
+            if path.stat().st_atime < cutoff:
+                path.unlink()
+        except OSError:
+            continue
 
-    Raises:
-        HTTPException: 404 when there is no footage for the span, or clip export is not available.
-    """
+
+def _not_found(exc: Exception, what: str) -> HTTPException:
+    log.info("clip %s: %s", what, exc)
+    return HTTPException(404, "no recording covers that span")
+
+
+def _export(ctx: ApiContext, name: str, make: Callable[[Path], object]) -> FileResponse:
+    folder = ctx.clips_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock(name):
+        if not (folder / name).is_file():
+            _prune(folder)
+            try:
+                make(folder / name)
+            except ExportError as exc:
+                raise _not_found(exc, name) from None
+    return file_response(safe_file(folder, name), "video/mp4")
+
+
+def _settle_s(ctx: ApiContext, camera: str) -> float:
+    """Seconds after which footage of a moment is in closed segments (a segment's length, and slack)."""
+    cam = ctx.node.current_config().cameras.get(camera)
+    return (cam.record.segment_seconds if cam is not None else 10.0) + 2.0
+
+
+def _growing_suffix(finished: bool) -> str:
+    return "" if finished else f"-live{int(time.time() // GROWING_CACHE_S)}"
+
+
+def span_clip(ctx: ApiContext, camera: str, start: float, end: float) -> FileResponse:
+    """``camera``'s footage from ``start`` to ``end`` (epoch seconds, at most an hour) as MP4."""
     if not end > start or end - start > MAX_CLIP_SECONDS:
         raise HTTPException(422, f"a clip spans more than 0 and at most {MAX_CLIP_SECONDS:.0f} seconds")
-    export = _exporter()
-    if export is None:
-        raise HTTPException(404, "clip export is not available in this build")
-    name = f"{camera}-{start:.3f}-{end:.3f}.mp4"
-    ctx.clips_dir.mkdir(parents=True, exist_ok=True)
-    out = ctx.clips_dir / name
-    with _lock(name):
-        if not out.is_file():
-            tmp = ctx.clips_dir / f".{name}.part"
-            try:
-                export(ctx.store, ctx.recordings_dir, camera, start, end, tmp)
-            except (LookupError, ValueError, FileNotFoundError) as exc:
-                tmp.unlink(missing_ok=True)
-                log.info("clip %s: %s", name, exc)
-                raise HTTPException(404, "no recording covers that span") from None
-            if not tmp.is_file():
-                raise HTTPException(404, "no recording covers that span")
-            tmp.replace(out)
-    return safe_file(ctx.clips_dir, name)
+    finished = end + _settle_s(ctx, camera) < time.time()
+
+    def make(out: Path) -> object:
+        return export_clip(ctx.store, ctx.recordings_dir, camera, start, end, out)
+
+    return _export(ctx, f"{camera}-{start:.3f}-{end:.3f}{_growing_suffix(finished)}.mp4", make)
 
 
-def clip_response(ctx: ApiContext, *, event: EventRecord | None = None, camera: str | None = None,
-                  start: float | None = None, end: float | None = None) -> FileResponse:
-    """An event's clip (with pre/post capture) or a span's, as an MP4 file response with Range support."""
-    if event is not None:
-        camera = event.camera
-        start = event.start - _PRE_POST_S
-        end = (event.end if event.end is not None else event.start) + _PRE_POST_S
-    assert camera is not None and start is not None and end is not None
-    return file_response(clip_file(ctx, camera, start, end), "video/mp4")
+def clip_of_event(ctx: ApiContext, event: EventRecord) -> FileResponse:
+    """The event's footage with the camera's pre/post capture, as MP4."""
+    cam = ctx.node.current_config().cameras.get(event.camera)
+    pre = cam.record.pre_capture if cam is not None else DEFAULT_PRE_POST_S
+    post = cam.record.post_capture if cam is not None else DEFAULT_PRE_POST_S
+
+    def make(out: Path) -> object:
+        return event_clip(ctx.store, ctx.recordings_dir, event.id, out, pre=pre, post=post)
+
+    finished = event.end is not None and event.end + post + _settle_s(ctx, event.camera) < time.time()
+    name = f"event-{event.id}-{pre:g}-{post:g}{_growing_suffix(finished)}.mp4"
+    return _export(ctx, name, make)

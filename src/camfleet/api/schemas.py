@@ -131,3 +131,19 @@ class Me(BaseModel):
     name: str
     role: Literal["admin", "viewer"]
     open: bool
+
+
+class CameraStorage(BaseModel):
+    """One camera's recordings."""
+
+    segments: int
+    bytes: int
+
+
+class Storage(BaseModel):
+    """Disk space where recordings are written, and what each camera's recordings take."""
+
+    recordings_dir_total_bytes: int | None
+    recordings_dir_free_bytes: int | None
+    events: int
+    cameras: dict[str, CameraStorage]

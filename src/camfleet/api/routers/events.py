@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from ..auth import authorize
-from ..clips import clip_response
+from ..clips import clip_of_event
 from ..context import Ctx
 from ..files import file_response, safe_file
 from ..schemas import Event, EventPage, RetainBody
@@ -69,4 +69,4 @@ def retain(event_id: EventId, body: RetainBody, ctx: Ctx) -> Event:
 def event_clip(event_id: EventId, ctx: Ctx) -> FileResponse:
     """The event's clip (with pre/post capture), exported from the recording segments."""
     event = find_event(ctx.store, event_id)
-    return clip_response(ctx, event=event)
+    return clip_of_event(ctx, event)

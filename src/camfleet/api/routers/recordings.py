@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
 from ..auth import authorize
-from ..clips import clip_response
+from ..clips import span_clip as export_span
 from ..context import Ctx
 from ..files import file_response, safe_file
 from ..schemas import Segment
@@ -34,7 +34,7 @@ def list_segments(
             responses={200: _VIDEO, 404: {"description": "no recording covers the span"}})
 def span_clip(camera: CameraName, start: Epoch, end: Epoch, ctx: Ctx) -> FileResponse:
     """A clip of ``camera`` from ``start`` to ``end`` (at most an hour), remuxed from its segments."""
-    return clip_response(ctx, camera=camera, start=start, end=end)
+    return export_span(ctx, camera, start, end)
 
 
 @router.get("/files/{path:path}", response_class=FileResponse,

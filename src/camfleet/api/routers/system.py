@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from ..auth import Principal, authorize
 from ..context import ApiContext, Ctx
-from ..schemas import Health, Me
+from ..schemas import CameraStorage, Health, Me, Storage
 
 log = logging.getLogger("camfleet.api")
 
@@ -60,3 +61,21 @@ async def status(ctx: Ctx) -> Response:
 async def me(principal: Annotated[Principal, Depends(authorize)], ctx: Ctx) -> Me:
     """The caller's token name and role."""
     return Me(name=principal.name, role=principal.role, open=ctx.open)
+
+
+@router.get("/storage", response_model=Storage)
+def storage(ctx: Ctx) -> Storage:
+    """Free and total space of the recordings' disk, events stored, recordings per camera."""
+    total = free = None
+    path = ctx.recordings_dir
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        usage = shutil.disk_usage(path)
+        total, free = usage.total, usage.free
+    except OSError:
+        log.warning("disk usage of %s unavailable", path)
+    totals = ctx.store.segment_totals()
+    cams = {name: CameraStorage(segments=n, bytes=size) for name, (n, size) in totals.items()}
+    return Storage(recordings_dir_total_bytes=total, recordings_dir_free_bytes=free,
+                   events=ctx.store.count_events(), cameras=cams)

@@ -1,0 +1,423 @@
+// camfleet web UI: plain JavaScript, no build step, no external resources.
+"use strict";
+
+const TOKEN_KEY = "camfleet_token";
+const PAGE_SIZE = 20;
+const state = {
+  token: localStorage.getItem(TOKEN_KEY) || "",
+  status: null,
+  page: "live",
+  eventsOffset: 0,
+  eventsTotal: 0,
+  filters: {},
+  selected: null,
+  ws: null,
+  wsDelay: 500,
+  eventsTimer: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node[k] = v;
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// ---------------------------------------------------------------- token and requests
+
+function setCookie(token) {
+  // <img> and <video> requests cannot carry a header: reads also accept this cookie
+  document.cookie = `${TOKEN_KEY}=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+}
+
+function saveToken(token) {
+  state.token = token;
+  localStorage.setItem(TOKEN_KEY, token);
+  setCookie(token);
+}
+
+function askToken(message) {
+  const dialog = $("#token-dialog");
+  $("#token-error").textContent = message || "";
+  if (!dialog.open) dialog.showModal();
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(`HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(options.json);
+  }
+  const response = await fetch(path, { ...options, headers });
+  let body = null;
+  const type = response.headers.get("content-type") || "";
+  if (type.includes("application/json")) body = await response.json();
+  if (response.status === 401) askToken(state.token ? "That token was not accepted." : "");
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+// ---------------------------------------------------------------- pages
+
+function show(page) {
+  state.page = page;
+  for (const b of document.querySelectorAll("button.tab")) b.classList.toggle("active", b.dataset.page === page);
+  for (const s of document.querySelectorAll("section.page")) s.classList.toggle("hidden", s.id !== `page-${page}`);
+  if (page === "events") loadEvents();
+  if (page === "cameras") loadCameras();
+  if (page === "system") { renderSystem(); loadStorage(); }
+}
+
+// ---------------------------------------------------------------- live grid
+
+function frameUrl(name) {
+  return $("#use-mjpeg").checked
+    ? `/api/cameras/${encodeURIComponent(name)}/mjpeg?fps=5`
+    : `/api/cameras/${encodeURIComponent(name)}/frame.jpg?t=${Date.now()}`;
+}
+
+function refreshImage(img) {
+  if (!img.isConnected) return;
+  img.src = frameUrl(img.dataset.camera);
+}
+
+function makeCard(name) {
+  const img = el("img", { alt: name, dataset: { camera: name } });
+  img.addEventListener("load", () => {
+    img.dataset.loaded = "1";
+    if (!$("#use-mjpeg").checked) setTimeout(() => refreshImage(img), 1000);
+  });
+  img.addEventListener("error", () => setTimeout(() => refreshImage(img), 2000));
+  const card = el("div", { class: "card", dataset: { camera: name } }, img,
+    el("div", { class: "meta" }, el("strong", {}, name),
+      el("span", { class: "state" }), el("span", { class: "fps muted" })));
+  return card;
+}
+
+function renderGrid() {
+  const grid = $("#grid");
+  const cameras = state.status ? Object.values(state.status.cameras).filter((c) => c.enabled) : [];
+  const names = new Set(cameras.map((c) => c.name));
+  for (const card of [...grid.children]) if (!names.has(card.dataset.camera)) card.remove();
+  for (const cam of cameras.sort((a, b) => a.name.localeCompare(b.name))) {
+    let card = grid.querySelector(`.card[data-camera="${CSS.escape(cam.name)}"]`);
+    if (!card) {
+      card = makeCard(cam.name);
+      grid.append(card);
+      refreshImage(card.querySelector("img"));
+    }
+    const st = card.querySelector(".state");
+    st.textContent = cam.state;
+    st.className = `state state-${cam.state}`;
+    card.querySelector(".fps").textContent =
+      `${cam.decode_fps.toFixed(1)} fps · ${cam.processed_fps.toFixed(1)} analysed`;
+    card.title = cam.last_error || cam.reason || "";
+  }
+  $("#grid-empty").classList.toggle("hidden", cameras.length > 0);
+}
+
+// ---------------------------------------------------------------- events
+
+function fmtTime(epoch) {
+  return epoch ? new Date(epoch * 1000).toLocaleString() : "";
+}
+
+function playClip(id) {
+  const video = $("#clip");
+  $("#clip-error").textContent = "";
+  $("#player").classList.remove("hidden");
+  video.src = `/api/events/${encodeURIComponent(id)}/clip.mp4`;
+  video.play().catch(() => {});
+}
+
+function eventItem(ev) {
+  const img = ev.has_snapshot
+    ? el("img", { src: `/api/events/${encodeURIComponent(ev.id)}/snapshot.jpg`, alt: ev.label, loading: "lazy" })
+    : el("div", { class: "muted" }, "no snapshot");
+  const retain = el("input", { type: "checkbox", checked: ev.retained, title: "keep past retention" });
+  retain.addEventListener("change", async () => {
+    try { await api(`/api/events/${encodeURIComponent(ev.id)}/retain`, { method: "PUT", json: { retained: retain.checked } }); }
+    catch (e) { retain.checked = !retain.checked; }
+  });
+  const span = ev.end ? `${Math.max(0, ev.end - ev.start).toFixed(1)} s` : "ongoing";
+  return el("li", { dataset: { id: ev.id, camera: ev.camera } }, img,
+    el("div", { class: "info" },
+      el("div", {}, el("strong", {}, ev.label), ` on ${ev.camera}`, ` · ${(ev.top_score * 100).toFixed(0)}%`),
+      el("div", { class: "muted" }, `${fmtTime(ev.start)} · ${span}`,
+        ev.zones.length ? ` · zones: ${ev.zones.join(", ")}` : "")),
+    el("label", {}, retain, " retain"),
+    el("button", { type: "button", onclick: () => playClip(ev.id) }, "clip"));
+}
+
+async function loadEvents() {
+  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.eventsOffset });
+  for (const [k, v] of Object.entries(state.filters)) if (v) params.set(k, v);
+  let page;
+  try { page = await api(`/api/events?${params}`); } catch (e) { return; }
+  state.eventsTotal = page.total;
+  const list = $("#events");
+  list.replaceChildren(...page.items.map(eventItem));
+  $("#events-empty").classList.toggle("hidden", page.items.length > 0);
+  const last = Math.min(page.offset + page.items.length, page.total);
+  $("#events-range").textContent = page.total ? `${page.offset + 1}–${last} of ${page.total}` : "";
+}
+
+function eventsChanged() {
+  // events arrive in bursts; reload the first page at most once a second
+  if (state.page !== "events" || state.eventsOffset !== 0 || state.eventsTimer) return;
+  state.eventsTimer = setTimeout(() => { state.eventsTimer = null; loadEvents(); }, 1000);
+}
+
+// ---------------------------------------------------------------- cameras editor
+
+function showIssues(list, issues) {
+  list.replaceChildren(...issues.map((i) => el("li", {},
+    `${i.path || "(config)"}: ${i.message}${i.suggestion ? ` (${i.suggestion})` : ""}`)));
+}
+
+function fillEditor(name, cfg, isNew) {
+  state.selected = isNew ? null : name;
+  $("#editor-title").textContent = isNew ? "New camera" : `Camera ${name}`;
+  $("#cam-name").value = name || "";
+  $("#cam-name").readOnly = !isNew;
+  const sources = (cfg && cfg.sources) || [];
+  const detect = sources.find((s) => (s.roles || []).includes("detect")) || sources[0];
+  $("#cam-url").value = detect ? detect.url : "";
+  $("#cam-enabled").checked = !cfg || cfg.enabled !== false;
+  $("#cam-json").value = JSON.stringify(cfg || { sources: [{ url: "", roles: ["detect", "record"] }] }, null, 2);
+  $("#cam-issues").replaceChildren();
+  for (const li of document.querySelectorAll("#camera-list li")) li.classList.toggle("selected", li.dataset.camera === name);
+}
+
+async function loadCameras() {
+  let cams, changes;
+  try { [cams, changes] = await Promise.all([api("/api/cameras"), api("/api/changes")]); } catch (e) { return; }
+  $("#camera-list").replaceChildren(...cams.map((c) => el("li", {
+    dataset: { camera: c.name },
+    class: c.name === state.selected ? "selected" : "",
+    onclick: () => fillEditor(c.name, c.staged || c.config, false),
+  }, c.name, c.pending !== "none" ? el("span", { class: "badge" }, c.pending) : "")));
+  $("#changes").replaceChildren(...changes.changes.map((ch) => el("li", { dataset: { camera: ch.camera } },
+    `${ch.action} ${ch.camera}`)));
+  if (!changes.changes.length) $("#changes").append(el("li", { class: "muted" }, "none"));
+  const badge = $("#pending-badge");
+  badge.textContent = changes.changes.length;
+  badge.classList.toggle("hidden", changes.changes.length === 0);
+}
+
+async function stageCamera(event) {
+  event.preventDefault();
+  const issues = $("#cam-issues");
+  const name = $("#cam-name").value.trim();
+  let cfg;
+  try { cfg = JSON.parse($("#cam-json").value || "{}"); } catch (e) {
+    showIssues(issues, [{ path: "", message: `not valid JSON: ${e.message}` }]);
+    return;
+  }
+  const url = $("#cam-url").value.trim();
+  if (url) {
+    cfg.sources = Array.isArray(cfg.sources) && cfg.sources.length ? cfg.sources : [{ roles: ["detect"] }];
+    const detect = cfg.sources.find((s) => (s.roles || []).includes("detect")) || cfg.sources[0];
+    detect.url = url;
+  }
+  cfg.enabled = $("#cam-enabled").checked;
+  try {
+    await api(`/api/cameras/${encodeURIComponent(name)}`, { method: "PUT", json: cfg });
+    issues.replaceChildren(el("li", { class: "muted" }, "staged; apply to run it"));
+    state.selected = name;
+    await loadCameras();
+  } catch (e) {
+    if (e.body && e.body.issues) showIssues(issues, e.body.issues);
+    else if (e.body && e.body.detail) showIssues(issues, [{ path: "", message: JSON.stringify(e.body.detail) }]);
+  }
+}
+
+async function deleteCamera() {
+  const name = $("#cam-name").value.trim();
+  if (!name) return;
+  try { await api(`/api/cameras/${encodeURIComponent(name)}`, { method: "DELETE" }); } catch (e) { /* shown by 401 */ }
+  fillEditor("", null, true);
+  await loadCameras();
+}
+
+async function applyChanges() {
+  const out = $("#apply-result");
+  out.className = "muted";
+  out.textContent = "applying…";
+  try {
+    const r = await api("/api/apply", { method: "POST" });
+    out.textContent = `applied (generation ${r.generation})` +
+      (r.added.length ? `; added ${r.added.join(", ")}` : "") +
+      (r.removed.length ? `; removed ${r.removed.join(", ")}` : "") +
+      (r.restarted.length ? `; restarted ${r.restarted.join(", ")}` : "") +
+      (r.errors.length ? `; ${r.errors.join("; ")}` : "");
+    out.dataset.applied = String(r.generation);
+  } catch (e) {
+    out.className = "error";
+    if (e.body && e.body.issues) {
+      out.textContent = "not applied: the configuration is invalid";
+      showIssues($("#cam-issues"), e.body.issues);
+    } else if (e.body && e.body.errors) {
+      out.textContent = `not applied: ${e.body.errors.join("; ")}`;
+    } else {
+      out.textContent = `not applied (${e.message})`;
+    }
+  }
+  await loadCameras();
+}
+
+// ---------------------------------------------------------------- system
+
+function row(...cells) {
+  return el("tr", {}, ...cells.map((c) => el("td", {}, c === null || c === undefined ? "" : c)));
+}
+
+function renderSystem() {
+  const st = state.status;
+  if (!st || state.page !== "system") return;
+  $("#node-info").textContent = `node ${st.node} · pid ${st.pid} · up since ${fmtTime(st.started_at)}` +
+    ` · configuration generation ${st.reload.generation}` + (st.reload.ok ? "" : ` · last reload failed: ${st.reload.errors.join("; ")}`);
+  const cams = Object.values(st.cameras);
+  $("#camera-table tbody").replaceChildren(...cams.map((c) => row(c.name, c.state, c.decode_fps.toFixed(1),
+    c.processed_fps.toFixed(1), c.skipped_fps.toFixed(1), c.detector_rps.toFixed(1), c.inference_ms.toFixed(1),
+    c.restarts, c.last_error)));
+  const procs = [...Object.values(st.detectors), ...cams.flatMap((c) => Object.values(c.processes))];
+  $("#process-table tbody").replaceChildren(...procs.map((p) => row(p.name, p.kind, p.state, p.pid,
+    p.cpu_percent.toFixed(0), p.rss_mb.toFixed(0), p.restarts, p.last_error)));
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "?";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+async function loadStorage() {
+  let s;
+  try { s = await api("/api/storage"); } catch (e) { return; }
+  $("#storage-info").textContent = `${fmtBytes(s.recordings_dir_free_bytes)} free of ` +
+    `${fmtBytes(s.recordings_dir_total_bytes)} · ${s.events} events stored`;
+  $("#storage-table tbody").replaceChildren(...Object.entries(s.cameras).map(([name, c]) =>
+    row(name, c.segments, fmtBytes(c.bytes))));
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const query = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
+  const ws = new WebSocket(`${proto}://${location.host}/api/ws${query}`);
+  state.ws = ws;
+  ws.onopen = () => {
+    state.wsDelay = 500;
+    $("#conn").textContent = "live";
+    $("#conn").className = "conn on";
+  };
+  ws.onmessage = (msg) => {
+    const data = JSON.parse(msg.data);
+    if (data.type === "snapshot") {
+      state.status = data.status;
+      renderGrid();
+      renderSystem();
+    } else if (data.type === "event") {
+      eventsChanged();
+    }
+  };
+  ws.onclose = () => {
+    $("#conn").textContent = "offline";
+    $("#conn").className = "conn off";
+    if (state.ws !== ws) return;
+    setTimeout(connect, state.wsDelay);
+    state.wsDelay = Math.min(state.wsDelay * 2, 10000);
+  };
+}
+
+function reconnect() {
+  const old = state.ws;
+  state.ws = null;
+  if (old) old.close();
+  connect();
+}
+
+// ---------------------------------------------------------------- start
+
+async function start() {
+  for (const b of document.querySelectorAll("button.tab")) b.addEventListener("click", () => show(b.dataset.page));
+  $("#token-button").addEventListener("click", () => askToken(""));
+  $("#token-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    saveToken($("#token-input").value.trim());
+    try {
+      await api("/api/me");
+      $("#token-dialog").close();
+      reconnect();
+      show(state.page);
+    } catch (err) { /* askToken already says why */ }
+  });
+  $("#use-mjpeg").addEventListener("change", () => {
+    for (const img of document.querySelectorAll("#grid img")) refreshImage(img);
+  });
+  $("#event-filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.filters = Object.fromEntries(new FormData(e.target));
+    state.eventsOffset = 0;
+    loadEvents();
+  });
+  $("#events-prev").addEventListener("click", () => {
+    state.eventsOffset = Math.max(0, state.eventsOffset - PAGE_SIZE);
+    loadEvents();
+  });
+  $("#events-next").addEventListener("click", () => {
+    if (state.eventsOffset + PAGE_SIZE < state.eventsTotal) { state.eventsOffset += PAGE_SIZE; loadEvents(); }
+  });
+  $("#player-close").addEventListener("click", () => {
+    const v = $("#clip");
+    v.pause();
+    v.removeAttribute("src");
+    v.load();
+    $("#player").classList.add("hidden");
+  });
+  $("#clip").addEventListener("error", () => {
+    $("#clip-error").textContent = "no recording covers this event";
+  });
+  $("#camera-new").addEventListener("click", () => fillEditor("", null, true));
+  $("#editor").addEventListener("submit", stageCamera);
+  $("#cam-delete").addEventListener("click", deleteCamera);
+  $("#apply").addEventListener("click", applyChanges);
+  $("#discard").addEventListener("click", async () => {
+    try { await api("/api/changes/discard", { method: "POST" }); } catch (e) { /* shown by 401 */ }
+    $("#apply-result").textContent = "";
+    await loadCameras();
+  });
+  fillEditor("", null, true);
+  setInterval(() => { if (state.page === "system") loadStorage(); }, 10000);
+  if (state.token) setCookie(state.token);
+  try {
+    await api("/api/me");
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 401) console.error(e);
+    // the token dialog is open; connect once a token is saved
+    return;
+  }
+  connect();
+}
+
+start();
