@@ -46,8 +46,8 @@ class _Unprintable:
         raise RuntimeError("no repr either")
 
 
-def child_basic(q: Any, camera: str, role: str) -> None:
-    child_logging(q, camera, role, "info")
+def child_basic(address: str, camera: str, role: str) -> None:
+    child_logging(address, camera, role, "info")
     log = logging.getLogger(f"camfleet.{role}")
     log.info("hello from %s", camera)
     log.debug("debug is below the level")
@@ -62,8 +62,8 @@ def child_basic(q: Any, camera: str, role: str) -> None:
     log.info("bye from %s", camera)
 
 
-def child_secret(q: Any, camera: str) -> None:
-    child_logging(q, camera, "ingest", "info")
+def child_secret(address: str, camera: str) -> None:
+    child_logging(address, camera, "ingest", "info")
     log = logging.getLogger("camfleet.ingest")
     url = f"rtsp://admin:{SECRET}@10.0.0.5:554/stream1"
     log.info("connecting to %s", url)
@@ -74,11 +74,31 @@ def child_secret(q: Any, camera: str) -> None:
         log.exception("camera %s failed", camera)
 
 
-def child_writer(q: Any, camera: str, role: str, n: int) -> None:
-    child_logging(q, camera, role, "info")
+def child_writer(address: str, camera: str, role: str, n: int) -> None:
+    child_logging(address, camera, role, "info")
     log = logging.getLogger("camfleet.writer")
     for i in range(n):
         log.info("%s line %05d %s", role, i, "x" * 60)
+
+
+def child_dies_mid_record(address: str) -> None:
+    child_logging(address, "cam1", "ingest", "info")
+    logging.getLogger("camfleet.ingest").info("whole line before dying")
+    handler = logging.getLogger().handlers[0]
+    sock = handler._sock  # type: ignore[attr-defined]
+    sock.sendall(b'{"msg": "half a rec')  # and then SIGKILL, as the supervisor's escalation does
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def child_outlives_router(address: str, go: Any, done: Any) -> None:
+    child_logging(address, "cam1", "ingest", "info")
+    log = logging.getLogger("camfleet.ingest")
+    log.info("before the router stops")
+    go.wait(30)
+    t = time.monotonic()
+    for i in range(100):
+        log.info("nobody listens %d", i)
+    done.put(time.monotonic() - t)
 
 
 # ---------------------------------------------------------------- helpers
@@ -138,8 +158,8 @@ def test_children_and_supervisor_log_into_tagged_camera_files(
     log = logging.getLogger("camfleet.runtime")
     log.info("node starting")
     log.warning("cam1 restarts", extra={"camera": "cam1"})
-    _run_children((child_basic, (router.queue, "cam1", "ingest")),
-                  (child_basic, (router.queue, "cam2", "pipeline")))
+    _run_children((child_basic, (router.address, "cam1", "ingest")),
+                  (child_basic, (router.address, "cam2", "pipeline")))
     _wait_for(lambda: router.open_cameras == ["cam1", "cam2"])
     assert router.stop(10.0)
 
@@ -182,7 +202,7 @@ def test_password_in_a_url_never_reaches_a_file(tmp_path: Path, capsys: pytest.C
     logging.getLogger("camfleet.runtime").error(
         "supervisor saw rtsp://admin:%s@cam/1", SECRET, extra={"camera": "door"}
     )
-    _run_children((child_secret, (router.queue, "door")))
+    _run_children((child_secret, (router.address, "door")))
     assert router.stop(10.0)
     files = list(config.logs_path.iterdir())
     assert {p.name for p in files} == {"camfleet.log", "door.log"}
@@ -196,17 +216,51 @@ def test_password_in_a_url_never_reaches_a_file(tmp_path: Path, capsys: pytest.C
     assert SECRET not in capsys.readouterr().err
 
 
-def _writer_lines(paths: list[Path], skip: str | None = None) -> dict[str, list[int]]:
+def test_a_child_killed_mid_record_does_not_stop_anyone_elses_logging(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    router = LogRouter(config, console=False)
+    router.start()
+    victim = ctx.Process(target=child_dies_mid_record, args=(router.address,))
+    victim.start()
+    victim.join(JOIN_S)
+    assert victim.exitcode == -signal.SIGKILL
+    _run_children((child_writer, (router.address, "cam1", "pipeline", 50)),
+                  (child_writer, (router.address, "cam2", "recorder", 50)))
+    _wait_for(lambda: router.dropped == 1)  # the half record, and nothing else
+    assert router.stop(10.0)
+    cam1 = (config.logs_path / "cam1.log").read_text()
+    assert "whole line before dying" in cam1 and "half a rec" not in cam1
+    assert _writer_lines([config.logs_path / "cam2.log"]) == {"recorder": list(range(50))}
+    lines = [m for m in _parse(config.logs_path / "cam1.log") if "pipeline line" in m["msg"]]
+    assert len(lines) == 50
+
+
+def test_children_never_block_on_a_stopped_router(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    router = LogRouter(config, console=False)
+    router.start()
+    go, done = ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=child_outlives_router, args=(router.address, go, done))
+    child.start()
+    path = config.logs_path / "cam1.log"
+    _wait_for(lambda: path.exists() and "before the router stops" in path.read_text())
+    assert router.stop(5.0)
+    assert not Path(router.address).exists()
+    go.set()
+    assert done.get(timeout=JOIN_S) < 2.0  # 100 records dropped at once, not waited on
+    child.join(JOIN_S)
+    assert child.exitcode == 0
+
+
+def _writer_lines(paths: list[Path]) -> dict[str, list[int]]:
     seen: dict[str, list[int]] = {}
     for p in paths:
         for line in p.read_text().splitlines():
             m = LINE.fullmatch(line)
             assert m is not None, f"broken line in {p.name}: {line!r}"
-            if m["msg"] == skip:
-                continue
             w = re.fullmatch(r"(\w+) line (\d{5}) x{60}", m["msg"])
             assert w is not None, f"broken message in {p.name}: {line!r}"
-            assert m["tag"].startswith(f"cam1/{w[1]} pid=")
+            assert re.fullmatch(rf"cam\d/{w[1]} pid=\d+", m["tag"])
             seen.setdefault(w[1], []).append(int(w[2]))
     return seen
 
@@ -223,7 +277,7 @@ def test_rotation_keeps_every_line_whole_across_three_writers(tmp_path: Path) ->
     router.start()
     n = 400
     roles = ["ingest", "pipeline", "recorder"]
-    _run_children(*((child_writer, (router.queue, "cam1", r, n)) for r in roles))
+    _run_children(*((child_writer, (router.address, "cam1", r, n)) for r in roles))
     assert router.stop(10.0)
     files = _rotated(config.logs_path / "cam1.log")
     assert len(files) > 10  # it did rotate, many times
@@ -242,17 +296,19 @@ def test_rotation_honours_the_backup_count_and_update(tmp_path: Path) -> None:
     router.start()
     n = 300
     roles = ["ingest", "pipeline", "recorder"]
-    _run_children(*((child_writer, (router.queue, "cam1", r, n)) for r in roles))
+    _run_children(*((child_writer, (router.address, "cam1", r, n)) for r in roles))
+    assert router.stop(10.0)
     logs = config.logs_path
-    # the children flushed their records before exiting: a marker put now is written last
-    logging.getLogger("camfleet.runtime").info("marker", extra={"camera": "cam1"})
-    _wait_for(lambda: "marker" in (logs / "cam1.log").read_text())
     names = {p.name for p in logs.iterdir() if p.name.startswith("cam1")}
     assert names == {"cam1.log", "cam1.log.1", "cam1.log.2"}
-    # the kept lines are, per writer, an unbroken run ending at its last line
-    for lines in _writer_lines(_rotated(logs / "cam1.log"), skip="marker").values():
+    # the kept lines are the newest: per writer, an unbroken run ending at its last line
+    kept = _writer_lines(_rotated(logs / "cam1.log"))
+    assert kept
+    for lines in kept.values():
         assert lines == list(range(lines[0], n))
 
+    router = LogRouter(config, console=False)  # a new run appends to the same files
+    router.start()
     router.update(LogSettings(max_bytes=20_000, backups=4, level="warning"))
     log = logging.getLogger("camfleet.runtime")
     log.info("not written: below the new level", extra={"camera": "cam1"})

@@ -1,17 +1,23 @@
-"""Per-camera log files with one writer: children queue their records, the supervisor writes them.
+"""Per-camera log files with one writer: children send their records, the supervisor writes them.
 
 Every process of a node logs; several of them (ingest, pipeline, recorder) are
 about the same camera. Rotating one file from several processes loses and
 breaks lines, so only the supervisor writes files:
 
-* a child calls :func:`child_logging` first thing: its root logger puts every
-  record, already formatted and pickle-safe, on the router's queue, tagged with
-  the child's camera and role;
-* the supervisor runs a :class:`LogRouter`: one listener thread writes each
-  record to the main log ``<logs_path>/camfleet.log`` (and the console) and, when
-  the record names a camera, to ``<logs_path>/<camera>.log``. Files rotate at
-  ``logging.max_bytes`` keeping ``logging.backups`` old files; they are created
-  0600 in a 0700 directory.
+* a child calls :func:`child_logging` first thing: its root logger sends every
+  record, formatted and masked in the child, to the supervisor's
+  :class:`LogRouter`, tagged with the child's camera and role;
+* the router writes each record to the main log ``<logs_path>/camfleet.log``
+  (and the console) and, when the record names a camera, to
+  ``<logs_path>/<camera>.log``. Files rotate at ``logging.max_bytes`` keeping
+  ``logging.backups`` old files; they are created 0600 in a 0700 directory.
+
+Transport: each child has its own Unix stream connection to the router (in a
+0700 directory, peer uid checked) and sends one JSON object per line. Nothing
+is shared between children, so a child killed in the middle of a record loses
+only that record (a ``multiprocessing.Queue`` would be left with its
+cross-process lock held, or its pipe's framing broken, stopping every
+process's logging). Nothing is unpickled.
 
 A line reads::
 
@@ -30,17 +36,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import logging.handlers
-import multiprocessing as mp
 import os
 import re
+import selectors
+import shutil
+import socket
+import struct
 import sys
+import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from camfleet.config.model import CAMERA_NAME_PATTERN, Config, LogSettings
 from camfleet.ingest.url import mask_text
@@ -65,10 +77,16 @@ FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s [%(tag)s] %(name)s: %(messa
 CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s [%(tag)s] %(name)s: %(message)s"
 """Format of a console line: the CLI's format with the process tag added."""
 
+MAX_RECORD_BYTES = 1 << 20
+"""A record longer than this (bytes of JSON) is cut short in the child."""
+SEND_TIMEOUT_S = 5.0
+"""A child waits at most this long (seconds) for the router to take a record, then drops it."""
+RECONNECT_S = 1.0
+"""A child that lost the router tries again at most this often (seconds); records meanwhile are dropped."""
+
 _CAMERA_RE = re.compile(CAMERA_NAME_PATTERN)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _PLAIN = (str, int, float, bool, type(None))
-_STOP = None  # queue sentinel
 
 
 def _level(level: str | int) -> int:
@@ -97,7 +115,7 @@ def _safe_message(record: logging.LogRecord) -> str:
 
 
 def _flatten(record: logging.LogRecord) -> logging.LogRecord:
-    """A copy of ``record`` that pickles: message and traceback as masked text, extras as plain values."""
+    """A copy of ``record`` with only plain values: message and traceback as masked text."""
     out = copy.copy(record)
     out.msg = mask_text(_safe_message(record)).rstrip("\n")
     out.args = None
@@ -135,44 +153,101 @@ class _TagFilter(logging.Filter):
         return True
 
 
-class _ChildHandler(logging.handlers.QueueHandler):
-    """Puts a child's records on the router's queue, flattened and tagged with camera and role."""
+# --------------------------------------------------------------------------- the child side
 
-    def __init__(self, queue: Any, camera: str | None, role: str) -> None:
-        super().__init__(queue)
+
+class _ChildHandler(logging.Handler):
+    """Sends a child's records to the router: one JSON line each, over its own connection."""
+
+    def __init__(self, address: str, camera: str | None, role: str) -> None:
+        super().__init__()
+        self.address = address
         self.camera = camera
         self.role = role
+        self._sock: socket.socket | None = None
+        self._retry_at = 0.0
+        self.dropped = 0
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Flatten ``record`` (see :func:`_flatten`) and tag it."""
+    def _connect(self) -> socket.socket | None:
+        if self._sock is None and time.monotonic() >= self._retry_at:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(SEND_TIMEOUT_S)
+            try:
+                sock.connect(self.address)
+            except OSError:
+                sock.close()
+                self._retry_at = time.monotonic() + RECONNECT_S
+                return None
+            self._sock = sock
+        return self._sock
+
+    def encode(self, record: logging.LogRecord) -> bytes:
+        """``record`` flattened, tagged and as one line of JSON (at most :data:`MAX_RECORD_BYTES`)."""
         out = _flatten(record)
         if self.camera is not None or not isinstance(getattr(out, "camera", None), str):
             out.camera = self.camera
         out.role = self.role
-        return out
+        data = json.dumps(out.__dict__, ensure_ascii=False).encode("utf-8", errors="replace")
+        if len(data) > MAX_RECORD_BYTES:
+            keep = MAX_RECORD_BYTES // 4  # characters; up to 4 bytes each
+            out.msg = str(out.msg)[:keep] + " …(cut)"
+            out.exc_text = (out.exc_text or "")[-keep:] or None
+            data = json.dumps(out.__dict__, ensure_ascii=False).encode("utf-8", errors="replace")
+        return data + b"\n"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send ``record``; when the router is not there, drop it (and count it)."""
+        try:
+            data = self.encode(record)
+            sock = self._connect()
+            if sock is None:
+                self.dropped += 1
+                return
+            sock.sendall(data)
+        except OSError:
+            self.dropped += 1
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+                self._retry_at = time.monotonic() + RECONNECT_S
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self.lock or contextlib.nullcontext():
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        super().close()
 
 
-def child_logging(queue: Any, camera: str | None, process: str, level: str) -> None:
+def child_logging(address: str, camera: str | None, process: str, level: str) -> None:
     """Send this process's logging to the supervisor's :class:`LogRouter` (call it first in a child).
 
     Args:
-        queue: :attr:`LogRouter.queue`, passed to the child as a process argument.
+        address: :attr:`LogRouter.address`, passed to the child as a process argument.
         camera: the camera the process works for (None for shared processes such as detectors).
         process: the process's role, e.g. ``"ingest"``, ``"pipeline"``, ``"detector-cpu"``.
         level: ``debug``, ``info``, ``warning`` or ``error`` (``config.logging.level``).
 
     Records are formatted here (message, traceback), masked and reduced to
-    plain values, so an unpicklable argument never breaks logging. Python
-    warnings are logged too.
+    plain values, so an odd argument never breaks logging. Python warnings
+    are logged too. A record the router cannot take within
+    :data:`SEND_TIMEOUT_S` seconds is dropped, never queued without bound.
     """
     lvl = _level(level)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
-    root.addHandler(_ChildHandler(queue, camera, process))
+        old.close()
+    root.addHandler(_ChildHandler(address, camera, process))
     root.setLevel(lvl)
     _quiet_libav(lvl)
     logging.captureWarnings(True)
+
+
+# --------------------------------------------------------------------------- the supervisor side
 
 
 class _LogFile(logging.handlers.RotatingFileHandler):
@@ -202,6 +277,14 @@ class _LogFile(logging.handlers.RotatingFileHandler):
         self.stream.truncate(0)
 
 
+class _Peer:
+    """One child's connection and the part of a line received so far."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+
 class LogRouter:
     """The supervisor's single log writer: main log, per-camera logs, console.
 
@@ -212,8 +295,8 @@ class LogRouter:
     Usage::
 
         router = LogRouter(config)
-        router.start()          # the supervisor's own logging goes through it too
-        ctx.Process(target=..., args=(router.queue, ...))   # child: child_logging(queue, ...)
+        router.start()      # the supervisor's own logging goes through it too
+        ctx.Process(target=main, args=(router.address, ...))  # child: child_logging(address, ...)
         ...
         router.stop(timeout=2.0)
     """
@@ -221,9 +304,8 @@ class LogRouter:
     def __init__(self, config: Config, *, console: bool = True) -> None:
         self.dir = config.logs_path
         self.settings = config.logging
-        self.queue: Any = mp.get_context("spawn").Queue()
         self._console = console
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._main: _LogFile | None = None
         self._stream: logging.Handler | None = None
         self._cameras: dict[str, _LogFile] = {}
@@ -232,6 +314,17 @@ class LogRouter:
         self._tag = _TagFilter()
         self._file_fmt = logging.Formatter(FILE_FORMAT, DATE_FORMAT)
         self._dropped = 0
+        self._stopping = threading.Event()
+        self._drain_until = 0.0
+        self._late = False
+        self._sockdir = Path(tempfile.mkdtemp(prefix="camfleet-log-"))  # 0700
+        self.address = str(self._sockdir / "router.sock")
+        """Where children send their records: give it to :func:`child_logging`."""
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.address)
+        self._server.listen(256)
+        self._server.setblocking(False)
+        self._wake_r, self._wake_w = os.pipe()
 
     # ---- paths -----------------------------------------------------------
     @property
@@ -245,7 +338,7 @@ class LogRouter:
 
     # ---- lifetime --------------------------------------------------------
     def start(self) -> None:
-        """Create the logs directory (0700), open the main log, start the listener.
+        """Create the logs directory (0700), open the main log, start the listener thread.
 
         The calling process's root logger is routed through the router as well
         (its previous handlers come back on :meth:`stop`).
@@ -264,7 +357,7 @@ class LogRouter:
             self._stream = stream
         root = logging.getLogger()
         self._saved = (root.handlers[:], root.level)
-        root.handlers[:] = [_SupervisorHandler(self.queue)]
+        root.handlers[:] = [_SupervisorHandler(self)]
         root.setLevel(level)
         _quiet_libav(level)
         logging.captureWarnings(True)
@@ -272,30 +365,39 @@ class LogRouter:
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> bool:
-        """Write what is queued (for at most ``timeout`` seconds), then close every file.
+        """Write what the children already sent (for at most ``timeout`` seconds), then close everything.
 
-        Returns False when the queue could not be drained in time (the rest is dropped).
+        Returns False when that could not be done in time (the rest is dropped).
         """
         thread, self._thread = self._thread, None
-        if thread is None:
-            return True
         if self._saved is not None:
             root = logging.getLogger()
             root.handlers[:], level = self._saved
             root.setLevel(level)
             self._saved = None
-        self.queue.put(_STOP)
-        thread.join(timeout)
-        drained = not thread.is_alive()
-        if not drained:
-            self.queue.cancel_join_thread()  # never hang this process's exit on a full pipe
+        drained = True
+        if thread is not None:
+            self._drain_until = time.monotonic() + timeout
+            self._stopping.set()
+            os.write(self._wake_w, b"x")
+            thread.join(timeout + 1.0)
+            drained = not thread.is_alive() and not self._late
         with self._lock:
             for handler in [self._main, self._stream, *self._cameras.values()]:
                 if handler is not None:
                     handler.close()
             self._main = self._stream = None
             self._cameras.clear()
+        if thread is None or not thread.is_alive():
+            self._close_transport()
         return drained
+
+    def _close_transport(self) -> None:
+        self._server.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        shutil.rmtree(self._sockdir, ignore_errors=True)
 
     def update(self, settings: LogSettings) -> None:
         """Apply new ``max_bytes``, ``backups`` and ``level`` (on reload) to every open log.
@@ -331,8 +433,15 @@ class LogRouter:
 
     @property
     def dropped(self) -> int:
-        """Records that could not be written (malformed, or a handler failed)."""
+        """Records that could not be written (malformed, cut off by a dying child, or a handler failed)."""
         return self._dropped
+
+    def __enter__(self) -> LogRouter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # ---- the listener ----------------------------------------------------
     def _open(self, path: Path) -> _LogFile:
@@ -342,26 +451,83 @@ class LogRouter:
         return handler
 
     def _listen(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._server, selectors.EVENT_READ, None)
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        peers: dict[int, _Peer] = {}
+        try:
+            while True:
+                stopping = self._stopping.is_set()
+                if stopping and time.monotonic() >= self._drain_until:
+                    self._late = True
+                    return
+                events = sel.select(0 if stopping else None)
+                if stopping and all(key.data == "wake" for key, _ in events):
+                    return  # nothing more is waiting: drained
+                for key, _mask in events:
+                    if key.data == "wake":
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 64)
+                    elif key.data is None:
+                        self._accept(sel, peers)
+                    else:
+                        self._receive(sel, peers, key.data)
+        finally:
+            for peer in peers.values():
+                peer.sock.close()
+            sel.close()
+
+    def _accept(self, sel: selectors.BaseSelector, peers: dict[int, _Peer]) -> None:
         while True:
             try:
-                record = self.queue.get()
-            except (EOFError, OSError, ValueError):
-                return  # the queue was closed under us
-            except Exception:
-                self._dropped += 1  # an unpicklable record from a foreign writer
-                continue
-            if record is _STOP:
+                sock, _ = self._server.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            if not isinstance(record, logging.LogRecord):
-                self._dropped += 1
+            except OSError:
+                return  # out of descriptors: the child retries later
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            if uid != os.geteuid():
+                sock.close()
                 continue
-            try:
-                self.handle(record)
-            except Exception:  # the listener must outlive any one bad record
+            sock.setblocking(False)
+            peer = _Peer(sock)
+            peers[sock.fileno()] = peer
+            sel.register(sock, selectors.EVENT_READ, peer)
+
+    def _receive(self, sel: selectors.BaseSelector, peers: dict[int, _Peer], peer: _Peer) -> None:
+        try:
+            data = peer.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the child closed (or died): a partial line is lost
+            if peer.buf:
                 self._dropped += 1
+            sel.unregister(peer.sock)
+            peers.pop(peer.sock.fileno(), None)
+            peer.sock.close()
+            return
+        *lines, peer.buf = (peer.buf + data).split(b"\n")
+        if len(peer.buf) > 2 * MAX_RECORD_BYTES:
+            peer.buf = b""  # not a camfleet child: ignore the runaway line
+            self._dropped += 1
+        for line in lines:
+            self._handle_line(line)
+
+    def _handle_line(self, line: bytes) -> None:
+        try:
+            fields = json.loads(line)
+            if not isinstance(fields, dict):
+                raise ValueError("not an object")
+            record = logging.makeLogRecord(fields)
+            self.handle(record)
+        except Exception:  # the listener must outlive any one bad record
+            self._dropped += 1
 
     def handle(self, record: logging.LogRecord) -> None:
-        """Write ``record`` to the main log, the console and its camera's log (listener thread)."""
+        """Write ``record`` to the main log, the console and its camera's log."""
         record = _flatten(record)
         self._tag.filter(record)
         camera = getattr(record, "camera", None)
@@ -387,12 +553,19 @@ class LogRouter:
                         self._dropped += 1
 
 
-class _SupervisorHandler(logging.handlers.QueueHandler):
-    """The supervisor's own records into the router's queue (so one thread writes every file)."""
+class _SupervisorHandler(logging.Handler):
+    """The supervisor's own records, written by the router in the logging thread."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Flatten ``record``; it keeps no ``role``, so it is tagged ``node``."""
-        return _flatten(record)
+    def __init__(self, router: LogRouter) -> None:
+        super().__init__()
+        self.router = router
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Hand ``record`` to the router; it keeps no ``role``, so it is tagged ``node``."""
+        try:
+            self.router.handle(record)
+        except Exception:
+            self.handleError(record)
 
 
 # --------------------------------------------------------------------------- reading logs back
