@@ -21,7 +21,7 @@ from camfleet.recording.paths import start_from_name
 TB = Fraction(1, 90000)
 FPS = 15
 STEP = 6000  # 90 kHz ticks per frame
-T0 = 1_800_000_000.0
+T0 = 1_700_000_000.0
 
 
 def encode(codec: str, width: int, height: int, n: int, gop: int = 15, *,
@@ -215,5 +215,5 @@ def test_paths_never_escape(tmp_path: Path) -> None:
             safe_join(root, bad)
     with pytest.raises(ValueError, match="invalid camera name"):
         segment_relpath("../x", T0)
-    assert segment_relpath("cam", T0) == "cam/2027-01-15/08/1800000000000.mp4"
-    assert start_from_name("cam/2027-01-15/08/1800000000123.mp4.part") == pytest.approx(T0 + 0.123)
+    assert segment_relpath("cam", T0) == "cam/2023-11-14/22/1700000000000.mp4"
+    assert start_from_name("cam/2023-11-14/22/1700000000123.mp4.part") == pytest.approx(T0 + 0.123)

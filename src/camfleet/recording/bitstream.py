@@ -238,6 +238,19 @@ def _find_sps(codec: str, data: bytes) -> bytes | None:
     return None
 
 
+def parameter_sets(codec: str, extradata: bytes) -> tuple[bytes, ...]:
+    """The parameter set NAL units of ``extradata`` (Annex-B, avcC or hvcC), trailing zeros removed.
+
+    Two extradata blobs that differ only in container framing compare equal here.
+    """
+    if extradata and extradata[0] == 1 and codec in ("h264", "hevc"):
+        try:
+            extradata = (_avcc_to_annexb if codec == "h264" else _hvcc_to_annexb)(extradata)[0]
+        except (BitstreamError, IndexError):
+            return (extradata,)
+    return tuple(u.rstrip(b"\x00") for u in split_annexb(extradata))
+
+
 def stream_info(codec: str, extradata: bytes, keyframe: bytes) -> StreamInfo:
     """Describe a stream from its ring header and its first keyframe's payload.
 

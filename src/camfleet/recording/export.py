@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import av
 
+from .bitstream import parameter_sets
 from .paths import UnsafePath, atomic_replace, safe_join
 
 if TYPE_CHECKING:
@@ -89,9 +90,10 @@ def _segment_packets(
                 yield stream, packet, seg.start + float((ts - first) * tb)
 
 
-def _fmt(stream: Any) -> tuple[str, int, int, bytes]:
+def _fmt(stream: Any) -> tuple[str, int, int, tuple[bytes, ...]]:
     ctx = stream.codec_context
-    return str(ctx.name), int(ctx.width), int(ctx.height), bytes(ctx.extradata or b"")
+    name = str(ctx.name)
+    return name, int(ctx.width), int(ctx.height), parameter_sets(name, bytes(ctx.extradata or b""))
 
 
 class _ClipWriter:
@@ -102,7 +104,7 @@ class _ClipWriter:
     def __init__(self, out: Any) -> None:
         self.out = out
         self.stream: Any = None
-        self.fmt: tuple[str, int, int, bytes] | None = None
+        self.fmt: tuple[str, int, int, tuple[bytes, ...]] | None = None
         self.t0 = 0.0
         self.last_dts = -1
         self.first_wall: float | None = None

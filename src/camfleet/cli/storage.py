@@ -1,0 +1,186 @@
+"""``camfleet storage``: check and repair recordings, show usage, apply retention, export clips.
+
+Times (``START``/``END``) accept ISO 8601 (``2026-11-21T15:04:05Z``; without
+an offset: local time) or epoch seconds. ``CONFIG`` is the node's YAML
+configuration (default: the built-in defaults, ``./camfleet-data``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from camfleet.config import Config, ConfigError, load_config
+from camfleet.recording import (
+    ExportError,
+    RetentionManager,
+    check_storage,
+    disk_free_bytes,
+    event_clip,
+    export_clip,
+)
+from camfleet.store import Store, StoreError
+
+app = typer.Typer(help="Recordings: check and repair, usage, retention, clip export.", no_args_is_help=True)
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="The YAML configuration (default: built-in).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="The YAML configuration.")]
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from ISO 8601 (no offset: local time) or a number of epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither ISO 8601 (e.g. 2026-11-21T15:04:05Z) nor epoch seconds"
+        ) from None
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _load(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            typer.echo(issue.format(str(path)), err=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _store(cfg: Config) -> Iterator[Store]:
+    try:
+        store = Store.open(cfg.database_url)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+@app.command("check")
+def check_command(
+    config: ConfigArg = None,
+    repair: Annotated[bool, typer.Option(
+        "--repair",
+        help="Delete rows whose file is missing; index playable unindexed files, delete others.",
+    )] = False,
+) -> None:
+    """Compare segment rows with the files in the recordings directory (exit 1 on a mismatch left)."""
+    cfg = _load(config)
+    with _store(cfg) as store:
+        report = check_storage(store, cfg.recordings_path, repair=repair)
+    typer.echo(f"{report.rows} rows, {report.files} files in {cfg.recordings_path}")
+    for row in report.missing_files:
+        typer.echo(f"  missing file: {row.path} (row {row.id}, {row.camera})")
+    for rel in report.orphan_files:
+        typer.echo(f"  file without row: {rel}")
+    if repair:
+        typer.echo(f"repaired: {report.rows_deleted} rows deleted, "
+                   f"{len(report.files_indexed)} files indexed, "
+                   f"{len(report.files_deleted)} unplayable files deleted")
+        return
+    if report.ok:
+        typer.echo("ok")
+        return
+    typer.echo("run with --repair to fix")
+    raise typer.Exit(1)
+
+
+@app.command("usage")
+def usage_command(config: ConfigArg = None) -> None:
+    """Segments and bytes per camera, free space and the storage floor."""
+    cfg = _load(config)
+    with _store(cfg) as store:
+        totals = store.segment_totals()
+        spans = {}
+        for camera in totals:
+            segs = store.query_segments(camera=camera)
+            spans[camera] = (segs[0].start, segs[-1].end) if segs else None
+    typer.echo(f"{'camera':<20} {'segments':>9} {'size':>14}  oldest -> newest (UTC)")
+    for camera, (count, size) in sorted(totals.items()):
+        span = spans[camera]
+        when = f"{_iso(span[0])} -> {_iso(span[1])}" if span else "-"
+        typer.echo(f"{camera:<20} {count:>9} {_mb(size):>14}  {when}")
+    total = sum(size for _, size in totals.values())
+    free = disk_free_bytes(cfg.recordings_path)
+    typer.echo(f"total {_mb(total)}; free {_mb(free)} on {cfg.recordings_path}; "
+               f"floor {_mb(cfg.storage.min_free_mb * 2**20)}")
+
+
+@app.command("retention")
+def retention_command(config: ConfigArg = None) -> None:
+    """Apply retention once (modes, retain_days, the storage floor) and print what was deleted."""
+    cfg = _load(config)
+    with _store(cfg) as store:
+        report = RetentionManager(store, cfg).run_once(time.time())
+    for d in report.deleted:
+        typer.echo(f"deleted {d.path} ({_mb(d.size)}): {d.reason}")
+    typer.echo(f"{len(report.deleted)} segments deleted, {_mb(report.bytes_freed)} freed; "
+               f"{report.kept_retained} kept for retained events")
+
+
+@app.command("export")
+def export_command(
+    camera: Annotated[str, typer.Argument(help="Camera name.")],
+    start: Annotated[str, typer.Argument(help="Start: ISO 8601 or epoch seconds.")],
+    end: Annotated[str, typer.Argument(help="End: ISO 8601 or epoch seconds.")],
+    out: Annotated[Path, typer.Argument(help="Output MP4 file.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Export CAMERA's footage from START to END into OUT (remuxed, cut at keyframes)."""
+    cfg = _load(config)
+    t0, t1 = parse_time(start), parse_time(end)
+    with _store(cfg) as store:
+        try:
+            info = export_clip(store, cfg.recordings_path, camera, t0, t1, out)
+        except ExportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+    _print_clip(info.path, info.start, info.end, info.frames, info.size, info.missing)
+
+
+@app.command("event-clip")
+def event_clip_command(
+    event_id: Annotated[str, typer.Argument(help="Event id.")],
+    out: Annotated[Path, typer.Argument(help="Output MP4 file.")],
+    pre: Annotated[float, typer.Option(help="Seconds before the event.")] = 5.0,
+    post: Annotated[float, typer.Option(help="Seconds after the event.")] = 5.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Export the footage of event EVENT_ID (with PRE/POST seconds around it) into OUT."""
+    cfg = _load(config)
+    with _store(cfg) as store:
+        try:
+            info = event_clip(store, cfg.recordings_path, event_id, out, pre=pre, post=post)
+        except ExportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+    _print_clip(info.path, info.start, info.end, info.frames, info.size, info.missing)
+
+
+def _print_clip(path: Path, start: float, end: float, frames: int, size: int, missing: float) -> None:
+    gap = f"; {missing:.1f} s without footage" if missing else ""
+    typer.echo(f"wrote {path}: {_iso(start)} -> {_iso(end)} ({end - start:.2f} s, {frames} frames, "
+               f"{_mb(size)}){gap}")
