@@ -16,7 +16,7 @@ from camfleet.detect.models import DEFAULT_LABELS_FILE, DEFAULT_MODEL_FILE
 from camfleet.detect.service import DetectorClient
 from camfleet.framebus.layout import KIND_FRAMES, KIND_PACKETS
 from camfleet.framebus.segment import segment_path
-from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec
+from camfleet.ingest import IngestWorker
 from camfleet.runtime.checks import (
     Problem,
     camera_ring_bytes,
@@ -24,6 +24,7 @@ from camfleet.runtime.checks import (
     preflight,
     ring_bytes,
 )
+from camfleet.runtime.children import ingest_config
 
 
 def _config(
@@ -82,8 +83,7 @@ def test_ring_bytes_match_the_rings_ingest_and_the_detector_client_create(tmp_pa
     need = camera_ring_bytes(config, "cam1")
     # the real ingest of that camera, as the node runs it
     stop = threading.Event()
-    worker = IngestWorker(IngestConfig(url=config.camera("cam1").detect_source.url, key="cam1",
-                                       output=OutputSpec(width=None, height=None, fps=5)))
+    worker = IngestWorker(ingest_config(config, "cam1"))  # as the node's ingest process runs it
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
     try:
@@ -105,7 +105,7 @@ def test_ring_bytes_match_the_rings_ingest_and_the_detector_client_create(tmp_pa
     sized = _config(tmp_path)
     big = camera_ring_bytes(sized, "cam2").frames
     with framebus.FramePublisher("cam2", framebus.FrameFormat.packed_format(640, 360, "yuv420p"),
-                                 slots=IngestConfig(url="x", key="x").ring_slots):
+                                 slots=ingest_config(sized, "cam2").ring_slots):
         assert segment_path("cam2", KIND_FRAMES).stat().st_size == big
     assert set(ring_bytes(sized)) == {"cam1", "cam2"}
     assert ring_bytes(sized)["cam1"] == camera_ring_bytes(sized, "cam1").total
@@ -136,7 +136,7 @@ def test_segments_a_crashed_run_left_count_as_free(tmp_path: Path) -> None:
     required = sum(ring_bytes(config).values())
     packets = camera_ring_bytes(config, "cam1").packets
     assert check_shm(config, lambda _d: (required - packets, 4 * required)) != []
-    with framebus.PacketPublisher("cam1", capacity=IngestConfig(url="x", key="x").packet_capacity):
+    with framebus.PacketPublisher("cam1", capacity=ingest_config(config, "cam1").packet_capacity):
         assert check_shm(config, lambda _d: (required - packets, 4 * required)) == []
 
 

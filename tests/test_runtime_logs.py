@@ -195,6 +195,19 @@ def test_children_and_supervisor_log_into_tagged_camera_files(
     assert re.search(r"\[cam2/pipeline pid=\d+\] camfleet\.pipeline: hello from cam2", err)
 
 
+def test_level_override_and_a_camera_named_like_the_main_log(tmp_path: Path) -> None:
+    config = _config(tmp_path, level="warning")
+    with LogRouter(config, console=False, level="debug") as router:
+        log = logging.getLogger("camfleet.runtime")
+        log.debug("debug shows with --verbose", extra={"camera": "cam1"})
+        log.info("about the camera called camfleet", extra={"camera": "camfleet"})
+        assert router.open_cameras == ["cam1"]  # its lines are in the main log only
+    assert "debug shows with --verbose" in (config.logs_path / "cam1.log").read_text()
+    assert (config.logs_path / "camfleet.log").read_text().count("camera called camfleet") == 1
+    with pytest.raises(ValueError, match="unknown log level"):
+        LogRouter(config, level="loud")
+
+
 def test_password_in_a_url_never_reaches_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(tmp_path)
     router = LogRouter(config)

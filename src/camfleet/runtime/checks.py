@@ -41,8 +41,9 @@ from camfleet.detect.service import DetectorClient
 from camfleet.framebus import FrameFormat, PacketPublisher, PixelFormat, shm_dir
 from camfleet.framebus.layout import KIND_FRAMES, KIND_PACKETS, PAGE, Offsets
 from camfleet.framebus.segment import list_segments
-from camfleet.ingest import IngestConfig, OutputSpec
+from camfleet.ingest import OutputSpec
 from camfleet.ingest.synthetic import SyntheticSpec
+from camfleet.runtime.children import ingest_config
 
 __all__ = [
     "ASSUMED_SOURCE_SIZE",
@@ -133,15 +134,12 @@ def _detect_elements(config: Config, camera: str) -> list[tuple[str, str]]:
     ]
 
 
-def _frame_size(config: Config, camera: str) -> tuple[int, int]:
-    cam = config.camera(camera)
+def _frame_size(url: str, out: OutputSpec) -> tuple[int, int]:
     source = ASSUMED_SOURCE_SIZE
-    url = cam.detect_source.url
     if url.lower().startswith("synthetic://"):
         with contextlib.suppress(Exception):
             spec = SyntheticSpec.parse(url)
             source = (spec.width, spec.height)
-    out = OutputSpec(PixelFormat.YUV420P, cam.detect.width, cam.detect.height)
     fmt = out.ring_format(*source)
     return fmt.width, fmt.height
 
@@ -155,9 +153,9 @@ def camera_ring_bytes(config: Config, camera: str) -> RingBytes:
     ring has ingest's capacity; each detector the pipeline uses gets one
     request ring of RGB images at its model's input size.
     """
-    ingest = IngestConfig(url="synthetic://check", key="check")
-    width, height = _frame_size(config, camera)
-    frames = frame_ring_bytes(width, height, PixelFormat.YUV420P, ingest.ring_slots)
+    ingest = ingest_config(config, camera)  # what the node's ingest process runs with
+    width, height = _frame_size(ingest.url, ingest.output)
+    frames = frame_ring_bytes(width, height, ingest.output.pixel_format, ingest.ring_slots)
     packets = packet_ring_bytes(ingest.packet_capacity, _default(PacketPublisher.__init__, "index_size"))
     max_images = _default(DetectorClient.__init__, "max_images")
     requests = 0

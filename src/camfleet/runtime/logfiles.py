@@ -291,6 +291,7 @@ class LogRouter:
     Args:
         config: the node's configuration (``logs_path`` and ``logging`` settings).
         console: also write the main stream to stderr.
+        level: overrides ``config.logging.level`` (e.g. ``"debug"`` for ``--verbose``).
 
     Usage::
 
@@ -301,9 +302,12 @@ class LogRouter:
         router.stop(timeout=2.0)
     """
 
-    def __init__(self, config: Config, *, console: bool = True) -> None:
+    def __init__(self, config: Config, *, console: bool = True, level: str | None = None) -> None:
         self.dir = config.logs_path
         self.settings = config.logging
+        if level is not None:
+            _level(level)  # a bad name fails here
+            self.settings = config.logging.model_copy(update={"level": level.lower()})
         self._console = console
         self._lock = threading.RLock()
         self._main: _LogFile | None = None
