@@ -133,6 +133,11 @@ METHOD = {
         "-> the model's answer, mean over analysed frames. Not the same span (camfleet's includes the "
         "wait in the ring); neither includes the camera -> decoder part"
     ),
+    "wait%": (
+        "time the system under test's threads spent runnable but waiting for a CPU (Linux schedstat "
+        "run_delay), / window, in % of one core: what the rest of the machine held it back by. Compare "
+        "with CPU%: a run that was not sustained with a high wait% was starved, not too slow by itself"
+    ),
     "simskip": (
         "frames the simulator's feeders skipped during the window because the machine was too busy to "
         "render them on time: > 0 means the streams themselves were short of 15 fps"
@@ -168,6 +173,26 @@ def _cpu_map(procs: list[psutil.Process]) -> dict[int, float]:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             out[p.pid] = _cpu_s(p)
+    return out
+
+
+def _run_delay(procs: list[psutil.Process], own_threads: set[int]) -> dict[tuple[int, int], float]:
+    """Seconds each thread of ``procs`` (and ``own_threads`` of this process) waited for a CPU, by (pid, tid).
+
+    From /proc/PID/task/TID/schedstat (time runnable but not running): how much the system under
+    test was held back by everything else on the machine. Empty where the kernel does not keep it.
+    """
+    out: dict[tuple[int, int], float] = {}
+    me = os.getpid()
+    targets = [(p.pid, None) for p in procs] + [(me, tid) for tid in own_threads]
+    for pid, only in targets:
+        tids = [only] if only is not None else []
+        if only is None:
+            with contextlib.suppress(OSError):
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        for tid in tids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                out[(pid, tid)] = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
     return out
 
 
@@ -223,14 +248,17 @@ class Window:
     threads: dict[int, float]
     sim: dict[int, float]
     busy: float
+    wait: dict[tuple[int, int], float]
 
     @classmethod
     def take(cls, sut: list[psutil.Process], sim: list[psutil.Process], threads: set[int] | None = None
              ) -> Window:
-        return cls(time.monotonic(), _cpu_map(sut), _thread_cpu(threads or set()), _cpu_map(sim), _busy_s())
+        threads = threads or set()
+        return cls(time.monotonic(), _cpu_map(sut), _thread_cpu(threads), _cpu_map(sim), _busy_s(),
+                   _run_delay(sut, threads))
 
 
-def _delta(a: dict[int, float], b: dict[int, float]) -> float:
+def _delta(a: dict[Any, float], b: dict[Any, float]) -> float:
     return sum(b[k] - a[k] for k in b if k in a)
 
 
@@ -247,6 +275,7 @@ def _cpu_summary(w0: Window, w1: Window, n: int) -> dict[str, Any]:
         "cpu_pct_cam": 100 * sut / wall / n,
         "sim_pct": 100 * sim / wall,
         "other_pct": 100 * max(0.0, busy - sut - sim) / wall,
+        "wait_pct": 100 * _delta(w0.wait, w1.wait) / wall if w1.wait else None,
         "machine_pct": 100 * busy / wall,
         "lost_pids": sorted(set(w0.sut) - set(w1.sut)),
     }
@@ -549,6 +578,11 @@ def run_camfleet(
         }
         row["cpu_by_process"]["node threads in the bench process"] = (
             100 * _delta(w0.threads, w1.threads) / cpu["window_s"])
+        row["wait_by_process"] = {
+            name: 100 * sum(w1.wait[k] - w0.wait[k] for k in w1.wait if k in w0.wait and k[0] == pid)
+            / cpu["window_s"]
+            for name, pid in pids0.items()
+        }
         row["summary"] = s
         row["sustained"] = ok and not row["errors"]
         row["why"] = _why(why, row)
@@ -769,6 +803,7 @@ SIDE_COLUMNS: list[Column] = [
     ("/cam", 4, ".0f", "cpu_pct_cam"),
     ("RSS MB", 6, ".0f", "rss_mb"),
     ("PSS MB", 6, ".0f", "pss_mb"),
+    ("wait%", 5, ".0f", "wait_pct"),
 ]
 DETAIL_COLUMNS: list[Column] = [
     ("system", 11, "s", "label"),
@@ -790,6 +825,7 @@ DETAIL_COLUMNS: list[Column] = [
     ("sim%", 4, ".0f", "sim_pct"),
     ("simskip", 7, "d", "sim_skipped"),
     ("other%", 6, ".0f", "other_pct"),
+    ("wait%", 5, ".0f", "wait_pct"),
     ("start s", 7, ".1f", "startup_s"),
 ]
 
@@ -878,6 +914,25 @@ def verdict_lines(v: dict[str, dict[str, Any]]) -> list[str]:
         else:
             line += f"; sustained at every N tried (up to {max(x['tried'])}): raise --max-cameras to go on"
         lines.append(line)
+    return lines
+
+
+def breakdown_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Where camfleet's CPU goes, per run: ingest and pipeline per camera, detector and the rest in all."""
+    lines = []
+    for r in sorted((r for r in rows if r.get("cpu_by_process")), key=lambda r: r["n_cams"]):
+        by, n = r["cpu_by_process"], r["n_cams"]
+        kinds: dict[str, float] = {}
+        for name, pct in by.items():
+            # "cap1/ingest", "cap1/pipeline", "detector/cpu", "forkserver/123", "node threads ..."
+            head, _, tail = name.partition("/")
+            kind = head if head in ("detector", "forkserver") or not tail else tail
+            kinds[kind] = kinds.get(kind, 0.0) + pct
+        lines.append(
+            f"camfleet CPU at {n} cam: ingest {kinds.get('ingest', 0) / n:.1f}%/cam, pipeline "
+            f"{kinds.get('pipeline', 0) / n:.1f}%/cam, detector {kinds.get('detector', 0):.1f}% in all, "
+            f"supervisor threads {kinds.get('node threads in the bench process', 0):.1f}%"
+        )
     return lines
 
 
@@ -1035,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
           "CPU% of one core")
     print(side_by_side(rows, systems))
     print()
-    for line in verdict_lines(v):
+    for line in verdict_lines(v) + breakdown_lines(rows):
         print(line)
     print()
     print(detail_table(rows))
