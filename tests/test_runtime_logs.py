@@ -367,6 +367,51 @@ def test_follow_survives_rotation(tmp_path: Path) -> None:
     assert [int(re.search(r"follow (\d{4})", x)[1]) for x in lines] == list(range(n))  # type: ignore[index]
 
 
+def test_follow_catches_up_across_several_rotations_at_once(tmp_path: Path) -> None:
+    from camfleet.runtime.logfiles import _LogFile
+
+    path = tmp_path / "c.log"
+    handler = _LogFile(path, 10_000, 8)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def write(i: int) -> None:
+        handler.emit(logging.makeLogRecord({"msg": f"line {i:05d} " + "q" * 80}))
+
+    write(-1)
+    got: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+
+    def follow() -> None:
+        for line in follow_log(path, stop, lines=1, poll=0.5):
+            got.put(line)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    assert got.get(timeout=10).startswith("line -0001")
+    for i in range(600):  # ~55 kB: five rotations, well within one poll
+        write(i)
+    lines = [got.get(timeout=10) for _ in range(600)]
+    stop.set()
+    follower.join(5)
+    handler.close()
+    assert (tmp_path / "c.log.5").exists()
+    assert lines == [f"line {i:05d} " + "q" * 80 for i in range(600)]
+
+
+def test_no_backups_truncates_in_place(tmp_path: Path) -> None:
+    from camfleet.runtime.logfiles import _LogFile
+
+    path = tmp_path / "c.log"
+    handler = _LogFile(path, 10_000, 0)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for i in range(1000):
+        handler.emit(logging.makeLogRecord({"msg": f"line {i:05d} " + "q" * 80}))
+    handler.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["c.log"]
+    assert 0 < path.stat().st_size <= 10_000
+    assert path.read_text().splitlines()[-1].startswith("line 00999")
+
+
 def test_tail_log(tmp_path: Path) -> None:
     p = tmp_path / "x.log"
     p.write_text("".join(f"line {i}\n" for i in range(100_000)))
