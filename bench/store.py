@@ -64,7 +64,8 @@ METHOD = {
         "connection per process. A process stops at --naive-cap seconds (messages left are 'lost')"
     ),
     "msgs/s": "messages committed per second over the run; ev/s = events whose end was committed per second",
-    "lost": "messages not in the database at the end (expected - committed), checked by reading it back",
+    "lost": "messages sent but not in the database at the end, checked by reading it back",
+    "unsent": "naive only: messages a process had not sent when it reached --naive-cap",
     "queries": (
         "one thread, each query in a loop for --qdur s after 3 warm-up calls, on a database holding "
         "--populate events over 32 cameras (labels person/car/dog, half with zone 'yard', a quarter with "
@@ -115,7 +116,7 @@ def _row(ev: dict[str, Any]) -> tuple[Any, ...]:
 def _naive(task: dict[str, Any], barrier: Any) -> dict[str, Any]:
     """Write this camera's messages straight to the database, one transaction each."""
     cam, n_events, cap = task["cam"], task["events"], task["cap_s"]
-    locked = other = committed = 0
+    locked = other = committed = attempted = 0
     first_error = None
     if task["backend"] == "sqlite":
         import sqlite3
@@ -137,6 +138,7 @@ def _naive(task: dict[str, Any], barrier: Any) -> dict[str, Any]:
         for m in _messages(cam, n_events):
             if time.perf_counter() > deadline:
                 break
+            attempted += 1
             try:
                 conn.execute(sql, _row(m["event"]))
                 conn.commit()
@@ -152,8 +154,8 @@ def _naive(task: dict[str, Any], barrier: Any) -> dict[str, Any]:
     finally:
         elapsed = time.perf_counter() - t0
         conn.close()
-    return {"committed": committed, "locked": locked, "other_errors": other, "elapsed_s": elapsed,
-            "first_error": first_error}
+    return {"committed": committed, "attempted": attempted, "locked": locked, "other_errors": other,
+            "elapsed_s": elapsed, "first_error": first_error}
 
 
 def _produce(task: dict[str, Any], barrier: Any, msg_q: Any) -> dict[str, Any]:
@@ -272,7 +274,7 @@ def run_writer(cams: Cameras, backend: str, url: str, n_events: int) -> dict[str
         "section": "insert", "backend": backend, "variant": "writer", "errors": errors,
         "summary": {
             "msgs_s": committed / elapsed, "ev_s": ended / elapsed, "expected": expected,
-            "committed": committed, "lost": expected - (total + ended), "locked": 0,
+            "committed": committed, "unsent": 0, "lost": expected - (total + ended), "locked": 0,
             "other_errors": int(stats["errors"]), "batches": int(stats["batches"]), "wall_s": elapsed,
             "per_batch": committed / max(1, stats["batches"]),
         },
@@ -297,6 +299,7 @@ def run_naive(cams: Cameras, backend: str, url: str, n_events: int, cap_s: float
     elapsed = max(r.get("elapsed_s", 0.0) for r in res.values())
     errors = [r["error"] for r in res.values() if "error" in r]
     committed = sum(r.get("committed", 0) for r in res.values())
+    attempted = sum(r.get("attempted", 0) for r in res.values())
     total, ended = _count(url)
     first = next((r["first_error"] for r in res.values() if r.get("first_error")), None)
     return {
@@ -304,7 +307,8 @@ def run_naive(cams: Cameras, backend: str, url: str, n_events: int, cap_s: float
         "first_db_error": first,
         "summary": {
             "msgs_s": committed / elapsed if elapsed else None, "ev_s": ended / elapsed if elapsed else None,
-            "expected": expected, "committed": committed, "lost": expected - (total + ended),
+            "expected": expected, "committed": committed, "unsent": expected - attempted,
+            "lost": attempted - (total + ended),
             "locked": sum(r.get("locked", 0) for r in res.values()),
             "other_errors": sum(r.get("other_errors", 0) for r in res.values()),
             "batches": committed, "wall_s": elapsed, "per_batch": 1.0,
@@ -392,7 +396,8 @@ def run_queries(backend: str, url: str, n_events: int, qdur: float) -> list[dict
 LABELS = {"writer": "StoreWriter (1 writer)", "naive": "naive: 32 procs, own commits"}
 INSERT_COLUMNS = [
     ("backend", 11, "s", "backend"), ("path", 30, "s", "label"), ("msgs/s", 9, ".0f", "msgs_s"),
-    ("ev/s", 8, ".0f", "ev_s"), ("committed", 10, "d", "committed"), ("lost", 6, "d", "lost"),
+    ("ev/s", 8, ".0f", "ev_s"), ("committed", 10, "d", "committed"),
+    ("unsent", 7, "d", "unsent"), ("lost", 6, "d", "lost"),
     ("locked", 7, "d", "locked"), ("other err", 10, "d", "other_errors"), ("txns", 7, "d", "batches"),
     ("wall s", 7, ".2f", "wall_s"),
 ]
@@ -434,7 +439,7 @@ def ratio_lines(results: list[dict[str, Any]]) -> list[str]:
         w, n = by.get((backend, "writer")), by.get((backend, "naive"))
         if w and n and n["msgs_s"]:
             out.append(f"{backend}: StoreWriter / naive = {w['msgs_s'] / n['msgs_s']:.1f}x messages/s; "
-                       f"lost {w['lost']} vs {n['lost']}; "
+                       f"lost {w['lost']} vs {n['lost']}; unsent at the cap {w['unsent']} vs {n['unsent']}; "
                        f"'database is locked' {w['locked']} vs {n['locked']}; "
                        f"transactions {w['batches']} vs {n['batches']}")
     return out
@@ -458,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     args.events = args.events or (150 if quick else 1000)
     args.populate = args.populate or (10_000 if quick else 200_000)
     args.qdur = args.qdur or (0.3 if quick else 2.0)
-    args.naive_cap = args.naive_cap or (8.0 if quick else 60.0)
+    args.naive_cap = args.naive_cap or (6.0 if quick else 60.0)
 
     from camfleet.store.pgserver import PgServer
 
@@ -504,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                 inserts.append(r)
                 s = r["summary"]
                 print(f"  {backend:<10} {LABELS[variant]:<30} {s['msgs_s']:.0f} msgs/s, lost {s['lost']}, "
+                      f"unsent {s['unsent']}, "
                       f"locked {s['locked']}, {s['wall_s']:.1f} s", file=sys.stderr, flush=True)
             try:
                 qurl = url("q")
