@@ -147,11 +147,12 @@ def test_missing_default_model_says_camfleet_models_fetch(tmp_path: Path) -> Non
     models = tmp_path / "models"
     config = _config(tmp_path, model=str(models / DEFAULT_MODEL_FILE),
                      labels=str(models / DEFAULT_LABELS_FILE))
-    problems = preflight(config, check_port=False)
-    assert [p.kind for p in problems] == ["model", "model"]
-    assert str(models / DEFAULT_MODEL_FILE) in problems[0].message
-    assert "camfleet models fetch" in problems[0].fix
-    assert "labels file" in problems[1].message
+    (problem,) = preflight(config, check_port=False)
+    assert problem.kind == "model"
+    assert str(models / DEFAULT_MODEL_FILE) in problem.message
+    assert str(models / DEFAULT_LABELS_FILE) in problem.message
+    assert "camfleet models fetch" in problem.fix
+    assert "copy the files to" in problem.fix  # not where `models fetch` puts them
 
 
 def test_damaged_default_model_says_fetch_force(tmp_path: Path) -> None:
@@ -166,11 +167,12 @@ def test_damaged_default_model_says_fetch_force(tmp_path: Path) -> None:
 
 
 def test_missing_user_model_names_the_path(tmp_path: Path) -> None:
-    config = _config(tmp_path, model="models/yolo.tflite")  # relative: under data_dir
-    (problem,) = preflight(config, check_port=False)
-    assert problem.kind == "model"
-    assert str(tmp_path / "data" / "models" / "yolo.tflite") in problem.message
-    assert "models.m.path" in problem.fix
+    config = _config(tmp_path, model="models/yolo.tflite", labels="labels.txt")  # relative: under data_dir
+    model, labels = preflight(config, check_port=False)
+    assert model.kind == labels.kind == "model"
+    assert str(tmp_path / "data" / "models" / "yolo.tflite") in model.message
+    assert "models.m.path" in model.fix
+    assert str(tmp_path / "data" / "labels.txt") in labels.message and "models.m.labels" in labels.fix
 
 
 # ---------------------------------------------------------------- the API port

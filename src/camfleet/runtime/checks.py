@@ -271,25 +271,31 @@ def check_models(config: Config) -> list[Problem]:
             files = [("model file", path)]
             if isinstance(model.labels, str):
                 files.append(("labels file", config.resolve_path(model.labels)))
-            for what, file in files:
-                if file.is_file():
+            missing = [(what, file) for what, file in files if not file.is_file()]
+            fetchable = [f for _w, f in missing if f.name in (DEFAULT_MODEL_FILE, DEFAULT_LABELS_FILE)]
+            if fetchable:
+                names = " and ".join(str(f) for f in fetchable)
+                fix = f"run `camfleet models fetch` (it downloads the default model into {fetch_dir})"
+                if any(f.parent != fetch_dir for f in fetchable):
+                    fix += (f", then copy the files to {fetchable[0].parent}, or set models.{model_id}.path "
+                            f"to {fetch_dir / DEFAULT_MODEL_FILE}")
+                problems.append(Problem(
+                    "model", f"model {model_id!r}: default model file(s) {names} missing", fix))
+            for what, file in missing:
+                if file in fetchable:
                     continue
-                message = f"model {model_id!r}: {what} {file} does not exist"
-                if file.name in (DEFAULT_MODEL_FILE, DEFAULT_LABELS_FILE):
-                    fix = f"run `camfleet models fetch` (it downloads the default model into {fetch_dir})"
-                    if file.parent != fetch_dir:
-                        fix += (f", then copy {file.name} to {file.parent}, or set models.{model_id}.path "
-                                f"to {fetch_dir / DEFAULT_MODEL_FILE}")
-                else:
-                    key = "path" if what == "model file" else "labels"
-                    fix = f"put the file at {file}, or fix models.{model_id}.{key}"
-                problems.append(Problem("model", message, fix))
+                key = "path" if what == "model file" else "labels"
+                problems.append(Problem(
+                    "model", f"model {model_id!r}: {what} {file} does not exist",
+                    f"put the file at {file}, or fix models.{model_id}.{key}",
+                ))
             if path.name == DEFAULT_MODEL_FILE and model.runtime == "tflite" and path.is_file():
                 try:
                     verify_model(default_model_spec(path.parent))
-                except ModelError as exc:
+                except ModelError:
                     problems.append(Problem(
-                        "model", f"model {model_id!r}: {str(exc).split(';')[0]}",
+                        "model", f"model {model_id!r}: {path} is damaged or not the default model "
+                        "(its sha256 is not the expected one)",
                         "run `camfleet models fetch --force` to download it again",
                     ))
     return problems
