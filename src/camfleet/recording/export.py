@@ -169,10 +169,15 @@ def export_clip(
         tmp.unlink(missing_ok=True)
     assert clip.first_wall is not None
     clip_end = clip.last_wall + clip.step
-    missing = max(clip.first_wall - start, 0.0) + max(end - clip_end, 0.0)
+    slack = 1.5 * clip.step  # less than a frame and a half is timestamp jitter, not a hole
+
+    def hole(seconds: float) -> float:
+        return seconds if seconds > slack else 0.0
+
+    missing = hole(clip.first_wall - start) + hole(end - clip_end)
     covered = [(max(s.start, start), min(s.end, end)) for s in segs]
     for (_, a_end), (b_start, _) in itertools.pairwise(covered):
-        missing += max(b_start - a_end, 0.0)
+        missing += hole(b_start - a_end)
     return ClipInfo(out_path, clip.first_wall, clip_end, clip.frames, clip.keyframes,
                     out_path.stat().st_size, used, round(missing, 3))
 

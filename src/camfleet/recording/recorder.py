@@ -87,7 +87,8 @@ class Recorder:
     ``sink.put`` receives one message per finished segment. ``max_gap`` is
     the longest silence, timestamp step or clock drift (seconds) that still
     counts as one continuous stream. ``on_segment`` is called after each
-    message (for tests and metrics).
+    message (for tests and metrics); ``heartbeat`` at least every 0.25 s
+    while the loop runs (for the supervisor's liveness check).
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class Recorder:
         max_gap: float = 2.5,
         connect_timeout: float = 1.0,
         on_segment: Callable[[SegmentInfo], None] | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.camera = check_camera(camera)
         self.settings = settings
@@ -108,6 +110,7 @@ class Recorder:
         self.max_gap = max_gap
         self.connect_timeout = connect_timeout
         self.on_segment = on_segment
+        self._heartbeat = heartbeat or (lambda: None)
         self.stats = RecorderStats()
         self._writer: SegmentWriter | None = None
         self._timeline: Timeline | None = None
@@ -122,6 +125,7 @@ class Recorder:
         self.recover()
         try:
             while not stop.is_set():
+                self._heartbeat()
                 try:
                     sub = framebus.subscribe_packets(
                         self.camera, name=f"recorder-{self.camera}", connect_timeout=self.connect_timeout
@@ -148,6 +152,7 @@ class Recorder:
     def _consume(self, sub: PacketSubscriber, stop: threading.Event) -> None:
         self._silent_since = time.monotonic()
         while not stop.is_set():
+            self._heartbeat()
             try:
                 packet = sub.next(timeout=_POLL)
             except framebus.FrameTimeout:

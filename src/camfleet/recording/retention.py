@@ -35,11 +35,22 @@ from typing import TYPE_CHECKING
 
 from camfleet.config import RecordSettings
 
+from .check import StorageReport, check_storage
 from .paths import UnsafePath, safe_join
 
 if TYPE_CHECKING:
     from camfleet.config import Config
     from camfleet.store import SegmentRecord, Store
+
+__all__ = [
+    "Deletion",
+    "RetentionManager",
+    "RetentionReport",
+    "StorageReport",
+    "check_storage",
+    "disk_free_bytes",
+    "remove_segment_file",
+]
 
 log = logging.getLogger("camfleet.recording")
 
