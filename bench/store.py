@@ -61,7 +61,7 @@ METHOD = {
         "same INSERT .. ON CONFLICT DO UPDATE the store uses). SQLite: sqlite3.connect(timeout=5.0), "
         "Python's default busy timeout, synchronous=NORMAL (the store's setting), WAL; a 'database is "
         "locked' error drops the message (counted as locked and lost). PostgreSQL: psycopg 3, one "
-        "connection per process. A process stops at --naive-cap seconds (messages left are 'lost')"
+        "connection per process. A process stops at --naive-cap seconds (messages left are 'unsent')"
     ),
     "msgs/s": "messages committed per second over the run; ev/s = events whose end was committed per second",
     "lost": "messages sent but not in the database at the end, checked by reading it back",
