@@ -107,7 +107,7 @@ def test_motion_and_events_modes_keep_only_widened_activity(fx: Fixture, tmp_pat
     cfg = make_config(tmp_path, cam("m", rec.format(m="motion")) + cam("e", rec.format(m="events")))
     t0 = NOW - 1000
     segs = {c: [fx.add(c, t0 + 4 * i, t0 + 4 * i + 4) for i in range(50)] for c in ("m", "e")}
-    recent = {c: fx.add(c, NOW - 8, NOW - 4) for c in ("m", "e")}  # a future activity may still claim it
+    recent = {c: fx.add(c, NOW - 60, NOW - 56) for c in ("m", "e")}  # activity may still claim it
     for c in ("m", "e"):
         fx.store.add_activity([ActivityRecord(c, "motion", t0 + 101, t0 + 102),
                                ActivityRecord(c, "event", t0 + 150, t0 + 151)])
@@ -119,6 +119,16 @@ def test_motion_and_events_modes_keep_only_widened_activity(fx: Fixture, tmp_pat
     assert fx.paths("m") == motion_kept | event_kept | {recent["m"].path}
     assert fx.paths("e") == {segs["e"][i].path for i in (36, 37, 38)} | {recent["e"].path}
     assert fx.paths() == fx.files()
+
+
+def test_a_running_event_keeps_its_footage_in_events_mode(fx: Fixture, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, cam("e", "{mode: events, pre_capture: 2, post_capture: 2}"))
+    before = fx.add("e", NOW - 900, NOW - 896)
+    during = [fx.add("e", NOW - 600 + 4 * i, NOW - 596 + 4 * i) for i in range(3)]
+    fx.store.upsert_event(EventRecord(id="running", camera="e", label="car", start=NOW - 597))
+    report = RetentionManager(fx.store, cfg, free_bytes=lambda _p: 10**12).run_once(NOW)
+    assert [d.path for d in report.deleted] == [before.path]
+    assert fx.paths() == {s.path for s in during}
 
 
 def _budget(root: Path, total: int) -> Callable[[Path], int]:

@@ -155,7 +155,7 @@ def export_command(
     with _store(cfg) as store:
         try:
             info = export_clip(store, cfg.recordings_path, camera, t0, t1, out)
-        except ExportError as exc:
+        except (ExportError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
     _print_clip(info.path, info.start, info.end, info.frames, info.size, info.missing)
@@ -174,7 +174,7 @@ def event_clip_command(
     with _store(cfg) as store:
         try:
             info = event_clip(store, cfg.recordings_path, event_id, out, pre=pre, post=post)
-        except ExportError as exc:
+        except (ExportError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
     _print_clip(info.path, info.start, info.end, info.frames, info.size, info.missing)

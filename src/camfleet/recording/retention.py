@@ -8,9 +8,13 @@ for the longest ``retain_days`` among the classes its mode keeps:
 * ``continuous`` mode keeps every class (continuous footage for
   ``retain_days.continuous``, motion/event footage for their own days);
 * ``motion`` mode keeps motion and event footage; ``events`` mode only event
-  footage. Footage the mode does not keep is deleted once no future activity
-  could still claim it (``pre_capture + post_capture`` after its end) -- the
+  footage. Footage the mode does not keep is deleted once no activity could
+  still claim it: ``pre_capture + post_capture + unclaimed_grace`` after its
+  end (the grace covers motion spans that are reported when they end) -- the
   recorder always records, which is how pre-capture works.
+
+Event activity is the ``event`` activity spans plus the events themselves
+(a running event counts up to now).
 
 Storage floor: while free space on the recordings filesystem is below
 ``storage.min_free_mb`` (MiB), the oldest continuous footage is deleted
@@ -104,7 +108,9 @@ class RetentionManager:
 
     ``free_bytes(path)`` gives the free bytes of the filesystem holding
     ``path`` (injectable for tests); ``recordings_dir`` defaults to
-    ``config.recordings_path``.
+    ``config.recordings_path``; ``unclaimed_grace`` (seconds) is how much
+    longer than ``pre_capture + post_capture`` footage no activity claims is
+    kept in ``motion``/``events`` mode.
     """
 
     def __init__(
@@ -114,8 +120,10 @@ class RetentionManager:
         *,
         free_bytes: Callable[[Path], int] = disk_free_bytes,
         recordings_dir: Path | None = None,
+        unclaimed_grace: float = 60.0,
     ) -> None:
         self.store = store
+        self.unclaimed_grace = unclaimed_grace
         self.config = config
         self.free_bytes = free_bytes
         self.recordings_dir = Path(recordings_dir) if recordings_dir is not None else config.recordings_path
@@ -152,6 +160,8 @@ class RetentionManager:
             activity: dict[str, list[tuple[float, float]]] = {"motion": [], "event": []}
             for a in self.store.query_activity(camera, segs[0].start - s.post_capture, now + 1):
                 activity[a.kind].append((a.start, a.end))
+            for ev in self.store.query_events(camera=camera, after=segs[0].start - DAY, limit=1_000_000):
+                activity["event"].append((ev.start, now if ev.end is None else ev.end))
             modes = {"continuous": {"continuous", "motion", "events"}, "motion": {"motion", "events"},
                      "events": {"events"}}[s.mode]
             doomed: list[tuple[SegmentRecord, str]] = []
@@ -161,7 +171,7 @@ class RetentionManager:
                     continue
                 classes = self._classify(seg, s, activity) & modes
                 if not classes:
-                    if now - seg.end > s.pre_capture + s.post_capture:
+                    if now - seg.end > s.pre_capture + s.post_capture + self.unclaimed_grace:
                         doomed.append((seg, f"mode {s.mode}: no {'/'.join(sorted(modes))} activity"))
                     continue
                 days = max(getattr(s.retain_days, c) for c in classes)
