@@ -16,6 +16,19 @@ from .context import LOOPBACK_HOSTS, ApiContext
 log = logging.getLogger("camfleet.api")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, setting ``ready`` once it listens."""
+
+    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start listening, then say so."""
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
 class ApiServer:
     """Serves ``app`` on ``host:port`` from a background thread (port 0: a free port, see :attr:`url`)."""
 
@@ -30,6 +43,7 @@ class ApiServer:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._error: BaseException | None = None
+        self._ready = threading.Event()
 
     @property
     def url(self) -> str:
@@ -45,43 +59,35 @@ class ApiServer:
             TimeoutError: the server did not start within ``timeout`` seconds.
         """
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY on accepted connections only then;
+        # without it, keep-alive requests wait ~40 ms for delayed ACKs (Nagle)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((self.host, self.port))
         except OSError:
             sock.close()
             raise
-        sock.set_inheritable(True)
         self._sock = sock
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
-                                ws_ping_interval=20, ws_ping_timeout=20, timeout_graceful_shutdown=3)
-        self._server = uvicorn.Server(config)
+                                ws_ping_interval=20, ws_ping_timeout=20, ws_max_size=1 << 16,
+                                timeout_graceful_shutdown=3)
+        self._ready = threading.Event()
+        self._server = _Server(config, self._ready)
         self._thread = threading.Thread(target=self._run, name="camfleet-api", daemon=True)
         self._thread.start()
-        self._thread.join(0)  # let it begin
-        started = threading.Event()
-
-        def poll() -> None:
-            assert self._server is not None
-            while not (self._server.started or self._error is not None or not self._thread_alive()):
-                if started.wait(0.01):  # woken only by the deadline below
-                    return
-
-        waiter = threading.Thread(target=poll, daemon=True)
-        waiter.start()
-        waiter.join(timeout)
-        started.set()
+        self._ready.wait(timeout)  # set once listening, or when serving ended (failed)
         if self._error is not None:
             raise RuntimeError(f"the API server failed to start: {self._error}") from self._error
         if not self._server.started:
+            ended = not self._thread.is_alive()
             self.stop(2.0)
+            if ended:
+                raise RuntimeError("the API server failed to start (see the log)")
             raise TimeoutError(f"the API server did not start within {timeout} s")
         log.info("API listening on %s", self.url)
-
-    def _thread_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         assert self._server is not None and self._sock is not None
@@ -89,6 +95,8 @@ class ApiServer:
             asyncio.run(self._server.serve(sockets=[self._sock]))
         except BaseException as exc:  # reported by start()
             self._error = exc
+        finally:
+            self._ready.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close WebSockets and streams, and wait up to ``timeout`` seconds."""
