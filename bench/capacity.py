@@ -138,6 +138,12 @@ METHOD = {
         "run_delay), / window, in % of one core: what the rest of the machine held it back by. Compare "
         "with CPU%: a run that was not sustained with a high wait% was starved, not too slow by itself"
     ),
+    "extrapolated": (
+        "not a measurement: CPUs x 100 / CPU% per camera at the largest N sustained, i.e. the cameras an "
+        "otherwise idle machine would fit if the cost per camera stayed the same; for camfleet also "
+        "detector processes x threads x 100 / the detector's CPU% per camera (one inference thread can "
+        "use one core at most)"
+    ),
     "simskip": (
         "frames the simulator's feeders skipped during the window because the machine was too busy to "
         "render them on time: > 0 means the streams themselves were short of 15 fps"
@@ -479,7 +485,9 @@ def run_camfleet(
     from camfleet.runtime import Node
 
     cams = _camera_names(n)
-    row: dict[str, Any] = {"system": "camfleet", "n_cams": n, "errors": [], "summary": {}}
+    row: dict[str, Any] = {"system": "camfleet", "n_cams": n, "errors": [], "summary": {},
+                           "detector": {"processes": detector[0], "threads": detector[1]},
+                           "loadavg_start": os.getloadavg()}
     t_start = time.perf_counter()
     node = None
     supervisor = None
@@ -687,7 +695,8 @@ def _snap(conn: Any) -> tuple[float, list[dict[str, Any]]]:
 def run_baseline(ctx: Any, sim: Any, n: int, warmup: float, window: float) -> dict[str, Any]:
     """N cameras through the OpenCV loop in a spawned process: start, wait, warm up, measure, stop."""
     cams = _camera_names(n)
-    row: dict[str, Any] = {"system": "opencv", "n_cams": n, "errors": [], "summary": {}}
+    row: dict[str, Any] = {"system": "opencv", "n_cams": n, "errors": [], "summary": {},
+                           "loadavg_start": os.getloadavg()}
     t_start = time.perf_counter()
     proc = None
     conn = None
@@ -891,7 +900,27 @@ def verdicts(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, dict[s
             "untried_between": hi is not None and hi - lo > 1,
             "why": fail_row.get("why") if fail_row else None,
             "tried": sorted(r["n_cams"] for r in mine),
+            **_extrapolate(best),
         }
+    return out
+
+
+def _extrapolate(best: dict[str, Any] | None) -> dict[str, Any]:
+    """Not measured: cameras the whole machine would fit at the CPU per camera measured at ``best``.
+
+    ``idle_estimate``: all CPUs / CPU% per camera (no simulator, no other work, perfect scaling);
+    ``detector_cap`` (camfleet): inference capacity of the detector's threads / detector CPU per camera.
+    """
+    if best is None or not best["summary"].get("cpu_pct_cam"):
+        return {"idle_estimate": None, "detector_cap": None}
+    cpus = os.cpu_count() or 1
+    out: dict[str, Any] = {"idle_estimate": int(cpus * 100 / best["summary"]["cpu_pct_cam"]),
+                           "detector_cap": None}
+    det = sum(v for k, v in best.get("cpu_by_process", {}).items() if k.startswith("detector/"))
+    if det > 0:
+        d = best.get("detector", {"processes": 1, "threads": 1})
+        lanes = min(cpus, d["processes"] * d["threads"])
+        out["detector_cap"] = int(lanes * 100 / (det / best["n_cams"]))
     return out
 
 
@@ -914,6 +943,14 @@ def verdict_lines(v: dict[str, dict[str, Any]]) -> list[str]:
         else:
             line += f"; sustained at every N tried (up to {max(x['tried'])}): raise --max-cameras to go on"
         lines.append(line)
+    est = []
+    for s, x in v.items():
+        if x.get("idle_estimate"):
+            cap = f", its detector thread(s) alone: ~{x['detector_cap']}" if x["detector_cap"] else ""
+            est.append(f"{LABELS[s]} ~{x['idle_estimate']} cameras{cap}")
+    if est:
+        lines.append(f"extrapolated, not measured ({os.cpu_count()} otherwise idle CPUs, simulator "
+                     f"elsewhere, CPU per camera as above, perfect scaling): {'; '.join(est)}")
     return lines
 
 
@@ -1006,17 +1043,13 @@ def main(argv: list[str] | None = None) -> int:
     window = args.window if args.window is not None else (4.0 if quick else 20.0)
     if not 1 <= args.max_cameras <= 64 or any(not 1 <= n <= 64 for n in args.cams or []):
         ap.error("camera counts must be within 1..64")
+    if args.detector_processes < 1 or args.detector_threads < 1:
+        ap.error("--detector-processes and --detector-threads must be at least 1")
     systems = [s for s in SYSTEMS if s in args.systems]
     detector = (args.detector_processes, args.detector_threads)
 
-    # A private shm directory: the node's rings and detector never meet a test's (spawned children inherit).
-    shm = Path(tempfile.mkdtemp(prefix="camfleet-bench-capacity-", dir="/dev/shm"))
-    os.environ["CAMFLEET_SHM_DIR"] = str(shm)
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-    ctx = mp.get_context("spawn")
-
     from camfleet.detect import default_model_spec
+    from camfleet.sim import SimError
 
     spec = default_model_spec()
     if args.cams:
@@ -1036,8 +1069,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: load average {load_start[0]:.2f} before the start: other work shares the CPUs",
               flush=True)
 
+    # A private shm directory: the node's rings and detector never meet a test's (spawned children inherit).
+    shm = Path(tempfile.mkdtemp(prefix="camfleet-bench-capacity-", dir="/dev/shm"))
+    os.environ["CAMFLEET_SHM_DIR"] = str(shm)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    ctx = mp.get_context("spawn")
     rows: list[dict[str, Any]] = []
     interrupted = False
+    fatal: str | None = None
     t0 = time.perf_counter()
     if args.cams:  # exactly the counts given, every system at each
         plan = {s: iter(sorted(set(args.cams))) for s in systems}
@@ -1071,6 +1111,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: cleaning up", file=sys.stderr, flush=True)
+    except SimError as exc:
+        fatal = f"the camera simulator failed: {exc}"
+        print(fatal, file=sys.stderr, flush=True)
     finally:
         if sim is not None:
             sim.close()
@@ -1104,6 +1147,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, text in METHOD.items():
         print(f"  {key}: {text}")
     errors = [(r["system"], r["n_cams"], e) for r in rows for e in r.get("errors", [])]
+    if fatal:
+        print(f"\nstopped early: {fatal}")
     if errors:
         print(f"\n{len(errors)} error(s):")
         for s, n, e in errors:
@@ -1117,6 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
             "argv": sys.argv,
             "quick": quick,
             "interrupted": interrupted,
+            "fatal": fatal,
             "search": search_text,
             "warmup_s": warmup,
             "window_s": window,
@@ -1147,7 +1193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raw results: {args.json}")
     if interrupted:
         return 130
-    return 1 if errors else 0
+    return 1 if errors or fatal else 0
 
 
 def _safe_cmdline(p: psutil.Process) -> list[str]:
