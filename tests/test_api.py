@@ -295,6 +295,8 @@ def test_config_is_masked_and_validates(rt: Running) -> None:
             del os.environ["CAMFLEET_TEST_SECRET"]
         notutf8 = c.post("/api/config/validate", content=b"\xff\xfe").json()
         assert notutf8["valid"] is False
+        deep = c.post("/api/config/validate", content=b"cameras: " + b"[" * 5000 + b"]" * 5000)
+        assert deep.status_code == 200 and deep.json()["valid"] is False
 
 
 def test_oversized_bodies_get_413(rt: Running) -> None:
@@ -501,3 +503,15 @@ def test_schemathesis_no_server_errors(rt: Running, tmp_path: Path) -> None:
     m = re.search(r"(\d+) generated, (\d+) passed", out)
     assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 100, out[-2000:]
     assert "Tested: " in out
+
+
+def test_deeply_nested_camera_body_is_a_clean_error(rt: Running) -> None:
+    text = '{"sources": ' + '{"x": ' * 5000 + "{}" + "}" * 5000 + "}"
+    with rt.client(rt.admin) as c:
+        r = c.put("/api/cameras/deep", content=text, headers={"Content-Type": "application/json"})
+        assert r.status_code in {400, 422}, r.status_code
+        for depth in (100, 400, 900):  # parses, then is refused by validation
+            text = '{"sources": ' + '[' * depth + ']' * depth + "}"
+            r = c.put("/api/cameras/deep", content=text, headers={"Content-Type": "application/json"})
+            assert r.status_code in {400, 422}, (depth, r.status_code)
+        assert c.get("/api/health").status_code == 200

@@ -22,6 +22,24 @@ from camfleet.ingest.url import mask_url
 from camfleet.store import Store
 
 MASK = "***"
+MAX_DEPTH = 16  # a camera section nests ~6 levels (zones.NAME.points.N.[x, y])
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse data nested deeper than ``limit`` (checked without recursion).
+
+    Raises:
+        ConfigError: too deep.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ConfigError([ConfigIssue(where, None, None, f"nested deeper than {limit} levels")])
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def mask_camera(camera: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -88,7 +106,12 @@ def with_cameras(base: Config, cameras: dict[str, dict[str, Any]]) -> Config:
     """
     data = base.model_dump(mode="json", exclude_none=True)
     data["cameras"] = cameras
-    text = yaml.safe_dump(_escape(data), sort_keys=False)
+    try:
+        text = yaml.safe_dump(_escape(data), sort_keys=False)
+    except (RecursionError, yaml.YAMLError) as exc:
+        problem = f"cannot be written as YAML: {type(exc).__name__}"
+        raise ConfigError([ConfigIssue("cameras", None, None, problem)]) from None
+
     config = load_config_text(text, source=base.source or "<api>", base_dir=base._base_dir, env={})
     return config
 

@@ -3,16 +3,19 @@
 One subscriber per camera is opened on first use and shared by every viewer
 (a ring has a bounded number of subscriber slots); a JPEG younger than
 ``max_age`` is served from the cache, so N viewers cost one encode. Reads
-block, so callers run :meth:`LiveFrames.jpeg` in a worker thread.
+block: async callers use :meth:`LiveFrames.jpeg_async`, which runs them on a
+small pool of its own, so live viewers never starve the other endpoints' threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +87,8 @@ class _Cam:
 class LiveFrames:
     """Shared subscribers and a short JPEG cache, per camera."""
 
-    def __init__(self, max_age: float = 0.1, idle_close_s: float = 30.0, quality: int = 80) -> None:
+    def __init__(self, max_age: float = 0.1, idle_close_s: float = 30.0, quality: int = 80,
+                 threads: int = 8) -> None:
         self.max_age = max_age
         self.idle_close_s = idle_close_s
         self.quality = quality
@@ -92,6 +96,7 @@ class LiveFrames:
         self._lock = threading.Lock()
         self._closed = False
         self._name = f"api-{os.getpid()}-{id(self) & 0xFFFF:x}"
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="camfleet-live")
 
     @property
     def closed(self) -> bool:
@@ -152,6 +157,11 @@ class LiveFrames:
         finally:
             cam.lock.release()
 
+    async def jpeg_async(self, camera: str, timeout: float = 2.0, newer_than: int = 0) -> tuple[bytes, int]:
+        """:meth:`jpeg` on the live view's own threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.jpeg, camera, timeout, newer_than)
+
     @staticmethod
     def _drop_sub(cam: _Cam) -> None:
         if cam.sub is not None:
@@ -182,6 +192,7 @@ class LiveFrames:
             self._closed = True
             cams = list(self._cams.values())
             self._cams.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for cam in cams:
             got = cam.lock.acquire(timeout=timeout)
             try:

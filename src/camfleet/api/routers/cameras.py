@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse
 from camfleet.config import ConfigError
 
 from ..auth import authorize
-from ..cameras import applied_after, camera_dicts, mask_camera, staged_result, unmask_sources, with_cameras
+from ..cameras import (
+    applied_after,
+    camera_dicts,
+    check_depth,
+    mask_camera,
+    staged_result,
+    unmask_sources,
+    with_cameras,
+)
 from ..context import ApiContext, Ctx
 from ..issues import issues_of
 from ..schemas import ApplyResult, CameraView, Change, Changes, ValidationResult
@@ -76,6 +84,7 @@ def put_camera(
     staged = ctx.store.staged_cameras()
     known = [camera_dicts(base).get(name), staged.get(name)]
     try:
+        check_depth(camera, f"cameras.{name}")
         camera = unmask_sources(camera, known, where=f"cameras.{name}.")
         with_cameras(base, staged_result(base, {**staged, name: camera}))
     except ConfigError as exc:
@@ -145,9 +154,8 @@ def apply(ctx: Ctx) -> Any:
         body = ApplyResult(applied=result.ok, generation=result.generation, added=result.added,
                            removed=result.removed, restarted=result.restarted, updated=result.updated,
                            errors=result.errors)
-        if not result.ok:
-            log.warning("apply failed: %s; restoring the previous configuration", "; ".join(result.errors))
-            ctx.node.apply_config(base)
+        if not result.ok:  # the node changed nothing
+            log.warning("apply refused by the node: %s", "; ".join(result.errors))
             return JSONResponse(body.model_dump(), status_code=409)
         try:
             ctx.store.set_applied_cameras(applied)

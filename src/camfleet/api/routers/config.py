@@ -49,4 +49,6 @@ def _validate(text: str) -> ValidationResult:
         load_config_text(text, source="<request>", env={}, require_env=False)
     except ConfigError as exc:
         return ValidationResult(valid=False, issues=issues_of(exc, positions=True))
+    except RecursionError:
+        return ValidationResult(valid=False, issues=[Issue(path="", message="nested too deeply")])
     return ValidationResult(valid=True)

@@ -33,7 +33,7 @@ async def frame_jpg(name: CameraName, ctx: Ctx) -> Response:
     """The camera's newest frame as JPEG (404: unknown camera; 503: no frame yet, retry)."""
     _known(ctx, name)
     try:
-        jpeg, seq = await asyncio.to_thread(ctx.live.jpeg, name, 2.0)
+        jpeg, seq = await ctx.live.jpeg_async(name, 2.0)
     except NoFrame as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
     return Response(jpeg, media_type="image/jpeg",
@@ -47,7 +47,7 @@ async def _mjpeg(request: Request, ctx: ApiContext, name: str, fps: float) -> As
     while not await request.is_disconnected():
         started = loop.time()
         try:
-            jpeg, seq = await asyncio.to_thread(ctx.live.jpeg, name, 2.0, seq)
+            jpeg, seq = await ctx.live.jpeg_async(name, 2.0, seq)
         except NoFrame:
             if ctx.live.closed:
                 return
