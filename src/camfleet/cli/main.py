@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, config, demo, ingest, models, run, sim
+from . import bus, config, demo, ingest, logview, models, run, sim, status
 
 app = typer.Typer(
     name="camfleet",
@@ -22,6 +22,9 @@ app.command("demo")(demo.run)
 app.command("probe")(ingest.probe_command)
 app.command("ingest")(ingest.ingest_command)
 app.command("sim")(sim.sim)
+app.command("status")(status.status)
+app.command("reload")(status.reload)
+app.command("logs")(logview.logs)
 
 
 @app.command()

@@ -1,22 +1,37 @@
-"""``camfleet run [CONFIG]``: run cameras through their pipelines on this machine."""
+"""``camfleet run [CONFIG]``: run cameras through their pipelines on this machine.
+
+The node watches CONFIG and applies changes as they are saved (``camfleet
+reload`` asks for the same at once, through SIGHUP); a file that does not
+validate is rejected and the running cameras stay as they were. SIGTERM or
+SIGINT stops everything.
+"""
 
 from __future__ import annotations
 
-import collections
-import json
+import contextlib
+import hashlib
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from camfleet.config import ConfigError, load_config
+from camfleet.config import Config, ConfigError, load_config
 from camfleet.detect.models import ModelError
 from camfleet.detect.service import DetectorFailed
-from camfleet.runtime import Node, default_config
+from camfleet.runtime import Node, NodeAlreadyRunning, default_config
 
 from .logs import setup_logging
+
+
+def _fingerprint(path: Path) -> str:
+    """A hash of the file's bytes ("" when it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def run(
@@ -24,47 +39,123 @@ def run(
     data_dir: Path = typer.Option(Path("camfleet-data"), help="Data directory of the embedded default."),
     cameras: int = typer.Option(4, min=1, max=32, help="Synthetic cameras of the embedded default."),
     duration: float = typer.Option(0.0, help="Stop after this many seconds (0: until Ctrl-C)."),
+    watch: bool = typer.Option(True, help="Apply changes to CONFIG as soon as the file changes."),
+    skip_checks: bool = typer.Option(False, "--skip-checks", help="Start even if start-up checks fail."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run every camera: decode once, pipeline, shared detectors, events and snapshots."""
+    """Run every camera: decode once, pipeline, shared detectors, events, snapshots, recordings."""
     setup_logging(verbose)
     try:
         cfg = load_config(config) if config else default_config(data_dir, cameras)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    node = Node(cfg)
+    if not skip_checks:
+        _preflight(cfg)
+
+    from camfleet.runtime.logfiles import LogRouter  # noqa: PLC0415 - keeps `camfleet --help` fast
+
+    router = LogRouter(cfg, console=True, level="debug" if verbose else None)
+    router.start()
+    store = _open_store(cfg, router)
+
+    def loader() -> Config:
+        assert config is not None
+        new = load_config(config)
+        return _overlay(new, store)
+
+    cfg = _overlay(cfg, store)
+    node = Node(cfg, loader=loader if config else None, store=store, log_router=router)
     stop = threading.Event()
+    reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    api = None
     try:
-        node.start()
-    except (ModelError, DetectorFailed, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        node.stop()
-        raise typer.Exit(1) from None
-    events = cfg.data_path / "events.jsonl"
-    typer.echo(
-        f"camfleet: {len(cfg.cameras)} camera(s) running from {config or 'the embedded default'}.\n"
-        f"  events:    {events}\n  snapshots: {cfg.data_path / 'snapshots'}\n"
-        "  rings:     camfleet bus list   (frames and packets of every camera)\n  Ctrl-C to stop."
-    )
-    supervisor = threading.Thread(target=node.supervise, daemon=True)
-    supervisor.start()
-    end = time.monotonic() + duration if duration > 0 else None
-    seen = 0
-    try:
-        while not stop.is_set() and (end is None or time.monotonic() < end):
-            stop.wait(5.0)
-            lines = events.read_text().splitlines() if events.exists() else []
-            for line in lines[seen:]:
-                e = json.loads(line)
-                typer.echo(f"  event {e['type']:<6} {e['camera']:<8} {e['label']:<10} "
-                           f"score {e['top_score']:.2f} zones {e['zones']}")
-            seen = len(lines)
-    except KeyboardInterrupt:
-        pass
+        try:
+            node.start()
+            api = _start_api(cfg, node, store)
+        except (ModelError, DetectorFailed, NodeAlreadyRunning, ValueError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        where = f"  web UI and API: {api.url}\n" if api is not None else ""
+        typer.echo(
+            f"camfleet: {len(cfg.cameras)} camera(s) running from {config or 'the embedded default'}.\n"
+            f"{where}"
+            f"  status:    camfleet status{'' if config is None else f' {config}'}\n"
+            f"  logs:      {cfg.logs_path} (camfleet logs CAMERA -f)\n"
+            f"  events:    {cfg.database_url if store is not None else cfg.data_path / 'events.jsonl'}\n"
+            f"  snapshots: {cfg.data_path / 'snapshots'}\n"
+            "  rings:     camfleet bus list\n  Ctrl-C to stop."
+        )
+        end = time.monotonic() + duration if duration > 0 else None
+        seen = _fingerprint(config) if config else ""
+        while not stop.wait(1.0):
+            if end is not None and time.monotonic() >= end:
+                break
+            if config is None:
+                continue
+            current = _fingerprint(config) if watch else seen
+            if reload_requested.is_set() or current != seen:
+                reload_requested.clear()
+                seen = current
+                result = node.reload()
+                verdict = "applied" if result.ok else "rejected (nothing changed)"
+                typer.echo(f"camfleet: configuration {verdict}: generation {result.generation}"
+                           + (f"; {'; '.join(result.errors)}" if result.errors else ""), err=not result.ok)
     finally:
+        if api is not None:
+            api.stop(3.0)
         node.stop()
-    counts = collections.Counter(json.loads(x)["type"] for x in events.read_text().splitlines()) \
-        if events.exists() else collections.Counter()
-    typer.echo(f"camfleet: stopped. events: {dict(counts)}")
+        if store is not None:
+            store.close()
+        router.stop()
+    typer.echo("camfleet: stopped.")
+
+
+def _preflight(cfg: Config) -> None:
+    from camfleet.runtime.checks import preflight  # noqa: PLC0415
+
+    problems = preflight(cfg)
+    if problems:
+        typer.echo("camfleet: cannot start:", err=True)
+        for problem in problems:
+            typer.echo(f"  - {problem}", err=True)
+        typer.echo("  (--skip-checks starts anyway)", err=True)
+        raise typer.Exit(1)
+
+
+def _open_store(cfg: Config, router: Any) -> Any:
+    from camfleet.store import Store, StoreError  # noqa: PLC0415
+
+    try:
+        return Store.open(cfg.database_url, secret_key_path=cfg.data_path / "secret.key")
+    except StoreError as exc:
+        typer.echo(f"error: database: {exc}", err=True)
+        with contextlib.suppress(Exception):
+            router.stop()
+        raise typer.Exit(1) from None
+
+
+def _overlay(cfg: Config, store: Any) -> Config:
+    """The configuration with the cameras applied through the API laid over it."""
+    if store is None:
+        return cfg
+    try:
+        from camfleet.api import overlay_cameras  # noqa: PLC0415
+    except ImportError:
+        return cfg
+    return overlay_cameras(cfg, store)
+
+
+def _start_api(cfg: Config, node: Node, store: Any) -> Any:
+    if not cfg.api.enabled or store is None:
+        return None
+    from camfleet.api import ApiServer, create_app  # noqa: PLC0415
+
+    app = create_app(node, store, cfg.api, data_dir=cfg.data_path,
+                     recordings_dir=cfg.recordings_path)
+    server = ApiServer(app, cfg.api.host, cfg.api.port)
+    server.start()
+    return server

@@ -76,6 +76,8 @@ class DetectorSettings:
         stuck_s: an inference running longer than this is stuck (the manager restarts it).
         factory: ``"module:function"`` building the runtime from ``(spec, threads)``
             (default: :func:`camfleet.detect.runtime.load_runtime`).
+        log_init: called first in the detector process to set up its logging
+            (a picklable callable; default: plain stderr logging).
     """
 
     name: str
@@ -86,6 +88,7 @@ class DetectorSettings:
     max_inflight: int = 2
     stuck_s: float = 10.0
     factory: str = "camfleet.detect.runtime:load_runtime"
+    log_init: Callable[[], None] | None = None
 
 
 def heartbeat_path(detector: str) -> Path:
@@ -519,7 +522,10 @@ class DetectorClient:
 def _detector_main(settings: DetectorSettings, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    logging.basicConfig(level=logging.INFO)
+    if settings.log_init is not None:
+        settings.log_init()
+    else:
+        logging.basicConfig(level=logging.INFO)
     serve(settings)
 
 

@@ -47,7 +47,8 @@ class ChildSpec:
 
     ``sink`` and ``control`` are multiprocessing queues: the first carries
     JSON-ready messages to the node (events, activity, segments), the second
-    carries new configurations to a running pipeline. ``detectors`` maps a
+    carries new configurations to a running pipeline. ``log_address`` is
+    where the node's log router listens. ``detectors`` maps a
     configured detector name to (the detector process serving this camera,
     the model input size).
     """
@@ -60,7 +61,7 @@ class ChildSpec:
     parent_pid: int
     sink: Any = None
     control: Any = None
-    log_queue: Any = None
+    log_address: str | None = None
     detectors: dict[str, tuple[str, tuple[int, int]]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=camfleet_env)
 
@@ -86,24 +87,29 @@ def _setup(spec: ChildSpec) -> _Child:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    if spec.log_queue is not None:
+    if spec.log_address is not None:
         from .logfiles import child_logging  # noqa: PLC0415 - optional until logging is configured
 
-        child_logging(spec.log_queue, spec.camera, spec.kind, spec.config.logging.level)
+        child_logging(spec.log_address, spec.camera, spec.kind, spec.config.logging.level)
     return _Child(stop, hb.Heartbeat(spec.health_path, spec.slot))
 
 
 def run_child(spec: ChildSpec) -> None:
     """Entry point of every camera process: dispatches on ``spec.kind``."""
     child = _setup(spec)
-    if spec.kind == "ingest":
-        _ingest(spec, child)
-    elif spec.kind == "pipeline":
-        _pipeline(spec, child)
-    elif spec.kind == "recorder":
-        _recorder(spec, child)
-    else:
-        raise ValueError(f"unknown process kind {spec.kind!r}")
+    try:
+        if spec.kind == "ingest":
+            _ingest(spec, child)
+        elif spec.kind == "pipeline":
+            _pipeline(spec, child)
+        elif spec.kind == "recorder":
+            _recorder(spec, child)
+        else:
+            raise ValueError(f"unknown process kind {spec.kind!r}")
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit):  # the traceback belongs in the camera's log, not only stderr
+            log.critical("%s process of camera %s crashed", spec.kind, spec.camera, exc_info=True)
+        raise
 
 
 # --------------------------------------------------------------------------- ingest
@@ -284,10 +290,23 @@ def _recorder(spec: ChildSpec, child: _Child) -> None:
 
     cam = spec.config.camera(spec.camera)
     recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, spec.sink)
+    # The recorder writes what ingest publishes: no packets for a while means a stuck loop or no input.
+    quiet_s = 3 * cam.record.segment_seconds + 10.0
 
     def beat_loop() -> None:
+        last, progress = -1, time.monotonic()
         while not child.stop.wait(0.5):
-            child.beat.beat(hb.OK)
+            st = recorder.stats
+            now = time.monotonic()
+            if st.packets != last:
+                last, progress = st.packets, now
+            child.beat.counters[hb.FRAMES] = st.packets
+            child.beat.counters[hb.ERRORS] = st.errors
+            child.beat.counters[hb.EXTRA] = st.segments
+            if now - progress > quiet_s:
+                child.beat.beat(hb.DEGRADED, f"no packets for {now - progress:.0f} s")
+            else:
+                child.beat.beat(hb.OK)
 
     beater = threading.Thread(target=beat_loop, name="heartbeat", daemon=True)
     beater.start()

@@ -22,6 +22,7 @@ through a single writer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing as mp
@@ -54,6 +55,9 @@ log = logging.getLogger("camfleet.runtime")
 
 PASS_S = 0.25
 """Seconds between supervisor passes."""
+
+RETENTION_PERIOD_S = 60.0
+"""Seconds between retention passes over the recordings."""
 
 STARTING_GRACE_S = 5.0
 """A process that says "degraded" this soon after starting is still reported as starting."""
@@ -171,7 +175,6 @@ class _Proc:
     kind: str
     spec: ChildSpec
     policy: RestartPolicy
-    stop_event: Any
     proc: BaseProcess | None = None
     state: HealthState = "starting"
     reason: str = ""
@@ -271,7 +274,10 @@ class Node:
         except BaseException:
             self.stop()
             raise
-        for target, tname in ((self._supervise, "supervisor"), (self._pump, "sink")):
+        loops = [(self._supervise, "supervisor"), (self._pump, "sink")]
+        if self._store is not None:
+            loops.append((self._retention, "retention"))
+        for target, tname in loops:
             t = threading.Thread(target=target, name=f"camfleet-{tname}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -337,8 +343,15 @@ class Node:
             self._instances[detector] = names
             self._detector_keys[detector] = key
             for instance in names:
+                log_init = None
+                if self._log_router is not None:
+                    from .logfiles import child_logging  # noqa: PLC0415
+
+                    log_init = functools.partial(child_logging, self._log_router.address, None,
+                                                 f"detector-{instance}", cfg.logging.level)
                 settings = DetectorSettings(name=instance, model=spec, threads=d.threads,
-                                            max_batch=d.max_batch, max_wait_ms=d.max_wait_ms)
+                                            max_batch=d.max_batch, max_wait_ms=d.max_wait_ms,
+                                            log_init=log_init)
                 manager = DetectorManager(settings)
                 manager.start()
                 self._detectors[instance] = manager
@@ -371,10 +384,10 @@ class Node:
         spec = ChildSpec(
             camera=camera, kind=kind, config=cfg, health_path=str(self._table.path),
             slot=self._table.allocate(), parent_pid=os.getpid(), sink=self._sink, control=control,
-            log_queue=self._log_router.queue if self._log_router is not None else None,
+            log_address=self._log_router.address if self._log_router is not None else None,
             detectors=self._detectors_for(camera, cfg) if kind == "pipeline" else {},
         )
-        p = _Proc(camera, kind, spec, RestartPolicy(cfg.runtime), stop_event=None)
+        p = _Proc(camera, kind, spec, RestartPolicy(cfg.runtime))
         self._procs[(camera, kind)] = p
         self._spawn(p)
         return p
@@ -538,6 +551,9 @@ class Node:
                 elif p.kind == "ingest":
                     metrics["packets"] = p.counters[hb.PACKETS]
                     cs.decode_fps = rate.get(hb.FRAMES, 0.0)
+                elif p.kind == "recorder":
+                    metrics.update(packets=p.counters[hb.FRAMES], segments=p.counters[hb.EXTRA])
+                    del metrics["fps"]
                 cs.processes[p.kind] = ProcessStatus(
                     name=p.name, kind=p.kind,  # type: ignore[arg-type]
                     state=p.state, reason=p.reason, pid=p.proc.pid if p.proc is not None else None,
@@ -667,6 +683,21 @@ class Node:
                     f.write(json.dumps(record) + "\n")
             self._notify({"type": "event", "event_type": message["type"], "event": message["event"]})
 
+    def _retention(self) -> None:
+        """Apply recording retention and the storage floor every :data:`RETENTION_PERIOD_S` seconds."""
+        from camfleet.recording.retention import RetentionManager  # noqa: PLC0415 - only with a store
+
+        while not self._stop.wait(RETENTION_PERIOD_S):
+            if not any(cam.record.enabled for cam in self.config.cameras.values()):
+                continue
+            try:
+                report = RetentionManager(self._store, self.config).run_once()
+                if report.deleted:
+                    log.info("retention: deleted %d segment(s), %.1f MiB", len(report.deleted),
+                             report.bytes_freed / 2**20)
+            except Exception:
+                log.exception("retention pass failed")
+
     # ------------------------------------------------------------------ reconfiguration
 
     def reload(self) -> ReloadResult:
@@ -779,15 +810,16 @@ class Node:
         with self._lock:
             procs = list(self._procs.values())
             self._procs.clear()
-            stopper = threading.Thread(target=self._stop_procs, args=(procs, timeout), daemon=True)
-            stopper.start()
+            self._stop_procs(procs, timeout)  # cameras first: their pipelines still talk to detectors
             managers = list(self._detectors.values())
             self._detectors.clear()
             self._instances.clear()
-            for manager in managers:
-                with contextlib.suppress(Exception):
-                    manager.stop(timeout=min(timeout or 3.0, 3.0))
-            stopper.join()
+            stoppers = [threading.Thread(target=m.stop, kwargs={"timeout": 2.0}, daemon=True)
+                        for m in managers]
+            for t in stoppers:
+                t.start()
+            for t in stoppers:
+                t.join(5.0)
         self._drain_sink()
         if self._writer is not None:
             with contextlib.suppress(Exception):
