@@ -11,7 +11,10 @@ log = logging.getLogger("camfleet.api.access")
 
 
 class AccessLog:
-    """Logs ``METHOD /path status ms`` for each HTTP request and WebSocket, without the query."""
+    """Logs ``client METHOD /path status ms`` per request and WebSocket, never the query string.
+
+    Errors (4xx, 5xx) at INFO, the rest at DEBUG (a live view polls every second).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,8 +40,9 @@ class AccessLog:
         try:
             await self.app(scope, receive, watch)
         finally:
-            if log.isEnabledFor(logging.INFO):
+            level = logging.INFO if status >= 400 or status == 0 else logging.DEBUG
+            if log.isEnabledFor(level):
                 client = scope.get("client") or ("-", 0)
                 method = scope.get("method", "WS")
-                log.info("%s %s %s %d %.1fms", client[0], method, scope.get("path", ""), status,
-                         (time.perf_counter() - started) * 1000)
+                log.log(level, "%s %s %s %d %.1fms", client[0], method, scope.get("path", ""), status,
+                        (time.perf_counter() - started) * 1000)
