@@ -685,8 +685,17 @@ class Node:
 
     def _retention(self) -> None:
         """Apply recording retention and the storage floor every :data:`RETENTION_PERIOD_S` seconds."""
-        from camfleet.recording.retention import RetentionManager  # noqa: PLC0415 - only with a store
+        from camfleet.recording.check import check_storage  # noqa: PLC0415 - only with a store
+        from camfleet.recording.retention import RetentionManager  # noqa: PLC0415
 
+        if self.config.recordings_path.exists():
+            try:  # a recorder killed between rename and report leaves a file without a row
+                checked = check_storage(self._store, self.config.recordings_path, repair=True)
+                log.info("storage check at start: %d segment(s), %d missing file(s) removed from the index, "
+                         "%d unindexed file(s) indexed", checked.rows, checked.rows_deleted,
+                         len(checked.files_indexed))
+            except Exception:
+                log.exception("storage check failed")
         while not self._stop.wait(RETENTION_PERIOD_S):
             if not any(cam.record.enabled for cam in self.config.cameras.values()):
                 continue
