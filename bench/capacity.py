@@ -131,7 +131,8 @@ METHOD = {
         "camfleet: the pipeline's lag gauge from node.status() (frame published by ingest -> analysed "
         "through events), sampled twice a second over the window, mean; baseline: cap.read() returning "
         "-> the model's answer, mean over analysed frames. Not the same span (camfleet's includes the "
-        "wait in the ring); neither includes the camera -> decoder part"
+        "wait in the ring); neither includes the camera -> decoder part. A camfleet pipeline analyses one "
+        "frame at a time, so above 1000 / 5 = 200 ms it cannot reach 5 fps"
     ),
     "wait%": (
         "time the system under test's threads spent runnable but waiting for a CPU (Linux schedstat "
@@ -142,7 +143,9 @@ METHOD = {
         "not a measurement: CPUs x 100 / CPU% per camera at the largest N sustained, i.e. the cameras an "
         "otherwise idle machine would fit if the cost per camera stayed the same; for camfleet also "
         "detector processes x threads x 100 / the detector's CPU% per camera (one inference thread can "
-        "use one core at most)"
+        "use one core at most). It ignores latency: a camfleet pipeline has one frame in flight, so it "
+        "analyses at most 1000 / 'an ms' frames/s per camera, and 'an ms' grows with the cameras queued "
+        "at the shared detector (the model runs one image at a time) and with CPU contention"
     ),
     "simskip": (
         "frames the simulator's feeders skipped during the window because the machine was too busy to "
@@ -933,11 +936,13 @@ def verdict_lines(v: dict[str, dict[str, Any]]) -> list[str]:
         if x["max_sustained"]:
             line = (f"{LABELS[s]:<11}: {x['max_sustained']} camera(s) sustained in real time, "
                     f"{x['cpu_pct_cam']:.0f}% of one core per camera ({x['cpu_pct']:.0f}% in all)")
-        else:
+        elif 1 in x["tried"]:
             line = f"{LABELS[s]:<11}: not even 1 camera sustained"
+        else:
+            line = f"{LABELS[s]:<11}: no N tried was sustained"
         if x["first_failed"] is not None:
             line += f"; not at {x['first_failed']}: {x['why']}"
-            if x["untried_between"]:
+            if x["untried_between"] and x["max_sustained"]:
                 gap = range(x["max_sustained"] + 1, x["first_failed"])
                 line += f" ({gap[0] if len(gap) == 1 else f'{gap[0]}..{gap[-1]}'} not tried)"
         else:
