@@ -68,7 +68,7 @@ METHOD = {
         "file (what the node writes every second for `camfleet status`), parses it and returns it; "
         "/api/events opens a new sqlite3 connection per request on the same rows in a table without "
         "indexes and runs the same SELECT ... ORDER BY start DESC LIMIT/OFFSET and COUNT(*); the "
-        "WebSocket broadcast awaits send_text() on each client in turn"
+        "WebSocket broadcast is one task awaiting send_text() on each client in turn, message by message"
     ),
     "http": (
         "closed loop from this process: C threads, each with its own keep-alive httpx.Client, send "
@@ -83,11 +83,13 @@ METHOD = {
         f"{WS_CLIENTS} clients (websockets asyncio client, one event loop in this process) connected "
         f"to /api/ws; the server process publishes {PAD_BYTES} B JSON messages at --ws-rate per second "
         "from a thread through the same path as the node's events (camfleet: NodeControl listener -> hub; "
-        "naive: a coroutine scheduled on the server loop that sends to every client in turn); latency = "
+        "naive: one broadcaster task takes the messages in order and awaits send_text() on every client "
+        "in turn); latency = "
         "client receive time.time() - the server's time.time() stamped at publish (same machine, same "
         "clock). 'stalled': one more client completes the handshake and never reads (socket receive "
         "buffer 4 KiB), as a frozen browser tab would, and the run publishes more (--stall-rate/s, "
-        "--stall-count messages: several MB, past what the kernel's socket buffers absorb); 'recv' = "
+        "--stall-count messages: 4.8 MB in --quick, past what the kernel's socket buffers absorb, "
+        "tcp_wmem max 4 MiB here); 'recv' = "
         f"messages received / expected over the {WS_CLIENTS} reading clients. camfleet also pushes its "
         "periodic status snapshot (32 cameras, ~40 kB, every second) to every client during the runs; "
         "the naive server does not"
@@ -184,7 +186,21 @@ def _naive_app(folder: Path, status_file: Path) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         app.state.loop = asyncio.get_running_loop()
+        app.state.outbox = asyncio.Queue()
+
+        async def broadcaster() -> None:  # messages in order, each to every client in turn
+            while True:
+                text = await app.state.outbox.get()
+                for client in list(clients):
+                    try:
+                        await client.send_text(text)
+                    except Exception:
+                        with contextlib.suppress(ValueError):
+                            clients.remove(client)
+
+        task = asyncio.create_task(broadcaster())
         yield
+        task.cancel()
 
     app = FastAPI(lifespan=lifespan)
     clients: list[WebSocket] = []
@@ -273,17 +289,9 @@ def serve(variant: str, folder: str, conn: Any) -> None:
             status_file.write_text(json.dumps(status.to_json()))
             app = _naive_app(data, status_file)
 
-            async def broadcast(text: str) -> None:
-                for client in list(app.state.clients):
-                    try:
-                        await client.send_text(text)
-                    except Exception:
-                        with contextlib.suppress(ValueError):
-                            app.state.clients.remove(client)
-
             def publish(message: dict[str, Any]) -> None:
                 text = json.dumps(message)
-                asyncio.run_coroutine_threadsafe(broadcast(text), app.state.loop)
+                app.state.loop.call_soon_threadsafe(app.state.outbox.put_nowait, text)
 
         server = ApiServer(app, "127.0.0.1", 0)
         server.start()
@@ -355,8 +363,10 @@ def http_run(url: str, token: str, paths: list[str], conc: int, duration: float)
 
 def _stalled_socket(url: str, token: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+    sock.settimeout(10)
+    sock.connect((host, int(port)))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /api/ws?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                   f"Authorization: Bearer {token}\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -391,7 +401,7 @@ def ws_run(url: str, token: str, conn: Any, rate: float, count: int, stalled: bo
         tasks = [asyncio.create_task(reader(k, ws)) for k, ws in enumerate(conns)]
         await asyncio.sleep(0.5)  # let the server register every client before publishing
         conn.send(("publish", rate, count))
-        await asyncio.wait(tasks, timeout=count / rate + 20)
+        await asyncio.wait(tasks, timeout=count / rate + 5)
         for t in tasks:
             t.cancel()
         for ws in conns:
@@ -418,11 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events-per-camera", type=int, help="events stored per camera")
     ap.add_argument("--ws-rate", type=float, default=20.0, help="WebSocket messages published per second")
     ap.add_argument("--ws-count", type=int, help="WebSocket messages per run")
-    ap.add_argument("--stall-rate", type=float, default=100.0, help="messages/s of the stalled-client run")
+    ap.add_argument("--stall-rate", type=float, default=50.0, help="messages/s of the stalled-client run")
     ap.add_argument("--stall-count", type=int, help="messages of the stalled-client run")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--skip-http", action="store_true", help="WebSocket runs only")
     args = ap.parse_args(argv)
     quick = args.quick
-    duration = args.duration or (2.5 if quick else 8.0)
+    duration = args.duration or (2.0 if quick else 8.0)
     per_camera = args.events_per_camera or (300 if quick else 1000)
     ws_count = args.ws_count or (40 if quick else 200)
     stall_count = args.stall_count or (300 if quick else 1000)
@@ -431,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"api bench: {CAMERAS} cameras, {per_camera} events/camera, HTTP {duration:g} s per run at "
           f"concurrency {concs}, WebSocket {WS_CLIENTS} clients x {ws_count} messages at {args.ws_rate:g}/s; "
           f"{os.cpu_count()} CPUs", flush=True)
+    load = os.getloadavg()
+    if load[0] > 0.5:
+        print(f"note: load average {load[0]:.2f} before the start: other work shares the CPUs", flush=True)
     ctx = mp.get_context("spawn")
     results: dict[str, Any] = {"http": [], "ws": []}
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
@@ -439,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         token = data["token"]
         ev_paths = [f"/api/events?camera=cam{i % CAMERAS + 1}&limit=50" for i in range(CAMERAS)]
         ev_paths += ["/api/events?label=person&limit=50&offset=100"] * 4
-        for variant in VARIANTS:
+        for variant in args.variants:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=serve, args=(variant, tmp, child), daemon=True)
             proc.start()
@@ -451,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(hello["error"])
                 url = hello["url"]
                 server = psutil.Process(hello["pid"])
-                for endpoint, paths in (("status", ["/api/status"]), ("events", ev_paths)):
+                for endpoint, paths in () if args.skip_http else (("status", ["/api/status"]),
+                                                                    ("events", ev_paths)):
                     for conc in concs:
                         cpu0 = cpu_s(server)
                         r = http_run(url, token, paths, conc, duration)
@@ -485,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "api", "method": METHOD, "quick": quick, "cameras": CAMERAS, "events": data["events"],
         "duration_s": duration, "ws_clients": WS_CLIENTS, "ws_rate": args.ws_rate, "ws_count": ws_count,
         "stall_rate": args.stall_rate, "stall_count": stall_count,
-        "results": results, "elapsed_s": time.perf_counter() - t0,
+        "results": results, "elapsed_s": time.perf_counter() - t0, "loadavg_start": load,
+        "loadavg_end": os.getloadavg(),
         "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "fastapi": metadata.version("fastapi"), "uvicorn": metadata.version("uvicorn")},
     }

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -443,8 +444,10 @@ def test_hub_drops_a_slow_client_without_slowing_the_others() -> None:
 def _raw_ws(url: str, token: str) -> socket.socket:
     """A WebSocket client that completes the handshake and then never reads (a stalled browser tab)."""
     host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+    sock.settimeout(10)
+    sock.connect((host, int(port)))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /api/ws?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -481,6 +484,33 @@ def test_slow_websocket_client_is_dropped(rt: Running) -> None:
         slow.close()
 
 
+def test_deeply_nested_camera_body_is_a_clean_error(rt: Running) -> None:
+    text = '{"sources": ' + '{"x": ' * 5000 + "{}" + "}" * 5000 + "}"
+    with rt.client(rt.admin) as c:
+        r = c.put("/api/cameras/deep", content=text, headers={"Content-Type": "application/json"})
+        assert r.status_code in {400, 422}, r.status_code
+        for depth in (100, 400, 900):  # parses, then is refused by validation
+            text = '{"sources": ' + '[' * depth + ']' * depth + "}"
+            r = c.put("/api/cameras/deep", content=text, headers={"Content-Type": "application/json"})
+            assert r.status_code in {400, 422}, (depth, r.status_code)
+        assert c.get("/api/health").status_code == 200
+
+
+def test_tokens_in_websocket_urls_are_masked_in_uvicorn_logs(
+    rt: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("uvicorn.error")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # uvicorn logs "WebSocket /api/ws?token=..." [accepted] at INFO
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.error"), rt.ws(rt.viewer) as ws:
+            wait_ws(ws, lambda m: m["type"] == "snapshot", 10)
+    finally:
+        logger.setLevel(level)
+    assert "WebSocket" in caplog.text
+    assert rt.viewer not in caplog.text and "token=***" in caplog.text
+
+
 # ----------------------------------------------------------------------------- schemathesis (last: it may
 # stage and apply whatever it generates, including deleting cam1)
 
@@ -503,15 +533,3 @@ def test_schemathesis_no_server_errors(rt: Running, tmp_path: Path) -> None:
     m = re.search(r"(\d+) generated, (\d+) passed", out)
     assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 100, out[-2000:]
     assert "Tested: " in out
-
-
-def test_deeply_nested_camera_body_is_a_clean_error(rt: Running) -> None:
-    text = '{"sources": ' + '{"x": ' * 5000 + "{}" + "}" * 5000 + "}"
-    with rt.client(rt.admin) as c:
-        r = c.put("/api/cameras/deep", content=text, headers={"Content-Type": "application/json"})
-        assert r.status_code in {400, 422}, r.status_code
-        for depth in (100, 400, 900):  # parses, then is refused by validation
-            text = '{"sources": ' + '[' * depth + ']' * depth + "}"
-            r = c.put("/api/cameras/deep", content=text, headers={"Content-Type": "application/json"})
-            assert r.status_code in {400, 422}, (depth, r.status_code)
-        assert c.get("/api/health").status_code == 200

@@ -32,9 +32,11 @@ STATUS_PERIOD_S = 1.0
 
 
 async def _status_ticker(ctx: ApiContext) -> None:
-    """Push a status snapshot to the WebSocket clients every second (only while there are some)."""
+    """Every second: drop stuck WebSocket clients, push a status snapshot (while there are clients)."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(STATUS_PERIOD_S)  # the push period, not a synchronisation
+        ctx.hub.check_stuck(loop.time())
         if ctx.hub.clients:
             try:
                 text = await asyncio.to_thread(ctx.status.ws_message)

@@ -18,18 +18,21 @@ log = logging.getLogger("camfleet.api")
 
 
 class Client:
-    """One connected WebSocket: its queue of encoded messages, and whether it was dropped."""
+    """One connected WebSocket: its queue of encoded messages, its sender, whether it was dropped."""
 
     def __init__(self, maxsize: int) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
         self.dropped = False
+        self.sending_since: float | None = None  # loop time a send began, while it is in progress
+        self.task: asyncio.Task[None] | None = None
 
 
 class Hub:
     """The set of connected clients, and the messages sent to all of them."""
 
-    def __init__(self, queue_size: int = 256) -> None:
+    def __init__(self, queue_size: int = 256, send_timeout: float = 5.0) -> None:
         self.queue_size = queue_size
+        self.send_timeout = send_timeout
         self.clients: set[Client] = set()
         self.dropped = 0
         self.sent = 0
@@ -80,6 +83,15 @@ class Hub:
         with contextlib.suppress(asyncio.QueueEmpty):
             client.queue.get_nowait()
         client.queue.put_nowait(None)
+        if client.sending_since is not None and client.task is not None:
+            client.task.cancel()  # stuck in a send: the socket does not drain
+
+    def check_stuck(self, now: float) -> None:
+        """Drop the clients whose current send has not finished in ``send_timeout`` seconds (loop time)."""
+        for client in list(self.clients):
+            since = client.sending_since
+            if since is not None and now - since > self.send_timeout:
+                self._drop(client)
 
     def publish_threadsafe(self, message: dict[str, Any]) -> None:
         """Queue ``message`` from any thread (dropped when the server is not running)."""

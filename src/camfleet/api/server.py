@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import threading
 
@@ -14,6 +15,31 @@ from fastapi import FastAPI
 from .context import LOOPBACK_HOSTS, ApiContext
 
 log = logging.getLogger("camfleet.api")
+
+
+_TOKEN_RE = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Masks ``token=...`` in log records (uvicorn logs WebSocket paths with their query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message with tokens masked; never drops a record."""
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        if "token=" in message.lower():
+            record.msg = _TOKEN_RE.sub(r"\1***", message)
+            record.args = None
+        return True
+
+
+def _install_redaction() -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 class _Server(uvicorn.Server):
@@ -74,6 +100,7 @@ class ApiServer:
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
                                 ws_ping_interval=20, ws_ping_timeout=20, ws_max_size=1 << 16,
                                 timeout_graceful_shutdown=3)
+        _install_redaction()
         self._ready = threading.Event()
         self._server = _Server(config, self._ready)
         self._thread = threading.Thread(target=self._run, name="camfleet-api", daemon=True)

@@ -14,7 +14,7 @@ from ..context import ws_ctx
 
 log = logging.getLogger("camfleet.api")
 router = APIRouter()
-SEND_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 2.0
 
 
 @router.websocket("/api/ws")
@@ -43,36 +43,32 @@ async def websocket(ws: WebSocket) -> None:
         client.queue.put_nowait(await asyncio.to_thread(ctx.status.ws_message))
 
     async def drain_incoming() -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             while True:
                 await ws.receive_text()  # clients send nothing we need; this notices a close
 
+    async def send_loop() -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while (text := await client.queue.get()) is not None and not client.dropped:
+                client.sending_since = loop.time()  # the hub's watchdog drops a send stuck this long
+                await ws.send_text(text)
+                client.sending_since = None
+
     reader = asyncio.create_task(drain_incoming())
+    sender = asyncio.create_task(send_loop())
+    client.task = sender
     try:
-        while True:
-            getter = asyncio.ensure_future(client.queue.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                break  # the client went away
-            text = getter.result()
-            if text is None:
-                code = 1013 if client.dropped else 1001
-                with contextlib.suppress(Exception):
-                    await ws.close(code=code, reason="too slow" if client.dropped else "server stopping")
-                break
-            if client.dropped:
-                await ws.close(code=1013, reason="too slow")
-                break
-            try:
-                await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT_S)
-            except TimeoutError:
-                ctx.hub.drop(client)  # the socket is not draining
-                break
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        pass
+        await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         ctx.hub.remove(client)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        for task in (reader, sender):
+            task.cancel()
+        for task in (reader, sender):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if not reader.done():  # still connected: dropped as too slow, or the server is stopping
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=1013 if client.dropped else 1001,
+                                                reason="too slow" if client.dropped else "server stopping"),
+                                       CLOSE_TIMEOUT_S)
