@@ -20,7 +20,11 @@ class IngestState(enum.Enum):
 
 @dataclass(frozen=True)
 class IngestStatus:
-    """A snapshot for status displays; times in seconds, rates in frames/s."""
+    """A snapshot for status displays; times in seconds, rates in frames/s.
+
+    ``frames`` counts frames published to the ring (after the frame-rate limit),
+    ``decoded`` every frame decoded from the stream.
+    """
 
     state: IngestState
     seconds_in_state: float
@@ -34,6 +38,7 @@ class IngestStatus:
     width: int
     height: int
     codec: str
+    decoded: int = 0
 
 
 class StateTracker:

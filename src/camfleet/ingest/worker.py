@@ -100,6 +100,7 @@ class IngestWorker:
         self._limiter = RateLimiter(config.output.fps)
         self._last_frame = time.monotonic()
         self._frame_count = 0
+        self._decoded_count = 0
         self._packet_count = 0
         self._corrupt_packets = 0
         self._fps = 0.0
@@ -136,6 +137,7 @@ class IngestWorker:
                 last_error=t.last_error,
                 last_error_kind=t.last_error_kind,
                 frames=self._frame_count,
+                decoded=self._decoded_count,
                 packets=self._packet_count,
                 decode_fps=self._fps,
                 width=self._size[0],
@@ -289,6 +291,7 @@ class IngestWorker:
     def _on_frame(self, frame: av.VideoFrame, *, corrupt: bool) -> None:
         now = time.monotonic()
         self._last_frame = now
+        self._decoded_count += 1
         if self._tracker.state != IngestState.STREAMING:
             self._backoff.reset()
             self._enter(IngestState.STREAMING)

@@ -149,6 +149,7 @@ def _ingest(spec: ChildSpec, child: _Child) -> None:
                 continue  # no beat: the supervisor declares the process unresponsive
             child.beat.counters[hb.FRAMES] = st.frames
             child.beat.counters[hb.PACKETS] = st.packets
+            child.beat.counters[hb.EXTRA] = st.decoded
             if st.state == IngestState.STREAMING:
                 child.beat.beat(hb.OK)
             else:

@@ -45,7 +45,8 @@ class ProcessStatus:
 class CameraStatus:
     """One camera: its state (its worst process's), the key rates, and its processes.
 
-    ``decode_fps`` frames decoded by ingest, ``processed_fps`` frames the
+    ``decode_fps`` frames decoded by ingest (the stream's rate; the frame
+    ring gets those left after the frame-rate limit), ``processed_fps`` frames the
     pipeline analysed, ``skipped_fps`` frames the pipeline did not get to,
     ``detector_rps`` detector requests per second, ``inference_ms`` the mean
     inference time of its detector requests.

@@ -34,7 +34,8 @@ DEGRADED = 1
 
 FRAMES, SKIPPED, DET_REQUESTS, INFER_MS, PACKETS, LAG_MS, ERRORS, EXTRA = range(8)
 """Counter indexes: frames handled, frames skipped, detector requests, total inference ms,
-packets, last frame lag in ms (a gauge), errors, and a spare (pipelines: live updates applied)."""
+packets, last frame lag in ms (a gauge), errors, and a spare (pipelines: live updates applied;
+ingest: frames decoded, before the frame-rate limit; recorder: segments written)."""
 
 SLOT_DTYPE = np.dtype([
     ("pid", "<i8"),

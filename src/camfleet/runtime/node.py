@@ -516,7 +516,7 @@ class Node:
 
     def _measure(self, p: _Proc, beat: hb.Beat, now: float) -> None:
         p.counters = beat.counters
-        for index in (hb.FRAMES, hb.SKIPPED, hb.DET_REQUESTS):
+        for index in (hb.FRAMES, hb.SKIPPED, hb.DET_REQUESTS, hb.EXTRA):
             p.rates.setdefault(index, _Rate()).update(beat.counters[index], now)
         reqs, ms = beat.counters[hb.DET_REQUESTS], beat.counters[hb.INFER_MS]
         if reqs - p._infer_last[0] >= 1:
@@ -548,9 +548,10 @@ class Node:
                     cs.skipped_fps = rate.get(hb.SKIPPED, 0.0)
                     cs.detector_rps = rate.get(hb.DET_REQUESTS, 0.0)
                     cs.inference_ms = p.infer_ms
-                elif p.kind == "ingest":
-                    metrics["packets"] = p.counters[hb.PACKETS]
-                    cs.decode_fps = rate.get(hb.FRAMES, 0.0)
+                elif p.kind == "ingest":  # decoded: every frame of the stream; fps: those published
+                    metrics.update(packets=p.counters[hb.PACKETS], decoded=p.counters[hb.EXTRA],
+                                   decode_fps=rate.get(hb.EXTRA, 0.0))
+                    cs.decode_fps = rate.get(hb.EXTRA, 0.0)
                 elif p.kind == "recorder":
                     metrics.update(packets=p.counters[hb.FRAMES], segments=p.counters[hb.EXTRA])
                     del metrics["fps"]
