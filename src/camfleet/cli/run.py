@@ -38,6 +38,7 @@ def run(
     config: Path | None = typer.Argument(None, help="Configuration file (default: the embedded demo)."),
     data_dir: Path = typer.Option(Path("camfleet-data"), help="Data directory of the embedded default."),
     cameras: int = typer.Option(4, min=1, max=32, help="Synthetic cameras of the embedded default."),
+    port: int = typer.Option(5080, min=0, max=65535, help="API/web UI port of the embedded default."),
     duration: float = typer.Option(0.0, help="Stop after this many seconds (0: until Ctrl-C)."),
     watch: bool = typer.Option(True, help="Apply changes to CONFIG as soon as the file changes."),
     skip_checks: bool = typer.Option(False, "--skip-checks", help="Start even if start-up checks fail."),
@@ -46,7 +47,7 @@ def run(
     """Run every camera: decode once, pipeline, shared detectors, events, snapshots, recordings."""
     setup_logging(verbose)
     try:
-        cfg = load_config(config) if config else default_config(data_dir, cameras)
+        cfg = load_config(config) if config else default_config(data_dir, cameras, port=port)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

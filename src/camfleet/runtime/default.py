@@ -29,16 +29,21 @@ pipelines:
 defaults:
   detect: {{width: 640, height: 360, fps: 5}}
   pipeline: default
+  record: {{enabled: true, mode: continuous, segment_seconds: 10, retain_days: {{continuous: 1}}}}
+# the demo's API and web UI: this machine only, without tokens (a real configuration needs tokens:
+# camfleet token create)
+api: {{host: 127.0.0.1, port: {port}, open: true}}
 cameras:
 {cameras}
 """
 
 
 def default_config(data_dir: Path, cameras: int = 4, width: int = 1280, height: int = 720,
-                   fps: float = 15) -> Config:
+                   fps: float = 15, port: int = 5080) -> Config:
     """``cameras`` synthetic cameras (people, a cat, a motorcycle moving) through the default pipeline.
 
-    Frames are ``width``x``height`` at ``fps`` frames/s, analysed at 640x360, 5 fps.
+    Frames are ``width``x``height`` at ``fps`` frames/s, analysed at 640x360, 5 fps, and recorded
+    (one day kept); the API and web UI listen on ``127.0.0.1:port``, open to this machine only.
     """
     objects = ["person,cat", "person,motorcycle", "person", "cat,motorcycle"]
     cams = "\n".join(
@@ -52,5 +57,6 @@ def default_config(data_dir: Path, cameras: int = 4, width: int = 1280, height: 
         model=str(models_dir() / DEFAULT_MODEL_FILE),
         labels=str(models_dir() / DEFAULT_LABELS_FILE),
         cameras=cams,
+        port=port,
     )
     return load_config_text(text)
