@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, config, demo, ingest, logview, models, run, sim, status, storage
+from . import bus, config, demo, ingest, logview, models, run, sim, status, storage, token
 
 app = typer.Typer(
     name="camfleet",
@@ -18,6 +18,7 @@ app.add_typer(bus.app, name="bus")
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
 app.add_typer(storage.app, name="storage")
+app.add_typer(token.app, name="token")
 app.command("run")(run.run)
 app.command("demo")(demo.run)
 app.command("probe")(ingest.probe_command)
