@@ -17,13 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from websockets.exceptions import InvalidStatus
 
+from camfleet import framebus
 from camfleet.api import ApiServer, create_app, overlay_cameras
 from camfleet.api.hub import Hub
 from camfleet.config import ApiSettings
+from camfleet.pipeline.context import to_rgb
 from camfleet.store import EventRecord
 
 from .test_api_support import Running, camera_state, camera_yaml, running, shm_env, wait_ws
@@ -132,6 +135,14 @@ def test_frame_jpeg(rt: Running) -> None:
         assert r.headers["content-type"] == "image/jpeg"
         img = Image.open(io.BytesIO(r.content))
         assert img.size == (320, 240)
+        # colours match the pipeline's own conversion of a ring frame (static background rows)
+        with framebus.subscribe("cam1", mode="latest", name="test-colour", connect_timeout=5) as sub, \
+                sub.next(timeout=5) as frame:
+            fmt = frame.format
+            expected = to_rgb(frame.array, fmt.pixel_format, fmt.width, fmt.height)
+        got = np.asarray(img.convert("RGB"), dtype=np.float32)
+        diff = np.abs(got[:40] - expected[:40].astype(np.float32)).mean()
+        assert diff < 8, diff
         assert c.get("/api/cameras/nope/frame.jpg").status_code == 404
         assert c.get("/api/cameras/..%2F..%2Fetc/frame.jpg").status_code in {404, 422}
 

@@ -22,7 +22,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("ui")
-    with shm_env("camfleet-uitest"), running(tmp, camera_yaml("cam1", objects="person,cat", record=True)) as r:
+    cam1 = camera_yaml("cam1", objects="person,cat", record=True)
+    with shm_env("camfleet-uitest"), running(tmp, cam1) as r:
         yield r
 
 
@@ -89,6 +90,8 @@ def test_add_camera_apply_see_it_live_and_its_events(rt: Running, page: Page) ->
     expect(img).to_have_attribute("data-loaded", "1", timeout=60_000)
     assert page.evaluate('document.querySelector(\'#grid img[data-camera="cam2"]\').naturalWidth') == 320
     expect(page.locator('#grid .card[data-camera="cam2"] .state')).to_have_text("healthy", timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-e2e-live.png"))
 
     # events: one of the new camera's events appears in the list, with its snapshot
     page.click('button.tab[data-page="events"]')
@@ -111,5 +114,4 @@ def test_add_camera_apply_see_it_live_and_its_events(rt: Running, page: Page) ->
     expect(page.locator("#storage-info")).to_contain_text("events stored")
 
     page.click('button.tab[data-page="events"]')
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-e2e.png"), full_page=True)

@@ -33,9 +33,9 @@ class NoFrame(Exception):
 
 def _limited_to_full(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
     """Video-range (BT.601 limited) planes to the full range JPEG's YCbCr expects."""
-    yf = np.clip((y.astype(np.int16) - 16) * 255 // 219, 0, 255).astype(np.uint8)
-    uf = np.clip((u.astype(np.int16) - 128) * 255 // 224 + 128, 0, 255).astype(np.uint8)
-    vf = np.clip((v.astype(np.int16) - 128) * 255 // 224 + 128, 0, 255).astype(np.uint8)
+    yf = np.clip((y.astype(np.int32) - 16) * 255 // 219, 0, 255).astype(np.uint8)
+    uf = np.clip((u.astype(np.int32) - 128) * 255 // 224 + 128, 0, 255).astype(np.uint8)
+    vf = np.clip((v.astype(np.int32) - 128) * 255 // 224 + 128, 0, 255).astype(np.uint8)
     return yf, uf, vf
 
 
