@@ -6,6 +6,7 @@ what to install (it is never skipped).
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,7 @@ def test_add_camera_apply_see_it_live_and_its_events(rt: Running, page: Page) ->
     expect(img).to_have_attribute("data-loaded", "1", timeout=60_000)
     assert page.evaluate('document.querySelector(\'#grid img[data-camera="cam2"]\').naturalWidth') == 320
     expect(page.locator('#grid .card[data-camera="cam2"] .state')).to_have_text("healthy", timeout=60_000)
+    expect(page.locator('#grid .card[data-camera="cam2"] .fps')).not_to_have_text(re.compile(r"^0\.0 fps"))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-e2e-live.png"))
 
