@@ -54,6 +54,9 @@ def test_camfleet_run_embedded_default_serves_ui_api_events_and_recordings(
                 time.sleep(1.0)  # the node works in other processes; nothing to wait on
             assert healthy == {"cam1", "cam2"}, status
             assert events, "no event within 90 s"
+            first = events[-1]
+            assert first["camera"] in ("cam1", "cam2") and first["label"] in ("person", "cat", "motorcycle")
+            assert first["top_score"] > 0.5
             assert segments, "no recording segment within 90 s"
             frame = client.get("/api/cameras/cam1/frame.jpg")
             assert frame.status_code == 200 and frame.content[:2] == b"\xff\xd8"
@@ -68,4 +71,5 @@ def test_camfleet_run_embedded_default_serves_ui_api_events_and_recordings(
     output = "".join(lines)
     assert "camfleet: stopped." in output
     assert (data / "camfleet.db").exists() and (data / "logs" / "cam1.log").exists()
+    assert list((data / "snapshots").rglob("*.jpg"))
     assert list(shm_dir.iterdir()) == []

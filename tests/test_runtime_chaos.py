@@ -80,8 +80,10 @@ def test_metrics_per_camera_and_process(node3: tuple[Node, States]) -> None:
         states.wait("a", "healthy", 5)
         time.sleep(0.5)  # rates are recomputed every second; nothing to wait on
     cam = node.status().cameras["a"]
-    assert 0 < cam.decode_fps < 6.5, cam  # the source runs at 10 fps, limited to 5 for the pipeline
-    assert 0 < cam.processed_fps <= cam.decode_fps * 1.5, cam
+    published = cam.processes["ingest"].metrics["fps"]
+    assert 0 < cam.decode_fps < 12, cam  # the source runs at 10 fps ...
+    assert 0 < published < 6.5, cam  # ... limited to 5 for the pipeline
+    assert 0 < cam.processed_fps <= published * 1.5, cam
     assert cam.detector_rps > 0 and cam.inference_ms > 0, cam
     assert set(cam.processes) == {"ingest", "pipeline"}
     for proc in cam.processes.values():
@@ -118,6 +120,9 @@ def test_twenty_add_remove_cycles_leak_no_process_or_segment(
             alive = [p for p in seen_pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
             assert not alive
             assert not [f.name for f in shm_dir.iterdir() if ".x." in f.name or f.name.endswith("-x.frames")]
+        deadline = time.monotonic() + 20  # watch the neighbour for at least 25 frames
+        while keep.frames < 25 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the counter runs in its own thread; nothing to wait on
         children = {p.pid for p in psutil.Process().children(recursive=True)}
         assert children == baseline_children
         assert {n: p for n, p in node.processes().items() if n.startswith("keep/")} == keep_pids
@@ -126,7 +131,7 @@ def test_twenty_add_remove_cycles_leak_no_process_or_segment(
         keep.stop()
         states.close()
         node.stop()
-    assert keep.frames > 20 and (keep.gaps, keep.reconnects) == (0, 0), vars(keep)
+    assert keep.frames >= 25 and (keep.gaps, keep.reconnects) == (0, 0), vars(keep)
 
 
 def test_reload_bad_config_changes_nothing_and_live_update_needs_no_restart(
