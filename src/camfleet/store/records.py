@@ -121,3 +121,16 @@ class TokenRow:
     def active(self) -> bool:
         """Whether the token is still valid (not revoked)."""
         return self.revoked is None
+
+
+@dataclass
+class SnapshotRecord:
+    """An event's snapshot: the JPEG of its best frame (``path`` as the pipeline wrote it).
+
+    ``updated`` is when it last improved, epoch seconds.
+    """
+
+    event_id: str
+    camera: str
+    path: str
+    updated: float

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -44,6 +45,16 @@ events = Table(
     Index(None, "camera", "start"),
     Index(None, "label", "start"),
     Index(None, "start"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("event_id", String(64), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+    Column("camera", String(128), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("updated", Float, nullable=False),
+    Index(None, "camera", "updated"),
 )
 
 activity = Table(

@@ -43,7 +43,14 @@ from camfleet.store import migrate as migrations
 from camfleet.store import schema as t
 from camfleet.store.credentials import SecretBox, open_config, seal_config
 from camfleet.store.errors import StoreError
-from camfleet.store.records import ActivityRecord, CameraRow, EventRecord, SegmentRecord, TokenRow
+from camfleet.store.records import (
+    ActivityRecord,
+    CameraRow,
+    EventRecord,
+    SegmentRecord,
+    SnapshotRecord,
+    TokenRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +178,34 @@ class Store:
             },
         )
         conn.execute(stmt, list(merged.values()))
+        self._upsert_snapshots(conn, [r for r in merged.values() if r["snapshot"]])
         return len(merged)
+
+    def _upsert_snapshots(self, conn: Connection, event_rows: list[dict[str, Any]]) -> None:
+        if not event_rows:
+            return
+        now = time.time()
+        rows = [{"event_id": r["id"], "camera": r["camera"], "path": r["snapshot"], "updated": now}
+                for r in event_rows]
+        ins = (sqlite_dialect.insert if self._dialect == "sqlite" else pg_dialect.insert)(t.snapshots)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[t.snapshots.c.event_id],
+            set_={"path": ins.excluded.path, "updated": ins.excluded.updated},
+            where=t.snapshots.c.path != ins.excluded.path,
+        )
+        conn.execute(stmt, rows)
+
+    def snapshots(self, *, camera: str | None = None, after: float | None = None,
+                  limit: int = 100) -> list[SnapshotRecord]:
+        """Snapshots, newest first; ``after`` (epoch s) keeps those updated since then."""
+        query = select(t.snapshots).order_by(t.snapshots.c.updated.desc()).limit(limit)
+        if camera is not None:
+            query = query.where(t.snapshots.c.camera == camera)
+        if after is not None:
+            query = query.where(t.snapshots.c.updated >= after)
+        with self._tx("reading snapshots") as conn:
+            rows = conn.execute(query).all()
+        return [SnapshotRecord(r.event_id, r.camera, r.path, r.updated) for r in rows]
 
     def upsert_event(self, event: EventRecord) -> None:
         """Insert ``event`` or update the stored one with the same id (a set retained flag is kept)."""
