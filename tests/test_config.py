@@ -581,3 +581,10 @@ def test_cli_schema_is_json_with_sections(tmp_path: Path) -> None:
     out = tmp_path / "schema.json"
     r = runner.invoke(config_cli.app, ["schema", "--output", str(out)])
     assert r.exit_code == 0 and json.loads(out.read_text()) == schema
+
+
+def test_deeply_nested_yaml_is_a_config_error_not_a_crash() -> None:
+    for text in ("cameras: " + "[" * 5000 + "]" * 5000, "cameras: {a: " + "{b: " * 5000 + "1" + "}" * 5001):
+        with pytest.raises(ConfigError) as info:
+            load_config_text(text)
+        assert "nested too deeply" in str(info.value)

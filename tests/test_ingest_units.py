@@ -129,3 +129,10 @@ def test_log_filter_masks_credentials(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="camfleet.test.mask"):
         logger.info("opening %s", "rtsp://root:toor@10.1.1.1/live")
     assert "toor" not in caplog.text and "rtsp://***:***@10.1.1.1/live" in caplog.text
+
+
+@pytest.mark.parametrize("url", ["rtsp://admin:s3cret@host:abc/x", "rtsp://admin:s3cret@[::1:80/x",
+                                 "rtsp://admin:s3cret@h@k:99999999/x"])
+def test_mask_url_never_raises_and_never_leaks_on_malformed_urls(url: str) -> None:
+    masked = mask_url(url)
+    assert "s3cret" not in masked and "admin" not in masked, masked

@@ -271,6 +271,8 @@ def parse_yaml(
     except _TooLarge:
         return None, builder.positions, [ConfigIssue("", None, None,
                                                     "too many nodes after alias expansion")], set()
+    except RecursionError:
+        return None, builder.positions, [ConfigIssue("", None, None, "the YAML is nested too deeply")], set()
     finally:
         if loader is not None:
             loader.dispose()

@@ -52,15 +52,20 @@ def mask_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return mask_text(url)
-    if parts.username is None and parts.password is None:
-        return mask_text(url)
-    host = parts.hostname or ""
+        if parts.username is None and parts.password is None:
+            return mask_text(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # a malformed port or host: keep only what follows the last '@'
+        scheme, sep, rest = url.partition("://")
+        netloc, slash, path = rest.partition("/")
+        if "@" not in netloc:
+            return mask_text(url)
+        return f"{scheme}{sep}***:***@{netloc.rpartition('@')[2]}{slash}{path}"
     if ":" in host:
         host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if port is not None:
+        host = f"{host}:{port}"
     cred = "***:***" if parts.password is not None else "***"
     return urlunsplit((parts.scheme, f"{cred}@{host}", parts.path, parts.query, parts.fragment))
 
