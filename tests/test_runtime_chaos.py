@@ -171,6 +171,10 @@ def test_reload_bad_config_changes_nothing_and_live_update_needs_no_restart(
             time.sleep(0.2)  # the supervisor reads the counters every pass
         assert applied == [1, 1]
         assert node.current_config().camera("a").zones["door"].points[1] == [0.5, 0.0]
+        # a change prepared from the old configuration (an API apply racing the reload) is refused
+        stale = node.apply_config(before, base=before)
+        assert not stale.ok and "changed while" in stale.errors[0], stale
+        assert node.processes() == pids and "door" in node.current_config().camera("a").zones
         # 3. a new source for b: only b's ingest restarts
         text = text.replace("seed=1&", "seed=7&").replace("- motion: {}", "- motion: {threshold: 30}")
         path.write_text(text)

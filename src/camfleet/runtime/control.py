@@ -115,8 +115,12 @@ class NodeControl(Protocol):
         """The configuration the node runs now."""
         ...
 
-    def apply_config(self, config: Config) -> ReloadResult:
-        """Make the running processes match ``config``; touches only the cameras that changed."""
+    def apply_config(self, config: Config, *, base: Config | None = None) -> ReloadResult:
+        """Make the running processes match ``config``; touches only the cameras that changed.
+
+        With ``base`` (the configuration ``config`` was built from), nothing
+        changes when another change was applied since.
+        """
         ...
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

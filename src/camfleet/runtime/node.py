@@ -751,17 +751,22 @@ class Node:
                 errors.append(f"cameras.{name}: {exc}")
         return errors
 
-    def apply_config(self, config: Config) -> ReloadResult:
+    def apply_config(self, config: Config, *, base: Config | None = None) -> ReloadResult:
         """Make the running processes match ``config``, touching only the cameras that changed.
 
         The configuration is checked first (detectors, every pipeline's
         element settings); when it does not pass, nothing changes and the
-        result lists the errors.
+        result lists the errors. ``base`` is the configuration ``config``
+        was derived from: when another change (a file reload) was applied
+        in between, nothing changes either, instead of undoing that change.
         """
         errors = self._validate(config)
         if errors:
             return self._reject(errors)
         with self._lock:
+            if base is not None and base is not self.config:
+                return self._reject(["the configuration changed while this change was prepared "
+                                     f"(now generation {self._last_reload.generation}); try again"])
             old = self.config
             plan = reconcile.plan(old, config)
             self.config = config

@@ -150,7 +150,7 @@ def apply(ctx: Ctx) -> Any:
         except ConfigError as exc:
             return _invalid(exc)
         applied = applied_after(ctx.store, staged)
-        result = ctx.node.apply_config(new)
+        result = ctx.node.apply_config(new, base=base)
         body = ApplyResult(applied=result.ok, generation=result.generation, added=result.added,
                            removed=result.removed, restarted=result.restarted, updated=result.updated,
                            errors=result.errors)
