@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -248,4 +249,24 @@ def test_reload_rejects_a_camera_whose_pipeline_settings_are_invalid(tmp_path: P
         assert not result.ok and any("threshold" in e for e in result.errors), result.errors
         assert node.processes() == pids
     finally:
+        node.stop()
+
+
+def test_an_unreachable_camera_is_degraded_with_its_reason_and_its_password_hidden(
+        tmp_path: Path, shm_dir: Path) -> None:
+    bad = ("  door:\n    sources: [{url: \"rtsp://admin:hunter2@127.0.0.1:1/stream\", roles: [detect],"
+           " open_timeout: 2}]\n")
+    node = Node(make_config(tmp_path, camera_yaml("a", 0) + bad))
+    node.start()
+    states = States(node)
+    try:
+        states.wait("a", "healthy", 60)
+        states.wait("door", "degraded", 20)
+        cam = node.status().cameras["door"]
+        assert "ingest" in cam.reason and "refused" in cam.reason, cam.reason
+        assert cam.restarts == 0  # reconnecting is the ingest loop's job, not a crash
+        assert "hunter2" not in json.dumps(node.status().to_json())
+        assert states.current("a") == "healthy"
+    finally:
+        states.close()
         node.stop()
