@@ -83,6 +83,20 @@ def test_run_status_reload_logs_and_sigterm(tmp_path: Path, shm_dir: Path) -> No
         assert snap["cameras"]["a"]["processes"]["ingest"]["pid"] in pids
         assert snap["cameras"]["b"]["processes"]["ingest"]["pid"] not in pids
         pids |= _child_pids(snap)
+        # saving the file is enough: the node watches it (zones only: updated in place)
+        generation = snap["reload"]["generation"]
+        zones = "{door: {points: [[0, 0], [0.5, 0], [0.5, 1]]}}"
+        moved_b = camera_yaml("b", 1).replace("seed=1&", "seed=5&")
+        config.write_text(config_text(tmp_path, camera_yaml("a", 0, zones=zones) + moved_b))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            snap = _status(tmp_path) or snap
+            if snap["reload"]["generation"] > generation:
+                break
+            time.sleep(0.2)  # the node rewrites its status file; nothing to wait on
+        result = snap["reload"]
+        assert result["generation"] == generation + 1 and result["updated"] == ["a"], result
+        assert _child_pids(snap) <= pids
         # per-camera logs, tagged with camera and process
         out = _run("logs", "a", "--config", str(config), "-n", "200")
         assert out.returncode == 0, out.stderr
