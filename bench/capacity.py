@@ -37,7 +37,6 @@ import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ import psutil
 from _benchutil import cell as _cell
 from _benchutil import cpu_model as _cpu_model
 from _benchutil import cpu_s as _cpu_s
+from _benchutil import dist_version
 
 CAM_W, CAM_H, CAM_FPS = 1280, 720, 15.0  # what the simulated cameras send
 CAM_KBPS, CAM_GOP = 2000, 30  # H.264 bitrate (kbit/s) and keyframe interval (frames)
@@ -1022,12 +1022,6 @@ def _progress(r: dict[str, Any]) -> None:
           file=sys.stderr, flush=True)
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -1174,9 +1168,9 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "python": sys.version,
             "numpy": np.__version__,
-            "opencv": _version("opencv-python-headless"),
-            "av": _version("av"),
-            "ai_edge_litert": _version("ai-edge-litert"),
+            "opencv": dist_version("opencv-python-headless"),
+            "av": dist_version("av"),
+            "ai_edge_litert": dist_version("ai-edge-litert"),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "cpu_model": _cpu_model(),

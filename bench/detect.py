@@ -34,7 +34,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,8 @@ import psutil
 from _benchutil import cell as _cell
 from _benchutil import cpu_model as _cpu_model
 from _benchutil import cpu_s as _cpu_s
+from _benchutil import dist_version, summary
 from _benchutil import pct as _pct
-from _benchutil import summary
 from camfleet.detect import default_model_spec, load_runtime
 from camfleet.detect.service import (
     DetectorClient,
@@ -806,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "python": sys.version,
             "numpy": np.__version__,
-            "ai_edge_litert": _version("ai-edge-litert"),
+            "ai_edge_litert": dist_version("ai-edge-litert"),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "cpu_model": _cpu_model(),
@@ -828,12 +827,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raw results: {args.json}")
     return 1 if errors else 0
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

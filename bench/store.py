@@ -33,13 +33,12 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from _benchutil import cell as _cell
 from _benchutil import cpu_model as _cpu_model
-from _benchutil import summary
+from _benchutil import dist_version, summary
 
 CAMERAS = 32
 T0 = 1_700_000_000.0
@@ -559,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "meta": {
             "argv": sys.argv, "quick": quick, "elapsed_s": elapsed, "python": sys.version,
-            "sqlalchemy": _version("SQLAlchemy"), "psycopg": _version("psycopg"),
+            "sqlalchemy": dist_version("SQLAlchemy"), "psycopg": dist_version("psycopg"),
             "sqlite": __import__("sqlite3").sqlite_version, "platform": platform.platform(),
             "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "loadavg_start": load_start,
             "loadavg_end": load_end, "cameras": CAMERAS, "events_per_camera": args.events,
@@ -574,12 +573,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raw results: {args.json}")
     return 1 if errors else 0
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":
