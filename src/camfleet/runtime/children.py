@@ -15,6 +15,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,18 @@ def _setup(spec: ChildSpec) -> _Child:
     return _Child(stop, hb.Heartbeat(spec.health_path, spec.slot))
 
 
+def _run_beating(child: _Child, run: Callable[[threading.Event], None],
+                 beat_loop: Callable[[], None]) -> None:
+    """``run(stop)`` in this thread while ``beat_loop`` judges its progress and beats from another."""
+    beater = threading.Thread(target=beat_loop, name="heartbeat", daemon=True)
+    beater.start()
+    try:
+        run(child.stop)
+    finally:
+        child.stop.set()
+        beater.join(1.0)
+
+
 def run_child(spec: ChildSpec) -> None:
     """Entry point of every camera process: dispatches on ``spec.kind``."""
     child = _setup(spec)
@@ -156,13 +169,7 @@ def _ingest(spec: ChildSpec, child: _Child) -> None:
                 why = f"{st.state.value}" + (f": {st.last_error}" if st.last_error else "")
                 child.beat.beat(hb.DEGRADED, why)
 
-    beater = threading.Thread(target=beat_loop, name="heartbeat", daemon=True)
-    beater.start()
-    try:
-        worker.run(child.stop)
-    finally:
-        child.stop.set()
-        beater.join(1.0)
+    _run_beating(child, worker.run, beat_loop)
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -309,10 +316,4 @@ def _recorder(spec: ChildSpec, child: _Child) -> None:
             else:
                 child.beat.beat(hb.OK)
 
-    beater = threading.Thread(target=beat_loop, name="heartbeat", daemon=True)
-    beater.start()
-    try:
-        recorder.run(child.stop)
-    finally:
-        child.stop.set()
-        beater.join(1.0)
+    _run_beating(child, recorder.run, beat_loop)
