@@ -8,6 +8,7 @@ whatever ``rtsp_transport`` says.
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 import time
@@ -40,14 +41,22 @@ def av_open(url: str, extra: dict[str, str] | None = None, timeout_s: float = 5.
     return av.open(url, options=options, timeout=(timeout_s + 1, timeout_s + 1))
 
 
-def decode(url: str, n: int, extra: dict[str, str] | None = None) -> list[tuple[int, int]]:
-    with av_open(url, extra) as container:
-        sizes = []
-        for frame in container.decode(video=0):
-            sizes.append((frame.width, frame.height))
-            if len(sizes) >= n:
-                break
-        return sizes
+def decode(url: str, n: int, extra: dict[str, str] | None = None, attempts: int = 3) -> list[tuple[int, int]]:
+    # Over TLS FFmpeg reports any read hiccup as EIO (a loaded machine stalls the simulator for a
+    # moment); a real client reconnects, and so does this one, a bounded number of times.
+    for attempt in range(attempts):
+        try:
+            with av_open(url, extra) as container:
+                sizes = []
+                for frame in container.decode(video=0):
+                    sizes.append((frame.width, frame.height))
+                    if len(sizes) >= n:
+                        break
+                return sizes
+        except av.error.OSError as exc:
+            if exc.errno != errno.EIO or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass

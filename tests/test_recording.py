@@ -240,14 +240,17 @@ def test_segments_are_cut_at_keyframes_near_the_target_length(session: Session) 
 def test_segments_are_contiguous_except_across_the_kill_and_the_stall(session: Session) -> None:
     windows = [(session.kill_at - SEGMENT_S - 1, session.restart_at + 8),
                (session.stall_at - 1, session.resume_at + 15)]
-    gaps = 0
+    gaps = [0, 0]
     for a, b in itertools.pairwise(session.rows):
         assert b.start >= a.end - FRAME, f"overlap: {a} / {b}"
         if b.start - a.end <= FRAME:
             continue
-        gaps += 1
-        assert any(lo <= a.end and b.start <= hi for lo, hi in windows), f"unexpected gap {a.end}..{b.start}"
-    assert 2 <= gaps <= 4
+        where = [i for i, (lo, hi) in enumerate(windows) if lo <= a.end and b.start <= hi]
+        assert where, f"unexpected gap {a.end}..{b.start}"
+        gaps[where[0]] += 1
+    # the stall always leaves a hole; the kill may not: the recovered part ends at its last flushed
+    # GOP and a quick restart joins the ring at the keyframe right after it, losing nothing
+    assert gaps[0] <= 2 and 1 <= gaps[1] <= 2, gaps
 
 
 def test_rows_match_files(session: Session) -> None:
