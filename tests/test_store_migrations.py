@@ -11,7 +11,8 @@ from camfleet.store import migrate as migrations
 from camfleet.store.schema import metadata
 from tests.pg_server import db_url_fixture, pg_server_fixture, pg_url_fixture  # noqa: F401
 
-TABLES = {"events", "snapshots", "activity", "segments", "cameras", "staged_cameras", "nodes", "tokens"}
+TABLES = {"events", "snapshots", "activity", "segments", "cameras", "deleted_cameras", "staged_cameras",
+          "nodes", "tokens"}
 
 
 def _diff(store: Store) -> list[object]:

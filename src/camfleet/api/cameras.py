@@ -127,19 +127,25 @@ def staged_result(base: Config, staged: dict[str, dict[str, Any] | None]) -> dic
     return cameras
 
 
-def applied_after(store: Store, staged: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
-    """The store's applied camera set once ``staged`` is applied."""
+def applied_after(store: Store, staged: dict[str, dict[str, Any] | None]
+                  ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The store's applied camera set and deleted names once ``staged`` is applied."""
     applied = store.applied_cameras()
+    deleted = store.deleted_cameras()
     for name, cfg in staged.items():
         if cfg is None:
             applied.pop(name, None)
+            deleted.add(name)
         else:
             applied[name] = cfg
-    return applied
+            deleted.discard(name)
+    return applied, deleted
 
 
 def overlay_cameras(config: Config, store: Store) -> Config:
     """``config`` (from the file) with the cameras applied through the API put over its own.
+
+    Cameras deleted through the API are removed from the file's set too.
 
     The node calls this at start-up so API changes survive a restart.
 
@@ -148,8 +154,11 @@ def overlay_cameras(config: Config, store: Store) -> Config:
             the issues name the camera.
     """
     applied = store.applied_cameras()
-    if not applied:
+    deleted = store.deleted_cameras()
+    if not applied and not deleted & set(config.cameras):
         return config
     cameras = camera_dicts(config)
     cameras.update(applied)
+    for name in deleted:
+        cameras.pop(name, None)
     return with_cameras(config, cameras)

@@ -91,6 +91,13 @@ cameras = Table(
     Column("updated", Float, nullable=False),
 )
 
+deleted_cameras = Table(
+    "deleted_cameras",
+    metadata,
+    Column("name", String(128), primary_key=True),  # deleted through the API: hidden from the file's set
+    Column("updated", Float, nullable=False),
+)
+
 staged_cameras = Table(
     "staged_cameras",
     metadata,

@@ -12,7 +12,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -411,14 +411,28 @@ class Store:
             rows = conn.execute(select(t.cameras).order_by(t.cameras.c.name)).all()
         return [CameraRow(r.name, open_config(r.config, self._box, r.name), r.updated) for r in rows]
 
-    def set_applied_cameras(self, cameras: dict[str, dict[str, Any]]) -> None:
-        """Replace the whole applied camera set atomically (passwords encrypted before any write)."""
+    def set_applied_cameras(self, cameras: dict[str, dict[str, Any]],
+                            deleted: Collection[str] = ()) -> None:
+        """Replace the applied camera set and the deleted names atomically (passwords encrypted first).
+
+        ``deleted`` names cameras removed through the API, so a camera the
+        configuration file also has stays removed after a restart.
+        """
         now = time.time()
         rows = [{"name": n, "config": seal_config(c, self._box), "updated": now} for n, c in cameras.items()]
+        gone = [{"name": n, "updated": now} for n in sorted(set(deleted) - set(cameras))]
         with self._tx("applying cameras", write=True) as conn:
             conn.execute(delete(t.cameras))
+            conn.execute(delete(t.deleted_cameras))
             if rows:
                 conn.execute(insert(t.cameras), rows)
+            if gone:
+                conn.execute(insert(t.deleted_cameras), gone)
+
+    def deleted_cameras(self) -> set[str]:
+        """Names of the cameras deleted through the API (see :meth:`set_applied_cameras`)."""
+        with self._tx("reading deleted cameras") as conn:
+            return {r.name for r in conn.execute(select(t.deleted_cameras.c.name)).all()}
 
     def stage_camera(self, name: str, config: dict[str, Any] | None) -> None:
         """Stage an edit of camera ``name``: a new config, or None for a deletion."""

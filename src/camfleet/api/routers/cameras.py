@@ -149,7 +149,7 @@ def apply(ctx: Ctx) -> Any:
             new = with_cameras(base, staged_result(base, staged))
         except ConfigError as exc:
             return _invalid(exc)
-        applied = applied_after(ctx.store, staged)
+        applied, deleted = applied_after(ctx.store, staged)
         result = ctx.node.apply_config(new, base=base)
         body = ApplyResult(applied=result.ok, generation=result.generation, added=result.added,
                            removed=result.removed, restarted=result.restarted, updated=result.updated,
@@ -158,7 +158,7 @@ def apply(ctx: Ctx) -> Any:
             log.warning("apply refused by the node: %s", "; ".join(result.errors))
             return JSONResponse(body.model_dump(), status_code=409)
         try:
-            ctx.store.set_applied_cameras(applied)
+            ctx.store.set_applied_cameras(applied, deleted=deleted)
             ctx.store.discard_staged()
         except Exception:
             log.exception("storing the applied cameras failed; restoring the previous configuration")
