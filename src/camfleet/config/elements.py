@@ -80,11 +80,10 @@ def settings_errors(
     for prefix, name, params in pipeline_entries(data):
         if name not in known:
             continue
-        if params is None:  # `- track:` with nothing after it means the defaults
-            params = {}
-        if not isinstance(params, Mapping):
+        settings = {} if params is None else params  # `- track:` with nothing after it: the defaults
+        if not isinstance(settings, Mapping):
             continue  # ElementSpec reports "must be a mapping"
         try:
-            catalog.validate(name, params)
-        except Exception as exc:  # noqa: BLE001 - reported as a configuration issue
+            catalog.validate(name, settings)
+        except Exception as exc:  # reported as a configuration issue
             yield prefix, name, exc

@@ -48,7 +48,8 @@ from .elements import ElementCatalog, settings_errors
 from .model import Config, ConfigPath, format_path, known_elements, merge_defaults, reference_problems
 
 __all__ = [
-    "ConfigError", "ConfigIssue", "Positions", "element_issues", "load_config", "load_config_text", "parse_yaml",
+    "ConfigError", "ConfigIssue", "Positions", "element_issues", "load_config", "load_config_text",
+    "parse_yaml",
 ]
 
 _MAX_NODES = 1_000_000  # alias expansion bound ("billion laughs")
@@ -454,8 +455,7 @@ class _Converter:
             if kind == "missing" and path in suggested:
                 continue  # 'missing sources' next to 'unknown key sourcs (did you mean sources?)'
             key = path[-1] if path else None
-            errs = _prefer_range(errs)
-            message = _union_message([_message(e, key) for e in errs])
+            message = _union_message([_message(e, key) for e in _prefer_range(errs)])
             if kind in ("greater_than_equal", "less_than_equal") and ("points" in path or "masks" in path):
                 message += " (coordinates are normalised: 0..1 across and down the frame)"
             if path[:1] == ("cameras",) and len(path) == 2 and at_key:

@@ -25,7 +25,6 @@ from camfleet.detect.runtime import batched_nms
 from .context import Box, FrameContext, ObjectDetection
 from .element import Element, ElementConfig, PipelineEnv
 
-
 Score = Annotated[float, Field(ge=0, le=1)]
 """A detector score: 0..1 (a threshold above 1 would silently drop every detection)."""
 

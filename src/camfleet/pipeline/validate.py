@@ -67,7 +67,7 @@ def element_catalog(source: str | None = None) -> RegistryCatalog:
     """
     try:
         return RegistryCatalog(available())
-    except Exception as exc:  # noqa: BLE001 - an installed plugin is broken: say so, not a traceback
+    except Exception as exc:  # an installed plugin is broken: say so, not a traceback
         problem = f"cannot load the installed pipeline elements: {type(exc).__name__}: {exc}"
         raise ConfigError([ConfigIssue("pipelines", None, None, problem)], source) from None
 
@@ -87,7 +87,7 @@ def load_config_text(
     env: Mapping[str, str] | None = None,
     require_env: bool = True,
 ) -> Config:
-    """:func:`camfleet.config.load_config_text` with every element's settings validated (raises ConfigError)."""
+    """:func:`camfleet.config.load_config_text`, every element's settings validated (raises ConfigError)."""
     return _load_config_text(text, source=source, base_dir=base_dir, env=env, require_env=require_env,
                              elements=element_catalog(source))
 
