@@ -21,12 +21,12 @@ from fastapi.testclient import TestClient
 from pydantic import Field
 from typer.testing import CliRunner
 
+import camfleet.pipeline.validate as pv
 from camfleet.api import create_app
 from camfleet.cli import config as config_cli
 from camfleet.config import ApiSettings, Config, ConfigError, load_config_text
 from camfleet.pipeline import Element, ElementConfig, FrameContext
-from camfleet.pipeline import validate as pv
-from camfleet.runtime.control import ReloadResult
+from camfleet.runtime.control import Listener, NodeStatus, ReloadResult
 from camfleet.store import Store
 
 pytestmark = pytest.mark.unit
@@ -226,6 +226,12 @@ class _Node:
 
     def current_config(self) -> Config:
         return self.config
+
+    def status(self) -> NodeStatus:
+        raise AssertionError("the config routes do not ask for the status")
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        return lambda: None
 
     def apply_config(self, config: Config, *, base: Config | None = None) -> ReloadResult:
         self.applied.append(config)
