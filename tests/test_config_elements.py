@@ -26,6 +26,7 @@ from camfleet.api import create_app
 from camfleet.cli import config as config_cli
 from camfleet.config import ApiSettings, Config, ConfigError, load_config_text
 from camfleet.pipeline import Element, ElementConfig, FrameContext
+from camfleet.runtime import Node
 from camfleet.runtime.control import Listener, NodeStatus, ReloadResult
 from camfleet.store import Store
 
@@ -290,3 +291,13 @@ def test_element_issues_of_a_built_configuration() -> None:
     ]
     fixed = Config.model_validate(yaml.safe_load(TYPO.replace("dissapeared", "disappeared")))
     assert pv.element_issues(fixed) == []
+
+
+def test_node_apply_config_refuses_invalid_element_settings(tmp_path: Path) -> None:
+    data = {**yaml.safe_load(TYPO), "data_dir": str(tmp_path)}
+    good = Config.model_validate({**data, "pipelines": yaml.safe_load(
+        TYPO.replace("dissapeared", "disappeared"))["pipelines"]})
+    node = Node(good)  # never started: a rejected configuration must not start anything either
+    result = node.apply_config(Config.model_validate(data))
+    assert not result.ok and "max_dissapeared_s" in " ".join(result.errors)
+    assert node.current_config() is good and node.processes() == {}
