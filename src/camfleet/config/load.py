@@ -24,6 +24,12 @@ Steps:
    element's settings are validated by that element's typed model, and its
    errors are placed and worded like every other error of the file.
 
+This module is over 500 lines on purpose: positions are recorded while the
+YAML is built and consumed when pydantic's errors (the configuration's and
+each element's) are turned into issues; split apart, the two halves would
+share private structures across modules. (A split into YAML-with-positions
+and error mapping is possible once the parallel edits to this file settle.)
+
 Credentials never reach an error: URLs in messages are masked
 (:func:`camfleet.ingest.url.mask_text`), substituted values are redacted and
 no message quotes an input value.
