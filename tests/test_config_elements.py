@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from pydantic import Field
+from pydantic import Field, model_validator
 from typer.testing import CliRunner
 
 import camfleet.pipeline.validate as pv
@@ -189,14 +189,46 @@ class _EntryPoint:
         return CountPeople
 
 
-@pytest.fixture
-def plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+class StrictConfig(ElementConfig):
+    """Settings whose own check fails with something other than a validation error."""
+
+    level: int = 1
+
+    @model_validator(mode="after")
+    def _explode(self) -> StrictConfig:
+        raise RuntimeError(f"level {self.level} is secret-ish input")
+
+
+class Exploding(Element[StrictConfig]):
+    """A plugin whose settings check raises a plain RuntimeError."""
+
+    name = "exploding"
+    config_type = StrictConfig
+
+    def process(self, ctx: FrameContext) -> None:
+        """Nothing."""
+
+
+class _EntryPointOf(_EntryPoint):
+    def __init__(self, name: str, obj: Any) -> None:
+        self.name, self.obj = name, obj
+
+    def load(self) -> Any:
+        return self.obj
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, *eps: _EntryPoint) -> None:
     real: Callable[..., Any] = importlib.metadata.entry_points
 
     def entry_points(**kw: Any) -> Any:
-        return [_EntryPoint()] if kw.get("group") == "camfleet.elements" else real(**kw)
+        return list(eps) if kw.get("group") == "camfleet.elements" else real(**kw)
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+
+@pytest.fixture
+def plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    _install(monkeypatch, _EntryPoint())
     yield
 
 
@@ -213,6 +245,25 @@ def test_plugin_elements_are_checked_and_exported() -> None:
     ]
     schema = pv.config_json_schema()
     assert schema["$defs"]["element:count_people"]["properties"]["alert_at"]["minimum"] == 1
+
+
+def test_a_plugin_whose_check_raises_is_an_issue_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(monkeypatch, _EntryPointOf("exploding", Exploding))
+    text = HEAD + "    - exploding: {level: 7}\n"
+    assert issues(text) == [  # the exception's text is not quoted: it may carry an input value
+        ("pipelines.default[0].exploding", *pos(text, "exploding"),
+         "element 'exploding' rejected its settings (RuntimeError)", None),
+    ]
+
+
+def test_a_broken_plugin_is_reported_by_config_check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _install(monkeypatch, _EntryPointOf("broken", object()))
+    path = tmp_path / "camfleet.yaml"
+    path.write_text(TYPO)
+    r = CliRunner().invoke(config_cli.app, ["check", str(path)])
+    assert r.exit_code == 1
+    assert r.output.startswith(f"{path}: pipelines: cannot load the installed pipeline elements: TypeError: "
+                               "entry point 'broken'"), r.output
 
 
 # --------------------------------------------------------------------------- API: validate and apply

@@ -17,14 +17,13 @@ every element's settings are validated by that element's own typed model.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from .model import ConfigPath
 
 __all__ = ["ElementCatalog", "pipeline_entries", "settings_errors"]
 
 
-@runtime_checkable
 class ElementCatalog(Protocol):
     """The pipeline elements a configuration may use, and how to check their settings."""
 
