@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from camfleet.config import Config, ConfigError, ConfigIssue, load_config_text
+from camfleet.config import Config, ConfigError, ConfigIssue
 from camfleet.ingest.url import mask_url
+from camfleet.pipeline.validate import load_config_text  # element settings checked too
 from camfleet.store import Store
 
 MASK = "***"

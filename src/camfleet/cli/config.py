@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-from camfleet.config import ConfigError, config_json_schema_text, load_config
+from camfleet.config import ConfigError
+
+# The pipeline's loader, not config's: it checks every element's settings against the element's
+# typed model (imported here, in the command, because the elements pull OpenCV, SciPy, the tracker).
 
 app = typer.Typer(help="Check a configuration file; export the configuration's JSON Schema.",
                   no_args_is_help=True)
@@ -24,7 +27,12 @@ def check_command(
         "--ignore-unset-env", help="Do not report unset ${VAR}s (check without the secrets)."
     )] = False,
 ) -> None:
-    """Validate FILE; print every problem as FILE:LINE:COL: path: message (exit 1), or a summary."""
+    """Validate FILE; print every problem as FILE:LINE:COL: path: message (exit 1), or a summary.
+
+    Element settings are validated by each installed element's typed model (plugins included).
+    """
+    from camfleet.pipeline.validate import load_config  # noqa: PLC0415 - see the import note above
+
     try:
         cfg = load_config(file, require_env=not ignore_unset_env)
     except ConfigError as exc:
@@ -47,8 +55,15 @@ def schema_command(
         "--output", "-o", help="Write to this file instead of stdout."
     )] = None,
 ) -> None:
-    """Print the configuration's JSON Schema (for editors and other tools)."""
-    text = config_json_schema_text()
+    """Print the configuration's JSON Schema (for editors), with every installed element's settings."""
+    from camfleet.pipeline.validate import config_json_schema_text  # noqa: PLC0415 - see the import note above
+
+    try:
+        text = config_json_schema_text()
+    except ConfigError as exc:  # a broken plugin
+        for issue in exc.issues:
+            typer.echo(issue.format(), err=True)
+        raise typer.Exit(1) from None
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -18,9 +18,10 @@ from typing import Any
 
 import typer
 
-from camfleet.config import Config, ConfigError, load_config
+from camfleet.config import Config, ConfigError
 from camfleet.detect.models import ModelError
 from camfleet.detect.service import DetectorFailed
+from camfleet.pipeline.validate import load_config  # element settings checked, with FILE:LINE:COL
 from camfleet.runtime import Node, NodeAlreadyRunning, default_config
 
 from .logs import setup_logging

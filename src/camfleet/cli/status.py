@@ -117,9 +117,12 @@ def reload(
     config: Path = typer.Argument(..., help="The running node's configuration file."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for the node's answer."),
 ) -> None:
-    """Check CONFIG, then have the running node apply it (only what changed is touched)."""
+    """Check CONFIG (element settings included), then have the running node apply it (only what changed)."""
+    # the pipeline's loader: element settings are checked here, with FILE:LINE:COL, before the node sees them
+    from camfleet.pipeline.validate import load_config as load_checked  # noqa: PLC0415 - keeps `status` fast
+
     try:
-        cfg: Config = load_config(config)
+        cfg: Config = load_checked(config)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         typer.echo("camfleet: not reloaded; the running node is unchanged", err=True)

@@ -20,9 +20,13 @@
 * :func:`config_json_schema` exports the JSON Schema.
 * :func:`known_elements` lists the pipeline element names (built-ins plus
   the ``camfleet.elements`` entry points).
+* :class:`ElementCatalog` is what the loader and the schema need to check
+  element settings; the pipeline registry provides it, and
+  :mod:`camfleet.pipeline.validate` is the loader with it filled in.
 """
 
-from .load import ConfigError, ConfigIssue, load_config, load_config_text
+from .elements import ElementCatalog
+from .load import ConfigError, ConfigIssue, element_issues, load_config, load_config_text
 from .model import (
     BUILTIN_ELEMENTS,
     ELEMENT_ENTRY_POINT_GROUP,
@@ -62,6 +66,7 @@ __all__ = [
     "ConfigIssue",
     "DetectSettings",
     "DetectorConfig",
+    "ElementCatalog",
     "ElementSpec",
     "InputSize",
     "ModelConfig",
@@ -69,6 +74,7 @@ __all__ = [
     "ZoneConfig",
     "config_json_schema",
     "config_json_schema_text",
+    "element_issues",
     "known_elements",
     "load_config",
     "load_config_text",

@@ -19,6 +19,16 @@ Steps:
 3. ``defaults`` are deep-merged into every camera (the camera's values win).
 4. The result is validated by the pydantic models, and cross-references
    (pipelines, models, detectors, element names) are checked.
+5. Given an :class:`~camfleet.config.elements.ElementCatalog` (the pipeline
+   registry hands one in: :mod:`camfleet.pipeline.validate`), every pipeline
+   element's settings are validated by that element's typed model, and its
+   errors are placed and worded like every other error of the file.
+
+This module is over 500 lines on purpose: positions are recorded while the
+YAML is built and consumed when pydantic's errors (the configuration's and
+each element's) are turned into issues; split apart, the two halves would
+share private structures across modules. (A split into YAML-with-positions
+and error mapping is possible once the parallel edits to this file settle.)
 
 Credentials never reach an error: URLs in messages are masked
 (:func:`camfleet.ingest.url.mask_text`), substituted values are redacted and
@@ -40,9 +50,13 @@ from pydantic import ValidationError
 
 from camfleet.ingest.url import mask_text
 
-from .model import Config, ConfigPath, format_path, merge_defaults, reference_problems
+from .elements import ElementCatalog, settings_errors
+from .model import Config, ConfigPath, format_path, known_elements, merge_defaults, reference_problems
 
-__all__ = ["ConfigError", "ConfigIssue", "Positions", "load_config", "load_config_text", "parse_yaml"]
+__all__ = [
+    "ConfigError", "ConfigIssue", "Positions", "element_issues", "load_config", "load_config_text",
+    "parse_yaml",
+]
 
 _MAX_NODES = 1_000_000  # alias expansion bound ("billion laughs")
 
@@ -409,18 +423,27 @@ class _Converter:
         line, col = self.positions.find(src, at_key) or (None, None)
         return ConfigIssue(self.redact(format_path(src)), line, col, self.redact(message), suggestion)
 
-    def from_validation(self, exc: ValidationError) -> list[ConfigIssue]:
-        """One issue per location in ``exc`` (a union's alternatives are folded into one)."""
+    def from_validation(
+        self, exc: ValidationError, prefix: ConfigPath = (), schema: dict[str, Any] | None = None
+    ) -> list[ConfigIssue]:
+        """One issue per location in ``exc`` (a union's alternatives are folded into one).
+
+        ``prefix`` is where the validated value sits in the data (an element's
+        settings: ``pipelines.default[1].track``) and ``schema`` its JSON
+        Schema (for suggestions); by default the whole configuration.
+        """
         by_path: dict[tuple[ConfigPath, bool], list[Mapping[str, Any]]] = {}
         for err in exc.errors(include_url=False):
-            path, at_key = _data_path(tuple(err["loc"]), self.merged, str(err["type"]))
+            path, at_key = _data_path((*prefix, *err["loc"]), self.merged, str(err["type"]))
             by_path.setdefault((path, at_key), []).append(err)
         suggestions: dict[ConfigPath, str] = {}
         suggested: set[ConfigPath] = set()  # keys proposed for a misspelt key
         for (path, _), errs in by_path.items():
             key = path[-1] if path else None
             if errs[0]["type"] == "extra_forbidden" and isinstance(key, str):
-                valid = _schema_keys(self.schema(), path[:-1])
+                if path[:len(prefix)] != prefix:
+                    continue
+                valid = _schema_keys(schema if schema is not None else self.schema(), path[len(prefix):-1])
                 close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
                 if close:
                     suggestions[path] = f"did you mean {close[0]!r}?"
@@ -438,7 +461,7 @@ class _Converter:
             if kind == "missing" and path in suggested:
                 continue  # 'missing sources' next to 'unknown key sourcs (did you mean sources?)'
             key = path[-1] if path else None
-            message = _union_message([_message(e, key) for e in errs])
+            message = _union_message([_message(e, key) for e in _prefer_range(errs)])
             if kind in ("greater_than_equal", "less_than_equal") and ("points" in path or "masks" in path):
                 message += " (coordinates are normalised: 0..1 across and down the frame)"
             if path[:1] == ("cameras",) and len(path) == 2 and at_key:
@@ -447,6 +470,37 @@ class _Converter:
                 message = "no pipeline: set 'pipeline' on the camera or under 'defaults'"
             issues.append(self.issue(path, at_key, message, suggestions.get(path)))
         return issues
+
+
+def _prefer_range(errs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A union's errors without the "wrong type" ones when another alternative had the right type.
+
+    ``min_score: 2`` against ``float | dict[str, float]`` fails as a number out of
+    range and as "not a mapping"; only the first says what to fix.
+    """
+    fitting = [e for e in errs if not str(e["type"]).endswith("_type")]
+    return fitting if fitting and len(fitting) < len(errs) else errs
+
+
+def _element_issues(conv: _Converter, elements: ElementCatalog) -> list[ConfigIssue]:
+    """Every pipeline element's settings checked by the element's own model, as positioned issues."""
+    issues: list[ConfigIssue] = []
+    for prefix, name, exc in settings_errors(conv.merged, elements):
+        if isinstance(exc, ValidationError):
+            issues += conv.from_validation(exc, prefix, elements.settings_schema(name))
+        else:  # a plugin's validator raised something else; its text may quote the input, so name the type
+            message = f"element {name!r} rejected its settings ({type(exc).__name__})"
+            issues.append(conv.issue(prefix, True, message, None))
+    return issues
+
+
+def element_issues(data: Mapping[str, Any], elements: ElementCatalog) -> list[ConfigIssue]:
+    """The problems of the element settings in configuration ``data`` (no positions: paths only).
+
+    For a configuration that is already a :class:`Config` (``config.model_dump()``),
+    e.g. one about to be applied that was not read by :func:`load_config_text`.
+    """
+    return _dedupe_sorted(_element_issues(_Converter(data, {}, Positions(), set()), elements))
 
 
 def _dedupe_sorted(issues: list[ConfigIssue]) -> list[ConfigIssue]:
@@ -469,6 +523,7 @@ def load_config_text(
     base_dir: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     require_env: bool = True,
+    elements: ElementCatalog | None = None,
 ) -> Config:
     """Validate the configuration in ``text``.
 
@@ -479,6 +534,10 @@ def load_config_text(
         env: variables for ``${VAR}`` (default: ``os.environ``).
         require_env: when False, an unset variable is left as written instead
             of being an error (to check a file where the secrets are not set).
+        elements: the pipeline elements and their typed settings; when given,
+            element names come from it and every element's settings are
+            validated. Without it only names are checked (entry points are
+            listed, not imported). :mod:`camfleet.pipeline.validate` passes the registry's.
 
     Raises:
         ConfigError: with every problem found.
@@ -499,7 +558,11 @@ def load_config_text(
     except ValidationError as exc:
         validation_issues = conv.from_validation(exc)
     issues += validation_issues
-    issues += [conv.issue(p.path, p.at_key, p.message, p.suggestion) for p in reference_problems(merged)]
+    names = known_elements if elements is None else (lambda: set(elements.names()))
+    problems = reference_problems(merged, names)
+    issues += [conv.issue(p.path, p.at_key, p.message, p.suggestion) for p in problems]
+    if elements is not None:
+        issues += _element_issues(conv, elements)
     if issues or config is None:
         raise ConfigError(_dedupe_sorted(issues), source)
     config._base_dir = Path(base_dir) if base_dir is not None else None
@@ -508,11 +571,16 @@ def load_config_text(
 
 
 def load_config(
-    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, require_env: bool = True
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    require_env: bool = True,
+    elements: ElementCatalog | None = None,
 ) -> Config:
     """Read and validate the configuration file at ``path``.
 
-    A relative ``data_dir`` is resolved against the file's directory.
+    A relative ``data_dir`` is resolved against the file's directory;
+    ``elements`` as for :func:`load_config_text`.
 
     Raises:
         ConfigError: the file cannot be read, or has problems (all of them listed).
@@ -526,6 +594,7 @@ def load_config(
         problem = f"cannot read: {exc.strerror or exc}"
     else:
         return load_config_text(
-            text, source=str(p), base_dir=p.resolve().parent, env=env, require_env=require_env
+            text, source=str(p), base_dir=p.resolve().parent, env=env, require_env=require_env,
+            elements=elements,
         )
     raise ConfigError([ConfigIssue("", None, None, problem)], str(p))

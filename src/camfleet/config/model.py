@@ -11,9 +11,12 @@ The YAML a user writes maps one to one onto :class:`Config`::
     cameras:   {door: {sources: [{url: "rtsp://...", roles: [detect, record]}]}}
 
 Every model is strict (``"5"`` is not an integer) and forbids unknown keys.
-Pipeline element parameters stay plain mappings here: each element validates
-its own with its typed config when the pipeline is built. What this module
-does check across sections is listed in :func:`reference_problems`.
+Pipeline element parameters stay plain mappings here (this package cannot
+import the pipeline): the loader validates them against each element's typed
+model when it is handed the registry's
+:class:`~camfleet.config.elements.ElementCatalog`, which is what
+:mod:`camfleet.pipeline.validate` does. What this module does check across
+sections is listed in :func:`reference_problems`.
 
 Files are read with :mod:`camfleet.config.load`, which adds ``${ENV}``
 substitution and errors that carry line and column.
@@ -371,8 +374,9 @@ class ApiSettings(_Strict):
 class ElementSpec(_Strict):
     """One step of a pipeline, written ``{name: {params}}`` (or just ``name``) in YAML.
 
-    ``params`` stay a plain mapping here; the element validates them with its
-    own typed config when the pipeline is built.
+    ``params`` stay a plain mapping here; the loader checks them with the
+    element's own typed config (see :mod:`camfleet.config.elements`), and the
+    element validates them again, with the same model, when the pipeline is built.
     """
 
     name: str = Field(min_length=1)

@@ -14,7 +14,7 @@ a :class:`camfleet.detect.service.DetectorClient`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ from camfleet.detect.runtime import batched_nms
 
 from .context import Box, FrameContext, ObjectDetection
 from .element import Element, ElementConfig, PipelineEnv
+
+Score = Annotated[float, Field(ge=0, le=1)]
+"""A detector score: 0..1 (a threshold above 1 would silently drop every detection)."""
 
 
 class DetectConfig(ElementConfig):
@@ -41,7 +44,7 @@ class DetectConfig(ElementConfig):
 
     model: str = "ssd-mobilenet-v2"
     detector: str = "cpu"
-    min_score: float | dict[str, float] = 0.5
+    min_score: Score | dict[str, Score] = 0.5
     min_area: float = Field(0.0, ge=0, le=1)
     labels: list[str] = Field(default_factory=list)
     mode: Literal["regions", "frame"] = "regions"

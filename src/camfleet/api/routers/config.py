@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from camfleet.config import ConfigError, load_config_text
+from camfleet.config import ConfigError
+from camfleet.pipeline.validate import load_config_text
 
 from ..auth import authorize
 from ..context import Ctx
@@ -32,7 +33,9 @@ def get_config(ctx: Ctx) -> dict[str, Any]:
 async def validate_config(request: Request) -> ValidationResult:
     """Validate a whole YAML configuration (the request body); ``${VAR}``s need not be set.
 
-    Nothing is applied. Issues carry the path, line and column in the text sent.
+    Nothing is applied. Issues carry the path, line and column in the text sent;
+    every pipeline element's settings are checked by the element's typed model,
+    exactly as ``camfleet config check`` does.
     """
     raw = await request.body()
     try:
