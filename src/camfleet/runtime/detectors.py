@@ -225,8 +225,8 @@ class DetectorManager:
 
     @property
     def last_reason(self) -> str:
-        """Why the detector last stopped ("" if it never did)."""
-        return self._entry.last_error or ""
+        """Why the detector last stopped, or is being killed now ("" if neither)."""
+        return self._entry.kill_reason or self._entry.last_error or ""
 
     def start(self, ready_timeout: float = READY_TIMEOUT_S) -> None:
         """Start the process, wait until it accepts connections, then supervise it."""
