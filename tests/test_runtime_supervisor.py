@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import signal
 import time
 from multiprocessing.process import BaseProcess
@@ -16,22 +15,12 @@ from camfleet.runtime.health import RestartPolicy
 from camfleet.runtime.kinds import DETECTOR, INGEST, PIPELINE, ProcessKind
 from camfleet.runtime.supervisor import Supervised, Supervisor, describe_exit
 
+from .supervisor_targets import exit_soon, sleep_forever
+
 pytestmark = pytest.mark.process
 
 RT = RuntimeSettings(heartbeat_timeout=1, startup_grace=0.5, backoff_initial=0.1, backoff_max=0.2,
                      max_failures=3, failure_window=60, failed_retry=60, stop_timeout=1)
-
-
-def _exit_soon(code: int) -> None:
-    time.sleep(0.05)
-    os._exit(code)
-
-
-def _sleep_forever(ignore_term: bool) -> None:
-    if ignore_term:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    while True:
-        time.sleep(0.1)
 
 
 class FakeBeats:
@@ -55,7 +44,7 @@ class FakeBeats:
 def entry(name: str, target: object, args: tuple[object, ...], *, kind: ProcessKind = PIPELINE,
           released: list[str] | None = None) -> Supervised:
     """A supervised fork of ``target(*args)``; named ``camera/kind`` or ``detector/instance``."""
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("forkserver")  # the house rule: no bare fork in a process with threads
 
     def launch() -> BaseProcess:
         return ctx.Process(target=target, args=args, daemon=True)  # type: ignore[arg-type]
@@ -66,7 +55,7 @@ def entry(name: str, target: object, args: tuple[object, ...], *, kind: ProcessK
                       policy=RestartPolicy(RT))
 
 
-def run_until(sup: Supervisor, done: object, timeout: float = 5.0) -> None:
+def run_until(sup: Supervisor, done: object, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not done():  # type: ignore[operator]
         assert time.monotonic() < deadline, [(p.name, p.state, p.reason) for p in sup.entries()]
@@ -76,7 +65,7 @@ def run_until(sup: Supervisor, done: object, timeout: float = 5.0) -> None:
 
 def test_an_exited_process_is_restarted_with_back_off_then_marked_failed() -> None:
     sup = Supervisor(RT)
-    p = entry("cam/pipeline", _exit_soon, (3,))
+    p = entry("cam/pipeline", exit_soon, (3,))
     sup.add(p)
     try:
         run_until(sup, lambda: p.state == "restarting")
@@ -90,7 +79,7 @@ def test_an_exited_process_is_restarted_with_back_off_then_marked_failed() -> No
 
 def test_no_first_beat_within_the_grace_kills_a_process_and_beats_make_it_healthy() -> None:
     sup = Supervisor(RT)
-    p = entry("cam/ingest", _sleep_forever, (False,), kind=INGEST)
+    p = entry("cam/ingest", sleep_forever, (False,), kind=INGEST)
     sup.add(p)
     try:
         first = p.pid
@@ -109,7 +98,7 @@ def test_no_first_beat_within_the_grace_kills_a_process_and_beats_make_it_health
 
 def test_a_stuck_detector_is_killed_by_the_same_machine() -> None:
     sup = Supervisor(RT)
-    p = entry("detector/cpu", _sleep_forever, (False,), kind=DETECTOR)
+    p = entry("detector/cpu", sleep_forever, (False,), kind=DETECTOR)
     p.stuck_s = 1.0
     sup.add(p)
     try:
@@ -124,11 +113,11 @@ def test_a_stuck_detector_is_killed_by_the_same_machine() -> None:
 def test_stop_escalates_to_kill_and_serving_processes_stop_last() -> None:
     sup = Supervisor(RT)
     released: list[str] = []
-    detector = entry("detector/cpu", _sleep_forever, (False,), kind=DETECTOR, released=released)
-    stubborn = entry("cam/pipeline", _sleep_forever, (True,), released=released)
+    detector = entry("detector/cpu", sleep_forever, (False,), kind=DETECTOR, released=released)
+    stubborn = entry("cam/pipeline", sleep_forever, (True,), released=released)
     sup.add(detector)
     sup.add(stubborn)
-    time.sleep(0.2)  # let the child install its SIGTERM handler
+    time.sleep(1.0)  # let the child install its SIGTERM handler; it tells nothing when it has
     procs = [p.proc for p in (detector, stubborn)]
     t0 = time.monotonic()
     sup.remove_all(timeout=1.0)
