@@ -28,7 +28,7 @@ from camfleet.detect.service import DetectorClient, DetectorFailed
 from camfleet.framebus import PixelFormat
 from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions
 from camfleet.ingest.status import IngestState
-from camfleet.pipeline import EventUpdate
+from camfleet.pipeline import EventUpdate, Pipeline
 from camfleet.pipeline.build import camera_env, camera_pipeline
 from camfleet.procutil import die_with_parent
 
@@ -276,7 +276,7 @@ def _send_events(spec: ChildSpec, events: list[Any]) -> None:
                            "start": e.start_ns / 1e9, "end": e.end_ns / 1e9})
 
 
-def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any], beat: hb.Heartbeat) -> None:
+def _apply_updates(spec: ChildSpec, pipeline: Pipeline, services: dict[str, Any], beat: hb.Heartbeat) -> None:
     if spec.control is None:
         return
     config: Config | None = None
