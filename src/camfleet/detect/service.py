@@ -15,6 +15,11 @@
   it dies or when one inference has been stuck longer than ``stuck_s``.
   Clients waiting on a dead detector get :class:`DetectorFailed` at once
   (their socket closes) and reconnect on their next request.
+
+The module is a little over 500 lines because the server (:func:`serve`) and
+the client (:class:`DetectorClient`) are the two ends of one request-ring and
+socket protocol, kept side by side so that a change to one is made with the
+other.
 """
 
 from __future__ import annotations
