@@ -274,6 +274,8 @@ class DetectorKind(ProcessKind):
 
     Its counters (read from its heartbeat file, :mod:`camfleet.detect.service`)
     are :data:`BATCHES`, :data:`IMAGES`, :data:`INFER_MS` (total) and :data:`QUEUED`.
+    It creates no ring: the request rings it reads are created, and counted,
+    by the pipelines that send them (:meth:`PipelineKind.rings`).
     """
 
     name = "detector"
