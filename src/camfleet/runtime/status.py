@@ -139,8 +139,9 @@ class StatusBoard:
                 cs.processes[p.kind.name] = ps
                 if isinstance(p.kind, CameraKind):
                     p.kind.add_to_camera(cs, self._sample(p))
-                cs.cpu_percent += ps.cpu_percent
-                cs.rss_mb += ps.rss_mb
+                cpu, rss = self._usage(p)
+                cs.cpu_percent += cpu  # summed before rounding: small shares still count
+                cs.rss_mb += rss
                 cs.restarts += p.restarts
                 cs.last_error = p.last_error or cs.last_error
             if procs:
@@ -160,10 +161,15 @@ class StatusBoard:
         meter = self._meters.get(p.name)
         return meter.sample if meter is not None else Sample()
 
-    def _process_status(self, p: Supervised) -> ProcessStatus:
+    def _usage(self, p: Supervised) -> tuple[float, float]:
+        """CPU (percent of one core) and resident memory (MiB) of ``p`` now (0 while it is not running)."""
         meter = self._meters.get(p.name)
-        cpu = meter.cpu.value if meter is not None and p.proc is not None else 0.0
-        rss = meter.cpu.rss_mb if meter is not None and p.proc is not None else 0.0
+        if meter is None or p.proc is None:
+            return 0.0, 0.0
+        return meter.cpu.value, meter.cpu.rss_mb
+
+    def _process_status(self, p: Supervised) -> ProcessStatus:
+        cpu, rss = self._usage(p)
         age = p.beat.age_s
         return ProcessStatus(
             name=p.name, kind=p.kind.name, state=p.state, reason=p.reason, pid=p.pid, restarts=p.restarts,
