@@ -493,13 +493,10 @@ def run_camfleet(
                            "loadavg_start": os.getloadavg()}
     t_start = time.perf_counter()
     node = None
-    supervisor = None
     try:
         node = Node(camfleet_config({c: sim.url(c) for c in cams}, data_dir, *detector))
         node.start()
         _STARTED.update(pid for pid in node.processes().values() if pid is not None)
-        supervisor = threading.Thread(target=node.supervise, name="bench-supervise", daemon=True)
-        supervisor.start()
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             snaps = {c: _ring_snap(c) for c in cams}
@@ -606,8 +603,6 @@ def run_camfleet(
             stragglers = list(_node_pids(node).values())
             node.stop()
             _kill_alive(stragglers)
-        if supervisor is not None:
-            supervisor.join(5)
     row["elapsed_s"] = time.perf_counter() - t_start
     return row
 

@@ -46,13 +46,9 @@ from _benchutil import cpu_s as _cpu_s
 from _benchutil import dist_version, summary
 from _benchutil import pct as _pct
 from camfleet.detect import default_model_spec, load_runtime
-from camfleet.detect.service import (
-    DetectorClient,
-    DetectorManager,
-    DetectorSettings,
-    read_heartbeat,
-)
+from camfleet.detect.service import DetectorClient, DetectorSettings, read_heartbeat
 from camfleet.framebus import FrameFormat, FramePublisher, PixelFormat, shm_dir
+from camfleet.runtime.detectors import DetectorManager
 
 METHOD = {
     "model": (

@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from camfleet.detect.models import default_model_spec
-from camfleet.detect.service import DetectorClient, DetectorManager, DetectorSettings
+from camfleet.detect.service import DetectorClient, DetectorSettings
 from camfleet.framebus import PixelFormat
 from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
+from camfleet.runtime.detectors import DetectorManager
 from camfleet.sim import Scene
 
 W, H, FPS = 640, 360, 5

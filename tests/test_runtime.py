@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -37,8 +36,6 @@ cameras:
 """)
     node = Node(config)
     node.start()
-    supervisor = threading.Thread(target=node.supervise, daemon=True)
-    supervisor.start()
     events = tmp_path / "events.jsonl"
     try:
         procs = node.processes()

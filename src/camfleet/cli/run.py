@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -25,6 +25,11 @@ from camfleet.pipeline.validate import load_config  # element settings checked, 
 from camfleet.runtime import Node, NodeAlreadyRunning, default_config
 
 from .logs import setup_logging
+
+if TYPE_CHECKING:
+    from camfleet.api import ApiServer
+    from camfleet.runtime.logfiles import LogRouter
+    from camfleet.store import Store
 
 
 def _fingerprint(path: Path) -> str:
@@ -128,7 +133,7 @@ def _preflight(cfg: Config) -> None:
         raise typer.Exit(1)
 
 
-def _open_store(cfg: Config, router: Any) -> Any:
+def _open_store(cfg: Config, router: LogRouter) -> Store:
     from camfleet.store import Store, StoreError  # noqa: PLC0415
 
     try:
@@ -140,7 +145,7 @@ def _open_store(cfg: Config, router: Any) -> Any:
         raise typer.Exit(1) from None
 
 
-def _overlay(cfg: Config, store: Any) -> Config:
+def _overlay(cfg: Config, store: Store | None) -> Config:
     """The configuration with the cameras applied through the API laid over it."""
     if store is None:
         return cfg
@@ -151,7 +156,7 @@ def _overlay(cfg: Config, store: Any) -> Config:
     return overlay_cameras(cfg, store)
 
 
-def _start_api(cfg: Config, node: Node, store: Any) -> Any:
+def _start_api(cfg: Config, node: Node, store: Store | None) -> ApiServer | None:
     if not cfg.api.enabled or store is None:
         return None
     from camfleet.api import ApiServer, create_app  # noqa: PLC0415

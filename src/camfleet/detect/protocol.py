@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from camfleet.framebus import shm_dir
+from camfleet.framebus import PixelFormat, frame_ring_bytes, shm_dir
 from camfleet.framebus.layout import validate_key
 
 _HEADER = struct.Struct("!I")
@@ -33,6 +33,20 @@ def socket_path(detector: str) -> Path:
 def request_ring_key(camera: str, detector: str) -> str:
     """Ring key carrying ``camera``'s images to ``detector`` (63 characters at most)."""
     return validate_key(f"dq-{detector}-{camera}"[:63])
+
+
+REQUEST_MAX_IMAGES = 8
+"""Most images a camera sends a detector in one request (unless its client says otherwise)."""
+
+
+def request_ring_slots(max_images: int = REQUEST_MAX_IMAGES) -> int:
+    """Slots of a camera's request ring: two requests in flight plus two spare, at least 4."""
+    return max(2 * max_images + 2, 4)
+
+
+def request_ring_bytes(input_size: tuple[int, int], max_images: int = REQUEST_MAX_IMAGES) -> int:
+    """Bytes of shared memory of one request ring of RGB images at the model's ``input_size`` (w, h)."""
+    return frame_ring_bytes(input_size[0], input_size[1], PixelFormat.RGB24, request_ring_slots(max_images))
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -44,6 +44,7 @@ from .layout import (
 )
 from .registry import Reaper, register, unregister
 from .segment import Segment, create_segment, open_segment
+from .sizes import PACKET_CAPACITY, PACKET_INDEX_SIZE
 
 _WRITING = np.uint64(2**64 - 1)
 
@@ -143,8 +144,8 @@ class PacketPublisher:
         *,
         extradata: bytes = b"",
         time_base: tuple[int, int] = (1, 90000),
-        capacity: int = 8 * 2**20,
-        index_size: int = 1024,
+        capacity: int = PACKET_CAPACITY,
+        index_size: int = PACKET_INDEX_SIZE,
     ) -> None:
         validate_key(key)
         if not 64 <= index_size <= 65536:
