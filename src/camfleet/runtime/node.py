@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from camfleet.config import Config, ConfigError
 from camfleet.pipeline.build import camera_pipeline
+from camfleet.pipeline.validate import element_issues
 
 from . import reconcile
 from .cameras import CameraProcesses
@@ -245,7 +246,11 @@ class Node:
     # ------------------------------------------------------------------ helpers
 
     def _validate(self, new: Config) -> list[str]:
-        errors = []
+        # element settings first: their issues name the key ("pipelines.default[2].track.x"), which
+        # building a pipeline would only report as pydantic's raw text
+        errors = [str(issue) for issue in element_issues(new)]
+        if errors:
+            return errors
         try:
             detector_models(new)
         except ValueError as exc:
