@@ -116,7 +116,9 @@ def ingest_command(
             if st.state == IngestState.STREAMING:
                 typer.echo(f"{st.state.value:<10} {st.width}x{st.height} {st.codec} "
                            f"{st.decode_fps:5.1f} fps  frames {st.frames}  packets {st.packets}  "
-                           f"reconnects/h {st.reconnects_last_hour}  stalls/h {st.stalls_last_hour}")
+                           f"corrupt {st.corrupt_frames} ({st.corrupt_fps:.1f}/s)  "
+                           f"reconnects/h {st.reconnects_last_hour}  stalls/h {st.stalls_last_hour}"
+                           + (f"  DEGRADED: {st.degraded}" if st.degraded else ""))
             else:
                 typer.echo(f"{st.state.value:<10} {st.seconds_in_state:5.1f} s  last error: {st.last_error}")
     except KeyboardInterrupt:
@@ -124,6 +126,10 @@ def ingest_command(
     finally:
         stop.set()
         runner.join(timeout=15)
+    st = worker.status()
+    typer.echo(f"decoded {st.decoded} frames: {st.corrupt_frames} corrupt (decoded from damaged data), "
+               f"{st.rejected_packets} packets rejected by the decoder"
+               + (f"; degraded: {st.degraded}" if st.degraded else ""))
     if worker.fatal is not None:
         typer.echo(f"error: {worker.fatal}", err=True)
         raise typer.Exit(2)
