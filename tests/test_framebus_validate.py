@@ -125,3 +125,20 @@ def test_segment_is_built_from_the_validated_copy(shm_dir: Path, monkeypatch: py
             with sub.next(timeout=2) as frame:
                 assert frame.format == FMT
                 assert int(frame.to_numpy()[0, 0]) == 7
+
+
+def test_private_file_replaces_a_planted_symlink_and_is_owner_only(shm_dir: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    planted = shm_dir / "camfleet.det-cpu.hb"
+    planted.symlink_to(victim)
+    fd = segment_module.create_private_file(planted, 4096)
+    try:
+        st = os.fstat(fd)
+        assert st.st_size == 4096 and (st.st_mode & 0o777) == 0o600
+    finally:
+        os.close(fd)
+    assert victim.read_bytes() == b"precious"  # neither truncated nor written through the link
+    assert not planted.is_symlink() and planted.stat().st_size == 4096
+    assert sorted(p.name for p in shm_dir.iterdir()) == ["camfleet.det-cpu.hb"]  # no temporary left
+    planted.unlink()

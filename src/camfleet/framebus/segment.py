@@ -71,6 +71,29 @@ def list_segments() -> list[tuple[str, int, Path]]:
     return sorted(out)
 
 
+def create_private_file(path: Path, size: int) -> int:
+    """Create ``path`` afresh, owner-only (0600) and ``size`` bytes long; return its descriptor (read-write).
+
+    The shared-memory directory is writable by everyone, so a predictable name
+    may already be taken by someone else's file or symlink: opening it with
+    ``O_CREAT|O_TRUNC`` would truncate (or create) whatever it points to. The
+    file is made under a random name with ``O_EXCL|O_NOFOLLOW`` and renamed
+    over ``path``, which replaces a planted symlink instead of following it.
+    """
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.ftruncate(fd, size)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.close(fd)
+        raise
+    return fd
+
+
 def _read_pid(fd: int) -> int:
     raw = os.pread(fd, 4, field_offset(HEADER_DTYPE, "pub_pid"))
     return int.from_bytes(raw, "little") if len(raw) == 4 else 0
