@@ -20,7 +20,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from camfleet.cli.main import app
 from camfleet.ingest import (
     ErrorKind,
     IngestConfig,
@@ -188,3 +190,18 @@ def test_https_verified_refused_and_unverified(https_url: str, ca: TlsFiles) -> 
         stream_size(https_url, SourceOptions(**OPTS))
     assert_untrusted(info.value, "unable to get local issuer certificate")
     assert stream_size(https_url, SourceOptions(**OPTS, tls=TlsOptions(verify=False))) == (160, 120)
+
+
+def test_cli_probe_verifies_and_takes_the_ca(sim: SimServer, ca: TlsFiles) -> None:
+    url = sim.url("tls")
+    refused = CliRunner().invoke(app, ["probe", url, "--timeout", "5", "--seconds", "1"])
+    assert refused.exit_code == 2
+    assert "TLS certificate not trusted" in refused.output and "--tls-ca-file" in refused.output
+    assert PASSWORD not in refused.output
+    trusted = CliRunner().invoke(app, ["probe", url, "--timeout", "5", "--seconds", "1",
+                                       "--tls-ca-file", str(ca.ca)])
+    assert trusted.exit_code == 0, trusted.output
+    assert "resolution 320x180" in trusted.output
+    unverified = CliRunner().invoke(app, ["probe", url, "--timeout", "5", "--seconds", "1",
+                                          "--no-tls-verify"])
+    assert unverified.exit_code == 0, unverified.output

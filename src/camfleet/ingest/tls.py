@@ -28,7 +28,8 @@ TLS_SCHEMES = ("rtsps", "https")
 TRUST_HINT = (
     "to trust a camera with a self-signed certificate, set tls.ca_file to the PEM file of its "
     "certificate authority (or of the certificate itself), or set tls.verify: false to accept any "
-    "certificate (anyone on the network path can then impersonate the camera)"
+    "certificate (anyone on the network path can then impersonate the camera); camfleet probe "
+    "and ingest take --tls-ca-file and --no-tls-verify"
 )
 """What to do when a camera's certificate is not trusted."""
 
