@@ -148,7 +148,7 @@ class TlsSettings(_Strict):
     ca_file: str | None = Field(
         default=None, min_length=1,
         description="PEM file of the certificate authority to trust for this camera (or its "
-        "self-signed certificate); default: the system's trust store",
+        "self-signed certificate), absolute or relative to data_dir; default: the system's trust store",
     )
 
     @model_validator(mode="after")
