@@ -41,9 +41,8 @@ def _orphan_copy(shm_dir: Path, key: str, kind: str) -> Path:
         with fb.FramePublisher("donor", FMT) as pub:
             data = Path(pub.path).read_bytes()
     else:
-        with fb.PacketPublisher("donor", capacity=64 * 1024) as ppub:
+        with fb.PacketPublisher("donor", capacity=64 * 1024):
             data = (shm_dir / "camfleet.donor.packets").read_bytes()
-            assert ppub is not None
     path = shm_dir / f"camfleet.{key}.{kind}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

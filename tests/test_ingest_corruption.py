@@ -71,8 +71,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return clean, damaged
 
 
-def ingest_file(path: Path, key: str, *, realtime: bool = False, threshold: float = 30.0,
-                on_frames: threading.Event | None = None) -> IngestStatus:
+def ingest_file(path: Path, key: str, *, realtime: bool = False, threshold: float = 30.0) -> IngestStatus:
     """Run ingest over ``path`` to its end (bounded) and return the final status."""
     cfg = IngestConfig(url=str(path), key=key,
                        source=SourceOptions(realtime=realtime, corrupt_degraded_per_min=threshold))
