@@ -71,6 +71,7 @@ __all__ = [
     "RuntimeSettings",
     "SourceConfig",
     "StorageSettings",
+    "TlsSettings",
     "ZoneConfig",
     "format_path",
     "known_elements",
@@ -136,6 +137,27 @@ Polygon = Annotated[
 # --------------------------------------------------------------------------- sections
 
 
+class TlsSettings(_Strict):
+    """Certificate checks of an ``rtsps://`` or ``https://`` camera (verified by default)."""
+
+    verify: bool = Field(
+        default=True,
+        description="check the camera's certificate and host name; false accepts any certificate "
+        "(anyone on the network path can then impersonate the camera)",
+    )
+    ca_file: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the certificate authority to trust for this camera (or its "
+        "self-signed certificate), absolute or relative to data_dir; default: the system's trust store",
+    )
+
+    @model_validator(mode="after")
+    def _ca_needs_verify(self) -> TlsSettings:
+        if self.ca_file is not None and not self.verify:
+            raise PydanticCustomError("tls", "'ca_file' has no effect with 'verify: false'; remove one")
+        return self
+
+
 class SourceConfig(_Strict):
     """One stream of a camera and what it is used for.
 
@@ -159,6 +181,16 @@ class SourceConfig(_Strict):
     )
     loop: bool = Field(default=False, description="files only: start again at the end")
     realtime: bool = Field(default=False, description="files only: pace at the file's frame rate")
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="rtsps:// and https:// only: certificate verification; for a self-signed "
+        "camera set ca_file to its CA (or certificate), or verify: false",
+    )
+    corrupt_degraded_per_min: float = Field(
+        default=30.0, ge=0,
+        description="frames per minute decoded from damaged data past which the camera is "
+        "reported degraded ('corrupt stream: N frames/min'); 0 never reports it",
+    )
 
     @field_validator("url")
     @classmethod
@@ -180,6 +212,12 @@ class SourceConfig(_Strict):
     def _transport_is_rtsp(self) -> SourceConfig:
         if self.transport is not None and not self.url.lower().startswith(("rtsp://", "rtsps://")):
             raise PydanticCustomError("transport", "'transport' applies to rtsp:// and rtsps:// sources only")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_is_for_tls_urls(self) -> SourceConfig:
+        if "tls" in self.model_fields_set and not self.url.lower().startswith(("rtsps://", "https://")):
+            raise PydanticCustomError("tls", "'tls' applies to rtsps:// and https:// sources only")
         return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

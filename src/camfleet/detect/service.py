@@ -52,6 +52,7 @@ from camfleet.framebus import (
     subscribe,
 )
 from camfleet.framebus.layout import validate_key
+from camfleet.framebus.segment import create_private_file
 from camfleet.procutil import die_with_parent
 
 from .models import ModelSpec
@@ -174,8 +175,7 @@ class _Server:
         self.s = settings
         self.runtime = _load_factory(settings.factory)(settings.model, settings.threads)
         hb = heartbeat_path(settings.name)
-        fd = os.open(hb, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.ftruncate(fd, mmap.PAGESIZE)
+        fd = create_private_file(hb, mmap.PAGESIZE)  # never follows a name planted in /dev/shm
         self._hb = mmap.mmap(fd, mmap.PAGESIZE)
         os.close(fd)
         self.stats = [0, 0, 0, 0]  # batches, images, infer_ns, max batch seen

@@ -104,7 +104,7 @@ def _primary_view(buffer: Any, base: int, fmt: FrameFormat) -> np.ndarray:
 
 
 def _read_format(seg: Segment) -> FrameFormat:
-    h = seg.header
+    h = seg.validated  # the checked copy: the format cannot change under a subscriber
     n_planes = int(h["n_planes"])
     strides = tuple(int(s) for s in h["strides"][:n_planes])
     return FrameFormat(int(h["width"]), int(h["height"]), PixelFormat(int(h["pix_fmt"])), strides)
@@ -122,7 +122,7 @@ class _RingViews:
         self.format = _read_format(seg)
         n = seg.offsets.n_slots
         self.n_slots = n
-        self.slot_bytes = int(seg.header["slot_bytes"])
+        self.slot_bytes = int(seg.validated["slot_bytes"])
         base = seg.offsets.slots
         self.slot_seq = seg.view(base, n, "Q")
         self.slot_pts = seg.view(base + 8 * n, n, "q")

@@ -102,7 +102,7 @@ class _IndexViews:
         self.word = seg.u32("word")
         self.word_addr = seg.address("word")
         self.shutdown = seg.u32("shutdown")
-        self.capacity = int(seg.header["capacity"])
+        self.capacity = int(seg.validated["capacity"])
 
 
 def _stream_fields(h: np.ndarray, codec: str, extradata: bytes, time_base: tuple[int, int]) -> None:
@@ -321,7 +321,7 @@ class PacketSubscriber:
     def extradata(self) -> bytes:
         """Codec extradata (SPS/PPS...)."""
         h = self._seg.header
-        return bytes(h["extradata"][: int(h["extradata_len"])])
+        return bytes(h["extradata"][: min(int(h["extradata_len"]), MAX_EXTRADATA)])
 
     @property
     def time_base(self) -> tuple[int, int]:

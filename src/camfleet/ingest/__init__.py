@@ -12,6 +12,7 @@ from .errors import ErrorKind, IngestError, classify
 from .probe import ProbeResult, probe
 from .source import SourceOptions
 from .status import IngestState, IngestStatus
+from .tls import TlsOptions
 from .url import SourceKind, mask_text, mask_url, source_kind
 from .worker import IngestConfig, IngestWorker
 
@@ -27,6 +28,7 @@ __all__ = [
     "ProbeResult",
     "SourceKind",
     "SourceOptions",
+    "TlsOptions",
     "classify",
     "mask_text",
     "mask_url",

@@ -235,7 +235,9 @@ class SimServer:
     with a self-signed certificate made at :meth:`open` for ``localhost``,
     ``127.0.0.1``, ``::1`` and ``host``, kept across :meth:`stop`/:meth:`start`
     and deleted by :meth:`close` (:attr:`tls_certificate` is its path, for
-    clients that verify). ``server_python`` is the interpreter
+    clients that verify). ``tls_files``: (certificate, key) PEM files to serve
+    instead, e.g. a certificate signed by a test CA (copied at :meth:`open`;
+    implies ``tls``). ``server_python`` is the interpreter
     with PyGObject that runs the server; ``start_timeout`` (seconds) bounds
     how long :meth:`start` waits for it to accept connections.
 
@@ -255,6 +257,7 @@ class SimServer:
         auth: Literal["basic", "digest"] = "basic",
         *,
         tls: bool = False,
+        tls_files: tuple[Path, Path] | None = None,
         server_python: str = SERVER_PYTHON,
         start_timeout: float = 15.0,
     ) -> None:
@@ -274,7 +277,8 @@ class SimServer:
         self.user = user
         self._password = password
         self.auth = auth
-        self.tls = tls
+        self.tls = tls or tls_files is not None
+        self._tls_files = tls_files
         self._tls_dir: Path | None = None  # private directory of the certificate and key while open
         self.server_python = server_python
         self.start_timeout = start_timeout
@@ -308,7 +312,9 @@ class SimServer:
                 for spec in self._specs:
                     scene = self._scene(spec.width, spec.height, spec.seed, spec.objects)
                     self._feeds[spec.name] = _Feed(spec=spec, scene=scene)
-                if self.tls:
+                if self._tls_files is not None:
+                    self._tls_dir = _copy_certificate(*self._tls_files)
+                elif self.tls:
                     self._tls_dir = _make_certificate(self.host)
                 self.start()
                 for feed in self._feeds.values():
@@ -625,6 +631,21 @@ def _url_host(host: str) -> str:
 
 def _connect_host(host: str) -> str:
     return _url_host(host).strip("[]")
+
+
+def _copy_certificate(cert: Path, key: Path) -> Path:
+    """A new private directory holding copies of ``cert`` and ``key`` as ``cert.pem``, ``key.pem`` (0600)."""
+    directory = Path(tempfile.mkdtemp(prefix="camfleet-sim-tls-"))  # mode 0700
+    try:
+        for src, name in ((cert, "cert.pem"), (key, "key.pem")):
+            dst = directory / name
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Path(src).read_bytes())
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory
 
 
 def _make_certificate(host: str) -> Path:
