@@ -218,3 +218,38 @@ def test_simulator_packet_corruption_degrades_the_camera(sim: SimServer) -> None
         stop.set()
         thread.join(10)
     assert not thread.is_alive()
+
+
+# ---- the node ---------------------------------------------------------------------------------------
+
+
+def test_node_reports_a_damaged_camera_degraded_with_its_corrupt_rate(
+        clips: tuple[Path, Path], tmp_path: Path) -> None:
+    from camfleet.config import load_config_text
+    from camfleet.runtime import Node
+    from tests.runtime_helpers import States
+
+    damaged = clips[1]
+    config = load_config_text(f"""
+data_dir: {tmp_path / "data"}
+pipelines:
+  p: [motion: {{}}]
+defaults: {{pipeline: p, detect: {{width: 320, height: 240, fps: 5}}}}
+runtime: {{heartbeat_timeout: 5, startup_grace: 20, backoff_initial: 0.2, backoff_max: 2}}
+api: {{enabled: false}}
+cameras:
+  broken:
+    sources: [{{url: "{damaged}", roles: [detect], loop: true, realtime: true, corrupt_degraded_per_min: 10}}]
+  """)
+    node = Node(config)
+    node.start()
+    states = States(node)
+    try:
+        states.wait("broken", "degraded", timeout=60)
+        cam = node.status().cameras["broken"]
+        assert "corrupt stream" in cam.reason, cam.reason
+        assert cam.corrupt_fps > 0
+        assert cam.processes["ingest"].metrics["corrupt"] > 0
+    finally:
+        states.close()
+        node.stop()

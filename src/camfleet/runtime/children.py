@@ -26,7 +26,7 @@ from camfleet import framebus
 from camfleet.config import Config
 from camfleet.detect.service import DetectorClient, DetectorFailed
 from camfleet.framebus import PixelFormat
-from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions
+from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions, TlsOptions
 from camfleet.ingest.status import IngestState
 from camfleet.pipeline import EventUpdate, Pipeline
 from camfleet.pipeline.build import camera_env, camera_pipeline
@@ -142,6 +142,9 @@ def ingest_config(config: Config, camera: str) -> IngestConfig:
         loop=src.loop,
         realtime=src.realtime,
         hwaccel=src.hwaccel,
+        tls=TlsOptions(verify=src.tls.verify,
+                       ca_file=str(config.resolve_path(src.tls.ca_file)) if src.tls.ca_file else None),
+        corrupt_degraded_per_min=src.corrupt_degraded_per_min,
     )
     out = OutputSpec(PixelFormat.YUV420P, cam.detect.width, cam.detect.height, cam.detect.fps)
     return IngestConfig(url=src.url, key=camera, source=opts, output=out)
@@ -167,8 +170,12 @@ def run_ingest(spec: ChildSpec, child: ChildProcess) -> None:
             child.beat.counters[hb.FRAMES] = st.frames
             child.beat.counters[hb.PACKETS] = st.packets
             child.beat.counters[hb.EXTRA] = st.decoded
+            child.beat.counters[hb.ERRORS] = st.corrupt_frames + st.rejected_packets
             if st.state == IngestState.STREAMING:
-                child.beat.beat(hb.OK)
+                if st.degraded:
+                    child.beat.beat(hb.DEGRADED, st.degraded)
+                else:
+                    child.beat.beat(hb.OK)
             else:
                 why = f"{st.state.value}" + (f": {st.last_error}" if st.last_error else "")
                 child.beat.beat(hb.DEGRADED, why)

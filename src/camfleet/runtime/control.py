@@ -49,7 +49,8 @@ class CameraStatus:
     ring gets those left after the frame-rate limit), ``processed_fps`` frames the
     pipeline analysed, ``skipped_fps`` frames the pipeline did not get to,
     ``detector_rps`` detector requests per second, ``inference_ms`` the mean
-    inference time of its detector requests.
+    inference time of its detector requests, ``corrupt_fps`` frames per second
+    decoded from damaged data (plus packets the decoder refused).
     """
 
     name: str
@@ -63,6 +64,7 @@ class CameraStatus:
     skipped_fps: float = 0.0
     detector_rps: float = 0.0
     inference_ms: float = 0.0
+    corrupt_fps: float = 0.0
     queue_depth: int = 0
     cpu_percent: float = 0.0
     rss_mb: float = 0.0

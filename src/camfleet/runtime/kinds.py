@@ -143,7 +143,7 @@ class IngestKind(CameraKind):
     """Decodes the camera's detect stream once into its frame ring and packet ring."""
 
     name = "ingest"
-    rated = (hb.FRAMES, hb.EXTRA)
+    rated = (hb.FRAMES, hb.EXTRA, hb.ERRORS)
 
     @override
     def runs(self, config: Config, camera: str) -> bool:
@@ -181,11 +181,14 @@ class IngestKind(CameraKind):
         # decoded: every frame of the stream; frames/fps: those published after the frame-rate limit
         return {"frames": sample.counter(hb.FRAMES), "fps": sample.rate(hb.FRAMES),
                 "packets": sample.counter(hb.PACKETS), "decoded": sample.counter(hb.EXTRA),
-                "decode_fps": sample.rate(hb.EXTRA)}
+                "decode_fps": sample.rate(hb.EXTRA),
+                # frames decoded from damaged data plus packets the decoder refused
+                "corrupt": sample.counter(hb.ERRORS), "corrupt_fps": sample.rate(hb.ERRORS)}
 
     @override
     def add_to_camera(self, status: CameraStatus, sample: Sample) -> None:
         status.decode_fps = sample.rate(hb.EXTRA)
+        status.corrupt_fps = sample.rate(hb.ERRORS)
 
 
 class PipelineKind(CameraKind):
