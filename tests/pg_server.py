@@ -26,7 +26,7 @@ import pytest
 from camfleet.store import Store
 from camfleet.store.credentials import KEY_ENV
 from camfleet.store.errors import StoreError
-from camfleet.store.pgserver import FAST_SETTINGS, PgServer
+from camfleet_testing.pgserver import FAST_SETTINGS, PgServer
 
 BACKENDS = ["sqlite", "postgresql"]
 _db_counter = itertools.count(1)

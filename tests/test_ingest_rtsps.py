@@ -21,7 +21,7 @@ import pytest
 
 from camfleet import framebus as fb
 from camfleet.ingest import ErrorKind, IngestConfig, IngestError, IngestState, IngestWorker, SourceOptions
-from camfleet.sim import CameraSpec, SimServer
+from camfleet_testing.sim import CameraSpec, SimServer
 
 PASSWORD = "pw-XYZ"
 SPEC = CameraSpec(name="tls", codec="h264", width=320, height=180, fps=15, bitrate_kbps=400, gop=15)

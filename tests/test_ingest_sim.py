@@ -26,7 +26,7 @@ from camfleet.ingest import (
     OutputSpec,
     SourceOptions,
 )
-from camfleet.sim import CameraSpec, SimServer
+from camfleet_testing.sim import CameraSpec, SimServer
 
 PASSWORD = "s3cret-Pa55"
 

@@ -26,7 +26,7 @@ from camfleet.pipeline import (
     element_class,
 )
 from camfleet.pipeline import registry as registry_module
-from camfleet.sim import Scene
+from camfleet.ingest.scene import Scene
 
 W, H, FPS = 640, 360, 5
 

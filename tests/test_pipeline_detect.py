@@ -12,7 +12,7 @@ from camfleet.detect.models import default_model_spec
 from camfleet.detect.service import DetectorClient, DetectorManager, DetectorSettings
 from camfleet.framebus import PixelFormat
 from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
-from camfleet.sim import Scene
+from camfleet.ingest.scene import Scene
 
 W, H, FPS = 640, 360, 5
 

@@ -29,7 +29,7 @@ import pytest
 from camfleet.config import Config, load_config_text
 from camfleet.ingest import IngestConfig, IngestState, IngestWorker, SourceOptions
 from camfleet.recording import ExportError, check_storage, event_clip, export_clip, recorder_main
-from camfleet.sim import CameraSpec, SimServer
+from camfleet_testing.sim import CameraSpec, SimServer
 from camfleet.store import EventRecord, SegmentRecord, Store, StoreWriter
 
 CAMERA = "rec"

@@ -19,7 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from camfleet.cli import sim as sim_cli
-from camfleet.sim import APT_HINT, CameraSpec, Scene, SimError, SimServer, rgb_to_i420
+from camfleet_testing.sim import APT_HINT, CameraSpec, Scene, SimError, SimServer, rgb_to_i420
 
 SMALL = {"width": 320, "height": 180, "fps": 15.0, "bitrate_kbps": 300, "gop": 15}
 

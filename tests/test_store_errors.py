@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from camfleet.store import Store, StoreError
-from camfleet.store.pgserver import PgServer
+from camfleet_testing.pgserver import PgServer
 from tests.pg_server import pg_server_fixture, pg_url_fixture  # noqa: F401
 
 SECRET = "Hunter2-db-pass"
