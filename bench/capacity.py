@@ -61,10 +61,11 @@ LABELS = {"camfleet": "camfleet", "opencv": "OpenCV loop"}
 
 METHOD = {
     "cameras": (
-        f"camfleet_testing.sim.SimServer: N cameras, {CAM_W}x{CAM_H} H.264 (x264 ultrafast, zerolatency, baseline "
-        f"profile) at {CAM_FPS:g} fps, {CAM_KBPS} kbit/s, keyframe every {CAM_GOP} frames, RTSP over TCP on "
-        "127.0.0.1; photographs of people / a cat / a motorcycle always moving (so motion never gates "
-        "detection off). A fresh server per N; both systems read the same streams, one after the other"
+        f"camfleet_testing's SimServer: N cameras, {CAM_W}x{CAM_H} H.264 (x264 ultrafast, zerolatency, "
+        f"baseline profile) at {CAM_FPS:g} fps, {CAM_KBPS} kbit/s, keyframe every {CAM_GOP} frames, "
+        "RTSP over TCP on 127.0.0.1; photographs of people / a cat / a motorcycle always moving "
+        "(so motion never gates detection off). A fresh server per N; both systems read the same "
+        "streams, one after the other"
     ),
     "camfleet": (
         "camfleet.runtime.Node, config built as YAML text (runtime.default's template with rtsp sources, "

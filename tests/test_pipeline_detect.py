@@ -11,8 +11,8 @@ from PIL import Image
 from camfleet.detect.models import default_model_spec
 from camfleet.detect.service import DetectorClient, DetectorManager, DetectorSettings
 from camfleet.framebus import PixelFormat
-from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
 from camfleet.ingest.scene import Scene
+from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
 
 W, H, FPS = 640, 360, 5
 

@@ -34,8 +34,9 @@ from types import TracebackType
 from typing import IO, Any, Literal
 from urllib.parse import quote
 
-from . import _gst_server as proto
 from camfleet.ingest.scene import OBJECTS, Scene
+
+from . import _gst_server as proto
 
 __all__ = ["APT_HINT", "SERVER_PYTHON", "CameraSpec", "SimError", "SimServer"]
 
