@@ -29,7 +29,9 @@ from camfleet.config import ApiSettings
 from camfleet.pipeline.context import to_rgb
 from camfleet.store import EventRecord
 
-from .test_api_support import Running, camera_state, camera_yaml, running, shm_env, wait_ws
+from .support.api_node import Running, camera_state, camera_yaml, running, shm_env, wait_ws
+
+pytestmark = pytest.mark.e2e
 
 SECRET = "s3cr3tpw"
 

@@ -21,6 +21,8 @@ from camfleet.config import (
     load_config_text,
 )
 
+pytestmark = pytest.mark.unit
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camfleet.yaml"
 PASSWORD = "hunter2-s3cret"
 

@@ -46,6 +46,8 @@ from camfleet.detect.models import (
     models_dir,
 )
 
+pytestmark = pytest.mark.unit
+
 # --- fixtures -----------------------------------------------------------------------------------
 
 

@@ -23,6 +23,8 @@ from camfleet import framebus as fb
 from camfleet.ingest import ErrorKind, IngestConfig, IngestError, IngestState, IngestWorker, SourceOptions
 from camfleet_testing.sim import CameraSpec, SimServer
 
+pytestmark = pytest.mark.process
+
 PASSWORD = "pw-XYZ"
 SPEC = CameraSpec(name="tls", codec="h264", width=320, height=180, fps=15, bitrate_kbps=400, gop=15)
 

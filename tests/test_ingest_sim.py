@@ -28,6 +28,8 @@ from camfleet.ingest import (
 )
 from camfleet_testing.sim import CameraSpec, SimServer
 
+pytestmark = pytest.mark.process
+
 PASSWORD = "s3cret-Pa55"
 
 

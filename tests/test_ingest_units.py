@@ -15,6 +15,8 @@ from camfleet.ingest.convert import RateLimiter
 from camfleet.ingest.synthetic import SyntheticSpec
 from camfleet.ingest.url import source_kind, split_credentials
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("url", "masked"),

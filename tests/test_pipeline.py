@@ -28,6 +28,8 @@ from camfleet.pipeline import (
 )
 from camfleet.pipeline import registry as registry_module
 
+pytestmark = pytest.mark.unit
+
 W, H, FPS = 640, 360, 5
 
 

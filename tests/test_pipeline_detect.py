@@ -14,6 +14,8 @@ from camfleet.framebus import PixelFormat
 from camfleet.ingest.scene import Scene
 from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
 
+pytestmark = pytest.mark.process
+
 W, H, FPS = 640, 360, 5
 
 

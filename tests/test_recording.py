@@ -32,6 +32,8 @@ from camfleet.recording import ExportError, check_storage, event_clip, export_cl
 from camfleet.store import EventRecord, SegmentRecord, Store, StoreWriter
 from camfleet_testing.sim import CameraSpec, SimServer
 
+pytestmark = pytest.mark.process
+
 CAMERA = "rec"
 FPS = 15.0
 GOP = 15  # frames: one keyframe a second

@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from camfleet.store import Store, StoreError
 from camfleet_testing.pgserver import PgServer
-from tests.pg_server import pg_server_fixture, pg_url_fixture  # noqa: F401
+
+pytestmark = pytest.mark.process
 
 SECRET = "Hunter2-db-pass"
 
