@@ -18,10 +18,9 @@ from typing import Any
 import yaml
 
 from camfleet.config import Config, ConfigError, ConfigIssue, load_config_text
-from camfleet.ingest.url import mask_url
+from camfleet.redact import MASK, mask_url
 from camfleet.store import Store
 
-MASK = "***"
 MAX_DEPTH = 16  # a camera section nests ~6 levels (zones.NAME.points.N.[x, y])
 
 

@@ -45,7 +45,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from camfleet.ingest.url import mask_url, source_kind
+from camfleet.redact import mask_url
+from camfleet.urlkinds import source_kind
 
 __all__ = [
     "BUILTIN_ELEMENTS",

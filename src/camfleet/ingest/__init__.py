@@ -6,13 +6,15 @@
   (:class:`IngestError`, :class:`ErrorKind`).
 """
 
+from camfleet.redact import mask_text, mask_url
+from camfleet.urlkinds import SourceKind, source_kind
+
 from .backoff import Backoff
 from .convert import OutputSpec
 from .errors import ErrorKind, IngestError, classify
 from .probe import ProbeResult, probe
 from .source import SourceOptions
 from .status import IngestState, IngestStatus
-from .url import SourceKind, mask_text, mask_url, source_kind
 from .worker import IngestConfig, IngestWorker
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import errno
 
-from .url import mask_text, mask_url
+from camfleet.redact import mask_text, mask_url
 
 
 class ErrorKind(enum.Enum):

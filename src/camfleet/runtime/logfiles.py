@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from camfleet.config.model import CAMERA_NAME_PATTERN, Config, LogSettings
-from camfleet.ingest.url import mask_text
+from camfleet.redact import mask_text
 
 __all__ = [
     "CONSOLE_FORMAT",
