@@ -23,9 +23,9 @@ from PIL import Image
 from websockets.exceptions import InvalidStatus
 
 from camfleet import framebus
-from camfleet.api import ApiServer, create_app, overlay_cameras
+from camfleet.api import ApiServer, create_app
 from camfleet.api.hub import Hub
-from camfleet.config import ApiSettings
+from camfleet.config import ApiSettings, overlay_cameras
 from camfleet.pipeline.context import to_rgb
 from camfleet.store import EventRecord
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from camfleet.api.cameras import applied_after, camera_dicts, overlay_cameras
+from camfleet.api.cameras import applied_after
 from camfleet.config import load_config_text
+from camfleet.config.sources import camera_dicts, overlay_cameras
 from camfleet.store import Store
 
 from .support.runtime_helpers import camera_yaml, config_text

@@ -9,7 +9,6 @@ SIGINT stops everything.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import signal
 import threading
 import time
@@ -18,20 +17,20 @@ from typing import Any
 
 import typer
 
-from camfleet.config import Config, ConfigError, load_config
+from camfleet.config import (
+    Config,
+    ConfigError,
+    ConfigFileWatcher,
+    ConfigSource,
+    FileSource,
+    FixedSource,
+    OverlaySource,
+)
 from camfleet.detect.models import ModelError
 from camfleet.detect.service import DetectorFailed
 from camfleet.runtime import Node, NodeAlreadyRunning, default_config
 
 from .logs import setup_logging
-
-
-def _fingerprint(path: Path) -> str:
-    """A hash of the file's bytes ("" when it cannot be read)."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def run(
@@ -46,8 +45,10 @@ def run(
 ) -> None:
     """Run every camera: decode once, pipeline, shared detectors, events, snapshots, recordings."""
     setup_logging(verbose)
+    base: ConfigSource = (FileSource(config) if config
+                          else FixedSource(default_config(data_dir, cameras, port=port)))
     try:
-        cfg = load_config(config) if config else default_config(data_dir, cameras, port=port)
+        cfg = base.load()
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -60,18 +61,16 @@ def run(
     router.start()
     store = _open_store(cfg, router)
 
-    def loader() -> Config:
-        assert config is not None
-        new = load_config(config)
-        return _overlay(new, store)
-
-    cfg = _overlay(cfg, store)
-    node = Node(cfg, loader=loader if config else None, store=store, log_router=router)
+    source = OverlaySource(base, store) if store is not None else base
+    if isinstance(source, OverlaySource):
+        cfg = source.apply(cfg)
+    node = Node(cfg, loader=source.load if config else None, store=store, log_router=router)
     stop = threading.Event()
     reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    watcher = ConfigFileWatcher(config, reload_requested.set) if config is not None and watch else None
     api = None
     try:
         try:
@@ -91,21 +90,22 @@ def run(
             "  rings:     camfleet bus list\n  Ctrl-C to stop."
         )
         end = time.monotonic() + duration if duration > 0 else None
-        seen = _fingerprint(config) if config else ""
-        while not stop.wait(1.0):
+        if watcher is not None:
+            watcher.start()
+        while not stop.wait(0.2):
             if end is not None and time.monotonic() >= end:
                 break
             if config is None:
                 continue
-            current = _fingerprint(config) if watch else seen
-            if reload_requested.is_set() or current != seen:
+            if reload_requested.is_set():  # saved (the watcher) or asked for (SIGHUP)
                 reload_requested.clear()
-                seen = current
                 result = node.reload()
                 verdict = "applied" if result.ok else "rejected (nothing changed)"
                 typer.echo(f"camfleet: configuration {verdict}: generation {result.generation}"
                            + (f"; {'; '.join(result.errors)}" if result.errors else ""), err=not result.ok)
     finally:
+        if watcher is not None:
+            watcher.stop()
         if api is not None:
             api.stop(3.0)
         node.stop()
@@ -137,17 +137,6 @@ def _open_store(cfg: Config, router: Any) -> Any:
         with contextlib.suppress(Exception):
             router.stop()
         raise typer.Exit(1) from None
-
-
-def _overlay(cfg: Config, store: Any) -> Config:
-    """The configuration with the cameras applied through the API laid over it."""
-    if store is None:
-        return cfg
-    try:
-        from camfleet.api import overlay_cameras  # noqa: PLC0415
-    except ImportError:
-        return cfg
-    return overlay_cameras(cfg, store)
 
 
 def _start_api(cfg: Config, node: Node, store: Any) -> Any:

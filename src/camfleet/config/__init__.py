@@ -20,6 +20,10 @@
 * :func:`config_json_schema` exports the JSON Schema.
 * :func:`known_elements` lists the pipeline element names (built-ins plus
   the ``camfleet.elements`` entry points).
+* Configuration sources (:mod:`camfleet.config.sources`): :class:`FileSource`,
+  :class:`FixedSource`, and :class:`OverlaySource`, which lays the cameras
+  applied through the API (kept in the store, a :class:`CameraOverlay`) over
+  another source's; :class:`ConfigFileWatcher` says when a file's content changed.
 """
 
 from .load import ConfigError, ConfigIssue, load_config, load_config_text
@@ -45,6 +49,8 @@ from .model import (
     known_elements,
 )
 from .schema import config_json_schema, config_json_schema_text
+from .sources import CameraOverlay, ConfigSource, FileSource, FixedSource, OverlaySource, overlay_cameras
+from .watch import ConfigFileWatcher
 
 __all__ = [
     "ApiSettings",
@@ -57,14 +63,20 @@ __all__ = [
     "ELEMENT_ENTRY_POINT_GROUP",
     "CameraConfig",
     "CameraDefaults",
+    "CameraOverlay",
     "Config",
+    "ConfigFileWatcher",
+    "ConfigSource",
     "ConfigError",
     "ConfigIssue",
     "DetectSettings",
     "DetectorConfig",
     "ElementSpec",
+    "FileSource",
+    "FixedSource",
     "InputSize",
     "ModelConfig",
+    "OverlaySource",
     "SourceConfig",
     "ZoneConfig",
     "config_json_schema",
@@ -72,4 +84,5 @@ __all__ = [
     "known_elements",
     "load_config",
     "load_config_text",
+    "overlay_cameras",
 ]

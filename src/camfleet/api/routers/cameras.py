@@ -9,17 +9,10 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
 from camfleet.config import ConfigError
+from camfleet.config.sources import camera_dicts, with_cameras
 
 from ..auth import authorize
-from ..cameras import (
-    applied_after,
-    camera_dicts,
-    check_depth,
-    mask_camera,
-    staged_result,
-    unmask_sources,
-    with_cameras,
-)
+from ..cameras import applied_after, check_depth, mask_camera, staged_result, unmask_sources
 from ..context import ApiContext, Ctx
 from ..issues import issues_of
 from ..schemas import ApplyResult, CameraView, Change, Changes, ValidationResult
