@@ -108,7 +108,7 @@ def test_watcher_sees_saves_in_place_and_by_rename_but_not_unchanged_content(tmp
     path = tmp_path / "camfleet.yaml"
     path.write_text(BASE + camera("a"))
     changes = Changes()
-    watcher = ConfigFileWatcher(path, changes, debounce_ms=50, recheck_s=30)
+    watcher = ConfigFileWatcher(path, changes, settle_s=0.2, recheck_s=30)
     watcher.start()
     try:
         time.sleep(0.3)  # let the watch begin
@@ -122,6 +122,9 @@ def test_watcher_sees_saves_in_place_and_by_rename_but_not_unchanged_content(tmp
         (tmp_path / "other.yaml").write_text("x: 1\n")  # another file in the directory
         assert not changes.wait(1.0)
         assert changes.count == 2
+        path.write_text(BASE + camera("d"))
+        watcher.mark_seen()  # applied by an explicit reload before the change settled
+        assert not changes.wait(1.0)
     finally:
         t = time.monotonic()
         watcher.stop()
@@ -132,7 +135,7 @@ def test_watcher_rechecks_without_notifications(tmp_path: Path) -> None:
     path = tmp_path / "camfleet.yaml"
     path.write_text(BASE + camera("a"))
     changes = Changes()
-    watcher = ConfigFileWatcher(path, changes, debounce_ms=50, recheck_s=0.2)
+    watcher = ConfigFileWatcher(path, changes, settle_s=0.2, recheck_s=0.3)
     watcher._ours = lambda *_: False  # type: ignore[method-assign]  # as if the file system said nothing
     watcher.start()
     try:

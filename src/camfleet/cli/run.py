@@ -99,6 +99,8 @@ def run(
                 continue
             if reload_requested.is_set():  # saved (the watcher) or asked for (SIGHUP)
                 reload_requested.clear()
+                if watcher is not None:
+                    watcher.mark_seen()  # this reload applies what is on disk now: not again when it settles
                 result = node.reload()
                 verdict = "applied" if result.ok else "rejected (nothing changed)"
                 typer.echo(f"camfleet: configuration {verdict}: generation {result.generation}"
