@@ -18,13 +18,16 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from camfleet.store import Store
 from camfleet.store.credentials import KEY_ENV
 from camfleet.store.errors import StoreError
-from camfleet_testing.pgserver import FAST_SETTINGS, PgServer
+
+if TYPE_CHECKING:  # imported where used, so the unit tests run without the development package
+    from camfleet_testing.pgserver import PgServer
 
 BACKENDS = ["sqlite", "postgresql"]
 _db_counter = itertools.count(1)
@@ -45,6 +48,8 @@ def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
+    from camfleet_testing.pgserver import FAST_SETTINGS, PgServer
+
     try:
         server = PgServer(FAST_SETTINGS)
         server.start()
