@@ -2,11 +2,10 @@
 
 * :class:`IngestWorker` runs one camera's reconnect state machine.
 * :func:`probe` describes a camera (codec, size, fps, keyframe interval).
-* URLs are masked everywhere (:func:`mask_url`); errors are classified
-  (:class:`IngestError`, :class:`ErrorKind`).
+* URLs are masked everywhere (:func:`camfleet.redact.mask_url`); errors are
+  classified (:class:`IngestError`, :class:`ErrorKind`).
 """
 
-from camfleet.redact import mask_text, mask_url
 from camfleet.urlkinds import SourceKind, source_kind
 
 from .backoff import Backoff
@@ -30,8 +29,6 @@ __all__ = [
     "SourceKind",
     "SourceOptions",
     "classify",
-    "mask_text",
-    "mask_url",
     "probe",
     "source_kind",
 ]
