@@ -20,9 +20,9 @@ from camfleet.ingest import (
     IngestWorker,
     OutputSpec,
     SourceOptions,
-    mask_url,
     probe,
 )
+from camfleet.redact import mask_url
 
 from .logs import setup_logging
 
