@@ -1,5 +1,7 @@
-"""Fixtures shared by every test module.
+"""Fixtures shared by every test module, and the rule that each module says its kind.
 
+* Every test module carries one of the markers ``unit``, ``process`` or ``e2e``
+  (``pytestmark``); collection fails otherwise.
 * ``shm_dir`` (autouse): every test gets its own segment directory under
   /dev/shm, checked at teardown, so any test that leaks a segment fails.
 * The store's fixtures: ``pg_server`` (one real, throw-away PostgreSQL for the
@@ -29,8 +31,21 @@ from camfleet.store.errors import StoreError
 if TYPE_CHECKING:  # imported where used, so the unit tests run without the development package
     from camfleet_testing.pgserver import PgServer
 
+KINDS = ("unit", "process", "e2e")
+"""The markers of which every test module carries one (``pytestmark``; registered in pyproject.toml)."""
 BACKENDS = ["sqlite", "postgresql"]
 _db_counter = itertools.count(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test without a kind marker, so `-m unit` never silently leaves one out."""
+    unmarked = sorted({item.location[0] for item in items
+                       if not any(item.get_closest_marker(kind) for kind in KINDS)})
+    if unmarked:
+        raise pytest.UsageError(
+            f"test modules without a kind marker: {', '.join(unmarked)}; "
+            f"add `pytestmark = pytest.mark.<{'|'.join(KINDS)}>`"
+        )
 
 
 @pytest.fixture(autouse=True)
