@@ -7,7 +7,7 @@ Run from the repository root::
     .venv/bin/python bench/store.py --json out.json  # raw results (default artifacts/bench-store.json)
 
 Two sections, each on SQLite (a file in a temp dir, WAL) and on PostgreSQL (a throw-away
-server started by camfleet.store.pgserver, default durable settings):
+server started by camfleet_testing.pgserver, default durable settings):
 
 1. inserts: 32 camera processes (``spawn``) each emit start + end messages for their events.
    'StoreWriter': the camfleet path, the processes send the messages over one
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     args.qdur = args.qdur or (0.3 if quick else 2.0)
     args.naive_cap = args.naive_cap or (6.0 if quick else 60.0)
 
-    from camfleet.store.pgserver import PgServer
+    from camfleet_testing.pgserver import PgServer
 
     ctx = mp.get_context("spawn")
     load_start = os.getloadavg()

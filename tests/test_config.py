@@ -22,6 +22,8 @@ from camfleet.config import (
 )
 from camfleet.pipeline.validate import config_json_schema as with_elements
 
+pytestmark = pytest.mark.unit
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camfleet.yaml"
 PASSWORD = "hunter2-s3cret"
 

@@ -18,6 +18,8 @@ from camfleet.detect.protocol import Reader, encode, send, socket_path
 from camfleet.detect.service import DetectorClient, DetectorFailed, DetectorSettings
 from camfleet.runtime.detectors import DetectorManager
 
+pytestmark = pytest.mark.process
+
 
 def astronaut_300() -> np.ndarray:
     return (resize(data.astronaut(), (300, 300)) * 255).astype(np.uint8)
@@ -85,7 +87,9 @@ def test_four_cameras_share_one_detector_and_all_get_their_results(manager: Dete
             c.close()
 
 
-@pytest.mark.parametrize("manager", [{"factory": "tests.detect_helpers:marker_runtime"}], indirect=True)
+@pytest.mark.parametrize(
+    "manager", [{"factory": "tests.support.detect_helpers:marker_runtime"}], indirect=True
+)
 def test_killed_detector_is_restarted_and_cameras_recover(manager: DetectorManager) -> None:
     client = DetectorClient("test", "door", (300, 300))
     try:
@@ -103,7 +107,7 @@ def test_killed_detector_is_restarted_and_cameras_recover(manager: DetectorManag
 
 
 @pytest.mark.parametrize(
-    "manager", [{"factory": "tests.detect_helpers:marker_runtime", "stuck_s": 1.0}], indirect=True
+    "manager", [{"factory": "tests.support.detect_helpers:marker_runtime", "stuck_s": 1.0}], indirect=True
 )
 def test_stuck_detector_is_restarted_and_pending_request_fails_clearly(manager: DetectorManager) -> None:
     client = DetectorClient("test", "gate", (300, 300), timeout=30)
@@ -124,7 +128,7 @@ def test_stuck_detector_is_restarted_and_pending_request_fails_clearly(manager: 
 
 @pytest.mark.parametrize(
     "manager",
-    [{"factory": "tests.detect_helpers:slow_marker_runtime", "max_batch": 1, "max_inflight": 2}],
+    [{"factory": "tests.support.detect_helpers:slow_marker_runtime", "max_batch": 1, "max_inflight": 2}],
     indirect=True,
 )
 def test_inflight_limit_and_round_robin_between_cameras(manager: DetectorManager) -> None:

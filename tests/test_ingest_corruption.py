@@ -24,7 +24,7 @@ from camfleet import framebus as fb
 from camfleet.cli.main import app
 from camfleet.ingest import IngestConfig, IngestStatus, IngestWorker, SourceOptions
 from camfleet.ingest.corruption import CorruptionMeter
-from camfleet.sim import CameraSpec, SimServer
+from camfleet_testing.sim import CameraSpec, SimServer
 
 pytestmark = pytest.mark.process
 
@@ -227,7 +227,7 @@ def test_node_reports_a_damaged_camera_degraded_with_its_corrupt_rate(
         clips: tuple[Path, Path], tmp_path: Path) -> None:
     from camfleet.config import load_config_text
     from camfleet.runtime import Node
-    from tests.runtime_helpers import States
+    from tests.support.runtime_helpers import States
 
     damaged = clips[1]
     config = load_config_text(f"""

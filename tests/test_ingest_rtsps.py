@@ -29,7 +29,9 @@ from camfleet.ingest import (
     SourceOptions,
     TlsOptions,
 )
-from camfleet.sim import CameraSpec, SimServer
+from camfleet_testing.sim import CameraSpec, SimServer
+
+pytestmark = pytest.mark.process
 
 PASSWORD = "pw-XYZ"
 SPEC = CameraSpec(name="tls", codec="h264", width=320, height=180, fps=15, bitrate_kbps=400, gop=15)

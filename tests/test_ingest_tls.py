@@ -33,8 +33,8 @@ from camfleet.ingest import (
     TlsOptions,
 )
 from camfleet.ingest.source import open_source
-from camfleet.sim import CameraSpec, SimServer
-from tests.tls_ca import TlsFiles, make_ca_and_server
+from camfleet_testing.sim import CameraSpec, SimServer
+from tests.support.tls_ca import TlsFiles, make_ca_and_server
 
 pytestmark = pytest.mark.process
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from camfleet.framebus import PixelFormat
+from camfleet.ingest.scene import Scene
 from camfleet.pipeline import (
     Box,
     Element,
@@ -26,7 +27,8 @@ from camfleet.pipeline import (
     element_class,
 )
 from camfleet.pipeline import registry as registry_module
-from camfleet.sim import Scene
+
+pytestmark = pytest.mark.unit
 
 W, H, FPS = 640, 360, 5
 

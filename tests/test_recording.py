@@ -29,8 +29,10 @@ import pytest
 from camfleet.config import Config, load_config_text
 from camfleet.ingest import IngestConfig, IngestState, IngestWorker, SourceOptions
 from camfleet.recording import ExportError, check_storage, event_clip, export_clip, recorder_main
-from camfleet.sim import CameraSpec, SimServer
 from camfleet.store import EventRecord, SegmentRecord, Store, StoreWriter
+from camfleet_testing.sim import CameraSpec, SimServer
+
+pytestmark = pytest.mark.process
 
 CAMERA = "rec"
 FPS = 15.0

@@ -6,10 +6,14 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from camfleet.config import load_config_text
 from camfleet.detect.models import DEFAULT_LABELS_FILE, DEFAULT_MODEL_FILE, models_dir
 from camfleet.detect.service import read_heartbeat
 from camfleet.runtime import Node
+
+pytestmark = pytest.mark.e2e
 
 
 def test_two_detector_processes_share_the_cameras(tmp_path: Path, shm_dir: Path) -> None:

@@ -14,8 +14,7 @@ from camfleet.runtime import heartbeat as hb
 from camfleet.runtime.health import RestartPolicy
 from camfleet.runtime.kinds import DETECTOR, INGEST, PIPELINE, ProcessKind
 from camfleet.runtime.supervisor import Supervised, Supervisor, describe_exit
-
-from .supervisor_targets import exit_soon, sleep_forever
+from tests.support.supervisor_targets import exit_soon, sleep_forever
 
 pytestmark = pytest.mark.process
 

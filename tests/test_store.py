@@ -15,13 +15,8 @@ from camfleet.store import (
     Store,
     StoreError,
 )
-from tests.pg_server import (  # noqa: F401
-    db_url_fixture,
-    key_path_fixture,
-    pg_server_fixture,
-    pg_url_fixture,
-    store_fixture,
-)
+
+pytestmark = pytest.mark.process
 
 
 def _public(i: int, **kw: Any) -> dict[str, Any]:

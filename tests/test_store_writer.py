@@ -12,13 +12,8 @@ from typing import Any
 import pytest
 
 from camfleet.store import Store, StoreWriter
-from tests.pg_server import (  # noqa: F401
-    db_url_fixture,
-    key_path_fixture,
-    pg_server_fixture,
-    pg_url_fixture,
-    store_fixture,
-)
+
+pytestmark = pytest.mark.process
 
 CAMERAS = 32
 PRODUCERS = 8

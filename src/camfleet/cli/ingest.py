@@ -21,9 +21,9 @@ from camfleet.ingest import (
     OutputSpec,
     SourceOptions,
     TlsOptions,
-    mask_url,
     probe,
 )
+from camfleet.redact import mask_url
 
 from .logs import setup_logging
 

@@ -23,6 +23,10 @@
 * :class:`ElementCatalog` is what the loader and the schema need to check
   element settings; the pipeline registry provides it, and
   :mod:`camfleet.pipeline.validate` is the loader with it filled in.
+* Configuration sources (:mod:`camfleet.config.sources`): :class:`FileSource`,
+  :class:`FixedSource`, and :class:`OverlaySource`, which lays the cameras
+  applied through the API (kept in the store, a :class:`CameraOverlay`) over
+  another source's; :class:`ConfigFileWatcher` says when a file's content changed.
 """
 
 from .elements import ElementCatalog
@@ -49,6 +53,8 @@ from .model import (
     known_elements,
 )
 from .schema import config_json_schema, config_json_schema_text
+from .sources import CameraOverlay, ConfigSource, FileSource, FixedSource, OverlaySource, overlay_cameras
+from .watch import ConfigFileWatcher
 
 __all__ = [
     "ApiSettings",
@@ -61,15 +67,21 @@ __all__ = [
     "ELEMENT_ENTRY_POINT_GROUP",
     "CameraConfig",
     "CameraDefaults",
+    "CameraOverlay",
     "Config",
+    "ConfigFileWatcher",
+    "ConfigSource",
     "ConfigError",
     "ConfigIssue",
     "DetectSettings",
     "DetectorConfig",
     "ElementCatalog",
     "ElementSpec",
+    "FileSource",
+    "FixedSource",
     "InputSize",
     "ModelConfig",
+    "OverlaySource",
     "SourceConfig",
     "ZoneConfig",
     "config_json_schema",
@@ -78,4 +90,5 @@ __all__ = [
     "known_elements",
     "load_config",
     "load_config_text",
+    "overlay_cameras",
 ]

@@ -31,7 +31,7 @@ share private structures across modules. (A split into YAML-with-positions
 and error mapping is possible once the parallel edits to this file settle.)
 
 Credentials never reach an error: URLs in messages are masked
-(:func:`camfleet.ingest.url.mask_text`), substituted values are redacted and
+(:func:`camfleet.redact.mask_text`), substituted values are redacted and
 no message quotes an input value.
 """
 
@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from camfleet.ingest.url import mask_text
+from camfleet.redact import mask_text
 
 from .elements import ElementCatalog, settings_errors
 from .model import Config, ConfigPath, format_path, known_elements, merge_defaults, reference_problems

@@ -48,7 +48,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from camfleet.ingest.url import mask_url, source_kind
+from camfleet.redact import mask_url
+from camfleet.urlkinds import source_kind
 
 __all__ = [
     "BUILTIN_ELEMENTS",
@@ -216,7 +217,9 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _tls_is_for_tls_urls(self) -> SourceConfig:
-        if "tls" in self.model_fields_set and not self.url.lower().startswith(("rtsps://", "https://")):
+        # the default settings are allowed anywhere: a camera dumped and read again (the API's
+        # overlay) carries them for every URL
+        if self.tls != TlsSettings() and not self.url.lower().startswith(("rtsps://", "https://")):
             raise PydanticCustomError("tls", "'tls' applies to rtsps:// and https:// sources only")
         return self
 

@@ -2,9 +2,11 @@
 
 * :class:`IngestWorker` runs one camera's reconnect state machine.
 * :func:`probe` describes a camera (codec, size, fps, keyframe interval).
-* URLs are masked everywhere (:func:`mask_url`); errors are classified
-  (:class:`IngestError`, :class:`ErrorKind`).
+* URLs are masked everywhere (:func:`camfleet.redact.mask_url`); errors are
+  classified (:class:`IngestError`, :class:`ErrorKind`).
 """
+
+from camfleet.urlkinds import SourceKind, source_kind
 
 from .backoff import Backoff
 from .convert import OutputSpec
@@ -13,7 +15,6 @@ from .probe import ProbeResult, probe
 from .source import SourceOptions
 from .status import IngestState, IngestStatus
 from .tls import TlsOptions
-from .url import SourceKind, mask_text, mask_url, source_kind
 from .worker import IngestConfig, IngestWorker
 
 __all__ = [
@@ -30,8 +31,6 @@ __all__ = [
     "SourceOptions",
     "TlsOptions",
     "classify",
-    "mask_text",
-    "mask_url",
     "probe",
     "source_kind",
 ]

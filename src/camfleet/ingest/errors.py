@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 import errno
 
+from camfleet.redact import mask_text, mask_url
+
 from .tls import TRUST_HINT
-from .url import mask_text, mask_url
 
 
 class ErrorKind(enum.Enum):

@@ -19,9 +19,11 @@ import av
 import av.container
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
+from camfleet.redact import mask_url
+from camfleet.urlkinds import SourceKind, source_kind
+
 from .errors import ErrorKind, IngestError, classify
 from .tls import TlsOptions, diagnose, uses_tls
-from .url import SourceKind, mask_url, source_kind
 
 log = logging.getLogger("camfleet.ingest")
 

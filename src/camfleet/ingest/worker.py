@@ -34,6 +34,8 @@ from camfleet.framebus import (
     FramePublisher,
     PacketPublisher,
 )
+from camfleet.redact import mask_url
+from camfleet.urlkinds import SourceKind, source_kind
 
 from .backoff import Backoff
 from .convert import FrameConverter, OutputSpec, RateLimiter
@@ -42,7 +44,6 @@ from .errors import ErrorKind, IngestError, classify
 from .source import SourceOptions, open_source
 from .status import IngestState, IngestStatus, StateTracker
 from .synthetic import SyntheticSource
-from .url import SourceKind, mask_url, source_kind
 
 log = logging.getLogger("camfleet.ingest")
 

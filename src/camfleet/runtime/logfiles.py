@@ -59,7 +59,7 @@ import traceback
 from pathlib import Path
 
 from camfleet.config.model import CAMERA_NAME_PATTERN, Config, LogSettings
-from camfleet.ingest.url import mask_text
+from camfleet.redact import mask_text
 
 from .logread import follow_log, tail_log
 

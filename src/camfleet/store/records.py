@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from camfleet.ingest.url import mask_text
+from camfleet.redact import mask_text
 
 _PIPELINE_KEYS = frozenset(
     {"id", "camera", "label", "start_ns", "end_ns", "top_score", "zones", "snapshot"}

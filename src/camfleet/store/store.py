@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Select, cast
 
-from camfleet.ingest.url import mask_text
+from camfleet.redact import mask_text
 from camfleet.store import engine as engines
 from camfleet.store import migrate as migrations
 from camfleet.store import schema as t

@@ -1,4 +1,4 @@
-"""Simulated RTSP cameras: GStreamer's gst-rtsp-server fed with :class:`~camfleet.sim.scene.Scene` frames.
+"""Simulated RTSP cameras: GStreamer's gst-rtsp-server fed with :class:`~camfleet.ingest.scene.Scene` frames.
 
 :class:`SimServer` runs ``_gst_server.py`` (gst-rtsp-server through PyGObject)
 as a child process under Debian's ``/usr/bin/python3`` and feeds it raw I420
@@ -34,12 +34,13 @@ from types import TracebackType
 from typing import IO, Any, Literal
 from urllib.parse import quote
 
+from camfleet.ingest.scene import OBJECTS, Scene
+
 from . import _gst_server as proto
-from .scene import OBJECTS, Scene
 
 __all__ = ["APT_HINT", "SERVER_PYTHON", "CameraSpec", "SimError", "SimServer"]
 
-log = logging.getLogger("camfleet.sim")
+log = logging.getLogger("camfleet_testing.sim")
 
 SERVER_PYTHON = "/usr/bin/python3"
 """The interpreter that runs the RTSP server: Debian's, which has ``python3-gi``."""
@@ -68,7 +69,7 @@ class CameraSpec:
     ``"h264"`` or ``"h265"``; ``width`` and ``height`` are pixels (even);
     ``fps`` is frames per second; ``bitrate_kbps`` is the encoder's target in
     kbit/s; ``gop`` is the keyframe interval in frames; ``seed`` and
-    ``objects`` select the :class:`~camfleet.sim.scene.Scene`.
+    ``objects`` select the :class:`~camfleet.ingest.scene.Scene`.
     """
 
     name: str = "cam0"
