@@ -101,7 +101,7 @@ class FrameContext:
 
     ``image`` is the frame's zero-copy view in the ring's format (valid while
     the pipeline processes the frame). Elements fill ``motion``,
-    ``detections``, ``tracks``, ``zone_events`` and ``events`` in order.
+    ``detections``, ``tracks``, ``zone_events``, ``events`` and ``seen`` in order.
     """
 
     camera: str
@@ -117,6 +117,10 @@ class FrameContext:
     tracks: list[TrackedObject] = field(default_factory=list)
     zone_events: list[ZoneEvent] = field(default_factory=list)
     events: list[object] = field(default_factory=list)
+    """:class:`~camfleet.pipeline.events.EventUpdate` s (what leaves the camera), and whatever
+    plugin elements note for each other (documented plugin API: they stay in the process)."""
+    seen: dict[str, float] = field(default_factory=dict)
+    """Open events' last sighting: event id -> epoch seconds (filled by the events element)."""
     _rgb: np.ndarray | None = None
 
     def luma(self) -> np.ndarray:

@@ -22,12 +22,14 @@ from typing import Any
 from camfleet import framebus
 from camfleet.config import Config
 from camfleet.detect.service import DetectorClient, DetectorFailed
+from camfleet.events import OutboxProducer
 from camfleet.framebus import PixelFormat
 from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions
 from camfleet.ingest.status import IngestState
 from camfleet.pipeline import EventUpdate
 from camfleet.pipeline.build import camera_env, camera_pipeline
 from camfleet.procutil import die_with_parent
+from camfleet.vocabulary import ActivityMessage, MotionSpan, OutboxMessage
 
 from . import heartbeat as hb
 
@@ -46,9 +48,9 @@ def camfleet_env() -> dict[str, str]:
 class ChildSpec:
     """Everything a camera process is started with (pickled once, at start).
 
-    ``sink`` and ``control`` are multiprocessing queues: the first carries
-    JSON-ready messages to the node (events, activity, segments), the second
-    carries new configurations to a running pipeline. ``log_address`` is
+    ``outbox`` is the node's outbox journal (``<data_dir>/outbox.db``) the process appends
+    its events, activity spans and segments to (None: they go nowhere); ``control`` is a
+    multiprocessing queue that carries new configurations to a running pipeline. ``log_address`` is
     where the node's log router listens. ``detectors`` maps a
     configured detector name to (the detector process serving this camera,
     the model input size).
@@ -60,7 +62,7 @@ class ChildSpec:
     health_path: str
     slot: int
     parent_pid: int
-    sink: Any = None
+    outbox: str | None = None
     control: Any = None
     log_address: str | None = None
     detectors: dict[str, tuple[str, tuple[int, int]]] = field(default_factory=dict)
@@ -178,9 +180,9 @@ def _ingest(spec: ChildSpec, child: _Child) -> None:
 class _Activity:
     """Turns per-frame motion into spans and sends them to the node."""
 
-    def __init__(self, camera: str, sink: Any) -> None:
+    def __init__(self, camera: str, outbox: OutboxProducer | None) -> None:
         self.camera = camera
-        self.sink = sink
+        self.outbox = outbox
         self.start: float | None = None
         self.last: float = 0.0
 
@@ -193,9 +195,8 @@ class _Activity:
             self.flush()
 
     def flush(self) -> None:
-        if self.start is not None and self.sink is not None:
-            self.sink.put({"kind": "activity", "camera": self.camera, "activity": "motion",
-                           "start": self.start, "end": self.last})
+        if self.start is not None and self.outbox is not None:
+            self.outbox.put(ActivityMessage(MotionSpan(self.camera, "motion", self.start, self.last)))
         self.start = None
 
 
@@ -206,7 +207,10 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
     }
     services = {"detectors": clients}
     pipeline = camera_pipeline(config, camera, services=services)
-    activity = _Activity(camera, spec.sink)
+    outbox = OutboxProducer(spec.outbox) if spec.outbox else None
+    if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
+        outbox.journal.close_open_events(camera)
+    activity = _Activity(camera, outbox)
     counters = child.beat.counters
     last_seq: int | None = None
     last_frame_at = time.monotonic()
@@ -245,7 +249,7 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
                             counters[hb.LAG_MS] = max(time.time_ns() - ctx.capture_ns, 0) / 1e6
                         t = ctx.capture_ns / 1e9 if ctx.capture_ns else time.time()
                         activity.frame(bool(ctx.motion), t)
-                        _send_events(spec, ctx.events)
+                        _send_events(outbox, ctx.events, ctx.seen)
                         child.beat.beat(hb.OK)
             except (framebus.PublisherGone, framebus.NotFound):
                 last_seq = None  # the ingest process restarts or re-creates the ring
@@ -256,19 +260,23 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
         pipeline.stop()
         for client in clients.values():
             client.close()
+        if outbox is not None:
+            outbox.close()
 
 
-def _send_events(spec: ChildSpec, events: list[Any]) -> None:
-    if spec.sink is None:
+def _send_events(outbox: OutboxProducer | None, events: list[object], seen: dict[str, float]) -> None:
+    """Journal what one frame produced in one transaction (with the open events' last sighting)."""
+    if outbox is None:
         return
+    messages: list[OutboxMessage] = []
     for update in events:
         if not isinstance(update, EventUpdate):
-            continue
-        spec.sink.put({"kind": "event", "type": update.type.value, "event": update.event.public()})
-        e = update.event
-        if update.type.value == "end" and e.end_ns is not None:
-            spec.sink.put({"kind": "activity", "camera": e.camera, "activity": "event",
-                           "start": e.start_ns / 1e9, "end": e.end_ns / 1e9})
+            continue  # plugin elements' own notes stay in the process
+        m = update.message()
+        messages.append(m)
+        if m.type == "end" and m.event.end is not None:
+            messages.append(ActivityMessage(MotionSpan(m.event.camera, "event", m.event.start, m.event.end)))
+    outbox.append(messages, seen)
 
 
 def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any], beat: hb.Heartbeat) -> None:
@@ -297,7 +305,8 @@ def _recorder(spec: ChildSpec, child: _Child) -> None:
     from camfleet.recording.recorder import Recorder  # noqa: PLC0415 - only nodes that record need it
 
     cam = spec.config.camera(spec.camera)
-    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, spec.sink)
+    outbox = OutboxProducer(spec.outbox) if spec.outbox else None
+    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, outbox)
     # The recorder writes what ingest publishes: no packets for a while means a stuck loop or no input.
     quiet_s = 3 * cam.record.segment_seconds + 10.0
 
@@ -316,4 +325,8 @@ def _recorder(spec: ChildSpec, child: _Child) -> None:
             else:
                 child.beat.beat(hb.OK)
 
-    _run_beating(child, recorder.run, beat_loop)
+    try:
+        _run_beating(child, recorder.run, beat_loop)
+    finally:
+        if outbox is not None:
+            outbox.close()

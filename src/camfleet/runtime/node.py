@@ -27,7 +27,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
@@ -42,6 +41,9 @@ import psutil
 from camfleet.config import Config, ConfigError
 from camfleet.detect.models import DEFAULT_MODEL_FILE, ModelSpec, default_model_spec
 from camfleet.detect.service import DetectorManager, DetectorSettings, read_heartbeat
+from camfleet.events import Journal, OutboxSink, Pump, PumpSettings, journal_path
+from camfleet.events.dbsink import DatabaseSink
+from camfleet.events.jsonl import JsonlSink
 from camfleet.framebus.inspect import list_rings
 from camfleet.pipeline.build import camera_pipeline
 
@@ -202,8 +204,8 @@ class Node:
 
     ``loader`` re-reads the configuration for :meth:`reload` (for example the
     file ``camfleet run`` was given); ``store`` (a
-    :class:`camfleet.store.Store`) receives events and recording segments
-    through a single writer; without one, events go to
+    :class:`camfleet.store.Store`) receives events, activity spans and recording segments
+    from the node's outbox (``<data_dir>/outbox.db``); without one, events go to
     ``<data_dir>/events.jsonl``.
     """
 
@@ -213,7 +215,7 @@ class Node:
         self.node_key = node_key
         self._loader = loader
         self._store = store
-        self._writer: Any = None
+        self._outbox: Pump | None = None
         self._log_router = log_router
         self._ctx = mp.get_context("forkserver")
         # the built-in elements take seconds to import (trackers, OpenCV): once, in the forkserver,
@@ -230,7 +232,6 @@ class Node:
         self._controls: dict[str, Any] = {}
         self._listeners: list[Listener] = []
         self._table: hb.HeartbeatTable | None = None
-        self._sink: Any = None
         self._threads: list[threading.Thread] = []
         self._last_reload = ReloadResult()
         self._started_at = 0.0
@@ -260,12 +261,7 @@ class Node:
         self._reclaim_rings()
         self._started_at = time.time()
         self._table = hb.HeartbeatTable(self.node_key)
-        self._sink = self._ctx.Queue()
-        if self._store is not None:
-            from camfleet.store import StoreWriter  # noqa: PLC0415 - only with a store
-
-            self._writer = StoreWriter(self._store)
-            self._writer.start()
+        self._start_outbox()
         try:
             self._sync_detectors(cfg)
             for name in cfg.cameras:
@@ -274,7 +270,7 @@ class Node:
         except BaseException:
             self.stop()
             raise
-        loops = [(self._supervise, "supervisor"), (self._pump, "sink")]
+        loops = [(self._supervise, "supervisor")]
         if self._store is not None:
             loops.append((self._retention, "retention"))
         for target, tname in loops:
@@ -383,7 +379,8 @@ class Node:
             self._controls[camera] = control
         spec = ChildSpec(
             camera=camera, kind=kind, config=cfg, health_path=str(self._table.path),
-            slot=self._table.allocate(), parent_pid=os.getpid(), sink=self._sink, control=control,
+            slot=self._table.allocate(), parent_pid=os.getpid(),
+            outbox=str(journal_path(self.config.data_path)), control=control,
             log_address=self._log_router.address if self._log_router is not None else None,
             detectors=self._detectors_for(camera, cfg) if kind == "pipeline" else {},
         )
@@ -658,31 +655,31 @@ class Node:
             except Exception:
                 log.exception("a status/event listener failed")
 
-    def _pump(self) -> None:
-        """Move messages from the camera processes to the store and the listeners."""
-        events_file = self.config.data_path / "events.jsonl"
-        while True:
-            try:
-                message = self._sink.get(timeout=0.25)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            except (OSError, EOFError, ValueError):
-                return
-            self._handle(message, events_file)
+    def _start_outbox(self) -> None:
+        """Close the events a previous run left open, then pump the outbox to the sinks.
 
-    def _handle(self, message: Any, events_file: Path) -> None:
-        if not isinstance(message, dict):
-            return
-        if self._writer is not None:
-            self._writer.submit(message)
-        if message.get("kind") == "event":
-            if self._writer is None:
-                record = {"type": message["type"], **message["event"]}
-                with events_file.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-            self._notify({"type": "event", "event_type": message["type"], "event": message["event"]})
+        The sink is the store (or ``<data_dir>/events.jsonl``); listeners get the tail.
+        Called before any camera process runs.
+        """
+        path = journal_path(self.config.data_path)
+        with Journal(path) as journal:
+            journal.close_open_events()  # every camera: their pipelines are gone
+            still_open = set(journal.open_events())
+        sink: OutboxSink
+        if self._store is not None:
+            db = DatabaseSink(self._store)
+            try:  # events the database has open whose end never reached the outbox
+                db.close_stale(still_open)
+            except Exception as exc:  # the database may be down: the outbox waits for it
+                log.warning("could not close the database's stale open events: %s", exc)
+            sink = db
+        else:
+            sink = JsonlSink(self.config.data_path / "events.jsonl")
+        settings = PumpSettings(max_entries=self.config.outbox.max_entries,
+                                keep_delivered=self.config.outbox.keep_delivered)
+        self._outbox = Pump(path, [sink], settings=settings)
+        self._outbox.add_listener(self._notify)
+        self._outbox.start()
 
     def _retention(self) -> None:
         """Apply recording retention and the storage floor every :data:`RETENTION_PERIOD_S` seconds."""
@@ -835,23 +832,11 @@ class Node:
                 t.start()
             for t in stoppers:
                 t.join(5.0)
-        self._drain_sink()
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.stop()
+        if self._outbox is not None:  # after the cameras: their last appends are journalled
+            self._outbox.stop(timeout=5.0)
         if self._table is not None:
             self._table.close()
             self._table = None
         for path in (self.status_path, self.run_dir / "camfleet.pid"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-    def _drain_sink(self) -> None:
-        if self._sink is None:
-            return
-        end = time.monotonic() + 2.0
-        with contextlib.suppress(queue.Empty, OSError, EOFError, ValueError):
-            while time.monotonic() < end:
-                self._handle(self._sink.get(timeout=0.05), self.config.data_path / "events.jsonl")
-        self._sink.close()
-        self._sink.join_thread()
