@@ -24,8 +24,9 @@ class OutboxProducer:
     its true last sighting.
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.journal = Journal(path)
+    def __init__(self, path: Path | str, *, fsync: bool = True) -> None:
+        # FULL: each commit fsyncs the WAL (power-safe); NORMAL: written to the OS, safe from kill -9
+        self.journal = Journal(path, synchronous="FULL" if fsync else "NORMAL")
         self._seen_at = 0.0
         self.appended = 0
 

@@ -207,7 +207,7 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
     }
     services = {"detectors": clients}
     pipeline = camera_pipeline(config, camera, services=services)
-    outbox = OutboxProducer(spec.outbox) if spec.outbox else None
+    outbox = OutboxProducer(spec.outbox, fsync=config.outbox.fsync) if spec.outbox else None
     if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
         outbox.journal.close_open_events(camera)
     activity = _Activity(camera, outbox)
@@ -305,7 +305,7 @@ def _recorder(spec: ChildSpec, child: _Child) -> None:
     from camfleet.recording.recorder import Recorder  # noqa: PLC0415 - only nodes that record need it
 
     cam = spec.config.camera(spec.camera)
-    outbox = OutboxProducer(spec.outbox) if spec.outbox else None
+    outbox = OutboxProducer(spec.outbox, fsync=spec.config.outbox.fsync) if spec.outbox else None
     recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, outbox)
     # The recorder writes what ingest publishes: no packets for a while means a stuck loop or no input.
     quiet_s = 3 * cam.record.segment_seconds + 10.0
