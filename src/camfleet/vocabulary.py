@@ -20,10 +20,48 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
-Box: TypeAlias = tuple[float, float, float, float]
-"""An axis-aligned box ``(x0, y0, x1, y1)`` in pixels, ``x0 <= x1`` and ``y0 <= y1``."""
+
+class Box(NamedTuple):
+    """An axis-aligned box in pixels: ``(x0, y0)`` top-left, ``(x1, y1)`` bottom-right.
+
+    A tuple ``(x0, y0, x1, y1)`` (it indexes and unpacks like one) with named fields.
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def width(self) -> float:
+        """Width in pixels (0 when inverted)."""
+        return max(0.0, self.x1 - self.x0)
+
+    @property
+    def height(self) -> float:
+        """Height in pixels (0 when inverted)."""
+        return max(0.0, self.y1 - self.y0)
+
+    @property
+    def area(self) -> float:
+        """Area in square pixels (0 for an empty or inverted box)."""
+        return box_area(self)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """Centre point ``(x, y)`` in pixels."""
+        return ((self.x0 + self.x1) / 2.0, (self.y0 + self.y1) / 2.0)
+
+    @property
+    def bottom_center(self) -> tuple[float, float]:
+        """Where an object stands on the ground: the middle of the bottom edge."""
+        return ((self.x0 + self.x1) / 2.0, self.y1)
+
+    def iou(self, other: tuple[float, float, float, float]) -> float:
+        """Intersection over union with ``other``, in ``[0, 1]``."""
+        return box_iou(self, other)
 
 EventChange: TypeAlias = Literal["start", "update", "end"]
 """Where an event is in its life when a message about it is sent."""
@@ -35,13 +73,13 @@ EVENT_CHANGES: tuple[EventChange, ...] = ("start", "update", "end")
 ACTIVITY_KINDS: tuple[ActivityKind, ...] = ("motion", "event")
 
 
-def box_area(box: Box) -> float:
+def box_area(box: tuple[float, float, float, float]) -> float:
     """Area of ``box`` in square pixels (0 for an empty or inverted box)."""
     x0, y0, x1, y1 = box
     return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
-def box_iou(a: Box, b: Box) -> float:
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     """Intersection over union of two boxes, in ``[0, 1]`` (0 when both are empty)."""
     ix0, iy0 = max(a[0], b[0]), max(a[1], b[1])
     ix1, iy1 = min(a[2], b[2]), min(a[3], b[3])
@@ -57,7 +95,7 @@ class Detection:
     ``label`` is the class name (e.g. ``"person"``) and ``label_id`` the model's
     class index; ``score`` is the confidence in ``[0, 1]``; ``box`` is
     ``(x0, y0, x1, y1)`` in pixels of the image given to the detector (not of
-    the model's input), clipped to that image.
+    the model's input), clipped to that image. A plain 4-tuple given as ``box`` becomes a :class:`Box`.
     """
 
     label: str
@@ -70,6 +108,8 @@ class Detection:
             raise ValueError(f"Detection score must be in [0, 1], got {self.score!r}")
         if len(self.box) != 4:
             raise ValueError(f"Detection box must be (x0, y0, x1, y1), got {self.box!r}")
+        if not isinstance(self.box, Box):
+            object.__setattr__(self, "box", Box(*self.box))
 
     @property
     def width(self) -> float:

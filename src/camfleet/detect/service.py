@@ -51,7 +51,7 @@ from camfleet.procutil import die_with_parent
 
 from .models import ModelSpec
 from .protocol import ProtocolError, Reader, listen, request_ring_key, send, socket_path
-from .types import Detection
+from .types import Box, Detection
 
 log = logging.getLogger("camfleet.detect")
 
@@ -498,7 +498,7 @@ class DetectorClient:
             self.images_sent += len(images)
             self.infer_ms_total += self.last_infer_ms
             return [
-                [Detection(str(d[0]), int(d[1]), float(d[2]), (d[3], d[4], d[5], d[6])) for d in dets]
+                [Detection(str(d[0]), int(d[1]), float(d[2]), Box(d[3], d[4], d[5], d[6])) for d in dets]
                 for dets in reply["detections"]
             ]
 
