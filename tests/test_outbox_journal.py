@@ -211,3 +211,13 @@ def test_listeners_get_the_tail_in_the_rest_shape_and_jsonl_sink(tmp_path: Path)
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     assert len(lines) == 3 and '"type": "end"' in lines[2]
     pump.stop()
+
+
+def test_producer_coalesces_last_seen_and_commits_it_before_closing(tmp_path: Path) -> None:
+    producer = OutboxProducer(tmp_path / "outbox.db")
+    producer.append([_ev(1)], {"e1": T0 + 1})
+    producer.append([], {"e1": T0 + 2})  # within SEEN_PERIOD_S of the last commit: held back
+    assert producer.journal.open_events() == {"e1": T0 + 1}
+    closed = producer.close_open_events("cam1")
+    assert [(e.id, e.end) for e in closed] == [("e1", T0 + 2)]
+    producer.close()

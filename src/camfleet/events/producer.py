@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from camfleet.vocabulary import OutboxMessage
+from camfleet.vocabulary import Event, OutboxMessage
 
 from .journal import Journal
 
@@ -28,21 +28,30 @@ class OutboxProducer:
         # FULL: each commit fsyncs the WAL (power-safe); NORMAL: written to the OS, safe from kill -9
         self.journal = Journal(path, synchronous="FULL" if fsync else "NORMAL")
         self._seen_at = 0.0
+        self._pending_seen: Mapping[str, float] | None = None  # refreshes not yet committed
         self.appended = 0
 
     def append(self, messages: Sequence[OutboxMessage], seen: Mapping[str, float] | None = None) -> None:
         """Journal ``messages`` and refresh ``seen`` (event id -> last seen, epoch s) in one transaction."""
         now = time.monotonic()
         if not messages and (not seen or now - self._seen_at < SEEN_PERIOD_S):
+            self._pending_seen = seen or self._pending_seen
             return
         self.journal.append(messages, seen=seen)
-        self._seen_at = now
+        self._seen_at, self._pending_seen = now, None
         self.appended += len(messages)
 
     def put(self, item: OutboxMessage) -> None:
         """Journal one message (durable on return)."""
         self.journal.append([item])
         self.appended += 1
+
+    def close_open_events(self, camera: str) -> list[Event]:
+        """Commit the newest last-seen times, then end ``camera``'s open events at them."""
+        if self._pending_seen:
+            self.journal.append([], seen=self._pending_seen)
+            self._pending_seen = None
+        return self.journal.close_open_events(camera)
 
     def close(self) -> None:
         """Close the connection."""

@@ -209,7 +209,7 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
     pipeline = camera_pipeline(config, camera, services=services)
     outbox = OutboxProducer(spec.outbox, fsync=config.outbox.fsync) if spec.outbox else None
     if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
-        outbox.journal.close_open_events(camera)
+        outbox.close_open_events(camera)
     activity = _Activity(camera, outbox)
     counters = child.beat.counters
     last_seq: int | None = None
@@ -260,7 +260,8 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
         pipeline.stop()
         for client in clients.values():
             client.close()
-        if outbox is not None:
+        if outbox is not None:  # the events element forgets its open events: end them now
+            outbox.close_open_events(camera)
             outbox.close()
 
 
