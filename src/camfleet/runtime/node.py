@@ -15,8 +15,9 @@ back-off; too many failures within a window make it ``failed``, retried
 slowly. :meth:`Node.apply_config` computes the least change
 (:mod:`camfleet.runtime.reconcile`) and touches only the cameras that changed;
 zones, masks and element settings reach a running pipeline without a restart.
-Events and recording segments come back over one queue and go to the store
-through a single writer.
+Camera processes append events, activity spans and recording segments to the
+node's durable outbox (:mod:`camfleet.events`); the node pumps it to the store
+(or ``events.jsonl``) and to the listeners.
 """
 
 from __future__ import annotations
