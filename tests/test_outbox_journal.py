@@ -221,3 +221,13 @@ def test_producer_coalesces_last_seen_and_commits_it_before_closing(tmp_path: Pa
     closed = producer.close_open_events("cam1")
     assert [(e.id, e.end) for e in closed] == [("e1", T0 + 2)]
     producer.close()
+
+
+def test_an_inactive_sink_never_holds_entries_back(tmp_path: Path) -> None:
+    with Journal(tmp_path / "outbox.db") as j:
+        j.cursor("jsonl")  # a sink of an earlier run (no store then)
+        j.cursor("database")
+        j.append([_ev(i) for i in range(50)])
+        j.advance("database", 50)
+        trimmed, dropped = j.enforce_bounds(max_entries=10, keep_delivered=5, sinks={"database"})
+        assert (trimmed, dropped) == (45, 0) and j.cursors() == {"database": 50, "jsonl": 45}

@@ -21,7 +21,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,23 +268,28 @@ class Journal:
 
     # ------------------------------------------------------------------ bounds
 
-    def enforce_bounds(self, *, max_entries: int, keep_delivered: int) -> tuple[int, int]:
+    def enforce_bounds(self, *, max_entries: int, keep_delivered: int,
+                       sinks: Collection[str] | None = None) -> tuple[int, int]:
         """Trim delivered entries past ``keep_delivered`` and drop undelivered ones past ``max_entries``.
 
-        Delivered means confirmed by every durable sink (the lowest cursor). When more than
-        ``max_entries`` entries wait for the slowest sink, the oldest of them are skipped for
-        every lagging sink: counted in ``dropped`` and logged. Returns (trimmed, dropped).
+        Delivered means confirmed by every active durable sink (``sinks``, default every cursor;
+        the lowest cursor counts). When more than ``max_entries`` entries wait for the slowest
+        sink, the oldest of them are skipped for every lagging sink: counted in ``dropped`` and
+        logged. The cursors of inactive sinks (a store configured away) never hold entries back:
+        they move up with the trim. Returns (trimmed, dropped).
         """
         with self._write() as db:
             newest = int(db.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0])
-            floor_row = db.execute("SELECT min(seq) FROM cursors").fetchone()
-            floor = int(floor_row[0]) if floor_row[0] is not None else 0
+            cursors = {str(s): int(q) for s, q in db.execute("SELECT sink, seq FROM cursors")}
+            active = [q for s, q in cursors.items() if sinks is None or s in sinks]
+            floor = min(active, default=0)
             dropped = 0
             if newest - floor > max_entries:
                 new_floor = newest - max_entries
                 dropped = int(db.execute("SELECT count(*) FROM entries WHERE seq > ? AND seq <= ?",
                                          (floor, new_floor)).fetchone()[0])
-                db.execute("UPDATE cursors SET seq = ? WHERE seq < ?", (new_floor, new_floor))
+                db.executemany("UPDATE cursors SET seq = ? WHERE sink = ? AND seq < ?",
+                               [(new_floor, s, new_floor) for s in cursors if sinks is None or s in sinks])
                 if dropped:
                     db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
                                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (dropped,))
@@ -294,6 +299,7 @@ class Journal:
             trimmed = 0
             if cut > 0:
                 trimmed = db.execute("DELETE FROM entries WHERE seq <= ?", (cut,)).rowcount
+                db.execute("UPDATE cursors SET seq = ? WHERE seq < ?", (cut, cut))  # inactive sinks
         if dropped:
             log.error("outbox: a sink lags more than %d entries: dropped the %d oldest undelivered entries",
                       max_entries, dropped)

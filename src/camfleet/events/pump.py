@@ -176,7 +176,8 @@ class Pump:
         """Trim and drop per the settings; re-reads the cursors a drop moved."""
         with self._lock:
             trimmed, dropped = self.journal.enforce_bounds(max_entries=self.settings.max_entries,
-                                                           keep_delivered=self.settings.keep_delivered)
+                                                           keep_delivered=self.settings.keep_delivered,
+                                                           sinks=set(self._cursors))
             self.counts["trimmed"] += trimmed
             self.counts["dropped"] += dropped
             if dropped:
