@@ -5,9 +5,12 @@ the database has open and the journal does not are closed at their last-seen tim
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import insert
 
 from camfleet.events.dbsink import DatabaseSink
 from camfleet.store import Store
+from camfleet.store import migrate as migrations
+from camfleet.store import schema as t
 from camfleet.vocabulary import (
     ActivityMessage,
     Event,
@@ -67,3 +70,16 @@ def test_stale_open_events_closed_at_last_seen(store: Store) -> None:
     assert sink.close_stale({"kept"}) == 2
     ends = {e.id: e.end for e in store.query_events()}
     assert ends == {"a": T0 + 5, "b": T0 + 1, "kept": None}
+
+
+def test_migration_0004_merges_rows_an_old_writer_stored_twice(store: Store) -> None:
+    migrations.downgrade(store.engine, "0003")
+    with store.engine.begin() as conn:
+        seg = {"camera": "c", "path": "c/a.mp4", "start": T0, "end": T0 + 6, "size": 1, "frames": 0,
+               "keyframes": 0}
+        conn.execute(insert(t.segments), [seg, {**seg, "size": 2}])
+        span = {"camera": "c", "kind": "motion", "start": T0}
+        conn.execute(insert(t.activity), [{**span, "end": T0 + 1}, {**span, "end": T0 + 3}])
+    migrations.upgrade(store.engine)
+    assert [(s.path, s.size) for s in store.query_segments()] == [("c/a.mp4", 1)]
+    assert [(a.start, a.end) for a in store.query_activity("c", T0 - 1, T0 + 9)] == [(T0, T0 + 3)]
