@@ -13,12 +13,12 @@ from camfleet.framebus import PixelFormat
 from camfleet.ingest.scene import Scene
 from camfleet.pipeline import (
     Box,
+    Detection,
     Element,
     ElementConfig,
     EventType,
     EventUpdate,
     FrameContext,
-    ObjectDetection,
     Pipeline,
     PipelineEnv,
     UnknownElement,
@@ -55,7 +55,7 @@ class GroundTruth(Element[TruthConfig]):
         if ctx.seq - 1 >= self.config.until:
             return
         for label, x0, y0, x1, y1 in self.scene.boxes(ctx.seq - 1):
-            ctx.detections.append(ObjectDetection(label, 0.9, Box(x0, y0, x1, y1)))
+            ctx.detections.append(Detection(label, 0, 0.9, Box(x0, y0, x1, y1)))
 
 
 @pytest.fixture
@@ -209,14 +209,14 @@ def test_track_marks_a_parked_object_stationary(tmp_path: Path) -> None:
     seen: list[TrackedObject] = []
     for i in range(20):  # 4 s: a car that does not move, jittering by a pixel
         ctx = frame_ctx(None, i, still)
-        ctx.detections.append(ObjectDetection("car", 0.8, Box(100 + i % 2, 100, 200, 160)))
+        ctx.detections.append(Detection("car", 0, 0.8, Box(100 + i % 2, 100, 200, 160)))
         seen = p.process(ctx).tracks
     assert len(seen) == 1 and seen[0].stationary
     moving = [False]
     for i in range(20, 30):  # then it drives off
         ctx = frame_ctx(None, i, still)
         dx = (i - 19) * 20
-        ctx.detections.append(ObjectDetection("car", 0.8, Box(100 + dx, 100, 200 + dx, 160)))
+        ctx.detections.append(Detection("car", 0, 0.8, Box(100 + dx, 100, 200 + dx, 160)))
         moving = [t.stationary for t in p.process(ctx).tracks]
     assert moving == [False]
 

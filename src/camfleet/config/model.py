@@ -395,6 +395,19 @@ class StorageSettings(_Strict):
                                            "footage is deleted first")
 
 
+class OutboxSettings(_Strict):
+    """The node's durable event outbox (``<data_dir>/outbox.db``): how much of it is kept."""
+
+    max_entries: int = Field(default=1_000_000, ge=1000,
+                             description="most entries waiting for a sink; past this the oldest are "
+                                         "dropped (counted and logged)")
+    keep_delivered: int = Field(default=100_000, ge=0,
+                                description="delivered entries kept (newest first) before trimming")
+    fsync: bool = Field(default=True,
+                        description="fsync each append (survives power loss); false: survives kill -9 "
+                                    "of any process, not a power cut, and appends ~15x faster")
+
+
 class ApiSettings(_Strict):
     """The REST API and web UI served by ``camfleet run``."""
 
@@ -506,6 +519,7 @@ class Config(_Strict):
     logging: LogSettings = Field(default_factory=LogSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
 
     DEFAULT_DATA_DIR: ClassVar[str] = "camfleet-data"
     _base_dir: Path | None = PrivateAttr(default=None)

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from .models import ModelSpec, OutputKind, ResizeMode, load_labels, verify_model
-from .types import Detection
+from .types import Box, Detection
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.intp]
@@ -293,7 +293,7 @@ class Runtime(ABC):
                 continue
             out.append(Detection(
                 label=self.label(int(c)), label_id=int(c), score=float(min(1.0, max(0.0, s))),
-                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                box=Box(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
             ))
             if len(out) >= self.spec.max_detections:
                 break

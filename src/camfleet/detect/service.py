@@ -66,7 +66,7 @@ from .protocol import (
     send,
     socket_path,
 )
-from .types import Detection
+from .types import Box, Detection
 
 log = logging.getLogger("camfleet.detect")
 
@@ -512,7 +512,7 @@ class DetectorClient:
             self.images_sent += len(images)
             self.infer_ms_total += self.last_infer_ms
             return [
-                [Detection(str(d[0]), int(d[1]), float(d[2]), (d[3], d[4], d[5], d[6])) for d in dets]
+                [Detection(str(d[0]), int(d[1]), float(d[2]), Box(d[3], d[4], d[5], d[6])) for d in dets]
                 for dets in reply["detections"]
             ]
 

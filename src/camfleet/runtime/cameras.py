@@ -23,7 +23,7 @@ from .children import ChildSpec, run_child
 from .detectors import DetectorPool
 from .health import RestartPolicy
 from .kinds import CameraKind
-from .protocols import ConfigOutbox, LogRouting, MessageSink
+from .protocols import ConfigOutbox, LogRouting
 from .supervisor import Supervised, Supervisor
 
 
@@ -54,8 +54,8 @@ class CameraProcesses:
         """Create the node's heartbeat table (before the first :meth:`add`)."""
         self._table = hb.HeartbeatTable(self._node_key)
 
-    def add(self, config: Config, camera: str, kind: CameraKind, sink: MessageSink) -> Supervised:
-        """Start ``camera``'s process of ``kind`` under ``config``; its messages go to ``sink``."""
+    def add(self, config: Config, camera: str, kind: CameraKind, outbox: str | None) -> Supervised:
+        """Start ``camera``'s process of ``kind`` under ``config``; it journals into ``outbox`` (a path)."""
         assert self._table is not None, "open() first"
         name = process_name(camera, kind)
         control = None
@@ -64,7 +64,7 @@ class CameraProcesses:
         slot = self._table.allocate()
         spec = ChildSpec(
             camera=camera, kind=kind, config=config, health_path=str(self._table.path), slot=slot,
-            parent_pid=os.getpid(), sink=sink, control=control,
+            parent_pid=os.getpid(), outbox=outbox, control=control,
             log_address=self._log_router.address if self._log_router is not None else None,
             detectors=self._detectors.assign(config, camera) if kind.uses_detectors else {},
         )

@@ -25,15 +25,17 @@ from typing import TYPE_CHECKING, Any
 from camfleet import framebus
 from camfleet.config import Config
 from camfleet.detect.service import DetectorClient, DetectorFailed
+from camfleet.events import OutboxProducer
 from camfleet.framebus import PixelFormat
 from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions, TlsOptions
 from camfleet.ingest.status import IngestState
 from camfleet.pipeline import EventUpdate, Pipeline
 from camfleet.pipeline.build import camera_env, camera_pipeline
 from camfleet.procutil import die_with_parent
+from camfleet.vocabulary import ActivityMessage, MotionSpan, OutboxMessage
 
 from . import heartbeat as hb
-from .protocols import ConfigInbox, MessageSink
+from .protocols import ConfigInbox
 
 if TYPE_CHECKING:
     from .kinds import CameraKind
@@ -53,9 +55,9 @@ def camfleet_env() -> dict[str, str]:
 class ChildSpec:
     """Everything a camera process is started with (pickled once, at start).
 
-    ``kind`` is the process kind (its class runs the loop). ``sink`` is the
-    producer end of the node's event path (:meth:`camfleet.runtime.eventpath.EventPath.producer`):
-    it carries JSON-ready messages to the node (events, activity, segments);
+    ``kind`` is the process kind (its class runs the loop). ``outbox`` is the
+    node's outbox journal (``<data_dir>/outbox.db``) the process appends its
+    events, activity spans and segments to (None: they go nowhere);
     ``control`` carries new configurations to a running pipeline.
     ``log_address`` is where the node's log router listens. ``detectors``
     maps a configured detector name to (the detector process serving this
@@ -68,7 +70,7 @@ class ChildSpec:
     health_path: str
     slot: int
     parent_pid: int
-    sink: MessageSink | None = None
+    outbox: str | None = None
     control: ConfigInbox | None = None
     log_address: str | None = None
     detectors: dict[str, tuple[str, tuple[int, int]]] = field(default_factory=dict)
@@ -189,9 +191,9 @@ def run_ingest(spec: ChildSpec, child: ChildProcess) -> None:
 class _Activity:
     """Turns per-frame motion into spans and sends them to the node."""
 
-    def __init__(self, camera: str, sink: MessageSink | None) -> None:
+    def __init__(self, camera: str, outbox: OutboxProducer | None) -> None:
         self.camera = camera
-        self.sink = sink
+        self.outbox = outbox
         self.start: float | None = None
         self.last: float = 0.0
 
@@ -204,9 +206,8 @@ class _Activity:
             self.flush()
 
     def flush(self) -> None:
-        if self.start is not None and self.sink is not None:
-            self.sink.put({"kind": "activity", "camera": self.camera, "activity": "motion",
-                           "start": self.start, "end": self.last})
+        if self.start is not None and self.outbox is not None:
+            self.outbox.put(ActivityMessage(MotionSpan(self.camera, "motion", self.start, self.last)))
         self.start = None
 
 
@@ -218,7 +219,10 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
     }
     services = {"detectors": clients}
     pipeline = camera_pipeline(config, camera, services=services)
-    activity = _Activity(camera, spec.sink)
+    outbox = OutboxProducer(spec.outbox, fsync=config.outbox.fsync) if spec.outbox else None
+    if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
+        outbox.close_open_events(camera)
+    activity = _Activity(camera, outbox)
     counters = child.beat.counters
     last_seq: int | None = None
     last_frame_at = time.monotonic()
@@ -257,7 +261,7 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
                             counters[hb.LAG_MS] = max(time.time_ns() - ctx.capture_ns, 0) / 1e6
                         t = ctx.capture_ns / 1e9 if ctx.capture_ns else time.time()
                         activity.frame(bool(ctx.motion), t)
-                        _send_events(spec, ctx.events)
+                        _send_events(outbox, ctx.events, ctx.seen)
                         child.beat.beat(hb.OK)
             except (framebus.PublisherGone, framebus.NotFound):
                 last_seq = None  # the ingest process restarts or re-creates the ring
@@ -268,19 +272,24 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
         pipeline.stop()
         for client in clients.values():
             client.close()
+        if outbox is not None:  # the events element forgets its open events: end them now
+            outbox.close_open_events(camera)
+            outbox.close()
 
 
-def _send_events(spec: ChildSpec, events: list[Any]) -> None:
-    if spec.sink is None:
+def _send_events(outbox: OutboxProducer | None, events: list[object], seen: dict[str, float]) -> None:
+    """Journal what one frame produced in one transaction (with the open events' last sighting)."""
+    if outbox is None:
         return
+    messages: list[OutboxMessage] = []
     for update in events:
         if not isinstance(update, EventUpdate):
-            continue
-        spec.sink.put({"kind": "event", "type": update.type.value, "event": update.event.public()})
-        e = update.event
-        if update.type.value == "end" and e.end_ns is not None:
-            spec.sink.put({"kind": "activity", "camera": e.camera, "activity": "event",
-                           "start": e.start_ns / 1e9, "end": e.end_ns / 1e9})
+            continue  # plugin elements' own notes stay in the process
+        m = update.message()
+        messages.append(m)
+        if m.type == "end" and m.event.end is not None:
+            messages.append(ActivityMessage(MotionSpan(m.event.camera, "event", m.event.start, m.event.end)))
+    outbox.append(messages, seen)
 
 
 def _apply_updates(spec: ChildSpec, pipeline: Pipeline, services: dict[str, Any], beat: hb.Heartbeat) -> None:
@@ -310,8 +319,8 @@ def run_recorder(spec: ChildSpec, child: ChildProcess) -> None:
     from camfleet.recording.recorder import Recorder  # noqa: PLC0415 - only nodes that record need it
 
     cam = spec.config.camera(spec.camera)
-    assert spec.sink is not None, "a recorder reports its segments to the node"
-    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, spec.sink)
+    outbox = OutboxProducer(spec.outbox, fsync=spec.config.outbox.fsync) if spec.outbox else None
+    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, outbox)
     # The recorder writes what ingest publishes: no packets for a while means a stuck loop or no input.
     quiet_s = 3 * cam.record.segment_seconds + 10.0
 
@@ -330,4 +339,8 @@ def run_recorder(spec: ChildSpec, child: ChildProcess) -> None:
             else:
                 child.beat.beat(hb.OK)
 
-    _run_beating(child, recorder.run, beat_loop)
+    try:
+        _run_beating(child, recorder.run, beat_loop)
+    finally:
+        if outbox is not None:
+            outbox.close()

@@ -87,7 +87,12 @@ class ReloadResult:
 
 @dataclass
 class NodeStatus:
-    """A snapshot of the whole node: cameras, detectors, the last reload."""
+    """A snapshot of the whole node: cameras, detectors, the last reload, the event outbox.
+
+    ``outbox`` holds the outbox pump's counters since the node started
+    (``delivered``, ``skipped``, ``retries``, ``dropped``, ``trimmed``) and
+    ``lag``, the entries the slowest sink has still to take.
+    """
 
     node: str
     pid: int
@@ -96,6 +101,7 @@ class NodeStatus:
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
     detectors: dict[str, ProcessStatus] = field(default_factory=dict)
     reload: ReloadResult = field(default_factory=ReloadResult)
+    outbox: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data."""

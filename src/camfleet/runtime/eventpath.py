@@ -1,121 +1,104 @@
-"""The event path: messages from camera processes to the store and the listeners.
+"""The event path: the node's side of the durable outbox (:mod:`camfleet.events`).
 
-Camera processes put JSON-ready messages (events, activity spans, recording
-segments) on one multiprocessing queue (:meth:`EventPath.producer`); a pump
-thread in the node hands each to the store's single writer
-(:class:`camfleet.store.StoreWriter`) and each event to the listeners.
-Without a store, events are appended to ``<data_dir>/events.jsonl``.
+Camera processes append their events, activity spans and recording segments
+to the node's journal (``<data_dir>/outbox.db``) themselves, each with its own
+connection, so what they appended survives ``kill -9`` of any process. The
+node's part is what surrounds that:
 
-The node calls :meth:`EventPath.start` before any camera process starts,
-gives each the :meth:`EventPath.producer`, and calls :meth:`EventPath.stop`
-after they have all stopped (what they sent last is drained, then the
-writer flushes).
+* at :meth:`EventPath.start`, before any camera process runs, the events a
+  previous run left open (its pipelines are gone) are ended at their last
+  sighting, in the journal and, where they never reached the journal's end,
+  in the database;
+* one :class:`~camfleet.events.Pump` delivers the journal to the sink (the
+  store, or ``<data_dir>/events.jsonl`` without one) at least once, and feeds
+  the listeners (the API's WebSocket) from its tail;
+* :meth:`EventPath.stop`, after the camera processes have stopped, delivers
+  what it can within a bound; the rest stays journalled for the next start.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import queue
-import threading
-import time
 from collections.abc import Callable
-from multiprocessing.context import BaseContext
-from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .protocols import Message, MessageSink
+from camfleet.config import Config
+from camfleet.events import Journal, OutboxSink, Pump, PumpSettings, journal_path
+from camfleet.events.dbsink import DatabaseSink
+from camfleet.events.jsonl import JsonlSink
 
 if TYPE_CHECKING:
-    from camfleet.store import Store, StoreWriter
+    from camfleet.store import Store
 
 log = logging.getLogger("camfleet.runtime")
 
-DRAIN_S = 2.0
-"""Seconds :meth:`EventPath.stop` keeps taking messages the stopped processes sent last."""
+STOP_S = 5.0
+"""Seconds :meth:`EventPath.stop` lets the pump deliver what the stopped processes journalled last."""
 
 
 class EventPath:
-    """One queue from the camera processes, one pump thread, one store writer (or ``events.jsonl``).
+    """The node's outbox: closing what a crash left open, one pump, one sink, the live listeners.
 
     Args:
-        ctx: the multiprocessing context the camera processes are started from.
-        store: where events and segments go; None: events go to ``events_file``.
-        events_file: the fallback file without a store (JSON lines).
-        notify: called with ``{"type": "event", "event_type", "event"}`` for each event message.
+        config: the node's configuration (data directory, ``outbox`` settings).
+        store: where events, activity spans and segments go; None: events go to
+            ``<data_dir>/events.jsonl``.
+        notify: called with ``{"type": "event", "event_type", "event"}`` (the REST
+            ``Event`` shape) for each event the journal receives.
     """
 
-    def __init__(self, ctx: BaseContext, store: Store | None, events_file: Path,
+    def __init__(self, config: Config, store: Store | None,
                  notify: Callable[[dict[str, Any]], None]) -> None:
-        self._ctx = ctx
+        self._data_path = config.data_path
+        self._settings = config.outbox
         self._store = store
-        self._events_file = events_file
         self._notify = notify
-        self._sink: Queue[Message] | None = None
-        self._writer: StoreWriter | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._pump: Pump | None = None
+
+    @property
+    def journal(self) -> Path:
+        """The journal file camera processes append to (``<data_dir>/outbox.db``)."""
+        return journal_path(self._data_path)
 
     def start(self) -> None:
-        """Create the queue, start the store writer and the pump thread."""
-        self._sink = self._ctx.Queue()
+        """End the events a previous run left open, then start delivering the journal."""
+        path = self.journal
+        with Journal(path) as journal:
+            closed = journal.close_open_events()  # every camera: their pipelines are gone
+            still_open = set(journal.open_events())
+        if closed:
+            log.info("ended %d event(s) a previous run left open, at their last sighting", len(closed))
+        sink: OutboxSink
         if self._store is not None:
-            from camfleet.store import StoreWriter  # noqa: PLC0415 - only with a store
+            db = DatabaseSink(self._store)
+            try:  # events the database has open whose end never reached the journal
+                db.close_stale(still_open)
+            except Exception as exc:  # the database may be down: the journal waits for it
+                log.warning("could not end the database's stale open events: %s", exc)
+            sink = db
+        else:
+            sink = JsonlSink(self._data_path / "events.jsonl")
+        settings = PumpSettings(max_entries=self._settings.max_entries,
+                                keep_delivered=self._settings.keep_delivered)
+        self._pump = Pump(path, [sink], settings=settings)
+        self._pump.add_listener(self._notify)
+        self._pump.start()
 
-            self._writer = StoreWriter(self._store)
-            self._writer.start()
-        self._thread = threading.Thread(target=self._pump, name="camfleet-sink", daemon=True)
-        self._thread.start()
+    def producer(self) -> str:
+        """What a camera process is given to append with: the journal's path."""
+        return str(self.journal)
 
-    def producer(self) -> MessageSink:
-        """The handle camera processes put their messages on (picklable into a :class:`ChildSpec`)."""
-        assert self._sink is not None, "start() the event path first"
-        return self._sink
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything journalled so far is delivered; False after ``timeout`` seconds."""
+        return self._pump.flush(timeout) if self._pump is not None else True
+
+    def stats(self) -> dict[str, int]:
+        """The pump's counters (delivered, skipped, retries, dropped, trimmed, lag); empty before start."""
+        return self._pump.stats() if self._pump is not None else {}
 
     def stop(self) -> None:
-        """Stop the pump, take what is still queued (up to :data:`DRAIN_S`), close queue and writer."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-        self._drain_sink()
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.stop()
-
-    def _pump(self) -> None:
-        """Move messages from the camera processes to the store and the listeners."""
-        assert self._sink is not None
-        while True:
-            try:
-                message = self._sink.get(timeout=0.25)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            except (OSError, EOFError, ValueError):
-                return
-            self._handle(message)
-
-    def _handle(self, message: Any) -> None:
-        if not isinstance(message, dict):
-            return
-        if self._writer is not None:
-            self._writer.submit(message)
-        if message.get("kind") == "event":
-            if self._writer is None:
-                record = {"type": message["type"], **message["event"]}
-                with self._events_file.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-            self._notify({"type": "event", "event_type": message["type"], "event": message["event"]})
-
-    def _drain_sink(self) -> None:
-        if self._sink is None:
-            return
-        end = time.monotonic() + DRAIN_S
-        with contextlib.suppress(queue.Empty, OSError, EOFError, ValueError):
-            while time.monotonic() < end:
-                self._handle(self._sink.get(timeout=0.05))
-        self._sink.close()
-        self._sink.join_thread()
+        """Deliver what the stopped processes journalled last (up to :data:`STOP_S`), then stop."""
+        if self._pump is not None:
+            self._pump.stop(timeout=STOP_S)
+            self._pump = None

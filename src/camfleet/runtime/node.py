@@ -84,8 +84,7 @@ class Node:
         self._cameras = CameraProcesses(self._supervisor, self._detectors, node_key=node_key,
                                         log_router=log_router)
         self._listeners = Listeners()
-        self._events = EventPath(self._cameras.ctx, store, config.data_path / "events.jsonl",
-                                 self._listeners.notify)
+        self._events = EventPath(config, store, self._listeners.notify)
         self._board = StatusBoard(node_key, self._rundir.status_path)
         self._housekeeping = (Housekeeping(store, lambda: self.config, self._stop)
                               if store is not None else None)
@@ -142,7 +141,9 @@ class Node:
     def _sample(self) -> NodeStatus:
         entries = self._supervisor.entries()
         self._board.measure(entries, time.monotonic())
-        return self._board.build(self.config, entries, self._last_reload)
+        status = self._board.build(self.config, entries, self._last_reload)
+        status.outbox = self._events.stats()
+        return status
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every process (stop event, then terminate, then kill) and release what the node holds."""
@@ -169,6 +170,13 @@ class Node:
     def processes(self) -> dict[str, int | None]:
         """Name (``cam1/pipeline``, ``detector/cpu``) -> pid of every process the node runs."""
         return {p.name: p.pid for p in self._supervisor.entries()}
+
+    def flush_events(self, timeout: float = 10.0) -> bool:
+        """Wait until every event, span and segment journalled so far is delivered to the store.
+
+        Returns False when ``timeout`` (seconds) passes first (the store may be down).
+        """
+        return self._events.flush(timeout)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with each event update and camera state change; returns the unsubscribe."""

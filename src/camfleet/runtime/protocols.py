@@ -1,24 +1,15 @@
 """The narrow types the runtime's parts meet at (instead of ``Any``).
 
-Messages between camera processes and the node are JSON-ready dicts
-(:data:`Message`); queues are seen only through what the code calls on them.
+Queues are seen only through what the code calls on them. Events, activity
+spans and segments do not travel on a queue: camera processes journal them in
+the node's outbox (:mod:`camfleet.events`), typed by :mod:`camfleet.vocabulary`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from camfleet.config import Config, LogSettings
-
-Message = dict[str, Any]
-"""A JSON-ready message a camera process sends the node (``{"kind": "event"|"activity"|"segment", ...}``)."""
-
-
-class MessageSink(Protocol):
-    """Where a camera process puts its messages (the producer end of the node's event path)."""
-
-    def put(self, obj: Message, /) -> None:
-        """Hand over one message."""
 
 
 class ConfigInbox(Protocol):

@@ -169,7 +169,8 @@ class Store:
                 "camera": ins.excluded.camera,
                 "label": ins.excluded.label,
                 "start": ins.excluded.start,
-                "end": ins.excluded.end,
+                # an ended event stays ended: a message delivered again cannot reopen it
+                "end": func.coalesce(ins.excluded.end, t.events.c.end),
                 "top_score": ins.excluded.top_score,
                 "zones": ins.excluded.zones,
                 "snapshot": ins.excluded.snapshot,
@@ -313,11 +314,17 @@ class Store:
         with self._tx("writing activity", write=True) as conn:
             self._add_activity(conn, records)
 
-    @staticmethod
-    def _add_activity(conn: Connection, records: Sequence[ActivityRecord]) -> None:
-        rows = [_activity_row(r) for r in records]
-        if rows:
-            conn.execute(insert(t.activity), rows)
+    def _add_activity(self, conn: Connection, records: Sequence[ActivityRecord]) -> None:
+        # idempotent: a span delivered twice (the outbox delivers at least once) is one row,
+        # keyed by (camera, kind, start); the later end wins
+        merged = {(r.camera, r.kind, float(r.start)): _activity_row(r) for r in records}
+        if merged:
+            ins = self._insert(t.activity)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[t.activity.c.camera, t.activity.c.kind, t.activity.c.start],
+                set_={"end": ins.excluded.end},
+            )
+            conn.execute(stmt, list(merged.values()))
 
     def query_activity(self, camera: str, after: float, before: float) -> list[ActivityRecord]:
         """The camera's spans overlapping ``[after, before)`` (epoch seconds), by start."""
@@ -337,17 +344,25 @@ class Store:
     def add_segment(self, seg: SegmentRecord) -> int:
         """Store one recording segment; returns its id (also set on ``seg``)."""
         with self._tx("writing a segment", write=True) as conn:
-            res = conn.execute(insert(t.segments).values(**_segment_row(seg)))
-            pk = res.inserted_primary_key
-            assert pk is not None
-            seg.id = int(pk[0])
+            self._add_segments(conn, [seg])
+            pk = conn.execute(select(t.segments.c.id).where(t.segments.c.path == seg.path)).scalar_one()
+            seg.id = int(pk)
             return seg.id
 
-    @staticmethod
-    def _add_segments(conn: Connection, segs: Sequence[SegmentRecord]) -> None:
-        rows = [_segment_row(s) for s in segs]
-        if rows:
-            conn.execute(insert(t.segments), rows)
+    def _add_segments(self, conn: Connection, segs: Sequence[SegmentRecord]) -> None:
+        # idempotent by path (unique): a segment delivered twice is one row, the later values win
+        merged = {s.path: _segment_row(s) for s in segs}
+        if merged:
+            ins = self._insert(t.segments)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[t.segments.c.path],
+                set_={c: ins.excluded[c] for c in ("camera", "start", "end", "size", "frames", "keyframes")},
+            )
+            conn.execute(stmt, list(merged.values()))
+
+    def _insert(self, table: Any) -> Any:
+        """The dialect's INSERT (SQLite or PostgreSQL), which offers ON CONFLICT."""
+        return (sqlite_dialect.insert if self._dialect == "sqlite" else pg_dialect.insert)(table)
 
     def query_segments(
         self, camera: str | None = None, start: float | None = None, end: float | None = None
@@ -384,6 +399,29 @@ class Store:
         stmt = select(seg.camera, func.count(), func.coalesce(func.sum(seg.size), 0)).group_by(seg.camera)
         with self._tx("summing segments") as conn:
             return {cam: (int(n), int(size)) for cam, n, size in conn.execute(stmt)}
+
+    def close_open_events(self, keep: Collection[str] = (), *, camera: str | None = None) -> int:
+        """End every open event (``end`` NULL) not in ``keep`` at its last-seen time; returns how many.
+
+        The last-seen time (epoch seconds) is ``data["last_seen"]`` when the pipeline reported it,
+        else the event's start. Used at node start for events whose end was lost.
+        """
+        ev = t.events.c
+        cond: list[ColumnElement[bool]] = [ev.end.is_(None)]
+        if camera is not None:
+            cond.append(ev.camera == camera)
+        closed = 0
+        with self._tx("closing open events", write=True) as conn:
+            for row in conn.execute(select(ev.id, ev.start, ev.data).where(*cond)).all():
+                if row.id in keep:
+                    continue
+                seen = (row.data or {}).get("last_seen")
+                start = float(row.start)
+                end = max(start, float(seen)) if isinstance(seen, int | float) else start
+                closed += conn.execute(
+                    update(t.events).where(ev.id == row.id, ev.end.is_(None)).values(end=end)
+                ).rowcount
+        return closed
 
     # ------------------------------------------------------------------ batches (the writer's path)
 
