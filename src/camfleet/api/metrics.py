@@ -79,9 +79,9 @@ class NodeCollector(Collector):
                                ("skipped", "outbox entries a sink refused (poisoned), logged and skipped"),
                                ("dropped", "outbox entries dropped undelivered: a sink lagged too far"),
                                ("retries", "outbox batches retried after a sink outage")):
-            family = CounterMetricFamily(f"camfleet_outbox_{key}", help_text)
-            family.add_metric([], float(outbox.get(key, 0)))
-            yield family
+            counter = CounterMetricFamily(f"camfleet_outbox_{key}", help_text)
+            counter.add_metric([], float(outbox.get(key, 0)))
+            yield counter
         clients = GaugeMetricFamily("camfleet_api_websocket_clients", "connected WebSocket clients")
         clients.add_metric([], float(len(self.hub.clients)))
         yield clients
