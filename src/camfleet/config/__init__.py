@@ -18,10 +18,9 @@
 * :class:`Config` and its sections are the typed result;
   :meth:`Config.camera` gives a camera with ``defaults`` merged in.
 * :func:`config_json_schema` exports the JSON Schema.
-* :func:`known_elements` lists the pipeline element names (built-ins plus
-  the ``camfleet.elements`` entry points).
 * :class:`ElementCatalog` is what the loader and the schema need to check
-  element settings; the pipeline registry provides it, and
+  element names and settings (the element list is the pipeline registry's;
+  without a catalog, names are not checked); the registry provides it, and
   :mod:`camfleet.pipeline.validate` is the loader with it filled in.
 * Configuration sources (:mod:`camfleet.config.sources`): :class:`FileSource`,
   :class:`FixedSource`, and :class:`OverlaySource`, which lays the cameras
@@ -32,8 +31,6 @@
 from .elements import ElementCatalog
 from .load import ConfigError, ConfigIssue, element_issues, load_config, load_config_text
 from .model import (
-    BUILTIN_ELEMENTS,
-    ELEMENT_ENTRY_POINT_GROUP,
     ApiSettings,
     CameraConfig,
     CameraDefaults,
@@ -50,7 +47,6 @@ from .model import (
     SourceConfig,
     StorageSettings,
     ZoneConfig,
-    known_elements,
 )
 from .schema import config_json_schema, config_json_schema_text
 from .sources import CameraOverlay, ConfigSource, FileSource, FixedSource, OverlaySource, overlay_cameras
@@ -63,8 +59,6 @@ __all__ = [
     "RetainDays",
     "RuntimeSettings",
     "StorageSettings",
-    "BUILTIN_ELEMENTS",
-    "ELEMENT_ENTRY_POINT_GROUP",
     "CameraConfig",
     "CameraDefaults",
     "CameraOverlay",
@@ -87,7 +81,6 @@ __all__ = [
     "config_json_schema",
     "config_json_schema_text",
     "element_issues",
-    "known_elements",
     "load_config",
     "load_config_text",
     "overlay_cameras",

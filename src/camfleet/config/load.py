@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from camfleet.redact import mask_text
 
 from .elements import ElementCatalog, settings_errors
-from .model import Config, ConfigPath, format_path, known_elements, merge_defaults, reference_problems
+from .model import Config, ConfigPath, format_path, merge_defaults, reference_problems
 
 __all__ = [
     "ConfigError", "ConfigIssue", "Positions", "element_issues", "load_config", "load_config_text",
@@ -558,7 +558,7 @@ def load_config_text(
     except ValidationError as exc:
         validation_issues = conv.from_validation(exc)
     issues += validation_issues
-    names = known_elements if elements is None else (lambda: set(elements.names()))
+    names = None if elements is None else (lambda: set(elements.names()))
     problems = reference_problems(merged, names)
     issues += [conv.issue(p.path, p.at_key, p.message, p.suggestion) for p in problems]
     if elements is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib.metadata
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -52,9 +51,7 @@ from camfleet.redact import mask_url
 from camfleet.urlkinds import source_kind
 
 __all__ = [
-    "BUILTIN_ELEMENTS",
     "CAMERA_NAME_PATTERN",
-    "ELEMENT_ENTRY_POINT_GROUP",
     "CameraConfig",
     "CameraDefaults",
     "Config",
@@ -75,16 +72,9 @@ __all__ = [
     "TlsSettings",
     "ZoneConfig",
     "format_path",
-    "known_elements",
     "merge_defaults",
     "reference_problems",
 ]
-
-BUILTIN_ELEMENTS: frozenset[str] = frozenset({"motion", "detect", "track", "zones", "events", "snapshot"})
-"""The pipeline elements camfleet ships."""
-
-ELEMENT_ENTRY_POINT_GROUP = "camfleet.elements"
-"""Entry-point group through which plugins add pipeline elements."""
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,63}$"
 """Camera names become ring keys: 1-63 letters, digits, ``_`` or ``-``."""
@@ -93,13 +83,6 @@ _CAMERA_NAME_RE = re.compile(CAMERA_NAME_PATTERN)
 
 ConfigPath = tuple[str | int, ...]
 """A location in the configuration data: mapping keys and list indexes."""
-
-
-def known_elements() -> set[str]:
-    """Names of every pipeline element: the built-ins plus the ``camfleet.elements`` entry points."""
-    names = set(BUILTIN_ELEMENTS)
-    names.update(ep.name for ep in importlib.metadata.entry_points(group=ELEMENT_ENTRY_POINT_GROUP))
-    return names
 
 
 class _Strict(BaseModel):
@@ -474,20 +457,18 @@ class ElementSpec(_Strict):
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        """The YAML shape ``{name: {params}}`` or ``name``, with the elements known now."""
-        names = sorted(known_elements())
+        """The YAML shape ``{name: {params}}`` or ``name``.
+
+        Which names and settings exist is the pipeline registry's to say
+        (:func:`camfleet.pipeline.validate.config_json_schema` fills them in).
+        """
         return {
             "title": "ElementSpec",
             "description": cls.__doc__.split("\n")[0] if cls.__doc__ else "",
             "anyOf": [
-                {"type": "string", "enum": names},
-                {
-                    "type": "object",
-                    "minProperties": 1,
-                    "maxProperties": 1,
-                    "properties": {n: {"type": ["object", "null"]} for n in names},
-                    "additionalProperties": False,
-                },
+                {"type": "string"},
+                {"type": "object", "minProperties": 1, "maxProperties": 1,
+                 "additionalProperties": {"type": ["object", "null"]}},
             ],
         }
 
@@ -674,11 +655,12 @@ def _dangling(kind: str, name: str, section: str, choices: list[str]) -> tuple[s
 
 
 def reference_problems(
-    data: Mapping[str, Any], elements: Callable[[], set[str]] = known_elements
+    data: Mapping[str, Any], elements: Callable[[], set[str]] | None = None
 ) -> list[Problem]:
     """Cross-section checks on configuration data (merged, as plain mappings).
 
-    * every pipeline element name is known (:func:`known_elements`);
+    * every pipeline element name is one of ``elements()`` (the pipeline
+      registry's names; not checked when ``elements`` is None);
     * a ``detect`` element's ``model`` names a model and its ``detector`` a
       detector, and the two use the same runtime;
     * every camera's ``pipeline`` names a pipeline.
@@ -712,9 +694,10 @@ def reference_problems(
                 continue
             if not isinstance(name, str):
                 continue
-            known = known if known is not None else elements()
             here: ConfigPath = ("pipelines", pname, *at)
-            if name not in known:
+            if elements is not None:
+                known = known if known is not None else elements()
+            if known is not None and name not in known:
                 hint = _suggest(name, sorted(known))
                 problems.append(Problem(
                     here, f"unknown pipeline element {name!r}",
