@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import threading
+from collections.abc import Iterator
 
 _PR_SET_PDEATHSIG = 1
 
@@ -51,3 +52,39 @@ def _wait_then_die(fd: int, sig: int) -> None:
     while not poller.poll():
         pass
     os.kill(os.getpid(), sig)
+
+
+@contextlib.contextmanager
+def sigint_blocked(*, ignore: bool = False) -> Iterator[None]:
+    """Keep SIGINT from the child processes the body starts.
+
+    A terminal's Ctrl-C reaches every process of the foreground group at once.
+    The children must leave the stop to their supervisor, but a freshly
+    started child runs for a while (imports, a forkserver's preload) before it
+    can install its own handler, and a SIGINT in that window ends it with a
+    ``KeyboardInterrupt``.
+
+    The calling thread blocks SIGINT: a forked child inherits the mask and
+    never sees the signal, and the caller's own SIGINT stays pending until the
+    block ends. An exec'd child (``spawn``, a forkserver) starts with a fresh
+    mask but inherits an *ignored* signal (Python then installs no
+    ``KeyboardInterrupt`` handler), so with ``ignore`` SIGINT is also ignored
+    while the body runs, in the main thread only (elsewhere handlers cannot be
+    set). Ignoring discards a Ctrl-C that arrives meanwhile: use it only
+    around a start that returns at once (a pending one is passed on to the
+    caller's handler afterwards).
+    """
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old_handler = None
+    pending = False
+    try:
+        if ignore and threading.current_thread() is threading.main_thread():
+            pending = signal.SIGINT in signal.sigpending()  # SIG_IGN would discard it
+            old_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        yield
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if pending and callable(old_handler):
+            old_handler(signal.SIGINT, None)

@@ -50,6 +50,20 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run every camera: decode once, pipeline, shared detectors, events, snapshots, recordings."""
+    # Ctrl-C reaches every process of the group at once: from the first instant it is a stop request,
+    # never a KeyboardInterrupt, and the node is told before its processes start ending
+    stop = threading.Event()
+    reload_requested = threading.Event()
+    nodes: list[Node] = []
+
+    def on_stop(*_: object) -> None:
+        stop.set()
+        for started in nodes:
+            started.request_stop()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     setup_logging(verbose)
     elements = element_catalog()
     base: ConfigSource = (FileSource(config, elements) if config
@@ -72,11 +86,9 @@ def run(
     if isinstance(source, OverlaySource):
         cfg = source.apply(cfg)
     node = Node(cfg, loader=source.load if config else None, store=store, log_router=router)
-    stop = threading.Event()
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    nodes.append(node)
+    if stop.is_set():  # Ctrl-C while the store opened: start nothing
+        node.request_stop()
     watcher = ConfigFileWatcher(config, reload_requested.set) if config is not None and watch else None
     api = None
     try:
@@ -86,16 +98,17 @@ def run(
         except (ModelError, DetectorFailed, NodeAlreadyRunning, ValueError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        where = f"  web UI and API: {api.url}\n" if api is not None else ""
-        typer.echo(
-            f"camfleet: {len(cfg.cameras)} camera(s) running from {config or 'the embedded default'}.\n"
-            f"{where}"
-            f"  status:    camfleet status{'' if config is None else f' {config}'}\n"
-            f"  logs:      {cfg.logs_path} (camfleet logs CAMERA -f)\n"
-            f"  events:    {cfg.database_url if store is not None else cfg.data_path / 'events.jsonl'}\n"
-            f"  snapshots: {cfg.data_path / 'snapshots'}\n"
-            "  rings:     camfleet bus list\n  Ctrl-C to stop."
-        )
+        if not stop.is_set():  # stopped while starting: nothing to announce
+            where = f"  web UI and API: {api.url}\n" if api is not None else ""
+            typer.echo(
+                f"camfleet: {len(cfg.cameras)} camera(s) running from {config or 'the embedded default'}.\n"
+                f"{where}"
+                f"  status:    camfleet status{'' if config is None else f' {config}'}\n"
+                f"  logs:      {cfg.logs_path} (camfleet logs CAMERA -f)\n"
+                f"  events:    {cfg.database_url if store is not None else cfg.data_path / 'events.jsonl'}\n"
+                f"  snapshots: {cfg.data_path / 'snapshots'}\n"
+                "  rings:     camfleet bus list\n  Ctrl-C to stop."
+            )
         end = time.monotonic() + duration if duration > 0 else None
         if watcher is not None:
             watcher.start()

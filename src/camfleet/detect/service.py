@@ -404,7 +404,8 @@ def serve(settings: DetectorSettings) -> None:
         server.stop = True
 
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a supervised detector leaves it to the node
+        signal.signal(signal.SIGINT, _stop)
     log.info("detector %s: serving model %s (pid %d)", settings.name, settings.model.id, os.getpid())
     try:
         server.run()
@@ -537,6 +538,8 @@ def detector_main(settings: DetectorSettings, parent_pid: int | None = None) -> 
     """A detector process's main: die with ``parent_pid``, set up logging, serve until SIGTERM."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
+        # supervised: a terminal's Ctrl-C is the node's to handle; it stops the cameras first, then us
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if settings.log_init is not None:
         settings.log_init()
     else:

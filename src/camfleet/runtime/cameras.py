@@ -12,11 +12,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Iterable
+from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 
 from camfleet.config import Config
 from camfleet.pipeline.registry import builtin_modules
+from camfleet.procutil import sigint_blocked
 
 from . import heartbeat as hb
 from .children import ChildSpec, run_child
@@ -51,8 +53,13 @@ class CameraProcesses:
         self._controls: dict[str, ConfigOutbox] = {}
 
     def open(self) -> None:
-        """Create the node's heartbeat table (before the first :meth:`add`)."""
+        """Create the node's heartbeat table and start the forkserver (before the first :meth:`add`)."""
         self._table = hb.HeartbeatTable(self._node_key)
+        # The forkserver preloads for seconds before it ignores SIGINT itself: started with SIGINT
+        # ignored (inherited through exec, and by every camera process it forks), a Ctrl-C meanwhile
+        # cannot kill it and fail every camera process with exit code 255. Its start returns at once.
+        with sigint_blocked(ignore=True):
+            forkserver.ensure_running()
 
     def add(self, config: Config, camera: str, kind: CameraKind, outbox: str | None) -> Supervised:
         """Start ``camera``'s process of ``kind`` under ``config``; it journals into ``outbox`` (a path)."""

@@ -111,6 +111,8 @@ class Node:
         try:
             self._detectors.sync(cfg)
             for name in cfg.cameras:
+                if self._supervisor.stopping:  # Ctrl-C during the start: start nothing more
+                    break
                 for kind in camera_kinds(cfg, name):
                     self._cameras.add(cfg, name, kind, self._events.producer())
         except BaseException:
@@ -145,8 +147,16 @@ class Node:
         status.outbox = self._events.stats()
         return status
 
+    def request_stop(self) -> None:
+        """Say that a stop is coming (safe from a signal handler): exits from now on are not restarted.
+
+        The caller then calls :meth:`stop`; a start under way starts no more cameras.
+        """
+        self._supervisor.begin_stop()
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop every process (stop event, then terminate, then kill) and release what the node holds."""
+        self._supervisor.begin_stop()
         self._stop.set()
         for t in self._threads:
             t.join(2.0)

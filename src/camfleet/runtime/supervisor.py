@@ -29,6 +29,7 @@ from multiprocessing.process import BaseProcess
 from typing import Protocol
 
 from camfleet.config import RuntimeSettings
+from camfleet.procutil import sigint_blocked
 
 from . import heartbeat as hb
 from .control import HealthState
@@ -114,6 +115,20 @@ class Supervisor:
         self.settings = settings
         self._lock = threading.RLock()
         self._procs: dict[str, Supervised] = {}
+        self._stopping = threading.Event()
+
+    def begin_stop(self) -> None:
+        """The node is stopping: from now on an exit is expected, never restarted, never a warning.
+
+        Safe from a signal handler (it only sets an event). Whichever process
+        sees a Ctrl-C first, the processes that end from now on are ``stopped``.
+        """
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`begin_stop` was called."""
+        return self._stopping.is_set()
 
     def entries(self) -> list[Supervised]:
         """Every supervised process, in the order they were added."""
@@ -135,7 +150,10 @@ class Supervisor:
         """Start ``p``'s process (again)."""
         p.beats.clear()
         p.proc = p.launch()
-        p.proc.start()
+        # Ctrl-C is the node's to handle: the child starts with SIGINT blocked, or ignored when it is
+        # exec'd (spawn starts return at once; `_start_method` is how multiprocessing names it)
+        with sigint_blocked(ignore=getattr(p.proc, "_start_method", None) == "spawn"):
+            p.proc.start()
         p.started_at = time.monotonic()
         p.next_start = None
         p.kill_reason = None
@@ -158,6 +176,9 @@ class Supervisor:
 
     def _check(self, p: Supervised, now: float) -> None:
         rt = self.settings
+        if self.stopping:
+            self._check_stopping(p)
+            return
         if p.proc is None:
             if p.next_start is not None and now >= p.next_start:
                 p.restarts += 1
@@ -185,6 +206,17 @@ class Supervisor:
             p.state, p.reason = "degraded", beat.reason
         if hung is None:
             p.policy.running_since(p.started_at, now)
+
+    def _check_stopping(self, p: Supervised) -> None:
+        """While the node stops: an exit is the stop itself, and nothing starts again."""
+        p.next_start = None
+        if p.proc is not None and not p.proc.is_alive():
+            log.debug("%s %s while the node stops", p.name, describe_exit(p.proc.exitcode),
+                      extra=p.log_extra())
+            p.proc.join(0)
+            p.proc = None
+        if p.proc is None:
+            p.state, p.reason = "stopped", "the node is stopping"
 
     def _exited(self, p: Supervised, now: float) -> None:
         assert p.proc is not None
@@ -222,7 +254,8 @@ class Supervisor:
             p.beats.release()
 
     def remove_all(self, timeout: float | None = None) -> None:
-        """Stop and forget every process; those of a lower ``stop_rank`` first."""
+        """Stop and forget every process; those of a lower ``stop_rank`` first (the node's stop)."""
+        self.begin_stop()
         with self._lock:
             entries = list(self._procs.values())
         for rank in sorted({p.kind.stop_rank for p in entries}):
