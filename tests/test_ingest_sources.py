@@ -110,7 +110,7 @@ def test_hls_over_http(run: list[Run], tmp_path: Path) -> None:
 def test_file_without_loop_ends_with_every_frame(run: list[Run], tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "a.mp4", frames=30)
     r = start(run, str(clip), "file-once")
-    r.wait_state(IngestState.STOPPED, 20)
+    r.wait_state(IngestState.ENDED, 20)  # a file without loop ends: ENDED, not STOPPED
     assert r.worker.status().frames == 30
     assert r.worker.status().packets == 30
 
@@ -172,7 +172,7 @@ def test_unavailable_hardware_decoder_falls_back_to_software(
     caplog.set_level(logging.WARNING, logger="camfleet.ingest")
     clip = make_clip(tmp_path / "hw.mp4", frames=15)
     r = start(run, str(clip), "hw", hwaccel="cuda")
-    r.wait_state(IngestState.STOPPED, 20)
+    r.wait_state(IngestState.ENDED, 20)  # a file without loop ends: ENDED, not STOPPED
     assert r.worker.status().frames == 15
     assert "hardware decoding with cuda unavailable" in caplog.text
     assert "decoding in software" in caplog.text

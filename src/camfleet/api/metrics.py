@@ -13,7 +13,7 @@ from .hub import Hub
 from .status_cache import StatusCache
 
 STATES: tuple[HealthState, ...] = ("starting", "healthy", "degraded", "unresponsive", "restarting", "failed",
-                                   "stopped")
+                                   "stopped", "ended")
 
 
 class NodeCollector(Collector):

@@ -9,13 +9,18 @@ from dataclasses import dataclass
 
 
 class IngestState(enum.Enum):
-    """Where an ingest loop is: connecting → streaming → stalled → backoff → … → stopped."""
+    """Where an ingest loop is: connecting → streaming → stalled → backoff → … → stopped.
+
+    ``ended``: a file source without ``loop`` reached its end; the loop has
+    returned and must not be started again (its events would be reported twice).
+    """
 
     CONNECTING = "connecting"
     STREAMING = "streaming"
     STALLED = "stalled"
     BACKOFF = "backoff"
     STOPPED = "stopped"
+    ENDED = "ended"
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,11 @@ class IngestWorker:
         self.fatal: IngestError | None = None
 
     # ---- state ------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        """Whether the loop returned because its file (without ``loop``) ended: do not run it again."""
+        return self._tracker.state == IngestState.ENDED
+
     def _enter(self, state: IngestState, error: IngestError | None = None) -> None:
         with self._lock:
             if error is not None:
@@ -182,6 +187,7 @@ class IngestWorker:
                     if exc.kind == ErrorKind.ENDED and self._kind == SourceKind.FILE:
                         if not cfg.source.loop:
                             log.info("camera %s: end of file", cfg.key)
+                            self._enter(IngestState.ENDED)
                             break
                         self._discontinuity = True
                         continue  # a looping file starts again at once
@@ -195,7 +201,8 @@ class IngestWorker:
                     stop.wait(delay)
                     self._discontinuity = True
         finally:
-            self._enter(IngestState.STOPPED)
+            if self._tracker.state != IngestState.ENDED:  # an ended file stays ended: its caller must know
+                self._enter(IngestState.STOPPED)
             stop.set()
             watchdog.join(timeout=2)
             if self._frames is not None:

@@ -35,6 +35,7 @@ from camfleet.procutil import die_with_parent
 from camfleet.vocabulary import ActivityMessage, MotionSpan, OutboxMessage
 
 from . import heartbeat as hb
+from .health import EXIT_ENDED
 from .protocols import ConfigInbox
 
 if TYPE_CHECKING:
@@ -165,7 +166,8 @@ def run_ingest(spec: ChildSpec, child: ChildProcess) -> None:
         while not child.stop.wait(0.25):
             st = worker.status()
             now = time.monotonic()
-            if st.frames != last_frames or st.state in (IngestState.BACKOFF, IngestState.STOPPED):
+            if st.frames != last_frames or st.state in (IngestState.BACKOFF, IngestState.STOPPED,
+                                                        IngestState.ENDED):
                 last_frames, last_progress = st.frames, now
             if now - last_progress > stuck_s:
                 continue  # no beat: the supervisor declares the process unresponsive
@@ -183,6 +185,8 @@ def run_ingest(spec: ChildSpec, child: ChildProcess) -> None:
                 child.beat.beat(hb.DEGRADED, why)
 
     _run_beating(child, worker.run, beat_loop)
+    if worker.ended:  # the supervisor must not play the file again (every event would be reported twice)
+        raise SystemExit(EXIT_ENDED)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -14,8 +14,13 @@ from typing import Any, Literal, Protocol
 
 from camfleet.config import Config
 
-HealthState = Literal["starting", "healthy", "degraded", "unresponsive", "restarting", "failed", "stopped"]
-"""The states of a process and of a camera (a camera takes its worst process's state)."""
+HealthState = Literal["starting", "healthy", "degraded", "unresponsive", "restarting", "failed", "stopped",
+                      "ended"]
+"""The states of a process and of a camera (a camera takes its worst process's state).
+
+``ended``: a file source without ``loop`` played to its end; the camera's
+processes finished and are not restarted (a configuration change starts it again).
+"""
 
 ProcessKind = Literal["ingest", "pipeline", "recorder", "detector"]
 
@@ -25,7 +30,9 @@ class ProcessStatus:
     """One supervised process, as of the last supervisor pass.
 
     Rates are per second over the last few seconds; ``cpu_percent`` is of one
-    core (200 means two cores busy); ``rss_mb`` is resident memory in MiB.
+    core (200 means two cores busy); ``rss_mb`` is resident memory in MiB;
+    ``ended_at`` when the process finished for good (state ``ended``), in
+    seconds since the epoch.
     """
 
     name: str
@@ -39,6 +46,7 @@ class ProcessStatus:
     cpu_percent: float = 0.0
     rss_mb: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    ended_at: float | None = None
 
 
 @dataclass
@@ -51,6 +59,7 @@ class CameraStatus:
     ``detector_rps`` detector requests per second, ``inference_ms`` the mean
     inference time of its detector requests, ``corrupt_fps`` frames per second
     decoded from damaged data (plus packets the decoder refused).
+    ``ended_at``: when its file source ended (state ``ended``), seconds since the epoch.
     """
 
     name: str
@@ -69,6 +78,7 @@ class CameraStatus:
     cpu_percent: float = 0.0
     rss_mb: float = 0.0
     processes: dict[str, ProcessStatus] = field(default_factory=dict)
+    ended_at: float | None = None
 
 
 @dataclass

@@ -10,10 +10,15 @@ from camfleet.config import RuntimeSettings
 
 from .control import HealthState
 
+# "ended" outranks "degraded": while an ended camera's pipeline and recorder finish (waiting for
+# frames that will not come), the camera is ended, not degraded; a failure still shows above it
 _SEVERITY: dict[str, int] = {
-    "healthy": 0, "stopped": 0, "starting": 1, "degraded": 2, "restarting": 3, "unresponsive": 4,
-    "failed": 5,
+    "healthy": 0, "stopped": 0, "starting": 1, "degraded": 2, "ended": 3, "restarting": 4,
+    "unresponsive": 5, "failed": 6,
 }
+
+EXIT_ENDED = 100
+"""Exit code of a process whose work is done for good (its file source ended): never restarted."""
 
 
 def worst(states: Iterable[HealthState]) -> HealthState:

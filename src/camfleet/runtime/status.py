@@ -144,6 +144,8 @@ class StatusBoard:
                 cs.rss_mb += rss
                 cs.restarts += p.restarts
                 cs.last_error = p.last_error or cs.last_error
+            ended = [p.ended_at for p in procs if p.ended_at is not None]
+            cs.ended_at = min(ended) if ended else None  # the source's end, the first process to end
             if procs:
                 cs.state = worst(p.state for p in procs)
                 sick = [p for p in procs if p.state == cs.state and p.reason]
@@ -176,6 +178,7 @@ class StatusBoard:
             last_error=p.last_error, heartbeat_age_s=round(age, 3) if age is not None else None,
             cpu_percent=round(cpu, 1), rss_mb=round(rss, 1),
             metrics={k: round(v, 3) for k, v in p.kind.metrics(self._sample(p)).items()},
+            ended_at=p.ended_at,
         )
 
     def state_changes(self, status: NodeStatus) -> list[dict[str, Any]]:

@@ -9,7 +9,10 @@ through the states of :data:`~camfleet.runtime.control.HealthState`:
 * ``healthy`` / ``degraded`` as the process says, ``starting`` for a few seconds after a start;
 * ``unresponsive`` when its kind says it is hung (no beat, stuck): killed with SIGKILL;
 * ``restarting`` after an exit, started again after the :class:`RestartPolicy`'s delay;
-* ``failed`` after too many failures within the window, retried slowly.
+* ``failed`` after too many failures within the window, retried slowly;
+* ``ended`` after an exit with :data:`~camfleet.runtime.health.EXIT_ENDED` (its file
+  ended): never restarted, and the camera's other processes are asked to stop
+  and end too (they have nothing more to read).
 
 Stopping asks first (SIGTERM sets the child's stop event), then insists (a
 second SIGTERM leaves at once), then kills.
@@ -33,7 +36,7 @@ from camfleet.procutil import sigint_blocked
 
 from . import heartbeat as hb
 from .control import HealthState
-from .health import RestartPolicy
+from .health import EXIT_ENDED, RestartPolicy
 from .kinds import ProcessKind
 
 log = logging.getLogger("camfleet.runtime")
@@ -74,7 +77,9 @@ class Supervised:
     ``launch`` builds a new, not yet started process (called at each start);
     ``camera`` is None for processes shared by the node (detectors);
     ``stuck_s`` is how long one blocking call may take (kinds that report it);
-    times are monotonic seconds.
+    times are monotonic seconds, except ``ended_at`` (when it ended for good,
+    seconds since the epoch); ``ending`` is set while it is asked to stop
+    because its camera ended.
     """
 
     name: str
@@ -93,6 +98,8 @@ class Supervised:
     next_start: float | None = None
     kill_reason: str | None = None
     beat: hb.Beat = field(default=hb.NEVER)
+    ended_at: float | None = None
+    ending: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -157,6 +164,7 @@ class Supervisor:
         p.started_at = time.monotonic()
         p.next_start = None
         p.kill_reason = None
+        p.ended_at, p.ending = None, False
         p.beat = hb.NEVER
         p.state, p.reason = "starting", ""
 
@@ -179,6 +187,8 @@ class Supervisor:
         if self.stopping:
             self._check_stopping(p)
             return
+        if p.state == "ended" and p.proc is None:
+            return  # done for good: only a configuration change starts it again (a new entry)
         if p.proc is None:
             if p.next_start is not None and now >= p.next_start:
                 p.restarts += 1
@@ -220,9 +230,13 @@ class Supervisor:
 
     def _exited(self, p: Supervised, now: float) -> None:
         assert p.proc is not None
-        reason = p.kill_reason or describe_exit(p.proc.exitcode)
+        code = p.proc.exitcode
+        reason = p.kill_reason or describe_exit(code)
         p.proc.join(0)
         p.proc = None
+        if p.ending or (p.kill_reason is None and code == EXIT_ENDED):
+            self._ended(p)
+            return
         decision = p.policy.failure(now)
         p.last_error = reason
         p.next_start = now + decision.delay_s
@@ -235,6 +249,25 @@ class Supervisor:
             p.state = "restarting"
             p.reason = f"{reason}; restarting in {decision.delay_s:.1f} s"
             log.warning("%s %s", p.name, p.reason, extra=p.log_extra())
+
+    def _ended(self, p: Supervised) -> None:
+        """``p`` finished for good: no restart; a source that ended ends its camera's other processes."""
+        p.state, p.next_start, p.ended_at = "ended", None, time.time()
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.ended_at))
+        if p.ending:
+            p.reason = f"its camera's source ended; stopped at {at}"
+            return
+        p.reason = f"the file ended at {at}; not restarted"
+        log.info("%s: %s", p.name, p.reason, extra=p.log_extra())
+        for other in self._procs.values():
+            if other is p or other.camera is None or other.camera != p.camera or other.state == "ended":
+                continue
+            other.ending = True  # its exit is the end, not a failure
+            if other.proc is None:  # waiting for a restart: there is nothing left to restart for
+                self._ended(other)
+                continue
+            with contextlib.suppress(OSError):
+                other.proc.terminate()  # its stop event: a clean stop (segment closed, events ended)
 
     def _kill(self, p: Supervised, reason: str) -> None:
         p.state, p.reason, p.kill_reason = "unresponsive", reason, reason

@@ -123,7 +123,7 @@ function renderGrid() {
       refreshImage(card.querySelector("img"));
     }
     const st = card.querySelector(".state");
-    st.textContent = cam.state;
+    st.textContent = stateText(cam);
     st.className = `state state-${cam.state}`;
     card.querySelector(".fps").textContent =
       `${cam.decode_fps.toFixed(1)} fps · ${cam.processed_fps.toFixed(1)} analysed` +
@@ -137,6 +137,11 @@ function renderGrid() {
 
 function fmtTime(epoch) {
   return epoch ? new Date(epoch * 1000).toLocaleString() : "";
+}
+
+// "ended" (a file source played to its end) says when; every other state as is
+function stateText(cam) {
+  return cam.state === "ended" && cam.ended_at ? `ended ${fmtTime(cam.ended_at)}` : cam.state;
 }
 
 function playClip(id) {
@@ -295,7 +300,7 @@ function renderSystem() {
   $("#node-info").textContent = `node ${st.node} · pid ${st.pid} · up since ${fmtTime(st.started_at)}` +
     ` · configuration generation ${st.reload.generation}` + (st.reload.ok ? "" : ` · last reload failed: ${st.reload.errors.join("; ")}`);
   const cams = Object.values(st.cameras);
-  $("#camera-table tbody").replaceChildren(...cams.map((c) => row(c.name, c.state, c.decode_fps.toFixed(1),
+  $("#camera-table tbody").replaceChildren(...cams.map((c) => row(c.name, stateText(c), c.decode_fps.toFixed(1),
     c.processed_fps.toFixed(1), c.skipped_fps.toFixed(1), (c.corrupt_fps ?? 0).toFixed(1), c.detector_rps.toFixed(1), c.inference_ms.toFixed(1),
     c.restarts, c.last_error)));
   const procs = [...Object.values(st.detectors), ...cams.flatMap((c) => Object.values(c.processes))];
