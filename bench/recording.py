@@ -1,4 +1,6 @@
-"""Benchmark: recorder CPU per camera (remux to MP4 segments) next to decoding the same stream.
+"""Benchmark: recorder CPU per camera (remux to MP4 segments) next to decoding the same stream,
+and next to a transcoding recorder (a camera whose codec cannot be remuxed: its decoded frames
+encoded to H.264), all measured in the same run.
 
 Run from the repository root::
 
@@ -39,6 +41,8 @@ from _benchutil import cpu_s as _cpu_s
 WIDTH, HEIGHT, FPS, GOP = 1920, 1080, 25, 50
 BITRATE_KBPS = 4000
 SEGMENT_S = 4.0
+RING_W, RING_H, RING_FPS = 1280, 720, 5
+"""The frame ring a transcoding recorder encodes: the detect stream (detect.width/height/fps)."""
 
 METHOD = {
     "source": (
@@ -55,6 +59,13 @@ METHOD = {
     "decode": (
         "one process per camera subscribed to the same ring, decoding every packet with PyAV "
         "(FFmpeg h264, thread_type AUTO, as the ingest does) - the cost a recorder that decodes would pay"
+    ),
+    "transcode": (
+        f"one process per camera running camfleet.recording.Recorder with record.transcode: always "
+        f"(segment_seconds={SEGMENT_S:g}): reads the camera's frame ring ({RING_W}x{RING_H} I420 at "
+        f"{RING_FPS} fps, the detect stream, published by a frame publisher process from the same scene) "
+        "and encodes it to H.264 with the encoder camfleet picks on this machine (hardware if one opens, "
+        "else libx264 at the preset for the CPU count), then segments as the remux recorder does"
     ),
     "cpu": (
         "user+system CPU seconds of each process (all threads) over the measured window, after a warm-up; "
@@ -136,9 +147,48 @@ class _CountSink:
         self.segments = 0
         self.bytes = 0
 
-    def put(self, item: dict[str, Any]) -> None:
+    def put(self, item: Any) -> None:  # a camfleet.vocabulary.SegmentMessage
         self.segments += 1
-        self.bytes += int(item["segment"]["size"])
+        self.bytes += int(item.segment.size)
+
+
+def frame_publisher(key: str, shm: str, ready: Any, go: Any, stop: Any) -> None:
+    """The detect stream of one camera: the scene at RING_W x RING_H, RING_FPS, into its frame ring."""
+    os.environ["CAMFLEET_SHM_DIR"] = shm
+    from camfleet.framebus import FrameFormat, FramePublisher
+    from camfleet.ingest.scene import Scene
+
+    scene = Scene(width=RING_W, height=RING_H, seed=0)
+    frames = [scene.render_i420(i * (FPS // RING_FPS)) for i in range(4 * RING_FPS)]  # 4 s, looped
+    with FramePublisher(key, FrameFormat(RING_W, RING_H, "yuv420p"), slots=8) as pub:
+        ready.set()
+        go.wait()
+        t0 = time.monotonic()
+        i = 0
+        while not stop.is_set():
+            delay = t0 + i / RING_FPS - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                break
+            pub.publish(frames[i % len(frames)], pts=i * (90000 // RING_FPS))
+            i += 1
+
+
+def transcoder(key: str, out_dir: str, shm: str, ready: Any, stop: Any, conn: Any) -> None:
+    os.environ["CAMFLEET_SHM_DIR"] = shm
+    from camfleet.config import RecordSettings
+    from camfleet.recording import Recorder
+    from camfleet.recording.transcode import choose_encoder
+
+    sink = _CountSink()
+    rec = Recorder(key, RecordSettings(segment_seconds=SEGMENT_S, transcode="always"), Path(out_dir), sink,
+                   fps=RING_FPS)
+    ready.set()
+    rec.run(_stop_thread(stop))
+    s = rec.stats
+    enc = choose_encoder()
+    conn.send({"segments": sink.segments, "bytes": sink.bytes, "packets": s.packets, "gaps": s.gaps,
+               "dropped": s.dropped, "errors": s.errors,
+               "encoder": enc.name + (f" {enc.options['preset']}" if "preset" in enc.options else "")})
 
 
 def recorder(key: str, out_dir: str, shm: str, ready: Any, stop: Any, conn: Any) -> None:
@@ -190,25 +240,31 @@ def run(ctx: Any, n_cams: int, clip_path: Path, warmup: float, duration: float) 
     shm.mkdir(mode=0o700)
     out = Path(tempfile.mkdtemp(prefix="bench-recording-"))
     go, stop = ctx.Event(), ctx.Event()
-    procs: dict[str, list[Any]] = {"publisher": [], "recorder": [], "decode": []}
-    pipes: dict[str, list[Any]] = {"recorder": [], "decode": []}
+    procs: dict[str, list[Any]] = {"publisher": [], "frame publisher": [], "recorder": [], "decode": [],
+                                   "transcode": []}
+    pipes: dict[str, list[Any]] = {"recorder": [], "decode": [], "transcode": []}
     try:
         for i in range(n_cams):
             key = f"bench{i}"
-            ready = ctx.Event()
-            p = ctx.Process(target=publisher, args=(key, str(clip_path), str(shm), ready, go, stop))
-            p.start()
-            procs["publisher"].append(p)
-            if not ready.wait(60):
-                raise RuntimeError(f"publisher {key} did not start")
+            for role, target, args in (
+                    ("publisher", publisher, (key, str(clip_path), str(shm))),
+                    ("frame publisher", frame_publisher, (f"tc{i}", str(shm)))):
+                ready = ctx.Event()
+                p = ctx.Process(target=target, args=(*args, ready, go, stop))
+                p.start()
+                procs[role].append(p)
+                if not ready.wait(60):
+                    raise RuntimeError(f"{role} {key} did not start")
         for i in range(n_cams):
             key = f"bench{i}"
-            for role in ("recorder", "decode"):
+            for role in ("recorder", "decode", "transcode"):
                 ready = ctx.Event()
                 recv, send = ctx.Pipe(duplex=False)
                 args = ((key, str(out), str(shm), ready, stop, send) if role == "recorder"
+                        else (f"tc{i}", str(out), str(shm), ready, stop, send) if role == "transcode"
                         else (key, str(shm), ready, stop, send))
-                p = ctx.Process(target=recorder if role == "recorder" else decoder, args=args)
+                target = {"recorder": recorder, "decode": decoder, "transcode": transcoder}[role]
+                p = ctx.Process(target=target, args=args)
                 p.start()
                 procs[role].append(p)
                 pipes[role].append(recv)
@@ -225,7 +281,7 @@ def run(ctx: Any, n_cams: int, clip_path: Path, warmup: float, duration: float) 
         stop.set()
         results = {role: [r.recv() if r.poll(30) else {} for r in pipes[role]] for role in pipes}
         rows = []
-        for role in ("recorder", "decode"):
+        for role in ("recorder", "decode", "transcode"):
             cpu = [b - a for a, b in zip(c0[role], c1[role], strict=True)]
             per_cam = sum(cpu) / n_cams
             extra = results[role]
@@ -234,7 +290,7 @@ def run(ctx: Any, n_cams: int, clip_path: Path, warmup: float, duration: float) 
                 "cpu_s_total": sum(cpu), "cpu_s_per_cam": per_cam,
                 "core_pct_per_cam": per_cam / wall * 100,
                 "cams_per_core": wall / per_cam if per_cam else None,
-                "segments": sum(r.get("segments", 0) for r in extra) if role == "recorder" else None,
+                "segments": sum(r.get("segments", 0) for r in extra) if role != "decode" else None,
                 "frames": sum(r.get("frames", 0) for r in extra) if role == "decode" else None,
                 "gaps": sum(r.get("gaps", 0) for r in extra),
                 "detail": extra,
@@ -242,9 +298,12 @@ def run(ctx: Any, n_cams: int, clip_path: Path, warmup: float, duration: float) 
         pub_cpu = sum(b - a for a, b in zip(c0["publisher"], c1["publisher"], strict=True))
         for r in rows:
             r["publisher_cpu_s_per_cam"] = pub_cpu / n_cams
-        rec, dec = rows
+        rec, dec, tc = rows
         ratio = dec["cpu_s_per_cam"] / rec["cpu_s_per_cam"] if rec["cpu_s_per_cam"] else None
         rec["decode_over_recorder"] = ratio
+        tc["encoder"] = next((r["encoder"] for r in results["transcode"] if r.get("encoder")), None)
+        tc["transcode_over_recorder"] = (tc["cpu_s_per_cam"] / rec["cpu_s_per_cam"]
+                                         if rec["cpu_s_per_cam"] else None)
         return rows
     finally:
         stop.set()
@@ -310,17 +369,22 @@ def main(argv: list[str] | None = None) -> int:
                 got = run(ctx, n, work / "clip.pkl", warmup, args.duration)
                 rows += got
                 print(f"  {n} cam: recorder {got[0]['core_pct_per_cam']:.1f} % core/cam, decode "
-                      f"{got[1]['core_pct_per_cam']:.1f} % core/cam", file=sys.stderr, flush=True)
+                      f"{got[1]['core_pct_per_cam']:.1f} % core/cam, transcode "
+                      f"{got[2]['core_pct_per_cam']:.1f} % core/cam", file=sys.stderr, flush=True)
             except Exception:
                 errors.append(traceback.format_exc())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print("recorder (remux) vs decode of the same 1080p25 stream, CPU per camera")
+    print("recorder (remux) vs decode of the same 1080p25 stream vs transcode of a "
+          f"{RING_W}x{RING_H}@{RING_FPS} detect stream, CPU per camera")
     print(format_table(rows))
     for r in rows:
         if r["role"] == "recorder" and r.get("decode_over_recorder"):
             print(f"  {r['n_cams']} cam: decoding costs {r['decode_over_recorder']:.0f}x the recorder's CPU")
+        if r["role"] == "transcode" and r.get("transcode_over_recorder"):
+            print(f"  {r['n_cams']} cam: transcoding ({r['encoder']}) costs "
+                  f"{r['transcode_over_recorder']:.0f}x the remux recorder's CPU")
     print()
     for key, text in METHOD.items():
         print(f"  {key}: {text}")

@@ -249,7 +249,7 @@ class RetainDays(_Strict):
 
 
 class RecordSettings(_Strict):
-    """Recording of a camera: segments remuxed from its packet ring, never re-encoded."""
+    """Recording of a camera: segments remuxed from its packet ring, or encoded from its frames."""
 
     enabled: bool = False
     mode: Literal["continuous", "motion", "events"] = Field(
@@ -260,6 +260,13 @@ class RecordSettings(_Strict):
     pre_capture: float = Field(default=5.0, ge=0, le=300, description="seconds kept before motion/an event")
     post_capture: float = Field(default=5.0, ge=0, le=300, description="seconds kept after motion/an event")
     retain_days: RetainDays = Field(default_factory=RetainDays)
+    transcode: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="auto: remux H.264/H.265 as is, encode other codecs (MJPEG, MPEG-4, raw) to H.264; "
+                    "always: encode every camera; never: record only what can be remuxed. Encoded recordings "
+                    "are made from the decoded detect stream, so they have the detect width, height and fps; "
+                    "the encoder is a hardware H.264 encoder when one works, else libx264",
+    )
 
 
 class CameraDefaults(_Strict):

@@ -12,6 +12,11 @@ segment cleanly; the next one begins at the next keyframe. On stop the open
 segment is finished. Leftover ``.part`` files of a killed recorder are
 finalised (when playable) or removed at start.
 
+A codec that cannot go into MP4 as is (MJPEG, MPEG-4 part 2, raw video) is
+recorded from the camera's decoded frames instead, encoded to H.264
+(:mod:`camfleet.recording.transcode`), as ``record.transcode`` allows;
+:attr:`Recorder.problem` says why a camera cannot be recorded.
+
 Recording modes are not the recorder's business: it records continuously and
 :mod:`camfleet.recording.retention` keeps what each mode asks for.
 """
@@ -37,6 +42,7 @@ from .paths import check_camera, relpath, segment_relpath
 from .recover import recover_parts
 from .segment import SegmentInfo, SegmentWriter
 from .timeline import Timeline
+from .transcode import FrameRingTranscoder, can_remux
 
 if TYPE_CHECKING:
     from camfleet.config import Config, RecordSettings
@@ -84,7 +90,8 @@ class Recorder:
     the longest silence, timestamp step or clock drift (seconds) that still
     counts as one continuous stream. ``on_segment`` is called after each
     message (for tests and metrics); ``heartbeat`` at least every 0.25 s
-    while the loop runs (for the supervisor's liveness check).
+    while the loop runs (for the supervisor's liveness check). ``fps`` is the
+    camera's frame ring rate (``detect.fps``), used when frames are encoded.
     """
 
     def __init__(
@@ -98,6 +105,7 @@ class Recorder:
         connect_timeout: float = 1.0,
         on_segment: Callable[[SegmentInfo], None] | None = None,
         heartbeat: Callable[[], None] | None = None,
+        fps: float = 10.0,
     ) -> None:
         self.camera = check_camera(camera)
         self.settings = settings
@@ -114,6 +122,29 @@ class Recorder:
         self._format: tuple[str, bytes, tuple[int, int]] | None = None
         self._in_discontinuity = False
         self._silent_since = time.monotonic()
+        self._unrecordable: str | None = None  # why the packet ring's stream cannot be recorded
+        self._transcoder: FrameRingTranscoder | None = None
+        self._fps = fps
+        if settings.transcode == "always":
+            self._start_transcoding("record.transcode is always", fps)
+
+    @property
+    def problem(self) -> str | None:
+        """Why this camera is not being recorded (its supervisor reports it degraded), or None."""
+        if self._transcoder is not None:
+            return self._transcoder.error
+        return self._unrecordable
+
+    @property
+    def transcoding(self) -> bool:
+        """Whether segments are encoded from the frame ring rather than remuxed from the packet ring."""
+        return self._transcoder is not None
+
+    def _start_transcoding(self, why: str, fps: float) -> None:
+        log.info("recorder %s: encoding the decoded frames to H.264 (%s)", self.camera, why)
+        beat, timeout = self._heartbeat, self.connect_timeout
+        self._transcoder = FrameRingTranscoder(self.camera, self.on_packet, fps=fps, heartbeat=beat,
+                                               connect_timeout=timeout)
 
     # ---- lifecycle ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -122,6 +153,10 @@ class Recorder:
         try:
             while not stop.is_set():
                 self._heartbeat()
+                if self._transcoder is not None:
+                    self._transcoder.run(stop)
+                    self._close("stopped" if stop.is_set() else "frame ring gone")
+                    continue
                 try:
                     sub = framebus.subscribe_packets(
                         self.camera, name=f"recorder-{self.camera}", connect_timeout=self.connect_timeout
@@ -160,7 +195,22 @@ class Recorder:
             self._silent_since = time.monotonic()
             # the stream description is read at keyframes only: that is where it may change
             fmt = (sub.codec, sub.extradata, sub.time_base) if packet.is_key else None
+            if fmt is not None and not can_remux(fmt[0]) and self._not_remuxable(fmt[0]):
+                return  # from now on the frames are recorded: leave the packet ring
             self.on_packet(packet, fmt)
+
+    def _not_remuxable(self, codec: str) -> bool:
+        """A stream of ``codec`` cannot go into MP4: switch to encoding frames (True) or say why not."""
+        if self.settings.transcode == "never":
+            why = f"codec {codec} cannot be remuxed into MP4 and record.transcode is never"
+            if self._unrecordable != why:
+                log.error("recorder %s: cannot record: %s", self.camera, why)
+                self.stats.errors += 1
+            self._unrecordable = why
+            return False  # on_packet drops its packets (no stream description)
+        self._close("stream format changed")
+        self._start_transcoding(f"codec {codec} cannot be remuxed into MP4", self._fps)
+        return True
 
     def on_packet(self, packet: Packet, fmt: tuple[str, bytes, tuple[int, int]] | None) -> None:
         """Handle one packet; ``fmt`` is the ring's (codec, extradata, time_base), given at keyframes."""
@@ -204,6 +254,7 @@ class Recorder:
         try:
             self._info = stream_info(codec, extradata, key.data)
         except BitstreamError as exc:
+            self._unrecordable = f"cannot record this stream: {exc}"
             if self._format != (codec, extradata, time_base):
                 log.error("recorder %s: cannot record this stream: %s", self.camera, exc)
             self._format = (codec, extradata, time_base)
@@ -212,6 +263,7 @@ class Recorder:
             self.stats.errors += 1
             return False
         self._format = (codec, extradata, time_base)
+        self._unrecordable = None
         self._timeline = Timeline(Fraction(*time_base), self.max_gap)
         log.info("recorder %s: recording %s %dx%d", self.camera, codec, self._info.width, self._info.height)
         return True

@@ -324,7 +324,8 @@ def run_recorder(spec: ChildSpec, child: ChildProcess) -> None:
 
     cam = spec.config.camera(spec.camera)
     outbox = OutboxProducer(spec.outbox, fsync=spec.config.outbox.fsync) if spec.outbox else None
-    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, outbox)
+    # a transcoded recording is encoded from the frame ring: the detect stream's size and rate
+    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, outbox, fps=cam.detect.fps)
     # The recorder writes what ingest publishes: no packets for a while means a stuck loop or no input.
     quiet_s = 3 * cam.record.segment_seconds + 10.0
 
@@ -338,7 +339,10 @@ def run_recorder(spec: ChildSpec, child: ChildProcess) -> None:
             child.beat.counters[hb.FRAMES] = st.packets
             child.beat.counters[hb.ERRORS] = st.errors
             child.beat.counters[hb.EXTRA] = st.segments
-            if now - progress > quiet_s:
+            problem = recorder.problem
+            if problem is not None:  # alive but not recording: never "healthy"
+                child.beat.beat(hb.DEGRADED, problem)
+            elif now - progress > quiet_s:
                 child.beat.beat(hb.DEGRADED, f"no packets for {now - progress:.0f} s")
             else:
                 child.beat.beat(hb.OK)

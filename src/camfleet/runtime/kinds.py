@@ -258,7 +258,7 @@ class RecorderKind(CameraKind):
         # retention settings are read by the node's housekeeping, not the recorder
         cam = config.camera(camera)
         src = cam.source("record") or cam.detect_source
-        return (settings_of(src), cam.record.enabled, cam.record.segment_seconds)
+        return (settings_of(src), cam.record.enabled, cam.record.segment_seconds, cam.record.transcode)
 
     @override
     def main(self, spec: ChildSpec, child: ChildProcess) -> None:
