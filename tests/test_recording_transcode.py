@@ -98,6 +98,33 @@ def _check_playable(infos: list[SegmentInfo]) -> None:
         assert frames[0].key_frame
 
 
+def _planes(seed: int) -> list[np.ndarray]:
+    """I420 planes of a RING-sized test picture."""
+    w, h = RING
+    y = ((np.arange(w * h).reshape(h, w) + seed) % 251).astype(np.uint8)
+    return [y, np.full((h // 2, w // 2), 50 + seed, np.uint8), np.full((h // 2, w // 2), 200, np.uint8)]
+
+
+def test_ring_frames_with_padded_rows_are_copied_exactly(shm_dir: Path) -> None:
+    from camfleet import framebus
+    from camfleet.framebus import FrameFormat, FramePublisher
+    from camfleet.recording.transcode import video_frame
+
+    with FramePublisher("padded", FrameFormat(*RING, "yuv420p"), slots=4) as pub:
+        assert not pub.format.packed  # rows padded to an alignment: the primary view is flat
+        with framebus.subscribe("padded", mode="sequential", connect_timeout=5) as sub:
+            pub.publish(_planes(3))
+            with sub.next(5) as frame:
+                image = video_frame(frame)
+    got = image.to_ndarray()
+    w, h = RING
+    y, u, v = _planes(3)
+    assert got.shape == (h * 3 // 2, w)
+    assert (got[:h] == y).all()
+    assert (got[h:].reshape(-1)[: u.size] == u.reshape(-1)).all()
+    assert (got[h:].reshape(-1)[u.size:] == v.reshape(-1)).all()
+
+
 def test_codecs_remuxed_as_they_are() -> None:
     assert can_remux("h264") and can_remux("hevc")
     assert not any(can_remux(c) for c in ("mjpeg", "mpeg4", "rawvideo", "msmpeg4v3"))
@@ -157,3 +184,30 @@ cameras:
     finally:
         node.stop()
     assert list(shm_dir.iterdir()) == []
+
+
+def test_no_encoder_is_a_problem_not_a_busy_loop(tmp_path: Path, shm_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from camfleet.framebus import FrameFormat, FramePublisher
+    from camfleet.recording import transcode
+
+    def broken(*_: object, **__: object) -> None:
+        raise av.error.EncoderNotFoundError(0, "no such encoder")  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(transcode, "FrameEncoder", broken)
+    recorder = Recorder("nocodec", RecordSettings(enabled=True, transcode="always"), tmp_path, None, fps=10)
+    stop = threading.Event()
+    with FramePublisher("nocodec", FrameFormat(*RING, "yuv420p"), slots=4) as pub:
+        thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while recorder.problem is None:
+                assert time.monotonic() < deadline, recorder.stats
+                pub.publish(_planes(0))
+                time.sleep(0.1)  # the recorder runs in its own thread: nothing to wait on
+        finally:
+            stop.set()
+            thread.join(10)
+    assert "cannot open an H.264 encoder" in (recorder.problem or "")
+    assert not thread.is_alive()

@@ -142,6 +142,9 @@ class Recorder:
 
     def _start_transcoding(self, why: str, fps: float) -> None:
         log.info("recorder %s: encoding the decoded frames to H.264 (%s)", self.camera, why)
+        self._unrecordable = None
+        # the frame ring may run at a few frames per second: its frame interval is no gap
+        self.max_gap = max(self.max_gap, 3.0 / fps)
         beat, timeout = self._heartbeat, self.connect_timeout
         self._transcoder = FrameRingTranscoder(self.camera, self.on_packet, fps=fps, heartbeat=beat,
                                                connect_timeout=timeout)
@@ -254,7 +257,7 @@ class Recorder:
         try:
             self._info = stream_info(codec, extradata, key.data)
         except BitstreamError as exc:
-            self._unrecordable = f"cannot record this stream: {exc}"
+            self._unrecordable = self._unrecordable or f"cannot record this stream: {exc}"  # keep the first
             if self._format != (codec, extradata, time_base):
                 log.error("recorder %s: cannot record this stream: %s", self.camera, exc)
             self._format = (codec, extradata, time_base)

@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import numpy as np
 
 from camfleet import framebus
 from camfleet.framebus import Frame, FrameFlags, Packet, PacketFlags, PixelFormat
@@ -45,11 +46,25 @@ KEYFRAME_S = 1.0
 """Seconds between keyframes: segments are cut at keyframes, so this is their length's granularity."""
 
 _POLL_S = 0.25
+_RETRY_S = 5.0  # seconds before trying again to open an encoder that failed
 _PIX_FMT = {PixelFormat.GRAY: "gray", PixelFormat.YUV420P: "yuv420p", PixelFormat.NV12: "nv12",
             PixelFormat.BGR24: "bgr24", PixelFormat.RGB24: "rgb24"}
 
 OnPacket = Callable[[Packet, "tuple[str, bytes, tuple[int, int]] | None"], None]
 """The recorder's packet entry: a packet, and at keyframes the stream's (codec, extradata, time base)."""
+
+
+def video_frame(frame: Frame) -> av.VideoFrame:
+    """A private PyAV copy of a ring frame (any ring strides; the lease is checked after the copy)."""
+    fmt = frame.format
+    planes = frame.planes
+    if fmt.pixel_format in (PixelFormat.GRAY, PixelFormat.BGR24, PixelFormat.RGB24):
+        array = np.ascontiguousarray(planes[0])
+    else:  # I420 (Y, U, V) or NV12 (Y, UV): the (H*3/2)xW block PyAV takes, without the rows' padding
+        array = np.concatenate([np.ascontiguousarray(p).reshape(-1) for p in planes])
+        array = array.reshape(fmt.height * 3 // 2, fmt.width)
+    frame.check()  # the copy is only good if the lease held throughout
+    return av.VideoFrame.from_ndarray(array, format=_PIX_FMT[fmt.pixel_format])
 
 
 def can_remux(codec: str) -> bool:
@@ -138,7 +153,7 @@ class FrameEncoder:
         pts = round((frame.capture_ns - self._origin_ns) * 90000 / 1e9)
         pts = max(pts, self._last_pts + 1)  # strictly increasing, whatever the capture clock did
         self._last_pts = pts
-        image = av.VideoFrame.from_ndarray(frame.to_numpy(), format=_PIX_FMT[frame.format.pixel_format])
+        image = video_frame(frame)
         if (image.width, image.height, image.format.name) != (self.width, self.height, "yuv420p"):
             image = image.reformat(width=self.width, height=self.height, format="yuv420p")
         image.pts, image.time_base = pts, TIME_BASE
@@ -189,7 +204,7 @@ class FrameRingTranscoder:
                                      connect_timeout=self.connect_timeout)
         except (framebus.NotFound, framebus.PublisherGone, framebus.SegmentError):
             return  # not published (yet): connect_timeout bounded the wait
-        except framebus.DuplicateSubscriber:
+        except (framebus.DuplicateSubscriber, framebus.SubscriberLimit):
             stop.wait(_POLL_S)  # a killed predecessor's entry is reclaimed within a second
             return
         encoder: FrameEncoder | None = None
@@ -203,7 +218,7 @@ class FrameRingTranscoder:
                                 frame.format.height - frame.format.height % 2):
                             encoder = self._encoder(frame, encoder)
                             if encoder is None:
-                                return
+                                break
                         packets = encoder.encode(frame)
                 except framebus.FrameTimeout:
                     continue
@@ -216,6 +231,8 @@ class FrameRingTranscoder:
                 self._deliver(encoder, packets)
         if encoder is not None:
             self._deliver(encoder, encoder.flush())
+        elif self.error is not None:
+            stop.wait(_RETRY_S)  # no encoder: no busy loop of attempts (the error is reported meanwhile)
 
     def _encoder(self, frame: Frame, old: FrameEncoder | None) -> FrameEncoder | None:
         if old is not None:
@@ -223,8 +240,10 @@ class FrameRingTranscoder:
         try:
             encoder = FrameEncoder(frame.format.width, frame.format.height, self.fps)
         except Exception as exc:  # any encoder failure leaves the camera unrecorded
-            self.error = f"cannot open an H.264 encoder: {exc}"
-            log.error("recorder %s: %s", self.camera, self.error)
+            error = f"cannot open an H.264 encoder: {exc}"
+            if error != self.error:
+                log.error("recorder %s: %s", self.camera, error)
+            self.error = error
             return None
         self.error = None
         log.info("recorder %s: transcoding the detect stream to H.264 %dx%d with %s%s", self.camera,
