@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from camfleet.config import Config, ConfigError
 from camfleet.pipeline.build import camera_pipeline
 from camfleet.pipeline.validate import element_issues
+from camfleet.store.errors import StoreError
 
 from . import reconcile
 from .cameras import CameraProcesses
@@ -65,14 +66,18 @@ class Node:
     file ``camfleet run`` was given); ``store`` receives events and recording
     segments through a single writer; without one, events go to
     ``<data_dir>/events.jsonl``. ``log_router`` collects the children's logs.
+    ``load_problems`` says what the last load could not read (e.g. cameras
+    applied through the API whose key is lost): shown as errors of the start
+    and of each reload, which still run what could be read.
     """
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
                  store: Store | None = None, log_router: LogRouting | None = None,
-                 node_key: str = "local") -> None:
+                 node_key: str = "local", load_problems: Callable[[], list[str]] | None = None) -> None:
         self.config = config
         self.node_key = node_key
         self._loader = loader
+        self._load_problems = load_problems
         self._log_router = log_router
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -123,6 +128,7 @@ class Node:
             t = threading.Thread(target=target, name=f"camfleet-{tname}", daemon=True)
             t.start()
             self._threads.append(t)
+        self._report_load_problems(self._last_reload)
 
     def _supervise(self) -> None:
         """Every :data:`PASS_S` s: judge the processes, refresh the status, tell listeners of changes."""
@@ -190,9 +196,17 @@ class Node:
             new = self._loader()
         except ConfigError as exc:
             return self._reject([str(issue) for issue in exc.issues])
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, StoreError) as exc:  # a store error never stops a running camera
             return self._reject([str(exc)])
-        return self.apply_config(new)
+        return self._report_load_problems(self.apply_config(new))
+
+    def _report_load_problems(self, result: ReloadResult) -> ReloadResult:
+        """``result`` with what the loader could not read added to its errors (logged by the loader)."""
+        problems = self._load_problems() if self._load_problems is not None else []
+        if problems:
+            with self._lock:
+                result.errors.extend(p for p in problems if p not in result.errors)
+        return result
 
     def apply_config(self, config: Config, *, base: Config | None = None) -> ReloadResult:
         """Make the running processes match ``config``, touching only the cameras that changed.

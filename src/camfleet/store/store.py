@@ -40,8 +40,9 @@ from sqlalchemy.sql import Select, cast
 from camfleet.redact import mask_text
 from camfleet.store import engine as engines
 from camfleet.store import migrate as migrations
+from camfleet.store import recovery
 from camfleet.store import schema as t
-from camfleet.store.credentials import SecretBox, open_config, seal_config
+from camfleet.store.credentials import SecretBox, open_config, open_rows, seal_config
 from camfleet.store.errors import StoreError
 from camfleet.store.records import (
     ActivityRecord,
@@ -115,7 +116,8 @@ class Store:
         except Exception as exc:
             engine.dispose()
             raise StoreError(f"cannot open {where}: {mask_text(str(exc))}") from None
-        return cls(engine, public, SecretBox(secret_key_path))
+        # the box asks which rows are encrypted before it makes a key: a lost key is never replaced silently
+        return cls(engine, public, SecretBox(secret_key_path, lambda: recovery.sealed_cameras(engine)))
 
     @staticmethod
     def _migrate(engine: Engine, where: str) -> None:
@@ -447,7 +449,7 @@ class Store:
         """The applied cameras with their update times, passwords decrypted (internal use only)."""
         with self._tx("reading cameras") as conn:
             rows = conn.execute(select(t.cameras).order_by(t.cameras.c.name)).all()
-        return [CameraRow(r.name, open_config(r.config, self._box, r.name), r.updated) for r in rows]
+        return open_rows(rows, self._box)  # UnreadableCameras names the rows a lost key hides
 
     def set_applied_cameras(self, cameras: dict[str, dict[str, Any]],
                             deleted: Collection[str] = ()) -> None:
@@ -471,6 +473,14 @@ class Store:
         """Names of the cameras deleted through the API (see :meth:`set_applied_cameras`)."""
         with self._tx("reading deleted cameras") as conn:
             return {r.name for r in conn.execute(select(t.deleted_cameras.c.name)).all()}
+
+    def unreadable_cameras(self) -> list[str]:
+        """Applied or staged cameras whose credentials cannot be decrypted with the key (lost key)."""
+        return recovery.unreadable_cameras(self.engine, self._box)
+
+    def forget_cameras(self, names: Collection[str]) -> int:
+        """Drop the applied and staged rows of cameras ``names`` (``camfleet storage forget-cameras``)."""
+        return recovery.forget_cameras(self.engine, names)
 
     def stage_camera(self, name: str, config: dict[str, Any] | None) -> None:
         """Stage an edit of camera ``name``: a new config, or None for a deletion."""
