@@ -77,7 +77,8 @@ def test_lost_key_file_cameras_run_and_the_unreadable_one_is_named(tmp_path: Pat
     try:
         store.set_applied_cameras({
             "locked": {"sources": [{"url": f"rtsp://admin:{SECRET}@127.0.0.1:9/s", "roles": ["detect"]}]},
-            "plain": {"sources": [{"url": "synthetic://plain?width=160&height=120&fps=5", "roles": ["detect"]}]},
+            "plain": {"sources": [{"url": "synthetic://plain?width=160&height=120&fps=5",
+                                   "roles": ["detect"]}]},
         })
     finally:
         store.close()
