@@ -31,6 +31,7 @@ from camfleet.detect.models import ModelError
 from camfleet.detect.service import DetectorFailed
 from camfleet.pipeline.validate import element_catalog  # element settings checked, with FILE:LINE:COL
 from camfleet.runtime import Node, NodeAlreadyRunning, default_config
+from camfleet.runtime.node import restrict_umask
 
 from .logs import setup_logging
 
@@ -52,6 +53,7 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run every camera: decode once, pipeline, shared detectors, events, snapshots, recordings."""
+    restrict_umask()  # first: the data directory, database and logs are created owner-only
     setup_logging(verbose)
     elements = element_catalog()
     base: ConfigSource = (FileSource(config, elements) if config

@@ -23,6 +23,7 @@ zones, masks and element settings reach a running pipeline without a restart.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,15 @@ log = logging.getLogger("camfleet.runtime")
 
 PASS_S = 0.25
 """Seconds between supervisor passes."""
+
+
+PRIVATE_UMASK = 0o077
+"""Permission bits the node never grants: what it creates is readable by its owner only."""
+
+
+def restrict_umask() -> None:
+    """Add :data:`PRIVATE_UMASK` to the process's umask (files 0600, directories 0700 at most)."""
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
 
 
 class Node:
@@ -109,6 +119,7 @@ class Node:
     def start(self) -> None:
         """Claim the data directory, start detectors and every enabled camera, then supervise in a thread."""
         cfg = self.config
+        restrict_umask()  # before anything is created: footage, database, snapshots are the owner's alone
         self._rundir.claim()
         self._board.started_at = time.time()
         self._cameras.open()
