@@ -110,6 +110,7 @@ def test_applied_through_the_api_encrypted_masked_and_never_logged(
             assert SECRET not in r.text, path
             seen[path] = r.text
         assert "password=***" in seen["/api/cameras"] and "user=***" in seen["/api/cameras"]
+        assert "password=***" in seen["/api/config"], "the configuration shows the camera, masked"
     # the ingest fails to connect and retries: its errors quote the URL; let a few be written
     time.sleep(4)
     n.stop()  # flush every process's log lines

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from camfleet.store import Store
+from camfleet_testing.pgserver import FAST_SETTINGS, PgServer
 
 pytestmark = pytest.mark.e2e
 
@@ -94,14 +94,20 @@ def test_lost_key_file_cameras_run_and_the_unreadable_one_is_named(tmp_path: Pat
 
 
 def test_database_down_at_start_file_cameras_run(tmp_path: Path, shm_dir: Path) -> None:
-    with socket.socket() as s:  # a port nothing listens on: a PostgreSQL server that is stopped
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # a PostgreSQL database camfleet has used (migrated, a camera applied), then the server is stopped
+    with PgServer(FAST_SETTINGS) as server:
+        url = server.create_database("outage")
+        store = Store.open(url, secret_key_path=tmp_path / "data" / "secret.key")
+        try:
+            store.set_applied_cameras({"apicam": {"sources": [{"url": "synthetic://apicam",
+                                                                "roles": ["detect"]}]}})
+        finally:
+            store.close()
     data = tmp_path / "data"
     config = tmp_path / "camfleet.yaml"
-    config.write_text(_config(data, f"postgresql://camfleet:{SECRET}@127.0.0.1:{port}/camfleet"))
+    config.write_text(_config(data, url))
     snap, output = _run_until_healthy(config, data, {"filecam"})
     errors = " ".join(snap["reload"]["errors"])
     assert "database unavailable" in errors and "database unavailable" in output, (errors, output)
     assert "Traceback" not in output
-    assert SECRET not in output + errors
+    assert server.password not in output + errors
