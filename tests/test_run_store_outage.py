@@ -88,6 +88,7 @@ def test_lost_key_file_cameras_run_and_the_unreadable_one_is_named(tmp_path: Pat
     errors = " ".join(snap["reload"]["errors"])
     assert "'locked'" in errors and "forget-cameras" in errors, snap["reload"]
     assert "'locked'" in output and "Traceback" not in output, output
+    assert snap["reload"]["at"] > 0  # `camfleet status` prints the errors of a change with a time
     assert not key.exists()  # no new key over the encrypted row
     logs = " ".join(p.read_text(errors="replace") for p in data.rglob("*.log"))
     assert SECRET not in output + errors + logs

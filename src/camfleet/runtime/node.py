@@ -217,6 +217,7 @@ class Node:
         if problems:
             with self._lock:
                 result.errors.extend(p for p in problems if p not in result.errors)
+                result.at = result.at or time.time()  # at start too, so that `camfleet status` shows them
         return result
 
     def apply_config(self, config: Config, *, base: Config | None = None) -> ReloadResult:
