@@ -48,9 +48,10 @@ SEALED_FIELDS = (SECRET_FIELD, QUERY_SECRET_FIELD)
 FORGET_HINT = "camfleet storage forget-cameras"
 """The command that drops stored cameras whose credentials cannot be decrypted any more."""
 
-# A credential query parameter inside a query string (no '?'), value up to the next '&' or '#'.
+# A credential query parameter inside a query string (no leading '?'), value up to the next '&' or '#';
+# a later '?' counts as a separator too, should an unencoded '?' in the userinfo start the "query" early.
 _QUERY_SECRET = re.compile(
-    r"(^|&)(" + "|".join(sorted(SECRET_QUERY_KEYS, key=len, reverse=True)) + r")=([^&#]*)",
+    r"(^|[&?])(" + "|".join(sorted(SECRET_QUERY_KEYS, key=len, reverse=True)) + r")=([^&#]*)",
     re.IGNORECASE,
 )
 
