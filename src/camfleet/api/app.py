@@ -14,16 +14,18 @@ from fastapi import FastAPI
 
 from camfleet import __version__
 from camfleet.config import ApiSettings
+from camfleet.config.model import recordings_dir_problem
 from camfleet.runtime.control import NodeControl
 from camfleet.store import Store
 
 from .access_log import AccessLog
 from .context import ApiContext
+from .hosts import HostGuard, HostPolicy
 from .hub import Hub
 from .limits import BodyLimit
 from .live import LiveFrames
 from .metrics import registry
-from .routers import cameras, config, events, live, metrics, recordings, system, ui, ws
+from .routers import cameras, config, docs, events, live, metrics, recordings, system, ui, ws
 from .status_cache import StatusCache
 
 log = logging.getLogger("camfleet.api")
@@ -87,6 +89,9 @@ def create_app(
         max_body_bytes: larger request bodies get 413.
         ws_queue: messages queued per WebSocket client before it is dropped as too slow.
     """
+    problem = recordings_dir_problem(str(Path(data_dir).resolve()), str(Path(recordings_dir).resolve()))
+    if problem is not None:  # the configuration refuses it too; this also covers a resolved symlink
+        raise ValueError(f"storage.recordings_dir: {problem}")
     status = StatusCache(node, status_ttl)
     hub = Hub(ws_queue)
     ctx = ApiContext(node=node, store=store, settings=config_api, data_dir=Path(data_dir),
@@ -95,16 +100,18 @@ def create_app(
     app = FastAPI(
         title="camfleet", version=__version__, lifespan=_lifespan,
         description="camfleet node: status, cameras, events, recordings, live view.",
-        openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+        # the schema and Swagger UI are served by routers.docs: behind auth, from local files (no CDN)
+        openapi_url=None, docs_url=None, redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
-    for module in (system, cameras, events, recordings, live, config, metrics, ws, ui):
+    for module in (system, cameras, events, recordings, live, config, metrics, ws, docs, ui):
         for name in ("public", "router"):
             r: Any = getattr(module, name, None)
             if r is not None:
                 app.include_router(r)
     app.mount("/ui", ui.static_files(), name="ui")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HostGuard, policy=HostPolicy(config_api.allowed_hosts))  # DNS rebinding, CSWSH
     app.add_middleware(AccessLog)
     return app

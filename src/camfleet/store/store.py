@@ -378,6 +378,41 @@ class Store:
                 total += conn.execute(delete(t.segments).where(t.segments.c.id.in_(chunk))).rowcount
         return total
 
+    # -- read-only helpers of the API (issue 12): bounded pages, an index lookup, a cheap ping
+
+    def segments_page(
+        self, camera: str | None = None, start: float | None = None, end: float | None = None,
+        *, limit: int, offset: int = 0,
+    ) -> list[SegmentRecord]:
+        """At most ``limit`` segments of :meth:`query_segments`, skipping the first ``offset``."""
+        seg = t.segments.c
+        stmt = select(t.segments).order_by(seg.camera, seg.start, seg.id).limit(limit).offset(offset)
+        if camera is not None:
+            stmt = stmt.where(seg.camera == camera)
+        if start is not None:
+            stmt = stmt.where(seg.end > start)
+        if end is not None:
+            stmt = stmt.where(seg.start < end)
+        with self._tx("querying segments") as conn:
+            return [
+                SegmentRecord(camera=r.camera, path=r.path, start=r.start, end=r.end, size=int(r.size),
+                              frames=r.frames, keyframes=r.keyframes, id=r.id)
+                for r in conn.execute(stmt)
+            ]
+
+    def segment_indexed(self, path: str) -> bool:
+        """Whether a segment row has exactly this relative ``path`` (``<camera>/...``)."""
+        seg = t.segments.c
+        # the camera (the path's first part) narrows the lookup to that camera's rows (an index)
+        stmt = select(seg.id).where(seg.camera == path.split("/", 1)[0], seg.path == path).limit(1)
+        with self._tx("looking up a segment") as conn:
+            return conn.execute(stmt).first() is not None
+
+    def ping(self) -> None:
+        """A constant-time round trip to the database (``SELECT 1``); raises :class:`StoreError` if down."""
+        with self._tx("pinging the database") as conn:
+            conn.execute(text("SELECT 1")).all()
+
     def segment_totals(self) -> dict[str, tuple[int, int]]:
         """Per camera: (segment count, total bytes)."""
         seg = t.segments.c
