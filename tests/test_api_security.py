@@ -14,8 +14,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -447,3 +451,31 @@ def test_docs_need_a_token_and_no_cdn(rt: Running, open_server: ApiServer) -> No
             assert b"//cdn" not in r.content and b"unpkg.com" not in r.content, asset
         assert anon.get("/api/docs/assets/..%2Findex.html").status_code == 404
         assert anon.get("/api/docs/assets/index.j2").status_code == 404
+
+
+# ----------------------------------------------------------------------------- fuzzing: Host, Origin
+
+
+@pytest.mark.parametrize(("header", "check"), [
+    ("Host: evil.example", "foreign_host_is_refused"),
+    ("Origin: http://evil.example", "cross_site_write_is_refused"),
+])
+def test_schemathesis_with_hostile_host_and_origin(open_server: ApiServer, tmp_path: Path, header: str,
+                                                  check: str) -> None:
+    """Every operation of the schema, fuzzed in open mode with a hostile Host or Origin, is refused."""
+    schema = tmp_path / "openapi.json"
+    schema.write_text(json.dumps(open_server.app.openapi()))  # the schema itself needs a proper Host
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.st_hostile_checks",
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", str(schema), "--url", open_server.url,
+        "--checks", check, "--max-examples", "3", "--seed", "1", "--workers", "1", "--max-time", "20",
+        "--request-timeout", "10", "--phases", "examples,fuzzing", "--exclude-path-regex", "mjpeg",
+        "-H", header, "--suppress-health-check", "all", "--no-color",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env, cwd=root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    m = re.search(r"(\d+) generated, (\d+) passed", out)
+    assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 20, out[-2000:]
