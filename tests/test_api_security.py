@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -479,3 +480,56 @@ def test_schemathesis_with_hostile_host_and_origin(open_server: ApiServer, tmp_p
     assert proc.returncode == 0, out[-4000:]
     m = re.search(r"(\d+) generated, (\d+) passed", out)
     assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 20, out[-2000:]
+
+
+# ----------------------------------------------------------------------------- item 6: live view vs status
+
+
+def test_live_view_pool_is_bounded() -> None:
+    from camfleet.api.live import LiveFrames, NoFrame
+
+    async def scenario() -> list[BaseException | tuple[bytes, int]]:
+        live = LiveFrames(threads=1, max_pending=2)
+        try:
+            # no such ring: each read waits out its timeout, holding its place in the pool
+            return await asyncio.gather(*(live.jpeg_async("no-such-camera", 1.0) for _ in range(6)),
+                                        return_exceptions=True)
+        finally:
+            live.close()
+
+    started = time.monotonic()
+    results = asyncio.run(scenario())
+    busy = [r for r in results if isinstance(r, NoFrame) and "busy" in str(r)]
+    assert len(busy) == 4, results  # refused at once, not queued behind the others
+    assert all(isinstance(r, NoFrame) for r in results)
+    assert time.monotonic() - started < 5
+
+
+def test_status_answers_while_live_viewers_stream(rt: Running) -> None:
+    stop = threading.Event()
+    frames = [0] * 10
+
+    def viewer(i: int) -> None:
+        with rt.client(rt.viewer) as c, c.stream("GET", "/api/cameras/cam1/mjpeg", params={"fps": 15}) as r:
+            for chunk in r.iter_bytes():
+                frames[i] += chunk.count(b"--camfleetframe")
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=viewer, args=(i,), daemon=True) for i in range(len(frames))]
+    for th in threads:
+        th.start()
+    try:
+        deadline = time.monotonic() + 20
+        while sum(1 for n in frames if n >= 2) < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the viewers run in their own threads: poll their counters
+        assert all(n >= 2 for n in frames), frames
+        with rt.client(rt.viewer) as c:
+            for _ in range(5):
+                began = time.monotonic()
+                assert c.get("/api/status").status_code == 200
+                assert time.monotonic() - began < 2.0
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
