@@ -373,7 +373,7 @@ class ApiSettings(_Strict):
         description="host names (optionally name:port) the API answers to besides the loopback names and "
                     "IP addresses; browsers' Origin must name one of them too (DNS-rebinding guard)",
     )
-    max_ws_per_token: int = Field(default=8, ge=1, le=1000,
+    max_ws_per_token: int = Field(default=16, ge=1, le=1000,
                                   description="WebSocket connections one token may hold at once")
     max_exports_per_token: int = Field(default=2, ge=1, le=64,
                                        description="clip exports one token may run at once (429 beyond)")
