@@ -364,11 +364,6 @@ def test_a_recordings_dir_beside_or_inside_the_data_dir_is_fine() -> None:
         load_config_text(f"data_dir: /srv/cf/data\nstorage: {{recordings_dir: '{rec}'}}\n")
 
 
-def test_create_app_refuses_recordings_containing_data(rt: Running, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"storage\.recordings_dir"):
-        create_app(rt.node, rt.store, ApiSettings(), data_dir=tmp_path / "data", recordings_dir=tmp_path)
-
-
 # ----------------------------------------------------------------------------- item 6: bounded costs
 
 

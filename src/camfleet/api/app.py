@@ -14,7 +14,6 @@ from fastapi import FastAPI
 
 from camfleet import __version__
 from camfleet.config import ApiSettings
-from camfleet.config.model import recordings_dir_problem
 from camfleet.runtime.control import NodeControl
 from camfleet.store import Store
 
@@ -89,9 +88,6 @@ def create_app(
         max_body_bytes: larger request bodies get 413.
         ws_queue: messages queued per WebSocket client before it is dropped as too slow.
     """
-    problem = recordings_dir_problem(str(Path(data_dir).resolve()), str(Path(recordings_dir).resolve()))
-    if problem is not None:  # the configuration refuses it too; this also covers a resolved symlink
-        raise ValueError(f"storage.recordings_dir: {problem}")
     status = StatusCache(node, status_ttl)
     hub = Hub(ws_queue)
     ctx = ApiContext(node=node, store=store, settings=config_api, data_dir=Path(data_dir),
