@@ -528,3 +528,40 @@ def test_status_answers_while_live_viewers_stream(rt: Running) -> None:
         stop.set()
         for th in threads:
             th.join(10)
+
+
+def test_docs_render_offline_in_a_real_browser(rt: Running) -> None:
+    """Swagger UI renders every operation in headless Chromium with nothing but this server reachable."""
+    from playwright.sync_api import expect, sync_playwright
+
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail(f"{chromium} is missing: apt-get install chromium (the docs test needs a real browser)")
+    foreign: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            context = browser.new_context()
+            context.add_cookies([{"name": "camfleet_token", "value": rt.viewer, "url": rt.url}])
+
+            def offline(route: Any) -> None:  # the machine is offline: only this server answers
+                if route.request.url.startswith(rt.url + "/"):
+                    route.continue_()
+                else:
+                    foreign.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", offline)
+            page = context.new_page()
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            page.goto(rt.url + "/api/docs")
+            expect(page.locator(".opblock").first).to_be_visible(timeout=20_000)
+            assert page.locator(".opblock").count() >= 15
+            expect(page.locator(".info .title")).to_contain_text("camfleet")
+        finally:
+            browser.close()
+    assert foreign == [], foreign
+    assert problems == [], problems

@@ -1,6 +1,6 @@
 """``/api/docs``: Swagger UI served from this server's own files (works offline), behind auth.
 
-The Swagger UI assets come from the ``swagger-ui-bundle`` package (no CDN);
+The Swagger UI assets come from the ``swagger-ui-bundle-v2`` package (no CDN);
 the page and the OpenAPI schema need a token like every other read (the web
 UI's cookie works), except in open mode on loopback.
 """
