@@ -161,8 +161,20 @@ def test_cross_site_writes_are_refused_reads_are_not(open_server: ApiServer) -> 
             assert c.delete("/api/cameras/x", headers={"Origin": origin}).status_code == 403
         assert c.post("/api/changes/discard", headers={"Origin": open_server.url}).status_code == 200
         assert c.post("/api/changes/discard").status_code == 200  # curl, scripts
-        # reads stay possible cross-site (<img>, <video>): they change nothing but bounded clip exports
+        # reads stay possible from clients that say nothing of where they come from
         assert c.get("/api/me", headers={"Origin": "http://evil.example"}).status_code == 200
+        # a browser that sends Fetch Metadata: another site's <img>/<video>/fetch is refused, even a GET
+        # (no clip export, no frame for a foreign page); a link to the UI still opens it
+        cross = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "video"}
+        assert c.get("/api/recordings/cam1/clip.mp4", params={"start": 1, "end": 2},
+                     headers=cross).status_code == 403
+        image = {**cross, "Sec-Fetch-Dest": "image"}
+        assert c.get("/api/cameras/cam1/frame.jpg", headers=image).status_code == 403
+        assert c.post("/api/changes/discard", headers={**cross, "Sec-Fetch-Mode": "cors"}).status_code == 403
+        link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+        assert c.get("/", headers=link).status_code == 200
+        same = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
+        assert c.get("/api/me", headers=same).status_code == 200
 
 
 def test_host_and_origin_apply_with_tokens_too(rt: Running) -> None:

@@ -17,9 +17,12 @@ A web page the user visits can make the browser talk to the API two ways:
   whose host and port equal the request's Host (the UI itself), or whose host
   is in ``api.allowed_hosts`` (a reverse proxy's public name); otherwise 403.
 
-Reads stay allowed cross-site so ``<img>``/``<video>`` keep working, which is
-why no GET may change state (clip exports, the one GET that writes, are
-bounded in :mod:`camfleet.api.clips`).
+Browsers that send Fetch Metadata (``Sec-Fetch-Site``) also get a resource
+isolation policy: a request another site's page makes (``cross-site``) is
+refused (403) unless it is a plain navigation to a page (a link to the UI), so
+a foreign page cannot even make the browser fetch clips or frames with
+``<img>``/``<video>``. The one GET that writes (a clip export) is bounded
+anyway, for clients that send no Fetch Metadata (:mod:`camfleet.api.clips`).
 """
 
 from __future__ import annotations
@@ -134,6 +137,13 @@ class HostPolicy:
         return self._configured(*parsed)
 
 
+def _navigation(scope: Scope, fetch: dict[bytes, bytes]) -> bool:
+    """Whether the browser is loading a page (following a link), not a resource for another site's page."""
+    return (scope["type"] == "http" and scope.get("method") in {"GET", "HEAD"}
+            and fetch.get(b"sec-fetch-mode") == b"navigate"
+            and fetch.get(b"sec-fetch-dest", b"document") in {b"document", b"empty"})
+
+
 class HostGuard:
     """ASGI middleware applying a :class:`HostPolicy` to every HTTP request and WebSocket handshake."""
 
@@ -149,6 +159,7 @@ class HostGuard:
         host: str | None = None
         origin: str | None = None
         hosts = origins = 0
+        fetch: dict[bytes, bytes] = {}
         for name, value in scope.get("headers", []):
             if name == b"host":
                 host = value.decode("latin-1")
@@ -156,6 +167,8 @@ class HostGuard:
             elif name == b"origin":
                 origin = value.decode("latin-1")
                 origins += 1
+            elif name.startswith(b"sec-fetch-"):
+                fetch[name] = value.lower()
         if hosts > 1 or not self.policy.host_allowed(host):
             log.warning("refused a request for host %r (not in api.allowed_hosts)", (host or "")[:100])
             await self._deny(scope, receive, send, 421, "this server does not answer to that host name; "
@@ -165,6 +178,9 @@ class HostGuard:
         if checked and (origins > 1 or not self.policy.origin_allowed(origin, host)):
             log.warning("refused a cross-site %s from origin %r", scope["type"], (origin or "")[:100])
             await self._deny(scope, receive, send, 403, "cross-site request refused (Origin not allowed)")
+            return
+        if fetch.get(b"sec-fetch-site") == b"cross-site" and not _navigation(scope, fetch):
+            await self._deny(scope, receive, send, 403, "cross-site request refused (Sec-Fetch-Site)")
             return
         await self.app(scope, receive, send)
 
