@@ -371,6 +371,18 @@ def test_a_recordings_dir_containing_the_data_dir_is_refused(data_dir: str, reco
     assert "node.yaml:3:" in str(info.value)
 
 
+def test_a_relative_data_dir_is_resolved_beside_the_file(tmp_path: Path) -> None:
+    from camfleet.config import load_config
+
+    node = tmp_path / "node.yaml"
+    node.write_text(f"data_dir: data\nstorage: {{recordings_dir: '{tmp_path}'}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(node)
+    assert f"{node}:2:" in str(info.value) and "contains the data directory" in str(info.value)
+    node.write_text(f"data_dir: data\nstorage: {{recordings_dir: '{tmp_path / 'rec'}'}}\n")
+    assert load_config(node).recordings_path == tmp_path / "rec"
+
+
 def test_a_recordings_dir_beside_or_inside_the_data_dir_is_fine() -> None:
     for rec in ("recordings", "../footage", "/srv/cf/rec", "/srv/cf/data/rec"):
         load_config_text(f"data_dir: /srv/cf/data\nstorage: {{recordings_dir: '{rec}'}}\n")

@@ -96,7 +96,10 @@ def _serve(path: Path, segs: list[SegmentRecord]) -> FileResponse:
 def _clip(ctx: ApiContext, who: str, camera: str, segs: list[SegmentRecord]) -> FileResponse:
     """The clip of exactly ``segs`` (consecutive segments of ``camera``), exported once and cached."""
     cache = ClipCache(ctx.clips_dir, int(ctx.settings.clip_cache_mb * MIB))
-    path = cache.path(f"{camera}-{segs[0].id}-{segs[-1].id}.mp4")
+    # ids and times: a row id reused after the index was rebuilt never names another clip's footage
+    first, last = segs[0], segs[-1]
+    span_ms = f"{round(first.start * 1000)}-{round(last.end * 1000)}"
+    path = cache.path(f"{camera}-{first.id}-{last.id}-{span_ms}.mp4")
     if path.is_file():  # renamed into place whole: a file there is complete
         cache.touch(path)
         return _serve(path, segs)

@@ -509,10 +509,12 @@ class Config(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _recordings_apart_from_data(self) -> Config:
+    def _recordings_apart_from_data(self, info: ValidationInfo) -> Config:
         # the recordings directory is served over HTTP and swept by retention: if it held the data
         # directory (the database, secret.key, snapshots), those would be in reach of both
-        problem = recordings_dir_problem(self.data_dir, self.storage.recordings_dir)
+        base = info.context.get("base_dir") if isinstance(info.context, Mapping) else None
+        problem = recordings_dir_problem(self.data_dir, self.storage.recordings_dir,
+                                         Path(base) if base is not None else Path.cwd())
         if problem is not None:
             raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
                 type=PydanticCustomError("recordings_dir", "{problem}", {"problem": problem}),
