@@ -83,6 +83,20 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _origin_host(origin: str) -> tuple[str, int | None] | None:
+    """The (host, port) of an ``http(s)://host[:port]`` Origin; None for anything else."""
+    if len(origin) > _MAX_HEADER:
+        return None
+    try:
+        parts = urlsplit(origin.strip())
+        netloc = parts.netloc
+    except ValueError:
+        return None
+    if parts.scheme not in {"http", "https"} or not netloc or "@" in netloc:
+        return None
+    return split_host(netloc)
+
+
 class HostPolicy:
     """Which Host and Origin values the API accepts (see the module's docstring).
 
@@ -116,22 +130,18 @@ class HostPolicy:
         host, port = parsed
         return host in LOOPBACK_NAMES or _is_ip(host) or self._configured(host, port)
 
+    def origin_configured(self, origin: str | None) -> bool:
+        """Whether ``origin`` names a host of ``api.allowed_hosts`` (a site the user let in)."""
+        parsed = _origin_host(origin) if origin is not None else None
+        return parsed is not None and self._configured(*parsed)
+
     def origin_allowed(self, origin: str | None, host_header: str | None) -> bool:
         """Whether a write or WebSocket from a page at ``origin`` may reach the server ``host_header``."""
         if origin is None:
             return True  # browsers always send Origin on these requests: its absence means another client
-        if len(origin) > _MAX_HEADER:
-            return False
-        try:
-            parts = urlsplit(origin.strip())
-            netloc = parts.netloc
-        except ValueError:
-            return False
-        if parts.scheme not in {"http", "https"} or not netloc or "@" in netloc:
-            return False  # "null" (sandboxed frames, file://), extensions, anything odd
-        parsed = split_host(netloc)
+        parsed = _origin_host(origin)
         if parsed is None:
-            return False
+            return False  # "null" (sandboxed frames, file://), extensions, anything odd
         if host_header is not None and parsed == split_host(host_header):
             return True  # same origin as the page the server itself sent (the UI)
         return self._configured(*parsed)
@@ -170,16 +180,17 @@ class HostGuard:
             elif name.startswith(b"sec-fetch-"):
                 fetch[name] = value.lower()
         if hosts > 1 or not self.policy.host_allowed(host):
-            log.warning("refused a request for host %r (not in api.allowed_hosts)", (host or "")[:100])
+            log.info("refused a request for host %r (not in api.allowed_hosts)", (host or "")[:100])
             await self._deny(scope, receive, send, 421, "this server does not answer to that host name; "
                                                "add it to api.allowed_hosts")
             return
         checked = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
         if checked and (origins > 1 or not self.policy.origin_allowed(origin, host)):
-            log.warning("refused a cross-site %s from origin %r", scope["type"], (origin or "")[:100])
+            log.info("refused a cross-site %s from origin %r", scope["type"], (origin or "")[:100])
             await self._deny(scope, receive, send, 403, "cross-site request refused (Origin not allowed)")
             return
-        if fetch.get(b"sec-fetch-site") == b"cross-site" and not _navigation(scope, fetch):
+        if fetch.get(b"sec-fetch-site") == b"cross-site" and not _navigation(scope, fetch) \
+                and not self.policy.origin_configured(origin):
             await self._deny(scope, receive, send, 403, "cross-site request refused (Sec-Fetch-Site)")
             return
         await self.app(scope, receive, send)
