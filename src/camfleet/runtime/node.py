@@ -22,6 +22,7 @@ zones, masks and element settings reach a running pipeline without a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -192,6 +193,19 @@ class Node:
             return self._reject([str(issue) for issue in exc.issues])
         except (OSError, ValueError) as exc:
             return self._reject([str(exc)])
+        result: ReloadResult | None = None
+        with self._lock:
+            last = self._last_reload
+            if new == self.config and last.ok and last.generation > 0:
+                # the file watch applied this content already (a save, then `camfleet reload`):
+                # answer with what that change did instead of an empty change
+                note = f"the file was already in force (generation {last.generation})"
+                result = dataclasses.replace(
+                    last, at=time.time(), errors=[*(e for e in last.errors if e != note), note])
+                self._last_reload = result
+        if result is not None:
+            self._refresh_status()
+            return result
         return self.apply_config(new)
 
     def apply_config(self, config: Config, *, base: Config | None = None) -> ReloadResult:
