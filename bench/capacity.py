@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/capacity.py                    # 1, 2, 3, ... until neither keeps up
     .venv/bin/python bench/capacity.py --max-cameras 8 --json out.json
 
-Both systems read the same real RTSP streams: camfleet's simulator (:class:`camfleet.sim.SimServer`,
+Both systems read the same real RTSP streams: camfleet's simulator (:class:`camfleet_testing.sim.SimServer`,
 GStreamer's RTSP server) serves N cameras, 1280x720 H.264 at 15 fps with people, a cat and a
 motorcycle moving. For each N, one after the other on the same streams:
 
@@ -61,10 +61,11 @@ LABELS = {"camfleet": "camfleet", "opencv": "OpenCV loop"}
 
 METHOD = {
     "cameras": (
-        f"camfleet.sim.SimServer: N cameras, {CAM_W}x{CAM_H} H.264 (x264 ultrafast, zerolatency, baseline "
-        f"profile) at {CAM_FPS:g} fps, {CAM_KBPS} kbit/s, keyframe every {CAM_GOP} frames, RTSP over TCP on "
-        "127.0.0.1; photographs of people / a cat / a motorcycle always moving (so motion never gates "
-        "detection off). A fresh server per N; both systems read the same streams, one after the other"
+        f"camfleet_testing's SimServer: N cameras, {CAM_W}x{CAM_H} H.264 (x264 ultrafast, zerolatency, "
+        f"baseline profile) at {CAM_FPS:g} fps, {CAM_KBPS} kbit/s, keyframe every {CAM_GOP} frames, "
+        "RTSP over TCP on 127.0.0.1; photographs of people / a cat / a motorcycle always moving "
+        "(so motion never gates detection off). A fresh server per N; both systems read the same "
+        "streams, one after the other"
     ),
     "camfleet": (
         "camfleet.runtime.Node, config built as YAML text (runtime.default's template with rtsp sources, "
@@ -334,7 +335,7 @@ def _camera_names(n: int) -> list[str]:
 
 def start_sim(n: int) -> Any:
     """A running SimServer with ``n`` 720p15 H.264 cameras."""
-    from camfleet.sim import CameraSpec, SimServer
+    from camfleet_testing.sim import CameraSpec, SimServer
 
     specs = [
         CameraSpec(name=name, codec="h264", width=CAM_W, height=CAM_H, fps=CAM_FPS, bitrate_kbps=CAM_KBPS,
@@ -493,13 +494,10 @@ def run_camfleet(
                            "loadavg_start": os.getloadavg()}
     t_start = time.perf_counter()
     node = None
-    supervisor = None
     try:
         node = Node(camfleet_config({c: sim.url(c) for c in cams}, data_dir, *detector))
         node.start()
         _STARTED.update(pid for pid in node.processes().values() if pid is not None)
-        supervisor = threading.Thread(target=node.supervise, name="bench-supervise", daemon=True)
-        supervisor.start()
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             snaps = {c: _ring_snap(c) for c in cams}
@@ -606,8 +604,6 @@ def run_camfleet(
             stragglers = list(_node_pids(node).values())
             node.stop()
             _kill_alive(stragglers)
-        if supervisor is not None:
-            supervisor.join(5)
     row["elapsed_s"] = time.perf_counter() - t_start
     return row
 
@@ -1048,7 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = (args.detector_processes, args.detector_threads)
 
     from camfleet.detect import default_model_spec
-    from camfleet.sim import SimError
+    from camfleet_testing.sim import SimError
 
     spec = default_model_spec()
     if args.cams:

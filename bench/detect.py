@@ -46,13 +46,9 @@ from _benchutil import cpu_s as _cpu_s
 from _benchutil import dist_version, summary
 from _benchutil import pct as _pct
 from camfleet.detect import default_model_spec, load_runtime
-from camfleet.detect.service import (
-    DetectorClient,
-    DetectorManager,
-    DetectorSettings,
-    read_heartbeat,
-)
+from camfleet.detect.service import DetectorClient, DetectorSettings, read_heartbeat
 from camfleet.framebus import FrameFormat, FramePublisher, PixelFormat, shm_dir
+from camfleet.runtime.detectors import DetectorManager
 
 METHOD = {
     "model": (
@@ -64,7 +60,7 @@ METHOD = {
     "throughput": (
         "N camera processes (spawn context, one per camera) each send one 300x300 RGB image per "
         "request, back to back (one request in flight per camera), for --duration s after 3 warm-up "
-        "requests; the images are frames of camfleet.sim.Scene(300, 300) (person, cat, motorcycle). "
+        "requests; the images are frames of camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). "
         "'shared, batch<=8': one DetectorManager process, threads=2, max_batch=8, max_wait_ms=10; "
         "'shared, batch 1': the same with max_batch=1 (batching off); '(b) runtime/camera': the "
         "baseline, each camera process loads its own runtime (load_runtime(spec, threads=1)) and calls "
@@ -96,7 +92,7 @@ METHOD = {
     ),
     "gating": (
         "one camera, in this process, fed as fast as it goes; a 640x360 yuv420p scene "
-        "(camfleet.sim.Scene, seed 0, one person) at 5 fps of scene time: the same rendered frame "
+        "(camfleet.ingest.scene.Scene, seed 0, one person) at 5 fps of scene time: the same rendered frame "
         "repeated, except a window of 10 % of the frames in the middle where the person walks (one "
         "frame index per frame), then stands still at the new place. Camera-seconds = frames / 5. "
         "'motion -> detect': [motion {}, detect {labels: [person]}] (regions mode, the default); "
@@ -187,7 +183,7 @@ def _cleanup_shm() -> list[str]:
 
 
 def _test_images(seed: int, n: int = 8) -> list[np.ndarray]:
-    from camfleet.sim import Scene  # skimage: only where needed
+    from camfleet.ingest.scene import Scene  # skimage: only where needed
 
     scene = Scene(MODEL_IN[0], MODEL_IN[1], seed=seed)
     return [scene.render_rgb(7 * i) for i in range(n)]
@@ -335,7 +331,7 @@ def run_throughput(
 # --------------------------------------------------------------------------- 2. motion gating
 def _gating_frames(n_frames: int) -> tuple[list[np.ndarray], list[int], tuple[int, int]]:
     """The mostly static scene: frame arrays (shared, not copied) and the moving window [a, b)."""
-    from camfleet.sim import Scene
+    from camfleet.ingest.scene import Scene
 
     scene = Scene(width=640, height=360, seed=0, objects=("person",))
     moving = max(2, round(n_frames * 0.10))
@@ -484,7 +480,7 @@ def _latency_consumer(conn: Any, spec: dict[str, Any]) -> None:
 
 
 def run_latency(ctx: Any, variant: str, manager: DetectorManager, duration: float) -> dict[str, Any]:
-    from camfleet.sim import Scene
+    from camfleet.ingest.scene import Scene
 
     scene = Scene(width=640, height=360, seed=0, objects=("person",))
     n_frames = max(5, round(duration * SCENE_FPS))

@@ -68,7 +68,7 @@ METHOD = {
 
 def encode_clip(seconds: float, path: Path) -> dict[str, Any]:
     """Encode ``seconds`` of the simulator's scene at 1080p25 into ``path`` (packets, extradata)."""
-    from camfleet.sim import Scene
+    from camfleet.ingest.scene import Scene
 
     scene = Scene(width=WIDTH, height=HEIGHT, seed=0)
     enc = av.CodecContext.create("libx264", "w")

@@ -7,7 +7,7 @@ Run from the repository root::
     .venv/bin/python bench/store.py --json out.json  # raw results (default artifacts/bench-store.json)
 
 Two sections, each on SQLite (a file in a temp dir, WAL) and on PostgreSQL (a throw-away
-server started by camfleet.store.pgserver, default durable settings):
+server started by camfleet_testing.pgserver, default durable settings):
 
 1. inserts: 32 camera processes (``spawn``) each emit start + end messages for their events.
    'StoreWriter': the camfleet path, the processes send the messages over one
@@ -47,8 +47,8 @@ BARRIER_TIMEOUT_S = 120.0
 METHOD = {
     "workload": (
         "32 cameras, one spawn-context process each, started once and reused by every run; each camera "
-        "emits, per event, a 'start' message and an 'end' message (the pipeline's ObjectEvent.public() "
-        "dicts), events back to back with no pacing; timing starts when every process is ready "
+        "emits, per event, a 'start' message and an 'end' message (camfleet.vocabulary's "
+        "JSON form), events back to back with no pacing; timing starts when every process is ready "
         "(barrier) and stops when the last message is committed"
     ),
     "StoreWriter": (
@@ -81,12 +81,13 @@ METHOD = {
 
 
 def _event(cam: int, n: int, end: bool) -> dict[str, Any]:
-    start_ns = int((T0 + n * 0.5) * 1e9)
+    """An event in the outbox's JSON form (camfleet.vocabulary.Event.to_json; epoch seconds)."""
+    start = T0 + n * 0.5
     return {
         "id": f"c{cam:02d}-e{n:06d}", "camera": f"cam{cam:02d}", "label": ("person", "car", "dog")[n % 3],
-        "track_id": n, "start_ns": start_ns, "end_ns": start_ns + 2_000_000_000 if end else None,
-        "top_score": 0.9 if end else 0.6, "best_seq": n * 3, "zones": ["yard"] if n % 2 else [],
-        "snapshot": None,
+        "start": start, "end": start + 2.0 if end else None, "top_score": 0.9 if end else 0.6,
+        "zones": ["yard"] if n % 2 else [], "snapshot": None, "retained": False,
+        "data": {"track_id": n, "best_seq": n * 3},
     }
 
 
@@ -106,10 +107,8 @@ _UPSERT_PG = _UPSERT_SQLITE.replace("?", "%s").replace("0, %s)", "false, %s)")
 
 
 def _row(ev: dict[str, Any]) -> tuple[Any, ...]:
-    end = None if ev["end_ns"] is None else ev["end_ns"] / 1e9
-    data = json.dumps({"track_id": ev["track_id"], "best_seq": ev["best_seq"]})
-    return (ev["id"], ev["camera"], ev["label"], ev["start_ns"] / 1e9, end, ev["top_score"],
-            json.dumps(ev["zones"]), ev["snapshot"], data)
+    return (ev["id"], ev["camera"], ev["label"], ev["start"], ev["end"], ev["top_score"],
+            json.dumps(ev["zones"]), ev["snapshot"], json.dumps(ev["data"]))
 
 
 def _naive(task: dict[str, Any], barrier: Any) -> dict[str, Any]:
@@ -464,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     args.qdur = args.qdur or (0.3 if quick else 2.0)
     args.naive_cap = args.naive_cap or (6.0 if quick else 60.0)
 
-    from camfleet.store.pgserver import PgServer
+    from camfleet_testing.pgserver import PgServer
 
     ctx = mp.get_context("spawn")
     load_start = os.getloadavg()

@@ -21,7 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   py_ok || { echo "camfleet setup: python3 >= 3.11 is required" >&2; exit 1; }
 fi
 
-# The camera simulator (camfleet sim) runs GStreamer's RTSP server under Debian's python3.
+# The camera simulator (camfleet sim, from testing/) runs GStreamer's RTSP server under Debian's python3.
 sim_pkgs=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi
           openssl glib-networking     # rtsps:// cameras in the simulator (TLS)
@@ -54,12 +54,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "camfleet setup: creating .venv"
   python3 -m venv .venv
 fi
+# camfleet with its dev tools, and camfleet-testing (testing/: the camera simulator behind `camfleet sim`
+# and the throw-away PostgreSQL the tests use), a development package kept out of the product.
 stamp=.venv/.camfleet-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "camfleet setup: installing camfleet and its dependencies into .venv"
+want=$(cat pyproject.toml testing/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import camfleet_testing' 2>/dev/null; then
+  echo "camfleet setup: installing camfleet, its dependencies and camfleet-testing into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' -e ./testing
   echo "$want" > "$stamp"
 fi
 

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== ruff";   .venv/bin/ruff check src tests bench
+echo "== ruff";   .venv/bin/ruff check src testing tests bench
 echo "== mypy";   .venv/bin/mypy
 echo "== pytest"; exec .venv/bin/pytest "$@"

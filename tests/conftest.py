@@ -1,17 +1,51 @@
-"""Shared fixtures: every test gets its own segment directory under /dev/shm.
+"""Fixtures shared by every test module, and the rule that each module says its kind.
 
-The directory is checked at teardown, so any test that leaks a segment fails.
+* Every test module carries one of the markers ``unit``, ``process`` or ``e2e``
+  (``pytestmark``); collection fails otherwise.
+* ``shm_dir`` (autouse): every test gets its own segment directory under
+  /dev/shm, checked at teardown, so any test that leaks a segment fails.
+* The store's fixtures: ``pg_server`` (one real, throw-away PostgreSQL for the
+  session, from ``camfleet_testing``; missing binaries FAIL the tests that need
+  it, with the reason), ``pg_url`` (a new, empty database), ``db_url`` (an SQLite
+  file or a new PostgreSQL database: both params), ``key_path`` (where the
+  camera-password key lives; $CAMFLEET_SECRET_KEY unset) and ``store`` (an
+  open, migrated Store on ``db_url``).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from camfleet.store import Store
+from camfleet.store.credentials import KEY_ENV
+from camfleet.store.errors import StoreError
+
+if TYPE_CHECKING:  # imported where used, so the unit tests run without the development package
+    from camfleet_testing.pgserver import PgServer
+
+KINDS = ("unit", "process", "e2e")
+"""The markers of which every test module carries one (``pytestmark``; registered in pyproject.toml)."""
+BACKENDS = ["sqlite", "postgresql"]
+_db_counter = itertools.count(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test without a kind marker, so `-m unit` never silently leaves one out."""
+    unmarked = sorted({item.location[0] for item in items
+                       if not any(item.get_closest_marker(kind) for kind in KINDS)})
+    if unmarked:
+        raise pytest.UsageError(
+            f"test modules without a kind marker: {', '.join(unmarked)}; "
+            f"add `pytestmark = pytest.mark.<{'|'.join(KINDS)}>`"
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +59,46 @@ def shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         assert leftovers == [], f"segments leaked: {leftovers}"
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    from camfleet_testing.pgserver import FAST_SETTINGS, PgServer
+
+    try:
+        server = PgServer(FAST_SETTINGS)
+        server.start()
+    except StoreError as exc:
+        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    return pg_server.create_database(f"t{os.getpid()}_{next(_db_counter)}")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'camfleet.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def key_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    return tmp_path / "keys" / "secret.key"
+
+
+@pytest.fixture
+def store(db_url: str, key_path: Path) -> Iterator[Store]:
+    store = Store.open(db_url, secret_key_path=key_path)
+    try:
+        yield store
+    finally:
+        store.close()

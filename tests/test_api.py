@@ -23,13 +23,15 @@ from PIL import Image
 from websockets.exceptions import InvalidStatus
 
 from camfleet import framebus
-from camfleet.api import ApiServer, create_app, overlay_cameras
+from camfleet.api import ApiServer, create_app
 from camfleet.api.hub import Hub
-from camfleet.config import ApiSettings
+from camfleet.config import ApiSettings, overlay_cameras
 from camfleet.pipeline.context import to_rgb
 from camfleet.store import EventRecord, SegmentRecord
 
-from .test_api_support import Running, camera_state, camera_yaml, running, shm_env, wait_ws
+from .support.api_node import Running, camera_state, camera_yaml, running, shm_env, wait_ws
+
+pytestmark = pytest.mark.e2e
 
 SECRET = "s3cr3tpw"
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camfleet.api.cameras import applied_after, camera_dicts, overlay_cameras
+import pytest
+
+from camfleet.api.cameras import applied_after
 from camfleet.config import load_config_text
+from camfleet.config.sources import camera_dicts, overlay_cameras
 from camfleet.store import Store
 
-from .runtime_helpers import camera_yaml, config_text
+from .support.runtime_helpers import camera_yaml, config_text
+
+pytestmark = pytest.mark.unit
 
 
 def _apply_staged(store: Store) -> None:

@@ -36,8 +36,7 @@ from websockets.sync.client import ClientConnection, connect
 from camfleet.api import ApiServer, create_app
 from camfleet.config import ApiSettings, ConfigError, load_config_text
 from camfleet.store import SegmentRecord
-
-from .test_api_support import Running, camera_yaml, running, shm_env, wait_ws
+from tests.support.api_node import Running, camera_yaml, running, shm_env, wait_ws
 
 pytestmark = pytest.mark.process
 
@@ -491,7 +490,7 @@ def test_schemathesis_with_hostile_host_and_origin(open_server: ApiServer, tmp_p
     schema = tmp_path / "openapi.json"
     schema.write_text(json.dumps(open_server.app.openapi()))  # the schema itself needs a proper Host
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.st_hostile_checks",
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.st_hostile_checks",
            "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", str(schema), "--url", open_server.url,

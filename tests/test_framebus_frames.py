@@ -13,6 +13,8 @@ import pytest
 from camfleet import framebus as fb
 from camfleet.framebus.inspect import ring_info
 
+pytestmark = pytest.mark.unit
+
 
 def gray(w: int = 64, h: int = 48) -> fb.FrameFormat:
     return fb.FrameFormat.packed_format(w, h, "gray")

@@ -13,7 +13,9 @@ import pytest
 from camfleet import framebus as fb
 from camfleet.framebus.inspect import ring_info
 
-from . import fb_workers as w
+from .support import fb_workers as w
+
+pytestmark = pytest.mark.process
 
 ctx = mp.get_context("spawn")
 

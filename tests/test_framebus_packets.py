@@ -8,7 +8,9 @@ import pytest
 
 from camfleet import framebus as fb
 
-from . import fb_workers as w
+from .support import fb_workers as w
+
+pytestmark = pytest.mark.process
 
 ctx = mp.get_context("spawn")
 

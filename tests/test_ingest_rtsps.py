@@ -20,8 +20,18 @@ import av
 import pytest
 
 from camfleet import framebus as fb
-from camfleet.ingest import ErrorKind, IngestConfig, IngestError, IngestState, IngestWorker, SourceOptions
-from camfleet.sim import CameraSpec, SimServer
+from camfleet.ingest import (
+    ErrorKind,
+    IngestConfig,
+    IngestError,
+    IngestState,
+    IngestWorker,
+    SourceOptions,
+    TlsOptions,
+)
+from camfleet_testing.sim import CameraSpec, SimServer
+
+pytestmark = pytest.mark.process
 
 PASSWORD = "pw-XYZ"
 SPEC = CameraSpec(name="tls", codec="h264", width=320, height=180, fps=15, bitrate_kbps=400, gop=15)
@@ -91,8 +101,10 @@ def ingest() -> Iterator[list[Running]]:
         assert not r.thread.is_alive(), "ingest loop did not stop"
 
 
-def start(started: list[Running], url: str, key: str) -> Running:
-    cfg = IngestConfig(url=url, key=key, source=SourceOptions(open_timeout=5, stall_timeout=3),
+def start(started: list[Running], sim: SimServer, url: str, key: str) -> Running:
+    # camfleet verifies certificates: trust the simulator's self-signed one (see test_ingest_tls.py)
+    tls = TlsOptions(ca_file=str(sim.tls_certificate))
+    cfg = IngestConfig(url=url, key=key, source=SourceOptions(open_timeout=5, stall_timeout=3, tls=tls),
                        backoff_initial=0.2, backoff_max=1.0)
     events: queue.Queue[tuple[IngestState, IngestError | None]] = queue.Queue()
     worker = IngestWorker(cfg, on_state=lambda s, e: events.put((s, e)))
@@ -129,7 +141,7 @@ def test_plain_rtsp_to_the_tls_port_fails_fast(sim: SimServer) -> None:
 
 
 def test_ingest_streams_rtsps_into_the_framebus(sim: SimServer, ingest: list[Running]) -> None:
-    r = start(ingest, sim.url("tls"), "tls")
+    r = start(ingest, sim, sim.url("tls"), "tls")
     r.wait_state(IngestState.STREAMING, 10)
     with fb.subscribe("tls", connect_timeout=10) as sub:
         sizes = []
@@ -143,7 +155,7 @@ def test_ingest_streams_rtsps_into_the_framebus(sim: SimServer, ingest: list[Run
 
 
 def test_ingest_wrong_password_over_rtsps_is_unauthorized(sim: SimServer, ingest: list[Running]) -> None:
-    r = start(ingest, sim.url("tls", password="not-" + PASSWORD), "tls-auth")
+    r = start(ingest, sim, sim.url("tls", password="not-" + PASSWORD), "tls-auth")
     err = r.wait_state(IngestState.BACKOFF, 10)
     assert err is not None and err.kind == ErrorKind.UNAUTHORIZED, err
     assert PASSWORD not in str(err)
@@ -152,7 +164,7 @@ def test_ingest_wrong_password_over_rtsps_is_unauthorized(sim: SimServer, ingest
 def test_stall_over_tls_is_classified_and_recovers(sim: SimServer, ingest: list[Running]) -> None:
     """Over TLS FFmpeg reports a silent server as EIO: camfleet calls it a stall or a lost
     connection (never an unknown error) and reconnects once the camera talks again."""
-    r = start(ingest, sim.url("tls"), "tls-stall")
+    r = start(ingest, sim, sim.url("tls"), "tls-stall")
     r.wait_state(IngestState.STREAMING, 10)
     sim.stall("tls")
     try:

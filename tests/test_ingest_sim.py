@@ -26,7 +26,9 @@ from camfleet.ingest import (
     OutputSpec,
     SourceOptions,
 )
-from camfleet.sim import CameraSpec, SimServer
+from camfleet_testing.sim import CameraSpec, SimServer
+
+pytestmark = pytest.mark.process
 
 PASSWORD = "s3cret-Pa55"
 

@@ -18,7 +18,9 @@ from camfleet import framebus as fb
 from camfleet.ingest import ErrorKind, IngestConfig, IngestError, IngestState, IngestWorker, SourceOptions
 from camfleet.ingest.source import open_source
 
-from . import http_cameras as hc
+from .support import http_cameras as hc
+
+pytestmark = pytest.mark.process
 
 
 def make_clip(path: Path, frames: int = 30, size: tuple[int, int] = (320, 240)) -> Path:

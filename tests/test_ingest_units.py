@@ -10,10 +10,14 @@ import av
 import pytest
 
 from camfleet.cli.logs import MaskCredentials
-from camfleet.ingest import Backoff, ErrorKind, IngestError, SourceKind, classify, mask_text, mask_url
+from camfleet.ingest import Backoff, ErrorKind, IngestError, SourceKind, classify
 from camfleet.ingest.convert import RateLimiter
 from camfleet.ingest.synthetic import SyntheticSpec
-from camfleet.ingest.url import source_kind, split_credentials
+from camfleet.ingest.url import split_credentials
+from camfleet.redact import mask_text, mask_url
+from camfleet.urlkinds import source_kind
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize(

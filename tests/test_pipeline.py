@@ -10,14 +10,15 @@ import pytest
 from PIL import Image
 
 from camfleet.framebus import PixelFormat
+from camfleet.ingest.scene import Scene
 from camfleet.pipeline import (
     Box,
+    Detection,
     Element,
     ElementConfig,
     EventType,
     EventUpdate,
     FrameContext,
-    ObjectDetection,
     Pipeline,
     PipelineEnv,
     UnknownElement,
@@ -26,7 +27,8 @@ from camfleet.pipeline import (
     element_class,
 )
 from camfleet.pipeline import registry as registry_module
-from camfleet.sim import Scene
+
+pytestmark = pytest.mark.unit
 
 W, H, FPS = 640, 360, 5
 
@@ -53,7 +55,7 @@ class GroundTruth(Element[TruthConfig]):
         if ctx.seq - 1 >= self.config.until:
             return
         for label, x0, y0, x1, y1 in self.scene.boxes(ctx.seq - 1):
-            ctx.detections.append(ObjectDetection(label, 0.9, Box(x0, y0, x1, y1)))
+            ctx.detections.append(Detection(label, 0, 0.9, Box(x0, y0, x1, y1)))
 
 
 @pytest.fixture
@@ -207,14 +209,14 @@ def test_track_marks_a_parked_object_stationary(tmp_path: Path) -> None:
     seen: list[TrackedObject] = []
     for i in range(20):  # 4 s: a car that does not move, jittering by a pixel
         ctx = frame_ctx(None, i, still)
-        ctx.detections.append(ObjectDetection("car", 0.8, Box(100 + i % 2, 100, 200, 160)))
+        ctx.detections.append(Detection("car", 0, 0.8, Box(100 + i % 2, 100, 200, 160)))
         seen = p.process(ctx).tracks
     assert len(seen) == 1 and seen[0].stationary
     moving = [False]
     for i in range(20, 30):  # then it drives off
         ctx = frame_ctx(None, i, still)
         dx = (i - 19) * 20
-        ctx.detections.append(ObjectDetection("car", 0.8, Box(100 + dx, 100, 200 + dx, 160)))
+        ctx.detections.append(Detection("car", 0, 0.8, Box(100 + dx, 100, 200 + dx, 160)))
         moving = [t.stationary for t in p.process(ctx).tracks]
     assert moving == [False]
 
@@ -240,6 +242,6 @@ def test_third_party_element_is_found_through_its_entry_point(
     p = Pipeline([("hello", {"greeting": "bonjour"})], PipelineEnv(camera="c", data_dir=tmp_path))
     ctx = frame_ctx(None, 0, np.zeros((H * 3 // 2, W), np.uint8))
     assert p.process(ctx).events == ["bonjour"]
-    from camfleet.config import known_elements
+    from camfleet.pipeline.validate import element_catalog
 
-    assert "hello" in known_elements()  # the configuration accepts it too
+    assert "hello" in element_catalog().names()  # the configuration accepts it too

@@ -9,10 +9,13 @@ import pytest
 from PIL import Image
 
 from camfleet.detect.models import default_model_spec
-from camfleet.detect.service import DetectorClient, DetectorManager, DetectorSettings
+from camfleet.detect.service import DetectorClient, DetectorSettings
 from camfleet.framebus import PixelFormat
+from camfleet.ingest.scene import Scene
 from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
-from camfleet.sim import Scene
+from camfleet.runtime.detectors import DetectorManager
+
+pytestmark = pytest.mark.process
 
 W, H, FPS = 640, 360, 5
 

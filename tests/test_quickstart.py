@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 
 def test_camfleet_run_embedded_default_serves_ui_api_events_and_recordings(

@@ -29,8 +29,11 @@ import pytest
 from camfleet.config import Config, load_config_text
 from camfleet.ingest import IngestConfig, IngestState, IngestWorker, SourceOptions
 from camfleet.recording import ExportError, check_storage, event_clip, export_clip, recorder_main
-from camfleet.sim import CameraSpec, SimServer
 from camfleet.store import EventRecord, SegmentRecord, Store, StoreWriter
+from camfleet.vocabulary import SegmentMessage
+from camfleet_testing.sim import CameraSpec, SimServer
+
+pytestmark = pytest.mark.process
 
 CAMERA = "rec"
 FPS = 15.0
@@ -59,7 +62,7 @@ class Session:
     resume_at: float
     parts_after_kill: list[str]
     parts_at_end: list[str]
-    messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    messages: list[tuple[float, SegmentMessage]] = field(default_factory=list)
     exits: list[int | None] = field(default_factory=list)
 
 
@@ -69,7 +72,7 @@ class Drain:
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
         self.queues: list[Any] = []
-        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.messages: list[tuple[float, SegmentMessage]] = []
         self.arrived = threading.Condition()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -99,7 +102,7 @@ class Drain:
         """Wait for a segment that ends at or after ``t`` (epoch s)."""
         with self.arrived:
             assert self.arrived.wait_for(
-                lambda: any(m["segment"]["end"] >= t for _, m in self.messages), timeout
+                lambda: any(m.segment.end >= t for _, m in self.messages), timeout
             ), f"no segment ending after {t}"
 
 

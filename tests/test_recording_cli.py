@@ -14,7 +14,9 @@ from camfleet.config import RecordSettings, load_config
 from camfleet.recording import Recorder, StoreSink
 from camfleet.store import EventRecord, Store, StoreWriter
 
-from .test_recording_units import T0, encode, feed
+from .support.recording import T0, encode, feed
+
+pytestmark = pytest.mark.unit
 
 runner = CliRunner()
 

@@ -19,6 +19,8 @@ from camfleet.config import Config, load_config_text
 from camfleet.recording import RetentionManager, check_storage, probe_segment, segment_relpath
 from camfleet.store import ActivityRecord, EventRecord, SegmentRecord, Store
 
+pytestmark = pytest.mark.unit
+
 DAY = 86400.0
 NOW = 1_800_000_000.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,11 @@ from camfleet.framebus import Packet, PacketFlags
 from camfleet.recording import Recorder, UnsafePath, safe_join, segment_relpath
 from camfleet.recording.bitstream import stream_info
 from camfleet.recording.paths import start_from_name
+from camfleet.vocabulary import SegmentMessage, SegmentRecord
 
-TB = Fraction(1, 90000)
-FPS = 15
-STEP = 6000  # 90 kHz ticks per frame
-T0 = 1_700_000_000.0
+from .support.recording import FPS, STEP, T0, encode, feed, frames_of
 
-
-def encode(codec: str, width: int, height: int, n: int, gop: int = 15, *,
-           global_header: bool = True) -> tuple[list[Any], bytes]:
-    enc = av.CodecContext.create(codec, "w")
-    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
-    enc.time_base, enc.framerate, enc.gop_size = TB, Fraction(FPS), gop
-    enc.options = {"preset": "ultrafast", "tune": "zerolatency"} if codec == "libx264" else {
-        "preset": "ultrafast", "x265-params": f"keyint={gop}:min-keyint={gop}:bframes=0:log-level=error"}
-    if global_header:
-        enc.flags |= av.codec.context.Flags.global_header
-    packets: list[Any] = []
-    yy, xx = np.mgrid[0:height, 0:width]
-    for i in range(n):
-        img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, 128)], -1).astype(np.uint8)
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-        frame.pts, frame.time_base = i * STEP, TB
-        packets += enc.encode(frame)
-    packets += enc.encode(None)
-    return packets, bytes(enc.extradata or b"")
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
@@ -51,32 +30,14 @@ def h264() -> tuple[list[Any], bytes]:
 
 class Sink:
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[SegmentMessage] = []
 
-    def put(self, item: dict[str, Any]) -> None:
+    def put(self, item: SegmentMessage) -> None:
         self.messages.append(item)
 
     @property
-    def segments(self) -> list[dict[str, Any]]:
-        return [m["segment"] for m in self.messages]
-
-
-def feed(rec: Recorder, packets: list[Any], extradata: bytes, *, codec: str = "h264", pts_offset: int = 0,
-         wall_offset: float = 0.0, flag_at: int | None = None) -> None:
-    for i, p in enumerate(packets):
-        flags = PacketFlags.KEY if p.is_keyframe else PacketFlags.NONE
-        if i == flag_at:
-            flags |= PacketFlags.DISCONTINUITY
-        pkt = Packet(seq=i + 1, data=bytes(p), pts=p.pts + pts_offset, dts=p.dts + pts_offset,
-                     duration=0, flags=flags,
-                     capture_ns=int((T0 + wall_offset + float(p.dts * TB)) * 1e9))
-        rec.on_packet(pkt, (codec, extradata, (1, 90000)) if pkt.is_key else None)
-
-
-def frames_of(root: Path, seg: dict[str, Any]) -> tuple[int, int, int]:
-    with av.open(str(root / seg["path"])) as c:
-        frames = list(c.decode(video=0))
-        return len(frames), frames[0].width, frames[0].height
+    def segments(self) -> list[SegmentRecord]:
+        return [m.segment for m in self.messages]
 
 
 def test_cuts_at_keyframes_contiguous_and_finished_on_stop(
@@ -87,16 +48,16 @@ def test_cuts_at_keyframes_contiguous_and_finished_on_stop(
     feed(rec, h264[0][:100], h264[1])  # 6.67 s
     rec.finish_segment()
     segs = sink.segments
-    assert [s["frames"] for s in segs] == [30, 30, 30, 10]
-    assert [s["keyframes"] for s in segs] == [2, 2, 2, 1]
-    assert segs[0]["start"] == pytest.approx(T0)
+    assert [s.frames for s in segs] == [30, 30, 30, 10]
+    assert [s.keyframes for s in segs] == [2, 2, 2, 1]
+    assert segs[0].start == pytest.approx(T0)
     for a, b in itertools.pairwise(segs):
-        assert b["start"] == pytest.approx(a["end"], abs=1e-6)
-    assert segs[-1]["end"] == pytest.approx(T0 + 100 / FPS)
+        assert b.start == pytest.approx(a.end, abs=1e-6)
+    assert segs[-1].end == pytest.approx(T0 + 100 / FPS)
     for s in segs:
-        assert frames_of(tmp_path, s) == (s["frames"], 320, 180)
-        assert s["path"] == segment_relpath("cam", s["start"])
-        assert s["size"] == (tmp_path / s["path"]).stat().st_size
+        assert frames_of(tmp_path, s) == (s.frames, 320, 180)
+        assert s.path == segment_relpath("cam", s.start)
+        assert s.size == (tmp_path / s.path).stat().st_size
     assert not list(tmp_path.rglob("*.part"))
 
 
@@ -117,13 +78,13 @@ def test_a_gap_closes_the_segment_and_the_next_starts_at_a_keyframe(
         feed(rec, rest, extra, flag_at=0)
     rec.finish_segment()
     first, second = sink.segments
-    assert first["frames"] == 37 and first["end"] == pytest.approx(T0 + 37 / FPS)
-    assert second["frames"] == 80 - 45
+    assert first.frames == 37 and first.end == pytest.approx(T0 + 37 / FPS)
+    assert second.frames == 80 - 45
     shift = {"pts jump": 20, "drift": 8, "discontinuity": 0}[kind]
-    assert second["start"] == pytest.approx(T0 + 45 / FPS + shift, abs=1e-3)
+    assert second.start == pytest.approx(T0 + 45 / FPS + shift, abs=1e-3)
     for s in (first, second):
-        assert frames_of(tmp_path, s)[0] == s["frames"]
-        assert (s["end"] - s["start"]) * FPS == pytest.approx(s["frames"], abs=0.01)  # no time warp
+        assert frames_of(tmp_path, s)[0] == s.frames
+        assert (s.end - s.start) * FPS == pytest.approx(s.frames, abs=0.01)  # no time warp
 
 
 def test_format_change_starts_a_new_segment_with_the_new_size(

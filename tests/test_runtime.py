@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from camfleet.config import load_config_text
 from camfleet.detect.models import DEFAULT_LABELS_FILE, DEFAULT_MODEL_FILE, models_dir
 from camfleet.detect.service import read_heartbeat
 from camfleet.runtime import Node
+
+pytestmark = pytest.mark.e2e
 
 
 def test_two_detector_processes_share_the_cameras(tmp_path: Path, shm_dir: Path) -> None:
@@ -37,8 +40,6 @@ cameras:
 """)
     node = Node(config)
     node.start()
-    supervisor = threading.Thread(target=node.supervise, daemon=True)
-    supervisor.start()
     events = tmp_path / "events.jsonl"
     try:
         procs = node.processes()

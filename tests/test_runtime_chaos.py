@@ -15,7 +15,9 @@ import pytest
 from camfleet.config import load_config, load_config_text
 from camfleet.runtime import Node
 
-from .runtime_helpers import GapCounter, States, camera_yaml, config_text, make_config
+from .support.runtime_helpers import GapCounter, States, camera_yaml, config_text, make_config
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from camfleet.runtime.checks import (
 )
 from camfleet.runtime.children import ingest_config
 
+pytestmark = pytest.mark.unit
+
 
 def _config(
     tmp_path: Path, *, model: str | None = None, labels: str = "[person, cat]", extra: str = "",

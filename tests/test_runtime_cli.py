@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
-from .runtime_helpers import camera_yaml, config_text
+from .support.runtime_helpers import camera_yaml, config_text
+
+pytestmark = pytest.mark.e2e
 
 CAMFLEET = [sys.executable, "-m", "camfleet.cli"]
 

@@ -26,6 +26,8 @@ from camfleet.config.model import LogSettings
 from camfleet.runtime.default import default_config
 from camfleet.runtime.logfiles import LogRouter, child_logging, follow_log, tail_log
 
+pytestmark = pytest.mark.process
+
 ctx = mp.get_context("spawn")
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "

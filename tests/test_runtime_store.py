@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 import av
+import pytest
 
 from camfleet.config import load_config_text
 from camfleet.runtime import Node
 from camfleet.store import Store
 
-from .runtime_helpers import States, camera_yaml, config_text
+from .support.runtime_helpers import States, camera_yaml, config_text
+
+pytestmark = pytest.mark.e2e
 
 RECORD = "    record: {enabled: true, segment_seconds: 2}\n"
 

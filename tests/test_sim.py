@@ -19,7 +19,9 @@ import typer
 from typer.testing import CliRunner
 
 from camfleet.cli import sim as sim_cli
-from camfleet.sim import APT_HINT, CameraSpec, Scene, SimError, SimServer, rgb_to_i420
+from camfleet_testing.sim import APT_HINT, CameraSpec, Scene, SimError, SimServer, rgb_to_i420
+
+pytestmark = pytest.mark.process
 
 SMALL = {"width": 320, "height": 180, "fps": 15.0, "bitrate_kbps": 300, "gop": 15}
 
@@ -417,3 +419,13 @@ def test_cli_command_is_registered_and_runs() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "rtsp://127.0.0.1:" in r.stdout and "fps" in r.stdout
+
+
+def test_cli_without_the_dev_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("camfleet_testing", "camfleet_testing.sim", "camfleet_testing.sim.cli"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if camfleet-testing were not installed
+    app = typer.Typer()
+    app.command()(sim_cli.sim)
+    result = CliRunner().invoke(app, ["--duration", "1"])
+    assert result.exit_code == 2
+    assert "development package" in result.output and "pip install -e ./testing" in result.output

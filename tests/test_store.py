@@ -15,29 +15,25 @@ from camfleet.store import (
     Store,
     StoreError,
 )
-from tests.pg_server import (  # noqa: F401
-    db_url_fixture,
-    key_path_fixture,
-    pg_server_fixture,
-    pg_url_fixture,
-    store_fixture,
-)
+
+pytestmark = pytest.mark.process
 
 
 def _public(i: int, **kw: Any) -> dict[str, Any]:
+    """An event in the outbox's JSON form (Event.to_json; epoch seconds)."""
     ev: dict[str, Any] = {
-        "id": f"ev{i}", "camera": f"cam{i % 3}", "label": "person" if i % 2 else "car", "track_id": i,
-        "start_ns": (1_700_000_000 + i) * 1_000_000_000, "end_ns": None, "top_score": 0.5 + i / 100,
-        "best_seq": i * 10, "zones": ["yard"] if i % 4 == 0 else ["door", "yard"] if i % 4 == 1 else [],
-        "snapshot": None,
+        "id": f"ev{i}", "camera": f"cam{i % 3}", "label": "person" if i % 2 else "car",
+        "start": float(1_700_000_000 + i), "end": None, "top_score": 0.5 + i / 100,
+        "zones": ["yard"] if i % 4 == 0 else ["door", "yard"] if i % 4 == 1 else [],
+        "snapshot": None, "data": {"track_id": i, "best_seq": i * 10},
     }
     ev.update(kw)
     return ev
 
 
-def test_from_pipeline_converts_ns_and_keeps_extras() -> None:
-    ev = EventRecord.from_pipeline(_public(7, end_ns=1_700_000_010_500_000_000, snapshot="cam1/ev7.jpg",
-                                           box=[1, 2, 3, 4]))
+def test_from_json_reads_the_outbox_form_and_round_trips() -> None:
+    ev = EventRecord.from_json(_public(7, end=1_700_000_010.5, snapshot="cam1/ev7.jpg",
+                                       data={"track_id": 7, "best_seq": 70, "box": [1, 2, 3, 4]}))
     assert ev.id == "ev7" and ev.camera == "cam1" and ev.label == "person"
     assert ev.start == pytest.approx(1_700_000_007.0)
     assert ev.end == pytest.approx(1_700_000_010.5)
@@ -46,23 +42,24 @@ def test_from_pipeline_converts_ns_and_keeps_extras() -> None:
     assert ev.snapshot == "cam1/ev7.jpg"
     assert ev.data == {"track_id": 7, "best_seq": 70, "box": [1, 2, 3, 4]}
     assert not ev.retained
-    running = EventRecord.from_pipeline(_public(1))
+    assert EventRecord.from_json(ev.to_json()) == ev
+    running = EventRecord.from_json(_public(1))
     assert running.end is None and running.zones == ["door", "yard"]
     with pytest.raises((KeyError, ValueError)):
-        EventRecord.from_pipeline({"id": "x", "camera": "c"})
+        EventRecord.from_json({"id": "x", "camera": "c"})
     with pytest.raises(ValueError):
-        EventRecord.from_pipeline(_public(1, zones="yard"))
+        EventRecord.from_json(_public(1, zones="yard"))
 
 
 def test_event_upsert_get_and_retained(store: Store) -> None:
-    ev = EventRecord.from_pipeline(_public(1))
+    ev = EventRecord.from_json(_public(1))
     store.upsert_event(ev)
     assert store.get_event("ev1") == ev
     assert store.get_event("nope") is None
     assert store.set_event_retained("ev1", True)
     assert not store.set_event_retained("nope", True)
     # the pipeline's end update keeps the user's retained flag
-    ended = EventRecord.from_pipeline(_public(1, end_ns=1_700_000_030 * 10**9, top_score=0.99))
+    ended = EventRecord.from_json(_public(1, end=1_700_000_030.0, top_score=0.99))
     store.upsert_event(ended)
     got = store.get_event("ev1")
     assert got is not None
@@ -82,7 +79,7 @@ def test_retained_running_event_spans_to_now(store: Store) -> None:
 
 
 def test_query_filters_order_and_pagination(store: Store) -> None:
-    store.upsert_events([EventRecord.from_pipeline(_public(i)) for i in range(40)])
+    store.upsert_events([EventRecord.from_json(_public(i)) for i in range(40)])
     everything = store.query_events(limit=1000)
     assert [e.id for e in everything] == [f"ev{i}" for i in reversed(range(40))]  # newest start first
     assert store.count_events() == 40

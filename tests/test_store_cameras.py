@@ -13,13 +13,8 @@ from sqlalchemy import text
 
 from camfleet.store import Store, StoreError
 from camfleet.store.credentials import KEY_ENV
-from tests.pg_server import (  # noqa: F401
-    db_url_fixture,
-    key_path_fixture,
-    pg_server_fixture,
-    pg_url_fixture,
-    store_fixture,
-)
+
+pytestmark = pytest.mark.process
 
 PASSWORD = "S3cr3t-pa55:w@rd/x"  # characters that must be percent-encoded in a URL
 ENCODED = "S3cr3t-pa55%3Aw%40rd%2Fx"

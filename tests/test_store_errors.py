@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import text
 
 from camfleet.store import Store, StoreError
-from camfleet.store.pgserver import PgServer
-from tests.pg_server import pg_server_fixture, pg_url_fixture  # noqa: F401
+from camfleet_testing.pgserver import PgServer
+
+pytestmark = pytest.mark.process
 
 SECRET = "Hunter2-db-pass"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -9,7 +10,8 @@ from sqlalchemy import inspect
 from camfleet.store import EventRecord, Store
 from camfleet.store import migrate as migrations
 from camfleet.store.schema import metadata
-from tests.pg_server import db_url_fixture, pg_server_fixture, pg_url_fixture  # noqa: F401
+
+pytestmark = pytest.mark.process
 
 TABLES = {"events", "snapshots", "activity", "segments", "cameras", "deleted_cameras", "staged_cameras",
           "nodes", "tokens"}

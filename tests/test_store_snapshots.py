@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from camfleet.store import EventRecord, Store
 from camfleet.store import migrate as migrations
-from tests.pg_server import (  # noqa: F401
-    db_url_fixture,
-    key_path_fixture,
-    pg_server_fixture,
-    pg_url_fixture,
-    store_fixture,
-)
+
+pytestmark = pytest.mark.process
 
 
 def _event(eid: str, snapshot: str | None, camera: str = "door") -> EventRecord:

@@ -12,13 +12,9 @@ from typing import Any
 import pytest
 
 from camfleet.store import Store, StoreWriter
-from tests.pg_server import (  # noqa: F401
-    db_url_fixture,
-    key_path_fixture,
-    pg_server_fixture,
-    pg_url_fixture,
-    store_fixture,
-)
+from camfleet.vocabulary import SegmentMessage, SegmentRecord
+
+pytestmark = pytest.mark.process
 
 CAMERAS = 32
 PRODUCERS = 8
@@ -27,11 +23,12 @@ T0 = 1_700_000_000
 
 
 def _event(cam: int, n: int, end: bool = False, score: float = 0.5) -> dict[str, Any]:
-    start_ns = (T0 + n) * 10**9
+    """An event in the outbox's JSON form (camfleet.vocabulary.Event.to_json; epoch seconds)."""
+    start = float(T0 + n)
     return {
         "id": f"c{cam:02d}-e{n:04d}", "camera": f"cam{cam:02d}", "label": ("person", "car", "dog")[n % 3],
-        "track_id": n, "start_ns": start_ns, "end_ns": start_ns + 2 * 10**9 if end else None,
-        "top_score": score, "best_seq": n, "zones": ["yard"] if n % 2 else [], "snapshot": None,
+        "start": start, "end": start + 2 if end else None, "top_score": score,
+        "zones": ["yard"] if n % 2 else [], "snapshot": None, "data": {"track_id": n, "best_seq": n},
     }
 
 
@@ -39,8 +36,8 @@ def _produce(writer: StoreWriter, cams: list[int]) -> None:
     for n in range(EVENTS_PER_CAMERA):
         for cam in cams:
             writer.submit({"kind": "event", "type": "start", "event": _event(cam, n)})
-            writer.submit({"kind": "activity", "camera": f"cam{cam:02d}", "activity": "motion",
-                           "start": T0 + n, "end": T0 + n + 1.5})
+            writer.submit({"kind": "activity", "span": {"camera": f"cam{cam:02d}", "kind": "motion",
+                                                        "start": T0 + n, "end": T0 + n + 1.5}})
         for cam in cams:
             writer.submit({"kind": "event", "type": "update", "event": _event(cam, n, score=0.8)})
             writer.submit({"kind": "event", "type": "end", "event": _event(cam, n, end=True, score=0.9)})
@@ -124,10 +121,10 @@ def test_bad_messages_are_logged_and_dropped(store: Store, caplog: pytest.LogCap
         bad: list[Any] = [
             {"kind": "event", "type": "start"},  # no event
             {"kind": "event", "type": "begin", "event": _event(1, 1)},
-            {"kind": "event", "type": "start", "event": {**_event(1, 2), "start_ns": "soon"}},
+            {"kind": "event", "type": "start", "event": {**_event(1, 2), "start": "soon"}},
             {"kind": "event", "type": "start", "event": {**_event(1, 3), "zones": "yard"}},
-            {"kind": "activity", "camera": "c", "activity": "noise", "start": 1, "end": 2},
-            {"kind": "activity", "camera": "c", "activity": "motion", "start": 5, "end": 2},
+            {"kind": "activity", "span": {"camera": "c", "kind": "noise", "start": 1, "end": 2}},
+            {"kind": "activity", "span": {"camera": "c", "kind": "motion", "start": 5, "end": 2}},
             {"kind": "segment", "segment": {"camera": "c", "path": "p", "start": 1, "end": 2, "size": 3,
                                             "colour": "red"}},
             {"kind": "segment"},
@@ -154,8 +151,9 @@ def test_row_the_database_refuses_is_dropped_and_logged_rest_kept(
     try:
         writer.submit({"kind": "event", "type": "start", "event": _event(2, 1)})
         # SQLite refuses the NaN (stored as NULL in a NOT NULL column), PostgreSQL the over-long path
-        refused = {"camera": "c", "path": "x" * 2000, "start": float("nan"), "end": 2.0, "size": 1}
-        writer.submit({"kind": "segment", "segment": refused})
+        # (typed, so no JSON validation stands between it and the database)
+        refused = SegmentRecord(camera="c", path="x" * 2000, start=float("nan"), end=2.0, size=1)
+        writer.submit(SegmentMessage(refused))
         writer.submit({"kind": "event", "type": "start", "event": _event(2, 2)})
         assert writer.flush(20)
         stats = writer.stats

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .test_api_support import Running, camera_yaml, running, shm_env
+from .support.api_node import Running, camera_yaml, running, shm_env
+
+pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

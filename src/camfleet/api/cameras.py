@@ -4,10 +4,10 @@ Edits are staged in the store (one row per camera: a config, or None for a
 deletion). Applying builds the whole resulting configuration from the one in
 force plus the staged edits, validates it with the real configuration loader,
 and only then hands it to the node. The cameras applied through the API are
-kept in the store (``set_applied_cameras``), and :func:`overlay_cameras` puts
-them over the file's at start-up, so they survive a restart. A camera deleted
-through the API that is also defined in the file comes back from the file at
-the next start; disable it (``enabled: false``) to keep it off.
+kept in the store (``set_applied_cameras``), and the configuration source
+:class:`camfleet.config.sources.OverlaySource` lays them over the file's at
+start-up and at every reload, so they survive a restart; a camera deleted
+through the API stays deleted even when the file defines it.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import yaml
-
 from camfleet.config import Config, ConfigError, ConfigIssue
-from camfleet.ingest.url import mask_url
-from camfleet.pipeline.validate import load_config_text  # element settings checked too
+from camfleet.config.sources import camera_dicts
+from camfleet.redact import MASK, mask_url
 from camfleet.store import Store
 
-MASK = "***"
 MAX_DEPTH = 16  # a camera section nests ~6 levels (zones.NAME.points.N.[x, y])
 
 
@@ -83,40 +80,6 @@ def unmask_sources(
     return out
 
 
-def _escape(value: Any) -> Any:
-    """``value`` with every ``${`` in strings written ``$${`` (no substitution when re-loaded)."""
-    if isinstance(value, str):
-        return value.replace("${", "$${")
-    if isinstance(value, dict):
-        return {k: _escape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escape(v) for v in value]
-    return value
-
-
-def camera_dicts(config: Config) -> dict[str, dict[str, Any]]:
-    """Each camera of ``config`` as a plain dict (defaults merged)."""
-    return {name: cam.model_dump(mode="json", exclude_none=True) for name, cam in config.cameras.items()}
-
-
-def with_cameras(base: Config, cameras: dict[str, dict[str, Any]]) -> Config:
-    """``base`` with its ``cameras`` section replaced, validated by the real configuration loader.
-
-    Raises:
-        ConfigError: with every issue (paths such as ``cameras.door.detect.fps``).
-    """
-    data = base.model_dump(mode="json", exclude_none=True)
-    data["cameras"] = cameras
-    try:
-        text = yaml.safe_dump(_escape(data), sort_keys=False)
-    except (RecursionError, yaml.YAMLError) as exc:
-        problem = f"cannot be written as YAML: {type(exc).__name__}"
-        raise ConfigError([ConfigIssue("cameras", None, None, problem)]) from None
-
-    config = load_config_text(text, source=base.source or "<api>", base_dir=base._base_dir, env={})
-    return config
-
-
 def staged_result(base: Config, staged: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
     """The camera dicts of ``base`` with the ``staged`` edits applied."""
     cameras = camera_dicts(base)
@@ -142,24 +105,3 @@ def applied_after(store: Store, staged: dict[str, dict[str, Any] | None]
             deleted.discard(name)
     return applied, deleted
 
-
-def overlay_cameras(config: Config, store: Store) -> Config:
-    """``config`` (from the file) with the cameras applied through the API put over its own.
-
-    Cameras deleted through the API are removed from the file's set too.
-
-    The node calls this at start-up so API changes survive a restart.
-
-    Raises:
-        ConfigError: the overlaid cameras no longer fit the file (e.g. a pipeline they use was removed);
-            the issues name the camera.
-    """
-    applied = store.applied_cameras()
-    deleted = store.deleted_cameras()
-    if not applied and not deleted & set(config.cameras):
-        return config
-    cameras = camera_dicts(config)
-    cameras.update(applied)
-    for name in deleted:
-        cameras.pop(name, None)
-    return with_cameras(config, cameras)

@@ -38,6 +38,9 @@ class NodeCollector(Collector):
                                              labels=["camera"]),
             "detector_rps": GaugeMetricFamily("camfleet_camera_detector_requests_per_second",
                                               "detector requests per second", labels=["camera"]),
+            "corrupt_fps": GaugeMetricFamily("camfleet_camera_corrupt_fps",
+                                             "frames per second decoded from damaged data",
+                                             labels=["camera"]),
             "inference_ms": GaugeMetricFamily("camfleet_camera_inference_ms",
                                               "mean inference time of the camera's requests",
                                               labels=["camera"]),
@@ -68,6 +71,17 @@ class NodeCollector(Collector):
         yield state
         yield from gauges.values()
         yield from (restarts, cpu, rss, proc_restarts, up)
+        outbox = st.outbox
+        lag = GaugeMetricFamily("camfleet_outbox_lag", "outbox entries the slowest sink has still to take")
+        lag.add_metric([], float(outbox.get("lag", 0)))
+        yield lag
+        for key, help_text in (("delivered", "outbox entries delivered to the sink"),
+                               ("skipped", "outbox entries a sink refused (poisoned), logged and skipped"),
+                               ("dropped", "outbox entries dropped undelivered: a sink lagged too far"),
+                               ("retries", "outbox batches retried after a sink outage")):
+            counter = CounterMetricFamily(f"camfleet_outbox_{key}", help_text)
+            counter.add_metric([], float(outbox.get(key, 0)))
+            yield counter
         clients = GaugeMetricFamily("camfleet_api_websocket_clients", "connected WebSocket clients")
         clients.add_metric([], float(len(self.hub.clients)))
         yield clients

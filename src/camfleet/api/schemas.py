@@ -43,9 +43,7 @@ class Event(BaseModel):
     @classmethod
     def of(cls, record: EventRecord) -> Event:
         """The API view of a stored event (the snapshot's file path stays private)."""
-        return cls(id=record.id, camera=record.camera, label=record.label, start=record.start,
-                   end=record.end, top_score=record.top_score, zones=list(record.zones),
-                   has_snapshot=record.snapshot is not None, retained=record.retained, data=record.data)
+        return cls(**record.public())
 
 
 class EventPage(BaseModel):

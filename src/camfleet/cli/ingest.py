@@ -20,11 +20,21 @@ from camfleet.ingest import (
     IngestWorker,
     OutputSpec,
     SourceOptions,
-    mask_url,
+    TlsOptions,
     probe,
 )
+from camfleet.redact import mask_url
 
 from .logs import setup_logging
+
+_CA_HELP = "rtsps/https: PEM file of the CA (or self-signed certificate) to trust for this camera."
+_NO_VERIFY_HELP = "rtsps/https: accept any certificate (anyone on the path can impersonate the camera)."
+
+
+def _tls(ca_file: str, no_verify: bool) -> TlsOptions:
+    if ca_file and no_verify:
+        raise typer.BadParameter("--tls-ca-file has no effect with --no-tls-verify; give one")
+    return TlsOptions(verify=not no_verify, ca_file=ca_file or None)
 
 
 def probe_command(
@@ -33,11 +43,14 @@ def probe_command(
     timeout: float = typer.Option(10.0, help="Seconds allowed to connect."),
     seconds: float = typer.Option(5.0, help="Seconds of stream to measure."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    tls_ca_file: str = typer.Option("", "--tls-ca-file", help=_CA_HELP),
+    no_tls_verify: bool = typer.Option(False, "--no-tls-verify", help=_NO_VERIFY_HELP),
 ) -> None:
     """Describe a camera: codec, resolution, fps, keyframe interval."""
     if transport not in ("tcp", "udp"):
         raise typer.BadParameter("transport must be tcp or udp")
-    opts = SourceOptions(transport=transport, open_timeout=timeout, stall_timeout=timeout)  # type: ignore[arg-type]
+    opts = SourceOptions(transport=transport, open_timeout=timeout, stall_timeout=timeout,  # type: ignore[arg-type]
+                         tls=_tls(tls_ca_file, no_tls_verify))
     try:
         result = probe(url, opts, seconds=seconds)
     except IngestError as exc:
@@ -74,6 +87,10 @@ def ingest_command(
     realtime: bool = typer.Option(False, help="Files: publish at the file's own rate."),
     hwaccel: str = typer.Option("", help="cuda, vaapi or qsv (falls back to software)."),
     duration: float = typer.Option(0.0, help="Stop after this many seconds (0: until Ctrl-C)."),
+    tls_ca_file: str = typer.Option("", "--tls-ca-file", help=_CA_HELP),
+    no_tls_verify: bool = typer.Option(False, "--no-tls-verify", help=_NO_VERIFY_HELP),
+    corrupt_degraded_per_min: float = typer.Option(
+        30.0, help="Damaged frames per minute past which the stream is reported degraded (0: never)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run one camera: publish its packets and frames to the rings under KEY."""
@@ -93,6 +110,8 @@ def ingest_command(
             loop=loop,
             realtime=realtime,
             hwaccel=hwaccel or None,  # type: ignore[arg-type]
+            tls=_tls(tls_ca_file, no_tls_verify),
+            corrupt_degraded_per_min=corrupt_degraded_per_min,
         ),
         output=OutputSpec(
             pixel_format=PixelFormat.parse(pixel_format),
@@ -116,7 +135,9 @@ def ingest_command(
             if st.state == IngestState.STREAMING:
                 typer.echo(f"{st.state.value:<10} {st.width}x{st.height} {st.codec} "
                            f"{st.decode_fps:5.1f} fps  frames {st.frames}  packets {st.packets}  "
-                           f"reconnects/h {st.reconnects_last_hour}  stalls/h {st.stalls_last_hour}")
+                           f"corrupt {st.corrupt_frames} ({st.corrupt_fps:.1f}/s)  "
+                           f"reconnects/h {st.reconnects_last_hour}  stalls/h {st.stalls_last_hour}"
+                           + (f"  DEGRADED: {st.degraded}" if st.degraded else ""))
             else:
                 typer.echo(f"{st.state.value:<10} {st.seconds_in_state:5.1f} s  last error: {st.last_error}")
     except KeyboardInterrupt:
@@ -124,6 +145,10 @@ def ingest_command(
     finally:
         stop.set()
         runner.join(timeout=15)
+    st = worker.status()
+    typer.echo(f"decoded {st.decoded} frames: {st.corrupt_frames} corrupt (decoded from damaged data), "
+               f"{st.rejected_packets} packets rejected by the decoder"
+               + (f"; degraded: {st.degraded}" if st.degraded else ""))
     if worker.fatal is not None:
         typer.echo(f"error: {worker.fatal}", err=True)
         raise typer.Exit(2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from camfleet.ingest.url import mask_text
+from camfleet.redact import mask_text
 
 
 class MaskCredentials(logging.Filter):

@@ -9,30 +9,34 @@ SIGINT stops everything.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
-from camfleet.config import Config, ConfigError
+from camfleet.config import (
+    Config,
+    ConfigError,
+    ConfigFileWatcher,
+    ConfigSource,
+    FileSource,
+    FixedSource,
+    OverlaySource,
+)
 from camfleet.detect.models import ModelError
 from camfleet.detect.service import DetectorFailed
-from camfleet.pipeline.validate import load_config  # element settings checked, with FILE:LINE:COL
+from camfleet.pipeline.validate import element_catalog  # element settings checked, with FILE:LINE:COL
 from camfleet.runtime import Node, NodeAlreadyRunning, default_config
 
 from .logs import setup_logging
 
-
-def _fingerprint(path: Path) -> str:
-    """A hash of the file's bytes ("" when it cannot be read)."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
+if TYPE_CHECKING:
+    from camfleet.api import ApiServer
+    from camfleet.runtime.logfiles import LogRouter
+    from camfleet.store import Store
 
 
 def run(
@@ -47,8 +51,11 @@ def run(
 ) -> None:
     """Run every camera: decode once, pipeline, shared detectors, events, snapshots, recordings."""
     setup_logging(verbose)
+    elements = element_catalog()
+    base: ConfigSource = (FileSource(config, elements) if config
+                          else FixedSource(default_config(data_dir, cameras, port=port)))
     try:
-        cfg = load_config(config) if config else default_config(data_dir, cameras, port=port)
+        cfg = base.load()
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -61,18 +68,16 @@ def run(
     router.start()
     store = _open_store(cfg, router)
 
-    def loader() -> Config:
-        assert config is not None
-        new = load_config(config)
-        return _overlay(new, store)
-
-    cfg = _overlay(cfg, store)
-    node = Node(cfg, loader=loader if config else None, store=store, log_router=router)
+    source = OverlaySource(base, store, elements) if store is not None else base
+    if isinstance(source, OverlaySource):
+        cfg = source.apply(cfg)
+    node = Node(cfg, loader=source.load if config else None, store=store, log_router=router)
     stop = threading.Event()
     reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    watcher = ConfigFileWatcher(config, reload_requested.set) if config is not None and watch else None
     api = None
     try:
         try:
@@ -92,21 +97,24 @@ def run(
             "  rings:     camfleet bus list\n  Ctrl-C to stop."
         )
         end = time.monotonic() + duration if duration > 0 else None
-        seen = _fingerprint(config) if config else ""
-        while not stop.wait(1.0):
+        if watcher is not None:
+            watcher.start()
+        while not stop.wait(0.2):
             if end is not None and time.monotonic() >= end:
                 break
             if config is None:
                 continue
-            current = _fingerprint(config) if watch else seen
-            if reload_requested.is_set() or current != seen:
+            if reload_requested.is_set():  # saved (the watcher) or asked for (SIGHUP)
                 reload_requested.clear()
-                seen = current
+                if watcher is not None:
+                    watcher.mark_seen()  # this reload applies what is on disk now: not again when it settles
                 result = node.reload()
                 verdict = "applied" if result.ok else "rejected (nothing changed)"
                 typer.echo(f"camfleet: configuration {verdict}: generation {result.generation}"
                            + (f"; {'; '.join(result.errors)}" if result.errors else ""), err=not result.ok)
     finally:
+        if watcher is not None:
+            watcher.stop()
         if api is not None:
             api.stop(3.0)
         node.stop()
@@ -128,7 +136,7 @@ def _preflight(cfg: Config) -> None:
         raise typer.Exit(1)
 
 
-def _open_store(cfg: Config, router: Any) -> Any:
+def _open_store(cfg: Config, router: LogRouter) -> Store:
     from camfleet.store import Store, StoreError  # noqa: PLC0415
 
     try:
@@ -140,18 +148,7 @@ def _open_store(cfg: Config, router: Any) -> Any:
         raise typer.Exit(1) from None
 
 
-def _overlay(cfg: Config, store: Any) -> Config:
-    """The configuration with the cameras applied through the API laid over it."""
-    if store is None:
-        return cfg
-    try:
-        from camfleet.api import overlay_cameras  # noqa: PLC0415
-    except ImportError:
-        return cfg
-    return overlay_cameras(cfg, store)
-
-
-def _start_api(cfg: Config, node: Node, store: Any) -> Any:
+def _start_api(cfg: Config, node: Node, store: Store | None) -> ApiServer | None:
     if not cfg.api.enabled or store is None:
         return None
     from camfleet.api import ApiServer, create_app  # noqa: PLC0415

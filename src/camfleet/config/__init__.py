@@ -18,18 +18,19 @@
 * :class:`Config` and its sections are the typed result;
   :meth:`Config.camera` gives a camera with ``defaults`` merged in.
 * :func:`config_json_schema` exports the JSON Schema.
-* :func:`known_elements` lists the pipeline element names (built-ins plus
-  the ``camfleet.elements`` entry points).
 * :class:`ElementCatalog` is what the loader and the schema need to check
-  element settings; the pipeline registry provides it, and
+  element names and settings (the element list is the pipeline registry's;
+  without a catalog, names are not checked); the registry provides it, and
   :mod:`camfleet.pipeline.validate` is the loader with it filled in.
+* Configuration sources (:mod:`camfleet.config.sources`): :class:`FileSource`,
+  :class:`FixedSource`, and :class:`OverlaySource`, which lays the cameras
+  applied through the API (kept in the store, a :class:`CameraOverlay`) over
+  another source's; :class:`ConfigFileWatcher` says when a file's content changed.
 """
 
 from .elements import ElementCatalog
 from .load import ConfigError, ConfigIssue, element_issues, load_config, load_config_text
 from .model import (
-    BUILTIN_ELEMENTS,
-    ELEMENT_ENTRY_POINT_GROUP,
     ApiSettings,
     CameraConfig,
     CameraDefaults,
@@ -46,9 +47,10 @@ from .model import (
     SourceConfig,
     StorageSettings,
     ZoneConfig,
-    known_elements,
 )
 from .schema import config_json_schema, config_json_schema_text
+from .sources import CameraOverlay, ConfigSource, FileSource, FixedSource, OverlaySource, overlay_cameras
+from .watch import ConfigFileWatcher
 
 __all__ = [
     "ApiSettings",
@@ -57,25 +59,29 @@ __all__ = [
     "RetainDays",
     "RuntimeSettings",
     "StorageSettings",
-    "BUILTIN_ELEMENTS",
-    "ELEMENT_ENTRY_POINT_GROUP",
     "CameraConfig",
     "CameraDefaults",
+    "CameraOverlay",
     "Config",
+    "ConfigFileWatcher",
+    "ConfigSource",
     "ConfigError",
     "ConfigIssue",
     "DetectSettings",
     "DetectorConfig",
     "ElementCatalog",
     "ElementSpec",
+    "FileSource",
+    "FixedSource",
     "InputSize",
     "ModelConfig",
+    "OverlaySource",
     "SourceConfig",
     "ZoneConfig",
     "config_json_schema",
     "config_json_schema_text",
     "element_issues",
-    "known_elements",
     "load_config",
     "load_config_text",
+    "overlay_cameras",
 ]

@@ -31,7 +31,7 @@ share private structures across modules. (A split into YAML-with-positions
 and error mapping is possible once the parallel edits to this file settle.)
 
 Credentials never reach an error: URLs in messages are masked
-(:func:`camfleet.ingest.url.mask_text`), substituted values are redacted and
+(:func:`camfleet.redact.mask_text`), substituted values are redacted and
 no message quotes an input value.
 """
 
@@ -48,10 +48,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from camfleet.ingest.url import mask_text
+from camfleet.redact import mask_text
 
 from .elements import ElementCatalog, settings_errors
-from .model import Config, ConfigPath, format_path, known_elements, merge_defaults, reference_problems
+from .model import Config, ConfigPath, format_path, merge_defaults, reference_problems
 
 __all__ = [
     "ConfigError", "ConfigIssue", "Positions", "element_issues", "load_config", "load_config_text",
@@ -559,7 +559,7 @@ def load_config_text(
     except ValidationError as exc:
         validation_issues = conv.from_validation(exc)
     issues += validation_issues
-    names = known_elements if elements is None else (lambda: set(elements.names()))
+    names = None if elements is None else (lambda: set(elements.names()))
     problems = reference_problems(merged, names)
     issues += [conv.issue(p.path, p.at_key, p.message, p.suggestion) for p in problems]
     if elements is not None:

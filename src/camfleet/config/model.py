@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib.metadata
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -50,12 +49,11 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
 
-from camfleet.ingest.url import mask_url, source_kind
+from camfleet.redact import mask_url
+from camfleet.urlkinds import source_kind
 
 __all__ = [
-    "BUILTIN_ELEMENTS",
     "CAMERA_NAME_PATTERN",
-    "ELEMENT_ENTRY_POINT_GROUP",
     "CameraConfig",
     "CameraDefaults",
     "Config",
@@ -73,18 +71,12 @@ __all__ = [
     "RuntimeSettings",
     "SourceConfig",
     "StorageSettings",
+    "TlsSettings",
     "ZoneConfig",
     "format_path",
-    "known_elements",
     "merge_defaults",
     "reference_problems",
 ]
-
-BUILTIN_ELEMENTS: frozenset[str] = frozenset({"motion", "detect", "track", "zones", "events", "snapshot"})
-"""The pipeline elements camfleet ships."""
-
-ELEMENT_ENTRY_POINT_GROUP = "camfleet.elements"
-"""Entry-point group through which plugins add pipeline elements."""
 
 CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,63}$"
 """Camera names become ring keys: 1-63 letters, digits, ``_`` or ``-``."""
@@ -93,13 +85,6 @@ _CAMERA_NAME_RE = re.compile(CAMERA_NAME_PATTERN)
 
 ConfigPath = tuple[str | int, ...]
 """A location in the configuration data: mapping keys and list indexes."""
-
-
-def known_elements() -> set[str]:
-    """Names of every pipeline element: the built-ins plus the ``camfleet.elements`` entry points."""
-    names = set(BUILTIN_ELEMENTS)
-    names.update(ep.name for ep in importlib.metadata.entry_points(group=ELEMENT_ENTRY_POINT_GROUP))
-    return names
 
 
 class _Strict(BaseModel):
@@ -138,6 +123,27 @@ Polygon = Annotated[
 # --------------------------------------------------------------------------- sections
 
 
+class TlsSettings(_Strict):
+    """Certificate checks of an ``rtsps://`` or ``https://`` camera (verified by default)."""
+
+    verify: bool = Field(
+        default=True,
+        description="check the camera's certificate and host name; false accepts any certificate "
+        "(anyone on the network path can then impersonate the camera)",
+    )
+    ca_file: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the certificate authority to trust for this camera (or its "
+        "self-signed certificate), absolute or relative to data_dir; default: the system's trust store",
+    )
+
+    @model_validator(mode="after")
+    def _ca_needs_verify(self) -> TlsSettings:
+        if self.ca_file is not None and not self.verify:
+            raise PydanticCustomError("tls", "'ca_file' has no effect with 'verify: false'; remove one")
+        return self
+
+
 class SourceConfig(_Strict):
     """One stream of a camera and what it is used for.
 
@@ -161,6 +167,16 @@ class SourceConfig(_Strict):
     )
     loop: bool = Field(default=False, description="files only: start again at the end")
     realtime: bool = Field(default=False, description="files only: pace at the file's frame rate")
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="rtsps:// and https:// only: certificate verification; for a self-signed "
+        "camera set ca_file to its CA (or certificate), or verify: false",
+    )
+    corrupt_degraded_per_min: float = Field(
+        default=30.0, ge=0,
+        description="frames per minute decoded from damaged data past which the camera is "
+        "reported degraded ('corrupt stream: N frames/min'); 0 never reports it",
+    )
 
     @field_validator("url")
     @classmethod
@@ -182,6 +198,14 @@ class SourceConfig(_Strict):
     def _transport_is_rtsp(self) -> SourceConfig:
         if self.transport is not None and not self.url.lower().startswith(("rtsp://", "rtsps://")):
             raise PydanticCustomError("transport", "'transport' applies to rtsp:// and rtsps:// sources only")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_is_for_tls_urls(self) -> SourceConfig:
+        # the default settings are allowed anywhere: a camera dumped and read again (the API's
+        # overlay) carries them for every URL
+        if self.tls != TlsSettings() and not self.url.lower().startswith(("rtsps://", "https://")):
+            raise PydanticCustomError("tls", "'tls' applies to rtsps:// and https:// sources only")
         return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
@@ -356,6 +380,19 @@ class StorageSettings(_Strict):
                                            "footage is deleted first")
 
 
+class OutboxSettings(_Strict):
+    """The node's durable event outbox (``<data_dir>/outbox.db``): how much of it is kept."""
+
+    max_entries: int = Field(default=1_000_000, ge=1000,
+                             description="most entries waiting for a sink; past this the oldest are "
+                                         "dropped (counted and logged)")
+    keep_delivered: int = Field(default=100_000, ge=0,
+                                description="delivered entries kept (newest first) before trimming")
+    fsync: bool = Field(default=True,
+                        description="fsync each append (survives power loss); false: survives kill -9 "
+                                    "of any process, not a power cut, and appends ~15x faster")
+
+
 # a host name or IP address, optionally with :port ("cams.example.org", "cams.example.org:8443", "[fd00::1]")
 _HOST_ENTRY = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$"
 
@@ -439,20 +476,18 @@ class ElementSpec(_Strict):
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        """The YAML shape ``{name: {params}}`` or ``name``, with the elements known now."""
-        names = sorted(known_elements())
+        """The YAML shape ``{name: {params}}`` or ``name``.
+
+        Which names and settings exist is the pipeline registry's to say
+        (:func:`camfleet.pipeline.validate.config_json_schema` fills them in).
+        """
         return {
             "title": "ElementSpec",
             "description": cls.__doc__.split("\n")[0] if cls.__doc__ else "",
             "anyOf": [
-                {"type": "string", "enum": names},
-                {
-                    "type": "object",
-                    "minProperties": 1,
-                    "maxProperties": 1,
-                    "properties": {n: {"type": ["object", "null"]} for n in names},
-                    "additionalProperties": False,
-                },
+                {"type": "string"},
+                {"type": "object", "minProperties": 1, "maxProperties": 1,
+                 "additionalProperties": {"type": ["object", "null"]}},
             ],
         }
 
@@ -484,6 +519,7 @@ class Config(_Strict):
     logging: LogSettings = Field(default_factory=LogSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
 
     DEFAULT_DATA_DIR: ClassVar[str] = "camfleet-data"
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -680,11 +716,12 @@ def _dangling(kind: str, name: str, section: str, choices: list[str]) -> tuple[s
 
 
 def reference_problems(
-    data: Mapping[str, Any], elements: Callable[[], set[str]] = known_elements
+    data: Mapping[str, Any], elements: Callable[[], set[str]] | None = None
 ) -> list[Problem]:
     """Cross-section checks on configuration data (merged, as plain mappings).
 
-    * every pipeline element name is known (:func:`known_elements`);
+    * every pipeline element name is one of ``elements()`` (the pipeline
+      registry's names; not checked when ``elements`` is None);
     * a ``detect`` element's ``model`` names a model and its ``detector`` a
       detector, and the two use the same runtime;
     * every camera's ``pipeline`` names a pipeline.
@@ -718,9 +755,10 @@ def reference_problems(
                 continue
             if not isinstance(name, str):
                 continue
-            known = known if known is not None else elements()
             here: ConfigPath = ("pipelines", pname, *at)
-            if name not in known:
+            if elements is not None:
+                known = known if known is not None else elements()
+            if known is not None and name not in known:
                 hint = _suggest(name, sorted(known))
                 problems.append(Problem(
                     here, f"unknown pipeline element {name!r}",

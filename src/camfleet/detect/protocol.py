@@ -7,6 +7,7 @@ ring, so nothing large is ever serialised.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -14,10 +15,12 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from camfleet.framebus import shm_dir
+from camfleet.framebus import PixelFormat, frame_ring_bytes, shm_dir
 from camfleet.framebus.layout import validate_key
 
 _HEADER = struct.Struct("!I")
+_MAX_KEY = 63  # characters of a ring key
+_HASH_BYTES = 5  # 10 hex digits: collisions among one node's cameras are out of reach
 MAX_MESSAGE = 4 * 2**20
 
 
@@ -31,8 +34,31 @@ def socket_path(detector: str) -> Path:
 
 
 def request_ring_key(camera: str, detector: str) -> str:
-    """Ring key carrying ``camera``'s images to ``detector`` (63 characters at most)."""
-    return validate_key(f"dq-{detector}-{camera}"[:63])
+    """Ring key carrying ``camera``'s images to ``detector`` (63 characters at most).
+
+    ``dq-DETECTOR-CAMERA`` as is when it fits; a longer one is cut and ends in
+    a short hash of the whole, so two long camera names that share their first
+    characters still get rings of their own.
+    """
+    key = f"dq-{detector}-{camera}"
+    if len(key) > _MAX_KEY:
+        digest = hashlib.blake2b(key.encode(), digest_size=_HASH_BYTES).hexdigest()
+        key = f"{key[: _MAX_KEY - len(digest) - 1]}-{digest}"
+    return validate_key(key)
+
+
+REQUEST_MAX_IMAGES = 8
+"""Most images a camera sends a detector in one request (unless its client says otherwise)."""
+
+
+def request_ring_slots(max_images: int = REQUEST_MAX_IMAGES) -> int:
+    """Slots of a camera's request ring: two requests in flight plus two spare, at least 4."""
+    return max(2 * max_images + 2, 4)
+
+
+def request_ring_bytes(input_size: tuple[int, int], max_images: int = REQUEST_MAX_IMAGES) -> int:
+    """Bytes of shared memory of one request ring of RGB images at the model's ``input_size`` (w, h)."""
+    return frame_ring_bytes(input_size[0], input_size[1], PixelFormat.RGB24, request_ring_slots(max_images))
 
 
 def encode(message: dict[str, Any]) -> bytes:

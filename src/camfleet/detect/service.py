@@ -10,10 +10,16 @@
 * **Fairness.** Batches are filled round-robin, one request per camera at a
   time, and each camera may have at most ``max_inflight`` requests queued, so a
   busy camera cannot starve the others.
-* **Health.** The service beats a heartbeat file; :class:`DetectorManager`
-  restarts it when it dies or when one inference has been stuck longer than
-  ``stuck_s``. Clients waiting on a dead detector get :class:`DetectorFailed`
-  at once (their socket closes) and reconnect on their next request.
+* **Health.** The service beats a heartbeat file (:func:`read_heartbeat`);
+  the node's supervisor (:mod:`camfleet.runtime.detectors`) restarts it when
+  it dies or when one inference has been stuck longer than ``stuck_s``.
+  Clients waiting on a dead detector get :class:`DetectorFailed` at once
+  (their socket closes) and reconnect on their next request.
+
+The module is a little over 500 lines because the server (:func:`serve`) and
+the client (:class:`DetectorClient`) are the two ends of one request-ring and
+socket protocol, kept side by side so that a change to one is made with the
+other.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import contextlib
 import importlib
 import logging
 import mmap
-import multiprocessing as mp
 import os
 import selectors
 import signal
@@ -47,11 +52,21 @@ from camfleet.framebus import (
     subscribe,
 )
 from camfleet.framebus.layout import validate_key
+from camfleet.framebus.segment import create_private_file
 from camfleet.procutil import die_with_parent
 
 from .models import ModelSpec
-from .protocol import ProtocolError, Reader, listen, request_ring_key, send, socket_path
-from .types import Detection
+from .protocol import (
+    REQUEST_MAX_IMAGES,
+    ProtocolError,
+    Reader,
+    listen,
+    request_ring_key,
+    request_ring_slots,
+    send,
+    socket_path,
+)
+from .types import Box, Detection
 
 log = logging.getLogger("camfleet.detect")
 
@@ -73,7 +88,7 @@ class DetectorSettings:
         max_batch: most images in one inference.
         max_wait_ms: longest a request waits for a batch to fill, milliseconds.
         max_inflight: requests one camera may have queued at once.
-        stuck_s: an inference running longer than this is stuck (the manager restarts it).
+        stuck_s: an inference running longer than this is stuck (the supervisor restarts it), seconds.
         factory: ``"module:function"`` building the runtime from ``(spec, threads)``
             (default: :func:`camfleet.detect.runtime.load_runtime`).
         log_init: called first in the detector process to set up its logging
@@ -160,8 +175,7 @@ class _Server:
         self.s = settings
         self.runtime = _load_factory(settings.factory)(settings.model, settings.threads)
         hb = heartbeat_path(settings.name)
-        fd = os.open(hb, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.ftruncate(fd, mmap.PAGESIZE)
+        fd = create_private_file(hb, mmap.PAGESIZE)  # never follows a name planted in /dev/shm
         self._hb = mmap.mmap(fd, mmap.PAGESIZE)
         os.close(fd)
         self.stats = [0, 0, 0, 0]  # batches, images, infer_ns, max batch seen
@@ -411,14 +425,14 @@ class DetectorClient:
     """
 
     def __init__(self, detector: str, camera: str, input_size: tuple[int, int],
-                 *, max_images: int = 8, timeout: float = 10.0) -> None:
+                 *, max_images: int = REQUEST_MAX_IMAGES, timeout: float = 10.0) -> None:
         self.detector = detector
         self.camera = camera
         self.input_size = input_size
         self.timeout = timeout
         key = request_ring_key(camera, detector)
         fmt = FrameFormat.packed_format(input_size[0], input_size[1], "rgb24")
-        self._ring = FramePublisher(key, fmt, slots=max(2 * max_images + 2, 4))
+        self._ring = FramePublisher(key, fmt, slots=request_ring_slots(max_images))
         self._key = key
         self._sock: socket.socket | None = None
         self._reader = Reader()
@@ -498,7 +512,7 @@ class DetectorClient:
             self.images_sent += len(images)
             self.infer_ms_total += self.last_infer_ms
             return [
-                [Detection(str(d[0]), int(d[1]), float(d[2]), (d[3], d[4], d[5], d[6])) for d in dets]
+                [Detection(str(d[0]), int(d[1]), float(d[2]), Box(d[3], d[4], d[5], d[6])) for d in dets]
                 for dets in reply["detections"]
             ]
 
@@ -516,10 +530,11 @@ class DetectorClient:
 
 
 # ---------------------------------------------------------------------------
-# manager (runs in the node's supervisor)
+# entry point of a detector process (started and supervised by camfleet.runtime.detectors)
 
 
-def _detector_main(settings: DetectorSettings, parent_pid: int | None = None) -> None:
+def detector_main(settings: DetectorSettings, parent_pid: int | None = None) -> None:
+    """A detector process's main: die with ``parent_pid``, set up logging, serve until SIGTERM."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
     if settings.log_init is not None:
@@ -527,105 +542,3 @@ def _detector_main(settings: DetectorSettings, parent_pid: int | None = None) ->
     else:
         logging.basicConfig(level=logging.INFO)
     serve(settings)
-
-
-class DetectorManager:
-    """Starts a detector process and keeps it alive.
-
-    A watchdog thread restarts the process when it exits or when one inference
-    has been busy longer than ``settings.stuck_s`` (kill, then start again),
-    with exponential back-off between restarts.
-    """
-
-    def __init__(self, settings: DetectorSettings, *, check_s: float = 0.2) -> None:
-        self.settings = settings
-        self.restarts = 0
-        self.last_reason = ""
-        self._check_s = check_s
-        self._ctx = mp.get_context("spawn")
-        self._proc: Any = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"detector-{settings.name}", daemon=True)
-
-    @property
-    def pid(self) -> int | None:
-        """The detector process's pid (None while not running)."""
-        return self._proc.pid if self._proc is not None else None
-
-    def start(self, ready_timeout: float = 30.0) -> None:
-        """Start the process and wait until it accepts connections."""
-        self._spawn()
-        self._wait_ready(ready_timeout)
-        self._thread.start()
-
-    def _spawn(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            heartbeat_path(self.settings.name).unlink()
-        self._proc = self._ctx.Process(
-            target=_detector_main, args=(self.settings, os.getpid()),
-            name=f"camfleet-detector-{self.settings.name}",
-        )
-        self._proc.start()
-
-    def _wait_ready(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            hb = read_heartbeat(self.settings.name)
-            if hb is not None and hb.pid == self._proc.pid and socket_path(self.settings.name).exists():
-                return
-            if not self._proc.is_alive():
-                raise DetectorFailed(
-                    f"detector {self.settings.name!r} exited during start-up "
-                    f"(exit code {self._proc.exitcode}); see its log"
-                )
-            self._stop.wait(0.05)
-        raise DetectorFailed(f"detector {self.settings.name!r} did not start within {timeout:g} s")
-
-    def _kill(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
-            self._proc.kill()
-        if self._proc is not None:
-            self._proc.join(5)
-
-    def _watch(self) -> None:
-        delay = 0.5
-        while not self._stop.wait(self._check_s):
-            reason = ""
-            if not self._proc.is_alive():
-                reason = f"exited (code {self._proc.exitcode})"
-            else:
-                hb = read_heartbeat(self.settings.name)
-                now = time.monotonic_ns()
-                busy = hb.busy_since_ns if hb is not None else 0
-                if hb is not None and busy and now - busy > self.settings.stuck_s * 1e9:
-                    reason = f"stuck in one inference for more than {self.settings.stuck_s:g} s"
-                elif hb is not None and now - hb.beat_ns > max(5.0, 2 * self.settings.stuck_s) * 1e9:
-                    reason = "stopped beating"
-            if not reason:
-                continue
-            log.warning("detector %s %s; restarting", self.settings.name, reason)
-            self.last_reason = reason
-            self._kill()
-            if self._stop.wait(delay):
-                return
-            delay = min(delay * 2, 10.0)
-            try:
-                self._spawn()
-                self.restarts += 1
-                self._wait_ready(30.0)
-                delay = 0.5
-            except DetectorFailed as exc:
-                log.error("%s", exc)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the watchdog and the process (SIGTERM, then kill)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self._proc is not None and self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(timeout)
-        self._kill()
-        for path in (heartbeat_path(self.settings.name), socket_path(self.settings.name)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()

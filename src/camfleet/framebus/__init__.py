@@ -72,6 +72,7 @@ from .packet_ring import (
     subscribe_packets,
 )
 from .segment import shm_dir
+from .sizes import PACKET_CAPACITY, PACKET_INDEX_SIZE, frame_ring_bytes, packet_ring_bytes
 
 
 def subscribe(
@@ -126,6 +127,8 @@ __all__ = [
     "Mode",
     "NotFound",
     "NotOwner",
+    "PACKET_CAPACITY",
+    "PACKET_INDEX_SIZE",
     "Overrun",
     "Packet",
     "PacketFlags",
@@ -139,6 +142,8 @@ __all__ = [
     "SubscriberLimit",
     "SubscriberStats",
     "WritableFrame",
+    "frame_ring_bytes",
+    "packet_ring_bytes",
     "shm_dir",
     "subscribe",
     "subscribe_packets",

@@ -44,6 +44,7 @@ from .layout import (
 )
 from .registry import Reaper, register, unregister
 from .segment import Segment, create_segment, open_segment
+from .sizes import PACKET_CAPACITY, PACKET_INDEX_SIZE
 
 _WRITING = np.uint64(2**64 - 1)
 
@@ -101,7 +102,7 @@ class _IndexViews:
         self.word = seg.u32("word")
         self.word_addr = seg.address("word")
         self.shutdown = seg.u32("shutdown")
-        self.capacity = int(seg.header["capacity"])
+        self.capacity = int(seg.validated["capacity"])
 
 
 def _stream_fields(h: np.ndarray, codec: str, extradata: bytes, time_base: tuple[int, int]) -> None:
@@ -143,8 +144,8 @@ class PacketPublisher:
         *,
         extradata: bytes = b"",
         time_base: tuple[int, int] = (1, 90000),
-        capacity: int = 8 * 2**20,
-        index_size: int = 1024,
+        capacity: int = PACKET_CAPACITY,
+        index_size: int = PACKET_INDEX_SIZE,
     ) -> None:
         validate_key(key)
         if not 64 <= index_size <= 65536:
@@ -320,7 +321,7 @@ class PacketSubscriber:
     def extradata(self) -> bytes:
         """Codec extradata (SPS/PPS...)."""
         h = self._seg.header
-        return bytes(h["extradata"][: int(h["extradata_len"])])
+        return bytes(h["extradata"][: min(int(h["extradata_len"]), MAX_EXTRADATA)])
 
     @property
     def time_base(self) -> tuple[int, int]:

@@ -23,14 +23,19 @@ from typing import Literal
 import numpy as np
 
 from . import _sys
-from .errors import AlreadyRunning, LayoutMismatch, NotFound, NotOwner, SegmentError
+from .errors import AlreadyRunning, InvalidFormat, LayoutMismatch, NotFound, NotOwner, SegmentError
+from .format import FrameFormat, PixelFormat
 from .layout import (
     HEADER_BYTES,
     HEADER_DTYPE,
+    KIND_FRAMES,
     KIND_NAMES,
     LAYOUT_VERSION,
     MAGIC,
+    MAX_EXTRADATA,
+    MAX_SLOTS,
     MAX_SUBSCRIBERS,
+    PAGE,
     SUB_DTYPE,
     LockMap,
     Offsets,
@@ -66,6 +71,29 @@ def list_segments() -> list[tuple[str, int, Path]]:
     return sorted(out)
 
 
+def create_private_file(path: Path, size: int) -> int:
+    """Create ``path`` afresh, owner-only (0600) and ``size`` bytes long; return its descriptor (read-write).
+
+    The shared-memory directory is writable by everyone, so a predictable name
+    may already be taken by someone else's file or symlink: opening it with
+    ``O_CREAT|O_TRUNC`` would truncate (or create) whatever it points to. The
+    file is made under a random name with ``O_EXCL|O_NOFOLLOW`` and renamed
+    over ``path``, which replaces a planted symlink instead of following it.
+    """
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.ftruncate(fd, size)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.close(fd)
+        raise
+    return fd
+
+
 def _read_pid(fd: int) -> int:
     raw = os.pread(fd, 4, field_offset(HEADER_DTYPE, "pub_pid"))
     return int.from_bytes(raw, "little") if len(raw) == 4 else 0
@@ -76,19 +104,23 @@ class Segment:
 
     ``meta`` maps the header and tables read-write; ``payload`` maps the frame
     slots or packet buffer, read-write for the publisher and read-only for
-    subscribers.
+    subscribers. ``validated`` is the private, read-only copy of the header
+    that was checked (or written, for the publisher): the ring's geometry
+    (slot count, sizes, frame format, capacity) is taken from it, never again
+    from the shared mapping, which another process could change after the check.
     """
 
-    def __init__(self, key: str, kind: int, path: Path, fd: int, publisher: bool) -> None:
+    def __init__(self, key: str, kind: int, path: Path, fd: int, publisher: bool,
+                 validated: np.ndarray) -> None:
         self.key = key
         self.kind = kind
         self.path = path
         self.fd = fd
         self.is_publisher = publisher
+        self.validated = validated
         self._ino = os.fstat(fd).st_ino
-        header = np.ndarray((), HEADER_DTYPE, buffer=os.pread(fd, HEADER_DTYPE.itemsize, 0))
-        self.offsets = Offsets.compute(kind, int(header["n_slots"]))
-        total = int(header["total_bytes"])
+        self.offsets = Offsets.compute(kind, int(validated["n_slots"]))
+        total = int(validated["total_bytes"])
         self.meta = mmap.mmap(fd, self.offsets.payload, mmap.MAP_SHARED)
         access = mmap.ACCESS_WRITE if publisher else mmap.ACCESS_READ
         self.payload = mmap.mmap(
@@ -195,7 +227,7 @@ def create_segment(
                 f"({exc.strerror}); free space there or enlarge it "
                 "(e.g. mount -o remount,size=2G /dev/shm)"
             ) from None
-        _write_header(fd, key, kind, n_slots, offsets, total, init)
+        header = _write_header(fd, key, kind, n_slots, offsets, total, init)
         if not _sys.try_lock(fd, LockMap.PUBLISHER):
             raise SegmentError(f"ring {key!r}: cannot lock new segment {tmp}")
         _install(key, tmp, path)
@@ -204,7 +236,7 @@ def create_segment(
             os.unlink(tmp)
         os.close(fd)
         raise
-    return Segment(key, kind, path, fd, publisher=True)
+    return Segment(key, kind, path, fd, publisher=True, validated=header)
 
 
 def _write_header(
@@ -215,7 +247,8 @@ def _write_header(
     offsets: Offsets,
     total: int,
     init: Callable[[np.ndarray], None],
-) -> None:
+) -> np.ndarray:
+    """Write the header of a new segment; returns a read-only copy of what was written."""
     header = np.zeros((), HEADER_DTYPE)
     header["magic"] = MAGIC
     header["version"] = LAYOUT_VERSION
@@ -228,6 +261,8 @@ def _write_header(
     header["n_slots"] = n_slots
     init(header)
     os.pwrite(fd, header.tobytes(), 0)
+    header.flags.writeable = False
+    return header
 
 
 def _install(key: str, tmp: Path, path: Path) -> None:
@@ -284,9 +319,10 @@ def open_segment(key: str, kind: int, connect_timeout: float = 0.0) -> Segment:
             fd = -1
         if fd >= 0:
             try:
-                validate_segment(fd, key, kind, path)
+                header = validate_segment(fd, key, kind, path)
                 if _sys.lock_holder(fd, LockMap.PUBLISHER) is not None:
-                    return Segment(key, kind, path, fd, publisher=False)
+                    # built from the copy just checked: the geometry is never re-read (no TOCTOU)
+                    return Segment(key, kind, path, fd, publisher=False, validated=header)
                 reason = f"ring {key!r} has no live publisher (pid {_read_pid(fd)} is gone)"
             except BaseException:
                 os.close(fd)
@@ -302,10 +338,16 @@ def open_segment(key: str, kind: int, connect_timeout: float = 0.0) -> Segment:
 
 
 def validate_segment(fd: int, key: str, kind: int | None, path: Path) -> np.ndarray:
-    """Check ownership, permissions, size, magic, layout version and kind.
+    """Check ownership, permissions, magic, layout version, kind and every geometry field.
 
-    Returns a copy of the header. Raises a :class:`SegmentError` subclass that
-    names the segment and what is wrong with it.
+    The header is read once into a private copy and every field a reader
+    relies on is checked on that copy: the slot (or packet index)
+    count, the payload offset, the file size against the header's total and
+    against slot size times slot count (frames) or the buffer capacity (packets),
+    the frame format with its strides and frame size, and the extradata
+    length and time base (packets). Returns that copy, read-only; build the
+    segment from it rather than reading the shared header again. Raises a
+    :class:`SegmentError` subclass that names the segment and what is wrong.
     """
     st = os.fstat(fd)
     if st.st_uid != os.geteuid():
@@ -323,7 +365,11 @@ def validate_segment(fd: int, key: str, kind: int | None, path: Path) -> np.ndar
             f"ring {key!r}: {path} is truncated ({st.st_size} bytes, a header alone is "
             f"{HEADER_BYTES})"
         )
-    header = np.ndarray((), HEADER_DTYPE, buffer=os.pread(fd, HEADER_DTYPE.itemsize, 0))
+    raw = os.pread(fd, HEADER_DTYPE.itemsize, 0)
+    if len(raw) != HEADER_DTYPE.itemsize:
+        raise SegmentError(f"ring {key!r}: {path} shrank while being read")
+    # an ndarray over bytes is read-only: the checked copy cannot change afterwards
+    header = np.ndarray((), HEADER_DTYPE, buffer=raw)
     if bytes(header["magic"]) != MAGIC:
         raise SegmentError(f"ring {key!r}: {path} is not a camfleet ring segment (bad magic)")
     version = int(header["version"])
@@ -332,16 +378,76 @@ def validate_segment(fd: int, key: str, kind: int | None, path: Path) -> np.ndar
             f"ring {key!r}: {path} has layout version {version}, this camfleet reads version "
             f"{LAYOUT_VERSION}; run publisher and subscribers from the same camfleet release"
         )
-    if kind is not None and int(header["kind"]) != kind:
+    seg_kind = int(header["kind"])
+    if seg_kind not in KIND_NAMES:
+        raise SegmentError(f"ring {key!r}: {path} has unknown segment kind {seg_kind}")
+    if kind is not None and seg_kind != kind:
         raise SegmentError(
-            f"ring {key!r}: {path} holds {KIND_NAMES.get(int(header['kind']), '?')}, "
-            f"expected {KIND_NAMES[kind]}"
+            f"ring {key!r}: {path} holds {KIND_NAMES[seg_kind]}, expected {KIND_NAMES[kind]}"
         )
-    expected = int(header["total_bytes"])
-    offsets = Offsets.compute(int(header["kind"]), int(header["n_slots"]))
-    if st.st_size != expected or expected < offsets.payload:
+    _check_geometry(header, seg_kind, st.st_size, key, path)
+    return header
+
+
+def _check_geometry(h: np.ndarray, kind: int, file_size: int, key: str, path: Path) -> None:
+    """Raise :class:`SegmentError` if any size field of header ``h`` is inconsistent."""
+
+    def bad(what: str) -> SegmentError:
+        return SegmentError(f"ring {key!r}: {path} has a damaged header: {what}")
+
+    n = int(h["n_slots"])
+    if kind == KIND_FRAMES:
+        low, high, what = 2, MAX_SLOTS, "slot count"
+    else:
+        low, high, what = 64, 65536, "packet index size"
+    if not low <= n <= high:
+        raise bad(f"{what} {n} is outside {low}..{high}")
+    offsets = Offsets.compute(kind, n)
+    total = int(h["total_bytes"])
+    if total != file_size:
         raise SegmentError(
-            f"ring {key!r}: {path} is truncated or damaged ({st.st_size} bytes, header says "
-            f"{expected})"
+            f"ring {key!r}: {path} is truncated or damaged ({file_size} bytes, header says {total})"
         )
-    return header.copy()
+    if int(h["payload_offset"]) != offsets.payload:
+        raise bad(f"payload offset {int(h['payload_offset'])}, expected {offsets.payload} for {n} slots")
+    payload = total - offsets.payload
+    if payload <= 0:
+        raise bad(f"no payload after {offsets.payload} bytes of metadata (total {total})")
+    if kind == KIND_FRAMES:
+        _check_frames(h, n, payload, bad)
+    else:
+        _check_packets(h, payload, bad)
+
+
+def _check_frames(h: np.ndarray, n: int, payload: int, bad: Callable[[str], SegmentError]) -> None:
+    n_planes = int(h["n_planes"])
+    if not 1 <= n_planes <= 4:
+        raise bad(f"plane count {n_planes} is outside 1..4")
+    strides = tuple(int(s) for s in h["strides"][:n_planes])
+    try:
+        # FrameFormat checks the size, the pixel format, the plane count and each stride against its row
+        fmt = FrameFormat(int(h["width"]), int(h["height"]), PixelFormat(int(h["pix_fmt"])), strides)
+    except (InvalidFormat, ValueError) as exc:
+        raise bad(f"frame format: {exc}") from None
+    frame_bytes, slot_bytes = int(h["frame_bytes"]), int(h["slot_bytes"])
+    if frame_bytes != fmt.frame_bytes:
+        raise bad(f"frame size {frame_bytes} bytes, but {fmt.describe()} with strides {strides} "
+                  f"is {fmt.frame_bytes}")
+    if slot_bytes < frame_bytes or slot_bytes % PAGE:
+        raise bad(f"slot size {slot_bytes} bytes: must be a multiple of {PAGE} holding a "
+                  f"{frame_bytes}-byte frame")
+    if slot_bytes * n != payload:
+        raise bad(f"{n} slots of {slot_bytes} bytes are {slot_bytes * n} bytes, the file holds {payload}")
+
+
+def _check_packets(h: np.ndarray, payload: int, bad: Callable[[str], SegmentError]) -> None:
+    capacity = int(h["capacity"])
+    if capacity < 64 * 1024 or capacity % PAGE or capacity != payload:
+        raise bad(f"packet buffer capacity {capacity} bytes; the file holds {payload} "
+                  f"(at least 64 KiB, a multiple of {PAGE})")
+    extradata = int(h["extradata_len"])
+    if extradata > MAX_EXTRADATA:
+        raise bad(f"extradata length {extradata} exceeds {MAX_EXTRADATA} bytes")
+    num, den = int(h["time_base_num"]), int(h["time_base_den"])
+    if num <= 0 or den <= 0:
+        raise bad(f"time base {num}/{den} is not positive")

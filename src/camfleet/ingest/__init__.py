@@ -2,9 +2,11 @@
 
 * :class:`IngestWorker` runs one camera's reconnect state machine.
 * :func:`probe` describes a camera (codec, size, fps, keyframe interval).
-* URLs are masked everywhere (:func:`mask_url`); errors are classified
-  (:class:`IngestError`, :class:`ErrorKind`).
+* URLs are masked everywhere (:func:`camfleet.redact.mask_url`); errors are
+  classified (:class:`IngestError`, :class:`ErrorKind`).
 """
+
+from camfleet.urlkinds import SourceKind, source_kind
 
 from .backoff import Backoff
 from .convert import OutputSpec
@@ -12,7 +14,7 @@ from .errors import ErrorKind, IngestError, classify
 from .probe import ProbeResult, probe
 from .source import SourceOptions
 from .status import IngestState, IngestStatus
-from .url import SourceKind, mask_text, mask_url, source_kind
+from .tls import TlsOptions
 from .worker import IngestConfig, IngestWorker
 
 __all__ = [
@@ -27,9 +29,8 @@ __all__ = [
     "ProbeResult",
     "SourceKind",
     "SourceOptions",
+    "TlsOptions",
     "classify",
-    "mask_text",
-    "mask_url",
     "probe",
     "source_kind",
 ]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 import errno
 
-from .url import mask_text, mask_url
+from camfleet.redact import mask_text, mask_url
+
+from .tls import TRUST_HINT
 
 
 class ErrorKind(enum.Enum):
@@ -25,6 +27,7 @@ class ErrorKind(enum.Enum):
     NO_SUCH_FILE = "no such file or device"
     UNSUPPORTED_CODEC = "unsupported codec"
     CORRUPT = "corrupt data"
+    UNTRUSTED = "TLS certificate not trusted"
     NO_VIDEO = "no video stream"
     STALLED = "stalled"
     ENDED = "stream ended"
@@ -47,6 +50,7 @@ _HINTS = {
     ErrorKind.UNSUPPORTED_CODEC: "the stream's codec cannot be decoded here",
     ErrorKind.CORRUPT: "the data is not a decodable video stream",
     ErrorKind.NO_VIDEO: "the source has no video stream",
+    ErrorKind.UNTRUSTED: TRUST_HINT,
 }
 
 

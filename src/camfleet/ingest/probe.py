@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from camfleet.redact import mask_url
+from camfleet.urlkinds import SourceKind, source_kind
+
 from .errors import ErrorKind, IngestError, classify
 from .source import SourceOptions, open_source
-from .url import SourceKind, mask_url, source_kind
 
 
 @dataclass(frozen=True)

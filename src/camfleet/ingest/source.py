@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -19,8 +19,11 @@ import av
 import av.container
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
+from camfleet.redact import mask_url
+from camfleet.urlkinds import SourceKind, source_kind
+
 from .errors import ErrorKind, IngestError, classify
-from .url import SourceKind, mask_url, source_kind
+from .tls import TlsOptions, diagnose, uses_tls
 
 log = logging.getLogger("camfleet.ingest")
 
@@ -42,6 +45,11 @@ class SourceOptions:
         hwaccel: decode on ``cuda``, ``vaapi`` or ``qsv`` when available (falls
             back to software, with a log line, when not).
         decode_threads: decoder threads (0: FFmpeg chooses).
+        tls: certificate verification of ``rtsps://`` and ``https://``
+            cameras (on by default).
+        corrupt_degraded_per_min: decoded frames per minute flagged corrupt
+            (decoded from damaged data) past which the camera is reported
+            degraded; 0 never reports it.
     """
 
     transport: Literal["tcp", "udp"] = "tcp"
@@ -51,6 +59,8 @@ class SourceOptions:
     realtime: bool = False
     hwaccel: HwAccel | None = None
     decode_threads: int = 0
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    corrupt_degraded_per_min: float = 30.0
 
 
 @functools.cache
@@ -128,6 +138,13 @@ def open_source(url: str, opts: SourceOptions) -> av.container.InputContainer:
         options |= live | {"rtsp_transport": opts.transport, "timeout": io_timeout_us}
     elif kind == SourceKind.HTTP:
         options |= live | {"timeout": io_timeout_us}
+    if kind in (SourceKind.RTSP, SourceKind.HTTP):
+        # Also for plain URLs: an http:// camera may redirect to https://, and the
+        # options reach whatever TLS connection FFmpeg opens for this source.
+        problem = opts.tls.ca_problem()
+        if problem is not None:
+            raise IngestError(ErrorKind.NO_SUCH_FILE, url, problem)
+        options |= opts.tls.ffmpeg_options()
     started = time.monotonic()
     try:
         container = av.open(
@@ -141,6 +158,11 @@ def open_source(url: str, opts: SourceOptions) -> av.container.InputContainer:
     except Exception as exc:
         err = classify(exc, url)
         waited = time.monotonic() - started
+        if err.kind == ErrorKind.OTHER and opts.tls.verify and uses_tls(url):
+            # FFmpeg reports a refused certificate as a bare "Input/output error"
+            why = diagnose(url, opts.tls, timeout=min(opts.open_timeout, 5.0))
+            if why is not None:
+                raise IngestError(ErrorKind.UNTRUSTED, url, why) from None
         if (err.kind == ErrorKind.CORRUPT and kind in (SourceKind.RTSP, SourceKind.HTTP)
                 and waited >= 0.9 * min(opts.open_timeout, opts.stall_timeout)):
             # FFmpeg reports its own I/O timeout on a silent server as "invalid data"

@@ -23,7 +23,13 @@ class IngestStatus:
     """A snapshot for status displays; times in seconds, rates in frames/s.
 
     ``frames`` counts frames published to the ring (after the frame-rate limit),
-    ``decoded`` every frame decoded from the stream.
+    ``decoded`` every frame decoded from the stream. ``corrupt_frames`` counts
+    decoded frames FFmpeg flagged as decoded from damaged data (published with
+    ``FrameFlags.CORRUPT``), ``rejected_packets`` packets the decoder refused;
+    both together are the damaged frames behind ``corrupt_fps`` (per second,
+    last 10 s) and ``corrupt_per_min`` (last 60 s). ``degraded`` is
+    ``"corrupt stream: N frames/min"`` while that is above the source's
+    threshold, else None (the state stays ``streaming``).
     """
 
     state: IngestState
@@ -39,6 +45,11 @@ class IngestStatus:
     height: int
     codec: str
     decoded: int = 0
+    corrupt_frames: int = 0
+    rejected_packets: int = 0
+    corrupt_fps: float = 0.0
+    corrupt_per_min: int = 0
+    degraded: str | None = None
 
 
 class StateTracker:

@@ -1,7 +1,7 @@
-"""``synthetic://`` cameras: the simulator's scene generated in-process.
+"""``synthetic://`` cameras: a scene of moving photographs rendered in-process (see :mod:`.scene`).
 
 ``synthetic://NAME?width=1280&height=720&fps=15&seed=0&objects=person,cat,motorcycle&gop=30``
-renders :class:`camfleet.sim.Scene` frames in real time and encodes them with
+renders :class:`camfleet.ingest.scene.Scene` frames in real time and encodes them with
 libx264, so a synthetic camera feeds both rings exactly like a real one (no
 decode is needed: the rendered frame is published as is).
 """
@@ -72,7 +72,7 @@ class SyntheticSource:
 
     def __init__(self, url: str) -> None:
         # scikit-image loads only when a synthetic camera actually runs
-        from camfleet.sim import Scene  # noqa: PLC0415
+        from .scene import Scene  # noqa: PLC0415
 
         self.spec = SyntheticSpec.parse(url)
         s = self.spec

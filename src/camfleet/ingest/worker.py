@@ -34,14 +34,16 @@ from camfleet.framebus import (
     FramePublisher,
     PacketPublisher,
 )
+from camfleet.redact import mask_url
+from camfleet.urlkinds import SourceKind, source_kind
 
 from .backoff import Backoff
 from .convert import FrameConverter, OutputSpec, RateLimiter
+from .corruption import CorruptionMeter
 from .errors import ErrorKind, IngestError, classify
 from .source import SourceOptions, open_source
 from .status import IngestState, IngestStatus, StateTracker
 from .synthetic import SyntheticSource
-from .url import SourceKind, mask_url, source_kind
 
 log = logging.getLogger("camfleet.ingest")
 
@@ -102,7 +104,9 @@ class IngestWorker:
         self._frame_count = 0
         self._decoded_count = 0
         self._packet_count = 0
-        self._corrupt_packets = 0
+        self._corruption = CorruptionMeter(config.source.corrupt_degraded_per_min)
+        self._degraded: str | None = None  # last reported, for logging transitions
+        self._degraded_checked = 0.0
         self._fps = 0.0
         self._fps_t = 0.0
         self._codec = ""
@@ -143,12 +147,17 @@ class IngestWorker:
                 width=self._size[0],
                 height=self._size[1],
                 codec=self._codec,
+                corrupt_frames=self._corruption.corrupt_frames,
+                rejected_packets=self._corruption.rejected_packets,
+                corrupt_fps=self._corruption.per_second,
+                corrupt_per_min=self._corruption.per_minute,
+                degraded=self._corruption.degraded(),
             )
 
     @property
     def corrupt_packets(self) -> int:
         """Packets the decoder rejected (decoding went on)."""
-        return self._corrupt_packets
+        return self._corruption.rejected_packets
 
     # ---- main loop ----------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -210,6 +219,7 @@ class IngestWorker:
         finally:
             with contextlib.suppress(Exception):
                 container.close()
+            self._log_degraded()  # a short damaged file may end before the once-a-second check
 
     # ---- one connection -----------------------------------------------------
     def _container_session(self, container: av.container.InputContainer, stop: threading.Event) -> None:
@@ -231,12 +241,14 @@ class IngestWorker:
                 try:
                     frames = packet.decode()
                 except (av.error.InvalidDataError, av.error.PermissionError, ValueError) as exc:
-                    self._corrupt_packets += 1
+                    self._corruption.rejected_packet()
                     log.debug("camera %s: corrupt packet skipped (%s)", cfg.key, type(exc).__name__)
                     continue
                 for frame in frames:
                     pacer.wait(frame.time, stop)
-                    self._on_frame(frame, corrupt=packet.is_corrupt)
+                    # The decoder conceals damage without raising; it flags the frame instead
+                    # (decode_error_flags / AV_FRAME_FLAG_CORRUPT). The demuxer flags lost data.
+                    self._on_frame(frame, corrupt=frame.is_corrupt or packet.is_corrupt)
                 if time.monotonic() - self._last_frame > cfg.source.stall_timeout:
                     raise IngestError(ErrorKind.STALLED, cfg.url,
                                       f"packets but no decodable frame for {cfg.source.stall_timeout:g} s")
@@ -292,6 +304,11 @@ class IngestWorker:
         now = time.monotonic()
         self._last_frame = now
         self._decoded_count += 1
+        if corrupt:
+            self._corruption.corrupt_frame()
+        if now - self._degraded_checked >= 1.0:
+            self._degraded_checked = now
+            self._log_degraded()
         if self._tracker.state != IngestState.STREAMING:
             self._backoff.reset()
             self._enter(IngestState.STREAMING)
@@ -322,6 +339,18 @@ class IngestWorker:
             if dt > 0:
                 self._fps = 1 / dt if not self._fps else 0.9 * self._fps + 0.1 / dt
         self._fps_t = now
+
+    def _log_degraded(self) -> None:
+        """Log when the stream becomes, or stops being, degraded by damaged frames."""
+        reason = self._corruption.degraded()
+        if (reason is None) == (self._degraded is None):
+            return
+        self._degraded = reason
+        if reason is not None:
+            log.warning("camera %s: %s (threshold %g); frames are published flagged corrupt",
+                        self.config.key, reason, self.config.source.corrupt_degraded_per_min)
+        else:
+            log.info("camera %s: stream no longer corrupt", self.config.key)
 
     def _ensure_frame_ring(self, fmt: FrameFormat, frame: av.VideoFrame) -> None:
         if self._frames is not None and self._frames.format == fmt:

@@ -5,7 +5,7 @@ the ``camfleet.elements`` entry-point group; see :mod:`camfleet.pipeline.element
 for writing one.
 """
 
-from .context import Box, FrameContext, ObjectDetection, TrackedObject, ZoneChange, ZoneEvent
+from .context import Box, Detection, FrameContext, TrackedObject, ZoneChange, ZoneEvent
 from .element import Element, ElementConfig, PipelineEnv
 from .events import EventType, EventUpdate, ObjectEvent
 from .pipeline import Pipeline
@@ -13,12 +13,12 @@ from .registry import UnknownElement, available, element_class
 
 __all__ = [
     "Box",
+    "Detection",
     "Element",
     "ElementConfig",
     "EventType",
     "EventUpdate",
     "FrameContext",
-    "ObjectDetection",
     "ObjectEvent",
     "Pipeline",
     "PipelineEnv",

@@ -9,48 +9,9 @@ import cv2
 import numpy as np
 
 from camfleet.framebus import PixelFormat
+from camfleet.vocabulary import Box, Detection
 
-
-@dataclass(frozen=True)
-class Box:
-    """An axis-aligned box in pixels of the frame: (x0, y0) top-left, (x1, y1) bottom-right."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-
-    @property
-    def area(self) -> float:
-        """Area in square pixels."""
-        return max(self.x1 - self.x0, 0.0) * max(self.y1 - self.y0, 0.0)
-
-    @property
-    def center(self) -> tuple[float, float]:
-        """Centre point (x, y)."""
-        return ((self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2)
-
-    @property
-    def bottom_center(self) -> tuple[float, float]:
-        """Where an object stands on the ground: the middle of the bottom edge."""
-        return ((self.x0 + self.x1) / 2, self.y1)
-
-    def iou(self, other: Box) -> float:
-        """Intersection over union with ``other`` (0..1)."""
-        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
-        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
-        inter = ix * iy
-        union = self.area + other.area - inter
-        return inter / union if union > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class ObjectDetection:
-    """A detector's finding in a frame: label, score (0..1), box in frame pixels."""
-
-    label: str
-    score: float
-    box: Box
+__all__ = ["Box", "Detection", "FrameContext", "TrackedObject", "ZoneChange", "ZoneEvent", "to_rgb"]
 
 
 @dataclass
@@ -101,7 +62,7 @@ class FrameContext:
 
     ``image`` is the frame's zero-copy view in the ring's format (valid while
     the pipeline processes the frame). Elements fill ``motion``,
-    ``detections``, ``tracks``, ``zone_events`` and ``events`` in order.
+    ``detections``, ``tracks``, ``zone_events``, ``events`` and ``seen`` in order.
     """
 
     camera: str
@@ -113,10 +74,14 @@ class FrameContext:
     pixel_format: PixelFormat
     image: np.ndarray
     motion: list[Box] = field(default_factory=list)
-    detections: list[ObjectDetection] = field(default_factory=list)
+    detections: list[Detection] = field(default_factory=list)
     tracks: list[TrackedObject] = field(default_factory=list)
     zone_events: list[ZoneEvent] = field(default_factory=list)
     events: list[object] = field(default_factory=list)
+    """:class:`~camfleet.pipeline.events.EventUpdate` s (what leaves the camera), and whatever
+    plugin elements note for each other (documented plugin API: they stay in the process)."""
+    seen: dict[str, float] = field(default_factory=dict)
+    """Open events' last sighting: event id -> epoch seconds (filled by the events element)."""
     _rgb: np.ndarray | None = None
 
     def luma(self) -> np.ndarray:

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from camfleet.detect.runtime import batched_nms
 
-from .context import Box, FrameContext, ObjectDetection
+from .context import Box, Detection, FrameContext
 from .element import Element, ElementConfig, PipelineEnv
 
 Score = Annotated[float, Field(ge=0, le=1)]
@@ -130,7 +130,7 @@ class DetectElement(Element[DetectConfig]):
         self.requests += 1
         self.images += len(crops)
         self._last_detect_ns = ctx.capture_ns
-        found: list[ObjectDetection] = []
+        found: list[Detection] = []
         frame_area = ctx.width * ctx.height
         for (x0, y0, x1, y1), dets in zip(regions, results, strict=True):
             sx, sy = (x1 - x0) / in_w, (y1 - y0) / in_h
@@ -142,7 +142,7 @@ class DetectElement(Element[DetectConfig]):
                 box = Box(x0 + d.box[0] * sx, y0 + d.box[1] * sy, x0 + d.box[2] * sx, y0 + d.box[3] * sy)
                 if box.area < self.config.min_area * frame_area:
                     continue
-                found.append(ObjectDetection(d.label, d.score, box))
+                found.append(Detection(d.label, d.label_id, d.score, box))
         if len(regions) > 1 and found:
             labels = sorted({f.label for f in found})
             keep = batched_nms(

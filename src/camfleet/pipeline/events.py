@@ -12,9 +12,12 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import Field
+
+from camfleet.vocabulary import Event, EventMessage
 
 from .context import Box, FrameContext, TrackedObject, ZoneChange
 from .element import Element, ElementConfig, PipelineEnv
@@ -30,7 +33,12 @@ class EventType(enum.Enum):
 
 @dataclass
 class ObjectEvent:
-    """An object seen by a camera; times are wall-clock ns since the epoch."""
+    """The pipeline's working state of an object event; times are wall-clock ns since the epoch.
+
+    It holds what only the pipeline needs (track, best frame); what leaves the pipeline is
+    :meth:`record`, the shared :class:`camfleet.vocabulary.Event` (seconds).
+    ``last_ns`` is when the object was last seen.
+    """
 
     event_id: str
     camera: str
@@ -44,15 +52,20 @@ class ObjectEvent:
     zones: list[str] = field(default_factory=list)
     snapshot: str | None = None
     best_image: np.ndarray | None = field(default=None, repr=False)
+    last_ns: int = 0
 
-    def public(self) -> dict[str, object]:
-        """The event as plain data (no image)."""
-        return {
-            "id": self.event_id, "camera": self.camera, "label": self.label,
-            "track_id": self.track_id, "start_ns": self.start_ns, "end_ns": self.end_ns,
-            "top_score": round(self.top_score, 4), "best_seq": self.best_seq,
-            "zones": list(self.zones), "snapshot": self.snapshot,
-        }
+    def record(self) -> Event:
+        """The event as the rest of the node sees it (epoch seconds, no image)."""
+        data: dict[str, Any] = {"track_id": self.track_id, "best_seq": self.best_seq,
+                                "last_seen": max(self.last_ns, self.start_ns) / 1e9}
+        if self.best_box is not None:
+            b = self.best_box
+            data["box"] = [b.x0, b.y0, b.x1, b.y1]
+        return Event(
+            id=self.event_id, camera=self.camera, label=self.label, start=self.start_ns / 1e9,
+            end=None if self.end_ns is None else self.end_ns / 1e9, top_score=round(self.top_score, 4),
+            zones=list(self.zones), snapshot=self.snapshot, data=data,
+        )
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,10 @@ class EventUpdate:
 
     type: EventType
     event: ObjectEvent
+
+    def message(self) -> EventMessage:
+        """The outbox message for this change (the event's state now, in seconds)."""
+        return EventMessage(self.type.value, self.event.record())
 
 
 class EventsConfig(ElementConfig):
@@ -93,6 +110,8 @@ class EventsElement(Element[EventsConfig]):
             if self.config.labels and obj.label not in self.config.labels:
                 continue
             event = self._open.get(obj.track_id)
+            if event is not None:
+                event.last_ns = max(event.last_ns, obj.last_ns)
             if obj.ended:
                 if event is not None:
                     event.end_ns = obj.last_ns
@@ -102,7 +121,7 @@ class EventsElement(Element[EventsConfig]):
             if event is None:
                 if obj.frames >= self.config.min_frames:
                     event = ObjectEvent(uuid.uuid4().hex, ctx.camera, obj.label, obj.track_id,
-                                        start_ns=obj.first_ns)
+                                        start_ns=obj.first_ns, last_ns=obj.last_ns)
                     self._open[obj.track_id] = event
                     self._absorb(event, obj, ctx)
                     self._last_update[obj.track_id] = ctx.capture_ns
@@ -114,6 +133,9 @@ class EventsElement(Element[EventsConfig]):
             if changed and since >= self.config.update_interval_s * 1e9:
                 self._last_update[obj.track_id] = ctx.capture_ns
                 ctx.events.append(EventUpdate(EventType.UPDATE, event))
+        # every open event's last sighting (epoch s): the outbox closes an event left open by a
+        # killed pipeline at this time
+        ctx.seen = {e.event_id: max(e.last_ns, e.start_ns) / 1e9 for e in self._open.values()}
 
     def _absorb(self, event: ObjectEvent, obj: TrackedObject, ctx: FrameContext) -> bool:
         changed = False

@@ -1,8 +1,13 @@
-"""Finding elements by name: the built-ins plus the ``camfleet.elements`` entry points."""
+"""Finding elements by name: the built-ins plus the ``camfleet.elements`` entry points.
+
+This module is the one home of the built-in element list (:data:`BUILTINS`);
+the node's forkserver preloads :func:`builtin_modules` from it.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.metadata
 from typing import Any
 
@@ -10,23 +15,33 @@ from .element import Element, ElementConfig
 
 ENTRY_POINT_GROUP = "camfleet.elements"
 
+BUILTINS: dict[str, str] = {
+    "motion": "motion:MotionElement",
+    "detect": "detect:DetectElement",
+    "track": "track:TrackElement",
+    "zones": "zones:ZonesElement",
+    "events": "events:EventsElement",
+    "snapshot": "snapshot:SnapshotElement",
+}
+"""The built-in elements: name -> ``"<module of camfleet.pipeline>:<class>"``."""
+
 
 class UnknownElement(LookupError):
     """A pipeline names an element that no installed package provides."""
 
 
-def _builtins() -> dict[str, type[Element[Any]]]:
-    from .detect import DetectElement  # noqa: PLC0415 - the built-ins import this module
-    from .events import EventsElement  # noqa: PLC0415
-    from .motion import MotionElement  # noqa: PLC0415
-    from .snapshot import SnapshotElement  # noqa: PLC0415
-    from .track import TrackElement  # noqa: PLC0415
-    from .zones import ZonesElement  # noqa: PLC0415
+def builtin_modules() -> list[str]:
+    """The modules of the built-in elements (what a forkserver should import before it forks)."""
+    return [f"{__package__}.{target.partition(':')[0]}" for target in BUILTINS.values()]
 
-    elements: list[type[Element[Any]]] = [
-        MotionElement, DetectElement, TrackElement, ZonesElement, EventsElement, SnapshotElement,
-    ]
-    return {e.name: e for e in elements}
+
+def _builtins() -> dict[str, type[Element[Any]]]:
+    # imported on first use: the built-ins import this module
+    found: dict[str, type[Element[Any]]] = {}
+    for name, target in BUILTINS.items():
+        module, _, cls = target.partition(":")
+        found[name] = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    return found
 
 
 def available() -> dict[str, type[Element[Any]]]:

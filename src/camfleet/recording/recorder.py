@@ -4,7 +4,7 @@
 waits for it to appear, and re-subscribes when the publisher restarts. Each
 segment starts at a keyframe and ends at the first keyframe at or after
 ``segment_seconds``; it is written as ``.part``, fsynced and renamed, and only
-then announced to the ``sink`` as one ``{"kind": "segment", ...}`` message
+then announced to the ``sink`` as one :class:`~camfleet.vocabulary.SegmentMessage`
 (the recorder never writes the database itself). A gap -- publisher gone,
 discontinuity flag, timestamp jump, stream time drifting from the wall clock,
 a stream format change, no packets for ``max_gap`` seconds -- closes the open
@@ -26,10 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from camfleet import framebus
 from camfleet.framebus import Packet, PacketFlags, PacketSubscriber
+from camfleet.vocabulary import OutboxMessage, SegmentMessage, SegmentRecord
 
 from .bitstream import BitstreamError, StreamInfo, stream_info
 from .paths import check_camera, relpath, segment_relpath
@@ -46,9 +47,12 @@ _POLL = 0.25  # seconds a blocked read waits before looking at the stop event
 
 
 class Sink(Protocol):
-    """Where segment messages go: a ``multiprocessing.Queue`` or anything with ``put``."""
+    """Where segment messages go: the node's outbox or anything with ``put``.
 
-    def put(self, item: dict[str, Any]) -> None:
+    ``put`` returns once the message is safe there (the outbox: on disk).
+    """
+
+    def put(self, item: OutboxMessage) -> None:
         """Deliver one message."""
 
 
@@ -64,20 +68,12 @@ class RecorderStats:
     subscriptions: int = 0
 
 
-def segment_message(camera: str, recordings_dir: Path, info: SegmentInfo) -> dict[str, Any]:
-    """The ``segment`` message for ``info`` (path relative to ``recordings_dir``; times epoch s)."""
-    return {
-        "kind": "segment",
-        "segment": {
-            "camera": camera,
-            "path": relpath(recordings_dir, info.path),
-            "start": info.start,
-            "end": info.end,
-            "size": info.size,
-            "frames": info.frames,
-            "keyframes": info.keyframes,
-        },
-    }
+def segment_message(camera: str, recordings_dir: Path, info: SegmentInfo) -> SegmentMessage:
+    """The segment message for ``info`` (path relative to ``recordings_dir``; times epoch s)."""
+    return SegmentMessage(SegmentRecord(
+        camera=camera, path=relpath(recordings_dir, info.path), start=info.start, end=info.end,
+        size=info.size, frames=info.frames, keyframes=info.keyframes,
+    ))
 
 
 class Recorder:
@@ -96,7 +92,7 @@ class Recorder:
         camera: str,
         settings: RecordSettings,
         recordings_dir: Path,
-        sink: Sink,
+        sink: Sink | None,
         *,
         max_gap: float = 2.5,
         connect_timeout: float = 1.0,
@@ -268,7 +264,8 @@ class Recorder:
         self._announce(info)
 
     def _announce(self, info: SegmentInfo) -> None:
-        self.sink.put(segment_message(self.camera, self.recordings_dir, info))
+        if self.sink is not None:
+            self.sink.put(segment_message(self.camera, self.recordings_dir, info))
         self.stats.segments += 1
         if self.on_segment is not None:
             self.on_segment(info)

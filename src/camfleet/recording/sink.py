@@ -1,15 +1,16 @@
 """A sink that writes segment messages straight into a store (single-process use and tests).
 
-In the node the recorder's sink is a ``multiprocessing.Queue`` read by the
-store's single writer; :class:`StoreSink` does the same job in one process.
+In the node the recorder's sink is the node's outbox (:class:`camfleet.events.OutboxProducer`);
+:class:`StoreSink` writes through an in-process :class:`camfleet.store.StoreWriter` instead.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from camfleet.store import StoreWriter
+    from camfleet.vocabulary import OutboxMessage
 
 
 class StoreSink:
@@ -19,7 +20,7 @@ class StoreSink:
         self.writer = writer
         self.count = 0
 
-    def put(self, item: dict[str, Any]) -> None:
-        """Submit one message (e.g. ``{"kind": "segment", "segment": {...}}``)."""
+    def put(self, item: OutboxMessage) -> None:
+        """Submit one message (a :class:`camfleet.vocabulary.SegmentMessage`)."""
         self.writer.submit(item)
         self.count += 1

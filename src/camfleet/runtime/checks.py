@@ -3,8 +3,8 @@
 :func:`preflight` returns a :class:`Problem` for each of:
 
 * the shared-memory directory (``/dev/shm`` or ``$CAMFLEET_SHM_DIR``) has too
-  little room for the rings of the enabled cameras (sizes from the framebus
-  layout, exactly: :func:`ring_bytes`);
+  little room for the rings of the enabled cameras (sizes as the framebus and
+  the detector service export them, exactly: :func:`ring_bytes`);
 * a model file (or labels file) a pipeline uses is missing or, for the default
   model, damaged;
 * the API port is taken;
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import math
 import os
 import socket
@@ -25,7 +24,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+from pydantic import ValidationError
 
 from camfleet.config.model import Config
 from camfleet.detect.models import (
@@ -37,18 +37,14 @@ from camfleet.detect.models import (
     verify_model,
 )
 from camfleet.detect.protocol import request_ring_key
-from camfleet.detect.service import DetectorClient
-from camfleet.framebus import FrameFormat, PacketPublisher, PixelFormat, shm_dir
-from camfleet.framebus.layout import KIND_FRAMES, KIND_PACKETS, PAGE, Offsets
+from camfleet.framebus import frame_ring_bytes, packet_ring_bytes, shm_dir
 from camfleet.framebus.segment import list_segments
-from camfleet.ingest import OutputSpec
-from camfleet.ingest.synthetic import SyntheticSpec
-from camfleet.runtime.children import ingest_config
+
+from .detect_use import DetectUse, detect_uses, detector_instances
+from .kinds import ASSUMED_SOURCE_SIZE, RingBytes, camera_rings
 
 __all__ = [
     "ASSUMED_SOURCE_SIZE",
-    "DEFAULT_DETECTOR",
-    "DEFAULT_MODEL_ID",
     "Problem",
     "RingBytes",
     "SpaceFn",
@@ -63,15 +59,8 @@ __all__ = [
     "ring_bytes",
 ]
 
-ASSUMED_SOURCE_SIZE = (1920, 1080)
-"""Frame size (pixels) assumed for a camera without ``detect.width/height`` whose stream size is unknown."""
-DEFAULT_DETECTOR = "cpu"
-"""Detector a ``detect`` element uses when it names none (as the runtime does)."""
-DEFAULT_MODEL_ID = "ssd-mobilenet-v2"
-"""Model id a ``detect`` element uses when it names none (as the runtime does)."""
-
 SpaceFn = Callable[[Path], tuple[int, int]]
-"""``(free, total)`` bytes of the file system holding a directory."""
+"""``(free, total)`` bytes of a directory's file system."""
 
 
 @dataclass(frozen=True)
@@ -92,79 +81,25 @@ class Problem:
 # --------------------------------------------------------------------------- ring sizes
 
 
-def _align(value: int, alignment: int) -> int:
-    return (value + alignment - 1) // alignment * alignment
-
-
-def frame_ring_bytes(width: int, height: int, pixel_format: PixelFormat | str, slots: int) -> int:
-    """Bytes of the segment file of a frame ring of ``slots`` packed ``width``x``height`` frames."""
-    fmt = FrameFormat.packed_format(width, height, pixel_format)
-    return Offsets.compute(KIND_FRAMES, slots).payload + slots * _align(fmt.frame_bytes, PAGE)
-
-
-def packet_ring_bytes(capacity: int, index_size: int) -> int:
-    """Bytes of the segment file of a packet ring: a ``capacity``-byte buffer, ``index_size`` entries."""
-    return Offsets.compute(KIND_PACKETS, index_size).payload + _align(capacity, PAGE)
-
-
-def _default(func: Callable[..., object], name: str) -> int:
-    value = inspect.signature(func).parameters[name].default
-    assert isinstance(value, int)
-    return value
-
-
-class RingBytes(NamedTuple):
-    """Shared memory one camera's rings take, in bytes."""
-
-    frames: int
-    packets: int
-    requests: int
-
-    @property
-    def total(self) -> int:
-        """All of them, in bytes."""
-        return self.frames + self.packets + self.requests
-
-
-def _detect_elements(config: Config, camera: str) -> list[tuple[str, str]]:
-    """(detector, model id) of each ``detect`` element of ``camera``'s pipeline."""
-    return [
-        (str(e.params.get("detector", DEFAULT_DETECTOR)), str(e.params.get("model", DEFAULT_MODEL_ID)))
-        for e in config.pipeline_of(camera) if e.name == "detect"
-    ]
-
-
-def _frame_size(url: str, out: OutputSpec) -> tuple[int, int]:
-    source = ASSUMED_SOURCE_SIZE
-    if url.lower().startswith("synthetic://"):
-        with contextlib.suppress(Exception):
-            spec = SyntheticSpec.parse(url)
-            source = (spec.width, spec.height)
-    fmt = out.ring_format(*source)
-    return fmt.width, fmt.height
+def _uses(config: Config, camera: str) -> list[DetectUse]:
+    """The camera's detect elements; none when their settings are invalid (the node reports those)."""
+    try:
+        return detect_uses(config, camera)
+    except ValidationError:
+        return []
 
 
 def camera_ring_bytes(config: Config, camera: str) -> RingBytes:
     """The shared memory ``camera`` needs: its frame ring, packet ring and detector request rings.
 
-    The frame ring holds ``detect.width``x``detect.height`` yuv420p frames (the
-    stream's own size when not set: a synthetic URL's, else
+    Each process kind says what its rings take (:meth:`camfleet.runtime.kinds.CameraKind.rings`):
+    the frame ring holds ``detect.width``x``detect.height`` yuv420p frames
+    (the stream's own size when not set: a synthetic URL's, else
     :data:`ASSUMED_SOURCE_SIZE`) in as many slots as ingest uses; the packet
     ring has ingest's capacity; each detector the pipeline uses gets one
     request ring of RGB images at its model's input size.
     """
-    ingest = ingest_config(config, camera)  # what the node's ingest process runs with
-    width, height = _frame_size(ingest.url, ingest.output)
-    frames = frame_ring_bytes(width, height, ingest.output.pixel_format, ingest.ring_slots)
-    packets = packet_ring_bytes(ingest.packet_capacity, _default(PacketPublisher.__init__, "index_size"))
-    max_images = _default(DetectorClient.__init__, "max_images")
-    requests = 0
-    for _detector, model_id in dict(_detect_elements(config, camera)).items():
-        model = config.models.get(model_id)
-        if model is not None:
-            requests += frame_ring_bytes(model.input.width, model.input.height, PixelFormat.RGB24,
-                                         max(2 * max_images + 2, 4))
-    return RingBytes(frames, packets, requests)
+    return camera_rings(config, camera)
 
 
 def ring_bytes(config: Config) -> dict[str, int]:
@@ -187,10 +122,9 @@ def _mib(n: float) -> str:
 
 def _ring_keys(config: Config, camera: str) -> set[str]:
     keys = {camera}
-    for detector, _model in _detect_elements(config, camera):
+    for detector, _model in _uses(config, camera):
         d = config.detectors.get(detector)
-        processes = d.processes if d is not None else 1
-        instances = [detector] if processes == 1 else [f"{detector}-{i}" for i in range(processes)]
+        instances = detector_instances(detector, d.processes if d is not None else 1)
         keys.update(request_ring_key(camera, i) for i in instances)
     return keys
 
@@ -256,7 +190,7 @@ def check_models(config: Config) -> list[Problem]:
     for name, cam in config.cameras.items():
         if not cam.enabled:
             continue
-        for _detector, model_id in _detect_elements(config, name):
+        for _detector, model_id in _uses(config, name):
             if model_id in seen:
                 continue
             seen.add(model_id)

@@ -1,9 +1,12 @@
 """The processes a node runs per camera: ingest, pipeline and recorder entry points.
 
-Each entry point takes a :class:`ChildSpec` and, before anything else, arranges
-to die with the supervisor, to stop on SIGTERM, to log through the supervisor
-and to beat in its heartbeat slot. These functions run in child processes
-started from the node (forkserver context, this module preloaded).
+:func:`run_child` is every camera process's target: before anything else it
+arranges to die with the supervisor, to stop on SIGTERM, to log through the
+supervisor and to beat in its heartbeat slot, then runs the loop of the
+process's kind (:meth:`camfleet.runtime.kinds.CameraKind.main`, which calls
+:func:`run_ingest`, :func:`run_pipeline` or :func:`run_recorder`). These
+functions run in child processes started from the node (forkserver context,
+this module preloaded).
 """
 
 from __future__ import annotations
@@ -17,19 +20,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camfleet import framebus
 from camfleet.config import Config
 from camfleet.detect.service import DetectorClient, DetectorFailed
+from camfleet.events import OutboxProducer
 from camfleet.framebus import PixelFormat
-from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions
+from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions, TlsOptions
 from camfleet.ingest.status import IngestState
-from camfleet.pipeline import EventUpdate
+from camfleet.pipeline import EventUpdate, Pipeline
 from camfleet.pipeline.build import camera_env, camera_pipeline
 from camfleet.procutil import die_with_parent
+from camfleet.vocabulary import ActivityMessage, MotionSpan, OutboxMessage
 
 from . import heartbeat as hb
+from .protocols import ConfigInbox
+
+if TYPE_CHECKING:
+    from .kinds import CameraKind
 
 log = logging.getLogger("camfleet.runtime")
 
@@ -46,34 +55,37 @@ def camfleet_env() -> dict[str, str]:
 class ChildSpec:
     """Everything a camera process is started with (pickled once, at start).
 
-    ``sink`` and ``control`` are multiprocessing queues: the first carries
-    JSON-ready messages to the node (events, activity, segments), the second
-    carries new configurations to a running pipeline. ``log_address`` is
-    where the node's log router listens. ``detectors`` maps a
-    configured detector name to (the detector process serving this camera,
-    the model input size).
+    ``kind`` is the process kind (its class runs the loop). ``outbox`` is the
+    node's outbox journal (``<data_dir>/outbox.db``) the process appends its
+    events, activity spans and segments to (None: they go nowhere);
+    ``control`` carries new configurations to a running pipeline.
+    ``log_address`` is where the node's log router listens. ``detectors``
+    maps a configured detector name to (the detector process serving this
+    camera, the model input size in pixels).
     """
 
     camera: str
-    kind: str
+    kind: CameraKind
     config: Config
     health_path: str
     slot: int
     parent_pid: int
-    sink: Any = None
-    control: Any = None
+    outbox: str | None = None
+    control: ConfigInbox | None = None
     log_address: str | None = None
     detectors: dict[str, tuple[str, tuple[int, int]]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=camfleet_env)
 
 
 @dataclass
-class _Child:
+class ChildProcess:
+    """What a camera process's loop gets: its stop event (set by SIGTERM) and its heartbeat slot."""
+
     stop: threading.Event
     beat: hb.Heartbeat
 
 
-def _setup(spec: ChildSpec) -> _Child:
+def _setup(spec: ChildSpec) -> ChildProcess:
     die_with_parent(spec.parent_pid)
     # the forkserver's environment is the one it started with, not the supervisor's now
     for key in [k for k in os.environ if k.startswith("CAMFLEET_")]:
@@ -91,11 +103,11 @@ def _setup(spec: ChildSpec) -> _Child:
     if spec.log_address is not None:
         from .logfiles import child_logging  # noqa: PLC0415 - optional until logging is configured
 
-        child_logging(spec.log_address, spec.camera, spec.kind, spec.config.logging.level)
-    return _Child(stop, hb.Heartbeat(spec.health_path, spec.slot))
+        child_logging(spec.log_address, spec.camera, spec.kind.name, spec.config.logging.level)
+    return ChildProcess(stop, hb.Heartbeat(spec.health_path, spec.slot))
 
 
-def _run_beating(child: _Child, run: Callable[[threading.Event], None],
+def _run_beating(child: ChildProcess, run: Callable[[threading.Event], None],
                  beat_loop: Callable[[], None]) -> None:
     """``run(stop)`` in this thread while ``beat_loop`` judges its progress and beats from another."""
     beater = threading.Thread(target=beat_loop, name="heartbeat", daemon=True)
@@ -108,20 +120,13 @@ def _run_beating(child: _Child, run: Callable[[threading.Event], None],
 
 
 def run_child(spec: ChildSpec) -> None:
-    """Entry point of every camera process: dispatches on ``spec.kind``."""
+    """Entry point of every camera process: set up, then run the loop of ``spec.kind``."""
     child = _setup(spec)
     try:
-        if spec.kind == "ingest":
-            _ingest(spec, child)
-        elif spec.kind == "pipeline":
-            _pipeline(spec, child)
-        elif spec.kind == "recorder":
-            _recorder(spec, child)
-        else:
-            raise ValueError(f"unknown process kind {spec.kind!r}")
+        spec.kind.main(spec, child)
     except BaseException as exc:
         if not isinstance(exc, SystemExit):  # the traceback belongs in the camera's log, not only stderr
-            log.critical("%s process of camera %s crashed", spec.kind, spec.camera, exc_info=True)
+            log.critical("%s process of camera %s crashed", spec.kind.name, spec.camera, exc_info=True)
         raise
 
 
@@ -139,12 +144,16 @@ def ingest_config(config: Config, camera: str) -> IngestConfig:
         loop=src.loop,
         realtime=src.realtime,
         hwaccel=src.hwaccel,
+        tls=TlsOptions(verify=src.tls.verify,
+                       ca_file=str(config.resolve_path(src.tls.ca_file)) if src.tls.ca_file else None),
+        corrupt_degraded_per_min=src.corrupt_degraded_per_min,
     )
     out = OutputSpec(PixelFormat.YUV420P, cam.detect.width, cam.detect.height, cam.detect.fps)
     return IngestConfig(url=src.url, key=camera, source=opts, output=out)
 
 
-def _ingest(spec: ChildSpec, child: _Child) -> None:
+def run_ingest(spec: ChildSpec, child: ChildProcess) -> None:
+    """The ingest process's loop: decode the detect source into the camera's rings, beating."""
     cfg = ingest_config(spec.config, spec.camera)
     worker = IngestWorker(cfg)
     # A loop stuck inside FFmpeg stops the beats: streaming without frames, or connecting, for longer
@@ -163,8 +172,12 @@ def _ingest(spec: ChildSpec, child: _Child) -> None:
             child.beat.counters[hb.FRAMES] = st.frames
             child.beat.counters[hb.PACKETS] = st.packets
             child.beat.counters[hb.EXTRA] = st.decoded
+            child.beat.counters[hb.ERRORS] = st.corrupt_frames + st.rejected_packets
             if st.state == IngestState.STREAMING:
-                child.beat.beat(hb.OK)
+                if st.degraded:
+                    child.beat.beat(hb.DEGRADED, st.degraded)
+                else:
+                    child.beat.beat(hb.OK)
             else:
                 why = f"{st.state.value}" + (f": {st.last_error}" if st.last_error else "")
                 child.beat.beat(hb.DEGRADED, why)
@@ -178,9 +191,9 @@ def _ingest(spec: ChildSpec, child: _Child) -> None:
 class _Activity:
     """Turns per-frame motion into spans and sends them to the node."""
 
-    def __init__(self, camera: str, sink: Any) -> None:
+    def __init__(self, camera: str, outbox: OutboxProducer | None) -> None:
         self.camera = camera
-        self.sink = sink
+        self.outbox = outbox
         self.start: float | None = None
         self.last: float = 0.0
 
@@ -193,20 +206,23 @@ class _Activity:
             self.flush()
 
     def flush(self) -> None:
-        if self.start is not None and self.sink is not None:
-            self.sink.put({"kind": "activity", "camera": self.camera, "activity": "motion",
-                           "start": self.start, "end": self.last})
+        if self.start is not None and self.outbox is not None:
+            self.outbox.put(ActivityMessage(MotionSpan(self.camera, "motion", self.start, self.last)))
         self.start = None
 
 
-def _pipeline(spec: ChildSpec, child: _Child) -> None:
+def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
+    """The pipeline process's loop: run the elements on the newest frames, send events, beat."""
     camera, config = spec.camera, spec.config
     clients = {
         name: DetectorClient(instance, camera, size) for name, (instance, size) in spec.detectors.items()
     }
     services = {"detectors": clients}
     pipeline = camera_pipeline(config, camera, services=services)
-    activity = _Activity(camera, spec.sink)
+    outbox = OutboxProducer(spec.outbox, fsync=config.outbox.fsync) if spec.outbox else None
+    if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
+        outbox.close_open_events(camera)
+    activity = _Activity(camera, outbox)
     counters = child.beat.counters
     last_seq: int | None = None
     last_frame_at = time.monotonic()
@@ -245,7 +261,7 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
                             counters[hb.LAG_MS] = max(time.time_ns() - ctx.capture_ns, 0) / 1e6
                         t = ctx.capture_ns / 1e9 if ctx.capture_ns else time.time()
                         activity.frame(bool(ctx.motion), t)
-                        _send_events(spec, ctx.events)
+                        _send_events(outbox, ctx.events, ctx.seen)
                         child.beat.beat(hb.OK)
             except (framebus.PublisherGone, framebus.NotFound):
                 last_seq = None  # the ingest process restarts or re-creates the ring
@@ -256,22 +272,27 @@ def _pipeline(spec: ChildSpec, child: _Child) -> None:
         pipeline.stop()
         for client in clients.values():
             client.close()
+        if outbox is not None:  # the events element forgets its open events: end them now
+            outbox.close_open_events(camera)
+            outbox.close()
 
 
-def _send_events(spec: ChildSpec, events: list[Any]) -> None:
-    if spec.sink is None:
+def _send_events(outbox: OutboxProducer | None, events: list[object], seen: dict[str, float]) -> None:
+    """Journal what one frame produced in one transaction (with the open events' last sighting)."""
+    if outbox is None:
         return
+    messages: list[OutboxMessage] = []
     for update in events:
         if not isinstance(update, EventUpdate):
-            continue
-        spec.sink.put({"kind": "event", "type": update.type.value, "event": update.event.public()})
-        e = update.event
-        if update.type.value == "end" and e.end_ns is not None:
-            spec.sink.put({"kind": "activity", "camera": e.camera, "activity": "event",
-                           "start": e.start_ns / 1e9, "end": e.end_ns / 1e9})
+            continue  # plugin elements' own notes stay in the process
+        m = update.message()
+        messages.append(m)
+        if m.type == "end" and m.event.end is not None:
+            messages.append(ActivityMessage(MotionSpan(m.event.camera, "event", m.event.start, m.event.end)))
+    outbox.append(messages, seen)
 
 
-def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any], beat: hb.Heartbeat) -> None:
+def _apply_updates(spec: ChildSpec, pipeline: Pipeline, services: dict[str, Any], beat: hb.Heartbeat) -> None:
     if spec.control is None:
         return
     config: Config | None = None
@@ -293,11 +314,13 @@ def _apply_updates(spec: ChildSpec, pipeline: Any, services: dict[str, Any], bea
 # --------------------------------------------------------------------------- recorder
 
 
-def _recorder(spec: ChildSpec, child: _Child) -> None:
+def run_recorder(spec: ChildSpec, child: ChildProcess) -> None:
+    """The recorder process's loop: write the camera's packets into segments, beating."""
     from camfleet.recording.recorder import Recorder  # noqa: PLC0415 - only nodes that record need it
 
     cam = spec.config.camera(spec.camera)
-    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, spec.sink)
+    outbox = OutboxProducer(spec.outbox, fsync=spec.config.outbox.fsync) if spec.outbox else None
+    recorder = Recorder(spec.camera, cam.record, spec.config.recordings_path, outbox)
     # The recorder writes what ingest publishes: no packets for a while means a stuck loop or no input.
     quiet_s = 3 * cam.record.segment_seconds + 10.0
 
@@ -316,4 +339,8 @@ def _recorder(spec: ChildSpec, child: _Child) -> None:
             else:
                 child.beat.beat(hb.OK)
 
-    _run_beating(child, recorder.run, beat_loop)
+    try:
+        _run_beating(child, recorder.run, beat_loop)
+    finally:
+        if outbox is not None:
+            outbox.close()

@@ -49,7 +49,8 @@ class CameraStatus:
     ring gets those left after the frame-rate limit), ``processed_fps`` frames the
     pipeline analysed, ``skipped_fps`` frames the pipeline did not get to,
     ``detector_rps`` detector requests per second, ``inference_ms`` the mean
-    inference time of its detector requests.
+    inference time of its detector requests, ``corrupt_fps`` frames per second
+    decoded from damaged data (plus packets the decoder refused).
     """
 
     name: str
@@ -63,6 +64,7 @@ class CameraStatus:
     skipped_fps: float = 0.0
     detector_rps: float = 0.0
     inference_ms: float = 0.0
+    corrupt_fps: float = 0.0
     queue_depth: int = 0
     cpu_percent: float = 0.0
     rss_mb: float = 0.0
@@ -85,7 +87,12 @@ class ReloadResult:
 
 @dataclass
 class NodeStatus:
-    """A snapshot of the whole node: cameras, detectors, the last reload."""
+    """A snapshot of the whole node: cameras, detectors, the last reload, the event outbox.
+
+    ``outbox`` holds the outbox pump's counters since the node started
+    (``delivered``, ``skipped``, ``retries``, ``dropped``, ``trimmed``) and
+    ``lag``, the entries the slowest sink has still to take.
+    """
 
     node: str
     pid: int
@@ -94,6 +101,7 @@ class NodeStatus:
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
     detectors: dict[str, ProcessStatus] = field(default_factory=dict)
     reload: ReloadResult = field(default_factory=ReloadResult)
+    outbox: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data."""

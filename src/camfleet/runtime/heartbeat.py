@@ -54,13 +54,26 @@ def table_path(node_key: str) -> Path:
 
 @dataclass(frozen=True)
 class Beat:
-    """One slot as read by the supervisor; ``age_s`` is seconds since the last beat (None: never)."""
+    """What a supervised process last said about itself, as the supervisor reads it.
+
+    The one shape of a heartbeat, whatever wrote it (a slot of the table, or
+    a detector's heartbeat file): ``age_s`` is seconds since the last beat
+    (None: never), ``state`` :data:`OK` or :data:`DEGRADED` with a
+    ``reason``, ``counters`` the process's counters (each process kind names
+    its own), ``busy_s`` seconds the process has been inside one blocking
+    call (None: not busy, or not reported).
+    """
 
     pid: int
     age_s: float | None
     state: int
     reason: str
     counters: tuple[float, ...]
+    busy_s: float | None = None
+
+
+NEVER = Beat(pid=0, age_s=None, state=OK, reason="", counters=())
+"""The beat of a process that has not beaten yet."""
 
 
 class HeartbeatTable:
@@ -96,6 +109,10 @@ class HeartbeatTable:
         self.clear(slot)
         self._free.append(slot)
 
+    def slot(self, slot: int) -> TableSlot:
+        """Slot ``slot`` as a beat source of one process."""
+        return TableSlot(self, slot)
+
     def read(self, slot: int) -> Beat:
         """What the slot's process last wrote."""
         row = self._slots[slot].copy()
@@ -112,6 +129,26 @@ class HeartbeatTable:
             self._mm.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+@dataclass(frozen=True)
+class TableSlot:
+    """One process's slot of a :class:`HeartbeatTable`, as the supervisor sees it."""
+
+    table: HeartbeatTable
+    index: int
+
+    def read(self) -> Beat:
+        """What the process last wrote."""
+        return self.table.read(self.index)
+
+    def clear(self) -> None:
+        """Forget the previous process's beats (before a start)."""
+        self.table.clear(self.index)
+
+    def release(self) -> None:
+        """Give the slot back (the process is gone for good)."""
+        self.table.release(self.index)
 
 
 class Heartbeat:

@@ -1,74 +1,36 @@
 """What must change when the configuration changes: a plan per camera (pure logic).
 
-Each camera process depends on part of the configuration. Comparing those
-parts between the running and the new configuration says, per camera,
-which processes to start, stop, restart, or update in place:
-
-* ingest: the detect source and the frames it produces;
-* pipeline: the element list, the detect size, the detectors it talks to;
-  changed zones, masks or element parameters alone are applied to the
-  running pipeline without a restart;
-* recorder: the record source and the segment length (retention settings
-  are read by the node, not the recorder).
+Each camera process depends on part of the configuration, its kind's
+signature (:meth:`camfleet.runtime.kinds.CameraKind.signature`). Comparing
+those parts between the running and the new configuration says, per camera,
+which processes to start, stop, restart, or update in place: for the kinds
+that take updates (the pipeline), changed zones, masks or element
+parameters alone are applied to the running process without a restart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from camfleet.config import Config
 
-KINDS = ("ingest", "pipeline", "recorder")
+from .kinds import CameraKind, camera_kinds, settings_of
 
 
-def _dump(value: Any) -> Any:
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-
-
-def process_kinds(config: Config, camera: str) -> list[str]:
-    """The processes ``camera`` runs under ``config`` (none when disabled)."""
+def live_settings(config: Config, camera: str) -> object:
+    """What a running process can take without a restart: element parameters, zones, masks."""
     cam = config.camera(camera)
-    if not cam.enabled:
-        return []
-    kinds = ["ingest", "pipeline"]
-    if cam.record.enabled:
-        kinds.append("recorder")
-    return kinds
-
-
-def signature(config: Config, camera: str, kind: str) -> Any:
-    """The part of ``config`` that ``camera``'s ``kind`` process is started with."""
-    cam = config.camera(camera)
-    if kind == "ingest":
-        return (_dump(cam.detect_source), _dump(cam.detect))
-    if kind == "pipeline":
-        names = [e.name for e in config.pipeline_of(camera)]
-        used = sorted(
-            (str(e.params.get("detector", "cpu")), str(e.params.get("model", "")))
-            for e in config.pipeline_of(camera) if e.name == "detect"
-        )
-        detectors = {d: (_dump(config.detectors.get(d)), _dump(config.models.get(m))) for d, m in used}
-        return (names, _dump(cam.detect), used, detectors)
-    if kind == "recorder":
-        src = cam.source("record") or cam.detect_source
-        return (_dump(src), cam.record.enabled, cam.record.segment_seconds)
-    raise ValueError(f"unknown process kind {kind!r}")
-
-
-def live_settings(config: Config, camera: str) -> Any:
-    """What a running pipeline can take without a restart: element parameters, zones, masks."""
-    cam = config.camera(camera)
-    return ([_dump(e) for e in config.pipeline_of(camera)], _dump(cam.zones), _dump(cam.masks))
+    elements = [settings_of(e) for e in config.pipeline_of(camera)]
+    return (elements, settings_of(cam.zones), settings_of(cam.masks))
 
 
 @dataclass
 class CameraPlan:
-    """The changes to one camera's processes."""
+    """The changes to one camera's processes; ``update``: send the new settings to those that take updates."""
 
-    start: list[str] = field(default_factory=list)
-    stop: list[str] = field(default_factory=list)
-    restart: list[str] = field(default_factory=list)
+    start: list[CameraKind] = field(default_factory=list)
+    stop: list[CameraKind] = field(default_factory=list)
+    restart: list[CameraKind] = field(default_factory=list)
     update: bool = False
 
     @property
@@ -91,18 +53,18 @@ def plan(old: Config, new: Config) -> Plan:
     """The least set of process changes that makes a node running ``old`` run ``new``."""
     result = Plan()
     for section in ("storage", "api", "data_dir"):
-        if _dump(getattr(old, section)) != _dump(getattr(new, section)):
+        if settings_of(getattr(old, section)) != settings_of(getattr(new, section)):
             result.needs_node_restart.append(section)
     for name in sorted(set(old.cameras) | set(new.cameras)):
-        was = process_kinds(old, name) if name in old.cameras else []
-        now = process_kinds(new, name) if name in new.cameras else []
+        was = camera_kinds(old, name) if name in old.cameras else []
+        now = camera_kinds(new, name) if name in new.cameras else []
         p = CameraPlan()
         p.start = [k for k in now if k not in was]
         p.stop = [k for k in was if k not in now]
         for kind in (k for k in now if k in was):
-            if signature(old, name, kind) != signature(new, name, kind):
+            if kind.signature(old, name) != kind.signature(new, name):
                 p.restart.append(kind)
-        if "pipeline" in now and "pipeline" in was and "pipeline" not in p.restart:
+        if any(k.takes_updates and k in was and k not in p.restart for k in now):
             p.update = live_settings(old, name) != live_settings(new, name)
         if name not in old.cameras:
             result.added.append(name)

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from camfleet.ingest.url import mask_text, mask_url
+from camfleet.redact import mask_text, mask_url
 from camfleet.store.errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000

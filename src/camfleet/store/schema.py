@@ -66,6 +66,7 @@ activity = Table(
     Column("start", Float, nullable=False),
     Column("end", Float, nullable=False),
     Index(None, "camera", "start"),
+    Index("uq_activity_camera_kind_start", "camera", "kind", "start", unique=True),
 )
 
 segments = Table(
@@ -81,6 +82,7 @@ segments = Table(
     Column("keyframes", Integer, nullable=False, default=0),
     Index(None, "camera", "start"),
     Index(None, "start"),
+    Index("uq_segments_path", "path", unique=True),
 )
 
 cameras = Table(

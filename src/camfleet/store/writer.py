@@ -1,7 +1,8 @@
-"""The single writer path: one thread owns every write, batching messages into transactions.
+"""An in-process writer: one thread owns every write, batching messages into transactions.
 
-Camera processes send JSON-ready messages (over a multiprocessing queue) to the node,
-which calls :meth:`StoreWriter.submit`; so SQLite never sees two writers at once.
+For single-process use (tools, tests, the benchmark's baseline): its queue is in memory, so
+what is queued is lost if the process dies. The node does not use it: camera processes
+append to the durable outbox (:mod:`camfleet.events`), delivered by its database sink.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +20,23 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from camfleet.store.errors import StoreError
 from camfleet.store.records import ActivityRecord, EventRecord, SegmentRecord
 from camfleet.store.store import Store
+from camfleet.vocabulary import (
+    ActivityMessage,
+    Event,
+    EventMessage,
+    MotionSpan,
+    OutboxMessage,
+    SegmentMessage,
+    from_json,
+)
 
 log = logging.getLogger(__name__)
 
-_EVENT_TYPES = ("start", "update", "end")
-_SEGMENT_FIELDS = ("camera", "path", "start", "end", "size", "frames", "keyframes")
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 """Waits (seconds) between retries of a failed batch; the last repeats."""
 PERMANENT_ATTEMPTS = 3
+WriterMessage = OutboxMessage | Mapping[str, Any]
+"""A typed outbox message, or its JSON form."""
 _WAKE = object()
 """A batch failing this often with a non-connection error is written message by message."""
 
@@ -42,45 +53,19 @@ class _Batch:
         return len(self.events) + len(self.activities) + len(self.segments)
 
 
-def parse_message(message: dict[str, Any]) -> EventRecord | ActivityRecord | SegmentRecord:
-    """The record a writer message carries; ValueError/KeyError/TypeError if it is malformed."""
-    if not isinstance(message, dict):
-        raise TypeError(f"message must be a dict, got {type(message).__name__}")
-    kind = message.get("kind")
-    if kind == "event":
-        if message.get("type") not in _EVENT_TYPES:
-            raise ValueError(f"event type must be one of {_EVENT_TYPES}, got {message.get('type')!r}")
-        ev = message["event"]
-        if not isinstance(ev, dict):
-            raise TypeError("event must be a dict")
-        return EventRecord.from_pipeline(ev)
-    if kind == "activity":
-        act = message["activity"]
-        if act not in ("motion", "event"):
-            raise ValueError(f"activity must be 'motion' or 'event', got {act!r}")
-        start, end = float(message["start"]), float(message["end"])
-        if not end >= start:
-            raise ValueError(f"activity end {end} before start {start}")
-        return ActivityRecord(camera=_name(message["camera"]), kind=act, start=start, end=end)
-    if kind == "segment":
-        seg = message["segment"]
-        if not isinstance(seg, dict):
-            raise TypeError("segment must be a dict")
-        unknown = set(seg) - set(_SEGMENT_FIELDS) - {"id"}
-        if unknown:
-            raise ValueError(f"unknown segment fields {sorted(unknown)}")
-        return SegmentRecord(
-            camera=_name(seg["camera"]), path=_name(seg["path"]), start=float(seg["start"]),
-            end=float(seg["end"]), size=int(seg["size"]), frames=int(seg.get("frames", 0)),
-            keyframes=int(seg.get("keyframes", 0)),
-        )
-    raise ValueError(f"unknown message kind {kind!r}")
+def parse_message(message: OutboxMessage | Mapping[str, Any]) -> Event | MotionSpan | SegmentRecord:
+    """The record a writer message carries; ValueError/KeyError/TypeError if it is malformed.
 
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
-    return value
+    ``message`` is typed, or its JSON form (:func:`camfleet.vocabulary.to_json`).
+    """
+    m = message if isinstance(message, EventMessage | ActivityMessage | SegmentMessage) else None
+    if m is None:
+        m = from_json(message)  # type: ignore[arg-type]  # not a typed message: its JSON form
+    if isinstance(m, EventMessage):
+        return m.event
+    if isinstance(m, ActivityMessage):
+        return m.span
+    return m.segment
 
 
 def _transient(exc: BaseException) -> bool:
@@ -106,7 +91,7 @@ class StoreWriter:
         self.max_batch = max_batch
         self.max_delay_s = max(0.0, max_delay_s)
         # items: (sequence number, message); None: stop; _WAKE: a flush is waiting, commit now
-        self._queue: queue.SimpleQueue[tuple[int, dict[str, Any]] | object | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, WriterMessage] | object | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._submitted = 0  # sequence number of the last submitted message
         self._done = 0  # every message up to this sequence number is committed or dropped
@@ -138,7 +123,7 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name="camfleet-store-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, message: dict[str, Any]) -> None:
+    def submit(self, message: WriterMessage) -> None:
         """Queue one message for writing (thread-safe, never blocks)."""
         with self._cond:
             if self._stop.is_set():
@@ -217,11 +202,11 @@ class StoreWriter:
                     break  # a flush is waiting: commit what we have
             self._write(batch)
 
-    def _add(self, batch: _Batch, item: tuple[int, dict[str, Any]]) -> None:
+    def _add(self, batch: _Batch, item: tuple[int, WriterMessage]) -> None:
         seq, message = item
         batch.last_seq = seq
         batch.taken += 1
-        kind = message.get("kind") if isinstance(message, dict) else None
+        kind = message.get("kind") if isinstance(message, Mapping) else type(message).__name__
         try:
             rec = parse_message(message)
         except Exception as exc:

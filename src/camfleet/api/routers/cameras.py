@@ -9,17 +9,11 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
 from camfleet.config import ConfigError
+from camfleet.config.sources import camera_dicts, with_cameras
+from camfleet.pipeline.validate import element_catalog
 
 from ..auth import authorize
-from ..cameras import (
-    applied_after,
-    camera_dicts,
-    check_depth,
-    mask_camera,
-    staged_result,
-    unmask_sources,
-    with_cameras,
-)
+from ..cameras import applied_after, check_depth, mask_camera, staged_result, unmask_sources
 from ..context import ApiContext, Ctx
 from ..issues import issues_of
 from ..schemas import ApplyResult, CameraView, Change, Changes, ValidationResult
@@ -86,7 +80,7 @@ def put_camera(
     try:
         check_depth(camera, f"cameras.{name}")
         camera = unmask_sources(camera, known, where=f"cameras.{name}.")
-        with_cameras(base, staged_result(base, {**staged, name: camera}))
+        with_cameras(base, staged_result(base, {**staged, name: camera}), elements=element_catalog())
     except ConfigError as exc:
         return _invalid(exc)
     ctx.store.stage_camera(name, camera)
@@ -146,7 +140,7 @@ def apply(ctx: Ctx) -> Any:
         base = ctx.node.current_config()
         staged = ctx.store.staged_cameras()
         try:
-            new = with_cameras(base, staged_result(base, staged))
+            new = with_cameras(base, staged_result(base, staged), elements=element_catalog())
         except ConfigError as exc:
             return _invalid(exc)
         applied, deleted = applied_after(ctx.store, staged)

@@ -22,7 +22,9 @@ CLOSE_TIMEOUT_S = 2.0
 async def websocket(ws: WebSocket) -> None:
     """Send ``{"type": "snapshot", "status": ...}`` every second and the node's messages as JSON text.
 
-    The node's messages are ``{"type": "event", ...}`` and ``{"type": "status", ...}`` (a change).
+    The node's messages are ``{"type": "event", "event_type": "start"|"update"|"end", "event": Event}``
+    (``Event``: the REST API's event shape, times in epoch seconds) and ``{"type": "status", ...}``
+    (a change).
 
     Authenticate with ``?token=``, the ``Authorization`` header or the cookie;
     any role may connect. A client that falls behind (its queue is full) is

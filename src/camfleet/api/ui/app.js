@@ -126,7 +126,8 @@ function renderGrid() {
     st.textContent = cam.state;
     st.className = `state state-${cam.state}`;
     card.querySelector(".fps").textContent =
-      `${cam.decode_fps.toFixed(1)} fps · ${cam.processed_fps.toFixed(1)} analysed`;
+      `${cam.decode_fps.toFixed(1)} fps · ${cam.processed_fps.toFixed(1)} analysed` +
+      (cam.corrupt_fps > 0 ? ` · ${cam.corrupt_fps.toFixed(1)} corrupt/s` : "");
     card.title = cam.last_error || cam.reason || "";
   }
   $("#grid-empty").classList.toggle("hidden", cameras.length > 0);
@@ -295,7 +296,7 @@ function renderSystem() {
     ` · configuration generation ${st.reload.generation}` + (st.reload.ok ? "" : ` · last reload failed: ${st.reload.errors.join("; ")}`);
   const cams = Object.values(st.cameras);
   $("#camera-table tbody").replaceChildren(...cams.map((c) => row(c.name, c.state, c.decode_fps.toFixed(1),
-    c.processed_fps.toFixed(1), c.skipped_fps.toFixed(1), c.detector_rps.toFixed(1), c.inference_ms.toFixed(1),
+    c.processed_fps.toFixed(1), c.skipped_fps.toFixed(1), (c.corrupt_fps ?? 0).toFixed(1), c.detector_rps.toFixed(1), c.inference_ms.toFixed(1),
     c.restarts, c.last_error)));
   const procs = [...Object.values(st.detectors), ...cams.flatMap((c) => Object.values(c.processes))];
   $("#process-table tbody").replaceChildren(...procs.map((p) => row(p.name, p.kind, p.state, p.pid,

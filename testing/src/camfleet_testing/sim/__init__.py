@@ -1,8 +1,8 @@
 """The camera simulator: N RTSP cameras showing real photographs in motion, with fault injection.
 
-* :class:`Scene` renders frames (I420 or RGB) where photographs of people, a
-  cat and a motorcycle from scikit-image's shipped test images move over a
-  static background, with their ground-truth boxes.
+* :class:`Scene` (from :mod:`camfleet.ingest.scene`, which ``synthetic://``
+  cameras use too) renders frames where photographs move over a static
+  background, with their ground-truth boxes.
 * :class:`SimServer` serves :class:`CameraSpec` cameras with GStreamer's
   gst-rtsp-server (H.264 / H.265), and injects faults: stop / restart, stall,
   resolution switch, packet corruption, credentials.
@@ -15,7 +15,8 @@ The server runs under Debian's ``/usr/bin/python3`` with these packages::
 (``scripts/setup.sh`` installs them); :class:`SimError` says so when they are missing.
 """
 
-from .scene import OBJECTS, Box, Scene, rgb_to_i420
+from camfleet.ingest.scene import OBJECTS, Box, Scene, rgb_to_i420
+
 from .server import APT_HINT, CameraSpec, SimError, SimServer
 
 __all__ = ["APT_HINT", "OBJECTS", "Box", "CameraSpec", "Scene", "SimError", "SimServer", "rgb_to_i420"]

@@ -1,6 +1,6 @@
 """RTSP server process of the camera simulator: GStreamer's gst-rtsp-server driven through PyGObject.
 
-This file is not imported by camfleet: :class:`camfleet.sim.SimServer` runs it
+This file is not imported by camfleet: :class:`camfleet_testing.sim.SimServer` runs it
 as a script under Debian's ``/usr/bin/python3`` (which has ``python3-gi``; the
 project's virtualenv does not need PyGObject). It uses only the standard
 library and ``gi``, never camfleet or numpy.

@@ -1,4 +1,4 @@
-"""Simulated RTSP cameras: GStreamer's gst-rtsp-server fed with :class:`~camfleet.sim.scene.Scene` frames.
+"""Simulated RTSP cameras: GStreamer's gst-rtsp-server fed with :class:`~camfleet.ingest.scene.Scene` frames.
 
 :class:`SimServer` runs ``_gst_server.py`` (gst-rtsp-server through PyGObject)
 as a child process under Debian's ``/usr/bin/python3`` and feeds it raw I420
@@ -34,12 +34,13 @@ from types import TracebackType
 from typing import IO, Any, Literal
 from urllib.parse import quote
 
+from camfleet.ingest.scene import OBJECTS, Scene
+
 from . import _gst_server as proto
-from .scene import OBJECTS, Scene
 
 __all__ = ["APT_HINT", "SERVER_PYTHON", "CameraSpec", "SimError", "SimServer"]
 
-log = logging.getLogger("camfleet.sim")
+log = logging.getLogger("camfleet_testing.sim")
 
 SERVER_PYTHON = "/usr/bin/python3"
 """The interpreter that runs the RTSP server: Debian's, which has ``python3-gi``."""
@@ -68,7 +69,7 @@ class CameraSpec:
     ``"h264"`` or ``"h265"``; ``width`` and ``height`` are pixels (even);
     ``fps`` is frames per second; ``bitrate_kbps`` is the encoder's target in
     kbit/s; ``gop`` is the keyframe interval in frames; ``seed`` and
-    ``objects`` select the :class:`~camfleet.sim.scene.Scene`.
+    ``objects`` select the :class:`~camfleet.ingest.scene.Scene`.
     """
 
     name: str = "cam0"
@@ -235,7 +236,9 @@ class SimServer:
     with a self-signed certificate made at :meth:`open` for ``localhost``,
     ``127.0.0.1``, ``::1`` and ``host``, kept across :meth:`stop`/:meth:`start`
     and deleted by :meth:`close` (:attr:`tls_certificate` is its path, for
-    clients that verify). ``server_python`` is the interpreter
+    clients that verify). ``tls_files``: (certificate, key) PEM files to serve
+    instead, e.g. a certificate signed by a test CA (copied at :meth:`open`;
+    implies ``tls``). ``server_python`` is the interpreter
     with PyGObject that runs the server; ``start_timeout`` (seconds) bounds
     how long :meth:`start` waits for it to accept connections.
 
@@ -255,6 +258,7 @@ class SimServer:
         auth: Literal["basic", "digest"] = "basic",
         *,
         tls: bool = False,
+        tls_files: tuple[Path, Path] | None = None,
         server_python: str = SERVER_PYTHON,
         start_timeout: float = 15.0,
     ) -> None:
@@ -274,7 +278,8 @@ class SimServer:
         self.user = user
         self._password = password
         self.auth = auth
-        self.tls = tls
+        self.tls = tls or tls_files is not None
+        self._tls_files = tls_files
         self._tls_dir: Path | None = None  # private directory of the certificate and key while open
         self.server_python = server_python
         self.start_timeout = start_timeout
@@ -308,7 +313,9 @@ class SimServer:
                 for spec in self._specs:
                     scene = self._scene(spec.width, spec.height, spec.seed, spec.objects)
                     self._feeds[spec.name] = _Feed(spec=spec, scene=scene)
-                if self.tls:
+                if self._tls_files is not None:
+                    self._tls_dir = _copy_certificate(*self._tls_files)
+                elif self.tls:
                     self._tls_dir = _make_certificate(self.host)
                 self.start()
                 for feed in self._feeds.values():
@@ -625,6 +632,21 @@ def _url_host(host: str) -> str:
 
 def _connect_host(host: str) -> str:
     return _url_host(host).strip("[]")
+
+
+def _copy_certificate(cert: Path, key: Path) -> Path:
+    """A new private directory holding copies of ``cert`` and ``key`` as ``cert.pem``, ``key.pem`` (0600)."""
+    directory = Path(tempfile.mkdtemp(prefix="camfleet-sim-tls-"))  # mode 0700
+    try:
+        for src, name in ((cert, "cert.pem"), (key, "key.pem")):
+            dst = directory / name
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Path(src).read_bytes())
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory
 
 
 def _make_certificate(host: str) -> Path:

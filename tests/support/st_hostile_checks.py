@@ -1,7 +1,7 @@
 """Schemathesis checks for requests sent with a hostile Host or Origin (loaded through SCHEMATHESIS_HOOKS).
 
 Not a test module: ``tests/test_api_security.py`` runs the schemathesis CLI
-with ``SCHEMATHESIS_HOOKS=tests.st_hostile_checks``.
+with ``SCHEMATHESIS_HOOKS=tests.support.st_hostile_checks``.
 """
 
 from __future__ import annotations

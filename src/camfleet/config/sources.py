@@ -1,0 +1,162 @@
+"""Where the configuration in force comes from: a file, an embedded default, and the cameras overlay.
+
+A :class:`ConfigSource` yields a validated :class:`~camfleet.config.Config`
+each time it is asked (at start-up and at every reload). :class:`FileSource`
+reads a YAML file; :class:`FixedSource` hands out a configuration built in code
+(``camfleet run`` without a file). :class:`OverlaySource` lays the cameras
+applied through the API over another source's: they are kept in the store
+(``set_applied_cameras``), so API changes survive a restart and a file reload;
+cameras deleted through the API stay deleted even when the file defines them.
+
+The store is reached through the small :class:`CameraOverlay` protocol, so
+``config`` does not depend on ``store``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from .elements import ElementCatalog
+from .load import ConfigError, ConfigIssue, load_config, load_config_text
+from .model import Config
+
+__all__ = [
+    "CameraOverlay",
+    "ConfigSource",
+    "FileSource",
+    "FixedSource",
+    "OverlaySource",
+    "camera_dicts",
+    "overlay_cameras",
+    "with_cameras",
+]
+
+
+class ConfigSource(Protocol):
+    """Anything that produces the configuration to run."""
+
+    def load(self) -> Config:
+        """The configuration, validated.
+
+        Raises:
+            ConfigError: it does not validate (with every issue).
+        """
+        ...
+
+
+class CameraOverlay(Protocol):
+    """The cameras applied and deleted through the API, as the store keeps them."""
+
+    def applied_cameras(self) -> dict[str, dict[str, Any]]:
+        """Applied camera configs by name (plain dicts, as the configuration file would give them)."""
+        ...
+
+    def deleted_cameras(self) -> set[str]:
+        """Names of the cameras deleted through the API."""
+        ...
+
+
+class FileSource:
+    """A YAML configuration file, read again at every :meth:`load`.
+
+    ``elements`` checks each pipeline element's settings too (the pipeline
+    registry's catalog, :func:`camfleet.pipeline.validate.element_catalog`).
+    """
+
+    def __init__(self, path: Path, elements: ElementCatalog | None = None) -> None:
+        self.path = path
+        self.elements = elements
+
+    def load(self) -> Config:
+        """The file's configuration (see :func:`~camfleet.config.load_config`)."""
+        return load_config(self.path, elements=self.elements)
+
+
+class FixedSource:
+    """A configuration built in code (the embedded default): the same one at every :meth:`load`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def load(self) -> Config:
+        """The configuration given at construction."""
+        return self.config
+
+
+class OverlaySource:
+    """``base``'s configuration with the cameras applied through the API laid over its own.
+
+    ``elements``, when given, checks element settings of the overlaid result.
+    """
+
+    def __init__(self, base: ConfigSource, overlay: CameraOverlay,
+                 elements: ElementCatalog | None = None) -> None:
+        self.base = base
+        self.overlay = overlay
+        self.elements = elements
+
+    def load(self) -> Config:
+        """``base.load()`` with the overlay applied (see :func:`overlay_cameras`)."""
+        return self.apply(self.base.load())
+
+    def apply(self, config: Config) -> Config:
+        """``config`` (already loaded from ``base``) with the overlay applied."""
+        return overlay_cameras(config, self.overlay, elements=self.elements)
+
+
+def overlay_cameras(config: Config, overlay: CameraOverlay, *,
+                    elements: ElementCatalog | None = None) -> Config:
+    """``config`` with the cameras applied through the API put over its own.
+
+    Cameras deleted through the API are removed from ``config``'s set too.
+
+    Raises:
+        ConfigError: the overlaid cameras no longer fit the file (e.g. a pipeline they use was removed);
+            the issues name the camera.
+    """
+    applied = overlay.applied_cameras()
+    deleted = overlay.deleted_cameras()
+    if not applied and not deleted & set(config.cameras):
+        return config
+    cameras = camera_dicts(config)
+    cameras.update(applied)
+    for name in deleted:
+        cameras.pop(name, None)
+    return with_cameras(config, cameras, elements=elements)
+
+
+def camera_dicts(config: Config) -> dict[str, dict[str, Any]]:
+    """Each camera of ``config`` as a plain dict (defaults merged)."""
+    return {name: cam.model_dump(mode="json", exclude_none=True) for name, cam in config.cameras.items()}
+
+
+def with_cameras(base: Config, cameras: dict[str, dict[str, Any]], *,
+                 elements: ElementCatalog | None = None) -> Config:
+    """``base`` with its ``cameras`` section replaced, validated by the real configuration loader.
+
+    Raises:
+        ConfigError: with every issue (paths such as ``cameras.door.detect.fps``).
+    """
+    data = base.model_dump(mode="json", exclude_none=True)
+    data["cameras"] = cameras
+    try:
+        text = yaml.safe_dump(_escape(data), sort_keys=False)
+    except (RecursionError, yaml.YAMLError) as exc:
+        problem = f"cannot be written as YAML: {type(exc).__name__}"
+        raise ConfigError([ConfigIssue("cameras", None, None, problem)]) from None
+    return load_config_text(text, source=base.source or "<api>", base_dir=base._base_dir, env={},
+                            elements=elements)
+
+
+def _escape(value: Any) -> Any:
+    """``value`` with every ``${`` in strings written ``$${`` (no substitution when re-loaded)."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value

@@ -1,0 +1,40 @@
+"""What the pump delivers to: the :class:`OutboxSink` protocol, and how to tell an outage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from camfleet.store.errors import StoreError
+from camfleet.vocabulary import OutboxMessage
+
+
+class OutboxSink(Protocol):
+    """A destination of the outbox; ``name`` keys its cursor in the journal (keep it stable).
+
+    :meth:`write` must be an idempotent upsert keyed by :func:`camfleet.vocabulary.message_key`
+    (a batch may be delivered again after a crash) and return only once the batch is durable
+    there. It raises to refuse: see :func:`is_outage` for which errors are retried.
+    """
+
+    name: str
+
+    def write(self, messages: Sequence[OutboxMessage]) -> None:
+        """Store ``messages`` (in order; the later state of one key wins)."""
+        ...
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a sink failure looks like its destination being unreachable (retry the same batch).
+
+    Connection loss, a database that is down or locked, and OS-level I/O errors count; anything
+    else (a constraint, a bad value, a bug) is the message's fault.
+    """
+    cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ is not None else exc
+    if isinstance(cause, OperationalError | InterfaceError):
+        return True
+    if isinstance(cause, DBAPIError) and bool(cause.connection_invalidated):
+        return True
+    return isinstance(cause, ConnectionError | TimeoutError)
