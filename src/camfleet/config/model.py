@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     PrivateAttr,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -45,7 +47,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, PydanticCustomError
+from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
 
 from camfleet.redact import mask_url
 from camfleet.urlkinds import source_kind
@@ -391,6 +393,10 @@ class OutboxSettings(_Strict):
                                     "of any process, not a power cut, and appends ~15x faster")
 
 
+# a host name or IP address, optionally with :port ("cams.example.org", "cams.example.org:8443", "[fd00::1]")
+_HOST_ENTRY = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$"
+
+
 class ApiSettings(_Strict):
     """The REST API and web UI served by ``camfleet run``."""
 
@@ -398,6 +404,19 @@ class ApiSettings(_Strict):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=5080, ge=0, le=65535, description="0: any free port")
     open: bool = Field(default=False, description="accept requests without a token (loopback host only)")
+    # --- request hardening (see camfleet.api.hosts and camfleet.api.limits)
+    allowed_hosts: list[Annotated[str, Field(min_length=1, max_length=253, pattern=_HOST_ENTRY)]] = Field(
+        default_factory=list, max_length=64,
+        description="host names (optionally name:port) the API answers to besides the loopback names and "
+                    "IP addresses; browsers' Origin must name one of them too (DNS-rebinding guard)",
+    )
+    max_ws_per_token: int = Field(default=16, ge=1, le=1000,
+                                  description="WebSocket connections one token may hold at once")
+    max_exports_per_token: int = Field(default=2, ge=1, le=64,
+                                       description="clip exports one token may run at once (429 beyond)")
+    clip_cache_mb: float = Field(default=2048.0, gt=0, le=16 * 2**20,
+                                 description="exported clips kept under <data_dir>/clips, MiB (least "
+                                             "recently used evicted first)")
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> ApiSettings:
@@ -525,6 +544,20 @@ class Config(_Strict):
             raise PydanticCustomError("config_reference", "{problems}", {"problems": text})
         return self
 
+    @model_validator(mode="after")
+    def _recordings_apart_from_data(self, info: ValidationInfo) -> Config:
+        # the recordings directory is served over HTTP and swept by retention: if it held the data
+        # directory (the database, secret.key, snapshots), those would be in reach of both
+        base = info.context.get("base_dir") if isinstance(info.context, Mapping) else None
+        problem = recordings_dir_problem(self.data_dir, self.storage.recordings_dir,
+                                         Path(base) if base is not None else Path.cwd())
+        if problem is not None:
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("recordings_dir", "{problem}", {"problem": problem}),
+                loc=("storage", "recordings_dir"), input=self.storage.recordings_dir,
+            )])
+        return self
+
     def camera(self, name: str) -> CameraConfig:
         """The camera called ``name``, with ``defaults`` merged in.
 
@@ -584,6 +617,34 @@ class Config(_Strict):
         if data.get("storage", {}).get("database"):
             data["storage"]["database"] = mask_url(data["storage"]["database"])
         return data
+
+
+def recordings_dir_problem(data_dir: str | None, recordings_dir: str, base: Path | None = None) -> str | None:
+    """Why ``storage.recordings_dir`` may not be used with ``data_dir``, or None when it may.
+
+    Refused: the filesystem root, and any directory that contains the data
+    directory (``.``, ``..``, a parent of an absolute ``data_dir``). A relative
+    ``data_dir`` is resolved against ``base`` when given; without it only what
+    can be decided without knowing the configuration file's folder is checked.
+    """
+    rec = Path(os.path.normpath(Path(recordings_dir).expanduser()))
+    if rec.is_absolute() and rec == Path(rec.anchor):
+        return "the recordings directory must not be the filesystem root '/'"
+    if not rec.is_absolute():
+        if all(part == ".." for part in rec.parts) or rec == Path("."):
+            return (f"the recordings directory {recordings_dir!r} contains the data directory "
+                    "(the database and keys would be served and swept): choose a folder inside or beside it")
+        return None  # under data_dir, or beside it ("../footage"): never a parent of it
+    data = Path(data_dir or Config.DEFAULT_DATA_DIR).expanduser()
+    if not data.is_absolute():
+        if base is None:
+            return None
+        data = base / data
+    data = Path(os.path.normpath(data))
+    if data == rec or rec in data.parents:
+        return (f"the recordings directory {recordings_dir!r} contains the data directory {str(data)!r} "
+                "(the database and keys would be served and swept): choose a folder inside or beside it")
+    return None
 
 
 # --------------------------------------------------------------------------- merging and references

@@ -22,6 +22,7 @@ zones, masks and element settings reach a running pipeline without a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -209,6 +210,19 @@ class Node:
             return self._reject([str(issue) for issue in exc.issues])
         except (OSError, ValueError, StoreError) as exc:  # a store error never stops a running camera
             return self._reject([str(exc)])
+        result: ReloadResult | None = None
+        with self._lock:
+            last = self._last_reload
+            if new == self.config and last.ok and last.generation > 0:
+                # the file watch applied this content already (a save, then `camfleet reload`):
+                # answer with what that change did instead of an empty change
+                note = f"the file was already in force (generation {last.generation})"
+                result = dataclasses.replace(
+                    last, at=time.time(), errors=[*(e for e in last.errors if e != note), note])
+                self._last_reload = result
+        if result is not None:
+            self._refresh_status()
+            return self._report_load_problems(result)
         return self._report_load_problems(self.apply_config(new))
 
     def _report_load_problems(self, result: ReloadResult) -> ReloadResult:
