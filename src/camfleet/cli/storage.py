@@ -18,6 +18,7 @@ import typer
 
 from camfleet.config import Config, ConfigError, load_config
 from camfleet.recording import (
+    QUARANTINE_DIR,
     ExportError,
     RetentionManager,
     check_storage,
@@ -84,7 +85,8 @@ def check_command(
     config: ConfigArg = None,
     repair: Annotated[bool, typer.Option(
         "--repair",
-        help="Delete rows whose file is missing; index playable unindexed files, delete others.",
+        help="Delete rows whose file is missing; index playable unindexed files, quarantine others "
+             "(nothing is deleted).",
     )] = False,
 ) -> None:
     """Compare segment rows with the files in the recordings directory (exit 1 on a mismatch left)."""
@@ -96,10 +98,17 @@ def check_command(
         typer.echo(f"  missing file: {row.path} (row {row.id}, {row.camera})")
     for rel in report.orphan_files:
         typer.echo(f"  file without row: {rel}")
+    for rel in report.foreign_files:
+        typer.echo(f"  not camfleet's (left alone): {rel}")
     if repair:
         typer.echo(f"repaired: {report.rows_deleted} rows deleted, "
                    f"{len(report.files_indexed)} files indexed, "
-                   f"{len(report.files_deleted)} unplayable files deleted")
+                   f"{len(report.files_quarantined)} unplayable files quarantined")
+    q = report.quarantined
+    if q.files:
+        typer.echo(f"quarantine: {q.files} files, {_mb(q.bytes)} in "
+                   f"{cfg.recordings_path / QUARANTINE_DIR} (never deleted by camfleet; review and remove)")
+    if repair:
         return
     if report.ok:
         typer.echo("ok")
