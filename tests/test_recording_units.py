@@ -16,6 +16,7 @@ from camfleet.framebus import Packet, PacketFlags
 from camfleet.recording import Recorder, UnsafePath, safe_join, segment_relpath
 from camfleet.recording.bitstream import stream_info
 from camfleet.recording.paths import start_from_name
+from camfleet.vocabulary import OutboxMessage, SegmentMessage
 
 from .support.recording import FPS, STEP, T0, encode, feed, frames_of
 
@@ -29,14 +30,14 @@ def h264() -> tuple[list[Any], bytes]:
 
 class Sink:
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[OutboxMessage] = []
 
-    def put(self, item: dict[str, Any]) -> None:
+    def put(self, item: OutboxMessage) -> None:
         self.messages.append(item)
 
     @property
     def segments(self) -> list[dict[str, Any]]:
-        return [m["segment"] for m in self.messages]
+        return [m.segment.to_json() for m in self.messages if isinstance(m, SegmentMessage)]
 
 
 def test_cuts_at_keyframes_contiguous_and_finished_on_stop(
