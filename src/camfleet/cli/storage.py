@@ -143,7 +143,11 @@ def retention_command(config: ConfigArg = None) -> None:
     """Apply retention once (modes, retain_days, the storage floor) and print what was deleted."""
     cfg = _load(config)
     with _store(cfg) as store:
-        report = RetentionManager(store, cfg).run_once(time.time())
+        from camfleet.events import journal_path  # noqa: PLC0415 - the outbox, only for retention
+        from camfleet.recording.retention import journal_open_spans  # noqa: PLC0415
+
+        open_spans = journal_open_spans(journal_path(cfg.data_path))  # motion going on now: kept
+        report = RetentionManager(store, cfg, open_spans=open_spans).run_once(time.time())
     for d in report.deleted:
         typer.echo(f"deleted {d.path} ({_mb(d.size)}): {d.reason}")
     typer.echo(f"{len(report.deleted)} segments deleted, {_mb(report.bytes_freed)} freed; "

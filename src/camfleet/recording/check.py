@@ -158,7 +158,11 @@ def _repair(store: Store, recordings_dir: Path, report: StorageReport, record: t
         camera, start = parsed
         probe = probe_segment(path)
         if probe is None:
-            quarantine(recordings_dir, path, "unplayable and not indexed")
+            try:
+                quarantine(recordings_dir, path, "unplayable and not indexed")
+            except OSError as exc:  # e.g. a camera folder on another filesystem: leave it be
+                log.warning("storage check: could not quarantine %s (%s); left in place", rel, exc)
+                continue
             report.files_quarantined.append(rel)
             continue
         store.add_segment(record(  # an upsert by path: a second repair cannot index it twice

@@ -148,7 +148,11 @@ def recover_part(part: Path, recordings_dir: Path) -> tuple[Outcome, SegmentInfo
         info = _finalise(part, start)
     except _Unreadable as exc:
         tmp.unlink(missing_ok=True)
-        return Outcome.QUARANTINED, quarantine(recordings_dir, part, f"unrecoverable leftover: {exc}")
+        try:
+            return Outcome.QUARANTINED, quarantine(recordings_dir, part, f"unrecoverable leftover: {exc}")
+        except OSError as move_error:  # e.g. another filesystem: keep it where it is
+            log.warning("recorder: could not quarantine %s (%s); kept in place", part, move_error)
+            return Outcome.KEPT, None
     except (av.FFmpegError, OSError, ValueError) as exc:  # no space, I/O error: the bytes are still there
         tmp.unlink(missing_ok=True)
         log.warning("recorder: leftover %s not finalised now (%s); kept for a later try", part, exc)
