@@ -168,9 +168,13 @@ cameras:
     broken = rec / segment_relpath("a", NOW)
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"broken")
+    part = rec / (segment_relpath("a", NOW + 10) + ".part")
+    part.write_bytes(b"kept after a failed write")
     result = CliRunner().invoke(app, ["check", "--repair", str(cfg_path)])
     assert result.exit_code == 0, result.output
     assert "not camfleet's (left alone): My Videos/x.mp4" in result.output
     assert "1 unplayable files quarantined" in result.output
     assert "quarantine: 1 files" in result.output
+    assert f"unfinished (.part, finalised by the camera's recorder): {part.relative_to(rec).as_posix()}" \
+        in result.output and part.exists()
     assert (rec / "My Videos" / "x.mp4").read_bytes() == b"mine"

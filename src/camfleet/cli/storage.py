@@ -100,6 +100,8 @@ def check_command(
         typer.echo(f"  file without row: {rel}")
     for rel in report.foreign_files:
         typer.echo(f"  not camfleet's (left alone): {rel}")
+    for rel in report.part_files:
+        typer.echo(f"  unfinished (.part, finalised by the camera's recorder): {rel}")
     if repair:
         typer.echo(f"repaired: {report.rows_deleted} rows deleted, "
                    f"{len(report.files_indexed)} files indexed, "

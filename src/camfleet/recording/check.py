@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import av
 
-from .paths import SEGMENT_SUFFIX, UnsafePath, parse_segment_relpath, safe_join
+from .paths import PART_SUFFIX, SEGMENT_SUFFIX, UnsafePath, parse_segment_relpath, safe_join
 from .quarantine import QUARANTINE_DIR, QuarantineUsage, quarantine, quarantine_usage
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ class StorageReport:
     ``orphan_files`` are unindexed files in camfleet's layout (a repair
     indexes or quarantines them); ``foreign_files`` are ``.mp4`` files
     outside it (never touched); ``quarantined`` is what the quarantine
-    folder holds after the check.
+    folder holds after the check; ``part_files`` are ``.part`` files (being
+    written, or kept after a failed write for the recorder to finalise).
     """
 
     rows: int = 0
@@ -83,6 +84,7 @@ class StorageReport:
     missing_files: list[SegmentRecord] = field(default_factory=list)
     orphan_files: list[str] = field(default_factory=list)
     foreign_files: list[str] = field(default_factory=list)
+    part_files: list[str] = field(default_factory=list)
     rows_deleted: int = 0
     files_indexed: list[str] = field(default_factory=list)
     files_quarantined: list[str] = field(default_factory=list)
@@ -101,12 +103,12 @@ def _row_path_ok(recordings_dir: Path, rel: str) -> bool:
         return False
 
 
-def _segment_files(recordings_dir: Path) -> list[Path]:
-    """Every ``.mp4`` under ``recordings_dir`` outside the quarantine folder (symlinks included)."""
+def _segment_files(recordings_dir: Path, suffix: str = SEGMENT_SUFFIX) -> list[Path]:
+    """Every ``*suffix`` file under ``recordings_dir`` outside the quarantine folder (symlinks included)."""
     if not recordings_dir.is_dir():
         return []
     qdir = recordings_dir / QUARANTINE_DIR
-    return sorted(p for p in recordings_dir.rglob(f"*{SEGMENT_SUFFIX}")
+    return sorted(p for p in recordings_dir.rglob(f"*{suffix}")
                   if (p.is_file() or p.is_symlink()) and qdir not in p.parents)
 
 
@@ -129,6 +131,8 @@ def check_storage(store: Store, recordings_dir: Path, repair: bool = False) -> S
             report.missing_files.append(row)
     files = _segment_files(recordings_dir)
     report.files = len(files)
+    report.part_files = [p.relative_to(recordings_dir).as_posix()
+                         for p in _segment_files(recordings_dir, PART_SUFFIX)]
     for path in files:
         rel = path.relative_to(recordings_dir).as_posix()
         if rel in known:
