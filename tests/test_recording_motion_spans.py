@@ -22,6 +22,7 @@ from camfleet.events import Journal, OutboxProducer, journal_path
 from camfleet.recording import RetentionManager, segment_relpath
 from camfleet.recording.retention import journal_open_spans
 from camfleet.runtime.children import MOTION_EXTEND_S, _Activity
+from camfleet.runtime.eventpath import EventPath
 from camfleet.store import ActivityRecord, SegmentRecord, Store
 from camfleet.vocabulary import ActivityMessage, MotionSpan, decode, encode
 
@@ -155,3 +156,27 @@ cameras:
 
 def _plenty(_path: Path) -> int:
     return 10**12
+
+
+def test_a_node_start_closes_every_open_span(tmp_path: Path) -> None:
+    """A killed node's pipelines never closed their spans: the next node start does, for all cameras."""
+    config = load_config_text(f"""
+data_dir: {tmp_path}
+pipelines: {{p: [motion: {{}}]}}
+cameras:
+  a: {{pipeline: p, sources: [{{url: 'synthetic://a', roles: [detect]}}]}}
+""")
+    last = time.time() - 3600  # the node died an hour ago, mid-motion
+    with Journal(journal_path(config.data_path)) as j:
+        for cam in ("a", "gone"):
+            j.append([ActivityMessage(MotionSpan(cam, "motion", last - 10, last, open=True))])
+    path = EventPath(config, None, lambda _m: None)
+    path.start()
+    try:
+        assert path.flush(10)
+    finally:
+        path.stop()
+    with Journal(journal_path(config.data_path)) as j:
+        assert j.open_spans() == []
+        closed = [s for s in _spans(j) if not s.open]
+    assert sorted((s.camera, s.end - last) for s in closed) == [("a", 60.0), ("gone", 60.0)]
