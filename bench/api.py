@@ -279,7 +279,9 @@ def serve(variant: str, folder: str, conn: Any) -> None:
         store = None
         if variant == "camfleet":
             store = Store.open(f"sqlite:///{data / 'camfleet.db'}")
-            app = create_app(node, store, ApiSettings(), data_dir=data, recordings_dir=data / "rec")
+            # one token opens every client of the fan-out (and the stalled one): lift the per-token cap
+            app = create_app(node, store, ApiSettings(max_ws_per_token=WS_CLIENTS + 1), data_dir=data,
+                             recordings_dir=data / "rec")
 
             def publish(message: dict[str, Any]) -> None:
                 for listener in list(node.listeners):

@@ -27,7 +27,7 @@ from camfleet.api import ApiServer, create_app
 from camfleet.api.hub import Hub
 from camfleet.config import ApiSettings, overlay_cameras
 from camfleet.pipeline.context import to_rgb
-from camfleet.store import EventRecord
+from camfleet.store import EventRecord, SegmentRecord
 
 from .support.api_node import Running, camera_state, camera_yaml, running, shm_env, wait_ws
 
@@ -261,6 +261,9 @@ def test_recordings_range_and_traversal(rt: Running, tmp_path: Path) -> None:
     rec = rt.config.recordings_path / "cam1"
     rec.mkdir(parents=True, exist_ok=True)
     (rec / "seg-0001.mp4").write_bytes(bytes(range(256)) * 4)
+    # only indexed segments are served (issue 12): index it as the recorder would
+    rt.store.add_segment(SegmentRecord(camera="cam1", path="cam1/seg-0001.mp4", start=1.0, end=2.0, size=1024,
+                                       frames=1, keyframes=1))
     (tmp_path / "outside.mp4").write_bytes(b"outside")
     (rec / "link.mp4").symlink_to(tmp_path / "outside.mp4")
     with rt.client(rt.viewer) as c:

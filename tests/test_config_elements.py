@@ -298,7 +298,9 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, _Node, Store]]:
     node = _Node(Config.model_validate(yaml.safe_load(TYPO)))
     store = Store.open(f"sqlite:///{tmp_path / 'camfleet.db'}")
     token = store.create_token("test-admin", "admin")
-    app = create_app(node, store, ApiSettings(), data_dir=tmp_path, recordings_dir=tmp_path)
+    # TestClient says "Host: testserver": allow that name (the API answers loopback names only)
+    app = create_app(node, store, ApiSettings(allowed_hosts=["testserver"]), data_dir=tmp_path,
+                     recordings_dir=tmp_path)
     try:  # no lifespan (no `with`): no status ticker, no live view
         yield TestClient(app, headers={"Authorization": f"Bearer {token}"}), node, store
     finally:

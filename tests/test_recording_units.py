@@ -16,7 +16,7 @@ from camfleet.framebus import Packet, PacketFlags
 from camfleet.recording import Recorder, UnsafePath, safe_join, segment_relpath
 from camfleet.recording.bitstream import stream_info
 from camfleet.recording.paths import start_from_name
-from camfleet.vocabulary import OutboxMessage, SegmentMessage
+from camfleet.vocabulary import SegmentMessage, SegmentRecord
 
 from .support.recording import FPS, STEP, T0, encode, feed, frames_of
 
@@ -30,14 +30,14 @@ def h264() -> tuple[list[Any], bytes]:
 
 class Sink:
     def __init__(self) -> None:
-        self.messages: list[OutboxMessage] = []
+        self.messages: list[SegmentMessage] = []
 
-    def put(self, item: OutboxMessage) -> None:
+    def put(self, item: SegmentMessage) -> None:
         self.messages.append(item)
 
     @property
-    def segments(self) -> list[dict[str, Any]]:
-        return [m.segment.to_json() for m in self.messages if isinstance(m, SegmentMessage)]
+    def segments(self) -> list[SegmentRecord]:
+        return [m.segment for m in self.messages]
 
 
 def test_cuts_at_keyframes_contiguous_and_finished_on_stop(
@@ -48,16 +48,16 @@ def test_cuts_at_keyframes_contiguous_and_finished_on_stop(
     feed(rec, h264[0][:100], h264[1])  # 6.67 s
     rec.finish_segment()
     segs = sink.segments
-    assert [s["frames"] for s in segs] == [30, 30, 30, 10]
-    assert [s["keyframes"] for s in segs] == [2, 2, 2, 1]
-    assert segs[0]["start"] == pytest.approx(T0)
+    assert [s.frames for s in segs] == [30, 30, 30, 10]
+    assert [s.keyframes for s in segs] == [2, 2, 2, 1]
+    assert segs[0].start == pytest.approx(T0)
     for a, b in itertools.pairwise(segs):
-        assert b["start"] == pytest.approx(a["end"], abs=1e-6)
-    assert segs[-1]["end"] == pytest.approx(T0 + 100 / FPS)
+        assert b.start == pytest.approx(a.end, abs=1e-6)
+    assert segs[-1].end == pytest.approx(T0 + 100 / FPS)
     for s in segs:
-        assert frames_of(tmp_path, s) == (s["frames"], 320, 180)
-        assert s["path"] == segment_relpath("cam", s["start"])
-        assert s["size"] == (tmp_path / s["path"]).stat().st_size
+        assert frames_of(tmp_path, s) == (s.frames, 320, 180)
+        assert s.path == segment_relpath("cam", s.start)
+        assert s.size == (tmp_path / s.path).stat().st_size
     assert not list(tmp_path.rglob("*.part"))
 
 
@@ -78,13 +78,13 @@ def test_a_gap_closes_the_segment_and_the_next_starts_at_a_keyframe(
         feed(rec, rest, extra, flag_at=0)
     rec.finish_segment()
     first, second = sink.segments
-    assert first["frames"] == 37 and first["end"] == pytest.approx(T0 + 37 / FPS)
-    assert second["frames"] == 80 - 45
+    assert first.frames == 37 and first.end == pytest.approx(T0 + 37 / FPS)
+    assert second.frames == 80 - 45
     shift = {"pts jump": 20, "drift": 8, "discontinuity": 0}[kind]
-    assert second["start"] == pytest.approx(T0 + 45 / FPS + shift, abs=1e-3)
+    assert second.start == pytest.approx(T0 + 45 / FPS + shift, abs=1e-3)
     for s in (first, second):
-        assert frames_of(tmp_path, s)[0] == s["frames"]
-        assert (s["end"] - s["start"]) * FPS == pytest.approx(s["frames"], abs=0.01)  # no time warp
+        assert frames_of(tmp_path, s)[0] == s.frames
+        assert (s.end - s.start) * FPS == pytest.approx(s.frames, abs=0.01)  # no time warp
 
 
 def test_format_change_starts_a_new_segment_with_the_new_size(

@@ -141,7 +141,7 @@ def test_named_counters_per_kind() -> None:
     counters[hb.FRAMES], counters[hb.PACKETS], counters[hb.EXTRA] = 100, 120, 300
     sample = Sample(tuple(counters), {hb.FRAMES: 5.0, hb.EXTRA: 10.0}, {"inference_ms": 12.5})
     assert INGEST.metrics(sample) == {"frames": 100, "fps": 5.0, "packets": 120, "decoded": 300,
-                                      "decode_fps": 10.0}
+                                      "decode_fps": 10.0, "corrupt": 0.0, "corrupt_fps": 0.0}
     assert PIPELINE.metrics(sample)["inference_ms"] == 12.5 and PIPELINE.metrics(sample)["updates"] == 300
     assert RECORDER.metrics(sample) == {"frames": 100, "packets": 100, "segments": 300}
     det = [0.0] * 4

@@ -11,6 +11,7 @@ import numpy as np
 
 from camfleet.framebus import Packet, PacketFlags
 from camfleet.recording import Recorder
+from camfleet.vocabulary import SegmentRecord
 
 TB = Fraction(1, 90000)
 FPS = 15
@@ -50,7 +51,7 @@ def feed(rec: Recorder, packets: list[Any], extradata: bytes, *, codec: str = "h
         rec.on_packet(pkt, (codec, extradata, (1, 90000)) if pkt.is_key else None)
 
 
-def frames_of(root: Path, seg: dict[str, Any]) -> tuple[int, int, int]:
-    with av.open(str(root / seg["path"])) as c:
+def frames_of(root: Path, seg: SegmentRecord) -> tuple[int, int, int]:
+    with av.open(str(root / seg.path)) as c:
         frames = list(c.decode(video=0))
         return len(frames), frames[0].width, frames[0].height

@@ -19,11 +19,12 @@ from camfleet.store import Store
 
 from .access_log import AccessLog
 from .context import ApiContext
+from .hosts import HostGuard, HostPolicy
 from .hub import Hub
 from .limits import BodyLimit
 from .live import LiveFrames
 from .metrics import registry
-from .routers import cameras, config, events, live, metrics, recordings, system, ui, ws
+from .routers import cameras, config, docs, events, live, metrics, recordings, system, ui, ws
 from .status_cache import StatusCache
 
 log = logging.getLogger("camfleet.api")
@@ -95,16 +96,18 @@ def create_app(
     app = FastAPI(
         title="camfleet", version=__version__, lifespan=_lifespan,
         description="camfleet node: status, cameras, events, recordings, live view.",
-        openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+        # the schema and Swagger UI are served by routers.docs: behind auth, from local files (no CDN)
+        openapi_url=None, docs_url=None, redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
-    for module in (system, cameras, events, recordings, live, config, metrics, ws, ui):
+    for module in (system, cameras, events, recordings, live, config, metrics, ws, docs, ui):
         for name in ("public", "router"):
             r: Any = getattr(module, name, None)
             if r is not None:
                 app.include_router(r)
     app.mount("/ui", ui.static_files(), name="ui")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HostGuard, policy=HostPolicy(config_api.allowed_hosts))  # DNS rebinding, CSWSH
     app.add_middleware(AccessLog)
     return app

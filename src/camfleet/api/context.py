@@ -12,6 +12,8 @@ from fastapi import Depends, Request, WebSocket
 from camfleet.config import ApiSettings
 from camfleet.runtime.control import NodeControl
 
+from .limits import PerKeyLimit
+
 if TYPE_CHECKING:
     from camfleet.store import Store
 
@@ -37,9 +39,13 @@ class ApiContext:
     max_body_bytes: int = 1 << 20
     clips_dir: Path = field(init=False)
     apply_lock: threading.Lock = field(default_factory=threading.Lock)
+    export_slots: PerKeyLimit = field(init=False)  # clip exports running, per token name
+    ws_slots: PerKeyLimit = field(init=False)  # WebSocket connections open, per token name
 
     def __post_init__(self) -> None:
         self.clips_dir = self.data_dir / "clips"
+        self.export_slots = PerKeyLimit(self.settings.max_exports_per_token)
+        self.ws_slots = PerKeyLimit(self.settings.max_ws_per_token)
 
     @property
     def open(self) -> bool:

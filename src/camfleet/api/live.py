@@ -88,7 +88,7 @@ class LiveFrames:
     """Shared subscribers and a short JPEG cache, per camera."""
 
     def __init__(self, max_age: float = 0.1, idle_close_s: float = 30.0, quality: int = 80,
-                 threads: int = 8) -> None:
+                 threads: int = 8, max_pending: int | None = None) -> None:
         self.max_age = max_age
         self.idle_close_s = idle_close_s
         self.quality = quality
@@ -97,6 +97,9 @@ class LiveFrames:
         self._closed = False
         self._name = f"api-{os.getpid()}-{id(self) & 0xFFFF:x}"
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="camfleet-live")
+        # the pool's own queue is unbounded: past this many reads running or queued, a viewer gets
+        # "busy" (503) at once instead of waiting behind everyone else's frames
+        self._slots = threading.BoundedSemaphore(max_pending if max_pending is not None else threads * 4)
 
     @property
     def closed(self) -> bool:
@@ -158,9 +161,25 @@ class LiveFrames:
             cam.lock.release()
 
     async def jpeg_async(self, camera: str, timeout: float = 2.0, newer_than: int = 0) -> tuple[bytes, int]:
-        """:meth:`jpeg` on the live view's own threads."""
+        """:meth:`jpeg` on the live view's own bounded pool, never the default executor.
+
+        The default executor serves ``/api/status`` and the other endpoints, so
+        live viewers cannot starve them.
+
+        Raises:
+            NoFrame: as :meth:`jpeg`, or at once when the pool already has its maximum of reads pending.
+        """
+        if not self._slots.acquire(blocking=False):
+            raise NoFrame("the live view is busy")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.jpeg, camera, timeout, newer_than)
+        try:
+            future = loop.run_in_executor(self._pool, self.jpeg, camera, timeout, newer_than)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._slots.release()
+            raise NoFrame("the server is stopping") from None
+        # released when the read really ends, even if this request was cancelled meanwhile
+        future.add_done_callback(lambda _: self._slots.release())
+        return await future
 
     @staticmethod
     def _drop_sub(cam: _Cam) -> None:

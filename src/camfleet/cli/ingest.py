@@ -27,6 +27,11 @@ from camfleet.redact import mask_url
 
 from .logs import setup_logging
 
+PROBE_URL_ENV = "CAMFLEET_PROBE_URL"
+"""Environment variable ``camfleet probe`` reads the camera URL from when none is given."""
+INGEST_URL_ENV = "CAMFLEET_INGEST_URL"
+"""Environment variable ``camfleet ingest`` reads the camera URL from when none is given."""
+
 _CA_HELP = "rtsps/https: PEM file of the CA (or self-signed certificate) to trust for this camera."
 _NO_VERIFY_HELP = "rtsps/https: accept any certificate (anyone on the path can impersonate the camera)."
 
@@ -38,7 +43,11 @@ def _tls(ca_file: str, no_verify: bool) -> TlsOptions:
 
 
 def probe_command(
-    url: str = typer.Argument(..., help="Camera URL (rtsp://, http(s)://, file, /dev/videoN)."),
+    url: str = typer.Argument(
+        ..., envvar=PROBE_URL_ENV, show_envvar=True,
+        help=f"Camera URL (rtsp://, http(s)://, file, /dev/videoN); or set ${PROBE_URL_ENV}, so that "
+             "a password in it does not show in `ps`.",
+    ),
     transport: str = typer.Option("tcp", help="RTSP transport: tcp or udp."),
     timeout: float = typer.Option(10.0, help="Seconds allowed to connect."),
     seconds: float = typer.Option(5.0, help="Seconds of stream to measure."),
@@ -73,7 +82,11 @@ def probe_command(
 
 
 def ingest_command(
-    url: str = typer.Argument(..., help="Camera URL, or synthetic://NAME?width=..&height=..&fps=.."),
+    url: str = typer.Argument(
+        ..., envvar=INGEST_URL_ENV, show_envvar=True,
+        help=f"Camera URL, or synthetic://NAME?width=..&height=..&fps=..; or set ${INGEST_URL_ENV}, so "
+             "that a password in it does not show in `ps`.",
+    ),
     key: str = typer.Option(..., "--key", help="Ring key to publish under."),
     pixel_format: str = typer.Option("yuv420p", help="gray, yuv420p, nv12, bgr24 or rgb24."),
     width: int = typer.Option(0, help="Scale frames to this width (0: camera's)."),

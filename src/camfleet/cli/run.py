@@ -8,10 +8,11 @@ SIGINT stops everything.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,13 +31,15 @@ from camfleet.detect.models import ModelError
 from camfleet.detect.service import DetectorFailed
 from camfleet.pipeline.validate import element_catalog  # element settings checked, with FILE:LINE:COL
 from camfleet.runtime import Node, NodeAlreadyRunning, default_config
+from camfleet.runtime.node import restrict_umask
 
 from .logs import setup_logging
 
 if TYPE_CHECKING:
     from camfleet.api import ApiServer
-    from camfleet.runtime.logfiles import LogRouter
     from camfleet.store import Store
+
+log = logging.getLogger("camfleet.cli")
 
 
 def run(
@@ -50,6 +53,7 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run every camera: decode once, pipeline, shared detectors, events, snapshots, recordings."""
+    restrict_umask()  # first: the data directory, database and logs are created owner-only
     setup_logging(verbose)
     elements = element_catalog()
     base: ConfigSource = (FileSource(config, elements) if config
@@ -66,12 +70,20 @@ def run(
 
     router = LogRouter(cfg, console=True, level="debug" if verbose else None)
     router.start()
-    store = _open_store(cfg, router)
+    store, store_problem = _open_store(cfg)
 
-    source = OverlaySource(base, store, elements) if store is not None else base
-    if isinstance(source, OverlaySource):
-        cfg = source.apply(cfg)
-    node = Node(cfg, loader=source.load if config else None, store=store, log_router=router)
+    problems: Callable[[], list[str]] = lambda: [store_problem] if store_problem else []  # noqa: E731
+    source: ConfigSource = base
+    if store is not None:
+        from camfleet.store.overlay import StoreOverlay  # noqa: PLC0415
+
+        overlay = OverlaySource(base, StoreOverlay(store), elements)
+        cfg = overlay.apply(cfg)  # a lost key or an outage: the file's cameras run, overlay.problems says why
+        source, problems = overlay, lambda: list(overlay.problems)
+    for problem in problems():
+        typer.echo(f"camfleet: {problem}", err=True)
+    node = Node(cfg, loader=source.load if config else None, store=store, log_router=router,
+                load_problems=problems)
     stop = threading.Event()
     reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -136,16 +148,17 @@ def _preflight(cfg: Config) -> None:
         raise typer.Exit(1)
 
 
-def _open_store(cfg: Config, router: LogRouter) -> Store:
+def _open_store(cfg: Config) -> tuple[Store | None, str | None]:
+    """The store, or None and why when it cannot be opened (the file's cameras run without it)."""
     from camfleet.store import Store, StoreError  # noqa: PLC0415
 
     try:
-        return Store.open(cfg.database_url, secret_key_path=cfg.data_path / "secret.key")
+        return Store.open(cfg.database_url, secret_key_path=cfg.data_path / "secret.key"), None
     except StoreError as exc:
-        typer.echo(f"error: database: {exc}", err=True)
-        with contextlib.suppress(Exception):
-            router.stop()
-        raise typer.Exit(1) from None
+        problem = (f"database unavailable: {exc}; running the configuration file's cameras without it "
+                   f"(events to {cfg.data_path / 'events.jsonl'}, no API; restart when the database is back)")
+        log.error("%s", problem)
+        return None, problem
 
 
 def _start_api(cfg: Config, node: Node, store: Store | None) -> ApiServer | None:

@@ -1,4 +1,6 @@
-"""``camfleet storage``: check and repair recordings, show usage, apply retention, export clips.
+"""``camfleet storage``: check and repair recordings, usage, retention, clip export, lost-key cameras.
+
+``forget-cameras`` drops the API-applied cameras a lost key made unreadable.
 
 Times (``START``/``END``) accept ISO 8601 (``2026-11-21T15:04:05Z``; without
 an offset: local time) or epoch seconds. ``CONFIG`` is the node's YAML
@@ -26,7 +28,7 @@ from camfleet.recording import (
     event_clip,
     export_clip,
 )
-from camfleet.store import Store, StoreError
+from camfleet.store import Store, StoreError, recovery
 
 app = typer.Typer(help="Recordings: check and repair, usage, retention, clip export.", no_args_is_help=True)
 
@@ -66,7 +68,8 @@ def _load(path: Path | None) -> Config:
 @contextmanager
 def _store(cfg: Config) -> Iterator[Store]:
     try:
-        store = Store.open(cfg.database_url)
+        # the node's key file, so that commands reading camera credentials use the node's key
+        store = Store.open(cfg.database_url, secret_key_path=cfg.data_path / "secret.key")
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -199,3 +202,42 @@ def _print_clip(path: Path, start: float, end: float, frames: int, size: int, mi
     gap = f"; {missing:.1f} s without footage" if missing else ""
     typer.echo(f"wrote {path}: {_iso(start)} -> {_iso(end)} ({end - start:.2f} s, {frames} frames, "
                f"{_mb(size)}){gap}")
+
+
+@app.command("forget-cameras")
+def forget_cameras_command(
+    config: ConfigArg = None,
+    everything: Annotated[bool, typer.Option(
+        "--all", help="Drop every camera applied or staged through the API, readable or not.",
+    )] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop the API-applied cameras whose passwords cannot be decrypted (the key was lost).
+
+    Cameras the configuration file defines run from the file again; the others
+    must be applied again through the API. Nothing is dropped without
+    confirmation (or ``--yes``).
+    """
+    cfg = _load(config)
+    with _store(cfg) as store:
+        try:
+            names = recovery.stored_cameras(store.engine) if everything else store.unreadable_cameras()
+        except StoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        if not names:
+            typer.echo("nothing to forget: every stored camera can be read" if not everything
+                       else "nothing to forget: no camera is stored")
+            return
+        what = "stored" if everything else "unreadable"
+        typer.echo(f"{what} camera(s) applied through the API: {', '.join(names)}")
+        if not yes and not typer.confirm("drop them from the database?", default=False):
+            typer.echo("nothing dropped")
+            raise typer.Exit(1)
+        try:
+            gone = store.forget_cameras(names)
+        except StoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"forgot {len(names)} camera(s) ({gone} row(s)): {', '.join(names)}; "
+               "apply them again through the API if you still need them")

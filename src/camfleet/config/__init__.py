@@ -49,7 +49,15 @@ from .model import (
     ZoneConfig,
 )
 from .schema import config_json_schema, config_json_schema_text
-from .sources import CameraOverlay, ConfigSource, FileSource, FixedSource, OverlaySource, overlay_cameras
+from .sources import (
+    CameraOverlay,
+    ConfigSource,
+    FileSource,
+    FixedSource,
+    OverlaySource,
+    OverlayUnavailable,
+    overlay_cameras,
+)
 from .watch import ConfigFileWatcher
 
 __all__ = [
@@ -76,6 +84,7 @@ __all__ = [
     "InputSize",
     "ModelConfig",
     "OverlaySource",
+    "OverlayUnavailable",
     "SourceConfig",
     "ZoneConfig",
     "config_json_schema",

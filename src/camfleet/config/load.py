@@ -554,7 +554,8 @@ def load_config_text(
     config: Config | None = None
     validation_issues: list[ConfigIssue] = []
     try:
-        config = Config.model_validate(merged, context={"defaults_merged": True, "skip_references": True})
+        config = Config.model_validate(merged, context={"defaults_merged": True, "skip_references": True,
+                                                        "base_dir": base_dir})  # relative data_dir
     except ValidationError as exc:
         validation_issues = conv.from_validation(exc)
     issues += validation_issues

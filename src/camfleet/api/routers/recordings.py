@@ -1,13 +1,13 @@
-"""Recordings: the segments of a camera over a span, a segment file, a clip of any span."""
+"""Recordings: the segments of a camera over a span (paged), a segment file, a clip of any span."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from ..auth import authorize
+from ..auth import Principal, authorize
 from ..clips import span_clip as export_span
 from ..context import Ctx
 from ..files import file_response, safe_file
@@ -17,30 +17,53 @@ from .common import CameraName
 router = APIRouter(prefix="/api/recordings", tags=["recordings"], dependencies=[Depends(authorize)])
 Epoch = Annotated[float, Query(ge=0, le=1e11, description="epoch seconds")]
 _VIDEO = {"content": {"video/mp4": {}}, "description": "the video (Range requests honoured)"}
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
 
 
 @router.get("", response_model=list[Segment])
 def list_segments(
     ctx: Ctx,
+    request: Request,
+    response: Response,
     camera: Annotated[str | None, Query(max_length=128)] = None,
     start: Annotated[float | None, Query(ge=0, le=1e11)] = None,
     end: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="segments per page")] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="segments to skip")] = 0,
 ) -> list[Segment]:
-    """Segments overlapping ``start``..``end`` (epoch seconds), oldest first."""
-    return [Segment.of(s) for s in ctx.store.query_segments(camera=camera, start=start, end=end)]
+    """Segments overlapping ``start``..``end`` (epoch seconds), by camera then start, one page at a time.
+
+    At most ``limit`` segments; when more follow, a ``Link: <...>; rel="next"``
+    header gives the next page's URL.
+    """
+    rows = ctx.store.segments_page(camera=camera, start=start, end=end, limit=limit + 1, offset=offset)
+    if len(rows) > limit:  # one more than asked for: there is a next page
+        rows = rows[:limit]
+        nxt = request.url.include_query_params(limit=limit, offset=offset + limit)
+        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
+    return [Segment.of(s) for s in rows]
 
 
 @router.get("/{camera}/clip.mp4", response_class=FileResponse,
-            responses={200: _VIDEO, 404: {"description": "no recording covers the span"}})
-def span_clip(camera: CameraName, start: Epoch, end: Epoch, ctx: Ctx) -> FileResponse:
-    """A clip of ``camera`` from ``start`` to ``end`` (at most an hour), remuxed from its segments."""
-    return export_span(ctx, camera, start, end)
+            responses={200: _VIDEO, 404: {"description": "no recording covers the span"},
+                       429: {"description": "this token already runs its share of exports"},
+                       507: {"description": "the disk is at its storage floor"}})
+def span_clip(camera: CameraName, start: Epoch, end: Epoch, ctx: Ctx,
+              principal: Annotated[Principal, Depends(authorize)]) -> FileResponse:
+    """A clip of ``camera`` from ``start`` to ``end`` (at most an hour), widened to whole segments.
+
+    ``X-Clip-Start``/``X-Clip-End`` give the span the clip covers (epoch seconds).
+    """
+    return export_span(ctx, principal.name, camera, start, end)
 
 
 @router.get("/files/{path:path}", response_class=FileResponse,
             responses={200: _VIDEO, 404: {"description": "no such segment"}})
 def segment_file(path: str, ctx: Ctx) -> FileResponse:
-    """One segment file (``path`` as listed), never anything outside the recordings directory."""
+    """One segment file (``path`` as listed): only files indexed as segments, inside the recordings folder."""
+    if len(path) > 1024 or not ctx.store.segment_indexed(path):
+        raise HTTPException(404, "not found")  # the same answer as a missing file: nothing to probe
     file = safe_file(ctx.recordings_dir, path)
     media = "video/mp4" if file.suffix == ".mp4" else "video/mp2t" if file.suffix == ".ts" else \
         "application/octet-stream"

@@ -10,7 +10,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from ..auth import authorize_ws
-from ..context import ws_ctx
+from ..context import ApiContext, ws_ctx
+from ..limits import TooMany
 
 log = logging.getLogger("camfleet.api")
 router = APIRouter()
@@ -39,6 +40,22 @@ async def websocket(ws: WebSocket) -> None:
             await ws.close(code=1008, reason="a valid token is required")
         return
     await ws.accept()
+    # -- per-token cap (issue 12): one token cannot hold every connection and queue of the server
+    try:
+        ctx.ws_slots.acquire(principal.name)
+    except TooMany:
+        with contextlib.suppress(Exception):
+            await ws.close(code=1008, reason=f"too many WebSocket connections for this token "
+                                             f"(api.max_ws_per_token = {ctx.ws_slots.limit})")
+        return
+    try:
+        await _serve(ws, ctx)
+    finally:
+        ctx.ws_slots.release(principal.name)
+
+
+async def _serve(ws: WebSocket, ctx: ApiContext) -> None:
+    """Push to an accepted client until it leaves, falls behind or the server stops."""
     client = ctx.hub.add()
     # the newest status at once, so a page has something to show
     with contextlib.suppress(Exception):
