@@ -187,7 +187,8 @@ def test_check_storage_finds_and_repairs_both_kinds_of_mismatch(fx: Fixture, tmp
     report = check_storage(fx.store, fx.dir, repair=True)
     assert report.rows_deleted == 2
     assert report.files_indexed == [orphan.relative_to(fx.dir).as_posix()]
-    assert report.files_deleted == [junk.relative_to(fx.dir).as_posix()]
+    assert report.files_quarantined == [junk.relative_to(fx.dir).as_posix()]
+    assert (fx.dir / ".quarantine" / junk.relative_to(fx.dir)).read_bytes() == b"not a video"
     assert outside.exists() and part.exists()  # never touched
     assert check_storage(fx.store, fx.dir).ok
     rows = {s.path: s for s in fx.store.query_segments()}

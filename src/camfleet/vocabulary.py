@@ -232,7 +232,10 @@ class SegmentRecord:
 class MotionSpan:
     """A span ``[start, end]`` (epoch seconds) of motion or of an event on one camera.
 
-    Keyed by (camera, kind, start); ``id`` is set by the store.
+    Keyed by (camera, kind, start); ``id`` is set by the store. ``open``: the
+    activity is still going on and ``end`` is only how far it has lasted so
+    far (the span is journalled again with a later end while it lasts, and
+    once more with ``open`` false when it ends).
     """
 
     camera: str
@@ -240,10 +243,14 @@ class MotionSpan:
     start: float
     end: float
     id: int | None = None
+    open: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The span as JSON-ready values (without the store's ``id``)."""
-        return {"camera": self.camera, "kind": self.kind, "start": self.start, "end": self.end}
+        """The span as JSON-ready values (without the store's ``id``; ``open`` only when true)."""
+        d: dict[str, Any] = {"camera": self.camera, "kind": self.kind, "start": self.start, "end": self.end}
+        if self.open:  # absent means closed: the encoding of a closed span is unchanged
+            d["open"] = True
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> MotionSpan:
@@ -254,7 +261,10 @@ class MotionSpan:
         start, end = _seconds(d["start"], "start"), _seconds(d["end"], "end")
         if not end >= start:
             raise ValueError(f"activity end {end} before start {start}")
-        return cls(camera=_text(d["camera"], "camera"), kind=kind, start=start, end=end)
+        is_open = d.get("open", False)
+        if not isinstance(is_open, bool):
+            raise TypeError(f"activity open must be true or false, got {is_open!r}")
+        return cls(camera=_text(d["camera"], "camera"), kind=kind, start=start, end=end, open=is_open)
 
 
 @dataclass(frozen=True)
@@ -274,7 +284,7 @@ class SegmentMessage:
 
 @dataclass(frozen=True)
 class ActivityMessage:
-    """A span of motion or of an event ended."""
+    """A span of motion or of an event: ended, or still open and lasting at least until its end."""
 
     span: MotionSpan
 

@@ -20,6 +20,7 @@ import typer
 
 from camfleet.config import Config, ConfigError, load_config
 from camfleet.recording import (
+    QUARANTINE_DIR,
     ExportError,
     RetentionManager,
     check_storage,
@@ -87,7 +88,8 @@ def check_command(
     config: ConfigArg = None,
     repair: Annotated[bool, typer.Option(
         "--repair",
-        help="Delete rows whose file is missing; index playable unindexed files, delete others.",
+        help="Delete rows whose file is missing; index playable unindexed files, quarantine others "
+             "(nothing is deleted).",
     )] = False,
 ) -> None:
     """Compare segment rows with the files in the recordings directory (exit 1 on a mismatch left)."""
@@ -99,10 +101,19 @@ def check_command(
         typer.echo(f"  missing file: {row.path} (row {row.id}, {row.camera})")
     for rel in report.orphan_files:
         typer.echo(f"  file without row: {rel}")
+    for rel in report.foreign_files:
+        typer.echo(f"  not camfleet's (left alone): {rel}")
+    for rel in report.part_files:
+        typer.echo(f"  unfinished (.part, finalised by the camera's recorder): {rel}")
     if repair:
         typer.echo(f"repaired: {report.rows_deleted} rows deleted, "
                    f"{len(report.files_indexed)} files indexed, "
-                   f"{len(report.files_deleted)} unplayable files deleted")
+                   f"{len(report.files_quarantined)} unplayable files quarantined")
+    q = report.quarantined
+    if q.files:
+        typer.echo(f"quarantine: {q.files} files, {_mb(q.bytes)} in "
+                   f"{cfg.recordings_path / QUARANTINE_DIR} (never deleted by camfleet; review and remove)")
+    if repair:
         return
     if report.ok:
         typer.echo("ok")
@@ -137,7 +148,11 @@ def retention_command(config: ConfigArg = None) -> None:
     """Apply retention once (modes, retain_days, the storage floor) and print what was deleted."""
     cfg = _load(config)
     with _store(cfg) as store:
-        report = RetentionManager(store, cfg).run_once(time.time())
+        from camfleet.events import journal_path  # noqa: PLC0415 - the outbox, only for retention
+        from camfleet.recording.retention import journal_open_spans  # noqa: PLC0415
+
+        open_spans = journal_open_spans(journal_path(cfg.data_path))  # motion going on now: kept
+        report = RetentionManager(store, cfg, open_spans=open_spans).run_once(time.time())
     for d in report.deleted:
         typer.echo(f"deleted {d.path} ({_mb(d.size)}): {d.reason}")
     typer.echo(f"{len(report.deleted)} segments deleted, {_mb(report.bytes_freed)} freed; "

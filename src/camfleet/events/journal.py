@@ -8,6 +8,9 @@ Tables:
 * ``open_events(id, camera, last_seen, body)``: events started and not ended, with the
   epoch seconds they were last seen and their newest state, kept in the same transaction
   as the appends that start, update or end them;
+* ``open_spans(camera, kind, start, end)``: activity spans journalled ``open`` and not yet
+  closed, with how far they have lasted so far (``end``), kept in the same transaction as the
+  appends that open, extend or close them;
 * ``counters(name, value)``: losses and skips, so they survive restarts.
 
 Each process opens its own :class:`Journal` (one sqlite3 connection, not shared between
@@ -61,7 +64,21 @@ CREATE TABLE IF NOT EXISTS open_events (
 );
 CREATE INDEX IF NOT EXISTS open_events_camera ON open_events (camera);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS open_spans (
+    camera TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start REAL NOT NULL,
+    "end" REAL NOT NULL,
+    PRIMARY KEY (camera, kind, start)
+);
 """
+
+OPEN_SPAN_GRACE_S = 60.0
+"""How long (seconds) past its last extension a span left open by a dead process is closed.
+
+The process died while the activity was going on, and nobody watched the camera until its
+restart: the span is closed at the restart, but never more than this after its last extension
+(a camera down for hours must not claim hours of footage)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,8 @@ class Journal:
                 last = int(cur.lastrowid or 0)
                 if isinstance(m, EventMessage):
                     self._track(db, m)
+                elif isinstance(m, ActivityMessage):
+                    self._track_span(db, m.span)
             if seen:
                 db.executemany("UPDATE open_events SET last_seen = max(last_seen, ?) WHERE id = ?",
                                [(float(t), i) for i, t in seen.items()])
@@ -167,6 +186,55 @@ class Journal:
             "body = excluded.body",
             (ev.id, ev.camera, last_seen, encode(m)),
         )
+
+    @staticmethod
+    def _track_span(db: sqlite3.Connection, span: MotionSpan) -> None:
+        key = (span.camera, span.kind, float(span.start))
+        if not span.open:
+            db.execute("DELETE FROM open_spans WHERE camera = ? AND kind = ? AND start = ?", key)
+            return
+        db.execute('INSERT INTO open_spans (camera, kind, start, "end") VALUES (?, ?, ?, ?) '
+                   'ON CONFLICT (camera, kind, start) DO UPDATE SET "end" = max("end", excluded."end")',
+                   (*key, float(span.end)))
+
+    def open_spans(self, camera: str | None = None) -> list[MotionSpan]:
+        """Activity spans still open (``open`` true, ``end`` how far they lasted), of one camera or all."""
+        sql = 'SELECT camera, kind, start, "end" FROM open_spans'
+        args: tuple[str, ...] = ()
+        if camera is not None:
+            sql, args = sql + " WHERE camera = ?", (camera,)
+        return [MotionSpan(str(c), k, float(s), float(e), open=True)
+                for c, k, s, e in self._db.execute(sql + " ORDER BY start", args).fetchall()]
+
+    def close_open_spans(self, camera: str | None = None, *, now: float | None = None,
+                         grace_s: float = OPEN_SPAN_GRACE_S) -> list[MotionSpan]:
+        """Close the open activity spans of ``camera`` (all cameras if None) whose process is gone.
+
+        Each is closed at ``now`` (epoch seconds; default the clock), but at most ``grace_s``
+        after its last extension (see :data:`OPEN_SPAN_GRACE_S`): one closing message is
+        appended per span and the spans are forgotten, in one transaction. Call it where
+        :meth:`close_open_events` is called: before a camera's pipeline starts, and for all
+        cameras when a node starts.
+        """
+        now = time.time() if now is None else now
+        with self._write() as db:
+            sql = 'SELECT camera, kind, start, "end" FROM open_spans'
+            rows = (db.execute(sql).fetchall() if camera is None
+                    else db.execute(sql + " WHERE camera = ?", (camera,)).fetchall())
+            closed: list[MotionSpan] = []
+            for cam, kind, start, end in rows:
+                last = float(end)
+                span = MotionSpan(str(cam), kind, float(start), max(last, min(now, last + grace_s)))
+                m = ActivityMessage(span)
+                db.execute("INSERT INTO entries (at, kind, key, body) VALUES (?, ?, ?, ?)",
+                           (now, "activity", message_key(m), encode(m)))
+                db.execute("DELETE FROM open_spans WHERE camera = ? AND kind = ? AND start = ?",
+                           (cam, kind, start))
+                closed.append(span)
+        if closed:
+            log.info("closed %d activity span(s) left open%s", len(closed),
+                     f" on camera {camera}" if camera else "")
+        return closed
 
     def open_events(self, camera: str | None = None) -> dict[str, float]:
         """Open events (id -> last seen, epoch seconds), of one camera or all."""

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from camfleet.vocabulary import Event, OutboxMessage
+from camfleet.vocabulary import Event, MotionSpan, OutboxMessage
 
 from .journal import Journal
 
@@ -52,6 +52,10 @@ class OutboxProducer:
             self.journal.append([], seen=self._pending_seen)
             self._pending_seen = None
         return self.journal.close_open_events(camera)
+
+    def close_open_spans(self, camera: str) -> list[MotionSpan]:
+        """Close ``camera``'s activity spans a previous process left open (see the journal's)."""
+        return self.journal.close_open_spans(camera)
 
     def close(self) -> None:
         """Close the connection."""

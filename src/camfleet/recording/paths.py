@@ -46,6 +46,27 @@ def start_from_name(path: Path | str) -> float | None:
     return int(m.group(1)) / 1000 if m else None
 
 
+def parse_segment_relpath(relative: str) -> tuple[str, float] | None:
+    """(camera, start epoch s) if ``relative`` is exactly camfleet's own segment layout, else None.
+
+    Own layout means :func:`segment_relpath` of that camera and start gives
+    back the same path: a valid camera name, then the UTC date and hour of
+    the start, then ``<start-ms>.mp4``. Anything else under the recordings
+    directory was put there by someone else.
+    """
+    parts = PurePosixPath(relative).parts
+    if len(parts) != 4 or not _CAMERA.fullmatch(parts[0]):
+        return None
+    start = start_from_name(parts[3])
+    if start is None or not parts[3].endswith(SEGMENT_SUFFIX):
+        return None
+    try:
+        own = segment_relpath(parts[0], start)
+    except (ValueError, OverflowError, OSError):  # a start too large for gmtime
+        return None
+    return (parts[0], start) if own == relative else None
+
+
 def safe_join(root: Path, relative: str) -> Path:
     """``root / relative``, refusing absolute paths, ``..`` and symlinks that lead outside ``root``."""
     rel = PurePosixPath(relative)

@@ -10,7 +10,10 @@ discontinuity flag, timestamp jump, stream time drifting from the wall clock,
 a stream format change, no packets for ``max_gap`` seconds -- closes the open
 segment cleanly; the next one begins at the next keyframe. On stop the open
 segment is finished. Leftover ``.part`` files of a killed recorder are
-finalised (when playable) or removed at start.
+recovered at start (:mod:`camfleet.recording.recover`). A failed write or
+finish (EIO, ENOSPC) never deletes what was written: the ``.part`` is kept
+and finalised after the next segment that finishes (the disk works again),
+or at the next start.
 
 A codec that cannot go into MP4 as is (MJPEG, MPEG-4 part 2, raw video) is
 recorded from the camera's decoded frames instead, encoded to H.264
@@ -39,7 +42,7 @@ from camfleet.vocabulary import OutboxMessage, SegmentMessage, SegmentRecord
 
 from .bitstream import BitstreamError, StreamInfo, stream_info
 from .paths import check_camera, relpath, segment_relpath
-from .recover import recover_parts
+from .recover import Outcome, recover_part, recover_parts
 from .segment import SegmentInfo, SegmentWriter
 from .timeline import Timeline
 from .transcode import FrameRingTranscoder, can_remux
@@ -125,6 +128,7 @@ class Recorder:
         self._unrecordable: str | None = None  # why the packet ring's stream cannot be recorded
         self._transcoder: FrameRingTranscoder | None = None
         self._fps = fps
+        self._leftovers: list[Path] = []  # .part files of failed segments, to finalise later
         if settings.transcode == "always":
             self._start_transcoding("record.transcode is always", fps)
 
@@ -175,12 +179,31 @@ class Recorder:
                 self._close("stopped" if stop.is_set() else "publisher gone")
         finally:
             self._close("stopped")
+            self.retry_leftovers()
 
     def recover(self) -> None:
-        """Finalise or remove leftover ``.part`` files of this camera; announce finalised ones."""
-        report = recover_parts(self.recordings_dir / self.camera)
+        """Recover this camera's leftover ``.part`` files (:func:`recover_parts`); announce the finalised."""
+        report = recover_parts(self.recordings_dir / self.camera,
+                               skip={self._writer.part} if self._writer is not None else ())
+        self._leftovers = list(report.kept)
         for info in report.finalised:
             self._announce(info)
+
+    def retry_leftovers(self) -> None:
+        """Try again to finalise the ``.part`` files of failed segments; announce those finalised."""
+        pending, self._leftovers = self._leftovers, []
+        for part in pending:
+            outcome, result = recover_part(part, self.recordings_dir)
+            if outcome is Outcome.KEPT:
+                self._leftovers.append(part)
+            elif outcome is Outcome.FINALISED:
+                assert isinstance(result, SegmentInfo)
+                self._announce(result)
+
+    @property
+    def leftovers(self) -> list[Path]:
+        """The ``.part`` files of failed segments still waiting to be finalised."""
+        return list(self._leftovers)
 
     # ---- reading ------------------------------------------------------------
     def _consume(self, sub: PacketSubscriber, stop: threading.Event) -> None:
@@ -293,9 +316,10 @@ class Recorder:
         try:
             self._writer.write(packet.data, pts, ts, packet.duration, packet.is_key)
         except Exception as exc:
-            log.error("recorder %s: write failed, dropping the segment: %s", self.camera, exc)
+            log.error("recorder %s: write failed; the segment ends here, what it holds is kept: %s",
+                      self.camera, exc)
             self.stats.errors += 1
-            self._writer.abort()
+            self._abandon(self._writer)
             self._writer = None
             tl.reset()
             return
@@ -312,11 +336,19 @@ class Recorder:
         try:
             info = writer.finish(end)
         except Exception as exc:
-            log.error("recorder %s: cannot finish segment %s: %s", self.camera, writer.path, exc)
+            log.error("recorder %s: cannot finish segment %s; kept for a later try: %s",
+                      self.camera, writer.path, exc)
             self.stats.errors += 1
-            writer.abort()
+            self._abandon(writer)
             return
         self._announce(info)
+        if self._leftovers:  # a segment was written: the disk works again
+            self.retry_leftovers()
+
+    def _abandon(self, writer: SegmentWriter) -> None:
+        part = writer.abandon()
+        if part is not None:
+            self._leftovers.append(part)
 
     def _announce(self, info: SegmentInfo) -> None:
         if self.sink is not None:

@@ -14,7 +14,12 @@ for the longest ``retain_days`` among the classes its mode keeps:
   recorder always records, which is how pre-capture works.
 
 Event activity is the ``event`` activity spans plus the events themselves
-(a running event counts up to now).
+(a running event counts up to now). Motion still going on counts up to now
+too: the pipeline journals a motion span ``open`` when motion starts and
+extends it while it lasts; ``open_spans`` (the node's outbox journal, see
+:func:`journal_open_spans`) says which spans are open, so their footage is
+kept whatever end the store has seen so far (the pump may lag, the
+pipeline may have been killed; its restart closes the span).
 
 Storage floor: while free space on the recordings filesystem is below
 ``storage.min_free_mb`` (MiB), the API's cached clips (``<data_dir>/clips``,
@@ -47,6 +52,10 @@ from .paths import UnsafePath, safe_join
 if TYPE_CHECKING:
     from camfleet.config import Config
     from camfleet.store import SegmentRecord, Store
+    from camfleet.vocabulary import MotionSpan
+
+OpenSpans = Callable[[str], "Sequence[MotionSpan]"]
+"""A camera name -> its activity spans still open (see :func:`journal_open_spans`)."""
 
 __all__ = [
     "Deletion",
@@ -55,6 +64,7 @@ __all__ = [
     "StorageReport",
     "check_storage",
     "disk_free_bytes",
+    "journal_open_spans",
     "remove_segment_file",
 ]
 
@@ -102,6 +112,23 @@ class RetentionReport:
         return sum(d.size for d in self.deleted)
 
 
+def journal_open_spans(journal: Path) -> OpenSpans:
+    """Read the open activity spans of a camera from the outbox journal file ``journal``.
+
+    Each call opens the journal (another process's file; nothing is cached, an open span may
+    close at any time); no file means no open span.
+    """
+    def read(camera: str) -> list[MotionSpan]:
+        if not journal.exists():
+            return []
+        from camfleet.events.journal import Journal  # noqa: PLC0415 - the outbox only where a node has one
+
+        with Journal(journal) as j:
+            return j.open_spans(camera)
+
+    return read
+
+
 def _overlaps(start: float, end: float, spans: Sequence[tuple[float, float]]) -> bool:
     return any(s < end and start < e for s, e in spans)
 
@@ -124,8 +151,10 @@ class RetentionManager:
         free_bytes: Callable[[Path], int] = disk_free_bytes,
         recordings_dir: Path | None = None,
         unclaimed_grace: float = 60.0,
+        open_spans: OpenSpans | None = None,
     ) -> None:
         self.store = store
+        self.open_spans = open_spans
         self.unclaimed_grace = unclaimed_grace
         self.config = config
         self.free_bytes = free_bytes
@@ -163,6 +192,8 @@ class RetentionManager:
             activity: dict[str, list[tuple[float, float]]] = {"motion": [], "event": []}
             for a in self.store.query_activity(camera, segs[0].start - s.post_capture, now + 1):
                 activity[a.kind].append((a.start, a.end))
+            for a in self.open_spans(camera) if self.open_spans is not None else ():
+                activity[a.kind].append((a.start, max(now, a.end)))  # still going on: up to now
             for ev in self.store.query_events(camera=camera, after=segs[0].start - DAY, limit=1_000_000):
                 activity["event"].append((ev.start, now if ev.end is None else ev.end))
             modes = {"continuous": {"continuous", "motion", "events"}, "motion": {"motion", "events"},

@@ -103,7 +103,23 @@ class SegmentWriter:
         return SegmentInfo(self.path, self.start, end, self.path.stat().st_size, self.frames, self.keyframes)
 
     def abort(self) -> None:
-        """Close and delete the ``.part`` file (nothing was published)."""
+        """Close and delete the ``.part`` file: only for a segment with no packet written."""
         with contextlib.suppress(Exception):
             self._out.close()
         self.part.unlink(missing_ok=True)
+
+    def abandon(self) -> Path | None:
+        """Give up on this segment after a failed write or finish, keeping what reached the file.
+
+        Closes the file as far as it still can (flushing the last fragment
+        when the disk allows) and returns the ``.part`` path, left in place
+        for :func:`~camfleet.recording.recover.recover_part`; every GOP whose
+        fragment was flushed stays readable. With no packet written the
+        ``.part`` holds no footage and is deleted (returns None).
+        """
+        with contextlib.suppress(Exception):
+            self._out.close()
+        if self.frames == 0:
+            self.part.unlink(missing_ok=True)
+            return None
+        return self.part if self.part.exists() else None

@@ -46,6 +46,12 @@ log = logging.getLogger("camfleet.runtime")
 MOTION_QUIET_S = 2.0
 """Seconds without motion that end a motion span (sent to the node for recording retention)."""
 
+MOTION_EXTEND_S = 5.0
+"""Seconds between two journal entries that extend a motion span still going on.
+
+Retention keeps an open span's footage until now; this bounds how stale its stored end is
+when the pipeline dies (the restart closes it, see ``Journal.close_open_spans``)."""
+
 
 def camfleet_env() -> dict[str, str]:
     """The ``CAMFLEET_*`` environment of this process (children forked from a forkserver need it)."""
@@ -193,26 +199,45 @@ def run_ingest(spec: ChildSpec, child: ChildProcess) -> None:
 
 
 class _Activity:
-    """Turns per-frame motion into spans and sends them to the node."""
+    """Turns per-frame motion into spans and journals them for recording retention.
+
+    A span is journalled ``open`` when motion starts (so retention keeps its footage while
+    it lasts, and a killed pipeline's span is closed at its restart), again with a later
+    end every :data:`MOTION_EXTEND_S` seconds, and closed after :data:`MOTION_QUIET_S`
+    seconds without motion or when the pipeline stops. Times are epoch seconds.
+    """
 
     def __init__(self, camera: str, outbox: OutboxProducer | None) -> None:
         self.camera = camera
         self.outbox = outbox
         self.start: float | None = None
         self.last: float = 0.0
+        self._journalled = 0.0  # the end last journalled for the open span
 
     def frame(self, moving: bool, t: float) -> None:
+        """Account one frame captured at ``t``; ``moving``: the motion element saw motion."""
         if moving:
             if self.start is None:
                 self.start = t
+                self._put(t, is_open=True)
+            elif t - self._journalled >= MOTION_EXTEND_S:
+                self._put(t, is_open=True)
             self.last = t
         elif self.start is not None and t - self.last > MOTION_QUIET_S:
             self.flush()
 
     def flush(self) -> None:
-        if self.start is not None and self.outbox is not None:
-            self.outbox.put(ActivityMessage(MotionSpan(self.camera, "motion", self.start, self.last)))
+        """Close the span going on, if any, at the last frame with motion."""
+        if self.start is not None:
+            self._put(self.last, is_open=False)
         self.start = None
+
+    def _put(self, end: float, *, is_open: bool) -> None:
+        assert self.start is not None
+        self._journalled = end
+        if self.outbox is not None:
+            self.outbox.put(ActivityMessage(MotionSpan(self.camera, "motion", self.start, end,
+                                                       open=is_open)))
 
 
 def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
@@ -226,6 +251,7 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
     outbox = OutboxProducer(spec.outbox, fsync=config.outbox.fsync) if spec.outbox else None
     if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
         outbox.close_open_events(camera)
+        outbox.close_open_spans(camera)  # ... or mid-motion
     activity = _Activity(camera, outbox)
     counters = child.beat.counters
     last_seq: int | None = None

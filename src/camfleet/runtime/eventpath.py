@@ -66,6 +66,7 @@ class EventPath:
         path = self.journal
         with Journal(path) as journal:
             closed = journal.close_open_events()  # every camera: their pipelines are gone
+            journal.close_open_spans()  # motion going on when they died: see OPEN_SPAN_GRACE_S
             still_open = set(journal.open_events())
         if closed:
             log.info("ended %d event(s) a previous run left open, at their last sighting", len(closed))

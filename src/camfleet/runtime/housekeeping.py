@@ -55,13 +55,15 @@ class Housekeeping:
 
     def retain(self) -> None:
         """One retention pass (nothing when no camera records)."""
-        from camfleet.recording.retention import RetentionManager  # noqa: PLC0415 - only with a store
+        from camfleet.events import journal_path  # noqa: PLC0415 - only with a store
+        from camfleet.recording.retention import RetentionManager, journal_open_spans  # noqa: PLC0415
 
         config = self._config()
         if not any(cam.record.enabled for cam in config.cameras.values()):
             return
         try:
-            report = RetentionManager(self._store, config).run_once()
+            open_spans = journal_open_spans(journal_path(config.data_path))  # motion going on now
+            report = RetentionManager(self._store, config, open_spans=open_spans).run_once()
             if report.deleted:
                 log.info("retention: deleted %d segment(s), %.1f MiB", len(report.deleted),
                          report.bytes_freed / 2**20)
