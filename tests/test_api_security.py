@@ -505,6 +505,38 @@ def test_schemathesis_with_hostile_host_and_origin(open_server: ApiServer, tmp_p
     assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 20, out[-2000:]
 
 
+def test_schemathesis_never_returns_a_query_string_credential(open_server: ApiServer, tmp_path: Path) -> None:
+    """Every read of the schema, fuzzed with a camera whose URL carries ``?password=``, keeps it masked."""
+    secret = "fuzzS3cret" + os.urandom(4).hex()
+    url = f"rtsp://127.0.0.1:9/stream?user=admin&password={secret}&channel=1"
+    schema = tmp_path / "openapi.json"
+    schema.write_text(json.dumps(open_server.app.openapi()))
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.st_hostile_checks",
+           "CAMFLEET_FUZZ_SECRET": secret,
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", str(schema), "--url", open_server.url,
+        "--checks", "query_secret_never_returned", "--include-method", "GET", "--max-examples", "3",
+        "--seed", "1", "--workers", "1", "--max-time", "20", "--request-timeout", "10",
+        "--phases", "examples,fuzzing", "--exclude-path-regex", "mjpeg", "--suppress-health-check", "all",
+        "--no-color",
+    ]
+    with httpx.Client(base_url=open_server.url, timeout=20) as admin:  # open mode: loopback is admin
+        r = admin.put("/api/cameras/qfuzz", json={"sources": [{"url": url, "roles": ["detect"]}]})
+        assert r.status_code == 200 and secret not in r.text, r.text
+        try:
+            assert secret not in admin.get("/api/changes").text
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env,
+                                  cwd=root)
+        finally:
+            admin.post("/api/changes/discard")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    m = re.search(r"(\d+) generated, (\d+) passed", out)
+    assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 10, out[-2000:]
+
+
 # ----------------------------------------------------------------------------- item 6: live view vs status
 
 
