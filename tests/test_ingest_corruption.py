@@ -245,9 +245,13 @@ cameras:
     node.start()
     states = States(node)
     try:
-        states.wait("broken", "degraded", timeout=60)
+        states.wait("broken", "degraded", timeout=60)  # "connecting" first, then the damage
+        deadline = time.monotonic() + 60
         cam = node.status().cameras["broken"]
-        assert "corrupt stream" in cam.reason, cam.reason
+        while "corrupt stream" not in cam.reason and time.monotonic() < deadline:
+            time.sleep(0.25)  # the supervisor refreshes the status 4 times a second; reasons are not events
+            cam = node.status().cameras["broken"]
+        assert cam.state == "degraded" and "corrupt stream" in cam.reason, cam
         assert cam.corrupt_fps > 0
         assert cam.processes["ingest"].metrics["corrupt"] > 0
     finally:
