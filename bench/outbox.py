@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         if "postgresql" in args.backends:
-            from camfleet.store.pgserver import PgServer
+            from camfleet_testing.pgserver import PgServer
 
             pg = PgServer().start()  # default (durable) settings, like the product would run
         for backend in args.backends:
