@@ -376,3 +376,27 @@ def test_cli_reports_invalid_result(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["import", "frigate", str(src), "-o", str(dst)])
     assert r.exit_code == 1
     assert f"{dst}:" in r.output and "cameras.c.sources[0].url" in r.output
+
+
+@pytest.mark.parametrize("frigate", [
+    {},
+    {"cameras": None},
+    {"cameras": {"a": None}},
+    {"cameras": {"bad name!": {}}},
+    {"cameras": {"a": {"ffmpeg": {"inputs": [{"path": "rtsp://h/s", "roles": "detect"}]},
+                       "detect": {"width": "640", "height": 480.5, "fps": "x", "enabled": True},
+                       "zones": {"z": {"coordinates": "1,2,3"}, "y": "nope", "x": {"coordinates": [1, "a"]}},
+                       "motion": {"mask": {"m": 5}, "threshold": "high"},
+                       "objects": {"track": "person", "filters": {"person": "x", "car": {"min_area": True}}},
+                       "record": {"retain": 3, "events": None, "alerts": {"retain": {"days": "x"}}}}}},
+    {"version": "garbage", "mqtt": "x", "go2rtc": {"streams": {"s": 5}}, "record": [], "objects": "x"},
+])
+def test_odd_input_never_raises(frigate: dict[str, Any]) -> None:
+    result = convert(frigate)
+    assert isinstance(result.config["cameras"], dict)
+
+
+def test_roles_as_one_string(tmp_path: Path) -> None:
+    text = "cameras:\n  c:\n    ffmpeg:\n      inputs: [{path: 'rtsp://h/s', roles: detect}]\n"
+    _, cfg = _convert(text, tmp_path)
+    assert cfg.cameras["c"].sources[0].roles == ["detect"]

@@ -124,7 +124,8 @@ def convert_sources(ffmpeg: Mapping[str, Any], streams: Mapping[str, list[str]],
             notes.unmapped(where, "an input without a path")
             continue
         roles: list[str] = []
-        for role in entry.get("roles") or []:
+        given = entry.get("roles") or []
+        for role in [given] if isinstance(given, str) else given if isinstance(given, list) else []:
             if role in ("detect", "record"):
                 if role in taken:  # Frigate refuses this too; camfleet wants each role once
                     notes.unmapped(f"{where}.roles", f"'{role}' is already given to another input")
