@@ -400,3 +400,12 @@ def test_roles_as_one_string(tmp_path: Path) -> None:
     text = "cameras:\n  c:\n    ffmpeg:\n      inputs: [{path: 'rtsp://h/s', roles: detect}]\n"
     _, cfg = _convert(text, tmp_path)
     assert cfg.cameras["c"].sources[0].roles == ["detect"]
+
+
+def test_pipeline_names_unique(tmp_path: Path) -> None:
+    inputs = "ffmpeg: {inputs: [{path: 'rtsp://h/s', roles: [detect]}]}"
+    text = (f"cameras:\n  a:\n    {inputs}\n  default:\n    {inputs}\n    objects: {{track: [car]}}\n"
+            f"  b:\n    {inputs}\n    objects: {{track: [dog]}}\n")
+    _, cfg = _convert(text, tmp_path)
+    assert [cfg.cameras[c].pipeline for c in ("a", "default", "b")] == ["default", "default-2", "b"]
+    assert len(cfg.pipelines) == 3

@@ -248,8 +248,10 @@ def convert(frigate: Mapping[str, Any]) -> ImportResult:
         if pipeline_key not in names:
             settings = json.loads(pipeline_key)
             pname = ("default" if "detect" in settings else "motion-only") if not pipelines else name
-            if pname in pipelines:
-                pname = name
+            suffix = 1
+            while pname in pipelines:  # a camera called 'default', say
+                suffix += 1
+                pname = f"{name}-{suffix}"
             names[pipeline_key] = pname
             pipelines[pname] = _pipeline(settings)
         cameras[name]["pipeline"] = names[pipeline_key]
