@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, config, demo, ingest, logview, models, run, sim, status, storage, token
+from . import bus, config, demo, importer, ingest, logview, models, run, sim, status, storage, token
 
 app = typer.Typer(
     name="camfleet",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(bus.app, name="bus")
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
+app.add_typer(importer.app, name="import")
 app.add_typer(storage.app, name="storage")
 app.add_typer(token.app, name="token")
 app.command("run")(run.run)
