@@ -11,13 +11,12 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
 from camfleet.config import Config, load_config_text
 from camfleet.recording import RetentionManager, check_storage, probe_segment, segment_relpath
 from camfleet.store import ActivityRecord, EventRecord, SegmentRecord, Store
+from tests.support.recording import write_clip
 
 pytestmark = pytest.mark.unit
 
@@ -28,16 +27,7 @@ NOW = 1_800_000_000.0
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1 s, 15 fps H.264 MP4 (64x64), encoded once."""
-    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=15)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        s.codec_context.options = {"preset": "ultrafast"}
-        for i in range(15):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 10, np.uint8), format="rgb24")
-            out.mux(s.encode(frame))
-        out.mux(s.encode(None))
-    return path
+    return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
 
 
 def make_config(tmp_path: Path, cameras: str, min_free_mb: float = 0.0) -> Config:

@@ -13,8 +13,6 @@ import hashlib
 import shutil
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -22,6 +20,7 @@ from camfleet.cli.storage import app
 from camfleet.recording import check_storage, segment_relpath
 from camfleet.recording.paths import parse_segment_relpath
 from camfleet.store import SegmentRecord, Store
+from tests.support.recording import write_clip
 
 pytestmark = pytest.mark.unit
 
@@ -31,16 +30,7 @@ NOW = 1_800_000_000.0
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1 s, 15 fps H.264 MP4 (64x64)."""
-    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=15)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        s.codec_context.options = {"preset": "ultrafast"}
-        for i in range(15):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 10, np.uint8), format="rgb24")
-            out.mux(s.encode(frame))
-        out.mux(s.encode(None))
-    return path
+    return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
 
 
 def _digest(path: Path) -> str:

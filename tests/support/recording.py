@@ -55,3 +55,16 @@ def frames_of(root: Path, seg: SegmentRecord) -> tuple[int, int, int]:
     with av.open(str(root / seg.path)) as c:
         frames = list(c.decode(video=0))
         return len(frames), frames[0].width, frames[0].height
+
+
+def write_clip(path: Path) -> Path:
+    """A 1 s, 15 fps H.264 MP4 (64x64) at ``path``; returns ``path``."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=15)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        s.codec_context.options = {"preset": "ultrafast"}
+        for i in range(15):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 10, np.uint8), format="rgb24")
+            out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    return path
