@@ -3,42 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
 import threading
 from collections.abc import Iterator
 
-_PR_SET_PDEATHSIG = 1
-
 
 def die_with_parent(supervisor_pid: int, sig: int = signal.SIGKILL) -> None:
     """End this process with ``sig`` when the supervisor ``supervisor_pid`` dies.
 
     A supervisor killed with ``kill -9`` cannot stop its children; this makes
-    them go with it, so the next start finds no orphans. When the supervisor
-    is the direct parent, the kernel does it (``PR_SET_PDEATHSIG``). A child
-    forked by the supervisor's forkserver has the forkserver as parent, and
-    the forkserver only exits once all its children have: there a daemon
-    thread waits on a pidfd of the supervisor instead. If the supervisor is
-    already gone, the signal is sent at once. Linux only; elsewhere a no-op.
+    them go with it, so the next start finds no orphans. A daemon thread
+    waits on a pidfd of the supervisor, which becomes readable when the
+    supervisor *process* ends. (``PR_SET_PDEATHSIG`` is not used: the kernel
+    sends it when the *thread* that started the child exits, so a child
+    started from a short-lived thread - a node applying a configuration from
+    an API worker thread, a tool starting detectors side by side - was
+    killed moments after it started.) If the supervisor is already gone, the
+    signal is sent at once. Linux only; elsewhere a no-op.
     """
-    if os.getppid() == supervisor_pid:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        except (OSError, AttributeError):
-            return
-    else:
-        try:
-            fd = os.pidfd_open(supervisor_pid)
-        except ProcessLookupError:
-            os.kill(os.getpid(), sig)
-            return
-        except (OSError, AttributeError):
-            return
-        threading.Thread(target=_wait_then_die, args=(fd, sig), name="supervisor-watch", daemon=True).start()
+    try:
+        fd = os.pidfd_open(supervisor_pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), sig)
+        return
+    except (OSError, AttributeError):
+        return
+    threading.Thread(target=_wait_then_die, args=(fd, sig), name="supervisor-watch", daemon=True).start()
     with contextlib.suppress(PermissionError):
         try:
             os.kill(supervisor_pid, 0)

@@ -51,9 +51,13 @@ REQUEST_MAX_IMAGES = 8
 """Most images a camera sends a detector in one request (unless its client says otherwise)."""
 
 
+MAX_INFLIGHT = 2
+"""Most requests one camera has in flight to a detector: its request ring holds this many requests' images."""
+
+
 def request_ring_slots(max_images: int = REQUEST_MAX_IMAGES) -> int:
-    """Slots of a camera's request ring: two requests in flight plus two spare, at least 4."""
-    return max(2 * max_images + 2, 4)
+    """Slots of a camera's request ring: :data:`MAX_INFLIGHT` requests in flight, two spare, at least 4."""
+    return max(MAX_INFLIGHT * max_images + 2, 4)
 
 
 def request_ring_bytes(input_size: tuple[int, int], max_images: int = REQUEST_MAX_IMAGES) -> int:

@@ -51,6 +51,11 @@ class Runtime(ABC):
         self._lock = threading.Lock()
         self._closed = False
 
+    @property
+    def runs_batches(self) -> bool:
+        """Whether one model call runs several images (a batch axis); False: image by image."""
+        return False
+
     def label(self, class_id: int) -> str:
         """The name of class ``class_id`` (``"class_<id>"`` when the labels do not name it)."""
         return self.labels.get(class_id, f"class_{class_id}")

@@ -78,6 +78,11 @@ class OnnxRuntime(Runtime):
         """True when the model's batch dimension is symbolic (a whole batch runs in one call)."""
         return self._fixed_batch is None
 
+    @property
+    def runs_batches(self) -> bool:
+        """True with a symbolic batch dimension or a fixed batch above 1 (several images per call)."""
+        return self._fixed_batch is None or self._fixed_batch > 1
+
     def _infer(self, images: list[Image8]) -> list[list[Detection]]:
         fitted = [fit_image(img, self.input_size, self.spec.resize) for img in images]
         step = len(images) if self._fixed_batch is None else self._fixed_batch

@@ -55,6 +55,11 @@ class TFLiteRuntime(Runtime):
         self._batch = 1
         self._out = self._map_outputs(self._interp.get_output_details())
 
+    @property
+    def runs_batches(self) -> bool:
+        """True for a model with a dynamic batch dimension (the whole batch runs in one call)."""
+        return self._dynamic_batch
+
     def _map_outputs(self, details: list[dict[str, Any]]) -> dict[str, int]:
         """Find boxes/classes/scores/count among the outputs (by the post-process op's names, else shapes)."""
         where = f"model {self.spec.id!r}"

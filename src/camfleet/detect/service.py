@@ -3,23 +3,24 @@
 * **Transport.** Each camera client owns a request ring (framebus) carrying its
   images at the model's input size; a Unix socket carries small JSON control
   messages (which ring sequence numbers to detect, and the detections back).
-  Images are never pickled or copied through a pipe.
-* **Batching.** Requests from all cameras are gathered until ``max_batch``
-  images are waiting or the oldest has waited ``max_wait_ms``, then run as one
-  batch.
-* **Fairness.** Batches are filled round-robin, one request per camera at a
-  time, and each camera may have at most ``max_inflight`` requests queued, so a
-  busy camera cannot starve the others.
+  Images are never pickled or copied through a pipe. The client is
+  :class:`~camfleet.detect.client.DetectorClient`.
+* **Workers.** ``workers`` inference workers (threads, each with its own
+  runtime; default one per core) take jobs from this process's loop
+  (:mod:`camfleet.detect.workers`), so one detector uses every core.
+* **Batching.** A model that runs real batches (a batch axis) gets the
+  requests of all cameras gathered until ``max_batch`` images are waiting or
+  the oldest has waited ``max_wait_ms``; a batch-1 model gets one request per
+  job, at once, so that idle workers share the requests out.
+* **Fairness.** Jobs are filled round-robin, one request per camera at a
+  time, and each camera may have at most ``max_inflight`` requests queued or
+  running, so a busy camera cannot starve the others. Answers carry their
+  request's id and go back in whatever order the workers finish.
 * **Health.** The service beats a heartbeat file (:func:`read_heartbeat`);
   the node's supervisor (:mod:`camfleet.runtime.detectors`) restarts it when
-  it dies or when one inference has been stuck longer than ``stuck_s``.
-  Clients waiting on a dead detector get :class:`DetectorFailed` at once
-  (their socket closes) and reconnect on their next request.
-
-The module is a little over 500 lines because the server (:func:`serve`) and
-the client (:class:`DetectorClient`) are the two ends of one request-ring and
-socket protocol, kept side by side so that a change to one is made with the
-other.
+  it dies or when one worker has been stuck in one inference longer than
+  ``stuck_s``. Clients waiting on a dead detector get :class:`DetectorFailed`
+  at once (their socket closes) and reconnect on their next request.
 """
 
 from __future__ import annotations
@@ -34,47 +35,47 @@ import selectors
 import signal
 import socket
 import struct
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from camfleet.framebus import (
-    FramebusError,
-    FrameFormat,
-    FramePublisher,
-    FrameSubscriber,
-    shm_dir,
-    subscribe,
-)
+from camfleet.framebus import FramebusError, FrameSubscriber, shm_dir, subscribe
 from camfleet.framebus.layout import validate_key
 from camfleet.framebus.segment import create_private_file
 from camfleet.procutil import die_with_parent
 
+from .client import DetectorClient, DetectorFailed
 from .models import ModelSpec
 from .protocol import (
+    MAX_INFLIGHT,
     REQUEST_MAX_IMAGES,
     ProtocolError,
     Reader,
     listen,
-    request_ring_key,
-    request_ring_slots,
     send,
     socket_path,
 )
-from .types import Box, Detection
+from .workers import Done, InferenceWorkers, Job, default_workers
+
+__all__ = [
+    "DetectorClient",
+    "DetectorFailed",
+    "DetectorSettings",
+    "Heartbeat",
+    "detector_main",
+    "heartbeat_path",
+    "read_heartbeat",
+    "serve",
+]
+
+MAX_REQUEST_IMAGES = 64
+"""Most images a client may say one of its requests carries (its ``max_images``)."""
 
 log = logging.getLogger("camfleet.detect")
 
 _HB = struct.Struct("<qqqqqqqq")  # beat, busy_since, pid, batches, images, infer_ns, queued, max_batch_seen
-
-
-class DetectorFailed(Exception):
-    """A detection request could not be answered (detector down, restarted or stuck)."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,13 @@ class DetectorSettings:
     Attributes:
         name: detector name (``[A-Za-z0-9_-]``), also its socket's name.
         model: the model to load.
-        threads: CPU threads for inference.
-        max_batch: most images in one inference.
-        max_wait_ms: longest a request waits for a batch to fill, milliseconds.
-        max_inflight: requests one camera may have queued at once.
+        threads: CPU threads of each worker's runtime.
+        workers: inference workers, each with its own runtime (None: one per core,
+            :func:`~camfleet.detect.workers.default_workers`).
+        max_batch: most images in one inference (models that run real batches).
+        max_wait_ms: longest a request waits for a batch to fill, milliseconds (models that run
+            real batches; a batch-1 model's requests go to the next idle worker at once).
+        max_inflight: requests one camera may have queued or running at once.
         stuck_s: an inference running longer than this is stuck (the supervisor restarts it), seconds.
         factory: ``"module:function"`` building the runtime from ``(spec, threads)``
             (default: :func:`camfleet.detect.runtime.load_runtime`).
@@ -98,6 +102,7 @@ class DetectorSettings:
     name: str
     model: ModelSpec
     threads: int = 1
+    workers: int | None = None
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_inflight: int = 2
@@ -157,9 +162,18 @@ class _Camera:
     name: str = ""
     ring: FrameSubscriber | None = None
     queue: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
+    running: int = 0  # requests a worker has now
+    gone: bool = False  # disconnected; its ring closes when its last running request ends
     requests: int = 0
     images: int = 0
     since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Request:
+    cam: _Camera
+    msg: dict[str, Any]
+    frames: list[Any]
 
 
 def _load_factory(path: str) -> Callable[[ModelSpec, int], Any]:
@@ -171,18 +185,25 @@ def _load_factory(path: str) -> Callable[[ModelSpec, int], Any]:
 
 
 class _Server:
+    """The detector's loop: reads the sockets, forms jobs fairly, answers; the workers run the model."""
+
     def __init__(self, settings: DetectorSettings) -> None:
         self.s = settings
-        self.runtime = _load_factory(settings.factory)(settings.model, settings.threads)
+        factory = _load_factory(settings.factory)
+        count = settings.workers if settings.workers is not None else default_workers()
+        self.workers = InferenceWorkers(lambda: factory(settings.model, settings.threads), count,
+                                        settings.name)
+        self.runtime = self.workers.runtimes[0]
         hb = heartbeat_path(settings.name)
         fd = create_private_file(hb, mmap.PAGESIZE)  # never follows a name planted in /dev/shm
         self._hb = mmap.mmap(fd, mmap.PAGESIZE)
         os.close(fd)
-        self.stats = [0, 0, 0, 0]  # batches, images, infer_ns, max batch seen
-        self.busy_since = 0
+        self.stats = [0, 0, 0, 0]  # jobs, images, infer_ns, max batch seen
+        self.jobs = 0  # jobs handed to workers (numbers the replies' batch_no in dispatch order)
         self.listener = listen(socket_path(settings.name))
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.listener, selectors.EVENT_READ, None)
+        self.sel.register(self.workers.wake_fd, selectors.EVENT_READ, self.workers)
         self.cameras: dict[socket.socket, _Camera] = {}
         self.rr = 0
         self.stop = False
@@ -192,21 +213,25 @@ class _Server:
     def beat(self) -> None:
         queued = sum(len(c.queue) for c in self.cameras.values())
         self._hb[: _HB.size] = _HB.pack(
-            time.monotonic_ns(), self.busy_since, os.getpid(), self.stats[0], self.stats[1],
+            time.monotonic_ns(), self.workers.busy_since_ns(), os.getpid(), self.stats[0], self.stats[1],
             self.stats[2], queued, self.stats[3],
         )
 
     def run(self) -> None:
         while not self.stop:
-            wait = self._batch_wait()
+            wait = self._dispatch_wait()
             for key, _ in self.sel.select(timeout=wait):
                 if key.data is None:
                     self._accept()
+                elif key.data is self.workers:
+                    self._finish(self.workers.done())
                 else:
                     self._read(key.data)
+            if self.workers.fatal is not None:
+                raise RuntimeError(f"detector {self.s.name}: {self.workers.fatal}")
+            while self.workers.idle and self._dispatch_due():
+                self._dispatch()
             self.beat()
-            if self._batch_due():
-                self._run_batch()
 
     def _accept(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -217,12 +242,23 @@ class _Server:
             self.sel.register(conn, selectors.EVENT_READ, cam)
 
     def _drop(self, cam: _Camera, why: str) -> None:
+        if cam.gone:
+            return
         log.info("detector %s: camera %s disconnected (%s)", self.s.name, cam.name or "?", why)
+        cam.gone = True
         self.sel.unregister(cam.conn)
         self.cameras.pop(cam.conn, None)
         cam.conn.close()
+        cam.queue.clear()
+        if cam.running == 0:
+            self._close_ring(cam)
+        # else: a worker still reads frames of its ring; _finish closes it after the last one
+
+    @staticmethod
+    def _close_ring(cam: _Camera) -> None:
         if cam.ring is not None:
             cam.ring.close()
+            cam.ring = None
 
     def _read(self, cam: _Camera) -> None:
         try:
@@ -239,9 +275,13 @@ class _Server:
             self._drop(cam, str(exc))
             return
         for msg in messages:
+            if cam.gone:
+                return
             self._handle(cam, msg)
 
     def _reply(self, cam: _Camera, msg: dict[str, Any]) -> None:
+        if cam.gone:
+            return
         try:
             send(cam.conn, msg)
         except OSError as exc:
@@ -250,20 +290,9 @@ class _Server:
     def _handle(self, cam: _Camera, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "hello":
-            cam.name = str(msg.get("camera", ""))
-            try:
-                cam.ring = subscribe(
-                    str(msg["ring"]), mode="sequential", name=f"detector-{self.s.name}",
-                    max_held=self.s.max_batch, connect_timeout=2.0,
-                )
-            except (FramebusError, KeyError) as exc:
-                self._reply(cam, {"op": "error", "error": f"cannot read request ring: {exc}"})
-                return
-            w, h = self.runtime.input_size if hasattr(self.runtime, "input_size") else (0, 0)
-            self._reply(cam, {"op": "welcome", "max_batch": self.s.max_batch,
-                              "max_inflight": self.s.max_inflight, "input": [w, h]})
+            self._hello(cam, msg)
         elif op == "detect":
-            if len(cam.queue) >= self.s.max_inflight:
+            if len(cam.queue) + cam.running >= self.s.max_inflight:
                 self._reply(cam, {"op": "result", "id": msg.get("id"),
                                   "error": f"more than {self.s.max_inflight} requests in flight"})
                 return
@@ -275,102 +304,149 @@ class _Server:
         else:
             self._reply(cam, {"op": "error", "error": f"unknown op {op!r}"})
 
+    def _hello(self, cam: _Camera, msg: dict[str, Any]) -> None:
+        cam.name = str(msg.get("camera", ""))
+        if cam.ring is not None or cam.running:
+            self._reply(cam, {"op": "error", "error": "hello twice on one connection"})
+            return
+        try:
+            max_images = int(msg.get("max_images", REQUEST_MAX_IMAGES))
+            if not 1 <= max_images <= MAX_REQUEST_IMAGES:
+                raise ValueError(f"max_images must be 1..{MAX_REQUEST_IMAGES}, got {max_images}")
+            # the images of every request the camera may have in flight are held at once
+            cam.ring = subscribe(
+                str(msg["ring"]), mode="sequential", name=f"detector-{self.s.name}",
+                max_held=MAX_INFLIGHT * max_images, connect_timeout=2.0,
+            )
+        except (FramebusError, KeyError, TypeError, ValueError) as exc:
+            self._reply(cam, {"op": "error", "error": f"cannot read request ring: {exc}"})
+            return
+        w, h = getattr(self.runtime, "input_size", (0, 0))
+        self._reply(cam, {"op": "welcome", "max_batch": self.s.max_batch, "workers": self.workers.count,
+                          "max_inflight": self.s.max_inflight, "input": [w, h]})
+
     def _stats(self) -> dict[str, Any]:
         b, n, ns, biggest = self.stats
         uptime = max(time.monotonic() - self.started, 1e-9)
         return {
             "uptime_s": uptime, "batches": b, "images": n, "mean_batch": n / b if b else 0.0,
             "mean_infer_ms": ns / b / 1e6 if b else 0.0, "max_batch_seen": biggest,
-            "inferences_per_s": b / uptime, "images_per_s": n / uptime,
+            "inferences_per_s": b / uptime, "images_per_s": n / uptime, "workers": self.workers.count,
+            "runs_batches": self.workers.batches,
             "queued": sum(len(c.queue) for c in self.cameras.values()),
+            "running": sum(c.running for c in self.cameras.values()),
             "cameras": {c.name: {"requests": c.requests, "images": c.images,
                                  "requests_per_s": c.requests / max(time.monotonic() - c.since, 1e-9)}
                         for c in self.cameras.values()},
         }
 
+    # ------------------------------------------------------------------ jobs
+
     def _pending(self) -> list[_Camera]:
         return [c for c in self.cameras.values() if c.queue]
 
-    def _batch_wait(self) -> float:
-        pending = self._pending()
-        if not pending:
-            return 0.5  # heartbeat period while idle
-        oldest = min(float(c.queue[0]["t"]) for c in pending)
-        return max(0.0, oldest + self.s.max_wait_ms / 1000 - time.monotonic())
+    def _max_wait_s(self) -> float:
+        # a batch-1 model runs a batch image by image: waiting for one to fill only adds latency,
+        # while an idle worker can serve the next request at once
+        return self.s.max_wait_ms / 1000 if self.workers.batches else 0.0
 
-    def _batch_due(self) -> bool:
+    def _dispatch_wait(self) -> float:
+        pending = self._pending()
+        if not pending or not self.workers.idle:
+            return 0.5  # heartbeat period while idle or while every worker is busy (a finish wakes us)
+        oldest = min(float(c.queue[0]["t"]) for c in pending)
+        return max(0.0, oldest + self._max_wait_s() - time.monotonic())
+
+    def _dispatch_due(self) -> bool:
         pending = self._pending()
         if not pending:
             return False
+        if not self.workers.batches:
+            return True
         images = sum(int(m["count"]) for c in pending for m in c.queue)
         oldest = min(c.queue[0]["t"] for c in pending)
-        return images >= self.s.max_batch or time.monotonic() - oldest >= self.s.max_wait_ms / 1000
+        return images >= self.s.max_batch or time.monotonic() - oldest >= self._max_wait_s()
 
-    def _run_batch(self) -> None:
-        # round-robin: one request per camera per turn, starting after the last served
+    def _dispatch(self) -> None:
+        """Hand the next job to an idle worker: requests taken round-robin, one per camera per turn.
+
+        A batch-capable model gets up to ``max_batch`` images of several cameras in one job;
+        a batch-1 model one request per job, so that the idle workers share the requests out.
+        """
         cams = list(self.cameras.values())
         if not cams:
             return
-        order = cams[self.rr % len(cams):] + cams[: self.rr % len(cams)]
-        self.rr += 1
-        chosen: list[tuple[_Camera, dict[str, Any], list[Any]]] = []
+        start = self.rr % len(cams)
+        order = cams[start:] + cams[:start]
+        limit = self.s.max_batch if self.workers.batches else 1  # requests per job
+        chosen: list[_Request] = []
         total = 0
         progress = True
-        while progress and total < self.s.max_batch:
+        while progress and total < self.s.max_batch and len(chosen) < limit:
             progress = False
-            for cam in order:
+            for i, cam in enumerate(order):
                 if not cam.queue or (total + int(cam.queue[0]["count"]) > self.s.max_batch and chosen):
                     continue
                 msg = cam.queue.popleft()
                 frames = self._take(cam, msg)
                 if frames is None:
                     continue
-                chosen.append((cam, msg, frames))
+                if not chosen:
+                    self.rr = start + i + 1  # the next job starts after the first camera served here
+                chosen.append(_Request(cam, msg, frames))
+                cam.running += 1
                 total += len(frames)
                 progress = True
-                if total >= self.s.max_batch:
+                if total >= self.s.max_batch or len(chosen) >= limit:
                     break
         if not chosen:
             return
-        images = [f.array for _, _, frames in chosen for f in frames]
-        self.busy_since = time.monotonic_ns()
-        self.beat()
-        t0 = time.perf_counter_ns()
-        try:
-            results = self.runtime.infer(images)
-            error = None
-        except Exception as exc:
-            log.exception("detector %s: inference failed", self.s.name)
-            results, error = [], f"inference failed: {type(exc).__name__}: {exc}"
-        elapsed = time.perf_counter_ns() - t0
-        self.busy_since = 0
-        self.stats[0] += 1
-        self.stats[1] += len(images)
-        self.stats[2] += elapsed
-        self.stats[3] = max(self.stats[3], len(images))
-        i = 0
-        for cam, msg, frames in chosen:
-            for f in frames:
-                f.release()
-            reply: dict[str, Any] = {"op": "result", "id": msg["id"], "batch": len(images),
-                                     "batch_no": self.stats[0], "infer_ms": elapsed / 1e6}
-            if error:
-                reply["error"] = error
-            else:
-                reply["detections"] = [
-                    [[d.label, d.label_id, d.score, *d.box] for d in dets]
-                    for dets in results[i : i + len(frames)]
-                ]
-            i += len(frames)
-            cam.images += len(frames)
-            self._reply(cam, reply)
+        self.jobs += 1
+        images = [f.array for r in chosen for f in r.frames]
+        self.workers.submit(Job(self.jobs, images, chosen))
+
+    def _finish(self, finished: list[Done]) -> None:
+        """Answer the requests of finished jobs (in whatever order the workers finished them)."""
+        for done in finished:
+            chosen: list[_Request] = done.job.tag
+            n = len(done.job.images)
+            self.stats[0] += 1
+            self.stats[1] += n
+            self.stats[2] += done.infer_ns
+            self.stats[3] = max(self.stats[3], n)
+            i = 0
+            for req in chosen:
+                cam = req.cam
+                for f in req.frames:
+                    f.release()
+                cam.running -= 1
+                count = len(req.frames)
+                reply: dict[str, Any] = {"op": "result", "id": req.msg["id"], "batch": n,
+                                         "batch_no": done.job.number, "infer_ms": done.infer_ns / 1e6,
+                                         "worker": done.worker}
+                if done.error:
+                    reply["error"] = done.error
+                else:
+                    reply["detections"] = [
+                        [[d.label, d.label_id, d.score, *d.box] for d in dets]
+                        for dets in done.results[i : i + count]
+                    ]
+                i += count
+                cam.images += count
+                if not cam.gone:
+                    self._reply(cam, reply)
+                elif cam.running == 0:
+                    self._close_ring(cam)
 
     def _take(self, cam: _Camera, msg: dict[str, Any]) -> list[Any] | None:
         """The request's frames from the camera's ring (they must be the next ones)."""
         frames: list[Any] = []
         try:
-            assert cam.ring is not None
+            if cam.ring is None:
+                raise ProtocolError("no hello before the request")
             count, last = int(msg["count"]), int(msg["last_seq"])
+            if not 1 <= count <= cam.ring.max_held // MAX_INFLIGHT:
+                raise ProtocolError(f"count {count} out of range")
             while len(frames) < count:
                 frame = cam.ring.next(timeout=1.0)
                 if frame.seq <= last - count:
@@ -379,7 +455,7 @@ class _Server:
                 frames.append(frame)
             if frames[-1].seq != last:
                 raise ProtocolError(f"ring at {frames[-1].seq}, request says {last}")
-        except (FramebusError, ProtocolError, AssertionError, KeyError, ValueError) as exc:
+        except (FramebusError, ProtocolError, KeyError, ValueError, TypeError) as exc:
             for f in frames:
                 f.release()
             self._reply(cam, {"op": "result", "id": msg.get("id"), "error": f"bad request: {exc}"})
@@ -392,8 +468,7 @@ class _Server:
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.s.name).unlink()
-        if hasattr(self.runtime, "close"):
-            self.runtime.close()
+        self.workers.close()
 
 
 def serve(settings: DetectorSettings) -> None:
@@ -406,128 +481,13 @@ def serve(settings: DetectorSettings) -> None:
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a supervised detector leaves it to the node
         signal.signal(signal.SIGINT, _stop)
-    log.info("detector %s: serving model %s (pid %d)", settings.name, settings.model.id, os.getpid())
+    log.info("detector %s: serving model %s, %d worker(s) x %d thread(s)%s (pid %d)", settings.name,
+             settings.model.id, server.workers.count, settings.threads,
+             ", real batches" if server.workers.batches else "", os.getpid())
     try:
         server.run()
     finally:
         server.close()
-
-
-# ---------------------------------------------------------------------------
-# client (runs in each camera's pipeline process)
-
-
-class DetectorClient:
-    """A camera's connection to a detector: ``detect(images)`` returns their detections.
-
-    Images must be ``HxWx3`` uint8 RGB at ``input_size`` (the model's input
-    size, in pixels); they are copied once into the camera's request ring.
-    The client reconnects by itself after the detector restarts.
-    """
-
-    def __init__(self, detector: str, camera: str, input_size: tuple[int, int],
-                 *, max_images: int = REQUEST_MAX_IMAGES, timeout: float = 10.0) -> None:
-        self.detector = detector
-        self.camera = camera
-        self.input_size = input_size
-        self.timeout = timeout
-        key = request_ring_key(camera, detector)
-        fmt = FrameFormat.packed_format(input_size[0], input_size[1], "rgb24")
-        self._ring = FramePublisher(key, fmt, slots=request_ring_slots(max_images))
-        self._key = key
-        self._sock: socket.socket | None = None
-        self._reader = Reader()
-        self._next_id = 0
-        self._lock = threading.Lock()
-        self.last_batch = 0
-        self.last_infer_ms = 0.0
-        self.requests = 0
-        self.images_sent = 0
-        self.infer_ms_total = 0.0
-
-    def _connect(self) -> socket.socket:
-        if self._sock is not None:
-            return self._sock
-        path = socket_path(self.detector)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(path))
-            send(sock, {"op": "hello", "camera": self.camera, "ring": self._key})
-            reply = self._recv(sock)
-        except OSError as exc:
-            sock.close()
-            raise DetectorFailed(f"detector {self.detector!r} is not reachable at {path}: {exc}") from None
-        if reply.get("op") != "welcome":
-            sock.close()
-            raise DetectorFailed(f"detector {self.detector!r} refused camera {self.camera!r}: {reply}")
-        self._sock = sock
-        return sock
-
-    def _recv(self, sock: socket.socket) -> dict[str, Any]:
-        while True:
-            for msg in self._reader.feed(b""):
-                return msg
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionResetError("detector closed the connection")
-            msgs = self._reader.feed(data)
-            if msgs:
-                # one request in flight per client: at most one reply is pending
-                return msgs[0]
-
-    def _disconnect(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-        self._sock = None
-        self._reader = Reader()
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Detect objects in each image; raises :class:`DetectorFailed` with the reason."""
-        if not images:
-            return []
-        with self._lock:
-            try:
-                sock = self._connect()
-            except DetectorFailed:
-                raise
-            seq = 0
-            for img in images:
-                seq = self._ring.publish(img)
-            self._next_id += 1
-            rid = self._next_id
-            try:
-                send(sock, {"op": "detect", "id": rid, "count": len(images), "last_seq": seq})
-                reply = self._recv(sock)
-            except (OSError, ProtocolError) as exc:
-                self._disconnect()
-                raise DetectorFailed(
-                    f"detector {self.detector!r} failed while request {rid} of camera "
-                    f"{self.camera!r} was pending ({exc}); it is being restarted"
-                ) from None
-            if reply.get("error"):
-                raise DetectorFailed(f"detector {self.detector!r}: {reply['error']}")
-            self.last_batch = int(reply.get("batch", 0))
-            self.last_infer_ms = float(reply.get("infer_ms", 0.0))
-            self.requests += 1
-            self.images_sent += len(images)
-            self.infer_ms_total += self.last_infer_ms
-            return [
-                [Detection(str(d[0]), int(d[1]), float(d[2]), Box(d[3], d[4], d[5], d[6])) for d in dets]
-                for dets in reply["detections"]
-            ]
-
-    def stats(self) -> dict[str, Any]:
-        """The detector's counters (batches, mean batch, inference ms, per camera)."""
-        with self._lock:
-            sock = self._connect()
-            send(sock, {"op": "stats"})
-            return self._recv(sock)
-
-    def close(self) -> None:
-        """Disconnect and remove the request ring."""
-        self._disconnect()
-        self._ring.close()
 
 
 # ---------------------------------------------------------------------------
