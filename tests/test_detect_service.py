@@ -17,18 +17,13 @@ from camfleet.detect.models import default_model_spec
 from camfleet.detect.protocol import Reader, encode, send, socket_path
 from camfleet.detect.service import DetectorClient, DetectorFailed, DetectorSettings
 from camfleet.runtime.detectors import DetectorManager
+from tests.support.detect_helpers import marker
 
 pytestmark = pytest.mark.process
 
 
 def astronaut_300() -> np.ndarray:
     return (resize(data.astronaut(), (300, 300)) * 255).astype(np.uint8)
-
-
-def marker(value: int = 200) -> np.ndarray:
-    img = np.zeros((300, 300, 3), np.uint8)
-    img[0, 0] = (0, value, 0)
-    return img
 
 
 def detect_eventually(client: DetectorClient, image: np.ndarray, timeout: float = 30) -> list[object]:
@@ -108,7 +103,8 @@ def test_killed_detector_is_restarted_and_cameras_recover(manager: DetectorManag
 
 
 @pytest.mark.parametrize(
-    "manager", [{"factory": "tests.support.detect_helpers:marker_runtime", "stuck_s": 1.0}], indirect=True
+    "manager", [{"factory": "tests.support.detect_helpers:marker_runtime", "stuck_s": 1.0, "workers": 3}],
+    indirect=True,
 )
 def test_stuck_detector_is_restarted_and_pending_request_fails_clearly(manager: DetectorManager) -> None:
     client = DetectorClient("test", "gate", (300, 300), timeout=30)

@@ -54,9 +54,15 @@ class DetectorConfig(_Strict):
 
     runtime: Runtime
     processes: int = Field(default=1, ge=1, le=64)
-    threads: int = Field(default=1, ge=1, le=256, description="inference threads per process")
-    max_batch: int = Field(default=8, ge=1, le=1024, description="most requests run together")
-    max_wait_ms: float = Field(default=10.0, ge=0, le=10_000, description="longest wait to fill a batch")
+    workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="inference workers per process, each with its own runtime (default: one per core, "
+                    "divided among the processes)")
+    threads: int = Field(default=1, ge=1, le=256, description="inference threads of each worker")
+    max_batch: int = Field(default=8, ge=1, le=1024,
+                           description="most images run together (models with a batch axis)")
+    max_wait_ms: float = Field(default=10.0, ge=0, le=10_000,
+                               description="longest wait to fill a batch (models with a batch axis)")
 
 
 class RuntimeSettings(_Strict):

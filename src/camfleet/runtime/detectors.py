@@ -30,6 +30,7 @@ from camfleet.detect.service import (
     read_heartbeat,
 )
 from camfleet.detect.specs import model_spec
+from camfleet.detect.workers import default_workers
 
 from . import heartbeat as hb
 from .detect_use import detect_uses, detector_instances, detector_models
@@ -150,6 +151,7 @@ class DetectorPool:
             for instance in detector_instances(detector, d.processes):
                 settings = DetectorSettings(
                     name=instance, model=spec, threads=d.threads, max_batch=d.max_batch,
+                    workers=d.workers if d.workers is not None else default_workers(d.processes),
                     max_wait_ms=d.max_wait_ms, log_init=self._log_init(config, instance),
                 )
                 entry = detector_entry(settings, self._ctx, config.runtime)

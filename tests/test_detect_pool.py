@@ -1,0 +1,201 @@
+"""The detector's inference workers, 2 requests in flight, real batches and the start-up race.
+
+Real detector processes (``DetectorManager``), real sockets and request rings;
+the runtimes are :class:`tests.support.detect_helpers.MarkerRuntime` (whose
+answers say which image they belong to) and a tiny ONNX model run by real
+onnxruntime (whose scores scale with each image's brightest pixel).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camfleet.detect.models import default_model_spec
+from camfleet.detect.protocol import socket_path
+from camfleet.detect.service import DetectorClient, DetectorFailed, DetectorSettings
+from camfleet.detect.workers import MAX_WORKERS, default_workers
+from camfleet.runtime.detectors import DetectorManager
+from tests.support.detect_helpers import DIE, RELEASE, WAIT, marker
+from tests.support.tiny_yolo import yolo_onnx, yolo_spec
+
+pytestmark = pytest.mark.process
+
+MARKER = "tests.support.detect_helpers:marker_runtime"
+
+
+@pytest.fixture
+def pool(request: pytest.FixtureRequest) -> Iterator[DetectorManager]:
+    overrides = {"factory": MARKER, "workers": 3, **getattr(request, "param", {})}
+    mgr = DetectorManager(DetectorSettings(name="pool", model=default_model_spec(), **overrides), check_s=0.1)
+    mgr.start()
+    yield mgr
+    mgr.stop()
+
+
+def _score(dets: list[list[object]]) -> float:
+    return float(dets[0][0].score)  # type: ignore[attr-defined]
+
+
+def test_detector_and_cameras_started_at_the_same_instant_never_fail() -> None:
+    """A node starts detectors and pipelines together: cameras that connect before the detector
+    listens (no socket yet, or a killed predecessor's socket that nobody listens on) wait for it,
+    and a detector started from a thread that then ends lives on (it dies with the process
+    that supervises it, not with the thread that started it)."""
+    for attempt in range(4):
+        name = f"race{attempt}"
+        if attempt % 2:  # what a killed detector leaves: the socket file, nobody listening
+            stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            stale.bind(str(socket_path(name)))
+            stale.close()
+        settings = DetectorSettings(name=name, model=default_model_spec(), factory=MARKER, workers=2)
+        manager = DetectorManager(settings, check_s=0.05)
+        clients = [DetectorClient(name, f"cam{i}", (300, 300)) for i in range(3)]
+        go = threading.Barrier(len(clients) + 1)
+        scores: dict[int, float] = {}
+        errors: list[BaseException] = []
+
+        def camera(i: int, go: threading.Barrier = go, clients: list[DetectorClient] = clients) -> None:
+            go.wait(10)
+            try:
+                scores[i] = _score(clients[i].detect([marker(10 + i)]))  # noqa: B023 - joined below
+            except Exception as exc:
+                errors.append(exc)  # noqa: B023
+
+        def start(go: threading.Barrier = go, manager: DetectorManager = manager) -> None:
+            go.wait(10)
+            manager.start()
+
+        threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(clients))]
+        threads.append(threading.Thread(target=start))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        try:
+            assert errors == [], errors
+            assert scores == {i: pytest.approx((10 + i) / 255) for i in range(len(clients))}
+            pid = manager.pid
+            # the thread that started the detector has ended: the detector still serves, same process
+            assert _score(clients[0].detect([marker(99)])) == pytest.approx(99 / 255)
+            assert manager.restarts == 0 and manager.pid == pid, manager.last_reason
+        finally:
+            for c in clients:
+                c.close()
+            manager.stop()
+
+
+def test_answers_come_back_out_of_order_and_each_goes_to_its_request(pool: DetectorManager) -> None:
+    """Two requests in flight on one camera, the first held by its worker until a later one
+    releases it: the second's answer arrives first, and every request gets its own image's."""
+    client = DetectorClient("pool", "door", (300, 300))
+    try:
+        first = client.submit([marker(11, WAIT)])
+        second = client.submit([marker(22)])
+        assert client.inflight == 2
+        assert _score(client.result(second)) == pytest.approx(22 / 255)
+        assert not client.ready(first)  # still held by its worker: answers came out of order
+        third = client.submit([marker(33, RELEASE)])
+        assert _score(client.result(first)) == pytest.approx(11 / 255)
+        assert _score(client.result(third)) == pytest.approx(33 / 255)
+        with pytest.raises(KeyError):
+            client.result(first)  # answered exactly once
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("pool", [{"workers": 4}], indirect=True)
+def test_many_cameras_two_in_flight_every_request_answered_once_with_its_own_image(
+    pool: DetectorManager,
+) -> None:
+    cameras, per_camera = 4, 25
+    got: dict[int, list[tuple[int, float]]] = {}
+    errors: list[BaseException] = []
+    go = threading.Barrier(cameras)
+
+    def camera(c: int) -> None:
+        client = DetectorClient("pool", f"cam{c}", (300, 300))
+        try:
+            go.wait(10)
+            pending: list[tuple[int, int]] = []
+            answers: list[tuple[int, float]] = []
+            for k in range(per_camera):
+                value = 1 + c * per_camera + k  # distinct over all cameras
+                pending.append((client.submit([marker(value)]), value))
+                if len(pending) == 2 or k == per_camera - 1:
+                    for rid, v in pending:
+                        answers.append((v, _score(client.result(rid))))
+                    pending.clear()
+            got[c] = answers
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=camera, args=(c,)) for c in range(cameras)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [], errors
+    for c in range(cameras):
+        values = [v for v, _ in got[c]]
+        assert values == [1 + c * per_camera + k for k in range(per_camera)]
+        assert [s for _, s in got[c]] == pytest.approx([v / 255 for v in values])
+    assert pool.restarts == 0
+
+
+def test_a_worker_that_dies_restarts_the_detector_and_cameras_recover(pool: DetectorManager) -> None:
+    client = DetectorClient("pool", "gate", (300, 300))
+    try:
+        first = pool.pid
+        with pytest.raises(DetectorFailed, match="was pending"):
+            client.detect([marker(5, DIE)])
+        deadline = time.monotonic() + 30
+        while True:  # requests fail with a clear error until the new detector serves them
+            try:
+                assert _score(client.detect([marker(40)])) == pytest.approx(40 / 255)
+                break
+            except DetectorFailed:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)  # the restart belongs to the manager's thread: nothing to wait on
+        assert pool.restarts >= 1 and pool.pid != first
+        assert "exited with code" in pool.last_reason
+    finally:
+        client.close()
+
+
+def test_a_model_with_a_batch_axis_runs_the_requests_of_several_cameras_in_one_call(tmp_path: Path) -> None:
+    spec = yolo_spec(yolo_onnx(tmp_path / "tiny.onnx"))  # dynamic batch axis
+    # one worker and a batch window that only a full batch closes: the 4 requests must share one call
+    settings = DetectorSettings(name="onnx", model=spec, workers=1, max_batch=4, max_wait_ms=10_000)
+    manager = DetectorManager(settings, check_s=0.1)
+    manager.start()
+    clients = [DetectorClient("onnx", f"cam{i}", (64, 64)) for i in range(2)]
+    try:
+        values = {(0, 0): 255, (0, 1): 240, (1, 0): 225, (1, 1): 210}
+        rids = {key: clients[key[0]].submit([np.full((64, 64, 3), v, np.uint8)]) for key, v in values.items()}
+        for key, rid in rids.items():
+            dets = clients[key[0]].result(rid)[0]
+            assert dets[0].label == "person" and dets[0].score == pytest.approx(0.9 * values[key] / 255)
+            assert clients[key[0]].last_batch == 4
+        stats = clients[0].stats()
+        assert stats["runs_batches"] and stats["batches"] == 1 and stats["max_batch_seen"] == 4
+    finally:
+        for c in clients:
+            c.close()
+        manager.stop()
+
+
+def test_default_workers_one_per_core_shared_among_processes() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers() == min(cores, MAX_WORKERS)
+    assert default_workers(processes=2) == max(1, min(cores // 2, MAX_WORKERS))
+    assert default_workers(processes=10_000) == 1
