@@ -10,9 +10,10 @@ from PIL import Image
 
 from camfleet.detect.models import default_model_spec
 from camfleet.detect.service import DetectorClient, DetectorSettings
-from camfleet.framebus import PixelFormat
+from camfleet.framebus import FrameFormat, FramePublisher, PixelFormat, subscribe
 from camfleet.ingest.scene import Scene
 from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
+from camfleet.pipeline.window import FrameWindow
 from camfleet.runtime.detectors import DetectorManager
 
 pytestmark = pytest.mark.process
@@ -87,3 +88,44 @@ def test_person_crossing_yields_exactly_one_person_event(tmp_path: Path, detecto
     assert event.snapshot is not None
     with Image.open(event.snapshot) as jpeg:
         assert jpeg.format == "JPEG" and jpeg.size == (W, H)
+
+
+def test_two_frames_in_flight_give_the_same_events_in_frame_order(
+    tmp_path: Path, detector: DetectorClient
+) -> None:
+    """The person crossing again, through a real frame ring and a FrameWindow that always keeps the
+    next frame's request out before the previous answer is applied: the same one event, one track."""
+    scene = Scene(width=W, height=H, seed=0, objects=("person",))
+    empty = scene._bg_i420
+    p = pipeline(tmp_path, detector)
+    assert p.inflight == 2  # the detect element's default
+    window = FrameWindow(p)
+    updates: list[EventUpdate] = []
+    track_ids: set[int] = set()
+    seqs: list[int] = []
+    most_inflight = 0
+
+    def finished(ctx: FrameContext) -> None:
+        seqs.append(ctx.seq)
+        updates.extend(u for u in ctx.events if isinstance(u, EventUpdate))
+        track_ids.update(t.track_id for t in ctx.tracks if t.label == "person")
+
+    fmt = FrameFormat.packed_format(W, H, "yuv420p")
+    with FramePublisher("cam", fmt, slots=8) as pub, \
+            subscribe("cam", mode="sequential", name="pipeline", max_held=2) as sub:
+        for i in range(60):
+            image = scene.render_i420(i) if i < 40 else empty
+            pub.publish(image, pts=i, capture_ns=int(1e12 + i * 1e9 / FPS))
+            if window.full:
+                finished(window.finish_oldest())
+            window.begin(sub.next(timeout=5))
+            most_inflight = max(most_inflight, detector.inflight)
+        while len(window):
+            finished(window.finish_oldest())
+    assert most_inflight == 2  # requests of two frames were out at once
+    assert seqs == sorted(seqs) and len(seqs) == 60  # every frame finished once, in order
+    starts = [u for u in updates if u.type == EventType.START]
+    ends = [u for u in updates if u.type == EventType.END]
+    assert len(starts) == 1 and len(ends) == 1, [(u.type, u.event.track_id) for u in updates]
+    assert len(track_ids) == 1, track_ids
+    assert ends[0].event.label == "person" and ends[0].event.zones == ["left"]

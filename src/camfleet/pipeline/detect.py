@@ -9,17 +9,23 @@ duplicates from overlapping regions are removed with class-wise NMS.
 
 The detector is found in ``env.services["detectors"][name]``: an object with
 ``detect(images) -> list[list[Detection]]`` and ``input_size`` (w, h), such as
-a :class:`camfleet.detect.service.DetectorClient`.
+a :class:`camfleet.detect.client.DetectorClient`. One that also has
+``submit(images) -> id``, ``ready(id)``, ``result(id)`` and ``cancel(id)``
+(the client does) lets the pipeline keep ``inflight`` frames' requests out at
+once (:class:`~camfleet.pipeline.window.FrameWindow`); results are applied in
+frame order either way.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 from pydantic import Field
 
+from camfleet.detect.protocol import MAX_INFLIGHT
 from camfleet.detect.runtime import batched_nms
 
 from .context import Box, Detection, FrameContext
@@ -39,7 +45,12 @@ class DetectConfig(ElementConfig):
     ``frame``; ``region_scale``: how much a motion box is grown;
     ``max_regions``: most crops per frame; ``refresh_s``: re-detect tracked
     objects this often even without motion (0: never); ``nms_iou``: overlap
-    above which two boxes of one label are the same object.
+    above which two boxes of one label are the same object; ``inflight``:
+    frames whose detector requests may be out at once (1 or 2): with 2, when
+    frames are waiting, the next frame's request is sent before the previous
+    answer is back, so one round trip does not cap the camera's rate (answers
+    are applied in frame order; a pipeline that keeps up waits for each answer
+    as soon as no newer frame is there, so its latency does not grow).
     """
 
     model: str = "ssd-mobilenet-v2"
@@ -52,6 +63,18 @@ class DetectConfig(ElementConfig):
     max_regions: int = Field(4, ge=1, le=32)
     refresh_s: float = Field(0.0, ge=0)
     nms_iou: float = Field(0.5, gt=0, le=1)
+    inflight: int = Field(2, ge=1, le=MAX_INFLIGHT)
+
+
+@dataclass
+class _Pending:
+    """A frame's detector request: its id (None: answered at once, ``results``) and its regions."""
+
+    detector: Any
+    rid: int | None
+    regions: list[tuple[int, int, int, int]]
+    input_size: tuple[int, int]
+    results: list[list[Detection]] | None = None
 
 
 def _square(box: Box, scale: float, side_min: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -87,12 +110,14 @@ class DetectElement(Element[DetectConfig]):
 
     name = "detect"
     config_type = DetectConfig
+    splits = True
 
     def __init__(self, config: DetectConfig, env: PipelineEnv) -> None:
         super().__init__(config, env)
         self.requests = 0
         self.images = 0
         self._last_detect_ns = 0
+        self._pending: dict[int, _Pending] = {}  # id(ctx) -> its request, until collected or dropped
 
     def _detector(self) -> Any:
         detectors = self.env.services.get("detectors", {})
@@ -118,6 +143,11 @@ class DetectElement(Element[DetectConfig]):
 
     def process(self, ctx: FrameContext) -> None:
         """Detect in this frame's regions (none when nothing moved)."""
+        self.submit(ctx)
+        self.collect(ctx)
+
+    def submit(self, ctx: FrameContext) -> None:
+        """Send this frame's regions to the detector (nothing when nothing moved); see :meth:`collect`."""
         detector = self._detector()
         in_w, in_h = detector.input_size
         regions = self._regions(ctx, float(min(in_w, in_h)))
@@ -126,10 +156,34 @@ class DetectElement(Element[DetectConfig]):
         rgb = ctx.rgb()
         crops = [cv2.resize(rgb[y0:y1, x0:x1], (in_w, in_h), interpolation=cv2.INTER_AREA)
                  for x0, y0, x1, y1 in regions]
-        results = detector.detect(crops)
-        self.requests += 1
-        self.images += len(crops)
+        if hasattr(detector, "submit"):
+            pending = _Pending(detector, detector.submit(crops), regions, (in_w, in_h))
+        else:  # a plain detect() service answers at once
+            pending = _Pending(detector, None, regions, (in_w, in_h), results=detector.detect(crops))
+        self._pending[id(ctx)] = pending
         self._last_detect_ns = ctx.capture_ns
+
+    def ready(self, ctx: FrameContext) -> bool:
+        """Whether this frame's answer is in (or it sent no request)."""
+        p = self._pending.get(id(ctx))
+        return p is None or p.rid is None or bool(p.detector.ready(p.rid))
+
+    def drop(self, ctx: FrameContext) -> None:
+        """Forget this frame's request (its answer, if any comes, is dropped)."""
+        p = self._pending.pop(id(ctx), None)
+        if p is not None and p.rid is not None:
+            p.detector.cancel(p.rid)
+
+    def collect(self, ctx: FrameContext) -> None:
+        """Wait for this frame's answer and fill ``ctx.detections`` (boxes in frame pixels)."""
+        p = self._pending.pop(id(ctx), None)
+        if p is None:
+            return
+        results: list[list[Detection]] = p.detector.result(p.rid) if p.rid is not None else p.results or []
+        regions = p.regions
+        in_w, in_h = p.input_size
+        self.requests += 1
+        self.images += len(regions)
         found: list[Detection] = []
         frame_area = ctx.width * ctx.height
         for (x0, y0, x1, y1), dets in zip(regions, results, strict=True):

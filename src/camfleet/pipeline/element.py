@@ -72,6 +72,10 @@ class Element(ABC, Generic[C]):
 
     name: ClassVar[str]
     config_type: ClassVar[type[ElementConfig]]
+    splits: ClassVar[bool] = False
+    """True for an element that waits on another process (``detect``): the pipeline calls
+    :meth:`submit` and, later, :meth:`collect` instead of :meth:`process`, and may begin the next
+    frame in between (see :class:`~camfleet.pipeline.window.FrameWindow`)."""
 
     def __init__(self, config: C, env: PipelineEnv) -> None:
         self.config = config
@@ -85,6 +89,20 @@ class Element(ABC, Generic[C]):
     @abstractmethod
     def process(self, ctx: FrameContext) -> None:
         """Do this element's work on one frame, reading and adding to ``ctx``."""
+
+    def submit(self, ctx: FrameContext) -> None:
+        """Start this element's work on ``ctx`` (a splitting element; others do it all here)."""
+        self.process(ctx)
+
+    def ready(self, ctx: FrameContext) -> bool:
+        """Whether :meth:`collect` for ``ctx`` would return without waiting."""
+        return True
+
+    def collect(self, ctx: FrameContext) -> None:
+        """Finish the work :meth:`submit` started on ``ctx`` (frames are collected in order)."""
+
+    def drop(self, ctx: FrameContext) -> None:
+        """Forget the work started on ``ctx`` (the frame is abandoned)."""
 
     def stop(self) -> None:
         """Release resources (optional)."""

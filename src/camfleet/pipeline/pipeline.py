@@ -37,6 +37,9 @@ class Pipeline:
             except Exception as exc:
                 raise ValueError(f"pipeline element {i} ({name!r}) of camera {env.camera!r}: {exc}") from exc
             self.elements.append(cls(config, env))
+        # the first element that waits on another process splits a frame's work in two
+        self._split = next((i for i, e in enumerate(self.elements) if e.splits), len(self.elements))
+        self._begin_ms: dict[int, float] = {}
         self.process_ms = 0.0
 
     def start(self) -> None:
@@ -66,20 +69,64 @@ class Pipeline:
             element.update(config, env)
         return True
 
+    @property
+    def inflight(self) -> int:
+        """Frames that may wait on the splitting element at once (its ``inflight`` setting; 1 without one)."""
+        if self._split >= len(self.elements):
+            return 1
+        return max(1, int(getattr(self.elements[self._split].config, "inflight", 1)))
+
     def process(self, ctx: FrameContext) -> FrameContext:
         """Run every element on ``ctx`` in order; returns it."""
+        self.begin(ctx)
+        return self.finish(ctx)
+
+    def begin(self, ctx: FrameContext) -> FrameContext:
+        """Run the elements up to the first splitting one (``detect``), which only submits its work.
+
+        :meth:`finish` completes the frame; frames must be finished in the order they were begun.
+        """
         t0 = time.perf_counter()
-        for element in self.elements:
+        for element in self.elements[: self._split]:
             element.process(ctx)
             element.beat()
-        self.process_ms = (time.perf_counter() - t0) * 1000
+        if self._split < len(self.elements):
+            self.elements[self._split].submit(ctx)
+        self._begin_ms[id(ctx)] = (time.perf_counter() - t0) * 1000
         return ctx
 
-    def process_frame(self, frame: Frame) -> FrameContext:
-        """Run the pipeline on a leased ring frame (the caller releases it afterwards)."""
+    def ready(self, ctx: FrameContext) -> bool:
+        """Whether :meth:`finish` for a begun ``ctx`` would not wait on another process."""
+        return self._split >= len(self.elements) or self.elements[self._split].ready(ctx)
+
+    def finish(self, ctx: FrameContext) -> FrameContext:
+        """Complete a frame :meth:`begin` started: collect the split element's work, run the rest."""
+        t0 = time.perf_counter()
+        begun = self._begin_ms.pop(id(ctx), 0.0)
+        if self._split < len(self.elements):
+            split = self.elements[self._split]
+            split.collect(ctx)
+            split.beat()
+            for element in self.elements[self._split + 1 :]:
+                element.process(ctx)
+                element.beat()
+        self.process_ms = begun + (time.perf_counter() - t0) * 1000
+        return ctx
+
+    def abandon(self, ctx: FrameContext) -> None:
+        """Forget a begun frame that will not be finished (its detector request failed, the ring went)."""
+        self._begin_ms.pop(id(ctx), None)
+        if self._split < len(self.elements):
+            self.elements[self._split].drop(ctx)
+
+    def context(self, frame: Frame) -> FrameContext:
+        """A context for a leased ring frame (valid while the frame is held)."""
         fmt = frame.format
-        ctx = FrameContext(
+        return FrameContext(
             camera=self.env.camera, seq=frame.seq, pts=frame.pts, capture_ns=frame.capture_ns,
             width=fmt.width, height=fmt.height, pixel_format=fmt.pixel_format, image=frame.array,
         )
-        return self.process(ctx)
+
+    def process_frame(self, frame: Frame) -> FrameContext:
+        """Run the pipeline on a leased ring frame (the caller releases it afterwards)."""
+        return self.process(self.context(frame))

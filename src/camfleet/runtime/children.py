@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from camfleet import framebus
 from camfleet.config import Config
+from camfleet.detect.protocol import MAX_INFLIGHT
 from camfleet.detect.service import DetectorClient, DetectorFailed
 from camfleet.events import OutboxProducer
 from camfleet.framebus import PixelFormat
 from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions, TlsOptions
 from camfleet.ingest.status import IngestState
-from camfleet.pipeline import EventUpdate, Pipeline
+from camfleet.pipeline import EventUpdate, FrameContext, Pipeline
 from camfleet.pipeline.build import camera_env, camera_pipeline
+from camfleet.pipeline.window import FrameWindow
 from camfleet.procutil import die_with_parent
 from camfleet.vocabulary import ActivityMessage, MotionSpan, OutboxMessage
 
@@ -257,47 +259,67 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
     last_seq: int | None = None
     last_frame_at = time.monotonic()
     degraded = ""
+    window = FrameWindow(pipeline)  # frames whose detector answers are still out, in frame order
+
+    def finished(ctx: FrameContext) -> None:
+        nonlocal last_frame_at, degraded
+        degraded = ""
+        last_frame_at = time.monotonic()
+        counters[hb.FRAMES] += 1
+        counters[hb.DET_REQUESTS] = sum(c.requests for c in clients.values())
+        counters[hb.INFER_MS] = sum(c.infer_ms_total for c in clients.values())
+        if ctx.capture_ns:
+            counters[hb.LAG_MS] = max(time.time_ns() - ctx.capture_ns, 0) / 1e6
+        t = ctx.capture_ns / 1e9 if ctx.capture_ns else time.time()
+        activity.frame(bool(ctx.motion), t)
+        _send_events(outbox, ctx.events, ctx.seen)
+        child.beat.beat(hb.OK)
+
     pipeline.start()
     child.beat.beat(hb.DEGRADED, "waiting for frames")
     try:
         while not child.stop.is_set():
             try:
-                with framebus.subscribe(camera, mode="latest", name="pipeline", connect_timeout=0.5) as sub:
+                # one lease per frame in the window: the next frame is taken only when there is room
+                with framebus.subscribe(camera, mode="latest", name="pipeline", connect_timeout=0.5,
+                                        max_held=MAX_INFLIGHT) as sub:
                     while not child.stop.is_set():
                         _apply_updates(spec, pipeline, services, child.beat)
                         try:
-                            with sub.next(timeout=0.5) as frame:
-                                if last_seq is not None and frame.seq > last_seq + 1:
-                                    counters[hb.SKIPPED] += frame.seq - last_seq - 1
-                                last_seq = frame.seq
-                                ctx = pipeline.process_frame(frame)
-                            degraded = ""
-                        except framebus.FrameTimeout:
-                            if time.monotonic() - last_frame_at > 2.0:
-                                degraded = "no frames from ingest"
-                            child.beat.beat(hb.DEGRADED if degraded else hb.OK, degraded)
-                            continue
+                            for ctx in window.finish_ready():
+                                finished(ctx)
+                            if window.full:
+                                finished(window.finish_oldest())
+                                continue
+                            try:
+                                # with frames in the window, take a newer frame only if one is there now;
+                                # else finish the oldest at once (its latency is the detector's)
+                                frame = sub.next(timeout=0.0 if len(window) else 0.5)
+                            except framebus.FrameTimeout:
+                                if len(window):
+                                    finished(window.finish_oldest())
+                                    continue
+                                if time.monotonic() - last_frame_at > 2.0:
+                                    degraded = "no frames from ingest"
+                                child.beat.beat(hb.DEGRADED if degraded else hb.OK, degraded)
+                                continue
+                            if last_seq is not None and frame.seq > last_seq + 1:
+                                counters[hb.SKIPPED] += frame.seq - last_seq - 1
+                            last_seq = frame.seq
+                            window.begin(frame)
                         except DetectorFailed as exc:
                             degraded = str(exc)
                             counters[hb.ERRORS] += 1
                             log.warning("camera %s: %s", camera, exc)
                             child.beat.beat(hb.DEGRADED, degraded)
                             continue
-                        last_frame_at = time.monotonic()
-                        counters[hb.FRAMES] += 1
-                        counters[hb.DET_REQUESTS] = sum(c.requests for c in clients.values())
-                        counters[hb.INFER_MS] = sum(c.infer_ms_total for c in clients.values())
-                        if ctx.capture_ns:
-                            counters[hb.LAG_MS] = max(time.time_ns() - ctx.capture_ns, 0) / 1e6
-                        t = ctx.capture_ns / 1e9 if ctx.capture_ns else time.time()
-                        activity.frame(bool(ctx.motion), t)
-                        _send_events(outbox, ctx.events, ctx.seen)
-                        child.beat.beat(hb.OK)
             except (framebus.PublisherGone, framebus.NotFound):
+                window.drop()
                 last_seq = None  # the ingest process restarts or re-creates the ring
                 child.beat.beat(hb.DEGRADED, "waiting for the ingest process")
                 child.stop.wait(0.1)
     finally:
+        window.drop()
         activity.flush()
         pipeline.stop()
         for client in clients.values():
