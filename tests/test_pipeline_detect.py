@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from camfleet.detect.models import default_model_spec
-from camfleet.detect.service import DetectorClient, DetectorSettings
+from camfleet.detect.service import DetectorClient, DetectorFailed, DetectorSettings
 from camfleet.framebus import FrameFormat, FramePublisher, PixelFormat, subscribe
 from camfleet.ingest.scene import Scene
 from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
@@ -129,3 +133,50 @@ def test_two_frames_in_flight_give_the_same_events_in_frame_order(
     assert len(starts) == 1 and len(ends) == 1, [(u.type, u.event.track_id) for u in updates]
     assert len(track_ids) == 1, track_ids
     assert ends[0].event.label == "person" and ends[0].event.zones == ["left"]
+
+
+def test_a_detector_killed_with_two_frames_in_flight_drops_both_and_the_window_recovers(
+    tmp_path: Path,
+) -> None:
+    settings = DetectorSettings(name="mark", model=default_model_spec(), workers=2,
+                                factory="tests.support.detect_helpers:marker_runtime")
+    manager = DetectorManager(settings, check_s=0.1)
+    manager.start()
+    client = DetectorClient("mark", "cam", (300, 300))
+    env = PipelineEnv(camera="cam", data_dir=tmp_path, services={"detectors": {"cpu": client}})
+    p = Pipeline([("detect", {"mode": "frame", "min_score": 0.1})], env)
+    window = FrameWindow(p)
+    gray = np.full((H * 3 // 2, W), 128, np.uint8)  # yuv420p mid-gray: every crop's first pixel is grey
+    try:
+        with FramePublisher("cam", FrameFormat.packed_format(W, H, "yuv420p"), slots=8) as pub, \
+                subscribe("cam", mode="sequential", name="pipeline", max_held=2) as sub:
+            for i in range(2):
+                pub.publish(gray, pts=i)
+                window.begin(sub.next(timeout=5))
+            assert len(window) == 2
+            pid = manager.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            failures = 0
+            while len(window):
+                try:
+                    window.finish_oldest()
+                except DetectorFailed:
+                    failures += 1
+            assert sub.held == 0  # both frames' leases were released
+            # the first failed with the connection; the second was answered before the kill or lost with it
+            assert failures >= 1
+            deadline = time.monotonic() + 30
+            while True:  # the supervisor restarts the detector; the window works again
+                pub.publish(gray, pts=99)
+                try:
+                    window.begin(sub.next(timeout=5))
+                    ctx = window.finish_oldest()
+                    break
+                except DetectorFailed:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)  # the restart belongs to the manager's thread: nothing to wait on
+            assert [d.label for d in ctx.detections] == ["person"] and sub.held == 0
+    finally:
+        client.close()
+        manager.stop()
