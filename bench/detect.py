@@ -50,6 +50,7 @@ from _benchutil import dist_version, summary
 from _benchutil import pct as _pct
 from camfleet.detect import default_model_spec, load_runtime
 from camfleet.detect.service import DetectorClient, DetectorSettings, read_heartbeat
+from camfleet.detect.workers import default_workers
 from camfleet.framebus import FrameFormat, FramePublisher, PixelFormat, shm_dir
 from camfleet.runtime.detectors import DetectorManager
 
@@ -62,11 +63,14 @@ METHOD = {
     "throughput": (
         "N camera processes (spawn context, one per camera) each send one 300x300 RGB image per "
         "request, back to back, for --duration s after 3 warm-up requests; the images are frames of "
-        "camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). 'shared, N workers': one "
-        "DetectorManager process with workers=N, threads=1 (N inference threads in all, as many as the "
-        "baseline), one request in flight per camera; 'shared, 2 in flight': the same detector, each "
-        "camera keeps 2 requests in flight (DetectorClient.submit/result); 'shared, 1/core': the "
-        "detector's default, one worker per core (threads=1), one request in flight; '(b) runtime/camera': "
+        "camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). 'shared, 1/core xT' (the "
+        "verdict's row): one DetectorManager process with one worker per core (W = min(cores, N)) of "
+        "T = N // W threads each, so W x T = N inference threads in all, as many as the baseline's N "
+        "runtimes of 1 thread (when N is a multiple of the cores), one request in flight per camera; "
+        "'shared, 2 in flight': the same detector, each camera keeps 2 requests in flight "
+        "(DetectorClient.submit/result); 'shared, N x 1': N workers of 1 thread (equal threads too, "
+        "another shape); 'shared, 1/core x1': the detector's default, one worker per core of 1 thread "
+        "(fewer threads than the baseline); '(b) runtime/camera': "
         "the baseline, each camera process loads its own runtime (load_runtime(spec, threads=1)) and "
         "calls infer([img]) in a loop, no shared detector"
     ),
@@ -123,11 +127,12 @@ MODEL_IN = (300, 300)
 WARMUP = 3
 READY_TIMEOUT = 90.0  # s; 8 spawned processes importing numpy/tflite on 2 busy cores
 SCENE_FPS = 5.0
-VARIANTS = ("shared", "own", "shared-2", "shared-auto")  # the compared pair back to back (the load drifts)
+VARIANTS = ("shared", "own", "shared-2", "shared-n", "shared-auto")  # the compared pair back to back
 LABELS = {
-    "shared": "shared, N workers",
+    "shared": "shared, 1/core xT",
     "shared-2": "shared, 2 in flight",
-    "shared-auto": "shared, 1/core",
+    "shared-n": "shared, N x 1",
+    "shared-auto": "shared, 1/core x1",
     "own": "(b) runtime/camera",
     "gated": "motion -> detect",
     "every": "detect every frame",
@@ -587,7 +592,7 @@ def run_latency(ctx: Any, variant: str, manager: DetectorManager, duration: floa
 Column = tuple[str, int, str, str]  # header, width, format, summary key
 
 TPUT_COLUMNS: list[Column] = [
-    ("variant", 18, "s", "label"),
+    ("variant", 22, "s", "label"),
     ("cams", 4, "d", "n_cams"),
     ("frames/s", 8, ".1f", "fps_total"),
     ("fps/cam", 7, ".1f", "fps_cam_mean"),
@@ -632,6 +637,15 @@ LAT_COLUMNS: list[Column] = [
 ]
 
 
+def row_label(r: dict[str, Any]) -> str:
+    """A row's variant, with its detector's workers x threads when it has one."""
+    det = r.get("detector")
+    if not det or not det.get("workers"):
+        return LABELS[r["variant"]]
+    shape = f"shared {det['workers']}x{det['threads']}"
+    return {"shared-2": f"{shape}, 2 in fl.", "shared-auto": f"{shape} (default)"}.get(r["variant"], shape)
+
+
 def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str | None = None) -> str:
     header = " ".join(c[0].ljust(c[1]) if i == 0 else c[0].rjust(c[1]) for i, c in enumerate(columns))
     lines = [header, "-" * len(header)]
@@ -641,7 +655,7 @@ def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str |
             lines.append("")
         last = r.get(group) if group else None
         values = dict(r.get("summary", {}))
-        values["label"] = LABELS[r["variant"]] + ("!" if r.get("errors") else "")
+        values["label"] = row_label(r) + ("!" if r.get("errors") else "")
         values["n_cams"] = r.get("n_cams")
         if r["section"] == "gating":
             values["window"] = f"{values['person_in_window']}/{values['window_frames']}"
@@ -698,7 +712,7 @@ def _ratio_lines(tput: list[dict[str, Any]], gating: list[dict[str, Any]]) -> li
         if not own or not own.get("fps_total"):
             continue
         parts = []
-        for variant in ("shared", "shared-2", "shared-auto"):
+        for variant in ("shared", "shared-2", "shared-n", "shared-auto"):
             s = by.get((variant, n))
             if s and s.get("fps_total"):
                 parts.append(f"{LABELS[variant]} {s['fps_total'] / own['fps_total']:.2f}x (p50 "
@@ -793,19 +807,27 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-detect-"))
     try:
         # the node's default: one worker per core (also serves the gating and latency sections)
-        _start_managers({"shared-auto": DetectorSettings(f"{BENCH_TAG}-auto", spec, threads=1)}, managers)
+        _start_managers({"shared-auto": DetectorSettings(f"{BENCH_TAG}-auto", spec, threads=1,
+                                                         workers=default_workers())}, managers)
         print(f"  detectors up after {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
         # 1. throughput
         for n in args.cams:
             run_managers = dict(managers)
+            # as many inference threads in all as the baseline's n runtimes of 1 thread
+            workers = min(default_workers(), n)
+            wanted = {}
             if {"shared", "shared-2"} & set(args.variants):
-                # as many inference threads in all as the baseline's n runtimes of 1 thread
-                started: dict[str, DetectorManager] = {}
-                _start_managers({"shared": DetectorSettings(f"{BENCH_TAG}-w{n}", spec, threads=1, workers=n)},
-                                started)
-                per_n.append(started["shared"])
-                run_managers["shared"] = run_managers["shared-2"] = started["shared"]
+                wanted["shared"] = DetectorSettings(f"{BENCH_TAG}-w{n}", spec, workers=workers,
+                                                    threads=max(1, n // workers))
+            if "shared-n" in args.variants:
+                wanted["shared-n"] = DetectorSettings(f"{BENCH_TAG}-n{n}", spec, workers=n, threads=1)
+            started: dict[str, DetectorManager] = {}
+            _start_managers(wanted, started)
+            per_n.extend(started.values())
+            run_managers.update(started)
+            if "shared" in started:
+                run_managers["shared-2"] = started["shared"]
             for variant in args.variants:
                 r = run_throughput(ctx, variant, n, args.duration, run_managers)
                 tput.append(r)
@@ -818,11 +840,10 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
 
-            if "shared" in run_managers:
-                restarts_n = run_managers["shared"].restarts
-                run_managers["shared"].stop()
-                if restarts_n:
-                    tput[-1]["errors"].append(f"the {n}-worker detector restarted {restarts_n} time(s)")
+            for m in started.values():
+                m.stop()
+                if m.restarts:
+                    tput[-1]["errors"].append(f"detector {m.settings.name} restarted {m.restarts} time(s)")
 
         # 2. motion gating (one camera, the default detector)
         gate_det = managers["shared-auto"].settings.name
