@@ -286,11 +286,8 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
                     while not child.stop.is_set():
                         _apply_updates(spec, pipeline, services, child.beat)
                         try:
-                            for ctx in window.finish_ready():
+                            for ctx in window.finish_ready():  # leaves room for one more frame
                                 finished(ctx)
-                            if window.full:
-                                finished(window.finish_oldest())
-                                continue
                             try:
                                 # with frames in the window, take a newer frame only if one is there now;
                                 # else finish the oldest at once (its latency is the detector's)
