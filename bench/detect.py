@@ -127,7 +127,7 @@ MODEL_IN = (300, 300)
 WARMUP = 3
 READY_TIMEOUT = 90.0  # s; 8 spawned processes importing numpy/tflite on 2 busy cores
 SCENE_FPS = 5.0
-VARIANTS = ("shared", "own", "shared-2", "shared-n", "shared-auto")  # the compared pair back to back
+VARIANTS = ("shared-2", "own", "shared", "shared-n", "shared-auto")  # compared rows next to "own"
 LABELS = {
     "shared": "shared, 1/core xT",
     "shared-2": "shared, 2 in flight",
@@ -669,37 +669,52 @@ TARGET_CAMS = (4, 8)
 LATENCY_CAMS = 8  # ... and a lower request latency at 8 cameras
 
 
+def _noise(*rows: dict[str, Any]) -> str:
+    other = [r.get("other_cpu_pct") or 0.0 for r in rows]
+    if max(other) <= DISTURBED_PCT:
+        return ""
+    return f"; disturbed: other work used {' / '.join(f'{o:.0f}%' for o in other)} CPU during these rows"
+
+
 def verdicts(tput: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets, each PASS/MISS/n/a with its figures (equal total inference threads)."""
+    """The issue's targets, each PASS/MISS/n/a with its figures (equal total inference threads).
+
+    Throughput: the shared detector as a pipeline uses it (2 requests in flight, the ``detect``
+    element's default) against one runtime per camera; the 1-in-flight ratio is given beside it.
+    Latency: one request in flight per camera on both sides (the same offered load).
+    """
     by = {(r["variant"], r["n_cams"]): r["summary"] for r in tput if not r["errors"] and r.get("summary")}
     out: list[dict[str, Any]] = []
     for n in TARGET_CAMS:
-        shared, own = by.get(("shared", n)), by.get(("own", n))
-        if not shared or not own or not own.get("fps_total"):
-            out.append({"target": f"images/s shared / runtime per camera >= {TARGET_RATIO:g}x at {n} cameras",
-                        "verdict": "n/a", "why": "not measured (or failed) in this run"})
-            continue
-        ratio = shared["fps_total"] / own["fps_total"]
-        other = [shared.get("other_cpu_pct") or 0.0, own.get("other_cpu_pct") or 0.0]
-        noise = (f"; disturbed: other work used {other[0]:.0f}% / {other[1]:.0f}% CPU during these rows"
-                 if max(other) > DISTURBED_PCT else "")
-        out.append({
-            "target": f"images/s shared / runtime per camera >= {TARGET_RATIO:g}x at {n} cameras",
-            "verdict": "PASS" if ratio >= TARGET_RATIO else "MISS", "ratio": ratio,
-            "shared": shared["fps_total"], "own": own["fps_total"],
-            "why": f"{shared['fps_total']:.1f} vs {own['fps_total']:.1f} images/s = {ratio:.2f}x" + noise,
-            "other_cpu_pct": other,
-        })
-        if n == LATENCY_CAMS:
-            better = shared["req_p50_ms"] < own["req_p50_ms"] and shared["req_p99_ms"] < own["req_p99_ms"]
+        target = f"images/s shared (2 in flight) / runtime per camera >= {TARGET_RATIO:g}x at {n} cameras"
+        shared2, shared1, own = by.get(("shared-2", n)), by.get(("shared", n)), by.get(("own", n))
+        if not shared2 or not own or not own.get("fps_total"):
+            out.append({"target": target, "verdict": "n/a", "why": "not measured (or failed) in this run"})
+        else:
+            ratio = shared2["fps_total"] / own["fps_total"]
+            one = (f"; 1 in flight: {shared1['fps_total']:.1f} images/s = "
+                   f"{shared1['fps_total'] / own['fps_total']:.2f}x" if shared1 else "")
             out.append({
-                "target": f"request latency p50 and p99 shared < runtime per camera at {n} cameras",
-                "verdict": "PASS" if better else "MISS",
-                "shared": [shared["req_p50_ms"], shared["req_p99_ms"]],
-                "own": [own["req_p50_ms"], own["req_p99_ms"]],
-                "why": f"p50 {shared['req_p50_ms']:.1f} vs {own['req_p50_ms']:.1f} ms, "
-                       f"p99 {shared['req_p99_ms']:.1f} vs {own['req_p99_ms']:.1f} ms" + noise,
+                "target": target, "verdict": "PASS" if ratio >= TARGET_RATIO else "MISS", "ratio": ratio,
+                "shared": shared2["fps_total"], "own": own["fps_total"],
+                "ratio_1_in_flight": shared1["fps_total"] / own["fps_total"] if shared1 else None,
+                "why": f"{shared2['fps_total']:.1f} vs {own['fps_total']:.1f} images/s = {ratio:.2f}x{one}"
+                       + _noise(shared2, own),
             })
+        if n != LATENCY_CAMS:
+            continue
+        target = f"request latency p50 and p99, 1 in flight, shared < runtime per camera at {n} cameras"
+        if not shared1 or not own:
+            out.append({"target": target, "verdict": "n/a", "why": "not measured (or failed) in this run"})
+            continue
+        better = shared1["req_p50_ms"] < own["req_p50_ms"] and shared1["req_p99_ms"] < own["req_p99_ms"]
+        out.append({
+            "target": target, "verdict": "PASS" if better else "MISS",
+            "shared": [shared1["req_p50_ms"], shared1["req_p99_ms"]],
+            "own": [own["req_p50_ms"], own["req_p99_ms"]],
+            "why": f"p50 {shared1['req_p50_ms']:.1f} vs {own['req_p50_ms']:.1f} ms, "
+                   f"p99 {shared1['req_p99_ms']:.1f} vs {own['req_p99_ms']:.1f} ms" + _noise(shared1, own),
+        })
     return out
 
 
