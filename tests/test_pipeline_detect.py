@@ -19,6 +19,7 @@ from camfleet.ingest.scene import Scene
 from camfleet.pipeline import EventType, EventUpdate, FrameContext, Pipeline, PipelineEnv, ZoneChange
 from camfleet.pipeline.window import FrameWindow
 from camfleet.runtime.detectors import DetectorManager
+from tests.support.detect_helpers import WAIT
 
 pytestmark = pytest.mark.process
 
@@ -146,14 +147,18 @@ def test_a_detector_killed_with_two_frames_in_flight_drops_both_and_the_window_r
     env = PipelineEnv(camera="cam", data_dir=tmp_path, services={"detectors": {"cpu": client}})
     p = Pipeline([("detect", {"mode": "frame", "min_score": 0.1})], env)
     window = FrameWindow(p)
-    gray = np.full((H * 3 // 2, W), 128, np.uint8)  # yuv420p mid-gray: every crop's first pixel is grey
+    # uniform RGB frames: every crop's first pixel is the frame's colour, which MarkerRuntime reads
+    held = np.zeros((H, W, 3), np.uint8)
+    held[...] = (0, 100, WAIT)  # its worker holds it until a RELEASE image comes: pending at the kill
+    plain = np.zeros((H, W, 3), np.uint8)
+    plain[...] = (0, 100, 0)
     try:
-        with FramePublisher("cam", FrameFormat.packed_format(W, H, "yuv420p"), slots=8) as pub, \
+        with FramePublisher("cam", FrameFormat.packed_format(W, H, "rgb24"), slots=8) as pub, \
                 subscribe("cam", mode="sequential", name="pipeline", max_held=2) as sub:
             for i in range(2):
-                pub.publish(gray, pts=i)
+                pub.publish(held, pts=i)
                 window.begin(sub.next(timeout=5))
-            assert len(window) == 2
+            assert len(window) == 2 and client.inflight == 2
             pid = manager.pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
@@ -163,12 +168,10 @@ def test_a_detector_killed_with_two_frames_in_flight_drops_both_and_the_window_r
                     window.finish_oldest()
                 except DetectorFailed:
                     failures += 1
-            assert sub.held == 0  # both frames' leases were released
-            # the first failed with the connection; the second was answered before the kill or lost with it
-            assert failures >= 1
+            assert failures == 2 and sub.held == 0  # both frames dropped, their leases released
             deadline = time.monotonic() + 30
             while True:  # the supervisor restarts the detector; the window works again
-                pub.publish(gray, pts=99)
+                pub.publish(plain, pts=99)
                 try:
                     window.begin(sub.next(timeout=5))
                     ctx = window.finish_oldest()
