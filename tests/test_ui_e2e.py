@@ -6,15 +6,17 @@ what to install (it is never skipped).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .support.api_node import Running, camera_yaml, running, shm_env
+from .support.api_node import Running, camera_yaml, running, shm_env, wait_ws
 
 pytestmark = pytest.mark.e2e
 
@@ -119,3 +121,125 @@ def test_add_camera_apply_see_it_live_and_its_events(rt: Running, page: Page) ->
 
     page.click('button.tab[data-page="events"]')
     page.screenshot(path=str(ARTIFACTS / "ui-e2e.png"), full_page=True)
+
+
+# ---------------------------------------------------------------- the views of issue 17
+# They share the module's node (cam1 records people and a cat); each opens its page with the token set.
+
+
+def _open(page: Page, rt: Running, hash_: str) -> None:
+    page.add_init_script(f"localStorage.setItem('camfleet_token', {rt.admin!r})")
+    page.goto(f"{rt.url}/#{hash_}")
+    expect(page.locator("#conn")).to_have_text("live")
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_live_overlay_boxes_match_the_simulated_person(rt: Running, page: Page) -> None:
+    from camfleet.ingest.scene import Scene  # noqa: PLC0415 - the simulator's ground truth
+
+    _open(page, rt, "camera/cam1")
+    expect(page.locator("#cam-state")).to_have_text("healthy", timeout=60_000)
+    canvas = page.locator("#cam-overlay")
+    # the overlay draws the metadata of the very frame shown: same sequence number as the JPEG
+    page.wait_for_function(
+        "() => { const c = document.querySelector('#cam-overlay'); const i = document.querySelector('#cam-picture');"
+        " return c.dataset.seq && c.dataset.seq === i.dataset.seq"
+        " && JSON.parse(c.dataset.objects).some(o => o.label === 'person'); }", timeout=60_000)
+    seq, pts, objects = page.evaluate(
+        "() => { const c = document.querySelector('#cam-overlay');"
+        " return [Number(c.dataset.seq), Number(c.dataset.pts), JSON.parse(c.dataset.objects)]; }")
+    assert seq > 0
+    # the simulator renders frame pts*fps/90000; its person is where the overlay's person box is
+    scene = Scene(320, 240, seed=0, objects=("person", "cat"))
+    truth = [b for b in scene.boxes(round(pts * 10 / 90000)) if b[0] == "person"][0]
+    gt = [truth[1] / 320, truth[2] / 240, truth[3] / 320, truth[4] / 240]
+    person = next(o for o in objects if o["label"] == "person")
+    assert _iou(person["box"], gt) > 0.5, (person, gt)
+    assert isinstance(person["id"], int) and 0 < person["score"] <= 1
+    # ... and it is drawn: the left edge of the person box shown has the person colour (one read, no race)
+    rgba = page.evaluate(
+        "() => { const c = document.querySelector('#cam-overlay');"
+        " const p = JSON.parse(c.dataset.objects).find(o => o.label === 'person'); if (!p) return null;"
+        " const w = c.clientWidth, h = c.clientHeight, d = window.devicePixelRatio || 1;"
+        " const [x0, y0, x1, y1] = p.box; return Array.from(c.getContext('2d').getImageData("
+        " Math.round(x0 * w * d), Math.round((y0 + y1) / 2 * h * d), 1, 1).data); }")
+    if rgba is not None:  # (None: the person left the picture in between)
+        assert rgba[3] > 0 and rgba[2] > rgba[0], rgba  # opaque, blue (#3d8bfd)
+    expect(page.locator("#cam-fps")).to_contain_text("analysed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-camera-overlay.png"))
+    # the overlay toggle hides the canvas
+    page.uncheck("#ov-all")
+    expect(canvas).to_be_hidden()
+    page.check("#ov-all")
+    expect(canvas).to_be_visible()
+
+
+def test_zone_drawn_on_the_picture_reaches_the_next_event(rt: Running, page: Page) -> None:
+    _open(page, rt, "camera/cam1")
+    expect(page.locator("#cam-picture")).to_have_attribute("data-seq", re.compile(r"^[1-9]"), timeout=60_000)
+    page.click("#edit-toggle")
+    page.click("#zone-new")
+    page.fill("#zone-name", "drawn")
+    page.press("#zone-name", "Enter")
+    page.locator("#zone-name").blur()
+    box = page.locator("#cam-overlay").bounding_box()
+    assert box is not None
+    for fx, fy in ((0.02, 0.02), (0.98, 0.02), (0.98, 0.98), (0.02, 0.98)):
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    expect(page.locator('#poly-list button[data-zone="drawn"]')).to_contain_text("4 points")
+    # a point dragged stays normalised; a point added and deleted again leaves four
+    page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
+    page.keyboard.press("Delete")
+    expect(page.locator('#poly-list button[data-zone="drawn"]')).to_contain_text("4 points")
+    page.screenshot(path=str(ARTIFACTS / "ui-zone-editor.png"))
+    applied_at = time.time()
+    page.click("#edit-apply")
+    expect(page.locator("#edit-status")).to_contain_text("applied", timeout=30_000)
+    zone = rt.node.current_config().cameras["cam1"].zones["drawn"]
+    assert len(zone.points) == 4 and all(0 <= v <= 1 for p in zone.points for v in p)
+    # the next event of cam1 carries the zone drawn on the picture
+    with rt.ws(rt.admin) as ws:
+        msg = wait_ws(ws, lambda m: m.get("type") == "event" and m["event"]["camera"] == "cam1"
+                      and "drawn" in m["event"]["zones"], 60)
+    assert msg["event"]["start"] >= applied_at - 60
+
+
+def test_timeline_plays_from_a_clicked_point_and_marks_events(rt: Running, page: Page) -> None:
+    with rt.client(rt.admin) as client:  # recordings and an event of cam1 exist by now (earlier tests)
+        deadline = time.monotonic() + 60
+        while not (client.get("/api/recordings", params={"camera": "cam1"}).json()
+                   and client.get("/api/events", params={"camera": "cam1"}).json()["items"]):
+            assert time.monotonic() < deadline, "cam1 has no recording or no event"
+            time.sleep(0.5)
+    _open(page, rt, "recordings/cam1")
+    page.select_option("#rec-zoom", "600")
+    canvas = page.locator("#rec-canvas")
+    page.wait_for_function("() => Number(document.querySelector('#rec-canvas').dataset.markers || 0) > 0",
+                           timeout=30_000)
+    expect(page.locator("#rec-events li").first).to_be_visible()
+    recorded = json.loads(canvas.get_attribute("data-recorded") or "[]")
+    assert recorded
+    # click in the middle of the longest recorded span
+    a, b = max(recorded, key=lambda s: s[1] - s[0])
+    target = (a + b) / 2
+    box = canvas.bounding_box()
+    assert box is not None
+    v0, v1 = (float(v) for v in (canvas.get_attribute("data-view") or "").split(","))
+    frac = (target - v0) / (v1 - v0)
+    page.mouse.click(box["x"] + frac * box["width"], box["y"] + box["height"] / 2)
+    video = page.locator("#rec-video")
+    expect(video).to_have_js_property("readyState", 4, timeout=30_000)
+    page.wait_for_function("() => Number(document.querySelector('#rec-video').dataset.playhead || 0) > 0")
+    playhead = float(video.get_attribute("data-playhead") or 0)
+    # within the clicked point's segment (2 s segments) plus a pixel of the 10-minute timeline
+    assert abs(playhead - target) < 4 + 600 / box["width"], (playhead, target)
+    page.screenshot(path=str(ARTIFACTS / "ui-recordings.png"))
+    page.click("#rec-next-event")

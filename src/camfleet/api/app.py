@@ -24,7 +24,7 @@ from .hub import Hub
 from .limits import BodyLimit
 from .live import LiveFrames
 from .metrics import registry
-from .routers import cameras, config, docs, events, live, metrics, recordings, system, ui, ws
+from .routers import cameras, config, docs, events, live, meta, metrics, recordings, system, ui, ws
 from .status_cache import StatusCache
 
 log = logging.getLogger("camfleet.api")
@@ -62,6 +62,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         ctx.hub.close_all()
+        ctx.meta.close()
         await asyncio.to_thread(ctx.live.close)
 
 
@@ -101,7 +102,7 @@ def create_app(
     )
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
-    for module in (system, cameras, events, recordings, live, config, metrics, ws, docs, ui):
+    for module in (system, cameras, events, recordings, live, meta, config, metrics, ws, docs, ui):
         for name in ("public", "router"):
             r: Any = getattr(module, name, None)
             if r is not None:

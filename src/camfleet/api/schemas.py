@@ -80,6 +80,29 @@ class Segment(BaseModel):
                    end=record.end, size=record.size, frames=record.frames, keyframes=record.keyframes)
 
 
+class TimelineEvent(BaseModel):
+    """An event as a timeline marks it (times in epoch seconds; ``end`` null while it runs)."""
+
+    id: str
+    label: str
+    start: float
+    end: float | None
+    top_score: float
+    zones: list[str]
+
+
+class Timeline(BaseModel):
+    """A camera's recorded spans, motion and events over a span (epoch seconds)."""
+
+    camera: str
+    start: float
+    end: float
+    recorded: list[list[float]]
+    motion: list[list[float]]
+    events: list[TimelineEvent]
+    events_truncated: bool
+
+
 class CameraView(BaseModel):
     """A camera's configuration (credentials masked), as applied and as staged."""
 

@@ -22,7 +22,11 @@ def camera_env(config: Config, camera: str, services: dict[str, Any] | None = No
                        services=dict(services or {}))
 
 
-def camera_pipeline(config: Config, camera: str, services: dict[str, Any] | None = None) -> Pipeline:
-    """``camera``'s pipeline as configured (element settings validated by each element)."""
+def camera_pipeline(config: Config, camera: str, services: dict[str, Any] | None = None, *,
+                    publish_meta: bool = False) -> Pipeline:
+    """``camera``'s pipeline as configured (element settings validated by each element).
+
+    ``publish_meta``: publish each analysed frame's objects for the live overlay.
+    """
     specs = [(e.name, dict(e.params)) for e in config.pipeline_of(camera)]
-    return Pipeline(specs, camera_env(config, camera, services))
+    return Pipeline(specs, camera_env(config, camera, services), publish_meta=publish_meta)

@@ -11,6 +11,7 @@ from camfleet.framebus import Frame
 
 from .context import FrameContext
 from .element import Element, PipelineEnv
+from .meta import MetaPublisher
 from .registry import build_config, element_class
 
 log = logging.getLogger("camfleet.pipeline")
@@ -27,8 +28,11 @@ class Pipeline:
     element's position and name in the message.
     """
 
-    def __init__(self, specs: Sequence[ElementSpec], env: PipelineEnv) -> None:
+    def __init__(self, specs: Sequence[ElementSpec], env: PipelineEnv, *, publish_meta: bool = False) -> None:
         self.env = env
+        self.publish_meta = publish_meta
+        """Publish each analysed frame's objects and motion for the live overlay (:mod:`.meta`)."""
+        self.meta: MetaPublisher | None = None
         self.elements: list[Element[Any]] = []
         for i, (name, params) in enumerate(specs):
             cls = element_class(name)
@@ -43,6 +47,8 @@ class Pipeline:
         """Start every element."""
         for element in self.elements:
             element.start()
+        if self.publish_meta and self.meta is None:
+            self.meta = MetaPublisher(self.env.camera)
 
     def stop(self) -> None:
         """Stop every element (errors are logged, not raised)."""
@@ -51,6 +57,9 @@ class Pipeline:
                 element.stop()
             except Exception:
                 log.exception("camera %s: element %s failed to stop", self.env.camera, element.name)
+        if self.meta is not None:
+            self.meta.close()
+            self.meta = None
 
     def update(self, specs: Sequence[ElementSpec], env: PipelineEnv) -> bool:
         """Apply new settings in place when the element list is unchanged.
@@ -82,4 +91,7 @@ class Pipeline:
             camera=self.env.camera, seq=frame.seq, pts=frame.pts, capture_ns=frame.capture_ns,
             width=fmt.width, height=fmt.height, pixel_format=fmt.pixel_format, image=frame.array,
         )
-        return self.process(ctx)
+        self.process(ctx)
+        if self.meta is not None:
+            self.meta.publish(ctx)
+        return ctx

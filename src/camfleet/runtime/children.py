@@ -247,7 +247,7 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
         name: DetectorClient(instance, camera, size) for name, (instance, size) in spec.detectors.items()
     }
     services = {"detectors": clients}
-    pipeline = camera_pipeline(config, camera, services=services)
+    pipeline = camera_pipeline(config, camera, services=services, publish_meta=True)
     outbox = OutboxProducer(spec.outbox, fsync=config.outbox.fsync) if spec.outbox else None
     if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
         outbox.close_open_events(camera)

@@ -1,84 +1,29 @@
-// camfleet web UI: plain JavaScript, no build step, no external resources.
-"use strict";
-
-const TOKEN_KEY = "camfleet_token";
-const PAGE_SIZE = 20;
-const state = {
-  token: localStorage.getItem(TOKEN_KEY) || "",
-  status: null,
-  page: "live",
-  eventsOffset: 0,
-  eventsTotal: 0,
-  filters: {},
-  selected: null,
-  ws: null,
-  wsDelay: 500,
-  eventsTimer: null,
-};
-
-const $ = (sel) => document.querySelector(sel);
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") node.className = v;
-    else if (k === "dataset") Object.assign(node.dataset, v);
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node[k] = v;
-  }
-  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-}
-
-// ---------------------------------------------------------------- token and requests
-
-function setCookie(token) {
-  // <img> and <video> requests cannot carry a header: reads also accept this cookie
-  document.cookie = `${TOKEN_KEY}=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
-}
-
-function saveToken(token) {
-  state.token = token;
-  localStorage.setItem(TOKEN_KEY, token);
-  setCookie(token);
-}
-
-function askToken(message) {
-  const dialog = $("#token-dialog");
-  $("#token-error").textContent = message || "";
-  if (!dialog.open) dialog.showModal();
-}
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super(`HTTP ${status}`);
-    this.status = status;
-    this.body = body;
-  }
-}
-
-async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  if (options.json !== undefined) {
-    headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(options.json);
-  }
-  const response = await fetch(path, { ...options, headers });
-  let body = null;
-  const type = response.headers.get("content-type") || "";
-  if (type.includes("application/json")) body = await response.json();
-  if (response.status === 401) askToken(state.token ? "That token was not accepted." : "");
-  if (!response.ok) throw new ApiError(response.status, body);
-  return body;
-}
+// camfleet web UI: plain JavaScript modules, no build step, no external resources.
+import { closeCamera, initCamera, openCamera, renderState } from "./camera.js";
+import { $, api, ApiError, askToken, el, fmtBytes, fmtTime, PAGE_SIZE, saveToken, setCookie, state } from "./core.js";
+import { initRecordings, openRecordings, recordingsCamera } from "./recordings.js";
 
 // ---------------------------------------------------------------- pages
 
-function show(page) {
+// pages are addressed by the URL's hash: #live, #camera/NAME, #recordings/NAME, #events, ...
+const PAGES = ["live", "camera", "events", "recordings", "cameras", "system"];
+
+function route() {
+  const [page, arg] = location.hash.slice(1).split("/");
+  show(PAGES.includes(page) ? page : "live", arg ? decodeURIComponent(arg) : null);
+}
+
+function show(page, arg = null) {
+  if (state.page === "camera" && page !== "camera") closeCamera();
   state.page = page;
-  for (const b of document.querySelectorAll("button.tab")) b.classList.toggle("active", b.dataset.page === page);
+  const tab = page === "camera" ? "live" : page;
+  for (const b of document.querySelectorAll("button.tab")) {
+    b.classList.toggle("active", b.dataset.page === tab);
+    b.setAttribute("aria-current", b.dataset.page === tab ? "page" : "false");
+  }
   for (const s of document.querySelectorAll("section.page")) s.classList.toggle("hidden", s.id !== `page-${page}`);
+  if (page === "camera" && arg) openCamera(arg);
+  if (page === "recordings") openRecordings(arg);
   if (page === "events") loadEvents();
   if (page === "cameras") loadCameras();
   if (page === "system") { renderSystem(); loadStorage(); }
@@ -104,7 +49,8 @@ function makeCard(name) {
     if (!$("#use-mjpeg").checked) setTimeout(() => refreshImage(img), 1000);
   });
   img.addEventListener("error", () => setTimeout(() => refreshImage(img), 2000));
-  const card = el("div", { class: "card", dataset: { camera: name } }, img,
+  const open = el("a", { href: `#camera/${encodeURIComponent(name)}`, class: "open", title: `open ${name}` }, img);
+  const card = el("div", { class: "card", dataset: { camera: name } }, open,
     el("div", { class: "meta" }, el("strong", {}, name),
       el("span", { class: "state" }), el("span", { class: "fps muted" })));
   return card;
@@ -135,9 +81,6 @@ function renderGrid() {
 
 // ---------------------------------------------------------------- events
 
-function fmtTime(epoch) {
-  return epoch ? new Date(epoch * 1000).toLocaleString() : "";
-}
 
 // "ended" (a file source played to its end) says when; every other state as is
 function stateText(cam) {
@@ -308,14 +251,6 @@ function renderSystem() {
     p.cpu_percent.toFixed(0), p.rss_mb.toFixed(0), p.restarts, p.last_error)));
 }
 
-function fmtBytes(n) {
-  if (n === null || n === undefined) return "?";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
-
 async function loadStorage() {
   let s;
   try { s = await api("/api/storage"); } catch (e) { return; }
@@ -343,6 +278,8 @@ function connect() {
       state.status = data.status;
       renderGrid();
       renderSystem();
+      if (state.page === "camera") renderState();
+      if (state.page === "recordings" && !recordingsCamera()) openRecordings(null);
     } else if (data.type === "event") {
       eventsChanged();
     }
@@ -366,7 +303,10 @@ function reconnect() {
 // ---------------------------------------------------------------- start
 
 async function start() {
-  for (const b of document.querySelectorAll("button.tab")) b.addEventListener("click", () => show(b.dataset.page));
+  for (const b of document.querySelectorAll("button.tab")) b.addEventListener("click", () => { location.hash = `#${b.dataset.page}`; });
+  window.addEventListener("hashchange", route);
+  initCamera();
+  initRecordings();
   $("#token-button").addEventListener("click", () => askToken(""));
   $("#token-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -375,7 +315,7 @@ async function start() {
       await api("/api/me");
       $("#token-dialog").close();
       reconnect();
-      show(state.page);
+      route();
     } catch (err) { /* askToken already says why */ }
   });
   $("#use-mjpeg").addEventListener("change", () => {
@@ -424,6 +364,7 @@ async function start() {
     return;
   }
   connect();
+  route();
 }
 
 start();

@@ -1,0 +1,85 @@
+"""``/api/cameras/{name}/meta``: what the pipeline saw in each analysed frame, for the live overlay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+
+from camfleet.config.model import CAMERA_NAME_PATTERN
+
+from ..auth import authorize_ws
+from ..context import ws_ctx
+from ..limits import TooMany
+
+router = APIRouter()
+_NAME = re.compile(CAMERA_NAME_PATTERN)
+
+
+async def _deny(ws: WebSocket, status: int, detail: str) -> None:
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        await ws.send_denial_response(JSONResponse({"detail": detail}, status, headers=headers))
+    else:
+        await ws.close(code=1008, reason=detail)
+
+
+@router.websocket("/api/cameras/{name}/meta")
+async def camera_meta(ws: WebSocket, name: str) -> None:
+    """Push one JSON text message per analysed frame of camera ``name``.
+
+    A message: ``{"seq", "pts", "t", "w", "h", "objects": [{"id", "label", "score", "box",
+    "stationary", "zones"}], "motion": [box, ...]}``; boxes are ``[x0, y0, x1, y1]``
+    normalised to 0..1 of the frame; ``seq`` is the frame's sequence number in the
+    camera's frame ring (``X-Frame-Seq`` of ``frame.jpg``), ``t`` its capture time
+    (epoch seconds). A slow client misses records, never slows anyone.
+
+    Authenticate as for ``/api/ws`` (any role); 404 for an unknown or disabled camera.
+    """
+    ctx = ws_ctx(ws)
+    principal = authorize_ws(ws, ctx)
+    if principal is None:
+        await _deny(ws, 401, "a valid token is required")
+        return
+    cam = ctx.node.current_config().cameras.get(name) if _NAME.fullmatch(name) else None
+    if cam is None or not cam.enabled:
+        await _deny(ws, 404, "no such camera (or it is disabled)")
+        return
+    await ws.accept()
+    try:
+        ctx.ws_slots.acquire(principal.name)
+    except TooMany:
+        with contextlib.suppress(Exception):
+            await ws.close(code=1008, reason=f"too many WebSocket connections for this token "
+                                             f"(api.max_ws_per_token = {ctx.ws_slots.limit})")
+        return
+    client = ctx.meta.add(name, asyncio.get_running_loop())
+
+    async def drain_incoming() -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while True:
+                await ws.receive_text()  # clients send nothing; this notices a close
+
+    async def send_loop() -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while (text := await client.queue.get()) is not None:
+                await ws.send_text(text)
+
+    reader = asyncio.create_task(drain_incoming())
+    sender = asyncio.create_task(send_loop())
+    try:
+        await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ctx.meta.remove(name, client)
+        ctx.ws_slots.release(principal.name)
+        for task in (reader, sender):
+            task.cancel()
+        for task in (reader, sender):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if not reader.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=1001), 2.0)
