@@ -243,3 +243,36 @@ def test_timeline_plays_from_a_clicked_point_and_marks_events(rt: Running, page:
     assert abs(playhead - target) < 4 + 600 / box["width"], (playhead, target)
     page.screenshot(path=str(ARTIFACTS / "ui-recordings.png"))
     page.click("#rec-next-event")
+
+
+def test_event_review_filters_detail_path_and_reviewed(rt: Running, page: Page) -> None:
+    _open(page, rt, "events")
+    page.select_option("#filter-camera", "cam1")
+    page.fill('#event-filters input[name="label"]', "person")
+    page.fill('#event-filters input[name="min_score"]', "50")
+    page.click('#event-filters button[type="submit"]')
+    item = page.locator('#events li[data-camera="cam1"]').first
+    expect(item).to_be_visible(timeout=30_000)
+    expect(item).to_contain_text("person")
+    assert page.locator('#events li:not([data-camera="cam1"])').count() == 0
+    event_id = item.get_attribute("data-id")
+    # the detail: snapshot, the object's path drawn over it (kept in the event's data), the clip
+    item.locator("button.thumb").click()
+    expect(page.locator("#player")).to_be_visible()
+    expect(page.locator("#detail-snapshot")).to_have_js_property("complete", True)
+    page.wait_for_function("() => Number(document.querySelector('#detail-path').dataset.points || 0) > 0",
+                           timeout=10_000)
+    with rt.client(rt.admin) as client:
+        ev = client.get(f"/api/events/{event_id}").json()
+    assert ev["data"]["path"] and all(0 <= p[1] <= 1 and 0 <= p[2] <= 1 for p in ev["data"]["path"])
+    assert ev["reviewed"] is False
+    page.keyboard.press("r")  # the keyboard marks it reviewed
+    expect(page.locator("#detail-reviewed")).to_be_checked()
+    with rt.client(rt.admin) as client:
+        assert client.get(f"/api/events/{event_id}").json()["reviewed"] is True
+    page.screenshot(path=str(ARTIFACTS / "ui-event-review.png"), full_page=True)
+    # "not reviewed" hides it
+    page.keyboard.press("Escape")
+    page.check('#event-filters input[name="unreviewed"]')
+    page.click('#event-filters button[type="submit"]')
+    expect(page.locator(f'#events li[data-id="{event_id}"]')).to_have_count(0)

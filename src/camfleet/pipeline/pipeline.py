@@ -12,6 +12,7 @@ from camfleet.framebus import Frame
 from .context import FrameContext
 from .element import Element, PipelineEnv
 from .meta import MetaPublisher
+from .paths import ObjectPaths
 from .registry import build_config, element_class
 
 log = logging.getLogger("camfleet.pipeline")
@@ -33,6 +34,7 @@ class Pipeline:
         self.publish_meta = publish_meta
         """Publish each analysed frame's objects and motion for the live overlay (:mod:`.meta`)."""
         self.meta: MetaPublisher | None = None
+        self.paths = ObjectPaths()
         self.elements: list[Element[Any]] = []
         for i, (name, params) in enumerate(specs):
             cls = element_class(name)
@@ -92,6 +94,7 @@ class Pipeline:
             width=fmt.width, height=fmt.height, pixel_format=fmt.pixel_format, image=frame.array,
         )
         self.process(ctx)
+        self.paths.update(ctx)  # each event's object path, for the event review
         if self.meta is not None:
             self.meta.publish(ctx)
         return ctx

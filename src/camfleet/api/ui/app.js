@@ -1,7 +1,8 @@
 // camfleet web UI: plain JavaScript modules, no build step, no external resources.
 import { closeCamera, initCamera, openCamera, renderState } from "./camera.js";
-import { $, api, ApiError, askToken, el, fmtBytes, fmtTime, PAGE_SIZE, saveToken, setCookie, state } from "./core.js";
-import { initRecordings, openRecordings, recordingsCamera } from "./recordings.js";
+import { $, api, ApiError, askToken, el, fmtBytes, fmtTime, saveToken, setCookie, state } from "./core.js";
+import { closeDetail, eventsChanged, initReview, loadEvents } from "./review.js";
+import { fillCameras, initRecordings, openRecordings, recordingsCamera } from "./recordings.js";
 
 // ---------------------------------------------------------------- pages
 
@@ -15,6 +16,7 @@ function route() {
 
 function show(page, arg = null) {
   if (state.page === "camera" && page !== "camera") closeCamera();
+  if (state.page === "events" && page !== "events") closeDetail();
   state.page = page;
   const tab = page === "camera" ? "live" : page;
   for (const b of document.querySelectorAll("button.tab")) {
@@ -85,52 +87,6 @@ function renderGrid() {
 // "ended" (a file source played to its end) says when; every other state as is
 function stateText(cam) {
   return cam.state === "ended" && cam.ended_at ? `ended ${fmtTime(cam.ended_at)}` : cam.state;
-}
-
-function playClip(id) {
-  const video = $("#clip");
-  $("#clip-error").textContent = "";
-  $("#player").classList.remove("hidden");
-  video.src = `/api/events/${encodeURIComponent(id)}/clip.mp4`;
-  video.play().catch(() => {});
-}
-
-function eventItem(ev) {
-  const img = ev.has_snapshot
-    ? el("img", { src: `/api/events/${encodeURIComponent(ev.id)}/snapshot.jpg`, alt: ev.label, loading: "lazy" })
-    : el("div", { class: "muted" }, "no snapshot");
-  const retain = el("input", { type: "checkbox", checked: ev.retained, title: "keep past retention" });
-  retain.addEventListener("change", async () => {
-    try { await api(`/api/events/${encodeURIComponent(ev.id)}/retain`, { method: "PUT", json: { retained: retain.checked } }); }
-    catch (e) { retain.checked = !retain.checked; }
-  });
-  const span = ev.end ? `${Math.max(0, ev.end - ev.start).toFixed(1)} s` : "ongoing";
-  return el("li", { dataset: { id: ev.id, camera: ev.camera } }, img,
-    el("div", { class: "info" },
-      el("div", {}, el("strong", {}, ev.label), ` on ${ev.camera}`, ` · ${(ev.top_score * 100).toFixed(0)}%`),
-      el("div", { class: "muted" }, `${fmtTime(ev.start)} · ${span}`,
-        ev.zones.length ? ` · zones: ${ev.zones.join(", ")}` : "")),
-    el("label", {}, retain, " retain"),
-    el("button", { type: "button", onclick: () => playClip(ev.id) }, "clip"));
-}
-
-async function loadEvents() {
-  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.eventsOffset });
-  for (const [k, v] of Object.entries(state.filters)) if (v) params.set(k, v);
-  let page;
-  try { page = await api(`/api/events?${params}`); } catch (e) { return; }
-  state.eventsTotal = page.total;
-  const list = $("#events");
-  list.replaceChildren(...page.items.map(eventItem));
-  $("#events-empty").classList.toggle("hidden", page.items.length > 0);
-  const last = Math.min(page.offset + page.items.length, page.total);
-  $("#events-range").textContent = page.total ? `${page.offset + 1}–${last} of ${page.total}` : "";
-}
-
-function eventsChanged() {
-  // events arrive in bursts; reload the first page at most once a second
-  if (state.page !== "events" || state.eventsOffset !== 0 || state.eventsTimer) return;
-  state.eventsTimer = setTimeout(() => { state.eventsTimer = null; loadEvents(); }, 1000);
 }
 
 // ---------------------------------------------------------------- cameras editor
@@ -279,7 +235,10 @@ function connect() {
       renderGrid();
       renderSystem();
       if (state.page === "camera") renderState();
-      if (state.page === "recordings" && !recordingsCamera()) openRecordings(null);
+      if (state.page === "recordings") {
+        fillCameras();
+        if (!recordingsCamera()) openRecordings(null);
+      }
     } else if (data.type === "event") {
       eventsChanged();
     }
@@ -321,29 +280,7 @@ async function start() {
   $("#use-mjpeg").addEventListener("change", () => {
     for (const img of document.querySelectorAll("#grid img")) refreshImage(img);
   });
-  $("#event-filters").addEventListener("submit", (e) => {
-    e.preventDefault();
-    state.filters = Object.fromEntries(new FormData(e.target));
-    state.eventsOffset = 0;
-    loadEvents();
-  });
-  $("#events-prev").addEventListener("click", () => {
-    state.eventsOffset = Math.max(0, state.eventsOffset - PAGE_SIZE);
-    loadEvents();
-  });
-  $("#events-next").addEventListener("click", () => {
-    if (state.eventsOffset + PAGE_SIZE < state.eventsTotal) { state.eventsOffset += PAGE_SIZE; loadEvents(); }
-  });
-  $("#player-close").addEventListener("click", () => {
-    const v = $("#clip");
-    v.pause();
-    v.removeAttribute("src");
-    v.load();
-    $("#player").classList.add("hidden");
-  });
-  $("#clip").addEventListener("error", () => {
-    $("#clip-error").textContent = "no recording covers this event";
-  });
+  initReview();
   $("#camera-new").addEventListener("click", () => fillEditor("", null, true));
   $("#editor").addEventListener("submit", stageCamera);
   $("#cam-delete").addEventListener("click", deleteCamera);

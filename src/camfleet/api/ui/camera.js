@@ -77,6 +77,8 @@ async function pump(gen) {
       if (cam.gen !== gen) return;
       cam.imgSeq = seq;
       img.dataset.seq = String(seq);
+      // the whole picture in view: as wide as 72% of the window's height allows at its aspect
+      if (img.naturalHeight) $("#cam-stage").style.maxWidth = `min(100%, calc(72vh * ${img.naturalWidth / img.naturalHeight}))`;
       draw();
     } catch (e) {
       await delay(1000);

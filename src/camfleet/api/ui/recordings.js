@@ -16,12 +16,19 @@ const isoDay = (t) => { const d = new Date(t * 1000); return `${d.getFullYear()}
 
 export function recordingsCamera() { return tl.camera; }
 
-export function openRecordings(camera) {
+// the camera choice follows the status pushed every second (cameras come and go)
+export function fillCameras() {
   const cams = state.status ? Object.keys(state.status.cameras).sort() : [];
   const select = $("#rec-camera");
-  select.replaceChildren(...cams.map((c) => el("option", { value: c, selected: c === camera }, c)));
-  tl.camera = camera || cams[0] || null;
+  if ([...select.options].map((o) => o.value).join() === cams.join()) return;
+  select.replaceChildren(...cams.map((c) => el("option", { value: c }, c)));
   if (tl.camera) select.value = tl.camera;
+}
+
+export function openRecordings(camera) {
+  const cams = state.status ? Object.keys(state.status.cameras).sort() : [];
+  tl.camera = camera || tl.camera || cams[0] || null;
+  fillCameras();
   if (tl.day === null) tl.day = dayStart(Date.now() / 1000);
   $("#rec-day").value = isoDay(tl.day);
   load();
