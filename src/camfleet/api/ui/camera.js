@@ -3,11 +3,11 @@
 import { $, api, el, state } from "./core.js";
 
 const META_KEEP = 64;          // records kept to pair with the picture (a few seconds)
-const FRAME_PERIOD_MS = 100;   // the picture's refresh pacing (the camera page is at most 10 fps)
+const FRAME_PERIOD_MS = 50;    // the least time between two frame requests (at most 20 fps)
 const HIT_PX = 10;             // how close (CSS px) a pointer must be to grab a point
 
 const cam = {
-  name: null, gen: 0, ws: null, meta: [], imgSeq: 0, imgUrl: null, record: null,
+  name: null, gen: 0, ws: null, meta: [], frames: [], imgSeq: 0, shownAt: 0, record: null,
   view: null,                    // GET /api/cameras/{name}
   editing: false, edit: null,    // {zones: {name: {points, labels}}, masks: [[...]]}
   sel: null,                     // {kind: "zone"|"mask", key: name|index}
@@ -25,8 +25,11 @@ export function openCamera(name) {
   cam.name = name;
   cam.gen += 1;
   cam.meta = [];
+  for (const f of cam.frames) URL.revokeObjectURL(f.url);
+  cam.frames = [];
   cam.record = null;
   cam.imgSeq = 0;
+  cam.shownAt = 0;
   $("#cam-title").textContent = name;
   $("#cam-picture").alt = `live picture of ${name}`;
   stopEditing(true);
@@ -61,30 +64,62 @@ export function renderState() {
 
 // ---------------------------------------------------------------- picture and metadata
 
+// Frames are fetched one after the other (each waits for a newer one); the picture shown is the
+// newest frame the pipeline analysed, so boxes and picture are the same frame. When no analysed
+// frame comes within SYNC_WAIT_MS (pipeline slower than the camera by far, or stopped), the
+// newest frame is shown with the newest earlier record.
+const SYNC_WAIT_MS = 1000;
+const FRAMES_KEEP = 16;
+
 async function pump(gen) {
-  const img = $("#cam-picture");
+  let after = 0;
   while (cam.gen === gen) {
     const started = performance.now();
     try {
       const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
-      const r = await fetch(`/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?t=${Date.now()}`, { headers });
-      if (!r.ok) { await delay(1000); continue; }
-      const seq = Number(r.headers.get("X-Frame-Seq") || 0);
-      const url = URL.createObjectURL(await r.blob());
-      await new Promise((resolve) => { img.onload = resolve; img.onerror = resolve; img.src = url; });
-      if (cam.imgUrl) URL.revokeObjectURL(cam.imgUrl);
-      cam.imgUrl = url;
+      const r = await fetch(`/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?after=${after}`, { headers });
       if (cam.gen !== gen) return;
-      cam.imgSeq = seq;
-      img.dataset.seq = String(seq);
-      // the whole picture in view: as wide as 72% of the window's height allows at its aspect
-      if (img.naturalHeight) $("#cam-stage").style.maxWidth = `min(100%, calc(72vh * ${img.naturalWidth / img.naturalHeight}))`;
-      draw();
+      if (!r.ok) { after = 0; await delay(1000); continue; }
+      const seq = Number(r.headers.get("X-Frame-Seq") || 0);
+      if (seq < after) cam.frames = [];   // the ring restarted
+      after = seq;
+      const url = URL.createObjectURL(await r.blob());
+      if (cam.gen !== gen) { URL.revokeObjectURL(url); return; }
+      cam.frames.push({ seq, url, at: performance.now() });
+      while (cam.frames.length > FRAMES_KEEP) URL.revokeObjectURL(cam.frames.shift().url);
+      present();
     } catch (e) {
       await delay(1000);
     }
     await delay(Math.max(0, FRAME_PERIOD_MS - (performance.now() - started)));
   }
+}
+
+// choose the frame to show: the newest with its own record, else (after a while) the newest
+function present() {
+  if (!cam.frames.length) return;
+  const synced = $("#ov-all").checked && !cam.editing;
+  const recorded = new Set(cam.meta.map((m) => m.seq));
+  let pick = null;
+  if (synced) {
+    for (const f of cam.frames) if (recorded.has(f.seq) && (!pick || f.seq > pick.seq)) pick = f;
+  }
+  const newest = cam.frames[cam.frames.length - 1];
+  if (!pick || pick.seq <= cam.imgSeq) {
+    if (synced && performance.now() - (cam.shownAt || 0) < SYNC_WAIT_MS) return;
+    pick = newest;
+  }
+  if (pick.seq === cam.imgSeq) return;
+  const img = $("#cam-picture");
+  img.onload = () => {
+    if (img.naturalHeight) $("#cam-stage").style.maxWidth = `min(100%, calc(72vh * ${img.naturalWidth / img.naturalHeight}))`;
+    draw();
+  };
+  img.src = pick.url;
+  cam.imgSeq = pick.seq;
+  cam.shownAt = performance.now();
+  img.dataset.seq = String(pick.seq);
+  draw();
 }
 
 function connectMeta(gen) {
@@ -98,7 +133,7 @@ function connectMeta(gen) {
     if (last && rec.seq < last.seq) cam.meta = [];   // the camera's ring restarted: sequence numbers too
     cam.meta.push(rec);
     if (cam.meta.length > META_KEEP) cam.meta.shift();
-    draw();
+    present();
   };
   ws.onclose = () => {
     if (cam.ws !== ws || cam.gen !== gen) return;
