@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from ..auth import Principal, authorize
 from ..clips import span_clip as export_span
 from ..context import Ctx
 from ..files import file_response, safe_file
-from ..schemas import Segment, Timeline, TimelineEvent
+from ..schemas import Segment, Timeline
 from .common import CameraName
 
 router = APIRouter(prefix="/api/recordings", tags=["recordings"], dependencies=[Depends(authorize)])
@@ -77,7 +77,7 @@ GAP_S = 1.0  # segments closer than this make one recorded span (cut points, clo
 
 @router.get("/{camera}/timeline", response_model=Timeline,
             responses={422: {"description": "end before start, or a span over 7 days"}})
-def timeline(camera: CameraName, start: Epoch, end: Epoch, ctx: Ctx) -> Timeline:
+def timeline(camera: CameraName, start: Epoch, end: Epoch, ctx: Ctx) -> JSONResponse:
     """What ``camera`` has from ``start`` to ``end`` (at most 7 days): recorded spans, motion, events.
 
     ``recorded``: ``[start, end]`` pairs of contiguous segments (gaps are what lies
@@ -102,7 +102,8 @@ def timeline(camera: CameraName, start: Epoch, end: Epoch, ctx: Ctx) -> Timeline
         offset += MAX_LIMIT
     motion = [[a.start, a.end] for a in ctx.store.query_activity(camera, start, end) if a.kind == "motion"]
     records = ctx.store.query_events(camera=camera, after=start, before=end, limit=TIMELINE_MAX_EVENTS + 1)
-    events = [TimelineEvent(id=r.id, label=r.label, start=r.start, end=r.end, top_score=r.top_score,
-                            zones=list(r.zones)) for r in reversed(records[:TIMELINE_MAX_EVENTS])]
-    return Timeline(camera=camera, start=start, end=end, recorded=recorded, motion=motion, events=events,
-                    events_truncated=len(records) > TIMELINE_MAX_EVENTS)
+    events = [{"id": r.id, "label": r.label, "start": r.start, "end": r.end, "top_score": r.top_score,
+               "zones": list(r.zones)} for r in reversed(records[:TIMELINE_MAX_EVENTS])]
+    # thousands of events: built as the documented Timeline shape, sent without validating each again
+    return JSONResponse({"camera": camera, "start": start, "end": end, "recorded": recorded, "motion": motion,
+                         "events": events, "events_truncated": len(records) > TIMELINE_MAX_EVENTS})

@@ -1,7 +1,7 @@
 // camfleet web UI: plain JavaScript modules, no build step, no external resources.
 import { closeCamera, initCamera, openCamera, renderState } from "./camera.js";
 import { $, api, ApiError, askToken, el, fmtBytes, fmtTime, saveToken, setCookie, state } from "./core.js";
-import { closeDetail, eventsChanged, initReview, loadEvents } from "./review.js";
+import { closeDetail, eventsChanged, fillCameraFilter, initReview, loadEvents } from "./review.js";
 import { fillCameras, initRecordings, openRecordings, recordingsCamera } from "./recordings.js";
 
 // ---------------------------------------------------------------- pages
@@ -39,13 +39,25 @@ function frameUrl(name) {
     : `/api/cameras/${encodeURIComponent(name)}/frame.jpg?t=${Date.now()}`;
 }
 
+// only tiles on the screen fetch frames (32 cameras: the server encodes what is seen, not all)
+const visibility = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const img = entry.target;
+    img.dataset.visible = entry.isIntersecting ? "1" : "";
+    if (entry.isIntersecting && img.dataset.waiting === "1") refreshImage(img);
+  }
+});
+
 function refreshImage(img) {
   if (!img.isConnected) return;
+  if (img.dataset.visible !== "1") { img.dataset.waiting = "1"; return; }
+  img.dataset.waiting = "";
   img.src = frameUrl(img.dataset.camera);
 }
 
 function makeCard(name) {
   const img = el("img", { alt: name, dataset: { camera: name } });
+  visibility.observe(img);
   img.addEventListener("load", () => {
     img.dataset.loaded = "1";
     if (!$("#use-mjpeg").checked) setTimeout(() => refreshImage(img), 1000);
@@ -235,6 +247,7 @@ function connect() {
       renderGrid();
       renderSystem();
       if (state.page === "camera") renderState();
+      if (state.page === "events") fillCameraFilter();
       if (state.page === "recordings") {
         fillCameras();
         if (!recordingsCamera()) openRecordings(null);
@@ -293,15 +306,18 @@ async function start() {
   fillEditor("", null, true);
   setInterval(() => { if (state.page === "system") loadStorage(); }, 10000);
   if (state.token) setCookie(state.token);
+  // with a token kept from before, the page loads while the token is checked (one round trip less)
+  const early = Boolean(state.token);
+  if (early) { connect(); route(); }
   try {
     await api("/api/me");
   } catch (e) {
     if (!(e instanceof ApiError) || e.status !== 401) console.error(e);
     // the token dialog is open; connect once a token is saved
+    if (early) { const ws = state.ws; state.ws = null; if (ws) ws.close(); }
     return;
   }
-  connect();
-  route();
+  if (!early) { connect(); route(); }
 }
 
 start();

@@ -80,7 +80,7 @@ export function eventsChanged() {
   state.eventsTimer = setTimeout(() => { state.eventsTimer = null; loadEvents(); }, 1000);
 }
 
-function fillCameraFilter() {
+export function fillCameraFilter() {
   const select = $("#filter-camera");
   const cams = state.status ? Object.keys(state.status.cameras).sort() : [];
   if (select.options.length === cams.length + 1) return;
