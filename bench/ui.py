@@ -94,7 +94,8 @@ def make_data(folder: Path) -> str:
             batch.append(EventRecord(id=f"ev-{c}-{k}", camera=f"cam{c + 1}", label=labels[(k + c) % 4],
                                      start=start, end=start + 8.0, top_score=0.5 + (k % 50) / 100,
                                      zones=["left", "door"][: (k % 3)],
-                                     data={"track_id": k, "path": [[start, 0.2, 0.8], [start + 4, 0.5, 0.7]]}))
+                                     data={"track_id": k,
+                                           "path": [[start, 0.2, 0.8], [start + 4, 0.5, 0.7]]}))
             if len(batch) >= 5000:
                 store.upsert_events(batch)
                 batch = []
@@ -134,8 +135,9 @@ def _publish_rings(stop: threading.Event) -> None:
                 seq = pub.publish(frame, pts=k * 18000)
                 x = (k % 50) / 60
                 record = {"seq": seq, "pts": k * 18000, "t": time.time(), "w": 640, "h": 360,
-                          "objects": [{"id": j, "label": "person", "score": 0.9, "box": [x, 0.1 + j * 0.3, x + 0.1,
-                                       0.3 + j * 0.3], "stationary": False, "zones": []} for j in range(3)],
+                          "objects": [{"id": j, "label": "person", "score": 0.9,
+                                       "box": [x, 0.1 + j * 0.3, x + 0.1, 0.3 + j * 0.3],
+                                       "stationary": False, "zones": []} for j in range(3)],
                           "motion": [[x, 0.1, x + 0.1, 0.9]]}
                 meta.publish(json.dumps(record).encode(), pts=k * 18000, key=True)
     finally:
@@ -150,7 +152,6 @@ def serve(folder: str, conn: Any) -> None:
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from api import _Node, status_for
-
         from camfleet.api import ApiServer, create_app
         from camfleet.config import ApiSettings
         from camfleet.runtime.default import default_config
@@ -159,7 +160,8 @@ def serve(folder: str, conn: Any) -> None:
         data = Path(folder)
         node = _Node(status_for(CAMERAS), default_config(data, cameras=CAMERAS, width=640, height=360, fps=5))
         store = Store.open(f"sqlite:///{data / 'camfleet.db'}")
-        app = create_app(node, store, ApiSettings(max_ws_per_token=64), data_dir=data, recordings_dir=data / "rec")
+        app = create_app(node, store, ApiSettings(max_ws_per_token=64), data_dir=data,
+                         recordings_dir=data / "rec")
         stop = threading.Event()
         rings = threading.Thread(target=_publish_rings, args=(stop,), daemon=True)
         rings.start()
@@ -214,7 +216,8 @@ def measure(url: str, token: str, loads: int) -> list[dict[str, Any]]:
                 s = summary(samples[1:])
                 out.append({"view": name, "samples_ms": samples[1:], "summary_ms": s,
                             "pass": s["p50"] is not None and s["p50"] < TARGET_MS})
-                print(f"  {name:<20} p50 {s['p50']:.0f} ms, max {s['max']:.0f} ms", file=sys.stderr, flush=True)
+                print(f"  {name:<20} p50 {s['p50']:.0f} ms, max {s['max']:.0f} ms", file=sys.stderr,
+                      flush=True)
         finally:
             browser.close()
     return out

@@ -142,14 +142,15 @@ def _iou(a: list[float], b: list[float]) -> float:
 
 
 def test_live_overlay_boxes_match_the_simulated_person(rt: Running, page: Page) -> None:
-    from camfleet.ingest.scene import Scene  # noqa: PLC0415 - the simulator's ground truth
+    from camfleet.ingest.scene import Scene
 
     _open(page, rt, "camera/cam1")
     expect(page.locator("#cam-state")).to_have_text("healthy", timeout=60_000)
     canvas = page.locator("#cam-overlay")
     # the overlay draws the metadata of the very frame shown: same sequence number as the JPEG
     page.wait_for_function(
-        "() => { const c = document.querySelector('#cam-overlay'); const i = document.querySelector('#cam-picture');"
+        "() => { const c = document.querySelector('#cam-overlay');"
+        " const i = document.querySelector('#cam-picture');"
         " return c.dataset.seq && c.dataset.seq === i.dataset.seq"
         " && JSON.parse(c.dataset.objects).some(o => o.label === 'person'); }", timeout=60_000)
     seq, pts, objects = page.evaluate(
@@ -158,7 +159,7 @@ def test_live_overlay_boxes_match_the_simulated_person(rt: Running, page: Page) 
     assert seq > 0
     # the simulator renders frame pts*fps/90000; its person is where the overlay's person box is
     scene = Scene(320, 240, seed=0, objects=("person", "cat"))
-    truth = [b for b in scene.boxes(round(pts * 10 / 90000)) if b[0] == "person"][0]
+    truth = next(b for b in scene.boxes(round(pts * 10 / 90000)) if b[0] == "person")
     gt = [truth[1] / 320, truth[2] / 240, truth[3] / 320, truth[4] / 240]
     person = next(o for o in objects if o["label"] == "person")
     assert _iou(person["box"], gt) > 0.6, (person, gt)

@@ -182,7 +182,8 @@ class EventStore(StoreBase):
         if not event_ids:
             return 0
         with self._tx("marking events reviewed", write=True) as conn:
-            res = conn.execute(update(t.events).where(t.events.c.id.in_(list(event_ids))).values(reviewed=reviewed))
+            stmt = update(t.events).where(t.events.c.id.in_(list(event_ids))).values(reviewed=reviewed)
+            res = conn.execute(stmt)
             return int(res.rowcount)
 
     def reviewed_ids(self, event_ids: Sequence[str]) -> set[str]:

@@ -36,12 +36,13 @@ def list_events(
     reviewed: Annotated[bool | None, Query(description="only events (not) marked reviewed")] = None,
 ) -> EventPage:
     """Events newest first; ``after``/``before`` bound the start time (epoch seconds)."""
-    filters = {"camera": camera, "label": label, "zone": zone, "after": after, "before": before,
-               "min_score": min_score, "reviewed": reviewed}
-    records = ctx.store.query_events(**filters, limit=limit, offset=offset)  # type: ignore[arg-type]
-    total = ctx.store.count_events(**filters)  # type: ignore[arg-type]
+    records = ctx.store.query_events(camera=camera, label=label, zone=zone, after=after, before=before,
+                                     min_score=min_score, reviewed=reviewed, limit=limit, offset=offset)
+    total = ctx.store.count_events(camera=camera, label=label, zone=zone, after=after, before=before,
+                                   min_score=min_score, reviewed=reviewed)
     done = ctx.store.reviewed_ids([r.id for r in records])
-    return EventPage(items=[Event.of(r, r.id in done) for r in records], total=total, limit=limit, offset=offset)
+    return EventPage(items=[Event.of(r, r.id in done) for r in records], total=total, limit=limit,
+                     offset=offset)
 
 
 @router.post("/reviewed", response_model=dict[str, int])

@@ -31,7 +31,8 @@ def _known(ctx: ApiContext, camera: str) -> None:
             responses={200: {"content": {"image/jpeg": {}}}, **_NOT_FOUND})
 async def frame_jpg(
     name: CameraName, ctx: Ctx,
-    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="wait for a frame newer than this X-Frame-Seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1,
+                                description="wait for a frame newer than this X-Frame-Seq")] = 0,
 ) -> Response:
     """The camera's newest frame as JPEG (404: unknown camera; 503: no frame yet, retry).
 
