@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -579,6 +580,19 @@ def test_overlay_metadata_websocket_and_frame_pairing(rt: Running) -> None:
         nxt = client.get("/api/cameras/cam1/frame.jpg", params={"after": first})
         assert nxt.status_code == 200 and int(nxt.headers["x-frame-seq"]) > first
         assert client.get("/api/cameras/cam1/frame.jpg", params={"after": -1}).status_code == 422
+    # kill -9 of the pipeline: its successor publishes again and the same WebSocket goes on
+    with connect(f"{base}/api/cameras/cam1/meta?token={rt.viewer}", open_timeout=5) as ws:
+        json.loads(ws.recv(timeout=30))
+        pid = rt.node.status().cameras["cam1"].processes["pipeline"].pid
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:  # records already in flight may still come from the killed process
+            rec = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            new = rt.node.status().cameras["cam1"].processes["pipeline"].pid
+            if new not in (None, pid) and rec["seq"] > 0:
+                break
+        assert json.loads(ws.recv(timeout=30))["seq"] > 0  # and goes on
 
 
 def test_timeline_of_a_day(rt: Running) -> None:

@@ -282,7 +282,8 @@ def test_event_review_filters_detail_path_and_reviewed(rt: Running, page: Page) 
 def test_phone_sized_screen_and_keyboard(rt: Running, page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     _open(page, rt, "live")
-    expect(page.locator('#grid img[data-camera="cam1"]')).to_have_attribute("data-loaded", "1", timeout=30_000)
+    tile = page.locator('#grid img[data-camera="cam1"]')
+    expect(tile).to_have_attribute("data-loaded", "1", timeout=30_000)
     # keyboard: a grid tile is a link; Enter on it opens the camera's page
     page.locator('#grid .card[data-camera="cam1"] a.open').focus()
     page.keyboard.press("Enter")
