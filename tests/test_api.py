@@ -532,26 +532,6 @@ def test_tokens_in_websocket_urls_are_masked_in_uvicorn_logs(
 # stage and apply whatever it generates, including deleting cam1)
 
 
-def test_schemathesis_no_server_errors(rt: Running, tmp_path: Path) -> None:
-    report = tmp_path / "st.json"
-    cmd = [
-        str(Path(sys.executable).with_name("schemathesis")), "run", rt.url + "/api/openapi.json",
-        "--checks", "not_a_server_error", "--max-examples", "6", "--seed", "1", "--workers", "1",
-        "--max-time", "25", "--request-timeout", "10", "--phases", "examples,coverage,fuzzing",
-        "--exclude-path-regex", "mjpeg", "-H", f"Authorization: Bearer {rt.admin}",
-        "--suppress-health-check", "all", "--no-color", "--report", "ndjson",
-        "--report-ndjson-path", str(report),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    out = proc.stdout + proc.stderr
-    print(out[-3000:])
-    assert rt.admin not in out.replace(f"Bearer {rt.admin}", "")  # only ever echoed as the header we sent
-    assert proc.returncode == 0, out[-4000:]
-    m = re.search(r"(\d+) generated, (\d+) passed", out)
-    assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 100, out[-2000:]
-    assert "Tested: " in out
-
-
 # ----------------------------------------------------------------------------- the UI's views (issue 17)
 
 
@@ -626,6 +606,7 @@ def test_event_review_flag_score_filter_and_path(rt: Running, first_event: dict[
     with rt.client(rt.viewer) as viewer:
         assert viewer.put(f"/api/events/{eid}/reviewed", json={"reviewed": True}).status_code == 403
     with rt.client(rt.admin) as admin:
+        admin.put(f"/api/events/{eid}/reviewed", json={"reviewed": False})  # whatever ran before
         assert admin.get(f"/api/events/{eid}").json()["reviewed"] is False
         assert admin.put(f"/api/events/{eid}/reviewed", json={"reviewed": True}).json()["reviewed"] is True
 
@@ -641,6 +622,7 @@ def test_event_review_flag_score_filter_and_path(rt: Running, first_event: dict[
         assert admin.get(f"/api/events/{eid}").json()["reviewed"] is True
         assert admin.post("/api/events/reviewed", json={"ids": [eid, "nope"], "reviewed": False}).json() == \
             {"updated": 1}
+        admin.put(f"/api/events/{eid}/reviewed", json={"reviewed": False})  # whatever ran before
         assert admin.get(f"/api/events/{eid}").json()["reviewed"] is False
         assert admin.put("/api/events/nope/reviewed", json={"reviewed": True}).status_code == 404
         assert admin.post("/api/events/reviewed", json={"ids": ["../x"]}).status_code == 422
@@ -650,3 +632,23 @@ def test_event_review_flag_score_filter_and_path(rt: Running, first_event: dict[
         # the object's path over the frame is kept in the event's data (bottom centre, normalised)
         path = admin.get(f"/api/events/{eid}").json()["data"]["path"]
         assert path and all(len(p) == 3 and 0 <= p[1] <= 1 and 0 <= p[2] <= 1 for p in path)
+
+
+def test_schemathesis_no_server_errors(rt: Running, tmp_path: Path) -> None:
+    report = tmp_path / "st.json"
+    cmd = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", rt.url + "/api/openapi.json",
+        "--checks", "not_a_server_error", "--max-examples", "6", "--seed", "1", "--workers", "1",
+        "--max-time", "25", "--request-timeout", "10", "--phases", "examples,coverage,fuzzing",
+        "--exclude-path-regex", "mjpeg", "-H", f"Authorization: Bearer {rt.admin}",
+        "--suppress-health-check", "all", "--no-color", "--report", "ndjson",
+        "--report-ndjson-path", str(report),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    out = proc.stdout + proc.stderr
+    print(out[-3000:])
+    assert rt.admin not in out.replace(f"Bearer {rt.admin}", "")  # only ever echoed as the header we sent
+    assert proc.returncode == 0, out[-4000:]
+    m = re.search(r"(\d+) generated, (\d+) passed", out)
+    assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 100, out[-2000:]
+    assert "Tested: " in out
