@@ -117,6 +117,9 @@ function fillEditor(name, cfg, isNew) {
   const detect = sources.find((s) => (s.roles || []).includes("detect")) || sources[0];
   $("#cam-url").value = detect ? detect.url : "";
   $("#cam-enabled").checked = !cfg || cfg.enabled !== false;
+  const zonesLink = $("#cam-zones-link");
+  zonesLink.classList.toggle("hidden", isNew || !name);
+  zonesLink.href = `#camera/${encodeURIComponent(name || "")}`;
   $("#cam-json").value = JSON.stringify(cfg || { sources: [{ url: "", roles: ["detect", "record"] }] }, null, 2);
   $("#cam-issues").replaceChildren();
   for (const li of document.querySelectorAll("#camera-list li")) li.classList.toggle("selected", li.dataset.camera === name);
