@@ -45,7 +45,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from camfleet.redact import mask_url
+from camfleet.redact import MASK, mask_url
 
 from .base import CAMERA_NAME_PATTERN, CameraName, ConfigPath, Name, _Strict
 from .base import DEFAULT_DATA_DIR as _DEFAULT_DATA_DIR
@@ -53,12 +53,15 @@ from .cameras import (
     CameraConfig,
     CameraDefaults,
     DetectSettings,
+    MotionSettings,
     RecordSettings,
     RetainDays,
+    SnapshotSettings,
     SourceConfig,
     TlsSettings,
     ZoneConfig,
 )
+from .mqtt import MqttSettings, MqttTls
 from .references import Problem, format_path, merge_defaults, recordings_dir_problem, reference_problems
 from .sections import (
     ApiSettings,
@@ -83,6 +86,10 @@ __all__ = [
     "ElementSpec",
     "InputSize",
     "ModelConfig",
+    "MotionSettings",
+    "MqttSettings",
+    "MqttTls",
+    "SnapshotSettings",
     "ApiSettings",
     "LogSettings",
     "Problem",
@@ -127,6 +134,8 @@ class Config(_Strict):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    mqtt: MqttSettings | None = Field(default=None, description="publish events and state to an MQTT "
+                                                                "broker as Frigate does (docs/mqtt.md)")
 
     DEFAULT_DATA_DIR: ClassVar[str] = _DEFAULT_DATA_DIR
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -221,6 +230,8 @@ class Config(_Strict):
         for camera in data.get("cameras", {}).values():
             for source in camera.get("sources", []):
                 source["url"] = mask_url(source["url"])
+        if (data.get("mqtt") or {}).get("password"):
+            data["mqtt"]["password"] = MASK
         if data.get("storage", {}).get("database"):
             data["storage"]["database"] = mask_url(data["storage"]["database"])
         return data

@@ -64,7 +64,9 @@ IntegrationFactory = Callable[[Config], list[Integration]]
 
 def _factories() -> list[IntegrationFactory]:
     # imported here: each integration's client library loads only when the CLI builds them
-    return []
+    from camfleet.integrations.mqtt import mqtt_integrations  # noqa: PLC0415
+
+    return [mqtt_integrations]
 
 
 class Integrations:
