@@ -35,6 +35,8 @@ RECONNECT_MAX_S = 30
 
 MessageHandler = Callable[[str, bytes], None]
 
+_AUTH_REFUSALS = frozenset({"Not authorized", "Bad user name or password"})
+
 
 class Broker:
     """One MQTT connection for the integration; thread-safe.
@@ -57,6 +59,7 @@ class Broker:
         self.connects = 0
         self._lock = threading.Lock()
         self._logged_error = ""
+        self._up = False  # connected since the last CONNACK (a refused one never is)
         self.client = self._build(resolve)
 
     def _build(self, resolve: Callable[[str], Path]) -> paho.Client:
@@ -148,9 +151,11 @@ class Broker:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
         if reason.is_failure:
-            self._note_error(f"the broker refused the connection: {reason}")
+            hint = (" (check mqtt.user and mqtt.password)" if str(reason) in _AUTH_REFUSALS else "")
+            self._note_error(f"the broker refused the connection: {reason}{hint}")
             return
         with self._lock:
+            self._up = True
             self.error = ""
             self._logged_error = ""
             self.connects += 1
@@ -169,6 +174,10 @@ class Broker:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:
+        with self._lock:
+            was_up, self._up = self._up, False
+        if not was_up:
+            return  # a refused connection: keep the broker's reason
         if reason.is_failure:
             self._note_error(f"connection lost: {reason}")
         else:
