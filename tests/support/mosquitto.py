@@ -65,8 +65,8 @@ class Mosquitto:
                     return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"mosquitto did not start on port {self.port}: "
-                                       f"{self.log.read_text()[-2000:] if self.log.exists() else ''}") from None
+                    log = self.log.read_text()[-2000:] if self.log.exists() else ""
+                    raise RuntimeError(f"mosquitto did not start on port {self.port}: {log}") from None
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -128,7 +128,10 @@ class Listener:
             self._cond.notify_all()
 
     def wait(self, ok: Callable[[Received], bool], timeout: float, after: int = 0) -> Received:
-        """The first message from index ``after`` on for which ``ok`` holds; AssertionError after ``timeout``."""
+        """The first message from index ``after`` on for which ``ok`` holds.
+
+        AssertionError after ``timeout`` seconds.
+        """
         end = time.monotonic() + timeout
         with self._cond:
             while True:
