@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from camfleet.config import Config
-from camfleet.config.mqtt import MqttSettings
+from camfleet.config.mqtt import MqttSettings, MqttTls
 from camfleet.integrations import Integrations
 from camfleet.integrations.mqtt import MqttIntegration
 from camfleet.integrations.mqtt.client import Broker
+from camfleet.integrations.mqtt.commands import Command, changed_config
 from camfleet.integrations.mqtt.payloads import Publication
 from camfleet.integrations.mqtt.sink import MqttSink
 from camfleet.runtime import Node
@@ -32,6 +33,7 @@ from camfleet.store import Store
 from camfleet.vocabulary import Event, EventMessage
 from tests.support.api_node import camera_yaml, node_config, shm_env
 from tests.support.mosquitto import Listener, Mosquitto, Received
+from tests.support.tls_ca import make_ca_and_server
 
 pytestmark = pytest.mark.process
 
@@ -237,6 +239,14 @@ def test_commands_change_the_running_node(rig: Rig, caplog: pytest.LogCaptureFix
     assert "cam1/recorder" not in node.processes()
     assert _command(rig, "motion_threshold", "25").text == "25"
 
+    # a change made elsewhere (the API, a reload of the file) is published too
+    for enabled, payload in ((False, "OFF"), (True, "ON")):
+        mark = rig.listener.mark()
+        base = node.current_config()
+        assert node.apply_config(changed_config(base, Command("cam1", "snapshots", enabled)), base=base).ok
+        rig.listener.wait(lambda m, p=payload: m.topic == "frigate/cam1/snapshots/state" and m.text == p, 10,
+                          after=mark)
+
 
 def test_broker_restart_loses_no_event(rig: Rig) -> None:
     lis, notes = rig.listener, rig.notes
@@ -268,7 +278,7 @@ def test_broker_restart_loses_no_event(rig: Rig) -> None:
 
 _HOLDER = """
 import sys, time
-from camfleet.config.mqtt import MqttSettings
+from camfleet.config.mqtt import MqttSettings, MqttTls
 from camfleet.integrations.mqtt.client import Broker
 b = Broker(MqttSettings(host="127.0.0.1", port=int(sys.argv[1]), topic_prefix="held", client_id="held"))
 b.start()
@@ -339,3 +349,25 @@ def test_wrong_password_is_a_clear_error_and_never_logged(tmp_path: Path,
         broker.stop()
     assert "wrong-pass" not in caplog.text and "right-pass" not in caplog.text
     assert "Not authorized" in caplog.text
+
+
+def test_tls_with_the_configured_ca(tmp_path: Path) -> None:
+    files = make_ca_and_server(tmp_path)
+    broker = Mosquitto(tmp_path / "broker", tls=files)
+    broker.start()
+    trusting = Broker(MqttSettings(host="localhost", port=broker.port, client_id="trusting",
+                                   tls=MqttTls(ca=str(files.ca))))
+    system = Broker(MqttSettings(host="localhost", port=broker.port, client_id="system", tls=MqttTls()))
+    try:
+        trusting.start()
+        system.start()
+        deadline = time.monotonic() + 10
+        while not trusting.connected or "cannot connect" not in system.error:
+            assert time.monotonic() < deadline, (trusting.error, system.error)
+            time.sleep(0.05)
+        trusting.publish_confirmed([Publication("x", "1")], 5)
+        assert not system.connected  # the test CA is not in the system's store
+    finally:
+        trusting.stop()
+        system.stop()
+        broker.stop()

@@ -1,6 +1,7 @@
 """A real MQTT broker for tests: Debian's ``mosquitto`` on a free port, and a listening client.
 
-:class:`Mosquitto` writes a throw-away configuration (anonymous, or a password file), starts
+:class:`Mosquitto` writes a throw-away configuration (anonymous or a password file; plain or
+TLS), starts
 the broker, waits until it accepts connections, and can be stopped and started again on the
 same port (its state persisted in between, as a real broker restart). :class:`Listener` is a
 paho client that records every message it receives, waitable.
@@ -22,6 +23,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.tls_ca import TlsFiles
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -35,7 +38,8 @@ def free_port() -> int:
 class Mosquitto:
     """A mosquitto process on ``127.0.0.1:port``; with ``users`` it needs a user name and password."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None,
+                 tls: TlsFiles | None = None) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -44,6 +48,8 @@ class Mosquitto:
         lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}",
                  "persistence true", f"persistence_location {self.dir}/", "autosave_interval 0",
                  f"log_dest file {self.log}", "log_type all", f"user {getpass.getuser()}"]
+        if tls is not None:  # TLS only on this listener, with the server certificate the test CA signed
+            lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
         if users:
             pw = self.dir / "passwd"
             pw.write_text("")

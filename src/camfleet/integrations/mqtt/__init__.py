@@ -65,6 +65,9 @@ class MqttIntegration:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._stats_at = 0.0
+        self._states_lock = threading.Lock()
+        self._states: dict[str, dict[str, str]] = {}  # camera -> the /state payloads last published
+        self._states_of: Config | None = None  # the configuration they were last compared with
 
     # ------------------------------------------------------------------ Integration
 
@@ -104,12 +107,30 @@ class MqttIntegration:
         config = node.current_config()
         motion = self.sink.motion_states()
         for camera in config.cameras:
-            self._publish_states(config, camera)
+            self._publish_states(config, camera, force=True)
             self.broker.publish(Publication(f"{camera}/motion", motion.get(camera, "OFF")))
 
-    def _publish_states(self, config: Config, camera: str) -> None:
-        for command, value in camera_states(config, camera).items():
-            self.broker.publish(Publication(f"{camera}/{command}/state", value, retain=True))
+    def _publish_states(self, config: Config, camera: str, *, force: bool = True) -> None:
+        """Publish ``camera``'s retained states under ``config`` (without ``force``: those that changed)."""
+        states = camera_states(config, camera)
+        with self._states_lock:
+            last = {} if force else self._states.get(camera, {})
+            self._states[camera] = states
+            for command, value in states.items():
+                if last.get(command) != value:
+                    self.broker.publish(Publication(f"{camera}/{command}/state", value, retain=True))
+
+    def _follow_config(self) -> None:
+        """After a change not made by a command (a reload of the file, the API), publish the new states."""
+        node = self._node
+        if node is None or not self.broker.connected:
+            return
+        config = node.current_config()
+        if config is self._states_of:
+            return
+        self._states_of = config
+        for camera in config.cameras:
+            self._publish_states(config, camera, force=False)
 
     # ------------------------------------------------------------------ commands
 
@@ -170,6 +191,7 @@ class MqttIntegration:
         """Publish what is due (motion OFF, stats); how long the worker may wait now (s)."""
         try:
             self.sink.motion_due(time.time())
+            self._follow_config()
             now = time.monotonic()
             if now - self._stats_at >= self.settings.stats_interval:
                 self._stats_at = now

@@ -61,17 +61,13 @@ class Broker:
         self._logged_error = ""
         self._up = False  # connected since the last CONNACK (a refused one never is)
         self.client = self._build(resolve)
+        self._resolve = resolve
 
     def _build(self, resolve: Callable[[str], Path]) -> paho.Client:
         s = self.settings
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=paho.MQTTv311)
         if s.user is not None:
             client.username_pw_set(s.user, s.password)
-        if s.tls is not None:
-            client.tls_set(ca_certs=str(resolve(s.tls.ca)) if s.tls.ca else None,
-                           certfile=str(resolve(s.tls.cert)) if s.tls.cert else None,
-                           keyfile=str(resolve(s.tls.key)) if s.tls.key else None)
-            client.tls_insecure_set(s.tls.insecure)
         client.will_set(self.topic("available"), "offline", qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.max_inflight_messages_set(100)
@@ -89,6 +85,19 @@ class Broker:
 
     def start(self) -> None:
         """Connect in the background (retried with back-off until :meth:`stop`)."""
+        tls = self.settings.tls
+        if tls is not None:
+            try:
+                self.client.tls_set(ca_certs=str(self._resolve(tls.ca)) if tls.ca else None,
+                                    certfile=str(self._resolve(tls.cert)) if tls.cert else None,
+                                    keyfile=str(self._resolve(tls.key)) if tls.key else None)
+                self.client.tls_insecure_set(tls.insecure)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                # the node runs on without MQTT; the status says why
+                files = ", ".join(f for f in (tls.ca, tls.cert, tls.key) if f)
+                self._note_error(f"mqtt.tls: cannot load {files or 'the system CA store'}: {exc}",
+                                 retrying=False)
+                return
         log.info("mqtt: connecting to %s as %s", self.where, self.settings.client_id)
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
         self.client.loop_start()
@@ -139,14 +148,14 @@ class Broker:
 
     # ------------------------------------------------------------------ paho callbacks
 
-    def _note_error(self, error: str) -> None:
+    def _note_error(self, error: str, *, retrying: bool = True) -> None:
         error = mask_text(error)
         with self._lock:
             self.error = error
             first = error != self._logged_error
             self._logged_error = error
         if first:  # once per distinct reason, not at every retry of the back-off
-            log.warning("mqtt: %s: %s (retrying with back-off)", self.where, error)
+            log.warning("mqtt: %s: %s%s", self.where, error, " (retrying with back-off)" if retrying else "")
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
