@@ -114,6 +114,13 @@ def test_an_end_whose_start_was_never_published_has_before_equal_after() -> None
     assert payload["type"] == "end" and payload["before"] == payload["after"]
 
 
+def test_names_that_cannot_be_a_topic_level_get_no_count_topic() -> None:
+    pubs = EventBook().event(EventMessage("start", _event(zones=["a+b", "c/d", "porch"])))
+    topics = {p.topic for p in pubs}
+    assert "porch/person" in topics and not any(t.startswith(("a+b", "c/d")) for t in topics)
+    assert json.loads(pubs[0].payload)["after"]["entered_zones"] == ["a+b", "c/d", "porch"]
+
+
 def test_snapshots_go_out_when_the_best_sighting_changes() -> None:
     book = EventBook()
     assert book.snapshot_due(EventMessage("start", _event()))

@@ -13,8 +13,8 @@ Pure logic (no client, times passed in), so that it is unit-tested on its own:
 
 from __future__ import annotations
 
-import copy
 import json
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +23,19 @@ from camfleet.vocabulary import EventMessage, MotionSpan
 
 from .payloads import Publication, frigate_object
 
-__all__ = ["EVENT_TYPES", "EventBook", "MotionBook"]
+__all__ = ["EVENT_TYPES", "EventBook", "MotionBook", "topic_level"]
 
 EVENT_TYPES = {"start": "new", "update": "update", "end": "end"}
 """camfleet's event changes as Frigate's ``type`` (an event starts when the object is confirmed,
 which is when Frigate sends ``new``)."""
+
+_TOPIC_LEVEL = re.compile(r"^[^#+/\x00]+$")
+
+
+def topic_level(name: str) -> bool:
+    """Whether ``name`` can be one level of a topic (no wildcard, separator or NUL)."""
+    return bool(_TOPIC_LEVEL.match(name))
+
 
 MAX_REMEMBERED = 10_000
 """Events whose last state is kept for ``before`` (the oldest are forgotten past this)."""
@@ -49,7 +57,7 @@ class EventBook:
     def copy(self) -> EventBook:
         """An independent copy (to apply a batch to before the broker confirmed it)."""
         other = EventBook(self.has_clip)
-        other.previous = copy.deepcopy(self.previous)
+        other.previous = OrderedDict(self.previous)  # the stored dicts are replaced, never changed
         other.active = dict(self.active)
         other.published = dict(self.published)
         other.snapshots = dict(self.snapshots)
@@ -79,13 +87,13 @@ class EventBook:
     def counts(self, places: set[str]) -> list[Publication]:
         """The count topics of ``places`` (cameras and zones) whose value changed since last sent."""
         out: list[Publication] = []
-        for place in sorted(places):
+        for place in sorted(p for p in places if topic_level(p)):  # a zone named 'a+b' has no topic
             labels: Counter[str] = Counter()
             for camera, label, zones in self.active.values():
                 if place == camera or place in zones:
                     labels[label] += 1
             known = {t.split("/")[1] for t in self.published if t.startswith(place + "/")} - {"all"}
-            for label in sorted(known | set(labels)):
+            for label in sorted(x for x in known | set(labels) if topic_level(x)):
                 out += self._count(f"{place}/{label}", labels[label])
             out += self._count(f"{place}/all", sum(labels.values()))
         return out

@@ -126,14 +126,15 @@ class Broker:
     def publish_confirmed(self, pubs: Sequence[Publication], timeout: float) -> None:
         """Send ``pubs`` in order and wait until the broker acknowledged each (QoS ≥ 1).
 
-        Raises ConnectionError when not connected or the connection drops, TimeoutError when
-        the acknowledgements do not come within ``timeout`` seconds (the caller sends them again).
+        Raises ConnectionError when not connected or the connection drops, TimeoutError when no
+        acknowledgement came for ``timeout`` seconds (a large batch on a slow link takes as long
+        as it needs while it progresses; the caller sends a failed batch again).
         """
         if not self.connected:
             raise ConnectionError(f"MQTT broker {self.where}: {self.error}")
         infos = [self.publish(p) for p in pubs]
-        end = time.monotonic() + timeout
         for info in infos:
+            end = time.monotonic() + timeout  # acknowledgements come in order: time without progress
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS,):
                 raise ConnectionError(f"MQTT broker {self.where}: publishing failed "
                                       f"({paho.error_string(info.rc)})")

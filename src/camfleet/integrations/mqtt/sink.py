@@ -12,6 +12,7 @@ again after a lost acknowledgement is published again (at least once).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 
 from camfleet.vocabulary import ActivityMessage, EventMessage, OutboxMessage
 
-from .book import EventBook, MotionBook
+from .book import EventBook, MotionBook, topic_level
 from .client import Broker
 from .payloads import Publication
 
@@ -30,6 +31,8 @@ __all__ = ["MAX_SNAPSHOT_BYTES", "MqttSink"]
 
 MAX_SNAPSHOT_BYTES = 8 * 2**20
 """Snapshots larger than this are not published (bytes)."""
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 class MqttSink:
@@ -90,6 +93,8 @@ class MqttSink:
 
     def _snapshot(self, m: EventMessage) -> list[Publication]:
         ev = m.event
+        if not (_SAFE_NAME.match(ev.id) and topic_level(ev.label)):
+            return []  # not an id the pipeline makes (a damaged journal): no file to read, no topic
         # the file the snapshot element writes; the event's own path is not trusted as a path to read
         path = self.data_dir / "snapshots" / ev.camera / f"{ev.id}.jpg"
         try:
