@@ -17,6 +17,7 @@ from camfleet.integrations.mqtt.commands import (
     camera_states,
     changed_config,
     parse_command,
+    tracked_labels,
 )
 from camfleet.integrations.mqtt.payloads import NEUTRAL_FIELDS, frigate_object
 from camfleet.integrations.mqtt.stats import frigate_stats
@@ -112,6 +113,22 @@ def test_a_batch_applied_to_a_copy_repeats_its_before_when_retried() -> None:
 def test_an_end_whose_start_was_never_published_has_before_equal_after() -> None:
     payload = json.loads(EventBook().event(EventMessage("end", _event(end=105.0)))[0].payload)
     assert payload["type"] == "end" and payload["before"] == payload["after"]
+
+
+def test_current_counts_on_connecting() -> None:
+    book = EventBook()
+    book.event(EventMessage("start", _event(zones=["porch"])))
+    pubs = _publications(book.current({"door": {"person", "car"}, "yard": set()}))
+    assert pubs == {"door/person": "1", "door/person/active": "1", "door/car": "0", "door/car/active": "0",
+                    "door/all": "1", "door/all/active": "1", "yard/all": "0", "yard/all/active": "0"}
+    config = load_config_text("""
+pipelines: {p: [motion: {}]}
+cameras:
+  door: {pipeline: p, sources: [{url: 'synthetic://door', roles: [detect]}],
+         zones: {porch: {points: [[0, 0], [1, 0], [1, 1]], labels: [cat]},
+                 lawn: {points: [[0, 0], [1, 0], [1, 1]]}}}
+""")
+    assert tracked_labels(config) == {"door": set(), "porch": {"cat"}, "lawn": set()}
 
 
 def test_names_that_cannot_be_a_topic_level_get_no_count_topic() -> None:

@@ -28,7 +28,7 @@ from camfleet.integrations import Integration
 from camfleet.runtime.control import NodeControl
 
 from .client import Broker
-from .commands import Command, CommandError, camera_states, changed_config, parse_command
+from .commands import Command, CommandError, camera_states, changed_config, parse_command, tracked_labels
 from .payloads import Publication
 from .sink import MqttSink
 from .stats import frigate_stats
@@ -109,6 +109,8 @@ class MqttIntegration:
         for camera in config.cameras:
             self._publish_states(config, camera, force=True)
             self.broker.publish(Publication(f"{camera}/motion", motion.get(camera, "OFF")))
+        for pub in self.sink.events.current(tracked_labels(config)):
+            self.broker.publish(pub)
 
     def _publish_states(self, config: Config, camera: str, *, force: bool = True) -> None:
         """Publish ``camera``'s retained states under ``config`` (without ``force``: those that changed)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from camfleet.vocabulary import EventMessage, MotionSpan
@@ -96,6 +96,26 @@ class EventBook:
             for label in sorted(x for x in known | set(labels) if topic_level(x)):
                 out += self._count(f"{place}/{label}", labels[label])
             out += self._count(f"{place}/all", sum(labels.values()))
+        return out
+
+    def current(self, places: Mapping[str, Iterable[str]]) -> list[Publication]:
+        """Every count of ``places`` (place -> labels it tracks) now, sent or not (on connecting).
+
+        Labels with active objects are included too; ``all`` always. Records nothing.
+        """
+        out: list[Publication] = []
+        for place, tracked in sorted(places.items()):
+            if not topic_level(place):
+                continue
+            labels: Counter[str] = Counter()
+            for camera, label, zones in self.active.values():
+                if place == camera or place in zones:
+                    labels[label] += 1
+            for label in sorted(x for x in set(tracked) | set(labels) if topic_level(x)):
+                for topic in (f"{place}/{label}", f"{place}/{label}/active"):
+                    out.append(Publication(topic, str(labels[label])))
+            total = str(sum(labels.values()))
+            out += [Publication(f"{place}/all", total), Publication(f"{place}/all/active", total)]
         return out
 
     def _count(self, topic: str, value: int) -> list[Publication]:

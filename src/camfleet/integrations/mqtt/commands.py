@@ -18,7 +18,7 @@ from camfleet.config.cameras import MotionSettings
 from camfleet.pipeline.motion import FRIGATE_MOTION_ROWS, MotionConfig
 
 __all__ = ["SWITCHES", "VALUES", "Command", "CommandError", "camera_states", "changed_config",
-           "parse_command"]
+           "parse_command", "tracked_labels"]
 
 SWITCHES = ("enabled", "detect", "recordings", "snapshots", "motion")
 """Commands taking ``ON`` / ``OFF``."""
@@ -139,3 +139,22 @@ def camera_states(config: Config, camera: str) -> dict[str, str]:
         "motion_threshold": str(threshold),
         "motion_contour_area": str(area),
     }
+
+
+def tracked_labels(config: Config) -> dict[str, set[str]]:
+    """The labels each camera and zone counts: its detect elements' ``labels`` (a zone's own if set).
+
+    A detect element without ``labels`` detects every label of its model: those have counts
+    once an object of the label was seen. Zones of one name on several cameras share a count.
+    """
+    out: dict[str, set[str]] = {}
+    for camera, cam in config.cameras.items():
+        labels: set[str] = set()
+        for element in config.pipeline_of(camera):
+            given = element.params.get("labels") if element.name == "detect" else None
+            if isinstance(given, list):
+                labels |= {x for x in given if isinstance(x, str)}
+        out.setdefault(camera, set()).update(labels)
+        for zone, z in cam.zones.items():
+            out.setdefault(zone, set()).update(z.labels if z.labels else labels)
+    return out
