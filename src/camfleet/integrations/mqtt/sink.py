@@ -2,7 +2,8 @@
 
 The pump gives it batches in journal order (its own thread: waiting here holds up nothing
 else). Each batch becomes Frigate's publications, sent with the configured QoS; :meth:`write`
-returns once the broker acknowledged all of them, so the pump's cursor moves only past what
+returns once the broker acknowledged all of them (snapshots, retained pictures, are sent after
+that without waiting), so the pump's cursor moves only past what
 the broker has. While the broker is away :meth:`write` raises ConnectionError and the pump
 keeps the batch and retries with back-off: an outage delays messages and loses none (up to
 the outbox's ``max_entries``, past which the oldest are dropped and counted). A batch sent
@@ -63,12 +64,13 @@ class MqttSink:
             raise ConnectionError(f"MQTT broker {self.broker.where}: {self.broker.error}")
         book = self.events.copy()  # kept only once the broker has the batch: a retry repeats `before`
         pubs: list[Publication] = []
+        snapshots: list[EventMessage] = []
         now = time.time()
         for m in messages:
             if isinstance(m, EventMessage):
                 pubs += book.event(m)
                 if book.snapshot_due(m):
-                    pubs += self._snapshot(m)
+                    snapshots.append(m)
             elif isinstance(m, ActivityMessage) and m.span.kind == "motion":
                 with self.motion_lock:
                     pubs += self.motion.span(m.span, now)
@@ -79,6 +81,11 @@ class MqttSink:
             raise
         self.events = book
         self.counts["published"] += len(pubs)
+        # snapshots are the latest picture (retained), sent once and not waited for: a broker that
+        # refuses a large message (and drops the connection) must not hold up the events for ever
+        for m in snapshots:
+            for pub in self._snapshot(m):
+                self.broker.publish(pub)
 
     def stats(self) -> dict[str, Any]:
         """Its counters for the node's status and ``/metrics``.
