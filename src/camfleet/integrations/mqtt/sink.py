@@ -118,8 +118,10 @@ class MqttSink:
     def motion_due(self, now: float) -> None:
         """Publish the motion ``OFF``s whose delay has passed (not confirmed: state is re-sent on connect)."""
         with self.motion_lock:
-            for pub in self.motion.due(now):
-                self.broker.publish(pub)
+            due = self.motion.due(now)
+            if self.broker.connected:  # else the state goes out on connecting, not a stale queued OFF
+                for pub in due:
+                    self.broker.publish(pub)
 
     def motion_states(self) -> dict[str, str]:
         """``ON`` / ``OFF`` per camera seen so far."""
