@@ -157,7 +157,8 @@ class MqttIntegration:
             try:
                 new = changed_config(base, command)
             except CommandError as exc:
-                log.warning("mqtt: ignored a command on %s/%s/set: %s", command.camera, command.name, exc)
+                log.warning("mqtt: ignored a command on %s/%s/%s/set: %s", self.settings.topic_prefix,
+                            command.camera, command.name, exc)
                 if command.camera in base.cameras:
                     self._publish_states(base, command.camera)  # a switch flipped in a UI flips back
                 return False
