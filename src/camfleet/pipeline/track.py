@@ -39,7 +39,7 @@ class TrackConfig(ElementConfig):
         "comes back keeps its id.")
     lost_track_s: float | None = Field(
         None, gt=0, description="How long (s) the tracker keeps predicting an unmatched track for "
-        "overlap matching; default: max_disappeared_s.")
+        "overlap matching; default: max_disappeared_s; at least 1.5 frame intervals at fps.")
     reid_distance: float = Field(
         1.0, ge=0, description="A new track whose box centre is within this many box sizes (the "
         "larger side) of a lost track's last or predicted centre, with the same label and a similar "
@@ -120,6 +120,8 @@ class TrackElement(Element[TrackConfig]):
     def _new_tracker(self) -> ByteTrackTracker:
         cfg = self.config
         lost_s = cfg.max_disappeared_s if cfg.lost_track_s is None else cfg.lost_track_s
+        # under a frame interval, every track would be dropped before its next frame is matched
+        lost_s = max(lost_s, 1.5 / cfg.fps)
         return ByteTrackTracker(
             lost_track_buffer=max(1, math.ceil(lost_s * _BUFFER_FPS)),
             frame_rate=cfg.fps,
