@@ -27,7 +27,10 @@ def ctx_at(i: int) -> FrameContext:
                         width=W, height=H, pixel_format=PixelFormat.YUV420P, image=IMAGE)
 
 
-def obj(track_id: int, i: int, first: int, scores: list[float], box: Box = Box(100, 100, 180, 260),
+BOX = Box(100, 100, 180, 260)
+
+
+def obj(track_id: int, i: int, first: int, scores: list[float], box: Box = BOX,
         label: str = "person", ended: bool = False, last: int | None = None) -> TrackedObject:
     """Track ``track_id`` as the track element reports it at frame ``i`` (seen since ``first``)."""
     last_i = i if last is None else last
@@ -91,7 +94,7 @@ def test_a_short_flicker_never_becomes_an_event(tmp_path: Path) -> None:
 # --- re-opening: the end is held reopen_s for the object to come back ----------------------------
 
 
-def seen_for(ev: Events, track_id: int, frames: range, box: Box = Box(100, 100, 180, 260)) -> list[float]:
+def seen_for(ev: Events, track_id: int, frames: range, box: Box = BOX) -> list[float]:
     scores: list[float] = []
     for i in frames:
         scores.append(0.9)

@@ -11,7 +11,8 @@ import numpy as np
 from camfleet.framebus import PixelFormat
 from camfleet.vocabulary import Box, Detection
 
-__all__ = ["SCORE_HISTORY", "Box", "Detection", "FrameContext", "TrackedObject", "ZoneChange", "ZoneEvent", "to_rgb"]
+__all__ = ["SCORE_HISTORY", "Box", "Detection", "FrameContext", "TrackedObject", "ZoneChange", "ZoneEvent",
+           "to_rgb"]
 
 
 @dataclass

@@ -105,7 +105,8 @@ class EventsConfig(ElementConfig):
     reopen_s: float = Field(
         2.0, ge=0, description="After its track ends, how long (s) an event waits for the object "
         "to come back (the same track, or a new one of the same label near where it was last "
-        "seen) before it ends; the end time stays the last sighting; 0: end at once.")
+        "seen) before it ends; the end time stays the last sighting; 0: end at once, never "
+        "re-open.")
     reopen_distance: float = Field(
         1.0, ge=0, description="How near (in box sizes, the larger side) to where an ending "
         "event's object was last seen a new track must appear to continue it; 0: only the same "
@@ -124,12 +125,16 @@ class _Ending:
     box: Box
     velocity: tuple[float, float]  # px/s of the box centre when last seen
     since_ns: int  # when its track ended
+    track_id: int  # the track that ended
     left: bool  # it walked out of the frame: only its own track can continue it
 
 
 def confirmed(obj: TrackedObject, min_frames: int, min_median: float) -> bool:
-    """Frigate's rule: ``obj`` was seen ``min_frames`` times and the median of its last
-    ``min_frames`` scores is at least ``min_median``."""
+    """Frigate's false-positive rule: is ``obj`` a real object yet.
+
+    True once it was seen ``min_frames`` times and the median of its last ``min_frames``
+    scores is at least ``min_median``.
+    """
     if obj.frames < min_frames:
         return False
     recent = obj.scores[-min_frames:] or [obj.score]
@@ -159,15 +164,19 @@ class EventsElement(Element[EventsConfig]):
             if event is not None:
                 event.last_ns = max(event.last_ns, obj.last_ns)
             if obj.ended:
-                if event is not None:
+                if event is not None and self.config.reopen_s == 0:
+                    del self._open[obj.track_id]
+                    self._end(obj.track_id, event, ctx)
+                elif event is not None:
                     del self._open[obj.track_id]
                     self._ending[obj.track_id] = _Ending(
-                        event, obj.box, obj.velocity, now,
+                        event, obj.box, obj.velocity, now, obj.track_id,
                         left_frame(obj.box, obj.velocity, ctx.width, ctx.height))
                 continue
             if event is None:
                 ending = self._ending.pop(obj.track_id, None) or self._returning(obj)
                 if ending is not None:  # the object came back: its event goes on
+                    self._last_update.pop(ending.track_id, None)
                     event = ending.event
                     event.last_ns = max(event.last_ns, obj.last_ns)
                     self._open[obj.track_id] = event
@@ -189,20 +198,28 @@ class EventsElement(Element[EventsConfig]):
                 self._last_update[obj.track_id] = now
                 ctx.events.append(EventUpdate(EventType.UPDATE, event))
         for tid, ending in list(self._ending.items()):
+            # a wall clock stepped back must not hold an end until it catches up
+            ending.since_ns = min(ending.since_ns, now)
             if now - ending.since_ns >= self.config.reopen_s * 1e9:
                 del self._ending[tid]
-                self._last_update.pop(tid, None)
-                event = ending.event
-                event.end_ns = max(event.last_ns, event.start_ns)
-                ctx.events.append(EventUpdate(EventType.END, event))
+                self._end(tid, ending.event, ctx)
         # every open event's last sighting (epoch s), ending ones included: the outbox closes an
         # event left open by a killed pipeline at this time
         live = [*self._open.values(), *(e.event for e in self._ending.values())]
         ctx.seen = {e.event_id: max(e.last_ns, e.start_ns) / 1e9 for e in live}
 
+    def _end(self, track_id: int, event: ObjectEvent, ctx: FrameContext) -> None:
+        """End ``event`` at its last sighting."""
+        self._last_update.pop(track_id, None)
+        event.end_ns = max(event.last_ns, event.start_ns)
+        ctx.events.append(EventUpdate(EventType.END, event))
+
     def _returning(self, obj: TrackedObject) -> _Ending | None:
-        """The ending event whose object ``obj`` (a track without an event) is, if any: same
-        label, within ``reopen_distance`` box sizes of where it was or was heading."""
+        """The ending event whose object ``obj`` (a track without an event) is, if any.
+
+        Same label, within ``reopen_distance`` box sizes of where it was or was heading,
+        and it did not walk out of the frame.
+        """
         if self.config.reopen_distance <= 0:
             return None
         best: tuple[float, int] | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+
 import numpy as np
 import supervision as sv
 from pydantic import Field
@@ -56,8 +57,10 @@ class TrackConfig(ElementConfig):
 
 
 def _axis_offset(a0: float, a1: float, b0: float, b1: float) -> float:
-    """How far apart two intervals are, by whichever of their starts, ends or middles agree best
-    (an occluder or the frame's border cuts one side of a box; the other side stays true)."""
+    """How far apart two intervals are (px), by whichever of their starts, ends or middles agree best.
+
+    An occluder or the frame's border cuts one side of a box; the other side stays true.
+    """
     return min(abs(a0 - b0), abs(a1 - b1), abs((a0 + a1) - (b0 + b1)) / 2)
 
 
@@ -83,8 +86,11 @@ def reid_cost(last: Box, velocity: tuple[float, float], dt_s: float, new: Box) -
 
 
 def edge_velocity(before: Box, after: Box, dt_s: float) -> tuple[float, float]:
-    """A box's velocity (px/s) from two sightings ``dt_s`` apart: per axis, that of the edge that
-    moved more, since an occluder or the frame's border holds the other edge of a box it cuts."""
+    """A box's velocity ``(vx, vy)`` in px/s from two sightings ``dt_s`` seconds apart.
+
+    Per axis, that of the edge that moved more, since an occluder or the frame's border
+    holds the other edge of a box it cuts.
+    """
     def axis(d0: float, d1: float) -> float:
         return (d0 if abs(d0) >= abs(d1) else d1) / dt_s
     return (axis(after.x0 - before.x0, after.x1 - before.x1),
@@ -92,9 +98,11 @@ def edge_velocity(before: Box, after: Box, dt_s: float) -> tuple[float, float]:
 
 
 def left_frame(box: Box, velocity: tuple[float, float], width: int, height: int) -> bool:
-    """True if an object last seen at ``box`` (px), moving at ``velocity`` (px/s), walked out of
-    the ``width`` x ``height`` frame: its box touched a border and it was heading across it.
-    Such an object is gone, not hidden, so a newcomer near that border is someone else."""
+    """True if an object last seen at ``box`` (px), moving at ``velocity`` (px/s), left the frame.
+
+    Its box touched a border of the ``width`` x ``height`` frame and it was heading across
+    it. Such an object is gone, not hidden, so a newcomer near that border is someone else.
+    """
     vx, vy = velocity
     mx, my = _EDGE * width, _EDGE * height
     return ((box.x0 <= mx and vx < 0) or (box.x1 >= width - mx and vx > 0)
@@ -176,8 +184,10 @@ class TrackElement(Element[TrackConfig]):
         ctx.tracks.extend(self._tracks[t] for t in sorted(seen) if t in self._tracks)
 
     def update(self, config: TrackConfig, env: PipelineEnv) -> None:
-        """Take new settings; a change of the tracker's own ones restarts it (objects keep their
-        ids through re-identification)."""
+        """Take new settings; a change of the tracker's own ones restarts it.
+
+        Objects keep their ids through re-identification.
+        """
         keys = ("max_disappeared_s", "lost_track_s", "fps", "min_iou")
         rebuild = any(getattr(config, k) != getattr(self.config, k) for k in keys)
         super().update(config, env)
@@ -188,8 +198,10 @@ class TrackElement(Element[TrackConfig]):
             self._last_ts = 0.0
 
     def _reidentify(self, label: str, box: Box, seen: set[int], now: int, size: tuple[int, int]) -> int:
-        """The camfleet id for a new track of the tracker at ``box``: that of a lost track it
-        continues, or a new one."""
+        """The camfleet id for a new track of the tracker at ``box``.
+
+        That of a lost track it continues, or a new one.
+        """
         if self.config.reid_distance > 0:
             lost = [(cid, obj) for cid, obj in self._tracks.items()
                     if cid not in seen and obj.label == label

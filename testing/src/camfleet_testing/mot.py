@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from trackers.eval import aggregate_clear_metrics, aggregate_identity_metrics, box_iou
-from trackers.eval import compute_clear_metrics, compute_identity_metrics
+from trackers.eval import (
+    aggregate_clear_metrics,
+    aggregate_identity_metrics,
+    box_iou,
+    compute_clear_metrics,
+    compute_identity_metrics,
+)
 
 __all__ = ["FrameBoxes", "Sequence_", "summarise"]
 
@@ -35,8 +40,11 @@ class FrameBoxes:
 
 @dataclass
 class Sequence_:  # noqa: N801 - "Sequence" is taken by collections.abc
-    """One scene's frames and the events it produced: ``(event_id, start_s, end_s, object)``,
-    ``object`` the ground-truth id the event shows (its best box's match), None for none."""
+    """One scene's frames and the events it produced.
+
+    Events are ``(event_id, start_s, end_s, object)``, ``object`` the ground-truth id the
+    event shows (its best box's match), None for none.
+    """
 
     name: str
     frames: list[FrameBoxes] = field(default_factory=list)
@@ -91,9 +99,12 @@ def _iou(a: Sequence[BoxT], b: Sequence[BoxT]) -> np.ndarray:
 
 
 def summarise(seqs: Sequence[Sequence_], iou: float = 0.5, min_visible: float = 0.5) -> dict[str, Any]:
-    """What the benchmark reports over ``seqs``: IDF1, IDSW, Frag, MOTA, events per true object,
-    the shortest event (seconds), how many events lasted under 2 s, and how events and
-    objects pair up (objects without an event, with several, events on no object)."""
+    """What the benchmark reports over ``seqs``.
+
+    IDF1, IDSW, Frag, MOTA, events per true object, the shortest event (seconds), how many
+    events lasted under 2 s, and how events and objects pair up (objects without an event,
+    with several, events on no object).
+    """
     per = [s.metrics(iou, min_visible) for s in seqs]
     clear = aggregate_clear_metrics(per)
     ident = aggregate_identity_metrics(per)

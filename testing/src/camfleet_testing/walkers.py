@@ -16,6 +16,7 @@ whole photograph, so an evaluation can ignore mostly hidden people.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,9 +33,11 @@ U8 = npt.NDArray[np.uint8]
 
 @dataclass(frozen=True)
 class Walker:
-    """One person: ``photo`` names an entry of :data:`camfleet.ingest.scene.OBJECTS`;
-    ``height`` is its drawn height in pixels; ``keys`` are ``(t_s, x_px, y_px)`` keyframes,
-    times increasing, ``(x, y)`` the middle of its feet. Two equal positions in a row: it stands.
+    """One person walking through keyframes.
+
+    ``photo`` names an entry of :data:`camfleet.ingest.scene.OBJECTS`; ``height`` is its
+    drawn height in pixels; ``keys`` are ``(t_s, x_px, y_px)`` keyframes, times increasing,
+    ``(x, y)`` the middle of its feet. Two equal positions in a row: it stands.
     """
 
     id: int
@@ -48,7 +51,7 @@ class Walker:
         if t < keys[0][0] or t > keys[-1][0]:
             return None
         facing = 1.0
-        for (t0, x0, y0), (t1, x1, y1) in zip(keys, keys[1:], strict=False):
+        for (t0, x0, y0), (t1, x1, y1) in itertools.pairwise(keys):
             if x1 != x0:
                 facing = 1.0 if x1 > x0 else -1.0
             if t <= t1:
@@ -69,8 +72,11 @@ class Occluder:
 
 @dataclass(frozen=True)
 class Truth:
-    """One walker in one frame: ``box`` bounds its visible pixels (x1/y1 exclusive);
-    ``visible`` is the fraction of its photograph that shows (0..1)."""
+    """One walker in one frame.
+
+    ``box`` bounds its visible pixels (x1/y1 exclusive); ``visible`` is the fraction of its
+    photograph that shows (0..1).
+    """
 
     id: int
     label: str
@@ -164,8 +170,8 @@ class WalkScene:
 
     def render_i420(self, t: float) -> U8:
         """The frame at ``t`` seconds as I420 (``height * 3 // 2`` rows of ``width`` bytes)."""
-        out: U8 = cv2.cvtColor(self.render_rgb(t), cv2.COLOR_RGB2YUV_I420)
-        return out
+        out = cv2.cvtColor(self.render_rgb(t), cv2.COLOR_RGB2YUV_I420)
+        return np.asarray(out, np.uint8)
 
     def truth(self, t: float) -> list[Truth]:
         """Every walker on the scene at ``t``, with the box of its visible pixels (none if hidden)."""
