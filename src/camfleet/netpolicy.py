@@ -87,10 +87,10 @@ def classify(ip: IPAddress) -> AddressKind:
         return AddressKind.LINK_LOCAL
     if ip.is_multicast:
         return AddressKind.MULTICAST
+    if ip.is_reserved:  # before is_private, whose list holds 240.0.0.0/4 too
+        return AddressKind.RESERVED
     if ip.is_private or (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED):
         return AddressKind.PRIVATE
-    if ip.is_reserved:
-        return AddressKind.RESERVED
     return AddressKind.PUBLIC
 
 
