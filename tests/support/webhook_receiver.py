@@ -80,7 +80,7 @@ class Receiver:
                 except OSError:
                     pass  # the sender gave up waiting (its timeout): it will send again
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -83,7 +83,7 @@ class WebhookSink:
         # trust_env off: a proxy from the environment would resolve the name itself, past the guard
         self._client = httpx.Client(timeout=httpx.Timeout(hook.timeout_s), follow_redirects=False,
                                     trust_env=False, verify=verify)
-        self._done: OrderedDict[str, bool] = OrderedDict()  # key -> delivered (True) or refused
+        self._done: OrderedDict[str, str] = OrderedDict()  # key -> "" (delivered) or why it was refused
         self._lock = threading.Lock()
         self._closed = False
         self._stats: dict[str, Any] = {"delivered": 0, "failed": 0, "refused": 0, "blocked": 0,
@@ -107,10 +107,10 @@ class WebhookSink:
                 continue
             item = delivery(self.hook.name, self.node, message)
             remembered = self._done.get(item.key)
-            if remembered is True:
+            if remembered == "":
                 continue
-            if remembered is False:
-                raise WebhookRefused(f"webhook {self.hook.name}: message {item.key} was refused before")
+            if remembered is not None:  # the pump splits a batch to find the refused message: once is enough
+                raise WebhookRefused(remembered)
             self._send(item)
 
     def stats(self) -> dict[str, Any]:
@@ -165,16 +165,17 @@ class WebhookSink:
             with self._lock:
                 self._stats["delivered"] += 1
                 self._stats["last_success_at"] = time.time()
-            self._remember(item.key, True)
+            self._remember(item.key, "")
             return
         if status >= 500 or status in RETRY_STATUSES:
             self._failure("failed")
             raise ConnectionError(f"webhook {self.hook.name}: the receiver answered HTTP {status}")
         self._failure("refused")
-        self._remember(item.key, False)
         snippet = mask_text(response.text[:_SNIPPET].replace("\n", " ")) if response.content else ""
-        raise WebhookRefused(f"webhook {self.hook.name}: the receiver refused {item.type} message "
-                             f"{item.key} with HTTP {status}" + (f": {snippet}" if snippet else ""))
+        why = (f"webhook {self.hook.name}: the receiver refused {item.type} message {item.key} with HTTP "
+               f"{status}" + (f": {snippet}" if snippet else ""))
+        self._remember(item.key, why)
+        raise WebhookRefused(why)
 
     def _post(self, addresses: list[str], headers: dict[str, str], body: bytes) -> httpx.Response:
         """POST to the first address that takes the connection (nothing was sent to the others)."""
@@ -206,7 +207,7 @@ class WebhookSink:
         with self._lock:
             self._stats[counter] += 1
 
-    def _remember(self, key: str, delivered: bool) -> None:
-        self._done[key] = delivered
+    def _remember(self, key: str, refused: str) -> None:
+        self._done[key] = refused
         while len(self._done) > _REMEMBERED:
             self._done.popitem(last=False)
