@@ -18,6 +18,7 @@ from camfleet.integrations.webhooks.signing import sign, verify
 from camfleet.integrations.webhooks.sink import backoff_steps
 from camfleet.integrations.webhooks.ssrf import AddressRefused, Target
 from camfleet.netpolicy import AddressKind, classify, literal_address, refusal
+from camfleet.runtime.reconcile import plan
 from camfleet.vocabulary import Event, EventMessage
 
 pytestmark = pytest.mark.unit
@@ -291,3 +292,11 @@ def test_status_shows_each_sink_with_its_delivery_counters() -> None:
     row = lines["webhook:ha"].split()
     assert row[:6] == ["webhook:ha", "12", "DOWN", "7", "4", "1"]
     assert "HTTP 503" in lines["webhook:ha"]
+
+
+def test_a_reload_that_changes_the_hooks_says_they_apply_at_the_next_start() -> None:
+    old = load_config_text(_config(f"  - {{name: ha, url: 'http://a/', secret: {SECRET}}}\n"))
+    same = load_config_text(_config(f"  - {{name: ha, url: 'http://a/', secret: {SECRET}}}\n"))
+    new = load_config_text(_config(f"  - {{name: ha, url: 'http://b/', secret: {SECRET}}}\n"))
+    assert "webhooks" not in plan(old, same).needs_node_restart
+    assert "webhooks" in plan(old, new).needs_node_restart
