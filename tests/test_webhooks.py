@@ -21,13 +21,14 @@ from camfleet.config import load_config_text
 from camfleet.config.webhooks import WebhookConfig
 from camfleet.events import Journal, Pump, PumpSettings, journal_path
 from camfleet.integrations import Integrations
-from camfleet.integrations.webhooks import WebhookSink
+from camfleet.integrations.webhooks import WebhookRefused, WebhookSink
 from camfleet.integrations.webhooks.payload import delivery, matches
 from camfleet.runtime import Node
 from camfleet.vocabulary import Event, EventMessage, decode
 from tests.support.runtime_helpers import States, camera_yaml, config_text
 from tests.support.tls_ca import make_ca_and_server
 from tests.support.webhook_receiver import Received, Receiver
+from tests.support.webhook_sender import run_pump
 
 pytestmark = pytest.mark.process
 
@@ -129,11 +130,33 @@ def test_outages_slowness_and_a_refusal_lose_nothing_and_dedupe_to_the_journal(
     assert any("HTTP 400" in m and poison in m for m in refused), refused
 
 
-def _run_pump(path: str, url: str) -> None:
-    """A sender process: a pump delivering the journal to the hook (killed by the test)."""
-    sink = WebhookSink(_hook(url), node=NODE)
-    Pump(path, [sink], settings=PumpSettings(poll_s=0.02)).start()
-    time.sleep(60)
+def test_hostile_answers_are_bounded_and_redirects_not_followed(receiver: Receiver) -> None:
+    """A 10 MB answer is read no further than 64 KiB, a refusal's text is cut short in the
+    reason, a redirect (to the metadata service) is a refusal and is not followed, and a
+    connection dropped without an answer is an outage."""
+    sink = WebhookSink(_hook(receiver.url), node=NODE)
+    try:
+        receiver.reply_body = b"A" * 10_000_000
+        receiver.answer = lambda r: (200, 0.0)
+        sink.write([_event(0)])
+        receiver.answer = lambda r: (400, 0.0)
+        with pytest.raises(WebhookRefused) as refused:
+            sink.write([_event(1)])
+        assert "HTTP 400: AAA" in str(refused.value) and len(str(refused.value)) < 400
+        receiver.reply_body = b""
+        receiver.reply_headers = {"Location": "http://169.254.169.254/latest/meta-data/"}
+        receiver.answer = lambda r: (302, 0.0)
+        with pytest.raises(WebhookRefused, match="HTTP 302"):
+            sink.write([_event(2)])
+        receiver.answer = lambda r: (0, 0.0)
+        with pytest.raises(ConnectionError):
+            sink.write([_event(3)])
+    finally:
+        sink.close()
+    assert [r.status for r in receiver.requests] == [200, 400, 302, 0]  # nothing followed the redirect
+    stats = sink.stats()
+    assert (stats["delivered"], stats["refused"], stats["failed"]) == (1, 2, 1)
+    assert receiver.requests[0].headers["accept-encoding"] == "identity"
 
 
 def test_kill_9_mid_delivery_redelivers_with_the_same_key_and_body(
@@ -154,7 +177,7 @@ def test_kill_9_mid_delivery_redelivers_with_the_same_key_and_body(
     with Journal(path) as journal:
         journal.cursor("webhook:h", default=0)  # registered before the history: it is all delivered
         journal.append([_event(0), _event(1), _event(2)])
-    proc = mp.get_context("spawn").Process(target=_run_pump, args=(str(path), receiver.url), daemon=True)
+    proc = mp.get_context("spawn").Process(target=run_pump, args=(str(path), hook, NODE), daemon=True)
     proc.start()
     try:
         receiver.wait(lambda reqs: held.is_set() and len(reqs) >= 2, 30)

@@ -2,9 +2,10 @@
 
 What it answers is up to the test: :attr:`Receiver.answer` is called with each request and
 returns ``(status, delay_s)``; the delay is waited before answering (a slow receiver), and
-:meth:`Receiver.close` cuts every wait short. The request is recorded when it arrives, with
-whether its signature verifies, so a test sees what a receiver would have processed even when
-the sender gave up waiting for the answer.
+:meth:`Receiver.close` cuts every wait short. Status 0 drops the connection without an answer;
+:attr:`Receiver.reply_body` and :attr:`Receiver.reply_headers` are sent with every answer.
+The request is recorded when it arrives, with whether its signature verifies, so a test sees
+what a receiver would have processed even when the sender gave up waiting for the answer.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Receiver:
         self.secret = secret
         self.answer: Answer = lambda r: (200, 0.0)
         self.requests: list[Received] = []
+        self.reply_body = b"ok"
+        self.reply_headers: dict[str, str] = {}
         self._cond = threading.Condition()
         self._closing = threading.Event()
         receiver = self
@@ -72,11 +75,16 @@ class Receiver:
                     receiver._cond.notify_all()
                 if delay:
                     receiver._closing.wait(delay)
+                if status == 0:
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Length", "2")
+                    for name, value in receiver.reply_headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(receiver.reply_body)))
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(receiver.reply_body)
                 except OSError:
                     pass  # the sender gave up waiting (its timeout): it will send again
 

@@ -46,6 +46,7 @@ RETRY_STATUSES = frozenset({408, 429})
 
 _REMEMBERED = 4096  # keys of this run's delivered (and refused) messages: more than a pump batch
 _SNIPPET = 200  # characters of a refusing answer's body kept for the log
+_READ_MAX = 64 * 1024  # of an answer's body: read so the connection is kept, never more (hostile receivers)
 
 
 class WebhookRefused(ValueError):
@@ -148,6 +149,7 @@ class WebhookSink:
             "Host": self._target.host_header,
             "Content-Type": "application/json",
             "User-Agent": "camfleet-webhooks/1",
+            "Accept-Encoding": "identity",  # the answer is read raw and bounded: no decompression bombs
             "Idempotency-Key": item.key,
             "X-Camfleet-Hook": self.hook.name,
             "X-Camfleet-Event": item.type,
@@ -156,9 +158,8 @@ class WebhookSink:
             **self.hook.headers,
         }
         started = time.monotonic()
-        response = self._post(addresses, headers, item.body)
+        status, answer = self._post(addresses, headers, item.body)
         latency_ms = (time.monotonic() - started) * 1000.0
-        status = response.status_code
         with self._lock:
             self._stats.update(last_status=status, last_latency_ms=round(latency_ms, 1))
         if 200 <= status < 300:
@@ -171,20 +172,32 @@ class WebhookSink:
             self._failure("failed")
             raise ConnectionError(f"webhook {self.hook.name}: the receiver answered HTTP {status}")
         self._failure("refused")
-        snippet = mask_text(response.text[:_SNIPPET].replace("\n", " ")) if response.content else ""
+        text = answer[:_SNIPPET * 4].decode("utf-8", "replace")[:_SNIPPET]
+        snippet = mask_text(" ".join(text.split()))
         why = (f"webhook {self.hook.name}: the receiver refused {item.type} message {item.key} with HTTP "
                f"{status}" + (f": {snippet}" if snippet else ""))
         self._remember(item.key, why)
         raise WebhookRefused(why)
 
-    def _post(self, addresses: list[str], headers: dict[str, str], body: bytes) -> httpx.Response:
-        """POST to the first address that takes the connection (nothing was sent to the others)."""
+    def _post(self, addresses: list[str], headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """POST to the first address that takes the connection (nothing was sent to the others).
+
+        Returns the status and the start of the answer's body (at most ``_READ_MAX`` bytes, read
+        within ``timeout_s``: a receiver that sends more, or dribbles, is cut off).
+        """
         error: Exception | None = None
         for address in addresses:
             try:
-                return self._client.post(self._target.pinned_url(address), content=body, headers=headers,
-                                         auth=self._target.auth or httpx.USE_CLIENT_DEFAULT,
-                                         extensions=self._target.extensions())
+                with self._client.stream("POST", self._target.pinned_url(address), content=body,
+                                         headers=headers, auth=self._target.auth or httpx.USE_CLIENT_DEFAULT,
+                                         extensions=self._target.extensions()) as response:
+                    deadline = time.monotonic() + self.hook.timeout_s
+                    answer = b""
+                    for chunk in response.iter_raw():
+                        answer += chunk
+                        if len(answer) >= _READ_MAX or time.monotonic() > deadline:
+                            break
+                    return response.status_code, answer
             except httpx.ConnectError as exc:
                 error = exc
             except httpx.TimeoutException as exc:
