@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from camfleet.netpolicy import classify, is_metadata_name, literal_address, refusal
@@ -50,7 +50,8 @@ def _header_value(value: str) -> str:
     return value
 
 
-HookName = Annotated[str, AfterValidator(_hook_name)]
+HookName = Annotated[str, AfterValidator(_hook_name),
+                     WithJsonSchema({"type": "string", "pattern": HOOK_NAME_PATTERN})]
 HeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_header_value)]
 
 
