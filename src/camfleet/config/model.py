@@ -62,6 +62,7 @@ from .cameras import (
 from .references import Problem, format_path, merge_defaults, recordings_dir_problem, reference_problems
 from .sections import (
     ApiSettings,
+    CompatSettings,
     DetectorConfig,
     ElementSpec,
     InputSize,
@@ -127,6 +128,7 @@ class Config(_Strict):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    compat: CompatSettings = Field(default_factory=CompatSettings, description="other systems' APIs (opt-in)")
 
     DEFAULT_DATA_DIR: ClassVar[str] = _DEFAULT_DATA_DIR
     _base_dir: Path | None = PrivateAttr(default=None)
