@@ -10,7 +10,7 @@ behind it: a revoked token's sessions end at once.
 
 The signing key is 32 random bytes in ``<data_dir>/frigate-compat.key``
 (0600), kept across restarts so the integration's session survives them;
-deleting the file ends every session.
+deleting the file and restarting ends every session.
 """
 
 from __future__ import annotations
@@ -89,7 +89,11 @@ class Sessions:
             return key
 
     def login(self, token: str, now: float | None = None) -> tuple[Session, Principal] | None:
-        """A session for the API token ``token`` (None: unknown, revoked, or the store failed)."""
+        """A session for the API token ``token`` (None: unknown, revoked, or the store failed).
+
+        Raises:
+            OSError: the key file cannot be read or written.
+        """
         if not token or len(token) > 512:
             return None
         try:
@@ -111,8 +115,13 @@ class Sessions:
         if not looks_like_jwt(encoded):
             return None
         try:
+            key = self._load_key()
+        except OSError:
+            log.exception("the Frigate-compatibility session key is unavailable")
+            return None
+        try:
             claims: dict[str, Any] = jwt.decode(
-                encoded, self._load_key(), algorithms=[_ALGORITHM],
+                encoded, key, algorithms=[_ALGORITHM],
                 options={"require": ["exp", "sub", "tid"], "verify_exp": now is None},
             )
         except jwt.PyJWTError:

@@ -41,7 +41,7 @@ from camfleet.store import EventRecord
 
 from .. import frigate_shapes as shapes
 from ..auth import Principal, authorize, bearer
-from ..clips import DEFAULT_PRE_POST_S, clip_of_event
+from ..clips import clip_of_event, event_span
 from ..context import ApiContext, Ctx
 from ..files import file_response, safe_file
 from ..frigate_session import COOKIE, Sessions, looks_like_jwt
@@ -110,7 +110,11 @@ class LoginBody(BaseModel):
 @router.post("/login")
 async def login(body: LoginBody, request: Request) -> Response:
     """Trade an API token (the password) for a session cookie ``frigate_token`` (401 if it is not valid)."""
-    got = await asyncio.to_thread(sessions_of(request).login, body.password)
+    try:
+        got = await asyncio.to_thread(sessions_of(request).login, body.password)
+    except OSError as exc:  # the session key cannot be read or written (data_dir)
+        log.error("Frigate login: session key unavailable: %s", exc)
+        return JSONResponse({"message": "session key unavailable (see the node's log)"}, status_code=503)
     if got is None:
         log.info("Frigate login refused (user %r)", body.user[:64])
         return JSONResponse({"message": "Login failed"}, status_code=401)
@@ -212,20 +216,17 @@ def _frame_size(ctx: ApiContext, config: Config, event: EventRecord) -> tuple[in
         return None
 
 
-def _has_clip(ctx: ApiContext, config: Config, event: EventRecord) -> bool:
-    """Whether recordings cover the event (with the camera's pre/post capture)."""
-    cam = config.cameras.get(event.camera)
-    pre = cam.record.pre_capture if cam is not None else DEFAULT_PRE_POST_S
-    post = cam.record.post_capture if cam is not None else DEFAULT_PRE_POST_S
-    end = (event.end if event.end is not None else time.time()) + post
-    return bool(ctx.store.query_segments(camera=event.camera, start=event.start - pre, end=end))
+def _has_clip(ctx: ApiContext, event: EventRecord) -> bool:
+    """Whether recordings cover the span the event's clip would (so ``clip.mp4`` has footage)."""
+    start, end = event_span(ctx, event)
+    return bool(ctx.store.query_segments(camera=event.camera, start=start, end=end))
 
 
 def _shape(ctx: ApiContext, config: Config, event: EventRecord, sizes: dict[str, tuple[int, int] | None],
            has_clip: bool | None = None) -> dict[str, Any]:
     if event.camera not in sizes or sizes[event.camera] is None:
         sizes[event.camera] = _frame_size(ctx, config, event)
-    clip = _has_clip(ctx, config, event) if has_clip is None else has_clip
+    clip = _has_clip(ctx, event) if has_clip is None else has_clip
     return shapes.event_shape(event, has_clip=clip, frame=sizes[event.camera])
 
 
@@ -275,7 +276,7 @@ def events(
         for event in batch:
             if (after is not None and event.start <= after) or not filt.matches(event):
                 continue
-            clip = _has_clip(ctx, config, event)
+            clip = _has_clip(ctx, event)
             if has_clip is not None and clip != bool(has_clip):
                 continue
             out.append(_shape(ctx, config, event, sizes, clip))
