@@ -137,6 +137,10 @@ def test_auth(rt: Running, ha: httpx.Client) -> None:
         assert anon.get("api/config", headers={"Authorization": f"Bearer {rt.viewer}"}).status_code == 200
         good = ha.headers["Authorization"].split(" ", 1)[1]
         assert anon.get("api/version", headers={"Cookie": f"frigate_token={good}"}).status_code == 200
+        # the integration's links to Frigate's UI land on camfleet's
+        for link in ("", "cameras/cam1"):
+            r = anon.get(link, follow_redirects=False)
+            assert r.status_code == 307 and r.headers["location"] == "/", link
         # hostile Host: the API's DNS-rebinding guard covers these paths too
         assert anon.get("api/version", headers={"Host": "evil.example"}).status_code == 421
     # a revoked token's sessions end at once

@@ -135,6 +135,7 @@ def test_mqtt_section_is_read_defensively() -> None:
     assert got == {"enabled": True, "host": "broker", "port": 8883, "topic_prefix": "cams",
                    "client_id": "camfleet1"}
     assert shapes.mqtt_shape(SimpleNamespace(topic_prefix="", client_id=None))["topic_prefix"] == "frigate"
+    assert shapes.mqtt_shape(SimpleNamespace(host=None, topic_prefix="x"))["enabled"] is False
 
 
 def _status(now: float) -> NodeStatus:

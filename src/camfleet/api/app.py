@@ -112,6 +112,7 @@ def create_app(
     # so a reload turns it on or off without a restart
     app.include_router(frigate_compat.router)
     app.include_router(frigate_compat.reads)
+    app.include_router(frigate_compat.ui_links)
     app.mount("/ui", ui.static_files(), name="ui")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(HostGuard, policy=HostPolicy(config_api.allowed_hosts))  # DNS rebinding, CSWSH

@@ -57,7 +57,8 @@ def mqtt_shape(section: object | None) -> dict[str, Any]:
     client_id = getattr(section, "client_id", None)
     host = getattr(section, "host", None)
     port = getattr(section, "port", None)
-    enabled = section is not None and bool(getattr(section, "enabled", True))
+    # a section without a broker host (or switched off) publishes nothing
+    enabled = section is not None and bool(getattr(section, "enabled", True)) and bool(host)
     return {
         "enabled": enabled,
         "host": host if isinstance(host, str) else "",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -95,6 +95,21 @@ router = APIRouter(prefix=PREFIX, tags=["frigate"], include_in_schema=False,
                    dependencies=[Depends(_enabled)])
 reads = APIRouter(prefix=PREFIX, tags=["frigate"], include_in_schema=False,
                   dependencies=[Depends(_enabled), Depends(compat_auth)])
+
+
+# ----------------------------------------------------------------------------- links to Frigate's UI
+
+# Home Assistant links a device to "<url>/cameras/<camera>" and "<url>/#<camera>" (Frigate's web UI):
+# those land on camfleet's UI
+ui_links = APIRouter(prefix="/frigate", include_in_schema=False, dependencies=[Depends(_enabled)])
+
+
+@ui_links.get("")
+@ui_links.get("/")
+@ui_links.get("/cameras/{camera}")
+def to_ui() -> RedirectResponse:
+    """Frigate UI links: camfleet's web UI."""
+    return RedirectResponse("/", status_code=307)
 
 
 # ----------------------------------------------------------------------------- login
