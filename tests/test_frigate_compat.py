@@ -137,6 +137,9 @@ def test_auth(rt: Running, ha: httpx.Client) -> None:
         assert anon.get("api/config", headers={"Authorization": f"Bearer {rt.viewer}"}).status_code == 200
         good = ha.headers["Authorization"].split(" ", 1)[1]
         assert anon.get("api/version", headers={"Cookie": f"frigate_token={good}"}).status_code == 200
+        # the session is good for /frigate only, never for camfleet's own API
+        own = httpx.get(f"{rt.url}/api/events", headers={"Authorization": f"Bearer {good}"}, timeout=10)
+        assert own.status_code == 401
         # the integration's links to Frigate's UI land on camfleet's
         for link in ("", "cameras/cam1"):
             r = anon.get(link, follow_redirects=False)

@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from camfleet.api import frigate_shapes as shapes
-from camfleet.api.frigate_session import Sessions, looks_like_jwt
+from camfleet.api.frigate_session import LEEWAY_S, Sessions, looks_like_jwt
 from camfleet.config import Config
 from camfleet.pipeline.validate import load_config_text
 from camfleet.runtime.control import CameraStatus, NodeStatus, ProcessStatus
@@ -265,7 +265,11 @@ def test_sessions_issue_verify_and_end(tmp_path: Path) -> None:
         # forged (another key), expired, tampered: refused
         forged = jwt.encode({**claims}, b"k" * 32, algorithm="HS256")
         assert sessions.principal(forged) is None
-        assert sessions.principal(session.token, now=session.expires + 1) is None
+        assert sessions.principal(session.token, now=session.expires + LEEWAY_S - 1) == principal
+        assert sessions.principal(session.token, now=session.expires + LEEWAY_S + 1) is None
+        expired = jwt.encode({**claims, "exp": int(time.time()) - LEEWAY_S - 5}, sessions._load_key(),
+                             algorithm="HS256")
+        assert sessions.principal(expired) is None
         head, body, sig = session.token.split(".")
         assert sessions.principal(f"{head}.{body}.{sig[:-2]}AA") is None
         unsigned = f"{head}.{body}."  # alg "none"-style: no signature

@@ -37,6 +37,8 @@ COOKIE = "frigate_token"
 SESSION_S = 86_400
 """How long a session lasts, seconds (Frigate's default ``auth.session_length``)."""
 KEY_FILE = "frigate-compat.key"
+LEEWAY_S = 120
+"""Seconds a session is still accepted past ``exp``: Home Assistant renews by its own clock, which may lag."""
 _KEY_BYTES = 32
 _ALGORITHM = "HS256"
 _MAX_JWT_CHARS = 2048
@@ -122,11 +124,11 @@ class Sessions:
         try:
             claims: dict[str, Any] = jwt.decode(
                 encoded, key, algorithms=[_ALGORITHM],
-                options={"require": ["exp", "sub", "tid"], "verify_exp": now is None},
+                options={"require": ["exp", "sub", "tid"], "verify_exp": now is None}, leeway=LEEWAY_S,
             )
         except jwt.PyJWTError:
             return None
-        if now is not None and float(claims["exp"]) <= now:
+        if now is not None and float(claims["exp"]) + LEEWAY_S <= now:
             return None
         tid, sub = claims.get("tid"), claims.get("sub")
         if not isinstance(tid, int) or not isinstance(sub, str):
