@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from camfleet.config.sections import CompatSettings
+from camfleet.store import EventRecord
 
 from .support.api_node import Running, camera_yaml, running, shm_env
 
@@ -70,7 +71,9 @@ def _session(rt: Running, token: str) -> str:
 def ha(rt: Running) -> httpx.Client:
     """The integration's client, logged in with a viewer token."""
     token = _session(rt, rt.viewer)
-    return httpx.Client(base_url=_base(rt) + "/", headers={"Authorization": f"Bearer {token}"}, timeout=20)
+    # no keep-alive: a connection the server closed while idle (uvicorn: 5 s) must not fail a request
+    return httpx.Client(base_url=_base(rt) + "/", headers={"Authorization": f"Bearer {token}"}, timeout=20,
+                        limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def _until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float, what: str) -> Any:
@@ -178,6 +181,15 @@ def test_events_and_media(rt: Running, ha: httpx.Client) -> None:
     assert len(ha.get("api/events", params={"limit": 1}).json()) == 1
     assert ha.get("api/events", params={"after": ev["start_time"] + 3600}).json() == []
     assert ha.get("api/events", params={"cameras": "nope"}).json() == []
+    assert all(not e["zones"] for e in ha.get("api/events", params={"zones": "None"}).json())
+    # a damaged snapshot file is a 404, never a 500
+    path = rt.data_dir / "snapshots" / "cam1" / "damaged1.jpg"
+    path.write_bytes(b"not a jpeg")
+    rt.store.upsert_event(EventRecord(id="damaged1", camera="cam1", label="person", start=1.0, end=2.0,
+                                      snapshot=str(path), data={"box": [1, 2, 30, 40]}))
+    assert ha.get("api/events/damaged1").json()["has_snapshot"] is True
+    assert ha.get("api/events/damaged1/thumbnail.jpg").status_code == 404
+    assert ha.get("api/events/damaged1/snapshot.jpg", params={"h": 50}).status_code == 404
     assert ha.get("api/events/nope").status_code == 404
     assert ha.get("api/events/..%2Fx").status_code in (404, 422)
     # media

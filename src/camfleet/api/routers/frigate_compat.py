@@ -81,7 +81,10 @@ def compat_auth(
 ) -> Principal:
     """The caller: a session JWT (bearer or ``frigate_token`` cookie), else camfleet's own auth (401)."""
     header = credentials.credentials if credentials is not None else None
-    session = header if header is not None and looks_like_jwt(header) else request.cookies.get(COOKIE)
+    if header is not None:
+        session = header if looks_like_jwt(header) else None  # a header, when given, is what counts
+    else:
+        session = request.cookies.get(COOKIE)
     if session and request.method in ("GET", "HEAD"):
         principal = sessions_of(request).principal(session)
         if principal is not None:
@@ -284,7 +287,8 @@ def events(
     # "after"/"before" are exclusive in Frigate; the store's "after" is inclusive: the filter below trims it
     while len(out) < want and offset < SCAN_LIMIT:
         batch = ctx.store.query_events(
-            camera=filt.single(filt.cameras), label=filt.single(filt.labels), zone=filt.single(filt.zones),
+            camera=filt.single(filt.cameras), label=filt.single(filt.labels),
+            zone=None if filt.single(filt.zones) == "None" else filt.single(filt.zones),  # "None": no zone
             after=after, before=before, limit=_SCAN_BATCH, offset=offset,
         )
         offset += len(batch)
@@ -310,9 +314,17 @@ def event(event_id: EventId, ctx: Ctx) -> dict[str, Any]:
 
 
 def _jpeg(path: Path, box: list[float] | None, *, crop: bool, height: int | None, quality: int) -> bytes:
-    """The JPEG at ``path``, cropped around ``box`` (relative x, y, w, h) and scaled to ``height`` rows."""
-    with Image.open(path) as src:
-        image = src.convert("RGB")
+    """The JPEG at ``path``, cropped around ``box`` (relative x, y, w, h) and scaled to ``height`` rows.
+
+    Raises:
+        HTTPException: 404 when the file is not a readable image.
+    """
+    try:
+        with Image.open(path) as src:
+            image = src.convert("RGB")
+    except OSError:
+        log.warning("snapshot %s is not a readable image", path.name)
+        raise HTTPException(404, "the snapshot is not readable") from None
     if crop and box is not None:
         w, h = image.size
         cx, cy = (box[0] + box[2] / 2) * w, (box[1] + box[3] / 2) * h
