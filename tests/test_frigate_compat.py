@@ -68,12 +68,13 @@ def _session(rt: Running, token: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ha(rt: Running) -> httpx.Client:
+def ha(rt: Running) -> Iterator[httpx.Client]:
     """The integration's client, logged in with a viewer token."""
     token = _session(rt, rt.viewer)
     # no keep-alive: a connection the server closed while idle (uvicorn: 5 s) must not fail a request
-    return httpx.Client(base_url=_base(rt) + "/", headers={"Authorization": f"Bearer {token}"}, timeout=20,
-                        limits=httpx.Limits(max_keepalive_connections=0))
+    with httpx.Client(base_url=_base(rt) + "/", headers={"Authorization": f"Bearer {token}"}, timeout=20,
+                      limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        yield client
 
 
 def _until(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float, what: str) -> Any:
