@@ -63,6 +63,7 @@ from .cameras import (
 from .references import Problem, format_path, merge_defaults, recordings_dir_problem, reference_problems
 from .sections import (
     ApiSettings,
+    CompatSettings,
     DetectorConfig,
     ElementSpec,
     InputSize,
@@ -131,6 +132,7 @@ class Config(_Strict):
     api: ApiSettings = Field(default_factory=ApiSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     webhooks: WebhookList = Field(default_factory=list, description="HTTP receivers of the node's events")
+    compat: CompatSettings = Field(default_factory=CompatSettings, description="other systems' APIs (opt-in)")
 
     DEFAULT_DATA_DIR: ClassVar[str] = _DEFAULT_DATA_DIR
     _base_dir: Path | None = PrivateAttr(default=None)
