@@ -27,6 +27,7 @@ per module, and every public name is re-exported here (``__all__``):
   TLS, detect settings, zones, recording);
 * :mod:`camfleet.config.sections`: the node-wide sections (models,
   detectors, pipeline elements, runtime, logging, storage, API, outbox);
+* :mod:`camfleet.config.webhooks`: ``webhooks`` (receivers, filters, signing secret, SSRF flags);
 * :mod:`camfleet.config.references`: checks and transforms on the plain data
   (merging ``defaults``, cross-section references, the recordings directory,
   path formatting).
@@ -65,6 +66,7 @@ from .mqtt import MqttSettings, MqttTls
 from .references import Problem, format_path, merge_defaults, recordings_dir_problem, reference_problems
 from .sections import (
     ApiSettings,
+    CompatSettings,
     DetectorConfig,
     ElementSpec,
     InputSize,
@@ -74,6 +76,7 @@ from .sections import (
     RuntimeSettings,
     StorageSettings,
 )
+from .webhooks import WebhookConfig, WebhookList
 
 __all__ = [
     "CAMERA_NAME_PATTERN",
@@ -99,6 +102,7 @@ __all__ = [
     "SourceConfig",
     "StorageSettings",
     "TlsSettings",
+    "WebhookConfig",
     "ZoneConfig",
     "format_path",
     "merge_defaults",
@@ -134,6 +138,8 @@ class Config(_Strict):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    webhooks: WebhookList = Field(default_factory=list, description="HTTP receivers of the node's events")
+    compat: CompatSettings = Field(default_factory=CompatSettings, description="other systems' APIs (opt-in)")
     mqtt: MqttSettings | None = Field(default=None, description="publish events and state to an MQTT "
                                                                 "broker as Frigate does (docs/mqtt.md)")
 
@@ -234,4 +240,6 @@ class Config(_Strict):
             data["mqtt"]["password"] = MASK
         if data.get("storage", {}).get("database"):
             data["storage"]["database"] = mask_url(data["storage"]["database"])
+        for hook in data.get("webhooks", []):
+            hook.update(url=mask_url(hook["url"]), secret=MASK, headers=dict.fromkeys(hook["headers"], MASK))
         return data

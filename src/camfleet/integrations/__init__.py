@@ -65,8 +65,9 @@ IntegrationFactory = Callable[[Config], list[Integration]]
 def _factories() -> list[IntegrationFactory]:
     # imported here: each integration's client library loads only when the CLI builds them
     from camfleet.integrations.mqtt import mqtt_integrations  # noqa: PLC0415
+    from camfleet.integrations.webhooks import webhook_integrations  # noqa: PLC0415
 
-    return [mqtt_integrations]
+    return [mqtt_integrations, webhook_integrations]
 
 
 class Integrations:
