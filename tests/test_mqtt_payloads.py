@@ -287,3 +287,12 @@ cameras: {door: {pipeline: p, sources: [{url: 'synthetic://door', roles: [detect
     with pytest.raises(Exception) as err:
         load_config_text("mqtt: {host: broker, user: u, password: hunter2, port: 0}\n")
     assert "hunter2" not in str(err.value)
+
+
+def test_camfleet_status_says_why_the_broker_is_not_connected() -> None:
+    from camfleet.cli.status import _sink_lines
+
+    row = {"lag": 0, "attempts": 0, "delivered": 3, "failed": 1, "connected": 0,
+           "broker_error": "the broker refused the connection: Not authorized"}
+    line = _sink_lines({"mqtt": row})[-1]
+    assert line.startswith("mqtt") and "not connected: the broker refused the connection" in line

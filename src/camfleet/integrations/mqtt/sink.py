@@ -53,7 +53,7 @@ class MqttSink:
         self.events = EventBook(has_clip)
         self.motion = MotionBook(off_delay)
         self.motion_lock = threading.Lock()  # the motion book and the order of its ON/OFF
-        self.counts = {"published": 0, "failed": 0, "snapshots": 0}
+        self.counts = {"delivered": 0, "published": 0, "failed": 0, "snapshots": 0}
 
     # ------------------------------------------------------------------ OutboxSink
 
@@ -80,6 +80,7 @@ class MqttSink:
             self.counts["failed"] += 1
             raise
         self.events = book
+        self.counts["delivered"] += len(messages)
         self.counts["published"] += len(pubs)
         # snapshots are the latest picture (retained), sent once and not waited for: a broker that
         # refuses a large message (and drops the connection) must not hold up the events for ever
@@ -90,7 +91,8 @@ class MqttSink:
     def stats(self) -> dict[str, Any]:
         """Its counters for the node's status and ``/metrics``.
 
-        ``published`` messages, ``failed`` batches, ``snapshots``, ``connected`` (0/1),
+        ``delivered`` outbox messages the broker acknowledged, ``published`` MQTT messages,
+        ``failed`` batches, ``snapshots``, ``connected`` (0/1),
         ``connects`` (connections made) and ``broker_error`` (why it is not connected, or empty).
         """
         return {**self.counts, "connected": int(self.broker.connected), "connects": self.broker.connects,
