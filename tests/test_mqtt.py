@@ -118,6 +118,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             assert isinstance(item, MqttIntegration)
             yield Rig(broker, node, config, item, listener, _Notes(node), shm)
         finally:
+            integrations.quiesce()
             node.stop()
             integrations.stop()
             store.close()
@@ -374,3 +375,15 @@ def test_tls_with_the_configured_ca(tmp_path: Path) -> None:
         trusting.stop()
         system.stop()
         broker.stop()
+
+
+def test_a_stopping_node_takes_no_command(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """Last of the module's node: once quiesced (camfleet is stopping) a command changes nothing."""
+    rig.mqtt.quiesce()
+    with caplog.at_level(logging.WARNING, logger="camfleet.integrations.mqtt"):
+        rig.listener.client.publish("frigate/cam1/snapshots/set", "OFF", qos=1)
+        deadline = time.monotonic() + 10
+        while "camfleet is stopping" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+    assert rig.node.current_config().cameras["cam1"].snapshots.enabled

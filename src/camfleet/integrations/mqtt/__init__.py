@@ -65,6 +65,8 @@ class MqttIntegration:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._stats_at = 0.0
+        self._apply_lock = threading.Lock()  # held while a command changes the node
+        self._quiesced = False
         self._states_lock = threading.Lock()
         self._states: dict[str, dict[str, str]] = {}  # camera -> the /state payloads last published
         self._states_of: Config | None = None  # the configuration they were last compared with
@@ -82,6 +84,11 @@ class MqttIntegration:
         self.broker.start()
         self._worker = threading.Thread(target=self._work, name="camfleet-mqtt", daemon=True)
         self._worker.start()
+
+    def quiesce(self) -> None:
+        """Take no more commands (the node is about to stop); waits for one being applied."""
+        with self._apply_lock:
+            self._quiesced = True
 
     def stop(self) -> None:
         """Stop the worker, say ``offline`` and disconnect."""
@@ -186,7 +193,12 @@ class MqttIntegration:
             except queue.Empty:
                 continue
             try:
-                self.apply(command)
+                with self._apply_lock:
+                    if self._quiesced:
+                        log.warning("mqtt: ignored a command on %s/%s/%s/set: camfleet is stopping",
+                                    self.settings.topic_prefix, command.camera, command.name)
+                        continue
+                    self.apply(command)
             except Exception:
                 log.exception("mqtt: applying %s/%s failed", command.camera, command.name)
 
