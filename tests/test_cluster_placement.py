@@ -420,7 +420,7 @@ def check_invariants(nodes: list[Node], cams: list[Camera], current: Mapping[str
     assert len(changed) == len(p.moves)  # one move per camera per pass
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleets())
 def test_invariants_hold_on_random_fleets(fleet: tuple[list[Node], list[Camera], dict[str, Assignment],
                                                         PlacementSettings]) -> None:
@@ -434,3 +434,46 @@ def test_invariants_hold_on_random_fleets(fleet: tuple[list[Node], list[Camera],
         q = plan(steady, cams, p.assignments, s, p.history)
         q2 = plan(steady, cams, q.assignments, s, q.history)
         assert q2.moves == ()
+
+
+EVENTS = st.lists(st.tuples(st.sampled_from(["lose", "restore", "cordon", "drain", "add", "remove", "wait"]),
+                            st.integers(0, 9), st.sampled_from([1.0, 5.0, 30.0, 200.0])), max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(EVENTS, st.sampled_from(list(Strategy)))
+def test_invariants_hold_over_sequences_of_fleet_events(events: list[tuple[str, int, float]],
+                                                        strategy: Strategy) -> None:
+    s = PlacementSettings(strategy=strategy, backoff_base_s=5, reschedule_window_s=100, reschedule_cap=2,
+                          drain_batch=2, max_moves=2)
+    states = {f"n{i}": NodeState.SCHEDULABLE for i in range(4)}
+    cams = {f"c{j}": cam(f"c{j}", dec=5 + 5 * (j % 4), inf=1, group=f"g{j % 3}") for j in range(14)}
+    current: dict[str, Assignment] = {}
+    history, now = None, 0.0
+    revisions: dict[str, int] = {}
+    for kind, k, dt in events:
+        nid = f"n{k % 4}"
+        if kind == "lose":
+            states[nid] = NodeState.LOST
+        elif kind == "restore":
+            states[nid] = NodeState.SCHEDULABLE
+        elif kind == "cordon":
+            states[nid] = NodeState.CORDONED
+        elif kind == "drain":
+            states[nid] = NodeState.DRAINING
+        elif kind == "add":
+            cams[f"x{k}"] = cam(f"x{k}", dec=8, inf=2, group="gx")
+        elif kind == "remove":
+            cams.pop(f"c{k}", None)
+            current.pop(f"c{k}", None)
+        now += dt
+        nodes = [node(n, dec=60, inf=20, state=st_) for n, st_ in states.items()]
+        p = plan(nodes, cams.values(), current, s, history, now)
+        check_invariants(nodes, list(cams.values()), current, p)
+        for c, a in p.assignments.items():
+            assert a.revision >= revisions.get(c, 0)
+            revisions[c] = a.revision
+            assert a.node is None or states[a.node] is not NodeState.LOST
+        for h in p.history.cameras.values():
+            assert len(h.reschedules) <= s.reschedule_cap  # no storm: capped per window
+        current, history = dict(p.assignments), p.history

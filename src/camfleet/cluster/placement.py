@@ -168,7 +168,7 @@ class _Pass:
                 self._change(cid, a.node, None, f"no longer suits {a.node}: {misfit}")
                 out.append((cam, _EVICTED, None, f"no longer suits {a.node}: {misfit}"))
                 continue
-            pool.add(i, cam)
+            pool.load(i, cam)  # classes are built after this loop, so no heap upkeep yet
             self.where[cid] = i
         for i in range(len(pool.nodes)):
             if pool.over(i):

@@ -122,6 +122,19 @@ class Pool:
             self.groups[(cam.group, i)] = self.groups.get((cam.group, i), 0) + 1
         self._changed(i, freed=False)
 
+    def load(self, i: int, cam: Camera) -> None:
+        """Put an incumbent's load on node ``i`` while no class exists yet (no heap upkeep)."""
+        self.dec_used[i] += cam.decode_pps
+        self.inf_used[i] += cam.infer_ps
+        if cam.hardware:
+            used = self.hw_used[i]
+            for kind, need in cam.hardware.items():
+                used[kind] = used.get(kind, 0) + need
+        self.cams[i][cam.id] = cam
+        if cam.group is not None:
+            self.groups[(cam.group, i)] = self.groups.get((cam.group, i), 0) + 1
+        self.version[i] += 1
+
     def remove(self, i: int, cam: Camera) -> None:
         """Take ``cam``'s load off node ``i``."""
         self.dec_used[i] = max(0.0, self.dec_used[i] - cam.decode_pps)
