@@ -338,10 +338,25 @@ def test_bad_input_is_named() -> None:
         cam("c", dec=-1)
     with pytest.raises(ValueError, match=r"node n: hardware\['gpu'\]"):
         node("n", hardware={"gpu": -1})
+    with pytest.raises(ValueError, match="placement strategy: must be one of binpack, spread, got 'pack'"):
+        PlacementSettings(strategy="pack")  # type: ignore[arg-type]
+    assert PlacementSettings(strategy="binpack").strategy is Strategy.BINPACK  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="node n: state"):
+        Node("n", 1, 1, state="gone")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="placement drain_batch"):
         PlacementSettings(drain_batch=0)
     with pytest.raises(ValueError, match="key 'a' holds the assignment of camera 'b'"):
         plan([], [], {"a": Assignment("b", None, 0)})
+
+
+def test_many_classes_stay_cheap() -> None:
+    # A pin or a per-host selector per camera: each class looks only at its candidate nodes.
+    nodes = [node(f"n{i:03d}", labels={"host": f"h{i}"}) for i in range(300)]
+    cams = [cam(f"p{i}", dec=1, inf=0, pin=f"n{i:03d}") for i in range(300)]
+    cams += [cam(f"s{i}", dec=1, inf=0, selector={"host": f"h{i}"}) for i in range(300)]
+    p = plan(nodes, cams)
+    assert not p.unplaced
+    assert all(p.assignments[f"p{i}"].node == f"n{i:03d}" == p.assignments[f"s{i}"].node for i in range(300))
 
 
 def test_from_stream_demand() -> None:
@@ -420,7 +435,7 @@ def check_invariants(nodes: list[Node], cams: list[Camera], current: Mapping[str
     assert len(changed) == len(p.moves)  # one move per camera per pass
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleets())
 def test_invariants_hold_on_random_fleets(fleet: tuple[list[Node], list[Camera], dict[str, Assignment],
                                                         PlacementSettings]) -> None:

@@ -77,6 +77,11 @@ class Pool:
         self.node_classes: list[list[FeasibilityClass]] = [[] for _ in self.nodes]
         self.recently_lost = recently_lost
         self.schedulable = [i for i, n in enumerate(self.nodes) if n.state is NodeState.SCHEDULABLE]
+        # Schedulable nodes per label: a class with a selector (or a pin) looks only at those.
+        self.by_label: dict[tuple[str, str], list[int]] = {}
+        for i in self.schedulable:
+            for kv in self.nodes[i].labels.items():
+                self.by_label.setdefault(kv, []).append(i)
 
     # -- loads ---------------------------------------------------------------------------
 
@@ -196,7 +201,15 @@ class Pool:
         if cls is not None:
             return cls
         key = class_key(cam)
-        members = [i for i in self.schedulable if self.static_misfit(key, i) is None]
+        selector, _, _, pin = key
+        if pin is not None:
+            j = self.index.get(pin)
+            cands = [j] if j is not None and self.nodes[j].state is NodeState.SCHEDULABLE else []
+        elif selector:
+            cands = min((self.by_label.get(kv, []) for kv in selector), key=len)
+        else:
+            cands = self.schedulable
+        members = [i for i in cands if self.static_misfit(key, i) is None]
         cls = FeasibilityClass(key, members, None if members else self._why_none(key))
         self.classes[cam.feasibility] = cls
         for i in members:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 #: Codecs a node decodes when its registration says nothing else (FFmpeg's software decoders).
 DEFAULT_CODECS: frozenset[str] = frozenset({"h264", "h265", "mjpeg", "mpeg4"})
@@ -56,6 +57,17 @@ def _check_counts(what: str, counts: Mapping[str, int], minimum: int) -> None:
             raise ValueError(f"{what}[{kind!r}]: must be an integer ≥ {minimum}, got {n!r}")
 
 
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _enum(kind: type[_E], value: object, what: str) -> _E:
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, str) and value in {m.value for m in kind}:
+        return kind(value)
+    raise ValueError(f"{what}: must be one of {', '.join(m.value for m in kind)}, got {value!r}")
+
+
 def _check_labels(what: str, labels: Mapping[str, str]) -> None:
     for k, v in labels.items():
         _check_name(f"{what} key", k)
@@ -86,8 +98,7 @@ class Node:
         _check_amount(f"node {self.id}: infer_ps", self.infer_ps)
         _check_labels(f"node {self.id}: labels", self.labels)
         _check_counts(f"node {self.id}: hardware", self.hardware, 0)
-        if not isinstance(self.state, NodeState):
-            raise ValueError(f"node {self.id}: state must be a NodeState, got {self.state!r}")
+        object.__setattr__(self, "state", _enum(NodeState, self.state, f"node {self.id}: state"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +198,7 @@ class PlacementSettings:
     reschedule_cap: int = 3
 
     def __post_init__(self) -> None:
-        if not isinstance(self.strategy, Strategy):
-            raise ValueError(f"placement strategy: must be binpack or spread, got {self.strategy!r}")
+        object.__setattr__(self, "strategy", _enum(Strategy, self.strategy, "placement strategy"))
         for name in ("incumbency_bonus", "imbalance_threshold", "backoff_base_s", "backoff_max_s"):
             _check_amount(f"placement {name}", getattr(self, name))
         if not (isinstance(self.reschedule_window_s, (int, float)) and self.reschedule_window_s > 0):
