@@ -492,3 +492,29 @@ def test_invariants_hold_over_sequences_of_fleet_events(events: list[tuple[str, 
         for h in p.history.cameras.values():
             assert len(h.reschedules) <= s.reschedule_cap  # no storm: capped per window
         current, history = dict(p.assignments), p.history
+
+
+def test_replanning_after_a_loss_checks_few_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The structure, not the clock: placing k cameras examines about k nodes, not k x N.
+    from camfleet.cluster import placement_pool
+
+    rnd = random.Random(3)
+    nodes = [node(f"n{i:03d}", dec=rnd.choice([100, 200]), labels={"site": "ab"[i % 2]}) for i in range(200)]
+    cams = [cam(f"c{j:04d}", dec=rnd.choice([2, 5, 8]), inf=0.5, group=f"g{j // 3}",
+                selector={"site": "ab"[j % 2]} if j % 3 else {}) for j in range(3000)]
+    calls = {"fits": 0}
+    real_fits = placement_pool.Pool.fits
+
+    def counting_fits(self: placement_pool.Pool, i: int, c: Camera) -> bool:
+        calls["fits"] += 1
+        return real_fits(self, i, c)
+
+    monkeypatch.setattr(placement_pool.Pool, "fits", counting_fits)
+    first = plan(nodes, cams)
+    assert calls["fits"] < 3 * len(cams), calls
+    victims = on(first, "n007")
+    calls["fits"] = 0
+    second = plan(with_state(nodes, "n007", NodeState.LOST), cams, first.assignments,
+                  history=first.history, now=1)
+    assert {m.camera for m in second.moves} == victims
+    assert calls["fits"] < 5 * len(victims) + 50, calls
