@@ -164,6 +164,20 @@ def test_anti_affinity_impossible_places_anyway_with_a_warning() -> None:
 # -- incumbency and rebalancing ---------------------------------------------------------------
 
 
+def test_a_crowded_group_spreads_again_when_a_node_joins_k_per_pass() -> None:
+    cams = [cam(f"g{i}", group="gate") for i in range(4)] + [cam("solo")]
+    p = plan([node("n1")], cams, settings=BINPACK)
+    assert len(p.warnings) == 3  # placed anyway, together
+    s = PlacementSettings(strategy=Strategy.BINPACK, max_moves=2)
+    p = plan([node("n1"), node("n2"), node("n3")], cams, p.assignments, s)
+    assert [(m.camera, m.source, m.reason) for m in p.moves] == [
+        ("g1", "n1", "anti-affinity: group gate had 4 cameras on n1"),
+        ("g2", "n1", "anti-affinity: group gate had 4 cameras on n1")]
+    assert {where(p)["g1"], where(p)["g2"]} == {"n2", "n3"}
+    p = plan([node("n1"), node("n2"), node("n3")], cams, p.assignments, s)
+    assert p.moves == ()  # g3 has no group-free node left: it stays
+
+
 def test_incumbency_no_move_for_a_marginal_gain() -> None:
     # n1 at 0.5 with five cameras of 0.1, n2 empty: a move narrows the gap by 0.4.
     nodes = [node("n1"), node("n2")]
@@ -443,8 +457,8 @@ def test_invariants_hold_on_random_fleets(fleet: tuple[list[Node], list[Camera],
     p = plan(nodes, cams, current, s)
     check_invariants(nodes, cams, current, p)
     assert plan(list(reversed(nodes)), list(reversed(cams)), current, s) == p
-    # With nothing changed and nothing left to drain or rebalance, a second pass changes nothing.
-    if s.max_moves == 0 or s.strategy is Strategy.BINPACK:
+    # With nothing changed and nothing left to drain, rebalance or repair, a second pass changes nothing.
+    if s.max_moves == 0:
         steady = [n for n in nodes if n.state is not NodeState.DRAINING]
         q = plan(steady, cams, p.assignments, s, p.history)
         q2 = plan(steady, cams, q.assignments, s, q.history)

@@ -23,10 +23,13 @@ Rules, in the order a pass applies them:
    camera of a group goes to a node without the group when any fits; when none does it is
    placed anyway next to its group, with a warning — a camera not running covers nothing,
    which is worse than two cameras of one area on one node.
-5. *Rebalance* (spread only: binpack wants the imbalance). When the most and least utilised
+5. *Anti-affinity repair.* A camera placed next to its group (nothing else fitted then) moves
+   to a node without the group once one fits (a node joined, load left), within the same
+   ``max_moves`` budget per pass as rebalancing.
+6. *Rebalance* (spread only: binpack wants the imbalance). When the most and least utilised
    schedulable nodes differ by more than ``imbalance_threshold``, move at most ``max_moves``
-   cameras per pass from the most utilised, each only if it narrows the gap by more than
-   ``incumbency_bonus`` and breaks no anti-affinity.
+   cameras per pass (less any repairs) from the most utilised, each only if it narrows the gap
+   by more than ``incumbency_bonus`` and breaks no anti-affinity.
 
 Every change of a camera's node (to or from nowhere included) adds one to its revision.
 Revisions of removed cameras must be kept by the caller if ids can come back.
@@ -127,8 +130,9 @@ class _Pass:
         to_place.sort(key=lambda t: (-t[0].decode_pps, -t[0].infer_ps, t[0].id))
         for cam, kind, source, reason in to_place:
             self._place(cam, kind, source, reason)
-        if self.s.strategy is Strategy.SPREAD and self.s.max_moves > 0:
-            self._rebalance()
+        budget = self.s.max_moves - self._repair_anti_affinity(self.s.max_moves)
+        if self.s.strategy is Strategy.SPREAD and budget > 0:
+            self._rebalance(budget)
         return self._result()
 
     def _keep_incumbents(self) -> list[tuple[Camera, int, int | None, str]]:
@@ -232,7 +236,38 @@ class _Pass:
         if pen[0]:
             self.warnings.append(f"{cam.id} placed back on {tid}, which lost it recently; no other node fits")
 
-    def _rebalance(self) -> None:
+    def _repair_anti_affinity(self, budget: int) -> int:
+        """Move cameras that share a node with their group where a node without it now fits.
+
+        Placement breaks a group only when nothing else fits; a node that joins (or frees up)
+        later lets the group spread again, ``budget`` cameras per pass. Returns the moves made.
+        """
+        pool, done = self.pool, 0
+        crowded = sorted((group, i) for (group, i), n in pool.groups.items()
+                         if n > 1 and pool.nodes[i].state is not NodeState.LOST)
+        for group, i in crowded:
+            members = sorted(c for c, cam in pool.cams[i].items() if cam.group == group)
+            for cid in members[1:]:  # the first (lowest id) stays
+                if done >= budget:
+                    return done
+                cam = pool.cams[i][cid]
+                if cid in self.moves or cam.pin is not None:
+                    continue
+                cls = pool.feasibility(cam)
+                if cls.reason is not None:
+                    continue
+                dst, _ = pool.pick(cam, cls, avoid=self.book.avoid(cid), exclude=i, strict=True)
+                if dst is None:
+                    continue
+                pool.remove(i, cam)
+                pool.add(dst, cam)
+                self.where[cid] = dst
+                self._change(cid, pool.nodes[i].id, pool.nodes[dst].id,
+                             f"anti-affinity: group {group} had {len(members)} cameras on {pool.nodes[i].id}")
+                done += 1
+        return done
+
+    def _rebalance(self, budget: int) -> None:
         pool, s = self.pool, self.s
         eligible = [i for i in pool.schedulable if i not in pool.recently_lost
                     and (pool.dec_cap[i] > 0 or pool.inf_cap[i] > 0)]
@@ -240,8 +275,8 @@ class _Pass:
             return
         exhausted: set[int] = set()
         done = 0
-        for _ in range(4 * s.max_moves + 8):
-            if done >= s.max_moves:
+        for _ in range(4 * budget + 8):
+            if done >= budget:
                 break
             util = {i: pool.utilisation(i) for i in eligible}
             low = min(util.values())

@@ -180,7 +180,8 @@ class PlacementSettings:
     (utilisation = the larger of decode and inference used / capacity). Rebalancing (spread
     only) starts when the most and least loaded schedulable nodes differ by more than
     ``imbalance_threshold`` and moves at most ``max_moves`` cameras per pass, each only if it
-    lowers the gap by more than ``incumbency_bonus``. A draining node gives away at most
+    lowers the gap by more than ``incumbency_bonus``; moves that spread an anti-affinity group
+    again (both strategies) come out of the same ``max_moves``. A draining node gives away at most
     ``drain_batch`` cameras per pass. A camera whose node is lost is placed again at once the
     first time; the k-th time within ``reschedule_window_s`` waits
     ``backoff_base_s x 2^(k-2)`` (at most ``backoff_max_s``) after the previous one, and after
