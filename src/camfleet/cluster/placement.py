@@ -138,8 +138,7 @@ class _Pass:
     def _keep_incumbents(self) -> list[tuple[Camera, int, int | None, str]]:
         pool, book = self.pool, self.book
         out: list[tuple[Camera, int, int | None, str]] = []
-        for cid in sorted(self.cameras):
-            cam = self.cameras[cid]
+        for cid, cam in self.cameras.items():  # in id order
             a = self.current.get(cid)
             if a is None or a.node is None:
                 held = book.held(cid)
@@ -314,19 +313,24 @@ class _Pass:
             done += 1
 
     def _result(self) -> Plan:
-        pool = self.pool
+        pool, where, current = self.pool, self.where, self.current
+        ids = [n.id for n in pool.nodes]
         assignments: dict[str, Assignment] = {}
         moves: list[Move] = []
-        for cid in sorted(self.cameras):
-            a = self.current.get(cid)
-            rev = a.revision if a is not None else 0
-            node = self._node_id(self.where.get(cid))
+        for cid in self.cameras:  # in id order
+            a = current.get(cid)
+            i = where.get(cid)
+            node = None if i is None else ids[i]
             before = a.node if a is not None else None
+            if a is not None and node == before:
+                assignments[cid] = a
+                continue
+            rev = a.revision if a is not None else 0
             if node != before:
                 rev += 1
                 _, _, reason = self.moves.get(cid, (before, node, "placed"))
                 moves.append(Move(cid, before, node, rev, reason))
-            assignments[cid] = a if a is not None and node == before else Assignment(cid, node, rev)
+            assignments[cid] = Assignment(cid, node, rev)
         for cid in sorted(self.current):
             a = self.current[cid]
             if cid not in self.cameras and a.node is not None:
@@ -352,7 +356,7 @@ def plan(nodes: Iterable[Node], cameras: Iterable[Camera], current: Mapping[str,
     the same plan, whatever the order of ``nodes`` and ``cameras``.
     """
     node_list = sorted(nodes, key=lambda n: n.id)
-    cam_list = list(cameras)
+    cam_list = sorted(cameras, key=lambda c: c.id)
     _unique("node", (n.id for n in node_list))
     _unique("camera", (c.id for c in cam_list))
     current = current or {}
