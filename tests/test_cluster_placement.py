@@ -359,6 +359,8 @@ def test_bad_input_is_named() -> None:
         Node("n", 1, 1, state="gone")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="placement drain_batch"):
         PlacementSettings(drain_batch=0)
+    with pytest.raises(ValueError, match="now: must be a finite number"):
+        plan([], [], now=float("nan"))
     with pytest.raises(ValueError, match="key 'a' holds the assignment of camera 'b'"):
         plan([], [], {"a": Assignment("b", None, 0)})
 

@@ -37,6 +37,7 @@ Revisions of removed cameras must be kept by the caller if ids can come back.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -352,13 +353,15 @@ def plan(nodes: Iterable[Node], cameras: Iterable[Camera], current: Mapping[str,
 
     ``history``: the previous plan's ``history`` (back-off and lost-node memory); ``now``:
     seconds on the caller's clock, the same clock every pass. Raises ValueError on duplicate
-    ids or an assignment whose camera key and id differ. Deterministic: the same input gives
-    the same plan, whatever the order of ``nodes`` and ``cameras``.
+    ids, a non-finite ``now`` or an assignment whose camera key and id differ. Deterministic:
+    the same input gives the same plan, whatever the order of ``nodes`` and ``cameras``.
     """
     node_list = sorted(nodes, key=lambda n: n.id)
     cam_list = sorted(cameras, key=lambda c: c.id)
     _unique("node", (n.id for n in node_list))
     _unique("camera", (c.id for c in cam_list))
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise ValueError(f"now: must be a finite number of seconds, got {now!r}")
     current = current or {}
     for key, a in current.items():
         if key != a.camera:
