@@ -98,4 +98,20 @@ def test_paths_are_bounded_and_reach_the_event_message() -> None:
                                                               track_id=1, start_ns=10**18)))
     still.update(ctx)
     assert len(ctx.events[0].path) == 1  # type: ignore[attr-defined]
-    assert still._paths == {}
+    assert still._tracks == {} and still._events == {}
+
+
+def test_an_event_that_outlives_its_track_keeps_the_tracks_path() -> None:
+    paths = ObjectPaths()
+    event = ObjectEvent(event_id="e1", camera="cam1", label="person", track_id=1, start_ns=10**18)
+    ctx = _ctx(0, [_track(1, Box(0, 0, 10, 50))])
+    ctx.events.append(EventUpdate(EventType.START, event))
+    paths.update(ctx)
+    paths.update(_ctx(1, [_track(1, Box(40, 0, 50, 50))]))
+    paths.update(_ctx(2, [_track(1, Box(80, 0, 90, 50), ended=True)]))
+    paths.update(_ctx(3, []))  # the events element waits reopen_s for the object
+    ctx = _ctx(4, [])
+    ctx.events.append(EventUpdate(EventType.END, event))
+    paths.update(ctx)
+    assert [p[1] for p in ctx.events[0].path] == [0.025, 0.225, 0.425]  # type: ignore[attr-defined]
+    assert paths._events == {} and paths._tracks == {}

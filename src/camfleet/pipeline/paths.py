@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from camfleet.vocabulary import EventMessage
 
 from .context import FrameContext
-from .events import EventUpdate
+from .events import EventType, EventUpdate
 
 MAX_POINTS = 64
 """Points kept per path (a few KiB of JSON at most)."""
@@ -36,11 +36,40 @@ class PathEventUpdate(EventUpdate):
         return m
 
 
+MAX_EVENTS = 1000
+"""Open events whose paths are kept at once (an event that never ends is forgotten first)."""
+
+Point = tuple[float, float, float]
+
+
+def _bound(path: list[Point]) -> None:
+    while len(path) > MAX_POINTS:
+        del path[1:-1:2]  # keep the first and the newest, halve the rest
+
+
 class ObjectPaths:
-    """The paths of one camera's live tracks (forgotten when a track ends)."""
+    """The paths of one camera's live tracks and open events.
+
+    An event may outlive its track (the events element continues it with a new
+    track of the same object): its path is the paths of its tracks, joined.
+    """
 
     def __init__(self) -> None:
-        self._paths: dict[int, list[tuple[float, float, float]]] = {}
+        self._tracks: dict[int, list[Point]] = {}
+        self._events: dict[str, list[Point]] = {}
+        self._track_event: dict[int, str] = {}
+
+    def _fold(self, event_id: str, track_id: int) -> list[Point]:
+        """The event's path with its track's newer points added."""
+        path = self._events.get(event_id)
+        if path is None:
+            if len(self._events) >= MAX_EVENTS:
+                self._events.pop(next(iter(self._events)))
+            path = self._events[event_id] = []
+        last = path[-1][0] if path else float("-inf")
+        path.extend(p for p in self._tracks.get(track_id, ()) if p[0] > last)
+        _bound(path)
+        return path
 
     def update(self, ctx: FrameContext) -> None:
         """Extend the paths with this frame's tracks, and attach them to this frame's event updates."""
@@ -49,15 +78,21 @@ class ObjectPaths:
         for obj in ctx.tracks:
             x0, _y0, x1, y1 = obj.box
             point = (t, round((x0 + x1) / 2 / w, 4), round(y1 / h, 4))
-            path = self._paths.setdefault(obj.track_id, [])
+            path = self._tracks.setdefault(obj.track_id, [])
             if not path or max(abs(point[1] - path[-1][1]), abs(point[2] - path[-1][2])) >= MIN_STEP:
                 path.append(point)
-                if len(path) > MAX_POINTS:
-                    del path[1:-1:2]  # keep the first and the newest, halve the rest
+                _bound(path)
         for i, update in enumerate(ctx.events):
             if isinstance(update, EventUpdate) and not isinstance(update, PathEventUpdate):
-                path = self._paths.get(update.event.track_id, [])
-                ctx.events[i] = PathEventUpdate(update.type, update.event, tuple(path))
+                ev = update.event
+                self._track_event[ev.track_id] = ev.event_id
+                path = self._fold(ev.event_id, ev.track_id)
+                ctx.events[i] = PathEventUpdate(update.type, ev, tuple(path))
+                if update.type == EventType.END:
+                    self._events.pop(ev.event_id, None)
         for obj in ctx.tracks:
-            if obj.ended:
-                self._paths.pop(obj.track_id, None)
+            if obj.ended:  # its points go to its event (which may go on with another track)
+                event_id = self._track_event.pop(obj.track_id, None)
+                if event_id is not None and event_id in self._events:
+                    self._fold(event_id, obj.track_id)
+                self._tracks.pop(obj.track_id, None)

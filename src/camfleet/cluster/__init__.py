@@ -1,0 +1,1 @@
+"""The fleet: coordinators, agents and camera placement on NATS JetStream."""
