@@ -85,13 +85,21 @@ def nats(
                    f"{'.'.join(map(str, version))}, store {data_dir}).\n"
                    f"  client URL: {servers.url}\n"
                    f"  use:        camfleet agent --nats {servers.url}\n  Ctrl-C to stop.")
+        reported: set[str] = set()
         while not stop.wait(0.5):
+            # one server of a cluster going away is what a cluster is for: say so, keep the others
             gone = [s.spec.name for s in servers.servers if s.pid is None]
-            if gone:
-                typer.echo(f"camfleet nats: {', '.join(gone)} exited; see {data_dir}/*/server.log", err=True)
+            for name in sorted(set(gone) - reported):
+                typer.echo(f"camfleet nats: {name} exited; see {data_dir / name.rsplit('-', 1)[-1]}/server.log",
+                           err=True)
+            reported.update(gone)
+            if len(gone) == len(servers.servers):
                 break
     finally:
         servers.stop()
+    if not stop.is_set():
+        typer.echo("camfleet nats: every server exited.", err=True)
+        raise typer.Exit(1)
     typer.echo("camfleet nats: stopped.")
 
 

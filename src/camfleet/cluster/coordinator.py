@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 
+from camfleet.redact import mask_url
+
 from .connection import NatsOptions, connect
 from .election import Transition
 from .elector import LeaderElector, LeaderInfo
@@ -52,7 +54,10 @@ def default_replicas(client: Client) -> int:
 
 @dataclass(frozen=True)
 class CoordinatorSnapshot:
-    """What a coordinator knows now: its id, whether it leads, its term, the leader, the members."""
+    """What a coordinator knows now: its id, whether it leads, its term, the leader, the members.
+
+    ``server``: the NATS server it is connected to (None while disconnected); ``at``: epoch seconds.
+    """
 
     coordinator_id: str
     is_leader: bool
@@ -60,6 +65,7 @@ class CoordinatorSnapshot:
     leader: LeaderInfo | None
     members: dict[str, Member] = field(default_factory=dict)
     at: float = 0.0
+    server: str | None = None
 
 
 class Coordinator:
@@ -80,6 +86,7 @@ class Coordinator:
         self._membership = Membership(self.timing)
         self._lock = threading.Lock()
         self._elector: LeaderElector | None = None
+        self._client: Client | None = None
         self.ready = threading.Event()  # set once connected, the buckets open and the watches started
 
     # ---------------------------------------------------------------- in-process API (any thread)
@@ -93,14 +100,18 @@ class Coordinator:
         with self._lock:
             members = self._membership.members()
         leading = elector is not None and elector.is_leader()
+        client = self._client
+        server = (mask_url(client.connected_url.geturl())
+                  if client is not None and client.is_connected and client.connected_url else None)
         return CoordinatorSnapshot(self.coordinator_id, leading, elector.term if elector and leading else 0,
-                                   elector.leader() if elector else None, members, time.time())
+                                   elector.leader() if elector else None, members, time.time(), server)
 
     # ---------------------------------------------------------------- the loop
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, open the buckets, watch and compete until ``stop``; raises ConnectionError/KvError."""
         client = await connect(NatsOptions(self.options.urls, self.options.creds, self.options.ca_file,
                                            name=f"camfleet-coordinator-{self.coordinator_id[:8]}"))
+        self._client = client
         try:
             js = client.jetstream(timeout=2.0)
             replicas = self._replicas or default_replicas(client)

@@ -54,6 +54,7 @@ class StateFile:
             "members": {k: {"state": m.state, "hostname": m.record.hostname if m.record else None}
                         for k, m in sorted(snap.members.items())},
             "pid": os.getpid(),
+            "server": snap.server,
         }
 
     def _write(self, state: dict[str, Any]) -> None:
