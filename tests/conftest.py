@@ -119,7 +119,7 @@ def nats1(tmp_path: Path) -> Iterator[NatsHarness]:
 
 @pytest.fixture
 def nats3(tmp_path: Path) -> Iterator[NatsHarness]:
-    """A throw-away 3-server NATS JetStream cluster on loopback (routes, a store each), stopped after the test."""
+    """A throw-away 3-server NATS JetStream cluster on loopback (a store each), stopped after the test."""
     from camfleet_testing.nats import NatsHarness
 
     with NatsHarness(tmp_path / "nats", 3) as harness:

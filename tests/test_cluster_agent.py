@@ -20,13 +20,13 @@ from typing import Any
 
 import nats
 import pytest
-from camfleet_testing.nats import NatsHarness
 
 from camfleet import __version__
 from camfleet.cluster.connection import NatsOptions
 from camfleet.cluster.coordinator import Coordinator
 from camfleet.cluster.kv import open_bucket
 from camfleet.cluster.registry import ALIVE_BUCKET, NODES_BUCKET, FleetTiming, NodeRecord, status_subject
+from camfleet_testing.nats import NatsHarness
 from tests.support.fleet import spawn_cli, stop_process, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -112,8 +112,8 @@ def test_agent_registers_beats_reports_and_is_lost_after_kill_9(nats1: NatsHarne
     with CoordinatorThread(nats1.url) as coordinator:
         proc = spawn_cli(args, tmp_path / "agent.log")
         try:
-            node_id = wait_for("the node id", lambda: (data / "node-id").is_file()
-                               and (data / "node-id").read_text().strip(), 60)
+            node_id = str(wait_for("the node id", lambda: (data / "node-id").is_file()
+                                   and (data / "node-id").read_text().strip(), 60))
             raw = wait_for("the registration", lambda: kv.get(NODES_BUCKET, node_id), 60, interval=0.02)
             registered_at = time.monotonic()
             wait_for("the coordinator to know the agent", lambda: _member_state(coordinator, node_id), 2,
@@ -154,11 +154,11 @@ def test_agent_registers_beats_reports_and_is_lost_after_kill_9(nats1: NatsHarne
             lost_after = time.monotonic() - killed
             assert expired_after <= TIMING.heartbeat_ttl_s + 1.0
             assert lost_after <= limit + 0.5
-            assert kv.get(NODES_BUCKET, node_id) is not None  # the registration stays: the node is known, lost
+            assert kv.get(NODES_BUCKET, node_id) is not None  # the registration stays: known, and lost
             print(f"new agent known after {known_after:.2f} s; after kill -9: heartbeat gone "
                   f"{expired_after:.1f} s, lost {lost_after:.1f} s")
 
-            # the same data directory: the same id, the capacity not measured again; a clean stop is seen at once
+            # the same data directory: the same id, no new benchmark; a clean stop is seen at once
             proc = spawn_cli(args, tmp_path / "agent2.log")
             wait_for("alive again", lambda: _member_state(coordinator, node_id) == "alive", 60)
             again = NodeRecord.from_bytes(kv.get(NODES_BUCKET, node_id) or b"", node_id)

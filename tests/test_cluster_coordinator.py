@@ -1,4 +1,4 @@
-"""Two coordinators as processes on a real 3-server NATS cluster: one leader, surviving a lost server, handover.
+"""Two coordinators as processes on a real 3-server NATS cluster: one leader, a lost server, handover.
 
 Sampled through each coordinator's state file (``coordinator.json``, rewritten
 within 0.1 s of a change): at every sample while both run, exactly one leads;
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from camfleet_testing.nats import NatsHarness
 
+from camfleet_testing.nats import NatsHarness
 from tests.support.fleet import read_state, spawn_cli, stop_process, wait_for
 
 pytestmark = pytest.mark.process
@@ -70,11 +70,13 @@ def test_one_leader_survives_a_lost_server_and_hands_over_on_kill(nats3: NatsHar
         procs[leader].kill()
         procs[leader].wait(5)
         follower = 1 - leader
-        wait_for("the handover", lambda: read_state(paths[follower])["is_leader"], HANDOVER_S + 2)  # type: ignore[index]
+        wait_for("the handover", lambda: (s := read_state(paths[follower])) and s["is_leader"],
+                 HANDOVER_S + 2)
         handover = time.monotonic() - killed_at
         assert handover < HANDOVER_S, f"handover took {handover:.1f} s"
         new = read_state(paths[follower])
-        assert new is not None and new["term"] > term and new["leader"]["coordinator_id"] == new["coordinator_id"]
+        assert new is not None and new["term"] > term
+        assert new["leader"]["coordinator_id"] == new["coordinator_id"]
         print(f"handover after kill -9 of the leader: {handover:.2f} s; term {term} -> {new['term']}")
 
         assert stop_process(procs[follower]) == 0

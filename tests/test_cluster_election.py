@@ -28,7 +28,8 @@ def test_leader_only_after_the_first_renewal() -> None:
     e = Election("a", T, changes.append)
     _won(e)
     assert e.is_leader(0.0) and e.term == 7 and e.revision == 8
-    assert [(c.old, c.new) for c in changes] == [(Role.FOLLOWER, Role.CANDIDATE), (Role.CANDIDATE, Role.LEADER)]
+    assert [(c.old, c.new) for c in changes] == [(Role.FOLLOWER, Role.CANDIDATE),
+                                                 (Role.CANDIDATE, Role.LEADER)]
 
 
 def test_renewals_keep_the_lease_and_a_silent_store_ends_it_before_it_expires() -> None:
@@ -77,7 +78,7 @@ def test_a_stale_watch_event_does_not_unseat_the_new_leader() -> None:
     e = Election("b", T)
     e.created(12, 0.0)
     assert e.vacated(0.01, revision=11) is False
-    assert e.role is Role.CANDIDATE
+    assert e.role == Role.CANDIDATE
     e.renewed(13, 0.02)
     assert e.observed("a", term=3, revision=10, now=0.03) is False  # older news of the previous leader
     assert e.is_leader(0.03)

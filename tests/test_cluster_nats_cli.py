@@ -1,4 +1,4 @@
-"""``camfleet nats``: a 3-server JetStream cluster from the wheel's nats-server, Ctrl-C and kill -9 stop it all."""
+"""``camfleet nats``: a 3-server JetStream cluster from the wheel's nats-server; Ctrl-C and kill -9 end it."""
 
 from __future__ import annotations
 

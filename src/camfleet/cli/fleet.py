@@ -90,8 +90,8 @@ def nats(
             # one server of a cluster going away is what a cluster is for: say so, keep the others
             gone = [s.spec.name for s in servers.servers if s.pid is None]
             for name in sorted(set(gone) - reported):
-                typer.echo(f"camfleet nats: {name} exited; see {data_dir / name.rsplit('-', 1)[-1]}/server.log",
-                           err=True)
+                log_file = data_dir / name.rsplit("-", 1)[-1] / "server.log"
+                typer.echo(f"camfleet nats: {name} exited; see {log_file}", err=True)
             reported.update(gone)
             if len(gone) == len(servers.servers):
                 break
