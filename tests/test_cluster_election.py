@@ -83,7 +83,7 @@ def test_a_stale_watch_event_does_not_unseat_the_new_leader() -> None:
     assert e.observed("a", term=3, revision=10, now=0.03) is False  # older news of the previous leader
     assert e.is_leader(0.03)
     assert e.observed("c", term=14, revision=14, now=0.04) is True  # newer: someone else holds it
-    assert e.role is Role.FOLLOWER
+    assert not e.is_leader(0.04) and e.holder == "c" and e.term == 0
 
 
 def test_a_late_renewal_answer_after_stepping_down_changes_nothing() -> None:
