@@ -61,9 +61,10 @@ def test_one_leader_survives_a_lost_server_and_hands_over_on_kill(nats3: NatsHar
         server = read_state(paths[leader])["server"]  # type: ignore[index]
         victim = next(i for i, s in enumerate(nats3.servers) if s.spec.client_url == server)
         nats3.kill(victim)
-        samples = _sample_exactly_one(paths, 7.0, leader)  # longer than a lease: it was renewed meanwhile
+        samples = _sample_exactly_one(paths, 5.5, leader)  # longer than a lease: it was renewed meanwhile
         assert samples > 50
         assert read_state(paths[leader])["term"] == term  # type: ignore[index]
+        nats3.restart(victim)  # back on its ports and store; it catches up with the others
 
         # kill -9 the leader: the other one leads within HANDOVER_S, with a higher term
         killed_at = time.monotonic()

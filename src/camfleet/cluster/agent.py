@@ -36,6 +36,9 @@ __all__ = ["Agent", "describe_node"]
 
 log = logging.getLogger("camfleet.cluster.agent")
 
+REREGISTER_BEATS = 30
+"""Every this many beats the agent checks its registration is still in the registry."""
+
 
 def describe_node(node_id: str, data_dir: Path, labels: dict[str, str]) -> NodeRecord:
     """The registration of this machine: inventory now, capacity cached or measured (a few seconds)."""
@@ -76,11 +79,12 @@ class Agent:
         client = await connect(NatsOptions(self.options.urls, self.options.creds, self.options.ca_file,
                                            name=f"camfleet-agent-{self.node_id[:8]}"))
         try:
-            alive = await self._register(client, stop)
-            if alive is None:
+            buckets = await self._register(client, stop)
+            if buckets is None:
                 return
+            nodes, alive = buckets
             log.info("agent %s: registered at %s", self.node_id, self.options.shown)
-            tasks = [asyncio.create_task(self._beats(alive, stop), name="heartbeat"),
+            tasks = [asyncio.create_task(self._beats(nodes, alive, stop), name="heartbeat"),
                      asyncio.create_task(self._statuses(client, stop), name="status"),
                      asyncio.create_task(self.desired.run(self.node, stop), name="desired-state")]
             await stop.wait()
@@ -95,7 +99,7 @@ class Agent:
             with contextlib.suppress(Exception):
                 await client.drain()
 
-    async def _register(self, client: Client, stop: asyncio.Event) -> Bucket | None:
+    async def _register(self, client: Client, stop: asyncio.Event) -> tuple[Bucket, Bucket] | None:
         """Write the registration and a first beat, retrying while JetStream is down (None: stopped)."""
         js = client.jetstream(timeout=2.0)
         replicas = self._replicas or default_replicas(client)
@@ -106,7 +110,7 @@ class Agent:
                 alive = await open_bucket(js, ALIVE_BUCKET, replicas=replicas)
                 await nodes.put(self.node_id, self.record.to_bytes())
                 await self._beat(alive)
-                return alive
+                return nodes, alive
             except KvError as exc:
                 log.warning("registration failed: %s (again in %.1f s)", exc, delay)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -119,7 +123,11 @@ class Agent:
         beat = Heartbeat(self.node_id, self._seq, self.record.started_at)
         await alive.put(self.node_id, beat.to_bytes(), ttl_s=self.timing.heartbeat_ttl_s)
 
-    async def _beats(self, alive: Bucket, stop: asyncio.Event) -> None:
+    async def _beats(self, nodes: Bucket, alive: Bucket, stop: asyncio.Event) -> None:
+        """Beat every ``heartbeat_s``; every ``REREGISTER_BEATS`` beats, write the registration again if gone.
+
+        (A registration deleted by an operator, or lost with a store that was wiped, comes back.)
+        """
         failing = False
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -136,6 +144,11 @@ class Agent:
             if failing:
                 log.info("heartbeat delivered again")
                 failing = False
+            if self._seq % REREGISTER_BEATS == 0:
+                with contextlib.suppress(KvError):
+                    if await nodes.get(self.node_id) is None:
+                        log.warning("registration missing from %s: written again", NODES_BUCKET)
+                        await nodes.put(self.node_id, self.record.to_bytes())
 
     async def _statuses(self, client: Client, stop: asyncio.Event) -> None:
         subject = status_subject(self.node_id)

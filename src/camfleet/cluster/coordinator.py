@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from camfleet.redact import mask_url
 
@@ -108,16 +109,17 @@ class Coordinator:
 
     # ---------------------------------------------------------------- the loop
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, open the buckets, watch and compete until ``stop``; raises ConnectionError/KvError."""
+        """Connect, open the buckets, watch and compete until ``stop``; raises ConnectionError."""
         client = await connect(NatsOptions(self.options.urls, self.options.creds, self.options.ca_file,
                                            name=f"camfleet-coordinator-{self.coordinator_id[:8]}"))
         self._client = client
         try:
             js = client.jetstream(timeout=2.0)
             replicas = self._replicas or default_replicas(client)
-            nodes = await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None)
-            alive = await open_bucket(js, ALIVE_BUCKET, replicas=replicas)
-            leader = await open_bucket(js, LEADER_BUCKET, replicas=replicas)
+            buckets = await self._open(js, replicas, stop)
+            if buckets is None:
+                return
+            nodes, alive, leader = buckets
             self._elector = LeaderElector(leader, self.coordinator_id, self.timing, self._transition)
             tasks = [asyncio.create_task(self._watch_nodes(nodes), name="watch-nodes"),
                      asyncio.create_task(self._watch_alive(alive), name="watch-alive"),
@@ -137,6 +139,22 @@ class Coordinator:
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
+
+    async def _open(self, js: JetStreamContext, replicas: int,
+                    stop: asyncio.Event) -> tuple[Bucket, Bucket, Bucket] | None:
+        """The three buckets, retried while JetStream is unavailable (a cluster electing); None: stopped."""
+        delay = 0.25
+        while not stop.is_set():
+            try:
+                return (await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None),
+                        await open_bucket(js, ALIVE_BUCKET, replicas=replicas),
+                        await open_bucket(js, LEADER_BUCKET, replicas=replicas))
+            except KvError as exc:
+                log.warning("cannot open the fleet's buckets: %s (again in %.1f s)", exc, delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(2.0, delay * 2)
+        return None
 
     def _transition(self, change: Transition) -> None:
         if self._on_change is not None:
