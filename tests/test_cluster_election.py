@@ -163,17 +163,36 @@ def _record(node: str) -> NodeRecord:
                       memory_bytes=1, shm_bytes=1)
 
 
-def test_membership_joins_expires_and_loses_after_ttl_plus_grace() -> None:
+def test_membership_joins_expires_and_loses_grace_after_the_expiry() -> None:
     m = Membership(T)
     assert [c.new for c in m.registered(_record("n1"))] == ["registered"]
     assert [c.new for c in m.beat(Heartbeat("n1", 1, 100.0), now=10.0)] == ["alive"]
     assert m.beat(Heartbeat("n1", 2, 100.0), now=11.0) == []
     assert m.sweep(16.9) == []
     assert [c.new for c in m.expired("n1", now=15.0)] == ["expired"]  # the key's TTL passed
-    changes = m.sweep(17.0)  # 4 s TTL + 2 s grace after the last beat seen at 11.0
+    assert m.sweep(16.9) == []
+    changes = m.sweep(17.0)  # 2 s grace after the expiry (4 s TTL after the last beat at 11.0)
     assert [(c.node_id, c.old, c.new) for c in changes] == [("n1", "expired", "lost")]
     assert [c.new for c in m.beat(Heartbeat("n1", 1, 200.0), now=30.0)] == ["alive"]  # back
     assert m.alive() == ["n1"]
+
+
+def test_membership_survives_a_store_failover_longer_than_the_ttl() -> None:
+    # the server leading the heartbeat bucket dies at 11.5: no beat is written until 20.0, when the new
+    # leader expires the old beats (markers) and the agents' next beats get through a moment later
+    m = Membership(T)
+    m.beat(Heartbeat("n1", 1, 100.0), now=11.0)
+    assert m.sweep(19.9) == []  # 8.9 s without a beat, past TTL + grace: no verdict without the store
+    assert [c.new for c in m.expired("n1", now=20.0)] == ["expired"]
+    assert [c.new for c in m.beat(Heartbeat("n1", 9, 100.0), now=20.8)] == ["alive"]
+    assert m.sweep(23.0) == []
+
+
+def test_membership_falls_back_to_a_timer_when_no_expiry_is_seen() -> None:
+    m = Membership(T)
+    m.beat(Heartbeat("n1", 1, 100.0), now=0.0)
+    assert m.sweep(9.9) == []
+    assert [c.new for c in m.sweep(10.0)] == ["lost"]  # 2 * 4 s TTL + 2 s grace
 
 
 def test_membership_clean_stop_is_lost_at_once_and_restarts_are_reported() -> None:

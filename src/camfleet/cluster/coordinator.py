@@ -57,7 +57,8 @@ def default_replicas(client: Client) -> int:
 class CoordinatorSnapshot:
     """What a coordinator knows now: its id, whether it leads, its term, the leader, the members.
 
-    ``server``: the NATS server it is connected to (None while disconnected); ``at``: epoch seconds.
+    ``server``: the NATS server it is connected to (None while disconnected); ``at``: epoch seconds;
+    ``revision``: the lease's revision at its last renewal while leading (grows with each renewal).
     """
 
     coordinator_id: str
@@ -67,6 +68,7 @@ class CoordinatorSnapshot:
     members: dict[str, Member] = field(default_factory=dict)
     at: float = 0.0
     server: str | None = None
+    revision: int = 0
 
 
 class Coordinator:
@@ -105,7 +107,8 @@ class Coordinator:
         server = (mask_url(client.connected_url.geturl())
                   if client is not None and client.is_connected and client.connected_url else None)
         return CoordinatorSnapshot(self.coordinator_id, leading, elector.term if elector and leading else 0,
-                                   elector.leader() if elector else None, members, time.time(), server)
+                                   elector.leader() if elector else None, members, time.time(), server,
+                                   elector.election.revision if elector and leading else 0)
 
     # ---------------------------------------------------------------- the loop
     async def run(self, stop: asyncio.Event) -> None:

@@ -3,11 +3,20 @@
 A node is
 
 * ``alive`` while its heartbeats arrive;
-* ``expired`` once its heartbeat key expired (the store's TTL passed since the last beat);
-* ``lost`` when no beat arrived for ``heartbeat_ttl_s + grace_s`` (measured on
-  this coordinator's clock from the last beat it saw; this also covers a
-  missed expiry), or at once when it said it was ``leaving`` (a clean stop);
+* ``expired`` once the store says its heartbeat key expired (``heartbeat_ttl_s``
+  after the last beat);
+* ``lost`` when no beat came in the ``grace_s`` after that expiry, or at once
+  when it said it was ``leaving`` (a clean stop);
 * ``registered``: known from the registry only, never seen beating (yet).
+
+Why the expiry and not a timer alone: when the NATS server leading the
+heartbeat bucket dies, no beat can be written until the others elect a new
+leader (5-7 s, more on a loaded machine). The store's expiry markers are
+written only once it is back, and from then on the agents' beats get through
+again within a beat or two: a node is declared lost only when the store works
+and it still does not beat, however long the store was away. A fallback timer
+(``2 * heartbeat_ttl_s + grace_s`` without a beat) covers an expiry this
+coordinator missed.
 
 The coordinator feeds it what its KV watches deliver and calls :meth:`sweep`
 regularly; each method returns the state changes it caused. Times are
@@ -35,6 +44,7 @@ class Member:
     record: NodeRecord | None = None
     last_beat: float | None = None
     started_at: float | None = None
+    expired_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ class Membership:
             self._set(member, "lost", "stopped cleanly", changes)
             return changes
         restarted = member.started_at is not None and beat.started_at != member.started_at
-        member.last_beat, member.started_at = now, beat.started_at
+        member.last_beat, member.started_at, member.expired_at = now, beat.started_at, None
         if restarted and member.state == "alive":
             changes.append(Change(beat.node_id, "alive", "alive", "restarted"))
         self._set(member, "alive", "heartbeat", changes)
@@ -108,15 +118,19 @@ class Membership:
         changes: list[Change] = []
         member = self._members.get(node_id)
         if member is not None and member.state == "alive":
+            member.expired_at = now
             self._set(member, "expired", "heartbeat expired", changes)
         return changes + self.sweep(now)
 
     def sweep(self, now: float) -> list[Change]:
-        """Nodes whose last beat is older than ``heartbeat_ttl_s + grace_s`` become lost."""
+        """Expired nodes without a beat for ``grace_s`` since, or silent for the fallback time, become lost."""
         changes: list[Change] = []
-        limit = self.timing.heartbeat_ttl_s + self.timing.grace_s
+        fallback = 2 * self.timing.heartbeat_ttl_s + self.timing.grace_s
         for member in self._members.values():
-            if member.state in ("alive", "expired") and member.last_beat is not None \
-                    and now - member.last_beat >= limit:
+            if member.state == "expired" and member.expired_at is not None \
+                    and now - member.expired_at >= self.timing.grace_s:
+                self._set(member, "lost", f"heartbeat expired {now - member.expired_at:.1f} s ago", changes)
+            elif member.state in ("alive", "expired") and member.last_beat is not None \
+                    and now - member.last_beat >= fallback:
                 self._set(member, "lost", f"no heartbeat for {now - member.last_beat:.1f} s", changes)
         return changes

@@ -56,19 +56,26 @@ class FleetTiming:
     """Every time constant of the fleet's liveness and election, in seconds.
 
     An agent beats every ``heartbeat_s``; its beat expires ``heartbeat_ttl_s``
-    after the last one; a coordinator counts it lost ``grace_s`` later still.
+    after the last one; a coordinator counts it lost when no beat came in the
+    ``grace_s`` after the expiry (see :mod:`camfleet.cluster.membership`).
     The leader's lease lasts ``lease_ttl_s``, is renewed every ``renew_s``,
     and the leader stops counting itself leader ``margin_s`` before the lease
     it last renewed could expire.
+
+    The lease must outlast a JetStream stream-leader failover (a replicated
+    bucket accepts no write for 5-7 s after the server leading it is killed,
+    measured with nats-server 2.15 on loopback): shorter, and losing one NATS
+    server would end the leadership. A lease of 8 s still hands over within
+    10 s of a leader's death. (Heartbeats need no such margin: see membership.)
     """
 
     heartbeat_s: float = 1.0
     heartbeat_ttl_s: float = 4.0
     grace_s: float = 2.0
     status_s: float = 2.0
-    lease_ttl_s: float = 5.0
-    renew_s: float = 1.5
-    margin_s: float = 1.0
+    lease_ttl_s: float = 8.0
+    renew_s: float = 0.5
+    margin_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.heartbeat_ttl_s < max(1.0, 2 * self.heartbeat_s):

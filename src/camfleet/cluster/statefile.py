@@ -25,7 +25,10 @@ CHECK_S = 0.1
 
 
 class StateFile:
-    """Rewrites ``path`` with :meth:`Coordinator.snapshot` whenever it changes (checked every 0.1 s)."""
+    """Rewrites ``path`` with :meth:`Coordinator.snapshot` whenever it changes (checked every 0.1 s).
+
+    The lease's revision changes with every renewal, so a leader's file is rewritten twice a second.
+    """
 
     def __init__(self, coordinator: Coordinator, path: Path) -> None:
         self.coordinator = coordinator
@@ -50,6 +53,7 @@ class StateFile:
             "coordinator_id": snap.coordinator_id,
             "is_leader": snap.is_leader,
             "term": snap.term,
+            "revision": snap.revision,
             "leader": dataclasses.asdict(snap.leader) if snap.leader else None,
             "members": {k: {"state": m.state, "hostname": m.record.hostname if m.record else None}
                         for k, m in sorted(snap.members.items())},
