@@ -139,7 +139,8 @@ def test_agent_registers_beats_reports_and_is_lost_after_kill_9(nats1: NatsHarne
             wait_for("alive", lambda: _member_state(coordinator, node_id) == "alive", 5)
             payload, gap = kv.next_status(node_id, 10)
             status: dict[str, Any] = json.loads(payload)
-            assert status["cameras"] == {} and status["pid"] == proc.pid and b", " not in payload
+            assert status["cameras"] == {} and status["pid"] == proc.pid and status["node"] == node_id
+            assert b", " not in payload
             assert 1.5 < gap < 3.5, f"status every {gap:.1f} s"
 
             # kill -9: the heartbeat key is gone within TTL (+ grace), the coordinator counts it lost
@@ -153,7 +154,7 @@ def test_agent_registers_beats_reports_and_is_lost_after_kill_9(nats1: NatsHarne
             wait_for("lost", lambda: _member_state(coordinator, node_id) == "lost", limit + 1)
             lost_after = time.monotonic() - killed
             assert expired_after <= TIMING.heartbeat_ttl_s + 1.0
-            assert lost_after <= limit + 0.5
+            assert lost_after <= limit + 1.0  # the last beat came before the kill; sweeps every 0.25 s
             assert kv.get(NODES_BUCKET, node_id) is not None  # the registration stays: known, and lost
             print(f"new agent known after {known_after:.2f} s; after kill -9: heartbeat gone "
                   f"{expired_after:.1f} s, lost {lost_after:.1f} s")

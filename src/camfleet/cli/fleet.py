@@ -176,7 +176,8 @@ def agent(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     record = describe_node(node_id, data_dir, labels)
-    node = Node(cfg, loader=FileSource(config, element_catalog()).load if config else None)
+    # the node id as node key: its status names it, and two agents on one machine keep apart
+    node = Node(cfg, loader=FileSource(config, element_catalog()).load if config else None, node_key=node_id)
     try:
         node.start()
     except (NodeAlreadyRunning, ValueError, OSError) as exc:

@@ -48,6 +48,7 @@ class LeaderElector:
         self._since = time.time()
         self._wake = asyncio.Event()
         self._leader: LeaderInfo | None = None
+        self._failing = False  # an outage is logged once, not at every retry
 
     def is_leader(self) -> bool:
         """Whether this coordinator leads now (checked against the lease's deadline, not a cached flag)."""
@@ -121,9 +122,15 @@ class LeaderElector:
                 else:
                     self._seen(entry.value, entry.revision)
         except KvError as exc:
-            log.warning("election: %s failed: %s", action, exc)
+            log.log(logging.DEBUG if self._failing else logging.WARNING,
+                    "election: %s failed: %s (retrying)", action, exc)
+            self._failing = True
             e.failed(self._clock())
             await asyncio.sleep(0.1)  # the store is unreachable: not a busy loop while it is
+            return
+        if self._failing:
+            log.info("election: the store answers again")
+            self._failing = False
 
     def _seen(self, value: bytes, revision: int) -> None:
         try:

@@ -123,7 +123,7 @@ class Membership:
         return changes + self.sweep(now)
 
     def sweep(self, now: float) -> list[Change]:
-        """Expired nodes without a beat for ``grace_s`` since, or silent for the fallback time, become lost."""
+        """Expired nodes without a beat for ``grace_s`` since, or silent past the fallback, become lost."""
         changes: list[Change] = []
         fallback = 2 * self.timing.heartbeat_ttl_s + self.timing.grace_s
         for member in self._members.values():
