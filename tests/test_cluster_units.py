@@ -98,7 +98,7 @@ def test_cluster_configs_route_to_every_other_server_and_keep_monitoring_local(t
         cluster_specs(0, tmp_path)
     # a path with quotes or braces stays one string in the configuration
     odd = cluster_specs(1, tmp_path / 'we"ird {dir}')[0]
-    assert json.loads(render_config(odd))["jetstream"]["store_dir"].endswith('we"ird {dir}/n1/jetstream')
+    assert json.loads(render_config(odd))["jetstream"]["store_dir"].endswith('we"ird {dir}/n1')
 
 
 def test_ttl_header_is_whole_milliseconds_and_at_least_a_second() -> None:

@@ -96,8 +96,11 @@ class Agent:
                                                         leaving=True).to_bytes(),
                                 ttl_s=self.timing.heartbeat_ttl_s)
         finally:
-            with contextlib.suppress(Exception):
-                await client.drain()
+            try:  # deliver what is queued (the leaving beat), but never hang a stop on a server that is away
+                await asyncio.wait_for(client.drain(), 2.0)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await client.close()
 
     async def _register(self, client: Client, stop: asyncio.Event) -> tuple[Bucket, Bucket] | None:
         """Write the registration and a first beat, retrying while JetStream is down (None: stopped)."""

@@ -136,7 +136,7 @@ def render_config(spec: ServerSpec) -> str:
         "port": spec.port,
         # "http" with the host: the monitoring port listens where the client port does, never everywhere
         "http": f"{spec.host}:{spec.http_port}",
-        "jetstream": {"store_dir": str(spec.store_dir / "jetstream")},
+        "jetstream": {"store_dir": str(spec.store_dir)},  # the server adds "jetstream/" itself
     }
     if spec.cluster_port:
         conf["cluster"] = {
