@@ -294,3 +294,18 @@ def test_a_down_or_slow_sink_holds_up_no_other_and_a_new_one_starts_at_the_tail(
         pump.stop()
     assert [m.event.id for m in down.got if isinstance(m, EventMessage)] == [f"e{i}" for i in range(5, 10)]
     assert len(slow.got) == 10
+
+
+def test_a_tail_sink_resumes_after_a_restart_but_not_after_a_run_without_it(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with Journal(path) as j:
+        j.append([_ev(i) for i in range(3)])  # history before the broker was configured
+        assert j.register_sinks({"database": False, "mqtt": True}) == {"database": 0, "mqtt": 3}
+        j.append([_ev(i) for i in range(3, 6)])  # journalled while the broker was down, then a stop
+        # next run, same sinks: the broker resumes where it stopped (loses nothing)
+        assert j.register_sinks({"database": False, "mqtt": True}) == {"database": 0, "mqtt": 3}
+        j.advance("mqtt", 6)
+        j.register_sinks({"database": False})  # a run with the broker removed from the config
+        j.append([_ev(i) for i in range(6, 9)])
+        # configured again: starts at the tail, not with what it was never configured for
+        assert j.register_sinks({"database": False, "mqtt": True})["mqtt"] == 9

@@ -19,12 +19,13 @@ from camfleet.store import Store
 
 from .access_log import AccessLog
 from .context import ApiContext
+from .frigate_session import Sessions
 from .hosts import HostGuard, HostPolicy
 from .hub import Hub
 from .limits import BodyLimit
 from .live import LiveFrames
 from .metrics import registry
-from .routers import cameras, config, docs, events, live, metrics, recordings, system, ui, ws
+from .routers import cameras, config, docs, events, frigate_compat, live, metrics, recordings, system, ui, ws
 from .status_cache import StatusCache
 
 log = logging.getLogger("camfleet.api")
@@ -101,11 +102,17 @@ def create_app(
     )
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
+    app.state.frigate_sessions = Sessions(Path(data_dir), store)
     for module in (system, cameras, events, recordings, live, config, metrics, ws, docs, ui):
         for name in ("public", "router"):
             r: Any = getattr(module, name, None)
             if r is not None:
                 app.include_router(r)
+    # Frigate's API shapes (compat.frigate): answers 404 while the configuration in force has it off,
+    # so a reload turns it on or off without a restart
+    app.include_router(frigate_compat.router)
+    app.include_router(frigate_compat.reads)
+    app.include_router(frigate_compat.ui_links)
     app.mount("/ui", ui.static_files(), name="ui")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(HostGuard, policy=HostPolicy(config_api.allowed_hosts))  # DNS rebinding, CSWSH

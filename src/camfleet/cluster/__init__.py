@@ -1,4 +1,4 @@
-"""cluster: the fleet on NATS JetStream — agents, coordinators, membership, leader election (preview).
+"""cluster: the fleet on NATS JetStream — coordinators, agents and camera placement (preview).
 
 Modules, one job each:
 
@@ -10,7 +10,9 @@ Modules, one job each:
 * :mod:`.hardware`, :mod:`.capacity`: what a node has and what it can do (self-benchmark, cached);
 * :mod:`.agent`: registration, heartbeats, status; :mod:`.desired`: the desired-state seam (stub);
 * :mod:`.membership`, :mod:`.election`: the rules (pure); :mod:`.elector`, :mod:`.coordinator`: their drivers;
-* :mod:`.statefile`: a coordinator's state on disk.
+* :mod:`.statefile`: a coordinator's state on disk;
+* :mod:`.placement` (with ``placement_types``, ``placement_pool``, ``placement_history``): where
+  each camera runs, pure (no NATS).
 
 It sits above :mod:`camfleet.runtime` and drives a node only through
 :class:`~camfleet.runtime.control.NodeControl`. Submodules are imported where

@@ -72,7 +72,8 @@ class Pump:
         self.settings = settings or PumpSettings()
         self.journal = Journal(path)
         self.sinks = list(sinks)
-        self._cursors = {s.name: self.journal.cursor(s.name, default=self._start(s)) for s in self.sinks}
+        self._cursors = self.journal.register_sinks({s.name: bool(getattr(s, "from_tail", False))
+                                                     for s in self.sinks})
         self._outages: dict[str, _Outage] = {}
         self._live = self.journal.last_seq()  # listeners get what is appended from now on
         self._listeners: list[LiveListener] = []
@@ -84,10 +85,6 @@ class Pump:
         self._bounds_at = 0.0
         self.counts: dict[str, int] = {"delivered": 0, "skipped": 0, "retries": 0, "dropped": 0,
                                        "trimmed": 0}
-
-    def _start(self, sink: OutboxSink) -> int:
-        """Where a sink seen for the first time starts: the journal's start, or its tail."""
-        return self.journal.last_seq() if getattr(sink, "from_tail", False) else 0
 
     # ------------------------------------------------------------------ listeners
 

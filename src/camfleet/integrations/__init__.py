@@ -64,7 +64,9 @@ IntegrationFactory = Callable[[Config], list[Integration]]
 
 def _factories() -> list[IntegrationFactory]:
     # imported here: each integration's client library loads only when the CLI builds them
-    return []
+    from camfleet.integrations.webhooks import webhook_integrations  # noqa: PLC0415
+
+    return [webhook_integrations]
 
 
 class Integrations:

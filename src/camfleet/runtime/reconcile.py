@@ -52,7 +52,7 @@ class Plan:
 def plan(old: Config, new: Config) -> Plan:
     """The least set of process changes that makes a node running ``old`` run ``new``."""
     result = Plan()
-    for section in ("storage", "api", "data_dir"):
+    for section in ("storage", "api", "data_dir", "webhooks"):
         if settings_of(getattr(old, section)) != settings_of(getattr(new, section)):
             result.needs_node_restart.append(section)
     for name in sorted(set(old.cameras) | set(new.cameras)):
