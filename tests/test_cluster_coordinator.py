@@ -19,7 +19,7 @@ import pytest
 
 from camfleet.cluster.registry import LEADER_BUCKET, FleetTiming
 from camfleet_testing.nats import NatsHarness
-from tests.support.fleet import read_state, spawn_cli, stop_process, wait_for
+from tests.support.fleet import read_state, seed_capacity, spawn_cli, stop_process, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -68,6 +68,7 @@ def test_one_leader_through_a_lost_server_and_a_handover_on_kill(nats3: NatsHarn
     paths = [d / "coordinator.json" for d in dirs]
     procs = [spawn_cli(["coordinator", "--nats", nats3.url, "--data-dir", str(d)], tmp_path / f"c{i}.log")
              for i, d in enumerate(dirs, 1)]
+    seed_capacity(tmp_path / "agent")  # the benchmark is the agent test's business
     procs.append(spawn_cli(["agent", "--nats", nats3.url, "--data-dir", str(tmp_path / "agent")],
                            tmp_path / "agent.log"))
     try:

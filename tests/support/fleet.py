@@ -63,3 +63,15 @@ def read_state(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data
+
+
+def seed_capacity(data_dir: Path) -> None:
+    """Write the capacity cache an agent measures at its first start (for tests not about the benchmark)."""
+    from camfleet import __version__
+    from camfleet.cluster.capacity import Capacity, _model_sha256
+
+    folder = data_dir / "capacity"
+    folder.mkdir(parents=True, exist_ok=True)
+    seeded = Capacity(decode_pixels_per_s=5e7, inferences_per_s=20.0, camfleet_version=__version__,
+                      model_sha256=_model_sha256(), measured_at=time.time(), notes=["seeded by a test"])
+    (folder / "capacity.json").write_text(json.dumps(seeded.to_json()))
