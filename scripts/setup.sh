@@ -28,6 +28,7 @@ sim_pkgs=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plug
           libgl1 libglib2.0-0         # libgl1/libglib: OpenCV, used by the tracker library
           postgresql                  # the store's tests run against a real PostgreSQL too
           chromium chromium-driver    # the web UI's end-to-end tests drive a real headless Chromium
+          mosquitto                   # the MQTT integration's tests run against a real broker
           fonts-dejavu-core)
 sim_missing=()
 if command -v dpkg-query >/dev/null; then

@@ -126,6 +126,18 @@ def test_config_motion_only_and_disabled_camera(config: Config) -> None:
     assert yard["zones"] == {} and yard["record"]["enabled"] is False
 
 
+def test_config_shows_the_cameras_live_switches() -> None:
+    """MQTT commands set the camera's switches; the integration's switches and numbers read them back."""
+    text = YAML.replace("    pipeline: full\n", "    pipeline: full\n    detect: {enabled: false}\n"
+                        "    snapshots: {enabled: false}\n"
+                        "    motion: {threshold: 40, contour_area: 25}\n", 1)
+    text = text.replace("    detect: {width: 640, height: 360, fps: 5}\n", "", 1)
+    door = shapes.config_shape(load_config_text(text), LABELS)["cameras"]["door"]
+    assert door["detect"]["enabled"] is False and door["snapshots"]["enabled"] is False
+    assert door["motion"]["threshold"] == 40 and door["motion"]["contour_area"] == 25
+    assert door["motion"]["enabled"] is True
+
+
 def test_mqtt_section_is_read_defensively() -> None:
     assert shapes.mqtt_shape(None)["topic_prefix"] == "frigate"
     assert shapes.mqtt_shape(None)["enabled"] is False

@@ -122,24 +122,29 @@ def camera_shape(config: Config, name: str, labels: Sequence[str], order: int) -
     snapshot = _settings(SnapshotConfig, snapshot_params or {})
     width, height = cam.detect.width, cam.detect.height
     track = list(labels) if detect_params is not None else []
+    motion_on = motion_params is not None and cam.motion.enabled
+    snaps_on = snapshot_params is not None and cam.snapshots.enabled
     return {
         "name": name,
         "enabled": cam.enabled,
         "enabled_in_config": cam.enabled,
         # camfleet has no audio detection; the integration reads enabled_in_config and listen
         "audio": {"enabled": False, "enabled_in_config": False, "listen": []},
-        "detect": {"enabled": detect_params is not None, "width": width, "height": height,
-                   "fps": cam.detect.fps},
+        # the camera's live switches (set by MQTT commands) win over what its pipeline holds
+        "detect": {"enabled": detect_params is not None and cam.detect.enabled, "width": width,
+                   "height": height, "fps": cam.detect.fps},
         "motion": {
-            "enabled": motion_params is not None, "enabled_in_config": motion_params is not None,
-            "threshold": motion.threshold,
-            "contour_area": contour_area(motion.min_area, width, height),
+            "enabled": motion_on, "enabled_in_config": motion_on,
+            "threshold": cam.motion.threshold or motion.threshold,
+            "contour_area": (cam.motion.contour_area if cam.motion.contour_area is not None
+                             else motion.contour_area if motion.contour_area is not None
+                             else contour_area(motion.min_area, width, height)),
             "improve_contrast": False, "mask": [],
         },
         "objects": {"track": track, "filters": _min_scores(detect, track)},
         "record": {"enabled": cam.record.enabled, "enabled_in_config": cam.record.enabled},
         "snapshots": {
-            "enabled": snapshot_params is not None, "enabled_in_config": snapshot_params is not None,
+            "enabled": snaps_on, "enabled_in_config": snaps_on,
             "bounding_box": snapshot.boxes, "quality": snapshot.quality,
             "height": snapshot.height or None,
         },

@@ -147,6 +147,7 @@ def run(
             watcher.stop()
         if api is not None:
             api.stop(3.0)
+        integrations.quiesce()  # no command may start a process while the node stops
         node.stop()
         integrations.stop()
         if store is not None:

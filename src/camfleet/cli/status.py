@@ -103,6 +103,8 @@ def _sink_lines(sinks: dict[str, dict[str, Any]]) -> list[str]:
             last = f"HTTP {row['last_status']} in {_fmt(row.get('last_latency_ms', 0.0))} ms"
         if down:
             last += f"{'; ' if last else ''}down {_fmt(row.get('down_s', 0.0), 0)} s: {row.get('error', '')}"
+        elif row.get("broker_error"):  # a broker unreachable while there is nothing to deliver
+            last += f"{'; ' if last else ''}not connected: {row['broker_error']}"
         lines.append(f"{name:<24} {row.get('lag', 0):>7} {'DOWN' if down else 'up':<6} {counts[0]:>9} "
                      f"{counts[1]:>7} {counts[2]:>7}  {last}".rstrip())
     return lines

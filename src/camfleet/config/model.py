@@ -54,12 +54,15 @@ from .cameras import (
     CameraConfig,
     CameraDefaults,
     DetectSettings,
+    MotionSettings,
     RecordSettings,
     RetainDays,
+    SnapshotSettings,
     SourceConfig,
     TlsSettings,
     ZoneConfig,
 )
+from .mqtt import MqttSettings, MqttTls
 from .references import Problem, format_path, merge_defaults, recordings_dir_problem, reference_problems
 from .sections import (
     ApiSettings,
@@ -86,6 +89,10 @@ __all__ = [
     "ElementSpec",
     "InputSize",
     "ModelConfig",
+    "MotionSettings",
+    "MqttSettings",
+    "MqttTls",
+    "SnapshotSettings",
     "ApiSettings",
     "LogSettings",
     "Problem",
@@ -133,6 +140,8 @@ class Config(_Strict):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     webhooks: WebhookList = Field(default_factory=list, description="HTTP receivers of the node's events")
     compat: CompatSettings = Field(default_factory=CompatSettings, description="other systems' APIs (opt-in)")
+    mqtt: MqttSettings | None = Field(default=None, description="publish events and state to an MQTT "
+                                                                "broker as Frigate does (docs/mqtt.md)")
 
     DEFAULT_DATA_DIR: ClassVar[str] = _DEFAULT_DATA_DIR
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -227,6 +236,8 @@ class Config(_Strict):
         for camera in data.get("cameras", {}).values():
             for source in camera.get("sources", []):
                 source["url"] = mask_url(source["url"])
+        if (data.get("mqtt") or {}).get("password"):
+            data["mqtt"]["password"] = MASK
         if data.get("storage", {}).get("database"):
             data["storage"]["database"] = mask_url(data["storage"]["database"])
         for hook in data.get("webhooks", []):

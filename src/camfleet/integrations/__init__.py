@@ -10,6 +10,7 @@ builds the ones a configuration asks for and ties them to a node::
     node.start()
     integrations.start(node)       # clients connect, commands are taken
     ...
+    integrations.quiesce()         # no more changes to the node (MQTT commands)
     node.stop()                    # the pump delivers what it can, to every sink
     integrations.stop()            # e.g. MQTT says "offline" and disconnects
 
@@ -64,9 +65,10 @@ IntegrationFactory = Callable[[Config], list[Integration]]
 
 def _factories() -> list[IntegrationFactory]:
     # imported here: each integration's client library loads only when the CLI builds them
+    from camfleet.integrations.mqtt import mqtt_integrations  # noqa: PLC0415
     from camfleet.integrations.webhooks import webhook_integrations  # noqa: PLC0415
 
-    return [webhook_integrations]
+    return [mqtt_integrations, webhook_integrations]
 
 
 class Integrations:
@@ -93,6 +95,19 @@ class Integrations:
                 item.start(node)
             except Exception:
                 log.exception("integration %s failed to start", item.name)
+
+    def quiesce(self) -> None:
+        """Before ``node.stop()``: stop changing the node (commands); deliveries go on until :meth:`stop`.
+
+        Calls each integration's optional ``quiesce()`` (errors logged, never raised).
+        """
+        for item in self.items:
+            quiesce = getattr(item, "quiesce", None)
+            if callable(quiesce):
+                try:
+                    quiesce()
+                except Exception:
+                    log.exception("integration %s failed to quiesce", item.name)
 
     def stop(self) -> None:
         """Stop each integration (errors logged, never raised)."""

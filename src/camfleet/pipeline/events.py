@@ -61,6 +61,7 @@ class ObjectEvent:
     end_ns: int | None = None
     top_score: float = 0.0
     best_seq: int = 0
+    best_ns: int = 0
     best_box: Box | None = None
     zones: list[str] = field(default_factory=list)
     snapshot: str | None = None
@@ -74,6 +75,8 @@ class ObjectEvent:
         if self.best_box is not None:
             b = self.best_box
             data["box"] = [b.x0, b.y0, b.x1, b.y1]
+        if self.best_ns:
+            data["best_time"] = self.best_ns / 1e9  # when the best sighting (the snapshot) was captured
         return Event(
             id=self.event_id, camera=self.camera, label=self.label, start=self.start_ns / 1e9,
             end=None if self.end_ns is None else self.end_ns / 1e9, top_score=round(self.top_score, 4),
@@ -241,6 +244,7 @@ class EventsElement(Element[EventsConfig]):
         if obj.score > event.top_score:
             event.top_score = obj.score
             event.best_seq = ctx.seq
+            event.best_ns = ctx.capture_ns
             event.best_box = obj.box
             event.best_image = ctx.rgb().copy()
             changed = True

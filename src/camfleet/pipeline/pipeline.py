@@ -69,8 +69,10 @@ class Pipeline:
     def process(self, ctx: FrameContext) -> FrameContext:
         """Run every element on ``ctx`` in order; returns it."""
         t0 = time.perf_counter()
+        off = self.env.off
         for element in self.elements:
-            element.process(ctx)
+            if element.name not in off:  # switched off by the camera (e.g. MQTT detect OFF)
+                element.process(ctx)
             element.beat()
         self.process_ms = (time.perf_counter() - t0) * 1000
         return ctx
