@@ -19,6 +19,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 from .support.api_node import Running, camera_yaml, running, shm_env, wait_ws
 
 pytestmark = pytest.mark.e2e
+# a loaded 2-core CI machine answers slower than a desk: assertions wait up to 20 s, not 5
+expect.set_options(timeout=20_000)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
