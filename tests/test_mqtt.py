@@ -11,7 +11,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from camfleet.store import Store
 from camfleet.vocabulary import Event, EventMessage
 from tests.support.api_node import camera_yaml, node_config, shm_env
 from tests.support.mosquitto import Listener, Mosquitto, Received
+from tests.support.runtime_helpers import EventNotes
 from tests.support.tls_ca import make_ca_and_server
 
 pytestmark = pytest.mark.process
@@ -44,42 +44,6 @@ FIELDS = {"id", "camera", "frame_time", "label", "sub_label", "top_score", "scor
           "attributes", "snapshot"}
 
 
-class _Notes:
-    """The node's live event notes (its listener), waitable: what the outbox journalled."""
-
-    def __init__(self, node: Node) -> None:
-        self.notes: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self.unsubscribe = node.add_listener(self._on)
-
-    def _on(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "event":
-            with self._cond:
-                self.notes.append(message)
-                self._cond.notify_all()
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.notes)
-
-    def open_ids(self) -> set[str]:
-        """Events started and not ended so far."""
-        with self._cond:
-            started = {n["event"]["id"] for n in self.notes if n["event_type"] == "start"}
-            return started - {n["event"]["id"] for n in self.notes if n["event_type"] == "end"}
-
-    def wait(self, ok: Any, timeout: float, after: int = 0) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for n in self.notes[after:]:
-                    if ok(n):
-                        return n
-                left = end - time.monotonic()
-                assert left > 0, f"no such event note within {timeout} s"
-                self._cond.wait(min(left, 0.5))
-
-
 @dataclass
 class Rig:
     broker: Mosquitto
@@ -87,7 +51,7 @@ class Rig:
     config: Config
     mqtt: MqttIntegration
     listener: Listener
-    notes: _Notes
+    notes: EventNotes
     shm: Path
 
 
@@ -116,7 +80,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             integrations.start(node)
             item = integrations.items[0]
             assert isinstance(item, MqttIntegration)
-            yield Rig(broker, node, config, item, listener, _Notes(node), shm)
+            yield Rig(broker, node, config, item, listener, EventNotes(node), shm)
         finally:
             integrations.quiesce()
             node.stop()

@@ -7,24 +7,15 @@ import contextlib
 import re
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
 from camfleet.config.model import CAMERA_NAME_PATTERN
 
 from ..auth import authorize_ws
 from ..context import ws_ctx
-from ..limits import TooMany
+from ..ws_access import accept_with_slot, deny
 
 router = APIRouter()
 _NAME = re.compile(CAMERA_NAME_PATTERN)
-
-
-async def _deny(ws: WebSocket, status: int, detail: str) -> None:
-    if "websocket.http.response" in ws.scope.get("extensions", {}):
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        await ws.send_denial_response(JSONResponse({"detail": detail}, status, headers=headers))
-    else:
-        await ws.close(code=1008, reason=detail)
 
 
 @router.websocket("/api/cameras/{name}/meta")
@@ -42,19 +33,13 @@ async def camera_meta(ws: WebSocket, name: str) -> None:
     ctx = ws_ctx(ws)
     principal = authorize_ws(ws, ctx)
     if principal is None:
-        await _deny(ws, 401, "a valid token is required")
+        await deny(ws, 401, "a valid token is required")
         return
     cam = ctx.node.current_config().cameras.get(name) if _NAME.fullmatch(name) else None
     if cam is None or not cam.enabled:
-        await _deny(ws, 404, "no such camera (or it is disabled)")
+        await deny(ws, 404, "no such camera (or it is disabled)")
         return
-    await ws.accept()
-    try:
-        ctx.ws_slots.acquire(principal.name)
-    except TooMany:
-        with contextlib.suppress(Exception):
-            await ws.close(code=1008, reason=f"too many WebSocket connections for this token "
-                                             f"(api.max_ws_per_token = {ctx.ws_slots.limit})")
+    if not await accept_with_slot(ws, ctx, principal):
         return
     client = ctx.meta.add(name, asyncio.get_running_loop())
 
