@@ -2,20 +2,29 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/capacity.py --quick            # 2, then 4 (or 1) cameras, short windows (< 60 s)
+    .venv/bin/python bench/capacity.py --quick            # 2 cameras per system and profile (< 60 s)
     .venv/bin/python bench/capacity.py                    # 1, 2, 3, ... until neither keeps up
     .venv/bin/python bench/capacity.py --max-cameras 8 --json out.json
+    .venv/bin/python bench/capacity.py --profiles always --systems camfleet opencv
 
 Both systems read the same real RTSP streams: camfleet's simulator (:class:`camfleet_testing.sim.SimServer`,
 GStreamer's RTSP server) serves N cameras, 1280x720 H.264 at 15 fps with people, a cat and a
-motorcycle moving. For each N, one after the other on the same streams:
+motorcycle moving. Two scene profiles in the same run: ``always`` (the objects move all the time:
+motion gating never helps) and ``typical`` (they are in the picture 25 % of the time, an empty still
+scene otherwise, as real cameras mostly are). For each profile and N, one after the other on the
+same streams:
 
 * camfleet: a :class:`camfleet.runtime.Node` with the N cameras (an ingest and a pipeline process per
   camera, one shared detector process), detect stream 640x360 at 5 fps, the pipeline motion -> detect
   (the default model) -> track -> zones -> events;
+* camfleet, equal work (``camfleet-eq``): the same node doing what the baseline does: detect on the
+  whole frame of every analysed frame, no motion gating, no tracking, no events;
 * the baseline a user would otherwise write: one process, one thread per camera, each with its own
-  ``cv2.VideoCapture(url)`` reading every frame and its own TFLite interpreter running the same model
-  on every third frame (5 fps), no motion gating.
+  ``cv2.VideoCapture(url)`` that ``grab()``s every frame and ``retrieve()``s (decodes to BGR) only
+  every third one, which its own TFLite interpreter runs the same model on (5 fps), no motion gating.
+
+The verdict compares cameras sustained and counts inferences per camera-second for every system
+(camfleet's motion-gated detect runs 0-4 crops per frame, the others one image per analysed frame).
 
 N grows until a system no longer keeps up (or ``--max-cameras``). See ``METHOD`` below (also printed
 and stored in the JSON).
@@ -56,16 +65,26 @@ MODEL_IN = (300, 300)
 SUSTAIN = 0.95  # a rate keeps up when it is at least this fraction of its target
 SIM_OBJECTS = [("person", "cat"), ("person", "motorcycle"), ("person",), ("cat", "motorcycle")]
 READY_TIMEOUT = 90.0  # s: 2N+1 spawned processes importing numpy/tflite on a busy 2-core machine
-SYSTEMS = ("camfleet", "opencv")
-LABELS = {"camfleet": "camfleet", "opencv": "OpenCV loop"}
+SYSTEMS = ("camfleet", "camfleet-eq", "opencv")
+LABELS = {"camfleet": "camfleet", "camfleet-eq": "cf equal", "opencv": "OpenCV loop"}
+PROFILES = {"always": 1.0, "typical": 0.25}  # fraction of the time the objects are in the picture
+TARGETS = (  # issue 13: (profile, system, at least this many times the baseline's cameras)
+    ("always", "camfleet", 1.1),
+    ("typical", "camfleet", 2.5),
+    ("always", "camfleet-eq", 1.1),
+)
+EQ_CPU_TARGET = 0.9  # equal work: CPU per camera at most this fraction of the baseline's
+PSS_TARGET = 1.5  # PSS per camera at most this many times the baseline's
 
 METHOD = {
     "cameras": (
         f"camfleet_testing's SimServer: N cameras, {CAM_W}x{CAM_H} H.264 (x264 ultrafast, zerolatency, "
         f"baseline profile) at {CAM_FPS:g} fps, {CAM_KBPS} kbit/s, keyframe every {CAM_GOP} frames, "
-        "RTSP over TCP on 127.0.0.1; photographs of people / a cat / a motorcycle always moving "
-        "(so motion never gates detection off). A fresh server per N; both systems read the same "
-        "streams, one after the other"
+        "RTSP over TCP on 127.0.0.1; photographs of people / a cat / a motorcycle. Profile 'always': "
+        "always moving (motion never gates detection off); 'typical': in the picture for 25% of every "
+        "period (the period is the measured window, so each camera's window holds exactly that share, "
+        "each camera at its own phase), an empty still scene otherwise. A fresh server per profile and "
+        "N; every system reads the same streams, one after the other"
     ),
     "camfleet": (
         "camfleet.runtime.Node, config built as YAML text (runtime.default's template with rtsp sources, "
@@ -73,19 +92,27 @@ METHOD = {
         "(ssd-mobilenet-v2, min_score 0.5) -> track -> zones -> events; detectors: cpu {tflite, processes "
         "1, threads 1, max_batch 8, max_wait_ms 10} as runtime.default (--detector-processes and "
         "--detector-threads change it). Per camera an ingest process (PyAV demux + decode of every frame, "
-        "scale, publish 5 fps to the frame ring) and a pipeline process"
+        "scale, publish 5 fps to the frame ring) and a pipeline process. 'cf equal' (camfleet-eq): the "
+        "same node with the pipeline reduced to the baseline's work: detect {mode: frame} on every "
+        "analysed frame, nothing else"
     ),
     "opencv": (
         "the loop a user writes: one process, one thread per camera: cv2.VideoCapture(url, CAP_FFMPEG) "
-        "(OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp, like camfleet), cap.read() of every frame "
-        f"(BGR {CAM_W}x{CAM_H}), every {INFER_EVERY}rd frame cv2.resize to 300x300 + BGR->RGB and the same "
+        "(OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp, like camfleet), cap.grab() of every frame, "
+        f"cap.retrieve() (BGR {CAM_W}x{CAM_H}) of every {INFER_EVERY}rd only, cv2.resize to 300x300 + "
+        "BGR->RGB and the same "
         "model through camfleet.detect.load_runtime(spec, threads=1) (one TFLite interpreter per thread). "
         "No motion gating, no tracking: the plain loop. A read failure reopens the capture"
     ),
     "in fps": (
         "frames per second each camera's stream was read at, over the window: camfleet: packets demuxed "
         "(packet ring sequence numbers; demux and decode share one thread, one packet per frame); "
-        "baseline: successful cap.read() calls. 'min' is the slowest camera"
+        "baseline: successful cap.grab() calls. 'min' is the slowest camera"
+    ),
+    "inf/cs": (
+        "inferences (model runs on one image) per camera-second: camfleet: images the detector "
+        "processes ran over the window / window / N (a motion-gated frame may need 0 to 4 crops); "
+        "baseline: model runs per second per camera (mean)"
     ),
     "an fps": (
         "frames analysed per second per camera: camfleet: frames the pipeline process took from the frame "
@@ -123,14 +150,14 @@ METHOD = {
         "test and sim%): other work sharing the cores; rows with a high value were disturbed"
     ),
     "search": (
-        "per system: --quick runs N = 2, then 4 if 2 was sustained, else 1 (two runs); the full run "
+        "per profile and system: --quick runs N = 2 only (one run each); the full run "
         "steps N = 1, 2, 3, ... up to --max-cameras and stops at the first N not sustained. 'max "
-        "sustained' is the largest N sustained below the smallest N that was not; with --quick an N "
-        "between them may not have been tried (said so). --cams runs exactly the counts given"
+        "sustained' is the largest N sustained below the smallest N that was not. --cams runs exactly "
+        "the counts given"
     ),
     "an ms": (
         "camfleet: the pipeline's lag gauge from node.status() (frame published by ingest -> analysed "
-        "through events), sampled twice a second over the window, mean; baseline: cap.read() returning "
+        "through events), sampled twice a second over the window, mean; baseline: cap.grab() returning "
         "-> the model's answer, mean over analysed frames. Not the same span (camfleet's includes the "
         "wait in the ring); neither includes the camera -> decoder part. A camfleet pipeline analyses one "
         "frame at a time, so above 1000 / 5 = 200 ms it cannot reach 5 fps"
@@ -333,13 +360,14 @@ def _camera_names(n: int) -> list[str]:
     return [f"cap{i + 1}" for i in range(n)]
 
 
-def start_sim(n: int) -> Any:
-    """A running SimServer with ``n`` 720p15 H.264 cameras."""
+def start_sim(n: int, active: float = 1.0, period_s: float = 40.0) -> Any:
+    """A running SimServer with ``n`` 720p15 H.264 cameras, objects in the picture ``active`` of the time."""
     from camfleet_testing.sim import CameraSpec, SimServer
 
     specs = [
         CameraSpec(name=name, codec="h264", width=CAM_W, height=CAM_H, fps=CAM_FPS, bitrate_kbps=CAM_KBPS,
-                   gop=CAM_GOP, seed=i, objects=SIM_OBJECTS[i % len(SIM_OBJECTS)])
+                   gop=CAM_GOP, seed=i, objects=SIM_OBJECTS[i % len(SIM_OBJECTS)], active=active,
+                   active_period_s=period_s)
         for i, name in enumerate(_camera_names(n))
     ]
     sim = SimServer(specs)
@@ -365,11 +393,7 @@ detectors:
   cpu: {{runtime: tflite, processes: {det_procs}, threads: {det_threads}, max_batch: 8, max_wait_ms: 10}}
 pipelines:
   default:
-    - motion: {{}}
-    - detect: {{model: ssd-mobilenet-v2, detector: cpu, min_score: 0.5}}
-    - track: {{fps: {det_fps:g}, max_disappeared_s: 3}}
-    - zones: {{}}
-    - events: {{min_frames: 3}}
+{pipeline}
 defaults:
   detect: {{width: {det_w}, height: {det_h}, fps: {det_fps:g}}}
   pipeline: default
@@ -378,8 +402,20 @@ cameras:
 """
 
 
-def camfleet_config(urls: dict[str, str], data_dir: Path, det_procs: int = 1, det_threads: int = 1) -> Any:
-    """The node's configuration: runtime.default's template with the simulator's RTSP cameras."""
+_FULL_PIPELINE = """    - motion: {{}}
+    - detect: {{model: ssd-mobilenet-v2, detector: cpu, min_score: 0.5}}
+    - track: {{fps: {det_fps:g}, max_disappeared_s: 3}}
+    - zones: {{}}
+    - events: {{min_frames: 3}}"""
+_EQUAL_PIPELINE = """    - detect: {{model: ssd-mobilenet-v2, detector: cpu, min_score: 0.5, mode: frame}}"""
+
+
+def camfleet_config(urls: dict[str, str], data_dir: Path, det_procs: int = 1, det_threads: int = 1,
+                    equal_work: bool = False) -> Any:
+    """The node's configuration: runtime.default's template with the simulator's RTSP cameras.
+
+    ``equal_work``: the pipeline is only the baseline's work (detect on the whole frame, every frame).
+    """
     from camfleet.config import load_config_text
     from camfleet.detect.models import DEFAULT_LABELS_FILE, DEFAULT_MODEL_FILE, models_dir
 
@@ -392,6 +428,7 @@ def camfleet_config(urls: dict[str, str], data_dir: Path, det_procs: int = 1, de
         data_dir=str(data_dir.resolve()), model=str(models_dir() / DEFAULT_MODEL_FILE),
         labels=str(models_dir() / DEFAULT_LABELS_FILE), det_w=DET_W, det_h=DET_H, det_fps=DET_FPS,
         det_procs=det_procs, det_threads=det_threads, cameras=cams,
+        pipeline=(_EQUAL_PIPELINE if equal_work else _FULL_PIPELINE).format(det_fps=DET_FPS),
     )
     return load_config_text(text, source="<bench/capacity.py>")
 
@@ -482,20 +519,23 @@ def _mean_of(values: Any) -> float | None:
 
 
 def run_camfleet(
-    sim: Any, n: int, warmup: float, window: float, data_dir: Path, detector: tuple[int, int] = (1, 1)
+    sim: Any, n: int, warmup: float, window: float, data_dir: Path, detector: tuple[int, int] = (1, 1),
+    equal_work: bool = False,
 ) -> dict[str, Any]:
     """N cameras through a camfleet Node: start, wait for every pipeline, warm up, measure, stop."""
     from camfleet.detect.service import read_heartbeat
     from camfleet.runtime import Node
 
     cams = _camera_names(n)
-    row: dict[str, Any] = {"system": "camfleet", "n_cams": n, "errors": [], "summary": {},
+    row: dict[str, Any] = {"system": "camfleet-eq" if equal_work else "camfleet", "n_cams": n,
+                           "errors": [], "summary": {},
                            "detector": {"processes": detector[0], "threads": detector[1]},
                            "loadavg_start": os.getloadavg()}
     t_start = time.perf_counter()
     node = None
     try:
-        node = Node(camfleet_config({c: sim.url(c) for c in cams}, data_dir, *detector))
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=data_dir))  # each run its own journal and events
+        node = Node(camfleet_config({c: sim.url(c) for c in cams}, run_dir, *detector, equal_work=equal_work))
         node.start()
         _STARTED.update(pid for pid in node.processes().values() if pid is not None)
         deadline = time.monotonic() + READY_TIMEOUT
@@ -569,6 +609,7 @@ def run_camfleet(
             "proc_ms": _mean_of(p.get("proc_ms_mean") for p in per_cam),
             "skip_fps_mean": float(np.mean([p["skip_fps"] for p in per_cam])),
             "det_img_s": det["images"] / cpu["window_s"],
+            "inf_cam_s": det["images"] / cpu["window_s"] / n,
             "infer_s": det["batches"] / cpu["window_s"],
             "infer_ms": det["infer_ns"] / det["batches"] / 1e6 if det["batches"] else None,
             "mean_batch": det["images"] / det["batches"] if det["batches"] else None,
@@ -624,7 +665,7 @@ class CamCounters:
 
 
 def _baseline_camera(url: str, c: CamCounters, stop: threading.Event) -> None:
-    """What a user writes: read every frame, run the model on every third one."""
+    """What a user writes: grab every frame, decode and run the model on every third one."""
     import cv2
 
     from camfleet.detect import default_model_spec, load_runtime
@@ -635,7 +676,7 @@ def _baseline_camera(url: str, c: CamCounters, stop: threading.Event) -> None:
         if not cap.isOpened():
             raise RuntimeError("cv2.VideoCapture could not open the stream")
         while not stop.is_set():
-            ok, frame = cap.read()
+            ok = cap.grab()
             t_read = time.perf_counter()
             if not ok:
                 c.read_failures += 1
@@ -647,6 +688,10 @@ def _baseline_camera(url: str, c: CamCounters, stop: threading.Event) -> None:
             c.reads += 1
             c.pos_ms = float(cap.get(cv2.CAP_PROP_POS_MSEC))
             if c.reads % INFER_EVERY == 0:
+                ok, frame = cap.retrieve()
+                if not ok:
+                    c.read_failures += 1
+                    continue
                 small = cv2.resize(frame, MODEL_IN, interpolation=cv2.INTER_LINEAR)
                 rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
                 c.detections += len(runtime.detect(rgb))
@@ -754,6 +799,7 @@ def run_baseline(ctx: Any, sim: Any, n: int, warmup: float, window: float) -> di
         row["summary"] = {
             **_per_camera_summary(in_fps, an_fps, [p["lag_growth_s"] for p in per_cam]),
             "det_img_s": sum(an_fps),
+            "inf_cam_s": float(np.mean(an_fps)),
             "proc_ms": _mean_of(p["proc_ms_mean"] for p in per_cam),
             **cpu,
             "rss_mb": rss,
@@ -807,14 +853,15 @@ SIDE_COLUMNS: list[Column] = [
     ("ok", 3, "s", "ok"),
     ("in min", 6, ".1f", "in_fps_min"),
     ("an min", 6, ".2f", "an_fps_min"),
+    ("inf/cs", 6, ".2f", "inf_cam_s"),
     ("CPU%", 5, ".0f", "cpu_pct"),
     ("/cam", 4, ".0f", "cpu_pct_cam"),
-    ("RSS MB", 6, ".0f", "rss_mb"),
     ("PSS MB", 6, ".0f", "pss_mb"),
     ("wait%", 5, ".0f", "wait_pct"),
 ]
 DETAIL_COLUMNS: list[Column] = [
     ("system", 11, "s", "label"),
+    ("profile", 7, "s", "profile"),
     ("cams", 4, "d", "n_cams"),
     ("ok", 3, "s", "ok"),
     ("in min", 6, ".1f", "in_fps_min"),
@@ -824,6 +871,7 @@ DETAIL_COLUMNS: list[Column] = [
     ("lag s", 5, ".2f", "lag_growth_max_s"),
     ("an ms", 5, ".0f", "proc_ms"),
     ("det/s", 5, ".1f", "det_img_s"),
+    ("inf/cs", 6, ".2f", "inf_cam_s"),
     ("ms/inf", 6, ".1f", "infer_ms"),
     ("CPU%", 5, ".0f", "cpu_pct"),
     ("/cam", 4, ".0f", "cpu_pct_cam"),
@@ -841,6 +889,7 @@ DETAIL_COLUMNS: list[Column] = [
 def _values(r: dict[str, Any]) -> dict[str, Any]:
     v = dict(r.get("summary", {}))
     v["label"] = LABELS[r["system"]]
+    v["profile"] = r.get("profile", "")
     v["n_cams"] = r["n_cams"]
     v["ok"] = "yes" if r.get("sustained") else ("ERR" if "cpu_pct" not in v else "no")
     v["startup_s"] = r.get("startup_s")
@@ -870,7 +919,8 @@ def side_by_side(rows: list[dict[str, Any]], systems: list[str]) -> str:
 def detail_table(rows: list[dict[str, Any]]) -> str:
     header = " ".join(c[0].ljust(c[1]) if i == 0 else c[0].rjust(c[1]) for i, c in enumerate(DETAIL_COLUMNS))
     lines = [header, "-" * len(header)]
-    for r in sorted(rows, key=lambda r: (SYSTEMS.index(r["system"]), r["n_cams"])):
+    for r in sorted(rows, key=lambda r: (list(PROFILES).index(r["profile"]), SYSTEMS.index(r["system"]),
+                                         r["n_cams"])):
         v = _values(r)
         lines.append(" ".join(
             (str(v.get(k, "")).ljust(w) if i == 0 else str(v.get(k, "")).rjust(w)) if f == "s"
@@ -894,6 +944,8 @@ def verdicts(rows: list[dict[str, Any]], systems: list[str]) -> dict[str, dict[s
         out[s] = {
             "max_sustained": lo,
             "cpu_pct_cam": best["summary"]["cpu_pct_cam"] if best else None,
+            "pss_mb_cam": best["summary"]["pss_mb"] / best["n_cams"] if best else None,
+            "inf_cam_s": best["summary"].get("inf_cam_s") if best else None,
             "cpu_pct": best["summary"]["cpu_pct"] if best else None,
             "first_failed": hi,
             "untried_between": hi is not None and hi - lo > 1,
@@ -930,8 +982,9 @@ def verdict_lines(v: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"{LABELS[s]:<11}: not run")
             continue
         if x["max_sustained"]:
+            inf = f", {x['inf_cam_s']:.2f} inferences per camera-second" if x["inf_cam_s"] is not None else ""
             line = (f"{LABELS[s]:<11}: {x['max_sustained']} camera(s) sustained in real time, "
-                    f"{x['cpu_pct_cam']:.0f}% of one core per camera ({x['cpu_pct']:.0f}% in all)")
+                    f"{x['cpu_pct_cam']:.0f}% of one core per camera ({x['cpu_pct']:.0f}% in all){inf}")
         elif 1 in x["tried"]:
             line = f"{LABELS[s]:<11}: not even 1 camera sustained"
         else:
@@ -955,10 +1008,57 @@ def verdict_lines(v: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _at_common_n(rows: list[dict[str, Any]], a: str, b: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The runs of systems ``a`` and ``b`` at the largest N both sustained (same profile's rows)."""
+    ok = {(r["system"], r["n_cams"]): r for r in rows if r.get("sustained")}
+    common = [n for (s, n) in ok if s == a and (b, n) in ok]
+    if not common:
+        return None
+    n = max(common)
+    return ok[(a, n)], ok[(b, n)]
+
+
+def target_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict[str, Any]]]
+                   ) -> list[dict[str, Any]]:
+    """Issue 13's targets, each PASS or MISS (or n/a when a run is missing) with its figures."""
+    out: list[dict[str, Any]] = []
+    for profile, system, want in TARGETS:
+        v = verdict.get(profile, {})
+        mine, base = v.get(system, {}).get("max_sustained"), v.get("opencv", {}).get("max_sustained")
+        ratio = mine / base if mine is not None and base else None
+        out.append({"target": f"{profile}: {LABELS[system]} cameras >= {want:g}x the baseline's",
+                    "value": ratio, "figures": f"{mine} vs {base} cameras",
+                    "result": "n/a" if ratio is None else ("PASS" if ratio >= want else "MISS")})
+    for profile in PROFILES:
+        prow = [r for r in rows if r.get("profile") == profile]
+        pair = _at_common_n(prow, "camfleet-eq", "opencv")
+        if profile == "always":
+            ratio = (pair[0]["summary"]["cpu_pct_cam"] / pair[1]["summary"]["cpu_pct_cam"]
+                     if pair and pair[1]["summary"]["cpu_pct_cam"] else None)
+            out.append({"target": f"{profile}: cf equal CPU per camera <= {EQ_CPU_TARGET:g}x the baseline's",
+                        "value": ratio,
+                        "figures": (f"{pair[0]['summary']['cpu_pct_cam']:.0f}% vs "
+                                    f"{pair[1]['summary']['cpu_pct_cam']:.0f}% at {pair[0]['n_cams']} cam"
+                                    if pair else "no N both sustained"),
+                        "result": "n/a" if ratio is None else ("PASS" if ratio <= EQ_CPU_TARGET else "MISS")})
+        pair = _at_common_n(prow, "camfleet", "opencv")
+        ratio = None
+        if pair and pair[1]["summary"]["pss_mb"]:
+            ratio = pair[0]["summary"]["pss_mb"] / pair[1]["summary"]["pss_mb"]
+        out.append({"target": f"{profile}: camfleet PSS per camera <= {PSS_TARGET:g}x the baseline's",
+                    "value": ratio,
+                    "figures": (f"{pair[0]['summary']['pss_mb'] / pair[0]['n_cams']:.0f} vs "
+                                f"{pair[1]['summary']['pss_mb'] / pair[1]['n_cams']:.0f} MiB per camera at "
+                                f"{pair[0]['n_cams']} cam" if pair else "no N both sustained"),
+                    "result": "n/a" if ratio is None else ("PASS" if ratio <= PSS_TARGET else "MISS")})
+    return out
+
+
 def breakdown_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Where camfleet's CPU goes, per run: ingest and pipeline per camera, detector and the rest in all."""
     lines = []
-    for r in sorted((r for r in rows if r.get("cpu_by_process")), key=lambda r: r["n_cams"]):
+    for r in sorted((r for r in rows if r.get("cpu_by_process")),
+                    key=lambda r: (r["profile"], r["system"], r["n_cams"])):
         by, n = r["cpu_by_process"], r["n_cams"]
         kinds: dict[str, float] = {}
         for name, pct in by.items():
@@ -967,7 +1067,8 @@ def breakdown_lines(rows: list[dict[str, Any]]) -> list[str]:
             kind = head if head in ("detector", "forkserver") or not tail else tail
             kinds[kind] = kinds.get(kind, 0.0) + pct
         lines.append(
-            f"camfleet CPU at {n} cam: ingest {kinds.get('ingest', 0) / n:.1f}%/cam, pipeline "
+            f"{LABELS[r['system']]} ({r['profile']}) CPU at {n} cam: ingest "
+            f"{kinds.get('ingest', 0) / n:.1f}%/cam, pipeline "
             f"{kinds.get('pipeline', 0) / n:.1f}%/cam, detector {kinds.get('detector', 0):.1f}% in all, "
             f"supervisor threads {kinds.get('node threads in the bench process', 0):.1f}%"
         )
@@ -1014,17 +1115,21 @@ def _progress(r: dict[str, Any]) -> None:
              f"{sm['cpu_pct']:.0f}% ({sm['cpu_pct_cam']:.0f}%/cam), other {sm['other_pct']:.0f}%, "
              if "cpu_pct" in sm else "")
     verdict = "sustained" if r["sustained"] else "NOT sustained: " + r["why"]
-    print(f"  {LABELS[r['system']]:<11} {r['n_cams']:>2} cam: {rates}{verdict}, {r['elapsed_s']:.1f} s",
+    print(f"  {r['profile']:<7} {LABELS[r['system']]:<11} {r['n_cams']:>2} cam: {rates}{verdict}, "
+          f"{r['elapsed_s']:.1f} s",
           file=sys.stderr, flush=True)
 
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="N = 2, then 4 or 1; short windows (< 60 s)")
+    ap.add_argument("--quick", action="store_true",
+                    help="N = 2 only, per system and profile; short windows (< 60 s)")
     ap.add_argument("--max-cameras", type=int, default=16, help="largest N tried (default 16)")
     ap.add_argument("--cams", nargs="+", type=int, help="exactly these camera counts (no search order)")
     ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    ap.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES),
+                    help="scene profiles (default both): always moving, or objects 25%% of the time")
     ap.add_argument("--warmup", type=float, help="seconds between ready and the window (default 2; 5)")
     ap.add_argument("--window", type=float, help="seconds measured per run (default 4 with --quick; 20)")
     ap.add_argument("--detector-processes", type=int, default=1,
@@ -1034,13 +1139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=Path("artifacts/bench-capacity.json"), help="raw results")
     args = ap.parse_args(argv)
     quick = args.quick
-    warmup = args.warmup if args.warmup is not None else (2.0 if quick else 5.0)
-    window = args.window if args.window is not None else (4.0 if quick else 20.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if quick else 5.0)
+    window = args.window if args.window is not None else (3.0 if quick else 20.0)
     if not 1 <= args.max_cameras <= 64 or any(not 1 <= n <= 64 for n in args.cams or []):
         ap.error("camera counts must be within 1..64")
     if args.detector_processes < 1 or args.detector_threads < 1:
         ap.error("--detector-processes and --detector-threads must be at least 1")
     systems = [s for s in SYSTEMS if s in args.systems]
+    profiles = [p for p in PROFILES if p in args.profiles]
     detector = (args.detector_processes, args.detector_threads)
 
     from camfleet.detect import default_model_spec
@@ -1050,13 +1156,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cams:
         search_text = f"{sorted(set(args.cams))} as given"
     elif quick:
-        search_text = f"2, then 4 (or 1 where 2 fails), at most {args.max_cameras}"
+        search_text = "2 only"
     else:
         search_text = f"1, 2, 3, ... until not sustained, at most {args.max_cameras}"
     load_start = os.getloadavg()
     print(
         f"capacity bench: {CAM_W}x{CAM_H} H.264 @ {CAM_FPS:g} fps RTSP cameras, analysed at {DET_FPS:g} fps, "
-        f"model {spec.id}; N: {search_text}; warm-up "
+        f"model {spec.id}; profiles {', '.join(profiles)}; N: {search_text}; warm-up "
         f"{warmup:g} s, window {window:g} s; {os.cpu_count()} CPUs",
         flush=True,
     )
@@ -1074,35 +1180,39 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     fatal: str | None = None
     t0 = time.perf_counter()
-    if args.cams:  # exactly the counts given, every system at each
-        plan = {s: iter(sorted(set(args.cams))) for s in systems}
-        searches: dict[str, Search] = {}
-    else:
-        searches = {s: Search(first=2 if quick else 1, cap=args.max_cameras, double=quick,
-                              max_probes=2 if quick else args.max_cameras) for s in systems}
     sim = None
     try:
-        while True:
-            if args.cams:
-                wanted = {s: n for s in systems if (n := next(plan[s], None)) is not None}
+        for profile in profiles:
+            if args.cams:  # exactly the counts given, every system at each
+                plan = {sy: iter(sorted(set(args.cams))) for sy in systems}
+                searches: dict[str, Search] = {}
             else:
-                wanted = {s: n for s in systems if (n := searches[s].next()) is not None}
-            if not wanted:
-                break
-            for n in sorted(set(wanted.values())):
-                sim = start_sim(n)
-                time.sleep(0.5)  # the feeders and the server settle
-                for s in (s for s in systems if wanted.get(s) == n):
-                    if s == "camfleet":
-                        r = run_camfleet(sim, n, warmup, window, data_dir, detector)
-                    else:
-                        r = run_baseline(ctx, sim, n, warmup, window)
-                    rows.append(r)
-                    if s in searches:
-                        searches[s].record(n, r["sustained"])
-                    _progress(r)
-                sim.close()
-                sim = None
+                searches = {sy: Search(first=2 if quick else 1, cap=args.max_cameras, double=quick,
+                                       max_probes=1 if quick else args.max_cameras) for sy in systems}
+            while True:
+                if args.cams:
+                    wanted = {sy: n for sy in systems if (n := next(plan[sy], None)) is not None}
+                else:
+                    wanted = {sy: n for sy in systems if (n := searches[sy].next()) is not None}
+                if not wanted:
+                    break
+                for n in sorted(set(wanted.values())):
+                    # the period is the window: each camera's window holds exactly its active share
+                    sim = start_sim(n, PROFILES[profile], period_s=window)
+                    time.sleep(0.5)  # the feeders and the server settle
+                    for sy in (sy for sy in systems if wanted.get(sy) == n):
+                        if sy == "opencv":
+                            r = run_baseline(ctx, sim, n, warmup, window)
+                        else:
+                            r = run_camfleet(sim, n, warmup, window, data_dir, detector,
+                                             equal_work=sy == "camfleet-eq")
+                        r["profile"] = profile
+                        rows.append(r)
+                        if sy in searches:
+                            searches[sy].record(n, r["sustained"])
+                        _progress(r)
+                    sim.close()
+                    sim = None
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: cleaning up", file=sys.stderr, flush=True)
@@ -1121,15 +1231,26 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     load_end = os.getloadavg()
 
-    v = verdicts(rows, systems)
+    v = {p: verdicts([r for r in rows if r["profile"] == p], systems) for p in profiles}
+    targets = target_results(rows, v)
+    for p in profiles:
+        prow = [r for r in rows if r["profile"] == p]
+        print()
+        print(f"profile {p!r}: cameras sustained in real time ({CAM_W}x{CAM_H} @ {CAM_FPS:g} fps in, "
+              f"{DET_FPS:g} fps analysed); in = frames read/s per camera, an = frames analysed/s per camera "
+              "(min over cameras), inf/cs = inferences per camera-second, CPU% of one core")
+        print(side_by_side(prow, systems))
+        print()
+        for line in verdict_lines(v[p]):
+            print(line)
     print()
-    print(f"cameras sustained in real time ({CAM_W}x{CAM_H} @ {CAM_FPS:g} fps in, {DET_FPS:g} fps analysed); "
-          "in = frames read/s per camera, an = frames analysed/s per camera (min over cameras), "
-          "CPU% of one core")
-    print(side_by_side(rows, systems))
-    print()
-    for line in verdict_lines(v) + breakdown_lines(rows):
+    for line in breakdown_lines(rows):
         print(line)
+    print()
+    print("targets (issue 13; ratios measured in this run):")
+    for t in targets:
+        val = f"{t['value']:.2f}x" if t["value"] is not None else "-"
+        print(f"  {t['result']:<4} {t['target']}: {val} ({t['figures']})")
     print()
     print(detail_table(rows))
     other = [r["summary"]["other_pct"] for r in rows if "other_pct" in r["summary"]]
@@ -1159,6 +1280,7 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted": interrupted,
             "fatal": fatal,
             "search": search_text,
+            "profiles": {p: PROFILES[p] for p in profiles},
             "warmup_s": warmup,
             "window_s": window,
             "elapsed_s": elapsed,
@@ -1182,6 +1304,7 @@ def main(argv: list[str] | None = None) -> int:
             "method": METHOD,
         },
         "verdicts": v,
+        "targets": targets,
         "runs": rows,
     }
     args.json.write_text(json.dumps(doc, indent=1, default=str))

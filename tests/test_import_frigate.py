@@ -270,9 +270,11 @@ def test_frigate_012_pixels_go2rtc_vars_rtmp_filters(tmp_path: Path) -> None:
     # detection on by default before 0.16
     assert [e.name for e in cfg.pipelines[front.pipeline]][:2] == [
         "motion", "detect"]
-    # mqtt: not mapped, with what it needs and no password
-    mqtt = next(s for s in _notes(result) if s.startswith("not mapped: mqtt:"))
-    assert "host=10.0.0.2" in mqtt and "user=frigate" in mqtt and "${FRIGATE_MQTT_PASSWORD}" in mqtt
+    # mqtt: the same broker; the password stays a variable
+    assert cfg.mqtt is not None and cfg.mqtt.host == "10.0.0.2" and cfg.mqtt.user == "frigate"
+    assert cfg.mqtt.topic_prefix == "frigate" and cfg.mqtt.qos == 1
+    assert result.config["mqtt"]["password"] == "${FRIGATE_MQTT_PASSWORD}"
+    assert _has(result, "converted: mqtt.qos")
     assert _has(result, "not mapped: detectors:") and _has(result, "not mapped: birdseye:")
 
 
@@ -282,8 +284,22 @@ def test_no_secret_in_notes() -> None:
     text = "\n".join(_notes(result))
     assert "hunter2" not in text and "pw&" not in text
     assert "***" in text
-    m = convert({"mqtt": {"host": "h", "password": "s3cret"}, "cameras": {}})
+    m = convert({"mqtt": {"host": "h", "user": "u", "password": "s3cret"}, "cameras": {}})
     assert "s3cret" not in "\n".join(_notes(m))
+    assert m.config["mqtt"]["password"] == "s3cret"  # the broker needs it: copied, and said so
+    assert _has(m, "converted: mqtt.password")
+
+
+def test_mqtt_tls_and_odd_values() -> None:
+    m = convert({"mqtt": {"host": "h", "port": 8883, "qos": 0, "stats_interval": 5, "tls_ca_certs": "/ca.pem",
+                          "tls_client_cert": "/c.pem", "tls_insecure": True, "frobnicate": 1},
+                 "cameras": {}})
+    assert m.config["mqtt"] == {"host": "h", "port": 8883, "qos": 0,
+                                "tls": {"ca": "/ca.pem", "insecure": True}}
+    for key in ("mqtt.stats_interval", "mqtt.tls_client_cert", "mqtt.frobnicate"):
+        assert _has(m, f"not mapped: {key}")
+    assert not _has(m, "converted: mqtt.qos")
+    assert "mqtt" not in convert({"mqtt": {"enabled": False}, "cameras": {}}).config
 
 
 def test_frigate_014_relative_kept_retention(tmp_path: Path) -> None:
@@ -299,7 +315,7 @@ def test_frigate_014_relative_kept_retention(tmp_path: Path) -> None:
     assert yard.record.retain_days.model_dump() == {"continuous": 7, "motion": 0, "events": 30}
     detect = cfg.pipelines[yard.pipeline][1].params
     assert detect["min_area"] == 0.01 and detect["min_score"] == {"default": 0.5, "person": 0.6}
-    assert _has(result, "not mapped: mqtt: disabled")
+    assert _has(result, "not mapped: mqtt: disabled in Frigate, without a host")
 
 
 def test_frigate_015_alerts_detections_vars(tmp_path: Path) -> None:
@@ -359,7 +375,8 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "not mapped: cameras.front.ffmpeg.inputs[0].roles: 'rtmp'" in r.output
     assert f"{dst}: ok" in r.output
-    assert load_config(dst, env={"FRIGATE_RTSP_PASSWORD": "x", "FRIGATE_GARAGE_PASSWORD": "y"}).cameras
+    assert load_config(dst, env={"FRIGATE_RTSP_PASSWORD": "x", "FRIGATE_GARAGE_PASSWORD": "y",
+                                 "FRIGATE_MQTT_PASSWORD": "z"}).cameras
     r = runner.invoke(app, ["config", "check", str(dst), "--ignore-unset-env"])
     assert r.exit_code == 0, r.output
     # no overwrite without --force

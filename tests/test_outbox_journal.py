@@ -9,6 +9,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import stat
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -231,3 +233,79 @@ def test_an_inactive_sink_never_holds_entries_back(tmp_path: Path) -> None:
         j.advance("database", 50)
         trimmed, dropped = j.enforce_bounds(max_entries=10, keep_delivered=5, sinks={"database"})
         assert (trimmed, dropped) == (45, 0) and j.cursors() == {"database": 50, "jsonl": 45}
+
+
+class _DownSink(_ListSink):
+    """A destination that is unreachable (ConnectionError, an outage) until ``up`` is set."""
+
+    name = "down"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = threading.Event()
+        self.from_tail = True
+        self.backoff_s = (0.05,)
+
+    def write(self, messages: Sequence[OutboxMessage]) -> None:
+        if not self.up.is_set():
+            raise ConnectionError("broker mqtt://user:hunter2@127.0.0.1:1 refused the connection")
+        super().write(messages)
+
+    def stats(self) -> dict[str, int]:
+        return {"delivered": len(self.got)}
+
+
+class _SlowSink(_ListSink):
+    """Blocks every write until ``release`` is set."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, messages: Sequence[OutboxMessage]) -> None:
+        assert self.release.wait(30)
+        super().write(messages)
+
+
+def test_a_down_or_slow_sink_holds_up_no_other_and_a_new_one_starts_at_the_tail(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with Journal(path) as j:
+        j.append([_ev(i) for i in range(5)])  # history: a sink new from today does not get it
+    fast, down, slow = _ListSink(), _DownSink(), _SlowSink()
+    pump = Pump(path, [slow, down, fast], settings=PumpSettings(batch=100, poll_s=0.01))
+    pump.start()
+    try:
+        with Journal(path) as j:
+            j.append([_ev(i) for i in range(5, 10)])
+        deadline = time.monotonic() + 20
+        while len(fast.got) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fast.got) == 10  # while "slow" hangs and "down" is down
+        rows = pump.sink_stats()
+        assert rows["down"]["attempts"] >= 1 and rows["down"]["lag"] == 5 and rows["down"]["delivered"] == 0
+        assert "hunter2" not in rows["down"]["error"] and rows["list"]["lag"] == 0
+        down.up.set()
+        slow.release.set()
+        assert pump.flush(timeout=20)
+        assert pump.sink_stats()["down"]["attempts"] == 0
+    finally:
+        pump.stop()
+    assert [m.event.id for m in down.got if isinstance(m, EventMessage)] == [f"e{i}" for i in range(5, 10)]
+    assert len(slow.got) == 10
+
+
+def test_a_tail_sink_resumes_after_a_restart_but_not_after_a_run_without_it(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with Journal(path) as j:
+        j.append([_ev(i) for i in range(3)])  # history before the broker was configured
+        assert j.register_sinks({"database": False, "mqtt": True}) == {"database": 0, "mqtt": 3}
+        j.append([_ev(i) for i in range(3, 6)])  # journalled while the broker was down, then a stop
+        # next run, same sinks: the broker resumes where it stopped (loses nothing)
+        assert j.register_sinks({"database": False, "mqtt": True}) == {"database": 0, "mqtt": 3}
+        j.advance("mqtt", 6)
+        j.register_sinks({"database": False})  # a run with the broker removed from the config
+        j.append([_ev(i) for i in range(6, 9)])
+        # configured again: starts at the tail, not with what it was never configured for
+        assert j.register_sinks({"database": False, "mqtt": True})["mqtt"] == 9

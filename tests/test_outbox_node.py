@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,35 +16,9 @@ from camfleet.events import Journal, journal_path
 from camfleet.runtime import Node
 from camfleet.store import Store
 from camfleet.vocabulary import EventMessage, decode
-from tests.support.runtime_helpers import States, camera_yaml, config_text
+from tests.support.runtime_helpers import EventNotes, States, camera_yaml, config_text
 
 pytestmark = pytest.mark.process
-
-
-class _EventWaiter:
-    """Collects the node's live event notes (its listener), waitable."""
-
-    def __init__(self, node: Node) -> None:
-        self.notes: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self.unsubscribe = node.add_listener(self._on)
-
-    def _on(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "event":
-            with self._cond:
-                self.notes.append(message)
-                self._cond.notify_all()
-
-    def wait(self, ok: Any, timeout: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for n in self.notes:
-                    if ok(n):
-                        return n
-                left = end - time.monotonic()
-                assert left > 0, f"no such event note within {timeout} s: {self.notes[-5:]}"
-                self._cond.wait(min(left, 0.5))
 
 
 def test_pipeline_killed_mid_event_has_its_open_events_closed_at_last_seen(
@@ -55,7 +27,7 @@ def test_pipeline_killed_mid_event_has_its_open_events_closed_at_last_seen(
     store = Store.open(config.database_url)
     node = Node(config, store=store)
     node.start()
-    states, events = States(node), _EventWaiter(node)
+    states, events = States(node), EventNotes(node)
     path = journal_path(config.data_path)
     try:
         states.wait("a", "healthy", 60)
@@ -84,7 +56,8 @@ def test_pipeline_killed_mid_event_has_its_open_events_closed_at_last_seen(
         assert stored.end == pytest.approx(ended["event"]["end"])
         api = ApiEvent.of(stored)
         assert api.end == stored.end and api.model_dump() == ended["event"] | {
-            "has_snapshot": api.has_snapshot, "top_score": api.top_score, "zones": api.zones}
+            "has_snapshot": api.has_snapshot, "top_score": api.top_score, "zones": api.zones,
+            "reviewed": api.reviewed}  # a user's review lives in the store, not in the camera's notes
     finally:
         events.unsubscribe()
         states.close()

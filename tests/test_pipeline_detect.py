@@ -169,7 +169,7 @@ def test_a_detector_killed_with_two_frames_in_flight_drops_both_and_the_window_r
                 except DetectorFailed:
                     failures += 1
             assert failures == 2 and sub.held == 0  # both frames dropped, their leases released
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60  # a restart on a loaded 2-core machine can take long
             while True:  # the supervisor restarts the detector; the window works again
                 pub.publish(plain, pts=99)
                 try:

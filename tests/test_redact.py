@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from camfleet.api.cameras import unmask_sources
@@ -59,3 +61,18 @@ def test_a_masked_query_url_from_the_api_is_restored_to_the_real_one() -> None:
     known = [{"sources": [{"url": real}]}]
     edited = unmask_sources({"sources": [{"url": mask_url(real)}]}, known)
     assert edited["sources"][0]["url"] == real
+
+
+def test_http_client_request_lines_never_reach_the_logs() -> None:
+    """httpx logs each request's URL at INFO; a webhook URL's path can be its secret."""
+    from camfleet.cli.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging(verbose=True)
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("httpcore").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

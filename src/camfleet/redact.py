@@ -10,6 +10,7 @@ of query parameters that carry credentials (:data:`SECRET_QUERY_KEYS`, e.g.
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,3 +72,13 @@ def mask_text(text: str) -> str:
     text = _URL_IN_TEXT.sub(lambda m: f"{m.group(1)}{MASK}:{MASK}@", text)
     return _SECRET_PARAM.sub(lambda m: m.group(1) + MASK, text)
 
+
+def quiet_http_clients() -> None:
+    """Keep HTTP client libraries' request lines out of the logs, even when debugging.
+
+    httpx logs every request's full URL at INFO; a webhook's URL often carries its secret in
+    the path (Home Assistant's ``/api/webhook/<id>``). What camfleet wants said about a
+    delivery, it logs itself, with the URL masked.
+    """
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -124,3 +124,42 @@ class GapCounter:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+class EventNotes:
+    """The node's live event notes (``{"type": "event", "event_type", "event"}``, from its
+    listener), waitable: what the outbox journalled, as the API's WebSocket sees it."""
+
+    def __init__(self, node: Node) -> None:
+        self.notes: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self.unsubscribe = node.add_listener(self._on)
+
+    def _on(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "event":
+            with self._cond:
+                self.notes.append(message)
+                self._cond.notify_all()
+
+    def mark(self) -> int:
+        """How many notes so far (pass it as ``after`` to wait for a later one)."""
+        with self._cond:
+            return len(self.notes)
+
+    def open_ids(self) -> set[str]:
+        """Events started and not ended so far."""
+        with self._cond:
+            started = {n["event"]["id"] for n in self.notes if n["event_type"] == "start"}
+            return started - {n["event"]["id"] for n in self.notes if n["event_type"] == "end"}
+
+    def wait(self, ok: Callable[[dict[str, Any]], bool], timeout: float, after: int = 0) -> dict[str, Any]:
+        """The first note from index ``after`` on that ``ok`` accepts; AssertionError after ``timeout`` s."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for n in self.notes[after:]:
+                    if ok(n):
+                        return n
+                left = end - time.monotonic()
+                assert left > 0, f"no such event note within {timeout} s: {self.notes[-5:]}"
+                self._cond.wait(min(left, 0.5))

@@ -35,8 +35,12 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def make_ca_and_server(directory: Path, *, ca_name: str = "camfleet test CA") -> TlsFiles:
-    """Write a new CA and a server certificate signed by it into ``directory``; return their paths."""
+def make_ca_and_server(directory: Path, *, ca_name: str = "camfleet test CA",
+                       dns_names: tuple[str, ...] = ("localhost",)) -> TlsFiles:
+    """Write a new CA and a server certificate signed by it into ``directory``; return their paths.
+
+    The server certificate is for ``dns_names`` and the loopback addresses.
+    """
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
@@ -57,7 +61,7 @@ def make_ca_and_server(directory: Path, *, ca_name: str = "camfleet test CA") ->
     )
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
+        *(x509.DNSName(name) for name in dns_names),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
     ]

@@ -19,12 +19,26 @@ from camfleet.store import Store
 
 from .access_log import AccessLog
 from .context import ApiContext
+from .frigate_session import Sessions
 from .hosts import HostGuard, HostPolicy
 from .hub import Hub
 from .limits import BodyLimit
 from .live import LiveFrames
 from .metrics import registry
-from .routers import cameras, config, docs, events, live, metrics, recordings, system, ui, ws
+from .routers import (
+    cameras,
+    config,
+    docs,
+    events,
+    frigate_compat,
+    live,
+    meta,
+    metrics,
+    recordings,
+    system,
+    ui,
+    ws,
+)
 from .status_cache import StatusCache
 
 log = logging.getLogger("camfleet.api")
@@ -62,6 +76,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         ctx.hub.close_all()
+        ctx.meta.close()
         await asyncio.to_thread(ctx.live.close)
 
 
@@ -101,11 +116,17 @@ def create_app(
     )
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
-    for module in (system, cameras, events, recordings, live, config, metrics, ws, docs, ui):
+    app.state.frigate_sessions = Sessions(Path(data_dir), store)
+    for module in (system, cameras, events, recordings, live, meta, config, metrics, ws, docs, ui):
         for name in ("public", "router"):
             r: Any = getattr(module, name, None)
             if r is not None:
                 app.include_router(r)
+    # Frigate's API shapes (compat.frigate): answers 404 while the configuration in force has it off,
+    # so a reload turns it on or off without a restart
+    app.include_router(frigate_compat.router)
+    app.include_router(frigate_compat.reads)
+    app.include_router(frigate_compat.ui_links)
     app.mount("/ui", ui.static_files(), name="ui")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(HostGuard, policy=HostPolicy(config_api.allowed_hosts))  # DNS rebinding, CSWSH

@@ -140,16 +140,25 @@ def span_clip(ctx: ApiContext, who: str, camera: str, start: float, end: float) 
     return _clip(ctx, who, camera, segs)
 
 
-def clip_of_event(ctx: ApiContext, event: EventRecord, who: str = "") -> FileResponse:
-    """The event's footage with the camera's pre/post capture (at most an hour), as whole segments.
+def event_span(ctx: ApiContext, event: EventRecord) -> tuple[float, float]:
+    """The span (epoch s) an event's clip covers: with the camera's pre/post capture, at most an hour.
 
-    A running event is exported up to its newest footage.
+    A running event's span reaches an hour past its start (its newest footage is what exists).
     """
     cam = ctx.node.current_config().cameras.get(event.camera)
     pre = cam.record.pre_capture if cam is not None else DEFAULT_PRE_POST_S
     post = cam.record.post_capture if cam is not None else DEFAULT_PRE_POST_S
     start = event.start - pre
     end = start + MAX_CLIP_SECONDS if event.end is None else min(event.end + post, start + MAX_CLIP_SECONDS)
+    return start, end
+
+
+def clip_of_event(ctx: ApiContext, event: EventRecord, who: str = "") -> FileResponse:
+    """The event's footage with the camera's pre/post capture (at most an hour), as whole segments.
+
+    A running event is exported up to its newest footage.
+    """
+    start, end = event_span(ctx, event)
     segs = ctx.store.query_segments(camera=event.camera, start=start, end=end)
     if not segs:
         raise _no_footage(event.camera, start, end)

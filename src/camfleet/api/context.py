@@ -13,6 +13,7 @@ from camfleet.config import ApiSettings
 from camfleet.runtime.control import NodeControl
 
 from .limits import PerKeyLimit
+from .meta import MetaFeeds
 
 if TYPE_CHECKING:
     from camfleet.store import Store
@@ -37,6 +38,7 @@ class ApiContext:
     live: LiveFrames
     hub: Hub
     max_body_bytes: int = 1 << 20
+    meta: MetaFeeds = field(default_factory=MetaFeeds)  # the live overlay's per-camera feeds
     clips_dir: Path = field(init=False)
     apply_lock: threading.Lock = field(default_factory=threading.Lock)
     export_slots: PerKeyLimit = field(init=False)  # clip exports running, per token name

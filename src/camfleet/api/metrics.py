@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -82,12 +84,39 @@ class NodeCollector(Collector):
             counter = CounterMetricFamily(f"camfleet_outbox_{key}", help_text)
             counter.add_metric([], float(outbox.get(key, 0)))
             yield counter
+        yield from _sink_families(st.sinks)
         clients = GaugeMetricFamily("camfleet_api_websocket_clients", "connected WebSocket clients")
         clients.add_metric([], float(len(self.hub.clients)))
         yield clients
         dropped = CounterMetricFamily("camfleet_api_websocket_dropped", "slow WebSocket clients dropped")
         dropped.add_metric([], float(self.hub.dropped))
         yield dropped
+
+
+def _sink_families(sinks: dict[str, dict[str, Any]]) -> list[GaugeMetricFamily]:
+    """Per outbox sink (label ``sink``): lag, up, and each numeric counter it reports.
+
+    A sink's own counter ``key`` becomes ``camfleet_sink_<key>`` (e.g. a webhook's ``delivered``).
+    """
+    lag = GaugeMetricFamily("camfleet_sink_lag", "outbox entries this sink has still to take",
+                            labels=["sink"])
+    up = GaugeMetricFamily("camfleet_sink_up", "1 while the sink takes deliveries, 0 during an outage",
+                           labels=["sink"])
+    own: dict[str, GaugeMetricFamily] = {}
+    for name, row in sorted(sinks.items()):
+        lag.add_metric([name], float(row.get("lag", 0)))
+        up.add_metric([name], 0.0 if row.get("attempts") else 1.0)
+        for key, value in row.items():
+            if key in _SINK_BUILTIN or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            metric = "camfleet_sink_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+            if metric not in own:
+                own[metric] = GaugeMetricFamily(metric, f"{key} (reported by the sink)", labels=["sink"])
+            own[metric].add_metric([name], float(value))
+    return [lag, up, *own.values()]
+
+
+_SINK_BUILTIN = frozenset({"lag", "down_s", "attempts", "error"})
 
 
 def registry(status: StatusCache, hub: Hub) -> CollectorRegistry:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from camfleet.store import EventRecord, SegmentRecord
 
@@ -39,11 +39,12 @@ class Event(BaseModel):
     has_snapshot: bool
     retained: bool
     data: dict[str, Any]
+    reviewed: bool = False
 
     @classmethod
-    def of(cls, record: EventRecord) -> Event:
+    def of(cls, record: EventRecord, reviewed: bool = False) -> Event:
         """The API view of a stored event (the snapshot's file path stays private)."""
-        return cls(**record.public())
+        return cls(**record.public(), reviewed=reviewed)
 
 
 class EventPage(BaseModel):
@@ -53,6 +54,14 @@ class EventPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class ReviewedBody(BaseModel):
+    """Mark events reviewed (or not again): one (the path's) or up to 500 by id."""
+
+    reviewed: bool = True
+    ids: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]] = Field(
+        default_factory=list, max_length=500)
 
 
 class RetainBody(BaseModel):
@@ -78,6 +87,29 @@ class Segment(BaseModel):
         """The API view of a stored segment."""
         return cls(id=record.id, camera=record.camera, path=record.path, start=record.start,
                    end=record.end, size=record.size, frames=record.frames, keyframes=record.keyframes)
+
+
+class TimelineEvent(BaseModel):
+    """An event as a timeline marks it (times in epoch seconds; ``end`` null while it runs)."""
+
+    id: str
+    label: str
+    start: float
+    end: float | None
+    top_score: float
+    zones: list[str]
+
+
+class Timeline(BaseModel):
+    """A camera's recorded spans, motion and events over a span (epoch seconds)."""
+
+    camera: str
+    start: float
+    end: float
+    recorded: list[list[float]]
+    motion: list[list[float]]
+    events: list[TimelineEvent]
+    events_truncated: bool
 
 
 class CameraView(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from camfleet.redact import mask_text
+from camfleet.redact import mask_text, quiet_http_clients
 
 
 class MaskCredentials(logging.Filter):
@@ -29,3 +29,4 @@ def setup_logging(verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # FFmpeg's own log lines quote URLs with passwords: keep them out, except when debugging
     logging.getLogger("libav").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    quiet_http_clients()  # a webhook URL's path may be its secret

@@ -6,7 +6,7 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, config, demo, importer, ingest, logview, models, run, sim, status, storage, token
+from . import bus, config, demo, fleet, importer, ingest, logview, models, run, sim, status, storage, token
 
 app = typer.Typer(
     name="camfleet",
@@ -28,6 +28,9 @@ app.command("sim")(sim.sim)
 app.command("status")(status.status)
 app.command("reload")(status.reload)
 app.command("logs")(logview.logs)
+app.command("nats")(fleet.nats)
+app.command("agent")(fleet.agent)
+app.command("coordinator")(fleet.coordinator)
 
 
 @app.command()

@@ -98,6 +98,10 @@ def run(
         typer.echo(f"camfleet: {problem}", err=True)
     node = Node(cfg, loader=source.load if config else None, store=store, log_router=router,
                 load_problems=problems)
+    from camfleet.integrations import Integrations  # noqa: PLC0415
+
+    integrations = Integrations.for_config(cfg)
+    integrations.attach(node)
     nodes.append(node)
     if stop.is_set():  # Ctrl-C while the store opened: start nothing
         node.request_stop()
@@ -106,6 +110,7 @@ def run(
     try:
         try:
             node.start()
+            integrations.start(node)
             api = _start_api(cfg, node, store)
         except (ModelError, DetectorFailed, NodeAlreadyRunning, ValueError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -142,7 +147,9 @@ def run(
             watcher.stop()
         if api is not None:
             api.stop(3.0)
+        integrations.quiesce()  # no command may start a process while the node stops
         node.stop()
+        integrations.stop()
         if store is not None:
             store.close()
         router.stop()

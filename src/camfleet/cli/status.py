@@ -80,6 +80,7 @@ def format_status(snapshot: dict[str, Any]) -> str:
                 f"{_fmt(m.get('mean_batch', 0), 2):>6} {int(m.get('queued', 0)):>6} "
                 f"{_fmt(det['cpu_percent']):>6} {_fmt(det['rss_mb'], 0):>7} {det['restarts']:>8}"
             )
+    lines += _sink_lines(snapshot.get("sinks") or {})
     reload = snapshot.get("reload") or {}
     if reload.get("at"):
         verdict = "applied" if reload["ok"] else "REJECTED"
@@ -87,6 +88,26 @@ def format_status(snapshot: dict[str, Any]) -> str:
         lines += ["", f"last configuration change: {verdict}, generation {reload['generation']}, "
                       f"{ago:.0f} s ago" + "".join(f"\n  {e}" for e in reload["errors"])]
     return "\n".join(lines)
+
+
+def _sink_lines(sinks: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per outbox sink: lag, up or down (how long), and its delivery counters where it has them."""
+    if not sinks:
+        return []
+    lines = ["", f"{'SINK':<24} {'LAG':>7} {'STATE':<6} {'DELIVERED':>9} {'FAILED':>7} {'REFUSED':>7}  LAST"]
+    for name, row in sorted(sinks.items()):
+        down = bool(row.get("attempts"))
+        counts = [str(row[k]) if k in row else "-" for k in ("delivered", "failed", "refused")]
+        last = ""
+        if row.get("last_status"):
+            last = f"HTTP {row['last_status']} in {_fmt(row.get('last_latency_ms', 0.0))} ms"
+        if down:
+            last += f"{'; ' if last else ''}down {_fmt(row.get('down_s', 0.0), 0)} s: {row.get('error', '')}"
+        elif row.get("broker_error"):  # a broker unreachable while there is nothing to deliver
+            last += f"{'; ' if last else ''}not connected: {row['broker_error']}"
+        lines.append(f"{name:<24} {row.get('lag', 0):>7} {'DOWN' if down else 'up':<6} {counts[0]:>9} "
+                     f"{counts[1]:>7} {counts[2]:>7}  {last}".rstrip())
+    return lines
 
 
 def status(

@@ -24,8 +24,10 @@ __all__ = [
     "CameraConfig",
     "CameraDefaults",
     "DetectSettings",
+    "MotionSettings",
     "RecordSettings",
     "RetainDays",
+    "SnapshotSettings",
     "SourceConfig",
     "TlsSettings",
     "ZoneConfig",
@@ -134,12 +136,40 @@ class DetectSettings(_Strict):
     width: EvenSize | None = Field(default=None, description="frame width (default: the stream's own)")
     height: EvenSize | None = Field(default=None, description="frame height (default: the stream's own)")
     fps: float = Field(default=5.0, gt=0, le=240, description="frames per second analysed")
+    enabled: bool = Field(default=True,
+                          description="run the pipeline's detect element (false: motion goes on, no new "
+                                      "objects or events); switched live, e.g. by MQTT <camera>/detect/set")
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DetectSettings:
         if (self.width is None) != (self.height is None):
             raise PydanticCustomError("detect_size", "give both width and height, or neither")
         return self
+
+
+class SnapshotSettings(_Strict):
+    """Whether the pipeline's snapshot element writes a JPEG of each event's best frame."""
+
+    enabled: bool = Field(default=True, description="false: events get no snapshot (switched live)")
+
+
+class MotionSettings(_Strict):
+    """Per-camera overrides of the pipeline's motion element, switched live (e.g. by MQTT).
+
+    ``threshold`` overrides the element's ``threshold`` (luma difference 0..255, as Frigate's);
+    ``contour_area`` is Frigate's smallest moving region, in pixels of a picture scaled to 100
+    rows (Frigate's default ``frame_height``); the motion element converts it to its own plane.
+    """
+
+    enabled: bool = Field(default=True,
+                          description="run the motion element (false: no motion, so no motion-gated "
+                                      "detection and no motion recording spans)")
+    threshold: int | None = Field(default=None, ge=1, le=255,
+                                  description="luma difference that counts as change (default: the "
+                                              "element's own)")
+    contour_area: int | None = Field(default=None, ge=0, le=1_000_000,
+                                     description="smallest moving region, pixels of a 100-row picture "
+                                                 "(Frigate's contour_area; default: the element's min_area)")
 
 
 class ZoneConfig(_Strict):
@@ -186,6 +216,8 @@ class CameraDefaults(_Strict):
     enabled: bool | None = None
     detect: DetectSettings | None = None
     record: RecordSettings | None = None
+    snapshots: SnapshotSettings | None = None
+    motion: MotionSettings | None = None
     pipeline: Name | None = None
     zones: dict[Name, ZoneConfig] | None = None
     masks: list[Polygon] | None = None
@@ -198,6 +230,8 @@ class CameraConfig(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     detect: DetectSettings = Field(default_factory=DetectSettings)
     record: RecordSettings = Field(default_factory=RecordSettings)
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
+    motion: MotionSettings = Field(default_factory=MotionSettings)
     pipeline: Name = Field(description="name of a pipeline under 'pipelines' (or set in 'defaults')")
     zones: dict[Name, ZoneConfig] = Field(default_factory=dict)
     masks: list[Polygon] = Field(default_factory=list, description="regions ignored by motion and detection")

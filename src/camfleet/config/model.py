@@ -27,6 +27,7 @@ per module, and every public name is re-exported here (``__all__``):
   TLS, detect settings, zones, recording);
 * :mod:`camfleet.config.sections`: the node-wide sections (models,
   detectors, pipeline elements, runtime, logging, storage, API, outbox);
+* :mod:`camfleet.config.webhooks`: ``webhooks`` (receivers, filters, signing secret, SSRF flags);
 * :mod:`camfleet.config.references`: checks and transforms on the plain data
   (merging ``defaults``, cross-section references, the recordings directory,
   path formatting).
@@ -45,7 +46,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from camfleet.redact import mask_url
+from camfleet.redact import MASK, mask_url
 
 from .base import CAMERA_NAME_PATTERN, CameraName, ConfigPath, Name, _Strict
 from .base import DEFAULT_DATA_DIR as _DEFAULT_DATA_DIR
@@ -53,15 +54,19 @@ from .cameras import (
     CameraConfig,
     CameraDefaults,
     DetectSettings,
+    MotionSettings,
     RecordSettings,
     RetainDays,
+    SnapshotSettings,
     SourceConfig,
     TlsSettings,
     ZoneConfig,
 )
+from .mqtt import MqttSettings, MqttTls
 from .references import Problem, format_path, merge_defaults, recordings_dir_problem, reference_problems
 from .sections import (
     ApiSettings,
+    CompatSettings,
     DetectorConfig,
     ElementSpec,
     InputSize,
@@ -71,6 +76,7 @@ from .sections import (
     RuntimeSettings,
     StorageSettings,
 )
+from .webhooks import WebhookConfig, WebhookList
 
 __all__ = [
     "CAMERA_NAME_PATTERN",
@@ -83,6 +89,10 @@ __all__ = [
     "ElementSpec",
     "InputSize",
     "ModelConfig",
+    "MotionSettings",
+    "MqttSettings",
+    "MqttTls",
+    "SnapshotSettings",
     "ApiSettings",
     "LogSettings",
     "Problem",
@@ -92,6 +102,7 @@ __all__ = [
     "SourceConfig",
     "StorageSettings",
     "TlsSettings",
+    "WebhookConfig",
     "ZoneConfig",
     "format_path",
     "merge_defaults",
@@ -127,6 +138,10 @@ class Config(_Strict):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    webhooks: WebhookList = Field(default_factory=list, description="HTTP receivers of the node's events")
+    compat: CompatSettings = Field(default_factory=CompatSettings, description="other systems' APIs (opt-in)")
+    mqtt: MqttSettings | None = Field(default=None, description="publish events and state to an MQTT "
+                                                                "broker as Frigate does (docs/mqtt.md)")
 
     DEFAULT_DATA_DIR: ClassVar[str] = _DEFAULT_DATA_DIR
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -221,6 +236,10 @@ class Config(_Strict):
         for camera in data.get("cameras", {}).values():
             for source in camera.get("sources", []):
                 source["url"] = mask_url(source["url"])
+        if (data.get("mqtt") or {}).get("password"):
+            data["mqtt"]["password"] = MASK
         if data.get("storage", {}).get("database"):
             data["storage"]["database"] = mask_url(data["storage"]["database"])
+        for hook in data.get("webhooks", []):
+            hook.update(url=mask_url(hook["url"]), secret=MASK, headers=dict.fromkeys(hook["headers"], MASK))
         return data

@@ -1,4 +1,4 @@
-"""The node-wide sections: models, detectors, pipelines' elements, runtime, logging, storage, API, outbox.
+"""The node-wide sections: models, detectors, pipeline elements, runtime, logs, storage, API, outbox, compat.
 
 Each class here is one top-level section of :class:`~camfleet.config.model.Config`
 (or an entry of one: :class:`ModelConfig` under ``models``,
@@ -20,6 +20,7 @@ from .base import Name, PositiveSize, Runtime, _Strict
 
 __all__ = [
     "ApiSettings",
+    "CompatSettings",
     "DetectorConfig",
     "ElementSpec",
     "InputSize",
@@ -150,6 +151,16 @@ class ApiSettings(_Strict):
                 "api_open", "open: true is only allowed when host is a loopback address (127.0.0.1, ::1)"
             )
         return self
+
+
+class CompatSettings(_Strict):
+    """Other systems' interfaces camfleet can speak besides its own (each opt-in)."""
+
+    frigate: bool = Field(
+        default=False,
+        description="serve Frigate's HTTP API shapes under /frigate/api/... (for Home Assistant's Frigate "
+                    "integration: point it at http://HOST:PORT/frigate); same tokens and roles as the API",
+    )
 
 
 class ElementSpec(_Strict):

@@ -70,6 +70,14 @@ __all__ = [
     "serve",
 ]
 
+EXIT_WORKER_DIED = 70
+"""Exit code of a detector process whose inference worker died (the supervisor restarts it)."""
+
+
+class WorkerDied(RuntimeError):
+    """An inference worker thread ended with an error outside the model call."""
+
+
 MAX_REQUEST_IMAGES = 64
 """Most images a client may say one of its requests carries (its ``max_images``)."""
 
@@ -228,7 +236,7 @@ class _Server:
                 else:
                     self._read(key.data)
             if self.workers.fatal is not None:
-                raise RuntimeError(f"detector {self.s.name}: {self.workers.fatal}")
+                raise WorkerDied(self.workers.fatal)
             while self.workers.idle and self._dispatch_due():
                 self._dispatch()
             self.beat()
@@ -486,6 +494,12 @@ def serve(settings: DetectorSettings) -> None:
              ", real batches" if server.workers.batches else "", os.getpid())
     try:
         server.run()
+    except WorkerDied as exc:
+        log.error("detector %s: %s; exiting so that it is restarted", settings.name, exc)
+        server.close()
+        logging.shutdown()
+        # leave at once: a dead worker may have left state that blocks an orderly interpreter exit
+        os._exit(EXIT_WORKER_DIED)
     finally:
         server.close()
 

@@ -11,7 +11,9 @@ Tables:
 * ``open_spans(camera, kind, start, end)``: activity spans journalled ``open`` and not yet
   closed, with how far they have lasted so far (``end``), kept in the same transaction as the
   appends that open, extend or close them;
-* ``counters(name, value)``: losses and skips, so they survive restarts.
+* ``counters(name, value)``: losses and skips, so they survive restarts (and ``pump_runs``);
+* ``sink_runs(sink, run)``: the last pump run each sink was delivered in (see
+  :meth:`Journal.register_sinks`).
 
 Each process opens its own :class:`Journal` (one sqlite3 connection, not shared between
 threads). An append commits with ``synchronous=FULL``: once :meth:`Journal.append` returns,
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS open_events (
 );
 CREATE INDEX IF NOT EXISTS open_events_camera ON open_events (camera);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sink_runs (sink TEXT PRIMARY KEY, run INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS open_spans (
     camera TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -312,6 +315,34 @@ class Journal:
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO cursors (sink, seq) VALUES (?, ?)", (sink, default))
             return int(db.execute("SELECT seq FROM cursors WHERE sink = ?", (sink,)).fetchone()[0])
+
+    def register_sinks(self, sinks: Mapping[str, bool]) -> dict[str, int]:
+        """Start a pump run for ``sinks`` (name -> starts from the tail); returns their cursors.
+
+        A sink delivered in the previous run resumes at its cursor, whatever it missed since
+        (a broker down while the node was stopped loses nothing). A sink that starts from the
+        tail and was *not* part of the previous run -- new, or configured again after being
+        removed -- starts at the journal's end, so it is not sent history it was never
+        configured for. Any other sink resumes (or starts at 0).
+        """
+        with self._write() as db:
+            db.execute("INSERT INTO counters (name, value) VALUES ('pump_runs', 1) "
+                       "ON CONFLICT (name) DO UPDATE SET value = value + 1")
+            run = int(db.execute("SELECT value FROM counters WHERE name = 'pump_runs'").fetchone()[0])
+            tail = int(db.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0)
+            out: dict[str, int] = {}
+            for sink, from_tail in sinks.items():
+                row = db.execute("SELECT run FROM sink_runs WHERE sink = ?", (sink,)).fetchone()
+                fresh = row is None or int(row[0]) < run - 1
+                if from_tail and fresh:
+                    db.execute("INSERT INTO cursors (sink, seq) VALUES (?, ?) "
+                               "ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq", (sink, tail))
+                else:
+                    db.execute("INSERT OR IGNORE INTO cursors (sink, seq) VALUES (?, 0)", (sink,))
+                db.execute("INSERT INTO sink_runs (sink, run) VALUES (?, ?) "
+                           "ON CONFLICT (sink) DO UPDATE SET run = excluded.run", (sink, run))
+                out[sink] = int(db.execute("SELECT seq FROM cursors WHERE sink = ?", (sink,)).fetchone()[0])
+            return out
 
     def cursors(self) -> dict[str, int]:
         """Every durable sink's cursor."""

@@ -16,7 +16,19 @@ class OutboxSink(Protocol):
 
     :meth:`write` must be an idempotent upsert keyed by :func:`camfleet.vocabulary.message_key`
     (a batch may be delivered again after a crash) and return only once the batch is durable
-    there. It raises to refuse: see :func:`is_outage` for which errors are retried.
+    there. It raises to refuse: see :func:`is_outage` for which errors are retried. The pump
+    calls it from the sink's own thread: a slow or unreachable sink holds up no other.
+
+    Optional attributes the pump honours when a sink has them:
+
+    * ``from_tail: bool`` -- a sink that was not part of the node's previous run (new, or
+      configured again after a while without it) starts at the journal's end: an MQTT broker
+      or a webhook added today gets today's events, not the history. One that was resumes
+      where it stopped (see :meth:`~camfleet.events.journal.Journal.register_sinks`);
+    * ``backoff_s: Sequence[float]`` -- its own waits (seconds) between retries during an
+      outage (default :data:`~camfleet.events.pump.BACKOFF_S`; the last repeats);
+    * ``stats() -> dict[str, float | int | str]`` -- its own delivery counters, shown with the
+      pump's per-sink ones in the node's status and ``/metrics`` (``camfleet_sink_<key>``).
     """
 
     name: str

@@ -304,3 +304,7 @@ class Scene:
             u_plane[cy : cy + ch, cx : cx + cw] = su
             v_plane[cy : cy + ch, cx : cx + cw] = sv
         return out
+
+    def background_i420(self) -> U8:
+        """The scene with no object in it (a still camera), as I420 like :meth:`render_i420`: a new array."""
+        return self._bg_i420.copy()

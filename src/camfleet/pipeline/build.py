@@ -18,11 +18,26 @@ def camera_env(config: Config, camera: str, services: dict[str, Any] | None = No
         for name, z in cam.zones.items()
     }
     masks = [[(float(x), float(y)) for x, y in poly] for poly in cam.masks]
+    off = {name for name, on in (("detect", cam.detect.enabled), ("motion", cam.motion.enabled),
+                                 ("snapshot", cam.snapshots.enabled)) if not on}
     return PipelineEnv(camera=camera, data_dir=config.data_path, zones=zones, masks=masks,
-                       services=dict(services or {}))
+                       services=dict(services or {}), off=frozenset(off))
 
 
-def camera_pipeline(config: Config, camera: str, services: dict[str, Any] | None = None) -> Pipeline:
-    """``camera``'s pipeline as configured (element settings validated by each element)."""
-    specs = [(e.name, dict(e.params)) for e in config.pipeline_of(camera)]
-    return Pipeline(specs, camera_env(config, camera, services))
+def element_specs(config: Config, camera: str) -> list[tuple[str, dict[str, Any]]]:
+    """``camera``'s pipeline as (element name, parameters), with the camera's ``motion`` overrides."""
+    motion = config.camera(camera).motion
+    overrides = {k: v for k, v in (("threshold", motion.threshold), ("contour_area", motion.contour_area))
+                 if v is not None}
+    return [(e.name, {**e.params, **overrides} if e.name == "motion" else dict(e.params))
+            for e in config.pipeline_of(camera)]
+
+
+def camera_pipeline(config: Config, camera: str, services: dict[str, Any] | None = None, *,
+                    publish_meta: bool = False) -> Pipeline:
+    """``camera``'s pipeline as configured (element settings validated by each element).
+
+    ``publish_meta``: publish each analysed frame's objects for the live overlay.
+    """
+    return Pipeline(element_specs(config, camera), camera_env(config, camera, services),
+                    publish_meta=publish_meta)

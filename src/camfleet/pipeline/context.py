@@ -11,7 +11,8 @@ import numpy as np
 from camfleet.framebus import PixelFormat
 from camfleet.vocabulary import Box, Detection
 
-__all__ = ["Box", "Detection", "FrameContext", "TrackedObject", "ZoneChange", "ZoneEvent", "to_rgb"]
+__all__ = ["SCORE_HISTORY", "Box", "Detection", "FrameContext", "TrackedObject", "ZoneChange", "ZoneEvent",
+           "to_rgb"]
 
 
 @dataclass
@@ -19,7 +20,9 @@ class TrackedObject:
     """An object followed across frames; times are wall-clock ns since the epoch.
 
     ``stationary`` is set when its box has barely moved for the track
-    element's ``stationary_s``.
+    element's ``stationary_s``; ``scores`` holds its latest detection scores, oldest
+    first (at most :data:`SCORE_HISTORY`), for rules such as the events element's
+    confirmation.
     """
 
     track_id: int
@@ -34,6 +37,13 @@ class TrackedObject:
     stationary: bool = False
     zones: set[str] = field(default_factory=set)
     ended: bool = False
+    scores: list[float] = field(default_factory=list)
+    velocity: tuple[float, float] = (0.0, 0.0)
+    """How fast its box centre moves, ``(vx, vy)`` in pixels per second (smoothed)."""
+
+
+SCORE_HISTORY = 10
+"""How many of a track's latest scores :attr:`TrackedObject.scores` keeps (as Frigate does)."""
 
 
 class ZoneChange(enum.Enum):

@@ -54,7 +54,8 @@ class PipelineEnv:
 
     ``zones`` and ``masks`` use normalised 0..1 coordinates; ``data_dir`` is
     where snapshots and the like go; ``services`` holds shared objects (e.g. a
-    detector client) keyed by name.
+    detector client) keyed by name; ``off`` names the elements the camera has switched
+    off (``detect``, ``motion``, ``snapshot``): the pipeline passes over them.
     """
 
     camera: str
@@ -62,6 +63,7 @@ class PipelineEnv:
     zones: dict[str, dict[str, Any]] = field(default_factory=dict)
     masks: list[list[tuple[float, float]]] = field(default_factory=list)
     services: dict[str, Any] = field(default_factory=dict)
+    off: frozenset[str] = frozenset()
 
 
 C = TypeVar("C", bound=ElementConfig)

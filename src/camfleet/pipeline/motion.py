@@ -20,6 +20,9 @@ from .context import Box, FrameContext
 from .element import Element, ElementConfig, PipelineEnv
 from .geometry import mask_image
 
+FRIGATE_MOTION_ROWS = 100
+"""Rows of the picture Frigate's motion detector works on by default (its ``frame_height``)."""
+
 
 class MotionConfig(ElementConfig):
     """Motion detection settings.
@@ -28,7 +31,10 @@ class MotionConfig(ElementConfig):
     ``min_area``: smallest region, fraction of the frame area;
     ``height``: rows of the downscaled plane the work is done on;
     ``alpha``: background adaptation rate per frame (0..1);
-    ``recalibrate``: changed fraction that means a global change.
+    ``recalibrate``: changed fraction that means a global change;
+    ``contour_area``: smallest region in pixels of a picture scaled to 100 rows (Frigate's
+    ``contour_area`` at its default ``frame_height``), scaled to this element's plane; when
+    set it replaces ``min_area``.
     """
 
     threshold: int = Field(25, ge=1, le=255)
@@ -37,6 +43,7 @@ class MotionConfig(ElementConfig):
     alpha: float = Field(0.1, gt=0, le=1)
     recalibrate: float = Field(0.5, gt=0, le=1)
     dilate: int = Field(2, ge=0, le=10)
+    contour_area: int | None = Field(None, ge=0, le=1_000_000)
 
 
 class MotionElement(Element[MotionConfig]):
@@ -82,6 +89,8 @@ class MotionElement(Element[MotionConfig]):
             changed = ndimage.binary_dilation(changed, iterations=cfg.dilate)
         labels, _count = ndimage.label(changed)
         min_pixels = cfg.min_area * small.size
+        if cfg.contour_area is not None:  # Frigate counts pixels of a 100-row picture
+            min_pixels = cfg.contour_area * (small.shape[0] / FRIGATE_MOTION_ROWS) ** 2
         for sl, size in zip(
             ndimage.find_objects(labels),
             np.bincount(labels.ravel())[1:],

@@ -11,6 +11,8 @@ from camfleet.framebus import Frame
 
 from .context import FrameContext
 from .element import Element, PipelineEnv
+from .meta import MetaPublisher
+from .paths import ObjectPaths
 from .registry import build_config, element_class
 
 log = logging.getLogger("camfleet.pipeline")
@@ -27,8 +29,12 @@ class Pipeline:
     element's position and name in the message.
     """
 
-    def __init__(self, specs: Sequence[ElementSpec], env: PipelineEnv) -> None:
+    def __init__(self, specs: Sequence[ElementSpec], env: PipelineEnv, *, publish_meta: bool = False) -> None:
         self.env = env
+        self.publish_meta = publish_meta
+        """Publish each analysed frame's objects and motion for the live overlay (:mod:`.meta`)."""
+        self.meta: MetaPublisher | None = None
+        self.paths = ObjectPaths()
         self.elements: list[Element[Any]] = []
         for i, (name, params) in enumerate(specs):
             cls = element_class(name)
@@ -46,6 +52,8 @@ class Pipeline:
         """Start every element."""
         for element in self.elements:
             element.start()
+        if self.publish_meta and self.meta is None:
+            self.meta = MetaPublisher(self.env.camera)
 
     def stop(self) -> None:
         """Stop every element (errors are logged, not raised)."""
@@ -54,6 +62,9 @@ class Pipeline:
                 element.stop()
             except Exception:
                 log.exception("camera %s: element %s failed to stop", self.env.camera, element.name)
+        if self.meta is not None:
+            self.meta.close()
+            self.meta = None
 
     def update(self, specs: Sequence[ElementSpec], env: PipelineEnv) -> bool:
         """Apply new settings in place when the element list is unchanged.
@@ -87,10 +98,12 @@ class Pipeline:
         :meth:`finish` completes the frame; frames must be finished in the order they were begun.
         """
         t0 = time.perf_counter()
+        off = self.env.off
         for element in self.elements[: self._split]:
-            element.process(ctx)
+            if element.name not in off:  # switched off by the camera (e.g. MQTT detect OFF)
+                element.process(ctx)
             element.beat()
-        if self._split < len(self.elements):
+        if self._split < len(self.elements) and self.elements[self._split].name not in off:
             self.elements[self._split].submit(ctx)
         self._begin_ms[id(ctx)] = (time.perf_counter() - t0) * 1000
         return ctx
@@ -105,10 +118,12 @@ class Pipeline:
         begun = self._begin_ms.pop(id(ctx), 0.0)
         if self._split < len(self.elements):
             split = self.elements[self._split]
-            split.collect(ctx)
+            split.collect(ctx)  # nothing to collect when it was off at begin()
             split.beat()
+            off = self.env.off
             for element in self.elements[self._split + 1 :]:
-                element.process(ctx)
+                if element.name not in off:
+                    element.process(ctx)
                 element.beat()
         self.process_ms = begun + (time.perf_counter() - t0) * 1000
         return ctx
@@ -127,6 +142,14 @@ class Pipeline:
             width=fmt.width, height=fmt.height, pixel_format=fmt.pixel_format, image=frame.array,
         )
 
+    def frame_done(self, ctx: FrameContext) -> None:
+        """After a frame is finished: keep each event's object path, publish the live overlay's meta."""
+        self.paths.update(ctx)  # each event's object path, for the event review
+        if self.meta is not None:
+            self.meta.publish(ctx)
+
     def process_frame(self, frame: Frame) -> FrameContext:
         """Run the pipeline on a leased ring frame (the caller releases it afterwards)."""
-        return self.process(self.context(frame))
+        ctx = self.process(self.context(frame))
+        self.frame_done(ctx)
+        return ctx

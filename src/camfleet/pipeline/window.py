@@ -55,7 +55,9 @@ class FrameWindow:
         """Finish the oldest frame, waiting for its detector answer if need be."""
         frame, ctx = self._frames.popleft()
         try:
-            return self.pipeline.finish(ctx)
+            self.pipeline.finish(ctx)
+            self.pipeline.frame_done(ctx)
+            return ctx
         except BaseException:
             self.pipeline.abandon(ctx)
             raise

@@ -31,7 +31,7 @@ from camfleet.framebus import PixelFormat
 from camfleet.ingest import IngestConfig, IngestWorker, OutputSpec, SourceOptions, TlsOptions
 from camfleet.ingest.status import IngestState
 from camfleet.pipeline import EventUpdate, FrameContext, Pipeline
-from camfleet.pipeline.build import camera_env, camera_pipeline
+from camfleet.pipeline.build import camera_env, camera_pipeline, element_specs
 from camfleet.pipeline.window import FrameWindow
 from camfleet.procutil import die_with_parent
 from camfleet.vocabulary import ActivityMessage, MotionSpan, OutboxMessage
@@ -249,7 +249,7 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
         name: DetectorClient(instance, camera, size) for name, (instance, size) in spec.detectors.items()
     }
     services = {"detectors": clients}
-    pipeline = camera_pipeline(config, camera, services=services)
+    pipeline = camera_pipeline(config, camera, services=services, publish_meta=True)
     outbox = OutboxProducer(spec.outbox, fsync=config.outbox.fsync) if spec.outbox else None
     if outbox is not None:  # this camera's previous pipeline may have been killed mid-event
         outbox.close_open_events(camera)
@@ -350,8 +350,7 @@ def _apply_updates(spec: ChildSpec, pipeline: Pipeline, services: dict[str, Any]
             config = spec.control.get_nowait()  # only the newest matters
     if config is None:
         return
-    specs = [(e.name, dict(e.params)) for e in config.pipeline_of(spec.camera)]
-    if pipeline.update(specs, camera_env(config, spec.camera, services)):
+    if pipeline.update(element_specs(config, spec.camera), camera_env(config, spec.camera, services)):
         spec.config = config
         beat.counters[hb.EXTRA] += 1
         log.info("camera %s: pipeline settings updated in place", spec.camera)

@@ -101,7 +101,9 @@ class NodeStatus:
 
     ``outbox`` holds the outbox pump's counters since the node started
     (``delivered``, ``skipped``, ``retries``, ``dropped``, ``trimmed``) and
-    ``lag``, the entries the slowest sink has still to take.
+    ``lag``, the entries the slowest sink has still to take. ``sinks`` has one row per
+    outbox sink (the store, MQTT, each webhook): ``lag``, ``down_s`` (seconds unreachable),
+    ``attempts``, ``error``, and the sink's own delivery counters.
     """
 
     node: str
@@ -112,6 +114,7 @@ class NodeStatus:
     detectors: dict[str, ProcessStatus] = field(default_factory=dict)
     reload: ReloadResult = field(default_factory=ReloadResult)
     outbox: dict[str, int] = field(default_factory=dict)
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data."""

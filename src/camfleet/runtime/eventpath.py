@@ -55,6 +55,15 @@ class EventPath:
         self._store = store
         self._notify = notify
         self._pump: Pump | None = None
+        self._extra: list[OutboxSink] = []
+
+    def add_sink(self, sink: OutboxSink) -> None:
+        """Deliver the journal to ``sink`` too (an MQTT broker, a webhook); call before :meth:`start`."""
+        if self._pump is not None:
+            raise RuntimeError("add sinks before the event path starts")
+        if sink.name in {"store", "jsonl"} | {s.name for s in self._extra}:
+            raise ValueError(f"an outbox sink named {sink.name!r} is already there")
+        self._extra.append(sink)
 
     @property
     def journal(self) -> Path:
@@ -82,7 +91,7 @@ class EventPath:
             sink = JsonlSink(self._data_path / "events.jsonl")
         settings = PumpSettings(max_entries=self._settings.max_entries,
                                 keep_delivered=self._settings.keep_delivered)
-        self._pump = Pump(path, [sink], settings=settings)
+        self._pump = Pump(path, [sink, *self._extra], settings=settings)
         self._pump.add_listener(self._notify)
         self._pump.start()
 
@@ -97,6 +106,10 @@ class EventPath:
     def stats(self) -> dict[str, int]:
         """The pump's counters (delivered, skipped, retries, dropped, trimmed, lag); empty before start."""
         return self._pump.stats() if self._pump is not None else {}
+
+    def sink_stats(self) -> dict[str, dict[str, Any]]:
+        """Per sink: lag, outage (``down_s``, ``attempts``, ``error``) and the sink's own counters."""
+        return self._pump.sink_stats() if self._pump is not None else {}
 
     def stop(self) -> None:
         """Deliver what the stopped processes journalled last (up to :data:`STOP_S`), then stop."""

@@ -49,6 +49,11 @@ def settings_of(value: object) -> object:
     return dump(mode="json") if dump is not None else value
 
 
+def frame_settings(config: Config, camera: str) -> object:
+    """The frame size and rate of ``camera``'s pipeline (``detect`` without its live on/off switch)."""
+    return config.camera(camera).detect.model_dump(mode="json", exclude={"enabled"})
+
+
 class RingBytes(NamedTuple):
     """Shared memory one camera's rings take, in bytes."""
 
@@ -152,7 +157,7 @@ class IngestKind(CameraKind):
     @override
     def signature(self, config: Config, camera: str) -> object:
         cam = config.camera(camera)
-        return (settings_of(cam.detect_source), settings_of(cam.detect))
+        return (settings_of(cam.detect_source), frame_settings(config, camera))
 
     @override
     def main(self, spec: ChildSpec, child: ChildProcess) -> None:
@@ -206,12 +211,11 @@ class PipelineKind(CameraKind):
 
     @override
     def signature(self, config: Config, camera: str) -> object:
-        cam = config.camera(camera)
         names = [e.name for e in config.pipeline_of(camera)]
         used = sorted(detect_uses(config, camera))
         detectors = {d: (settings_of(config.detectors.get(d)), settings_of(config.models.get(m)))
                      for d, m in used}
-        return (names, settings_of(cam.detect), used, detectors)
+        return (names, frame_settings(config, camera), used, detectors)
 
     @override
     def main(self, spec: ChildSpec, child: ChildProcess) -> None:

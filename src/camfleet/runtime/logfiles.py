@@ -59,7 +59,7 @@ import traceback
 from pathlib import Path
 
 from camfleet.config.model import CAMERA_NAME_PATTERN, Config, LogSettings
-from camfleet.redact import mask_text
+from camfleet.redact import mask_text, quiet_http_clients
 
 from .logread import follow_log, tail_log
 
@@ -107,6 +107,7 @@ def _level(level: str | int) -> int:
 def _quiet_libav(level: int) -> None:
     # FFmpeg's own log lines quote URLs with passwords: keep them out, except when debugging
     logging.getLogger("libav").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+    quiet_http_clients()
 
 
 def _safe_message(record: logging.LogRecord) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from camfleet.config import Config, ConfigError
+from camfleet.events import OutboxSink
 from camfleet.pipeline.build import camera_pipeline
 from camfleet.pipeline.validate import element_issues
 from camfleet.store.errors import StoreError
@@ -163,6 +164,7 @@ class Node:
         self._board.measure(entries, time.monotonic())
         status = self._board.build(self.config, entries, self._last_reload)
         status.outbox = self._events.stats()
+        status.sinks = self._events.sink_stats()
         return status
 
     def request_stop(self) -> None:
@@ -205,6 +207,10 @@ class Node:
         Returns False when ``timeout`` (seconds) passes first (the store may be down).
         """
         return self._events.flush(timeout)
+
+    def add_sink(self, sink: OutboxSink) -> None:
+        """Deliver the event outbox to ``sink`` as well (at least once, own cursor); before :meth:`start`."""
+        self._events.add_sink(sink)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with each event update and camera state change; returns the unsubscribe."""

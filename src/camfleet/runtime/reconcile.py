@@ -18,10 +18,15 @@ from .kinds import CameraKind, camera_kinds, settings_of
 
 
 def live_settings(config: Config, camera: str) -> object:
-    """What a running process can take without a restart: element parameters, zones, masks."""
+    """What a running process can take without a restart.
+
+    Element parameters, zones, masks, and the camera's switches of its detect, motion and
+    snapshot elements (``detect.enabled``, ``motion``, ``snapshots``).
+    """
     cam = config.camera(camera)
     elements = [settings_of(e) for e in config.pipeline_of(camera)]
-    return (elements, settings_of(cam.zones), settings_of(cam.masks))
+    switches = (cam.detect.enabled, settings_of(cam.motion), settings_of(cam.snapshots))
+    return (elements, settings_of(cam.zones), settings_of(cam.masks), switches)
 
 
 @dataclass
@@ -52,7 +57,7 @@ class Plan:
 def plan(old: Config, new: Config) -> Plan:
     """The least set of process changes that makes a node running ``old`` run ``new``."""
     result = Plan()
-    for section in ("storage", "api", "data_dir"):
+    for section in ("storage", "api", "data_dir", "webhooks", "mqtt"):
         if settings_of(getattr(old, section)) != settings_of(getattr(new, section)):
             result.needs_node_restart.append(section)
     for name in sorted(set(old.cameras) | set(new.cameras)):

@@ -100,8 +100,14 @@ class EventStore(StoreBase):
         zone: str | None,
         after: float | None,
         before: float | None,
+        min_score: float | None = None,
+        reviewed: bool | None = None,
     ) -> list[ColumnElement[bool]]:
         cond: list[ColumnElement[bool]] = []
+        if min_score is not None:
+            cond.append(t.events.c.top_score >= min_score)
+        if reviewed is not None:
+            cond.append(t.events.c.reviewed == reviewed)
         if camera is not None:
             cond.append(t.events.c.camera == camera)
         if label is not None:
@@ -128,15 +134,18 @@ class EventStore(StoreBase):
         before: float | None = None,
         limit: int = 100,
         offset: int = 0,
+        min_score: float | None = None,
+        reviewed: bool | None = None,
     ) -> list[EventRecord]:
         """Events matching every given filter, newest start first.
 
         ``after``/``before`` bound the start time (``after <= start < before``, epoch seconds);
-        ``zone`` matches events whose zones include it.
+        ``zone`` matches events whose zones include it; ``min_score``: top score at least
+        this (0..1); ``reviewed``: only events (not) marked reviewed.
         """
         stmt: Select[Any] = (
             select(t.events)
-            .where(and_(True, *self._event_filter(camera, label, zone, after, before)))
+            .where(and_(True, *self._event_filter(camera, label, zone, after, before, min_score, reviewed)))
             .order_by(t.events.c.start.desc(), t.events.c.id.desc())
             .limit(max(0, limit))
             .offset(max(0, offset))
@@ -152,10 +161,12 @@ class EventStore(StoreBase):
         zone: str | None = None,
         after: float | None = None,
         before: float | None = None,
+        min_score: float | None = None,
+        reviewed: bool | None = None,
     ) -> int:
         """How many events match the filters of :meth:`query_events`."""
         stmt = select(func.count()).select_from(t.events).where(
-            and_(True, *self._event_filter(camera, label, zone, after, before))
+            and_(True, *self._event_filter(camera, label, zone, after, before, min_score, reviewed))
         )
         with self._tx("counting events") as conn:
             return int(conn.execute(stmt).scalar_one())
@@ -165,6 +176,23 @@ class EventStore(StoreBase):
         with self._tx("marking an event retained", write=True) as conn:
             res = conn.execute(update(t.events).where(t.events.c.id == event_id).values(retained=retained))
             return bool(res.rowcount)
+
+    def set_events_reviewed(self, event_ids: Sequence[str], reviewed: bool) -> int:
+        """Mark events reviewed (or not); returns how many exist among ``event_ids``."""
+        if not event_ids:
+            return 0
+        with self._tx("marking events reviewed", write=True) as conn:
+            stmt = update(t.events).where(t.events.c.id.in_(list(event_ids))).values(reviewed=reviewed)
+            res = conn.execute(stmt)
+            return int(res.rowcount)
+
+    def reviewed_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are marked reviewed."""
+        if not event_ids:
+            return set()
+        stmt = select(t.events.c.id).where(t.events.c.id.in_(list(event_ids)), t.events.c.reviewed.is_(True))
+        with self._tx("reading reviewed flags") as conn:
+            return {r[0] for r in conn.execute(stmt)}
 
     def retained_spans(self, camera: str) -> list[tuple[float, float]]:
         """(start, end) in epoch seconds of the camera's retained events; a running event ends now."""

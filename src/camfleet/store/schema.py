@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
 )
 
 NAMING = {
@@ -42,7 +43,10 @@ events = Table(
     Column("snapshot", String(1024), nullable=True),
     Column("retained", Boolean, nullable=False, default=False),
     Column("data", JSON, nullable=False),
+    # set by a person reviewing events (the web UI); never written by the pipeline's upserts
+    Column("reviewed", Boolean, nullable=False, default=False, server_default=false()),
     Index(None, "camera", "start"),
+    Index(None, "reviewed", "start"),
     Index(None, "label", "start"),
     Index(None, "start"),
 )

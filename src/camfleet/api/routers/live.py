@@ -29,11 +29,19 @@ def _known(ctx: ApiContext, camera: str) -> None:
 
 @router.get("/{name}/frame.jpg", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}}, **_NOT_FOUND})
-async def frame_jpg(name: CameraName, ctx: Ctx) -> Response:
-    """The camera's newest frame as JPEG (404: unknown camera; 503: no frame yet, retry)."""
+async def frame_jpg(
+    name: CameraName, ctx: Ctx,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1,
+                                description="wait for a frame newer than this X-Frame-Seq")] = 0,
+) -> Response:
+    """The camera's newest frame as JPEG (404: unknown camera; 503: no frame yet, retry).
+
+    ``X-Frame-Seq`` is the frame's sequence number in the camera's frame ring (the
+    overlay's metadata carries the same number); ``after`` waits up to 2 s for a newer one.
+    """
     _known(ctx, name)
     try:
-        jpeg, seq = await ctx.live.jpeg_async(name, 2.0)
+        jpeg, seq = await ctx.live.jpeg_async(name, 2.0, after)
     except NoFrame as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
     return Response(jpeg, media_type="image/jpeg",

@@ -7,11 +7,10 @@ import contextlib
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
 from ..auth import authorize_ws
 from ..context import ApiContext, ws_ctx
-from ..limits import TooMany
+from ..ws_access import accept_with_slot, deny
 
 log = logging.getLogger("camfleet.api")
 router = APIRouter()
@@ -33,20 +32,10 @@ async def websocket(ws: WebSocket) -> None:
     ctx = ws_ctx(ws)
     principal = authorize_ws(ws, ctx)
     if principal is None:
-        if "websocket.http.response" in ws.scope.get("extensions", {}):
-            await ws.send_denial_response(JSONResponse({"detail": "a valid token is required"}, 401,
-                                                       headers={"WWW-Authenticate": "Bearer"}))
-        else:
-            await ws.close(code=1008, reason="a valid token is required")
+        await deny(ws, 401, "a valid token is required")
         return
-    await ws.accept()
-    # -- per-token cap (issue 12): one token cannot hold every connection and queue of the server
-    try:
-        ctx.ws_slots.acquire(principal.name)
-    except TooMany:
-        with contextlib.suppress(Exception):
-            await ws.close(code=1008, reason=f"too many WebSocket connections for this token "
-                                             f"(api.max_ws_per_token = {ctx.ws_slots.limit})")
+    # per-token cap (issue 12): one token cannot hold every connection and queue of the server
+    if not await accept_with_slot(ws, ctx, principal):
         return
     try:
         await _serve(ws, ctx)

@@ -1,84 +1,31 @@
-// camfleet web UI: plain JavaScript, no build step, no external resources.
-"use strict";
-
-const TOKEN_KEY = "camfleet_token";
-const PAGE_SIZE = 20;
-const state = {
-  token: localStorage.getItem(TOKEN_KEY) || "",
-  status: null,
-  page: "live",
-  eventsOffset: 0,
-  eventsTotal: 0,
-  filters: {},
-  selected: null,
-  ws: null,
-  wsDelay: 500,
-  eventsTimer: null,
-};
-
-const $ = (sel) => document.querySelector(sel);
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") node.className = v;
-    else if (k === "dataset") Object.assign(node.dataset, v);
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node[k] = v;
-  }
-  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-}
-
-// ---------------------------------------------------------------- token and requests
-
-function setCookie(token) {
-  // <img> and <video> requests cannot carry a header: reads also accept this cookie
-  document.cookie = `${TOKEN_KEY}=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
-}
-
-function saveToken(token) {
-  state.token = token;
-  localStorage.setItem(TOKEN_KEY, token);
-  setCookie(token);
-}
-
-function askToken(message) {
-  const dialog = $("#token-dialog");
-  $("#token-error").textContent = message || "";
-  if (!dialog.open) dialog.showModal();
-}
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super(`HTTP ${status}`);
-    this.status = status;
-    this.body = body;
-  }
-}
-
-async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  if (options.json !== undefined) {
-    headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(options.json);
-  }
-  const response = await fetch(path, { ...options, headers });
-  let body = null;
-  const type = response.headers.get("content-type") || "";
-  if (type.includes("application/json")) body = await response.json();
-  if (response.status === 401) askToken(state.token ? "That token was not accepted." : "");
-  if (!response.ok) throw new ApiError(response.status, body);
-  return body;
-}
+// camfleet web UI: plain JavaScript modules, no build step, no external resources.
+import { closeCamera, initCamera, openCamera, renderState } from "./camera.js";
+import { $, api, ApiError, askToken, el, fmtBytes, fmtTime, saveToken, setCookie, state } from "./core.js";
+import { closeDetail, eventsChanged, fillCameraFilter, initReview, loadEvents } from "./review.js";
+import { fillCameras, initRecordings, openRecordings, recordingsCamera } from "./recordings.js";
 
 // ---------------------------------------------------------------- pages
 
-function show(page) {
+// pages are addressed by the URL's hash: #live, #camera/NAME, #recordings/NAME, #events, ...
+const PAGES = ["live", "camera", "events", "recordings", "cameras", "system"];
+
+function route() {
+  const [page, arg] = location.hash.slice(1).split("/");
+  show(PAGES.includes(page) ? page : "live", arg ? decodeURIComponent(arg) : null);
+}
+
+function show(page, arg = null) {
+  if (state.page === "camera" && page !== "camera") closeCamera();
+  if (state.page === "events" && page !== "events") closeDetail();
   state.page = page;
-  for (const b of document.querySelectorAll("button.tab")) b.classList.toggle("active", b.dataset.page === page);
+  const tab = page === "camera" ? "live" : page;
+  for (const b of document.querySelectorAll("button.tab")) {
+    b.classList.toggle("active", b.dataset.page === tab);
+    b.setAttribute("aria-current", b.dataset.page === tab ? "page" : "false");
+  }
   for (const s of document.querySelectorAll("section.page")) s.classList.toggle("hidden", s.id !== `page-${page}`);
+  if (page === "camera" && arg) openCamera(arg);
+  if (page === "recordings") openRecordings(arg);
   if (page === "events") loadEvents();
   if (page === "cameras") loadCameras();
   if (page === "system") { renderSystem(); loadStorage(); }
@@ -92,19 +39,32 @@ function frameUrl(name) {
     : `/api/cameras/${encodeURIComponent(name)}/frame.jpg?t=${Date.now()}`;
 }
 
+// only tiles on the screen fetch frames (32 cameras: the server encodes what is seen, not all)
+const visibility = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    const img = entry.target;
+    img.dataset.visible = entry.isIntersecting ? "1" : "";
+    if (entry.isIntersecting && img.dataset.waiting === "1") refreshImage(img);
+  }
+});
+
 function refreshImage(img) {
   if (!img.isConnected) return;
+  if (img.dataset.visible !== "1") { img.dataset.waiting = "1"; return; }
+  img.dataset.waiting = "";
   img.src = frameUrl(img.dataset.camera);
 }
 
 function makeCard(name) {
   const img = el("img", { alt: name, dataset: { camera: name } });
+  visibility.observe(img);
   img.addEventListener("load", () => {
     img.dataset.loaded = "1";
     if (!$("#use-mjpeg").checked) setTimeout(() => refreshImage(img), 1000);
   });
   img.addEventListener("error", () => setTimeout(() => refreshImage(img), 2000));
-  const card = el("div", { class: "card", dataset: { camera: name } }, img,
+  const open = el("a", { href: `#camera/${encodeURIComponent(name)}`, class: "open", title: `open ${name}` }, img);
+  const card = el("div", { class: "card", dataset: { camera: name } }, open,
     el("div", { class: "meta" }, el("strong", {}, name),
       el("span", { class: "state" }), el("span", { class: "fps muted" })));
   return card;
@@ -135,59 +95,10 @@ function renderGrid() {
 
 // ---------------------------------------------------------------- events
 
-function fmtTime(epoch) {
-  return epoch ? new Date(epoch * 1000).toLocaleString() : "";
-}
 
 // "ended" (a file source played to its end) says when; every other state as is
 function stateText(cam) {
   return cam.state === "ended" && cam.ended_at ? `ended ${fmtTime(cam.ended_at)}` : cam.state;
-}
-
-function playClip(id) {
-  const video = $("#clip");
-  $("#clip-error").textContent = "";
-  $("#player").classList.remove("hidden");
-  video.src = `/api/events/${encodeURIComponent(id)}/clip.mp4`;
-  video.play().catch(() => {});
-}
-
-function eventItem(ev) {
-  const img = ev.has_snapshot
-    ? el("img", { src: `/api/events/${encodeURIComponent(ev.id)}/snapshot.jpg`, alt: ev.label, loading: "lazy" })
-    : el("div", { class: "muted" }, "no snapshot");
-  const retain = el("input", { type: "checkbox", checked: ev.retained, title: "keep past retention" });
-  retain.addEventListener("change", async () => {
-    try { await api(`/api/events/${encodeURIComponent(ev.id)}/retain`, { method: "PUT", json: { retained: retain.checked } }); }
-    catch (e) { retain.checked = !retain.checked; }
-  });
-  const span = ev.end ? `${Math.max(0, ev.end - ev.start).toFixed(1)} s` : "ongoing";
-  return el("li", { dataset: { id: ev.id, camera: ev.camera } }, img,
-    el("div", { class: "info" },
-      el("div", {}, el("strong", {}, ev.label), ` on ${ev.camera}`, ` · ${(ev.top_score * 100).toFixed(0)}%`),
-      el("div", { class: "muted" }, `${fmtTime(ev.start)} · ${span}`,
-        ev.zones.length ? ` · zones: ${ev.zones.join(", ")}` : "")),
-    el("label", {}, retain, " retain"),
-    el("button", { type: "button", onclick: () => playClip(ev.id) }, "clip"));
-}
-
-async function loadEvents() {
-  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.eventsOffset });
-  for (const [k, v] of Object.entries(state.filters)) if (v) params.set(k, v);
-  let page;
-  try { page = await api(`/api/events?${params}`); } catch (e) { return; }
-  state.eventsTotal = page.total;
-  const list = $("#events");
-  list.replaceChildren(...page.items.map(eventItem));
-  $("#events-empty").classList.toggle("hidden", page.items.length > 0);
-  const last = Math.min(page.offset + page.items.length, page.total);
-  $("#events-range").textContent = page.total ? `${page.offset + 1}–${last} of ${page.total}` : "";
-}
-
-function eventsChanged() {
-  // events arrive in bursts; reload the first page at most once a second
-  if (state.page !== "events" || state.eventsOffset !== 0 || state.eventsTimer) return;
-  state.eventsTimer = setTimeout(() => { state.eventsTimer = null; loadEvents(); }, 1000);
 }
 
 // ---------------------------------------------------------------- cameras editor
@@ -206,6 +117,9 @@ function fillEditor(name, cfg, isNew) {
   const detect = sources.find((s) => (s.roles || []).includes("detect")) || sources[0];
   $("#cam-url").value = detect ? detect.url : "";
   $("#cam-enabled").checked = !cfg || cfg.enabled !== false;
+  const zonesLink = $("#cam-zones-link");
+  zonesLink.classList.toggle("hidden", isNew || !name);
+  zonesLink.href = `#camera/${encodeURIComponent(name || "")}`;
   $("#cam-json").value = JSON.stringify(cfg || { sources: [{ url: "", roles: ["detect", "record"] }] }, null, 2);
   $("#cam-issues").replaceChildren();
   for (const li of document.querySelectorAll("#camera-list li")) li.classList.toggle("selected", li.dataset.camera === name);
@@ -308,14 +222,6 @@ function renderSystem() {
     p.cpu_percent.toFixed(0), p.rss_mb.toFixed(0), p.restarts, p.last_error)));
 }
 
-function fmtBytes(n) {
-  if (n === null || n === undefined) return "?";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
-
 async function loadStorage() {
   let s;
   try { s = await api("/api/storage"); } catch (e) { return; }
@@ -343,6 +249,12 @@ function connect() {
       state.status = data.status;
       renderGrid();
       renderSystem();
+      if (state.page === "camera") renderState();
+      if (state.page === "events") fillCameraFilter();
+      if (state.page === "recordings") {
+        fillCameras();
+        if (!recordingsCamera()) openRecordings(null);
+      }
     } else if (data.type === "event") {
       eventsChanged();
     }
@@ -366,7 +278,10 @@ function reconnect() {
 // ---------------------------------------------------------------- start
 
 async function start() {
-  for (const b of document.querySelectorAll("button.tab")) b.addEventListener("click", () => show(b.dataset.page));
+  for (const b of document.querySelectorAll("button.tab")) b.addEventListener("click", () => { location.hash = `#${b.dataset.page}`; });
+  window.addEventListener("hashchange", route);
+  initCamera();
+  initRecordings();
   $("#token-button").addEventListener("click", () => askToken(""));
   $("#token-form").addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -375,35 +290,13 @@ async function start() {
       await api("/api/me");
       $("#token-dialog").close();
       reconnect();
-      show(state.page);
+      route();
     } catch (err) { /* askToken already says why */ }
   });
   $("#use-mjpeg").addEventListener("change", () => {
     for (const img of document.querySelectorAll("#grid img")) refreshImage(img);
   });
-  $("#event-filters").addEventListener("submit", (e) => {
-    e.preventDefault();
-    state.filters = Object.fromEntries(new FormData(e.target));
-    state.eventsOffset = 0;
-    loadEvents();
-  });
-  $("#events-prev").addEventListener("click", () => {
-    state.eventsOffset = Math.max(0, state.eventsOffset - PAGE_SIZE);
-    loadEvents();
-  });
-  $("#events-next").addEventListener("click", () => {
-    if (state.eventsOffset + PAGE_SIZE < state.eventsTotal) { state.eventsOffset += PAGE_SIZE; loadEvents(); }
-  });
-  $("#player-close").addEventListener("click", () => {
-    const v = $("#clip");
-    v.pause();
-    v.removeAttribute("src");
-    v.load();
-    $("#player").classList.add("hidden");
-  });
-  $("#clip").addEventListener("error", () => {
-    $("#clip-error").textContent = "no recording covers this event";
-  });
+  initReview();
   $("#camera-new").addEventListener("click", () => fillEditor("", null, true));
   $("#editor").addEventListener("submit", stageCamera);
   $("#cam-delete").addEventListener("click", deleteCamera);
@@ -416,14 +309,18 @@ async function start() {
   fillEditor("", null, true);
   setInterval(() => { if (state.page === "system") loadStorage(); }, 10000);
   if (state.token) setCookie(state.token);
+  // with a token kept from before, the page loads while the token is checked (one round trip less)
+  const early = Boolean(state.token);
+  if (early) { connect(); route(); }
   try {
     await api("/api/me");
   } catch (e) {
     if (!(e instanceof ApiError) || e.status !== 401) console.error(e);
     // the token dialog is open; connect once a token is saved
+    if (early) { const ws = state.ws; state.ws = null; if (ws) ws.close(); }
     return;
   }
-  connect();
+  if (!early) { connect(); route(); }
 }
 
 start();

@@ -6,9 +6,11 @@ One module per concern: :mod:`.version` (which release wrote the file),
 ``{FRIGATE_*}`` variables), :mod:`.objects` (tracked labels and filters,
 motion) and :mod:`.convert` (the whole, cameras and pipelines).
 
+``mqtt`` maps onto camfleet's ``mqtt`` (the same broker, topics and payloads;
+camfleet's QoS defaults to 1).
+
 Not mapped, and why (each is also reported as a note when the file has it):
-``mqtt`` (camfleet has no ``mqtt:`` section yet: the note lists the host,
-port, user and topic prefix it will need, never the password),
+a camera's own ``mqtt`` (snapshot crop, size, required zones),
 ``detectors``/``model`` (camfleet's default model on a CPU detector),
 ``snapshots``, ``birdseye``, ``live``, ``audio``, ``review``, zone
 ``inertia``/``loitering_time``, filter ``threshold``/``max_area``/ratios, and

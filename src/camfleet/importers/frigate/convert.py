@@ -45,7 +45,7 @@ _VAR = re.compile(r"\$\{(FRIGATE_[A-Za-z0-9_]+)\}")
 _DETECTOR = "cpu"
 
 _TOP_LEVEL_WHY = {
-    "mqtt": "",  # handled by _mqtt_note
+    "mqtt": "",  # handled by _mqtt
     "database": "camfleet keeps its database in data_dir (or storage.database)",
     "detectors": "every camera detects with camfleet's default model on a CPU detector service "
                  "(models/detectors in the output)",
@@ -79,7 +79,7 @@ _CAMERA_WHY = {
     "live": "camfleet serves live view from its frame ring",
     "ui": "camfleet's web UI has no such settings",
     "onvif": "camfleet has no PTZ control",
-    "mqtt": "camfleet has no mqtt section yet",
+    "mqtt": "camfleet publishes every camera's snapshot as it is (no per-camera crop, size or zones)",
     "audio": "camfleet does not analyse audio",
     "review": "camfleet has events, not review items",
     "notifications": "camfleet has no push notifications",
@@ -114,21 +114,55 @@ def _even(n: Any) -> int | None:
     return n - n % 2
 
 
-def _mqtt_note(mqtt: Any, notes: Notes) -> None:
-    # camfleet has no mqtt section yet (issue 16, deliverable 1): say what it will need, no password
+_MQTT_TEXT = ("host", "user", "password", "topic_prefix", "client_id")
+_MQTT_NUMBERS = {"port": (1, 65535), "qos": (0, 2), "stats_interval": (15, 86400)}
+_MQTT_TLS = {"tls_ca_certs": "ca", "tls_client_cert": "cert", "tls_client_key": "key"}
+
+
+def _mqtt(mqtt: Any, notes: Notes) -> dict[str, Any] | None:
+    """Frigate's ``mqtt`` as camfleet's (the same broker, topics and payloads); None without a host."""
     m = _map(mqtt)
+    host = m.get("host")
+    if not isinstance(host, str) or not host:
+        why = "disabled in Frigate, without a host" if m.get("enabled", True) is False else "no host given"
+        notes.unmapped("mqtt", why)
+        return None
+    out: dict[str, Any] = {}
     if m.get("enabled", True) is False:
-        notes.unmapped("mqtt", "disabled in Frigate; camfleet has no mqtt section yet")
-        return
-    parts = [f"{k}={frigate_vars(str(m[k]))}" for k in ("host", "port", "user", "topic_prefix", "client_id")
-             if k in m]
-    if "password" in m:
-        password = str(m["password"])
-        parts.append("password=" + (frigate_vars(password) if password.startswith("{FRIGATE_") else "***"))
-    if any(k in m for k in ("tls_ca_certs", "tls_client_cert", "tls_client_key")):
-        parts.append("TLS")
-    notes.unmapped("mqtt", "camfleet has no mqtt section yet; it will need " + (", ".join(parts) or
-                                                                                "a broker"))
+        out["enabled"] = False
+        notes.converted("mqtt.enabled", "disabled in Frigate: written with enabled: false")
+    for key in _MQTT_TEXT:
+        value = m.get(key)
+        if isinstance(value, str) and value:
+            out[key] = frigate_vars(value)
+        elif key in m:
+            notes.unmapped(f"mqtt.{key}", "not a text value")
+    for key, (low, high) in _MQTT_NUMBERS.items():
+        value = m.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            out[key] = value
+        elif key in m:
+            notes.unmapped(f"mqtt.{key}", f"camfleet takes a whole number from {low} to {high}")
+    tls = {ours: frigate_vars(str(m[theirs])) for theirs, ours in _MQTT_TLS.items() if m.get(theirs)}
+    if isinstance(m.get("tls_insecure"), bool):
+        tls["insecure"] = m["tls_insecure"]
+    if tls:
+        out["tls"] = tls
+        if ("cert" in tls) != ("key" in tls):
+            notes.unmapped("mqtt.tls_client_cert", "camfleet needs both the client certificate and its key")
+            tls.pop("cert", None)
+            tls.pop("key", None)
+    if "qos" not in out:
+        notes.converted("mqtt.qos", "camfleet publishes with QoS 1 by default (Frigate: 0), so that the "
+                        "broker acknowledges each event and an outage loses none")
+    if "password" in out and not out["password"].startswith("${"):
+        # the value itself never goes into a note
+        notes.converted("mqtt.password", "copied as it is into the output; better: password: "
+                        "${MQTT_PASSWORD} with the value in camfleet's environment")
+    known = {*_MQTT_TEXT, *_MQTT_NUMBERS, *_MQTT_TLS, "tls_insecure", "enabled"}
+    for other in sorted(str(k) for k in set(m) - known):
+        notes.unmapped(f"mqtt.{other}", "camfleet has no such MQTT setting")
+    return out
 
 
 def _zones(zones: Any, size: Size, key: str, notes: Notes) -> dict[str, Any]:
@@ -226,8 +260,7 @@ def convert(frigate: Mapping[str, Any]) -> ImportResult:
     version = frigate_version(frigate)
     streams = {n: [frigate_vars(u) for u in urls]
                for n, urls in go2rtc_streams(frigate.get("go2rtc")).items()}
-    if "mqtt" in frigate:
-        _mqtt_note(frigate["mqtt"], notes)
+    mqtt = _mqtt(frigate["mqtt"], notes) if "mqtt" in frigate else None
     for section in sorted(set(frigate) - set(_MERGED) - {"cameras", "version", "mqtt"}):
         notes.unmapped(section, _TOP_LEVEL_WHY.get(section, "camfleet has no such section"))
     name_ok = re.compile(CAMERA_NAME_PATTERN)
@@ -267,7 +300,9 @@ def convert(frigate: Mapping[str, Any]) -> ImportResult:
         "pipelines": pipelines,
         "cameras": cameras,
     }
-    needed = sorted(set(_VAR.findall(json.dumps(cameras))))
+    if mqtt is not None:
+        config["mqtt"] = mqtt
+    needed = sorted(set(_VAR.findall(json.dumps([cameras, mqtt]))))
     if needed:
         notes.converted("{FRIGATE_*}", "written ${NAME}; set these in camfleet's environment: "
                         + ", ".join(needed))

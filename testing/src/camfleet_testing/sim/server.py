@@ -70,6 +70,10 @@ class CameraSpec:
     ``fps`` is frames per second; ``bitrate_kbps`` is the encoder's target in
     kbit/s; ``gop`` is the keyframe interval in frames; ``seed`` and
     ``objects`` select the :class:`~camfleet.ingest.scene.Scene`.
+    ``active`` is the fraction of the time the objects are in the picture: below 1 the
+    camera shows them for ``active * active_period_s`` seconds of every ``active_period_s``
+    and an empty, still scene otherwise (each camera at its own phase, from ``seed``),
+    like a real camera that sees something now and then.
     """
 
     name: str = "cam0"
@@ -81,6 +85,15 @@ class CameraSpec:
     gop: int = 30
     seed: int = 0
     objects: tuple[str, ...] = ("person", "cat", "motorcycle")
+    active: float = 1.0
+    active_period_s: float = 40.0
+
+    def is_active(self, frame_index: int) -> bool:
+        """Whether frame ``frame_index`` shows the objects (see ``active``)."""
+        if self.active >= 1.0:
+            return True
+        phase = (frame_index / self.fps + self.seed * 7.3) % self.active_period_s
+        return phase < self.active * self.active_period_s
 
     def __post_init__(self) -> None:
         where = f"camera {self.name!r}"
@@ -100,6 +113,8 @@ class CameraSpec:
             raise ValueError(f"{where}: objects must be a non-empty subset of {sorted(OBJECTS)}; "
                              f"unknown: {unknown}")
         object.__setattr__(self, "objects", tuple(self.objects))
+        if not 0.0 <= self.active <= 1.0 or not 1.0 <= self.active_period_s <= 86400:
+            raise ValueError(f"{where}: active must be within 0..1 and active_period_s within 1..86400 s")
 
 
 def _check_size(width: int, height: int, where: str) -> None:
@@ -509,7 +524,7 @@ class SimServer:
         if feed.stalled or feed.fd is None or feed.broken:
             return
         scene = feed.scene
-        frame = scene.render_i420(index)
+        frame = scene.render_i420(index) if feed.spec.is_active(index) else scene.background_i420()
         header = proto.HEADER.pack(proto.MAGIC, scene.width, scene.height, index & 0xFFFFFFFF)
         with feed.io_lock:
             if feed.fd is None or feed.broken:

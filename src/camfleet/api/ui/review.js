@@ -1,0 +1,200 @@
+// Event review: filters (camera, label, zone, score, time, not yet reviewed), thumbnails,
+// mark reviewed, retain, and a detail view with the snapshot, the object's path over it and the clip.
+import { $, api, el, fmtTime, PAGE_SIZE, state } from "./core.js";
+
+const review = { items: [], current: -1 };
+
+function eventUrl(id, what = "") { return `/api/events/${encodeURIComponent(id)}${what}`; }
+
+async function setReviewed(ev, reviewed) {
+  try {
+    await api(eventUrl(ev.id, "/reviewed"), { method: "PUT", json: { reviewed } });
+    ev.reviewed = reviewed;
+  } catch (e) { /* a viewer token may not write: the 403 leaves it as it was */ }
+  const li = document.querySelector(`#events li[data-id="${CSS.escape(ev.id)}"]`);
+  if (li) {
+    li.classList.toggle("reviewed", ev.reviewed);
+    li.querySelector("input.reviewed").checked = ev.reviewed;
+  }
+  if (review.items[review.current] === ev) $("#detail-reviewed").checked = ev.reviewed;
+}
+
+async function setRetained(ev, retained) {
+  try {
+    await api(eventUrl(ev.id, "/retain"), { method: "PUT", json: { retained } });
+    ev.retained = retained;
+  } catch (e) { /* as above */ }
+  const li = document.querySelector(`#events li[data-id="${CSS.escape(ev.id)}"]`);
+  if (li) li.querySelector("input.retain").checked = ev.retained;
+  if (review.items[review.current] === ev) $("#detail-retain").checked = ev.retained;
+}
+
+function eventItem(ev, index) {
+  const img = ev.has_snapshot
+    ? el("img", { src: eventUrl(ev.id, "/snapshot.jpg"), alt: `${ev.label} on ${ev.camera}`, loading: "lazy", decoding: "async" })
+    : el("div", { class: "muted noshot" }, "no snapshot");
+  const reviewed = el("input", { type: "checkbox", class: "reviewed", checked: ev.reviewed, title: "reviewed" });
+  reviewed.addEventListener("change", () => setReviewed(ev, reviewed.checked));
+  const retain = el("input", { type: "checkbox", class: "retain", checked: ev.retained, title: "keep past retention" });
+  retain.addEventListener("change", () => setRetained(ev, retain.checked));
+  const span = ev.end ? `${Math.max(0, ev.end - ev.start).toFixed(1)} s` : "ongoing";
+  return el("li", { dataset: { id: ev.id, camera: ev.camera }, class: ev.reviewed ? "reviewed" : "" },
+    el("button", { type: "button", class: "thumb", title: "details", onclick: () => openDetail(index) }, img),
+    el("div", { class: "info" },
+      el("div", {}, el("strong", {}, ev.label), ` on ${ev.camera}`, ` · ${(ev.top_score * 100).toFixed(0)}%`),
+      el("div", { class: "muted" }, `${fmtTime(ev.start)} · ${span}`,
+        ev.zones.length ? ` · zones: ${ev.zones.join(", ")}` : "")),
+    el("label", {}, reviewed, " reviewed"),
+    el("label", {}, retain, " retain"),
+    el("button", { type: "button", onclick: () => openDetail(index, true) }, "clip"));
+}
+
+function toEpoch(value) { return value ? String(new Date(value).getTime() / 1000) : ""; }
+
+function filterParams() {
+  const f = state.filters;
+  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.eventsOffset });
+  for (const k of ["camera", "label", "zone"]) if (f[k]) params.set(k, f[k]);
+  if (f.min_score) params.set("min_score", String(Number(f.min_score) / 100));
+  if (f.after) params.set("after", toEpoch(f.after));
+  if (f.before) params.set("before", toEpoch(f.before));
+  if (f.unreviewed) params.set("reviewed", "false");
+  return params;
+}
+
+export async function loadEvents() {
+  fillCameraFilter();
+  let page;
+  try { page = await api(`/api/events?${filterParams()}`); } catch (e) { return; }
+  state.eventsTotal = page.total;
+  review.items = page.items;
+  $("#events").replaceChildren(...page.items.map(eventItem));
+  $("#events-empty").classList.toggle("hidden", page.items.length > 0);
+  const last = Math.min(page.offset + page.items.length, page.total);
+  $("#events-range").textContent = page.total ? `${page.offset + 1}–${last} of ${page.total}` : "";
+}
+
+export function eventsChanged() {
+  // events arrive in bursts; reload the first page at most once a second (not while one is open)
+  if (state.page !== "events" || state.eventsOffset !== 0 || state.eventsTimer || review.current >= 0) return;
+  state.eventsTimer = setTimeout(() => { state.eventsTimer = null; loadEvents(); }, 1000);
+}
+
+export function fillCameraFilter() {
+  const select = $("#filter-camera");
+  const cams = state.status ? Object.keys(state.status.cameras).sort() : [];
+  if (select.options.length === cams.length + 1) return;
+  const value = select.value;
+  select.replaceChildren(el("option", { value: "" }, "all cameras"), ...cams.map((c) => el("option", { value: c }, c)));
+  select.value = value;
+}
+
+// ---------------------------------------------------------------- detail
+
+function drawPath(ev) {
+  const img = $("#detail-snapshot");
+  const canvas = $("#detail-path");
+  const w = img.clientWidth, h = img.clientHeight, dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(h * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  const path = (ev.data && ev.data.path) || [];
+  canvas.dataset.points = String(path.length);
+  if (path.length < 1) return;
+  ctx.strokeStyle = "#3d8bfd";
+  ctx.lineWidth = 3;
+  ctx.lineJoin = "round";
+  ctx.beginPath();
+  path.forEach(([, x, y], i) => (i ? ctx.lineTo(x * w, y * h) : ctx.moveTo(x * w, y * h)));
+  ctx.stroke();
+  const dot = (p, fill) => { ctx.beginPath(); ctx.arc(p[1] * w, p[2] * h, 5, 0, Math.PI * 2); ctx.fillStyle = fill; ctx.fill(); };
+  dot(path[0], "#2fb56a");                 // where it was first seen
+  dot(path[path.length - 1], "#e5484d");   // where it was last seen
+}
+
+async function openDetail(index, play = false) {
+  const ev = review.items[index];
+  if (!ev) return;
+  review.current = index;
+  const box = $("#player");
+  box.classList.remove("hidden");
+  $("#detail-title").textContent = `${ev.label} on ${ev.camera} · ${(ev.top_score * 100).toFixed(0)}%`;
+  $("#detail-info").textContent = `${fmtTime(ev.start)} → ${ev.end ? fmtTime(ev.end) : "ongoing"}` +
+    (ev.zones.length ? ` · zones: ${ev.zones.join(", ")}` : "") + ` · track ${ev.data.track_id ?? "?"}`;
+  $("#detail-reviewed").checked = ev.reviewed;
+  $("#detail-retain").checked = ev.retained;
+  const img = $("#detail-snapshot");
+  img.onload = () => drawPath(ev);
+  if (ev.has_snapshot) img.src = eventUrl(ev.id, "/snapshot.jpg");
+  else { img.removeAttribute("src"); drawPath(ev); }
+  $("#detail-stage").classList.toggle("hidden", !ev.has_snapshot);
+  const video = $("#clip");
+  $("#clip-error").textContent = "";
+  video.src = eventUrl(ev.id, "/clip.mp4");
+  if (play) video.play().catch(() => {});
+  box.scrollIntoView({ block: "nearest" });
+  $("#player-close").focus({ preventScroll: true });
+}
+
+export function closeDetail() {
+  const v = $("#clip");
+  v.pause();
+  v.removeAttribute("src");
+  v.load();
+  $("#player").classList.add("hidden");
+  review.current = -1;
+}
+
+function onKey(ev) {
+  if (state.page !== "events" || ev.target.closest("input, select, textarea")) return;
+  const cur = review.items[review.current];
+  if (ev.key === "Escape" && review.current >= 0) closeDetail();
+  else if (ev.key === "j" || (ev.key === "ArrowDown" && review.current >= 0)) {
+    ev.preventDefault();
+    openDetail(Math.min(review.current + 1, review.items.length - 1));
+  } else if (ev.key === "k" || (ev.key === "ArrowUp" && review.current >= 0)) {
+    ev.preventDefault();
+    openDetail(Math.max(review.current - 1, 0));
+  } else if (ev.key === "r" && cur) setReviewed(cur, !cur.reviewed);
+}
+
+export function initReview() {
+  $("#event-filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const data = Object.fromEntries(new FormData(e.target));
+    state.filters = data;
+    state.eventsOffset = 0;
+    loadEvents();
+  });
+  $("#events-prev").addEventListener("click", () => {
+    state.eventsOffset = Math.max(0, state.eventsOffset - PAGE_SIZE);
+    loadEvents();
+  });
+  $("#events-next").addEventListener("click", () => {
+    if (state.eventsOffset + PAGE_SIZE < state.eventsTotal) { state.eventsOffset += PAGE_SIZE; loadEvents(); }
+  });
+  $("#events-mark-page").addEventListener("click", async () => {
+    const ids = review.items.filter((e) => !e.reviewed).map((e) => e.id);
+    if (!ids.length) return;
+    try { await api("/api/events/reviewed", { method: "POST", json: { ids, reviewed: true } }); } catch (e) { return; }
+    loadEvents();
+  });
+  $("#player-close").addEventListener("click", closeDetail);
+  $("#clip").addEventListener("error", () => {
+    if ($("#clip").getAttribute("src")) $("#clip-error").textContent = "no recording covers this event";
+  });
+  $("#detail-reviewed").addEventListener("change", () => {
+    const ev = review.items[review.current];
+    if (ev) setReviewed(ev, $("#detail-reviewed").checked);
+  });
+  $("#detail-retain").addEventListener("change", () => {
+    const ev = review.items[review.current];
+    if (ev) setRetained(ev, $("#detail-retain").checked);
+  });
+  $("#detail-prev").addEventListener("click", () => openDetail(Math.max(review.current - 1, 0)));
+  $("#detail-next").addEventListener("click", () => openDetail(Math.min(review.current + 1, review.items.length - 1)));
+  window.addEventListener("resize", () => { const ev = review.items[review.current]; if (ev) drawPath(ev); });
+  document.addEventListener("keydown", onKey);
+}

@@ -1,0 +1,238 @@
+"""The fleet's commands: ``camfleet nats``, ``camfleet agent``, ``camfleet coordinator`` (preview).
+
+* ``camfleet nats``: a local JetStream server, or a cluster of them on this
+  machine, for development and tests (production uses any NATS cluster by URL).
+* ``camfleet agent --nats URL``: this machine's node, registered in the fleet,
+  beating and reporting its status; its cameras come from ``--config`` (the
+  fleet's desired state comes next).
+* ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership.
+
+SIGTERM or Ctrl-C stops each of them cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+log = logging.getLogger("camfleet.cli")
+
+_LABEL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-/]{0,62})=([A-Za-z0-9_.\-/:]{0,128})$")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+def nats(
+    cluster: int = typer.Option(1, "--cluster", min=1, max=7, help="Servers to start (3: a cluster that "
+                                "survives one lost server)."),
+    data_dir: Path = typer.Option(Path("camfleet-nats"),
+                                  help="Store directory (a sub-directory per server)."),
+    port: int = typer.Option(4222, min=0, max=65535, help="Client port of the first server (the others take "
+                             "the next ones; monitoring +4000, routes +2000); 0: free ports."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback: this machine only)."),
+) -> None:
+    """Run a local NATS JetStream server, or a cluster on this machine, until Ctrl-C (development, tests)."""
+    from camfleet.cluster.server import (  # noqa: PLC0415 - keeps `camfleet --help` fast
+        MIN_VERSION,
+        NatsCluster,
+        NatsServerError,
+        cluster_specs,
+        find_server_binary,
+        free_port,
+        server_version,
+    )
+
+    stop = _stop_on_signals()
+    try:
+        binary = find_server_binary()
+        version = server_version(binary)
+    except NatsServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if version < MIN_VERSION:
+        typer.echo(f"error: {binary} is nats-server {'.'.join(map(str, version))}; camfleet needs "
+                   f">= {'.'.join(map(str, MIN_VERSION))}", err=True)
+        raise typer.Exit(1)
+    if port == 0:
+        ports = [(free_port(host), free_port(host), free_port(host)) for _ in range(cluster)]
+    else:
+        if port + cluster - 1 + 4000 > 65535:
+            typer.echo(f"error: --port {port}: the monitoring ports (+4000) would pass 65535", err=True)
+            raise typer.Exit(1)
+        ports = [(port + i, port + 4000 + i, port + 2000 + i) for i in range(cluster)]
+    servers = NatsCluster(cluster_specs(cluster, data_dir.resolve(), host=host, ports=ports), binary,
+                          die_with_parent=True)
+    try:
+        servers.start()
+    except NatsServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        typer.echo(f"camfleet nats: {cluster} JetStream server(s) ready (nats-server "
+                   f"{'.'.join(map(str, version))}, store {data_dir}).\n"
+                   f"  client URL: {servers.url}\n"
+                   f"  use:        camfleet agent --nats {servers.url}\n  Ctrl-C to stop.")
+        reported: set[str] = set()
+        while not stop.wait(0.5):
+            # one server of a cluster going away is what a cluster is for: say so, keep the others
+            gone = [s.spec.name for s in servers.servers if s.pid is None]
+            for name in sorted(set(gone) - reported):
+                log_file = data_dir / name.rsplit("-", 1)[-1] / "server.log"
+                typer.echo(f"camfleet nats: {name} exited; see {log_file}", err=True)
+            reported.update(gone)
+            if len(gone) == len(servers.servers):
+                break
+    finally:
+        servers.stop()
+    if not stop.is_set():
+        typer.echo("camfleet nats: every server exited.", err=True)
+        raise typer.Exit(1)
+    typer.echo("camfleet nats: stopped.")
+
+
+def _parse_labels(labels: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for text in labels:
+        match = _LABEL_RE.match(text)
+        if match is None:
+            raise typer.BadParameter(f"{text!r}: expected KEY=VALUE (letters, digits, _ . - / in the key; "
+                                     "no spaces)", param_hint="--label")
+        out[match.group(1)] = match.group(2)
+    return out
+
+
+def _options(url: str, creds: Path | None, ca: Path | None) -> Any:
+    from camfleet.cluster.connection import NatsOptions, parse_urls  # noqa: PLC0415
+
+    try:
+        return NatsOptions(tuple(parse_urls(url)), creds=creds, ca_file=ca)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--nats") from None
+
+
+def _run_async(main: Any, stop: threading.Event) -> None:
+    """Run the coroutine function ``main(async_stop)`` until it ends; ``stop`` (a signal) ends it."""
+
+    async def runner() -> None:
+        async_stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(async_stop.set)),
+                         daemon=True, name="stop-bridge").start()
+        await main(async_stop)
+
+    asyncio.run(runner())
+
+
+def agent(
+    nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
+    config: Path | None = typer.Option(None, help="Configuration file with this node's cameras "
+                                       "(default: none; the fleet's desired state comes later)."),
+    data_dir: Path | None = typer.Option(None, help="Where the node id, capacity cache and the node's "
+                                         "files live (default: the configuration's data_dir, else "
+                                         "camfleet-agent)."),
+    label: list[str] = typer.Option([], "--label", help="KEY=VALUE placement label (repeatable)."),
+    creds: Path | None = typer.Option(None, "--nats-creds", help="NATS credentials file (.creds)."),
+    ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run this machine's node as a member of the fleet: register, beat, report status."""
+    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
+
+    restrict_umask()
+    stop = _stop_on_signals()
+    from camfleet.cluster.agent import Agent, describe_node  # noqa: PLC0415
+    from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
+    from camfleet.config import ConfigError, FileSource, load_config_text  # noqa: PLC0415
+    from camfleet.pipeline.validate import element_catalog  # noqa: PLC0415
+    from camfleet.runtime import Node, NodeAlreadyRunning  # noqa: PLC0415
+
+    from .logs import setup_logging  # noqa: PLC0415
+
+    setup_logging(verbose)
+    labels = _parse_labels(label)
+    options = _options(nats_url, creds, ca)
+    try:
+        if config is not None:
+            cfg = FileSource(config, element_catalog()).load()
+            data_dir = data_dir or cfg.data_path
+        else:
+            data_dir = (data_dir or Path("camfleet-agent")).resolve()
+            cfg = load_config_text(f"version: 1\ndata_dir: {json.dumps(str(data_dir))}\ncameras: {{}}\n")
+        node_id = load_or_create_id(data_dir)
+    except (ConfigError, IdentityError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    record = describe_node(node_id, data_dir, labels)
+    # the node id as node key: its status names it, and two agents on one machine keep apart
+    node = Node(cfg, loader=FileSource(config, element_catalog()).load if config else None, node_key=node_id)
+    try:
+        node.start()
+    except (NodeAlreadyRunning, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    fleet = Agent(options, node, record)
+    typer.echo(f"camfleet agent: node {node_id} ({record.hostname}), {len(cfg.cameras)} camera(s); "
+               f"fleet at {options.shown}. Ctrl-C to stop.")
+    try:
+        _run_async(fleet.run, stop)
+    except ConnectionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        node.stop()
+    typer.echo("camfleet agent: stopped.")
+
+
+def coordinator(
+    nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
+    data_dir: Path = typer.Option(Path("camfleet-coordinator"), help="Where the coordinator id and its state "
+                                  "file (coordinator.json) live."),
+    creds: Path | None = typer.Option(None, "--nats-creds", help="NATS credentials file (.creds)."),
+    ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run a coordinator: watch the fleet's members, compete for leadership (others stand by)."""
+    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
+
+    restrict_umask()
+    stop = _stop_on_signals()
+    from camfleet.cluster.coordinator import Coordinator  # noqa: PLC0415
+    from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
+    from camfleet.cluster.statefile import StateFile  # noqa: PLC0415
+
+    from .logs import setup_logging  # noqa: PLC0415
+
+    setup_logging(verbose)
+    options = _options(nats_url, creds, ca)
+    try:
+        coordinator_id = load_or_create_id(data_dir.resolve(), "coordinator-id")
+    except (IdentityError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    coord = Coordinator(options, coordinator_id)
+    state = StateFile(coord, data_dir.resolve() / "coordinator.json")
+    typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; state in "
+               f"{state.path}. Ctrl-C to stop.")
+    state.start()
+    try:
+        _run_async(coord.run, stop)
+    except ConnectionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        state.stop()
+    typer.echo("camfleet coordinator: stopped.")
+

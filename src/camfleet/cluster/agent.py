@@ -1,0 +1,166 @@
+"""The agent: one machine's :class:`~camfleet.runtime.Node` as a member of the fleet.
+
+It registers a :class:`~camfleet.cluster.registry.NodeRecord` (identity,
+hardware, measured capacity), beats into the heartbeat bucket (each beat
+expires ``heartbeat_ttl_s`` later, so a dead agent's key disappears on its
+own), publishes the node's status every ``status_s`` seconds, and lets a
+:class:`~camfleet.cluster.desired.DesiredStateSource` drive the node through
+:class:`~camfleet.runtime.control.NodeControl`. A clean stop sends a last
+``leaving`` beat so the coordinators need not wait for the expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from nats.aio.client import Client
+
+from camfleet import __version__
+from camfleet.runtime.control import NodeControl
+
+from .capacity import load_or_measure
+from .connection import NatsOptions, connect
+from .coordinator import default_replicas
+from .desired import DesiredStateSource, StaticDesiredState
+from .hardware import detect_hardware
+from .kv import Bucket, KvError, open_bucket
+from .registry import ALIVE_BUCKET, NODES_BUCKET, FleetTiming, Heartbeat, NodeRecord, status_subject
+
+__all__ = ["Agent", "describe_node"]
+
+log = logging.getLogger("camfleet.cluster.agent")
+
+REREGISTER_BEATS = 30
+"""Every this many beats the agent checks its registration is still in the registry."""
+
+
+def describe_node(node_id: str, data_dir: Path, labels: dict[str, str]) -> NodeRecord:
+    """The registration of this machine: inventory now, capacity cached or measured (a few seconds)."""
+    hw = detect_hardware()
+    capacity, measured = load_or_measure(data_dir)
+    if measured:
+        log.info("capacity benchmark done (cached in %s)", data_dir / "capacity")
+    return NodeRecord(
+        node_id=node_id, hostname=hw.hostname, addresses=hw.addresses, version=__version__,
+        labels=dict(labels),
+        cores=hw.cores, memory_bytes=hw.memory_bytes, shm_bytes=hw.shm_bytes,
+        gpus=[dataclasses.asdict(g) for g in hw.gpus], vaapi=[dataclasses.asdict(v) for v in hw.vaapi],
+        capacity=capacity.to_json(), started_at=time.time(), notes=hw.notes + capacity.notes,
+    )
+
+
+class Agent:
+    """Keeps ``node`` registered, beating and reporting at the NATS servers of ``options``."""
+
+    def __init__(self, options: NatsOptions, node: NodeControl, record: NodeRecord,
+                 timing: FleetTiming | None = None, *, desired: DesiredStateSource | None = None,
+                 replicas: int | None = None) -> None:
+        self.options = options
+        self.node = node
+        self.record = record
+        self.timing = timing or FleetTiming()
+        self.desired = desired or StaticDesiredState()
+        self._replicas = replicas
+        self._seq = 0
+
+    @property
+    def node_id(self) -> str:
+        """The id of this node."""
+        return self.record.node_id
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Register, beat, report and follow the desired state until ``stop``; raises ConnectionError."""
+        client = await connect(NatsOptions(self.options.urls, self.options.creds, self.options.ca_file,
+                                           name=f"camfleet-agent-{self.node_id[:8]}"))
+        try:
+            buckets = await self._register(client, stop)
+            if buckets is None:
+                return
+            nodes, alive = buckets
+            log.info("agent %s: registered at %s", self.node_id, self.options.shown)
+            tasks = [asyncio.create_task(self._beats(nodes, alive, stop), name="heartbeat"),
+                     asyncio.create_task(self._statuses(client, stop), name="status"),
+                     asyncio.create_task(self.desired.run(self.node, stop), name="desired-state")]
+            await stop.wait()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                    await asyncio.wait_for(task, 3.0)
+            with contextlib.suppress(KvError):  # a clean stop: the coordinators need not wait for the expiry
+                await alive.put(self.node_id, Heartbeat(self.node_id, self._seq + 1, self.record.started_at,
+                                                        leaving=True).to_bytes(),
+                                ttl_s=self.timing.heartbeat_ttl_s)
+        finally:
+            try:  # deliver what is queued (the leaving beat), but never hang a stop on a server that is away
+                await asyncio.wait_for(client.drain(), 2.0)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await client.close()
+
+    async def _register(self, client: Client, stop: asyncio.Event) -> tuple[Bucket, Bucket] | None:
+        """Write the registration and a first beat, retrying while JetStream is down (None: stopped)."""
+        js = client.jetstream(timeout=2.0)
+        replicas = self._replicas or default_replicas(client)
+        delay = 0.25
+        while not stop.is_set():
+            try:
+                nodes = await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None)
+                alive = await open_bucket(js, ALIVE_BUCKET, replicas=replicas)
+                await nodes.put(self.node_id, self.record.to_bytes())
+                await self._beat(alive)
+                return nodes, alive
+            except KvError as exc:
+                log.warning("registration failed: %s (again in %.1f s)", exc, delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(2.0, delay * 2)
+        return None
+
+    async def _beat(self, alive: Bucket) -> None:
+        self._seq += 1
+        beat = Heartbeat(self.node_id, self._seq, self.record.started_at)
+        await alive.put(self.node_id, beat.to_bytes(), ttl_s=self.timing.heartbeat_ttl_s)
+
+    async def _beats(self, nodes: Bucket, alive: Bucket, stop: asyncio.Event) -> None:
+        """Beat every ``heartbeat_s``; every ``REREGISTER_BEATS`` beats, write the registration again if gone.
+
+        (A registration deleted by an operator, or lost with a store that was wiped, comes back.)
+        """
+        failing = False
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.timing.heartbeat_s)
+            if stop.is_set():
+                return
+            try:
+                await self._beat(alive)
+            except KvError as exc:
+                if not failing:  # once per outage, not once a second
+                    log.warning("heartbeat failed: %s (retrying every %.1f s)", exc, self.timing.heartbeat_s)
+                failing = True
+                continue
+            if failing:
+                log.info("heartbeat delivered again")
+                failing = False
+            if self._seq % REREGISTER_BEATS == 0:
+                with contextlib.suppress(KvError):
+                    if await nodes.get(self.node_id) is None:
+                        log.warning("registration missing from %s: written again", NODES_BUCKET)
+                        await nodes.put(self.node_id, self.record.to_bytes())
+
+    async def _statuses(self, client: Client, stop: asyncio.Event) -> None:
+        subject = status_subject(self.node_id)
+        while not stop.is_set():
+            try:
+                status = await asyncio.to_thread(self.node.status)
+                payload = json.dumps(status.to_json(), separators=(",", ":"), default=str).encode()
+                await client.publish(subject, payload)
+            except Exception as exc:  # a status that cannot be sent now is sent 2 s later
+                log.debug("status not published: %r", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.timing.status_s)

@@ -1,0 +1,118 @@
+"""Connecting to NATS: the URLs, credentials and TLS an agent or coordinator is given.
+
+``--nats`` takes one URL or several, comma-separated (any servers of the
+cluster; the client learns the others from them). Credentials come from a
+``.creds`` file (``--nats-creds``) or the URL's user info; TLS from
+``tls://`` URLs with an optional CA bundle (``--nats-ca``). Credentials never
+appear in logs or errors: URLs are shown masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats.errors
+from nats.aio.client import Client
+
+from camfleet.redact import mask_url
+
+__all__ = ["NatsOptions", "connect", "parse_urls"]
+
+log = logging.getLogger("camfleet.cluster")
+
+_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def parse_urls(text: str) -> list[str]:
+    """The URLs in ``text`` (comma-separated); raises ValueError naming the bad one."""
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("--nats: no URL given (e.g. nats://127.0.0.1:4222)")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ValueError(f"--nats: {mask_url(url)!r} is not a NATS URL "
+                             f"(expected {'|'.join(_SCHEMES)}://HOST[:PORT])")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"--nats: {mask_url(url)!r}: bad port") from None
+    return urls
+
+
+@dataclass(frozen=True)
+class NatsOptions:
+    """Where and how to connect: ``urls``, an optional ``.creds`` file and CA bundle, a client name."""
+
+    urls: tuple[str, ...]
+    creds: Path | None = None
+    ca_file: Path | None = None
+    name: str = "camfleet"
+
+    @property
+    def shown(self) -> str:
+        """The URLs with any credentials masked (for logs and messages)."""
+        return ",".join(mask_url(url) for url in self.urls)
+
+
+async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
+    """A connected client that reconnects for ever; raises ConnectionError (masked) when none answers.
+
+    ``timeout_s`` bounds the first connection (seconds); after that, reconnects
+    are attempted every half second to any known server.
+    """
+
+    async def on_error(exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    async def on_disconnected() -> None:
+        log.warning("nats: disconnected; reconnecting")
+
+    async def on_reconnected() -> None:
+        log.info("nats: reconnected to %s", mask_url(str(client.connected_url.geturl()))
+                 if client.connected_url else "a server")
+
+    kwargs: dict[str, Any] = {
+        "servers": list(options.urls),
+        "name": options.name,
+        "connect_timeout": min(2.0, timeout_s),
+        "reconnect_time_wait": 0.5,
+        "max_reconnect_attempts": -1,
+        "allow_reconnect": True,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+    }
+    if options.creds is not None:
+        if not options.creds.is_file():
+            raise ConnectionError(f"--nats-creds {options.creds}: no such file")
+        kwargs["user_credentials"] = str(options.creds)
+    if options.ca_file is not None or any(url.startswith(("tls://", "wss://")) for url in options.urls):
+        context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
+        kwargs["tls"] = context
+    client = Client()
+    try:
+        await asyncio.wait_for(_first_connect(client, kwargs), timeout_s)
+    except (TimeoutError, OSError, nats.errors.Error, ssl.SSLError) as exc:
+        await _quiet_close(client)
+        raise ConnectionError(f"cannot connect to NATS at {options.shown} within {timeout_s:.0f} s "
+                              f"({type(exc).__name__})") from None
+    return client
+
+
+async def _first_connect(client: Client, kwargs: dict[str, Any]) -> None:
+    await client.connect(**kwargs)
+
+
+async def _quiet_close(client: Client) -> None:
+    try:
+        await client.close()
+    except Exception as exc:  # closing a half-connected client; nothing more to do
+        log.debug("nats: close after a failed connect: %r", exc)
+

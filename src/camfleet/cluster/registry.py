@@ -1,0 +1,187 @@
+"""The fleet's names and records: buckets, keys, subjects, timings, and what an agent registers.
+
+Layout in JetStream (every bucket replicated ``replicas`` times):
+
+==========================  ======================  ==========================================
+bucket / subject            key                     value
+==========================  ======================  ==========================================
+``camfleet_nodes``          node id                 :class:`NodeRecord` (JSON), kept when the node dies
+``camfleet_alive``          node id                 :class:`Heartbeat` (JSON), expires ``heartbeat_ttl_s``
+                                                    after the last beat (per-message TTL)
+``camfleet_leader``         ``leader``              :class:`LeaderRecord` (JSON), the coordinators' lease
+``camfleet.status.<node>``  (core NATS subject)     the node's ``NodeStatus.to_json()``, every 2 s
+==========================  ======================  ==========================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+__all__ = [
+    "ALIVE_BUCKET",
+    "LEADER_BUCKET",
+    "LEADER_KEY",
+    "NODES_BUCKET",
+    "FleetTiming",
+    "Heartbeat",
+    "LeaderRecord",
+    "NodeRecord",
+    "RecordError",
+    "status_subject",
+]
+
+NODES_BUCKET = "camfleet_nodes"
+ALIVE_BUCKET = "camfleet_alive"
+LEADER_BUCKET = "camfleet_leader"
+LEADER_KEY = "leader"
+STATUS_PREFIX = "camfleet.status"
+_T = TypeVar("_T")
+
+
+def status_subject(node_id: str) -> str:
+    """The subject a node's status snapshots are published on (``camfleet.status.*`` for all)."""
+    return f"{STATUS_PREFIX}.{node_id}"
+
+
+class RecordError(ValueError):
+    """A record read from the store is not what camfleet writes (names the record and the problem)."""
+
+
+@dataclass(frozen=True)
+class FleetTiming:
+    """Every time constant of the fleet's liveness and election, in seconds.
+
+    An agent beats every ``heartbeat_s``; its beat expires ``heartbeat_ttl_s``
+    after the last one; a coordinator counts it lost when no beat came in the
+    ``grace_s`` after the expiry (see :mod:`camfleet.cluster.membership`).
+    The leader's lease lasts ``lease_ttl_s``, is renewed every ``renew_s``,
+    and the leader stops counting itself leader ``margin_s`` before the lease
+    it last renewed could expire.
+
+    The lease must outlast a JetStream stream-leader failover (a replicated
+    bucket accepts no write for 5-7 s after the server leading it is killed,
+    measured with nats-server 2.15 on loopback): shorter, and losing one NATS
+    server would end the leadership. A lease of 8 s still hands over within
+    10 s of a leader's death. (Heartbeats need no such margin: see membership.)
+    """
+
+    heartbeat_s: float = 1.0
+    heartbeat_ttl_s: float = 4.0
+    grace_s: float = 2.0
+    status_s: float = 2.0
+    lease_ttl_s: float = 8.0
+    renew_s: float = 0.5
+    margin_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_ttl_s < max(1.0, 2 * self.heartbeat_s):
+            raise ValueError(f"heartbeat TTL {self.heartbeat_ttl_s} s: at least 1 s and two beats "
+                             f"({self.heartbeat_s} s each)")
+        if self.lease_ttl_s < 1.0 or not 0 < self.margin_s < self.lease_ttl_s - self.renew_s:
+            raise ValueError(f"lease {self.lease_ttl_s} s, renewal every {self.renew_s} s, margin "
+                             f"{self.margin_s} s: need lease >= 1 s and 0 < margin < lease - renewal")
+
+
+def _load(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{what}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{what}: expected an object, got {type(data).__name__}")
+    return data
+
+
+def _parse(cls: type[_T], raw: bytes, what: str) -> _T:
+    data = _load(raw, what)
+    try:
+        return TypeAdapter(cls).validate_python(data, strict=False)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}"
+                             for e in exc.errors())
+        raise RecordError(f"{what}: {problems}") from None
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass
+class NodeRecord:
+    """What an agent registers: who it is, what it has and what it can do.
+
+    Sizes in bytes; ``capacity`` holds ``decode_pixels_per_s`` and
+    ``inferences_per_s`` (see :mod:`camfleet.cluster.capacity`); ``gpus`` and
+    ``vaapi`` are empty on a machine without them; ``started_at`` in seconds
+    since the epoch.
+    """
+
+    node_id: str
+    hostname: str
+    addresses: list[str]
+    version: str
+    labels: dict[str, str]
+    cores: int
+    memory_bytes: int
+    shm_bytes: int
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+    vaapi: list[dict[str, Any]] = field(default_factory=list)
+    capacity: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON."""
+        return _dump(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, key: str = "?") -> NodeRecord:
+        """Parse a stored record; raises :class:`RecordError` naming the key."""
+        return _parse(cls, raw, f"{NODES_BUCKET}/{key}")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One beat: the node, a counter, the agent's start time; ``leaving`` on a clean stop."""
+
+    node_id: str
+    seq: int
+    started_at: float
+    leaving: bool = False
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON."""
+        return _dump(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, key: str = "?") -> Heartbeat:
+        """Parse a stored beat; raises :class:`RecordError` naming the key."""
+        return _parse(cls, raw, f"{ALIVE_BUCKET}/{key}")
+
+
+@dataclass(frozen=True)
+class LeaderRecord:
+    """The leader lease's value: the coordinator's id, host and pid, when it took the lease (epoch s).
+
+    ``term`` is the revision of the create that won the lease; 0 in the create
+    itself (whose own revision is the term), set in every renewal.
+    """
+
+    coordinator_id: str
+    hostname: str
+    pid: int
+    since: float
+    term: int = 0
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON."""
+        return _dump(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> LeaderRecord:
+        """Parse the lease; raises :class:`RecordError`."""
+        return _parse(cls, raw, f"{LEADER_BUCKET}/{LEADER_KEY}")
