@@ -40,3 +40,19 @@ def test_migration_backfills_snapshots_of_existing_events(db_url: str) -> None:
         assert [(s.event_id, s.path) for s in store.snapshots()] == [("old", "/s/old.jpg")]
     finally:
         store.close()
+
+
+def test_later_migrations_keep_every_snapshot_row(db_url: str) -> None:
+    """No migration after 0002 may copy the events table: on SQLite the copy's drop cascades
+    (foreign keys are on) to the snapshot index, losing every row of an existing user's."""
+    store = Store.open(db_url)
+    try:
+        store.upsert_events([_event("a", "/s/a.jpg"), _event("b", "/s/b.jpg", camera="yard")])
+        before = sorted((s.event_id, s.path) for s in store.snapshots())
+        migrations.downgrade(store.engine, "0002")
+        with store.engine.begin() as conn:
+            assert conn.execute(text("SELECT count(*) FROM snapshots")).scalar() == 2
+        migrations.upgrade(store.engine)
+        assert sorted((s.event_id, s.path) for s in store.snapshots()) == before
+    finally:
+        store.close()

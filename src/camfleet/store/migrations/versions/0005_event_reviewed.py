@@ -20,13 +20,13 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Add events.reviewed (false for every existing event) and an index on (reviewed, start)."""
-    with op.batch_alter_table("events") as batch:
-        batch.add_column(sa.Column("reviewed", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # plain ALTER TABLE, never batch mode: on SQLite a batch copies the table, drops the old one,
+    # and that drop cascades (foreign keys are on) to every row of snapshots
+    op.add_column("events", sa.Column("reviewed", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_index(op.f("ix_events_reviewed_start"), "events", ["reviewed", "start"])
 
 
 def downgrade() -> None:
     """Drop the flag and its index."""
     op.drop_index(op.f("ix_events_reviewed_start"), table_name="events")
-    with op.batch_alter_table("events") as batch:
-        batch.drop_column("reviewed")
+    op.drop_column("events", "reviewed")  # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35): no copy
