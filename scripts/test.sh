@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff";   .venv/bin/ruff check src testing tests bench
 echo "== mypy";   .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/pytest --durations=25 "$@"
+# two workers, whole files each (module-scoped nodes stay in one process); -n 0 runs serially
+echo "== pytest"; exec .venv/bin/pytest -n 2 --dist loadfile --durations=25 "$@"

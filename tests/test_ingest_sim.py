@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -116,13 +117,17 @@ def test_frames_and_packets_reach_the_rings_in_configured_format(
         assert packets.time_base[1] > 0
         more = [packets.next(5) for _ in range(10)]
         assert [p.seq for p in more] == list(range(first.seq + 1, first.seq + 11))
+    skipped_before = sim.frames_skipped(camera)
     frames = frames_for(f"fmt-{camera}", 3.0, mode="sequential")
     fmts = {f[1] for f in frames}
     assert fmts == {fb.FrameFormat.packed_format(160, 90, "nv12")}
     # 5 fps of stream time: pts (90 kHz) 0.2 s apart, give or take one camera frame (1/15 s)
     steps = [b[4] - a[4] for a, b in itertools.pairwise(frames)]
     assert len(steps) >= 8
-    assert all(0.2 * 90000 - 6500 <= d <= 0.2 * 90000 + 6500 for d in steps), steps
+    assert all(d >= 0.2 * 90000 - 6500 for d in steps), steps  # never faster than the limit
+    assert abs(statistics.median(steps) - 0.2 * 90000) <= 6500, steps
+    if sim.frames_skipped(camera) == skipped_before:  # a busy machine's simulator drops frames: gaps
+        assert all(d <= 0.2 * 90000 + 6500 for d in steps), steps
     assert all(b[3] >= a[3] for a, b in itertools.pairwise(frames))  # capture times ordered
 
 
