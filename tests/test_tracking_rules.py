@@ -287,3 +287,43 @@ def test_a_box_on_a_mostly_hidden_walker_is_not_a_false_positive() -> None:
     s = summarise([seq])
     assert s["idf1"] == 1.0 and s["mota"] == 1.0
     assert seq.match(1, a) == 1 and seq.match(1, (50.0, 50.0, 60.0, 60.0)) is None
+
+
+# --- detect's refresh_s: a still object is looked at again ---------------------------------------
+
+
+class _Detector:
+    """A detector service stand-in: the person at BOX in every crop that holds it (pure logic)."""
+
+    input_size = (300, 300)
+
+    def __init__(self) -> None:
+        self.crops: list[int] = []
+
+    def detect(self, crops: list[np.ndarray]) -> list[list[Detection]]:
+        self.crops.append(len(crops))
+        return [[Detection("person", 0, 0.9, Box(0, 0, 300, 300))] for _ in crops]
+
+
+def test_refresh_s_re_detects_a_live_track_when_nothing_moves(tmp_path: Path) -> None:
+    from camfleet.pipeline.detect import DetectConfig, DetectElement
+    from camfleet.pipeline.track import TrackConfig, TrackElement
+
+    detector = _Detector()
+    env = PipelineEnv(camera="cam", data_dir=tmp_path, services={"detectors": {"cpu": detector}})
+    detect = DetectElement(DetectConfig(detector="cpu", refresh_s=1.0), env)
+    track = TrackElement(TrackConfig(fps=FPS), env)
+    for i in range(3):  # the person walks in: motion, detections, a track
+        ctx = ctx_at(i)
+        ctx.motion.append(BOX)
+        detect.process(ctx)
+        track.process(ctx)
+    assert detector.crops == [1, 1, 1] and ctx.tracks
+    for i in range(3, 6):  # then stands still: no motion at all
+        ctx = ctx_at(i)
+        detect.process(ctx)
+        track.process(ctx)
+    assert detector.crops == [1, 1, 1]  # within refresh_s: no request without motion
+    later = ctx_at(8)  # 1.2 s after the last detection
+    detect.process(later)
+    assert detector.crops == [1, 1, 1, 1] and later.detections  # looked at again where the track is

@@ -29,7 +29,7 @@ from camfleet.detect.protocol import MAX_INFLIGHT
 from camfleet.detect.runtime import batched_nms
 
 from .context import Box, Detection, FrameContext
-from .element import Element, ElementConfig, PipelineEnv
+from .element import LIVE_TRACK_BOXES, Element, ElementConfig, PipelineEnv
 
 Score = Annotated[float, Field(ge=0, le=1)]
 """A detector score: 0..1 (a threshold above 1 would silently drop every detection)."""
@@ -134,8 +134,8 @@ class DetectElement(Element[DetectConfig]):
         boxes = list(ctx.motion)
         due = (self.config.refresh_s > 0 and ctx.capture_ns - self._last_detect_ns
                >= self.config.refresh_s * 1e9)
-        if due:
-            boxes += [t.box for t in ctx.tracks if not t.ended]
+        if due:  # the tracker's live objects as of the previous frame (track runs after detect)
+            boxes += self.env.services.get(LIVE_TRACK_BOXES, [])
         squares = [_square(b, self.config.region_scale, side_min, ctx.width, ctx.height) for b in boxes]
         regions = _merge(squares)
         regions.sort(key=lambda r: (r[2] - r[0]) * (r[3] - r[1]), reverse=True)

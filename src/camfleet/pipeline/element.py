@@ -48,6 +48,11 @@ class ElementConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+LIVE_TRACK_BOXES = "track.live_boxes"
+"""``env.services`` key the track element fills after each frame: the last box of every live
+track, in pixels (what detect's ``refresh_s`` looks at again in the next frame)."""
+
+
 @dataclass
 class PipelineEnv:
     """What elements may use besides the frame: the camera, its zones, where to write.

@@ -22,7 +22,7 @@ from pydantic import Field
 from trackers import ByteTrackTracker
 
 from .context import SCORE_HISTORY, Box, FrameContext, TrackedObject
-from .element import Element, ElementConfig, PipelineEnv
+from .element import LIVE_TRACK_BOXES, Element, ElementConfig, PipelineEnv
 
 # ByteTrack counts its lost-track buffer in frames of a 30 fps video, whatever the rate.
 _BUFFER_FPS = 30.0
@@ -182,6 +182,9 @@ class TrackElement(Element[TrackConfig]):
                 self._forget(cid)
                 ctx.tracks.append(obj)
         ctx.tracks.extend(self._tracks[t] for t in sorted(seen) if t in self._tracks)
+        # for detect's refresh_s, which runs before this element in the next frame: every live
+        # track's last box, the ones not seen in this frame included (a still object makes no motion)
+        self.env.services[LIVE_TRACK_BOXES] = [obj.box for obj in self._tracks.values()]
 
     def update(self, config: TrackConfig, env: PipelineEnv) -> None:
         """Take new settings; a change of the tracker's own ones restarts it.
