@@ -144,6 +144,7 @@ def test_a_new_track_where_the_object_was_lost_continues_its_event(tmp_path: Pat
     # the person comes back a little to the right, as a new track: the same event goes on
     ev.frame(22, obj(4, 22, 22, [0.8], box=Box(330, 104, 410, 262)))
     assert ev.out[-1] == (22, EventType.UPDATE, event_id)
+    assert ev.last[0].track_id == 4  # it follows the new track now (its path, its data)
     ev.frame(40, obj(4, 40, 22, [0.8], box=Box(330, 104, 410, 262), ended=True, last=22))
     ev.frame(50)
     assert ev.out[-1] == (50, EventType.END, event_id)

@@ -181,6 +181,7 @@ class EventsElement(Element[EventsConfig]):
                 if ending is not None:  # the object came back: its event goes on
                     self._last_update.pop(ending.track_id, None)
                     event = ending.event
+                    event.track_id = obj.track_id  # a new track may carry it on: follow that one
                     event.last_ns = max(event.last_ns, obj.last_ns)
                     self._open[obj.track_id] = event
                     self._absorb(event, obj, ctx)
