@@ -124,10 +124,13 @@ def test_frames_and_packets_reach_the_rings_in_configured_format(
     # 5 fps of stream time: pts (90 kHz) 0.2 s apart, give or take one camera frame (1/15 s)
     steps = [b[4] - a[4] for a, b in itertools.pairwise(frames)]
     assert len(steps) >= 8
-    assert all(d >= 0.2 * 90000 - 6500 for d in steps), steps  # never faster than the limit
+    # on average exactly the limit, and the typical step one frame interval (0.2 s) of stream time
+    assert abs((frames[-1][4] - frames[0][4]) / len(steps) - 0.2 * 90000) <= 0.1 * 0.2 * 90000, steps
     assert abs(statistics.median(steps) - 0.2 * 90000) <= 6500, steps
-    if sim.frames_skipped(camera) == skipped_before:  # a busy machine's simulator drops frames: gaps
-        assert all(d <= 0.2 * 90000 + 6500 for d in steps), steps
+    if sim.frames_skipped(camera) == skipped_before:
+        # each step within one camera frame of the limit; when a busy machine's simulator dropped
+        # frames, the limiter keeps its grid across the gap, so single steps stretch and shrink
+        assert all(0.2 * 90000 - 6500 <= d <= 0.2 * 90000 + 6500 for d in steps), steps
     assert all(b[3] >= a[3] for a, b in itertools.pairwise(frames))  # capture times ordered
 
 

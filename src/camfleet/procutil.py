@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import signal
@@ -36,6 +37,27 @@ def die_with_parent(supervisor_pid: int, sig: int = signal.SIGKILL) -> None:
             os.kill(supervisor_pid, 0)
         except ProcessLookupError:  # the supervisor died before the watch was set up
             os.kill(os.getpid(), sig)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def exec_dies_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """For ``preexec_fn``: the program about to be exec'd gets ``sig`` when its parent dies.
+
+    :func:`die_with_parent`'s watch thread does not survive ``exec``, so a foreign binary
+    (``nats-server``) needs the kernel's ``PR_SET_PDEATHSIG`` instead. It fires when the
+    parent *thread* that started the child exits: start such children from a thread that
+    lives as long as they should (``camfleet nats`` starts them from its main thread). If
+    the parent is already gone, ``sig`` is sent at once. Linux only; elsewhere a no-op.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the prctl
+        os.kill(os.getpid(), sig)
 
 
 def _wait_then_die(fd: int, sig: int) -> None:

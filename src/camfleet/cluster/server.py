@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from camfleet.procutil import die_with_parent
+from camfleet.procutil import exec_dies_with_parent
 
 __all__ = [
     "BINARY_ENV",
@@ -206,7 +206,7 @@ class NatsServer:
         conf = self.spec.store_dir / "nats.conf"
         conf.write_text(render_config(self.spec))
         parent = os.getpid()
-        preexec = functools.partial(die_with_parent, parent) if self.die_with_parent else None
+        preexec = functools.partial(exec_dies_with_parent, parent) if self.die_with_parent else None
         with open(self.log_path, "ab") as log_file:
             self._proc = subprocess.Popen([str(self.binary), "-c", str(conf)], stdin=subprocess.DEVNULL,
                                           stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
