@@ -12,6 +12,7 @@ import pytest
 from camfleet.cli.logs import MaskCredentials
 from camfleet.ingest import Backoff, ErrorKind, IngestError, SourceKind, classify
 from camfleet.ingest.convert import RateLimiter
+from camfleet.ingest.size_gate import SizeChangeGate
 from camfleet.ingest.synthetic import SyntheticSpec
 from camfleet.ingest.url import split_credentials
 from camfleet.redact import mask_text, mask_url
@@ -140,3 +141,24 @@ def test_log_filter_masks_credentials(caplog: pytest.LogCaptureFixture) -> None:
 def test_mask_url_never_raises_and_never_leaks_on_malformed_urls(url: str) -> None:
     masked = mask_url(url)
     assert "s3cret" not in masked and "admin" not in masked, masked
+
+
+def test_a_bogus_size_until_the_next_keyframe_is_dropped_but_a_lasting_new_size_is_taken() -> None:
+    gate = SizeChangeGate(confirm_s=10.0)
+    assert gate.accept((320, 180), key=True, now=0.0)
+    # a damaged SPS: one group of pictures decodes at a bogus size, then a good keyframe
+    assert not any(gate.accept((16, 16), key=i == 0, now=0.1 * i) for i in range(30))
+    assert gate.accept((320, 180), key=True, now=3.0)
+    assert gate.dropped == 30
+    # a real change of resolution is taken at its second keyframe
+    seen = [gate.accept((640, 360), key=i % 20 == 0, now=4 + 0.1 * i) for i in range(21)]
+    assert seen == [False] * 20 + [True]
+    assert gate.accept((640, 360), key=False, now=6.5)
+    # a stream that never marks a keyframe changes after confirm_s
+    assert not gate.accept((1280, 720), key=False, now=7.0)
+    assert not gate.accept((1280, 720), key=False, now=16.9)
+    assert gate.accept((1280, 720), key=False, now=17.0)
+    # alternating odd sizes never confirm one another
+    assert not any(gate.accept(s, key=True, now=18.0) for s in [(16, 16), (32, 32), (16, 16), (32, 32)])
+    with pytest.raises(ValueError):
+        SizeChangeGate(confirm_s=0)

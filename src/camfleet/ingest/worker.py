@@ -41,6 +41,7 @@ from .backoff import Backoff
 from .convert import FrameConverter, OutputSpec, RateLimiter
 from .corruption import CorruptionMeter
 from .errors import ErrorKind, IngestError, classify
+from .size_gate import SizeChangeGate
 from .source import SourceOptions, open_source
 from .status import IngestState, IngestStatus, StateTracker
 from .synthetic import SyntheticSource
@@ -111,6 +112,7 @@ class IngestWorker:
         self._fps_t = 0.0
         self._codec = ""
         self._size = (0, 0)
+        self._size_gate = SizeChangeGate()
         self._discontinuity = False
         self.fatal: IngestError | None = None
 
@@ -319,6 +321,12 @@ class IngestWorker:
         if self._tracker.state != IngestState.STREAMING:
             self._backoff.reset()
             self._enter(IngestState.STREAMING)
+        if not self._size_gate.accept((frame.width, frame.height), key=frame.key_frame, now=now):
+            # Pictures of a size the stream has not kept through a keyframe are
+            # most likely a damaged parameter set: dropping them keeps every
+            # subscriber on the ring instead of re-creating it twice.
+            self._corruption.corrupt_frame()
+            return
         t = frame.time if frame.time is not None else now
         if not self._limiter.keep(t):
             return
