@@ -10,7 +10,20 @@ bucket / subject            key                     value
                                                     after the last beat (per-message TTL)
 ``camfleet_leader``         ``leader``              :class:`LeaderRecord` (JSON), the coordinators' lease
 ``camfleet.status.<node>``  (core NATS subject)     the node's ``NodeStatus.to_json()``, every 2 s
+``camfleet_desired``        node id                 :class:`DesiredNode` (JSON): the cameras the leader
+                                                    placed on the node, written only by the leader
+``camfleet_applied``        node id                 :class:`AppliedReport` (JSON): the revision the
+                                                    agent runs, or why it refused a newer one
+``CAMFLEET_EVENTS`` stream  ``camfleet.events.<node>``  one outbox event per message (JSON), message
+                                                    id ``<node>:<journal seq>`` (deduplication)
+``camfleet.ctl.<verb>``     (core NATS request)     the leader's control API (stage, apply, drain...)
 ==========================  ======================  ==========================================
+
+Fencing: each camera of a :class:`DesiredNode` carries the ``token`` it was
+assigned with (the ``revision`` of the desired state that first placed it on
+that node). Tokens only grow; whatever a node writes for a camera (events,
+segments) carries it, and the central store rejects a token older than the
+camera's current assignment.
 """
 
 from __future__ import annotations
@@ -23,6 +36,14 @@ from pydantic import TypeAdapter, ValidationError
 
 __all__ = [
     "ALIVE_BUCKET",
+    "APPLIED_BUCKET",
+    "CTL_PREFIX",
+    "DESIRED_BUCKET",
+    "EVENTS_STREAM",
+    "EVENTS_SUBJECT_PREFIX",
+    "AppliedReport",
+    "DesiredCamera",
+    "DesiredNode",
     "LEADER_BUCKET",
     "LEADER_KEY",
     "NODES_BUCKET",
@@ -31,6 +52,7 @@ __all__ = [
     "LeaderRecord",
     "NodeRecord",
     "RecordError",
+    "events_subject",
     "status_subject",
 ]
 
@@ -38,6 +60,11 @@ NODES_BUCKET = "camfleet_nodes"
 ALIVE_BUCKET = "camfleet_alive"
 LEADER_BUCKET = "camfleet_leader"
 LEADER_KEY = "leader"
+DESIRED_BUCKET = "camfleet_desired"
+APPLIED_BUCKET = "camfleet_applied"
+EVENTS_STREAM = "CAMFLEET_EVENTS"
+EVENTS_SUBJECT_PREFIX = "camfleet.events"
+CTL_PREFIX = "camfleet.ctl"
 STATUS_PREFIX = "camfleet.status"
 _T = TypeVar("_T")
 
@@ -185,3 +212,76 @@ class LeaderRecord:
     def from_bytes(cls, raw: bytes) -> LeaderRecord:
         """Parse the lease; raises :class:`RecordError`."""
         return _parse(cls, raw, f"{LEADER_BUCKET}/{LEADER_KEY}")
+
+
+@dataclass(frozen=True)
+class DesiredCamera:
+    """One camera placed on a node: its settings and its fencing token.
+
+    ``settings`` is the camera's entry exactly as under ``cameras.<name>`` in a
+    node's YAML configuration (a plain mapping); ``token`` the revision of the
+    desired state that placed the camera on this node (unchanged while it stays).
+    """
+
+    settings: dict[str, Any]
+    token: int
+
+
+@dataclass(frozen=True)
+class DesiredNode:
+    """What the leader wants one node to run: written to ``camfleet_desired/<node>``.
+
+    ``revision`` grows with every write of any node's desired state (the
+    fleet's placement generation); ``term`` is the leader's term that wrote it
+    (an agent ignores a write from an older term than one it has seen);
+    ``cameras`` maps camera name to :class:`DesiredCamera`; ``written_at`` in
+    seconds since the epoch.
+    """
+
+    node_id: str
+    revision: int
+    term: int
+    cameras: dict[str, DesiredCamera] = field(default_factory=dict)
+    written_at: float = 0.0
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON."""
+        return _dump(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, key: str = "?") -> DesiredNode:
+        """Parse a stored desired state; raises :class:`RecordError` naming the key."""
+        return _parse(cls, raw, f"{DESIRED_BUCKET}/{key}")
+
+
+@dataclass(frozen=True)
+class AppliedReport:
+    """An agent's answer to its desired state: written to ``camfleet_applied/<node>``.
+
+    ``revision``: the desired revision the node runs now (0: none yet);
+    ``refused``: the newer revision it refused, with ``errors`` (human
+    readable, naming the camera and the setting); ``fenced``: the node stopped
+    its cameras because it could not renew its heartbeat; ``at`` epoch seconds.
+    """
+
+    node_id: str
+    revision: int
+    refused: int = 0
+    errors: list[str] = field(default_factory=list)
+    fenced: bool = False
+    cameras: list[str] = field(default_factory=list)
+    at: float = 0.0
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON."""
+        return _dump(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, key: str = "?") -> AppliedReport:
+        """Parse a stored report; raises :class:`RecordError` naming the key."""
+        return _parse(cls, raw, f"{APPLIED_BUCKET}/{key}")
+
+
+def events_subject(node_id: str) -> str:
+    """The subject a node's outbox events are published on (``camfleet.events.*`` for all)."""
+    return f"{EVENTS_SUBJECT_PREFIX}.{node_id}"
