@@ -2,20 +2,22 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/detect.py --quick          # 4 and 8 cameras, short phases (1-2 minutes)
+    .venv/bin/python bench/detect.py --quick          # 4 and 8 cameras, 2 rounds of the verdicts' rows
     .venv/bin/python bench/detect.py                  # 1, 4 and 8 cameras
     .venv/bin/python bench/detect.py --json out.json  # raw results (default artifacts/bench-detect.json)
 
 Three sections, one run, the default model (SSD MobileNet v2 COCO quantized, TFLite):
 
 1. throughput: N camera processes (``spawn``) issue detection requests back to back, through one
-   shared detector with as many inference threads in all as the baseline (one worker per core, N /
-   cores threads each), with 2 and with 1 request in flight per camera; through N workers of one
-   thread; through the detector's default (one worker per core, one thread); and, as the baseline a
-   user would otherwise write, with one TFLite runtime of one thread in every camera process. The
-   verdict checks the issue's targets: shared (2 in flight, as pipelines use it) >= 1.0x the
-   baseline's images/s at 4 and 8 cameras, and a lower request latency (p50 and p99, 1 in flight on
-   both sides) at 8;
+   shared detector of N workers of 1 thread (as many inference threads as the baseline), with 2 and
+   with 1 request in flight per camera; through one worker per core of N / cores threads (equal
+   threads, another shape); through the detector's default (one worker per core, one thread); and,
+   as the baseline a user would otherwise write, with one TFLite runtime of one thread in every
+   camera process. The variants run in rounds (alternating order), each ratio is taken within a
+   round, and the verdicts are on the median over rounds: shared (2 in flight, as pipelines use
+   it) >= 1.0x the baseline's images/s at 4 and 8 cameras, and a lower request latency (p50 and
+   p99, 1 in flight on both sides) at 8. On a machine shared with other work, compare the ratios,
+   not the absolute figures, and look at the ``load`` and ``other%`` columns;
 2. motion gating: detector requests per camera-second on a mostly static scene, ``motion -> detect``
    against detecting every frame;
 3. end-to-end latency: frames published into a framebus ring at 5 fps, a consumer process runs
@@ -65,16 +67,18 @@ METHOD = {
     "throughput": (
         "N camera processes (spawn context, one per camera) each send one 300x300 RGB image per "
         "request, back to back, for --duration s after 3 warm-up requests; the images are frames of "
-        "camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). 'shared, 1/core xT' (the "
-        "verdict's row): one DetectorManager process with one worker per core (W = min(cores, N)) of "
-        "T = N // W threads each, so W x T = N inference threads in all, as many as the baseline's N "
-        "runtimes of 1 thread (when N is a multiple of the cores), one request in flight per camera; "
-        "'shared, 2 in flight': the same detector, each camera keeps 2 requests in flight "
-        "(DetectorClient.submit/result); 'shared, N x 1': N workers of 1 thread (equal threads too, "
-        "another shape); 'shared, 1/core x1': the detector's default, one worker per core of 1 thread "
-        "(fewer threads than the baseline); '(b) runtime/camera': "
-        "the baseline, each camera process loads its own runtime (load_runtime(spec, threads=1)) and "
-        "calls infer([img]) in a loop, no shared detector"
+        "camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). 'shared Nx1, 2 in fl.' (the "
+        "throughput verdict's row): one DetectorManager process with N workers of 1 thread, N inference "
+        "threads in all as the baseline's N runtimes of 1 thread ('thr' column), each camera keeps 2 "
+        "requests in flight (DetectorClient.submit/result, as the detect element does); 'shared Nx1' "
+        "(the latency verdict's row): the same detector, 1 request in flight; 'shared WxT, 2 in fl.': "
+        "one worker per core (W = min(cores, N)) of T = N // W threads (equal threads, another shape); "
+        "'shared Wx1 (default)': the detector's default, one worker per core of 1 thread (fewer threads "
+        "than the baseline); '(b) runtime/camera': the baseline, each camera process loads its own "
+        "runtime (load_runtime(spec, threads=1)) and calls infer([img]) in a loop, no shared detector. "
+        "--rounds R: every variant R times, in alternating order (round 1 runs them backwards); 'rnd' "
+        "is the round, 'load' the 1-minute load average when the row started (the bench's own "
+        "processes included)"
     ),
     "frames/s": (
         "images detected per second summed over cameras; per camera: requests completed / (time of "
