@@ -158,14 +158,17 @@ class Heartbeat:
 
 
 def read_heartbeat(detector: str) -> Heartbeat | None:
-    """The detector's last heartbeat, or None if it never started."""
+    """The detector's last heartbeat, or None if it has not beaten yet."""
     try:
         raw = heartbeat_path(detector).read_bytes()[: _HB.size]
     except FileNotFoundError:
         return None
     if len(raw) < _HB.size:
         return None
-    return Heartbeat(*_HB.unpack(raw))
+    beat = Heartbeat(*_HB.unpack(raw))
+    if beat.pid == 0:
+        return None  # the file exists, its first beat is not written yet (a starting detector)
+    return beat
 
 
 # ---------------------------------------------------------------------------
@@ -176,12 +179,15 @@ def read_heartbeat(detector: str) -> Heartbeat | None:
 class _Camera:
     """One connected camera.
 
-    ``lock`` guards ``conn`` sends and close, ``running``, ``images`` and ``gone``: the loop's
+    ``lock`` guards ``running``, ``images`` and ``gone`` (held only for a moment: the loop reads
+    them for every camera); ``send_lock`` guards ``conn``'s sends and its close, so that a camera
+    slow to read its answers (up to :data:`SEND_TIMEOUT_S`) holds up no other camera. The loop's
     thread and the workers (which answer) both use them.
     """
 
     conn: socket.socket
     lock: threading.Lock = field(default_factory=threading.Lock)
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
     reader: Reader = field(default_factory=Reader)
     name: str = ""
     ring: FrameSubscriber | None = None
@@ -279,8 +285,9 @@ class _Server:
         self.cameras.pop(cam.conn, None)
         with cam.lock:
             cam.gone = True
-            cam.conn.close()
             running = cam.running
+        with cam.send_lock:
+            cam.conn.close()
         cam.queue.clear()
         if running == 0:
             self._close_ring(cam)
@@ -313,7 +320,7 @@ class _Server:
 
     def _reply(self, cam: _Camera, msg: dict[str, Any]) -> None:
         try:
-            with cam.lock:
+            with cam.send_lock:
                 if cam.gone:
                     return
                 send(cam.conn, msg)
@@ -486,6 +493,7 @@ class _Server:
                 # lowered before the answer leaves: the camera's next request may arrive at once
                 cam.running -= 1
                 cam.images += count
+            with cam.send_lock:
                 if cam.gone:
                     continue
                 try:
