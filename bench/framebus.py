@@ -1104,7 +1104,17 @@ def evaluate_targets(
                 f"paced {_fmt_per_n(paced_wall, '.0f')} µs vs {paced_wall_floor:.0f} µs -> worst "
                 f"{worst_wall / paced_wall_floor:.2f}x"
             )
-            add(name, res, worst_hot <= 2 * hot and worst_paced <= 2 * paced, detail)
+            ok = worst_hot <= 2 * hot and worst_paced <= 2 * paced
+            wakes = [(f["n_subs"], f["wake_call_p50_us"]) for f in floors if f["res"] == res]
+            if wakes:
+                detail += (
+                    f". A publish also wakes the sleeping subscribers: the bare futex wake costs "
+                    f"{_fmt_per_n(wakes, '.0f')} µs here (wake-up floor), so memcpy + wake = "
+                    f"{_fmt_per_n([(n, hot + w) for n, w in wakes], '.0f')} µs"
+                )
+                if not ok and any(hot + w > 2 * hot for _n, w in wakes):
+                    detail += " -> over 2x memcpy before any framebus work: a limit of this machine"
+            add(name, res, ok, detail)
         else:
             add(name, res, None, "not measured")
 
