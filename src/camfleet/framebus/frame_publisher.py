@@ -154,7 +154,10 @@ class FramePublisher:
 
     # ---- writing ------------------------------------------------------
     def begin(self) -> WritableFrame:
-        """Reserve the oldest slot nobody holds and return writable views of it.
+        """Reserve a slot nobody holds and return writable views of it.
+
+        The slot is the most recently written one whose frame nobody will read
+        again (see :func:`spent_slots`), else the oldest nobody holds.
 
         Under the ``wait`` policy this may block up to ``ack_timeout`` and then
         evict the slowest ``sequential`` subscriber.
