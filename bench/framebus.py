@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/framebus.py --quick          # 1080p, 1 and 4 subscribers, < 60 s
+    .venv/bin/python bench/framebus.py --quick          # 1080p, 1 and 4 subscribers, about a minute
     .venv/bin/python bench/framebus.py                  # 1080p and 4K, 1/4/8 subscribers
     .venv/bin/python bench/framebus.py --json out.json  # raw results (default artifacts/bench-framebus.json)
     .venv/bin/python bench/framebus.py --quick --variants camfleet frigate --repeat 3   # issue 13 verdicts
@@ -1233,7 +1233,7 @@ def _fmt_per_n(pairs: list[tuple[int, float]], fmt: str) -> str:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="1080p, 1 and 4 subscribers, short phases (< 60 s)")
+    ap.add_argument("--quick", action="store_true", help="1080p, 1 and 4 subscribers, short phases (~1 min)")
     ap.add_argument("--json", type=Path, default=Path("artifacts/bench-framebus.json"), help="raw results")
     ap.add_argument("--res", nargs="+", choices=sorted(RESOLUTIONS), help="resolutions (default by mode)")
     ap.add_argument("--subs", nargs="+", type=int, help="subscriber counts (default by mode)")
@@ -1262,8 +1262,8 @@ def main(argv: list[str] | None = None) -> int:
     args.res = args.res or (["1080p"] if quick else ["1080p", "4K"])
     args.subs = args.subs or ([1, 4] if quick else [1, 4, 8])
     args.duration = args.duration or (1.5 if quick else 3.0)
-    # 3 s at 60 fps: 180 samples per subscriber, enough for a p99 that is not just the maximum
-    args.lat_duration = args.lat_duration or 3.0
+    # at 60 fps, 120 (quick) or 180 samples per subscriber: a p99 that is not just the maximum
+    args.lat_duration = args.lat_duration or (2.0 if quick else 3.0)
     if any(n < 1 or n > 60 for n in args.subs):
         ap.error("--subs must be 1..60")
 
