@@ -5,7 +5,8 @@
 * ``camfleet agent --nats URL``: this machine's node, registered in the fleet,
   beating and reporting its status; its cameras come from ``--config`` (the
   fleet's desired state comes next).
-* ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership.
+* ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership; the leader
+  places the fleet's cameras (its database: ``--db``) and answers ``camfleet cluster ...``.
 
 SIGTERM or Ctrl-C stops each of them cleanly.
 """
@@ -200,11 +201,19 @@ def coordinator(
     nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
     data_dir: Path = typer.Option(Path("camfleet-coordinator"), help="Where the coordinator id and its state "
                                   "file (coordinator.json) live."),
+    db: str | None = typer.Option(None, "--db", help="The fleet database shared by every coordinator: "
+                                  "postgresql://... or sqlite:///PATH (default: sqlite:///DATA_DIR/fleet.db, "
+                                  "for coordinators on one machine only). Or $CAMFLEET_FLEET_DB."),
+    strategy: str = typer.Option("spread", help="Placement: spread (the least loaded node) or binpack "
+                                 "(the fullest that fits)."),
+    base_config: Path | None = typer.Option(None, "--base-config", help="Node configuration whose models, "
+                                            "detectors, pipelines and defaults fleet cameras are checked "
+                                            "against (default: camfleet's embedded default)."),
     creds: Path | None = typer.Option(None, "--nats-creds", help="NATS credentials file (.creds)."),
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run a coordinator: watch the fleet's members, compete for leadership (others stand by)."""
+    """Run a coordinator: watch the fleet, compete for leadership; the leader places cameras (others stand by)."""
     from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
 
     restrict_umask()
@@ -222,10 +231,11 @@ def coordinator(
     except (IdentityError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    coord = Coordinator(options, coordinator_id)
+    store, base, placement = _fleet_database(db, data_dir.resolve(), strategy, base_config)
+    coord = Coordinator(options, coordinator_id, store=store, base=base, placement=placement)
     state = StateFile(coord, data_dir.resolve() / "coordinator.json")
-    typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; state in "
-               f"{state.path}. Ctrl-C to stop.")
+    typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; database {store.shown}; "
+               f"state in {state.path}. Ctrl-C to stop.")
     state.start()
     try:
         _run_async(coord.run, stop)
@@ -234,5 +244,28 @@ def coordinator(
         raise typer.Exit(1) from None
     finally:
         state.stop()
+        store.close()
     typer.echo("camfleet coordinator: stopped.")
 
+
+def _fleet_database(db: str | None, data_dir: Path, strategy: str, base_config: Path | None) -> Any:
+    """The coordinator's database, the base configuration and the placement settings (exits on an error)."""
+    import os  # noqa: PLC0415
+
+    from camfleet.cluster.placement_types import PlacementSettings  # noqa: PLC0415
+    from camfleet.config import ConfigError  # noqa: PLC0415
+    from camfleet.fleetstore.store import FleetStore  # noqa: PLC0415
+    from camfleet.pipeline.validate import load_config  # noqa: PLC0415
+    from camfleet.store.errors import StoreError  # noqa: PLC0415
+
+    try:
+        placement = PlacementSettings(strategy=strategy)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--strategy") from None
+    try:
+        base = load_config(base_config) if base_config is not None else None
+        store = FleetStore(db or os.environ.get("CAMFLEET_FLEET_DB") or f"sqlite:///{data_dir / 'fleet.db'}")
+    except (ConfigError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return store, base, placement

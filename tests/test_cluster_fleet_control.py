@@ -1,0 +1,222 @@
+"""The leader's scheduler and control API with real NATS, two coordinator processes and fake agents.
+
+The agents are plain NATS clients in this process (:mod:`tests.support.fake_agents`):
+they register, beat and acknowledge their desired state through the real records, so
+every check is about the coordinators: an apply through the CLI places 12 cameras,
+each on exactly one node; a bad fleet file changes nothing; drain and uncordon; an
+agent that stops beating has its key emptied first, then its cameras placed elsewhere
+within the target; killing the leader changes no desired state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+import pytest
+import yaml
+
+from camfleet.cluster.connection import NatsOptions
+from camfleet.cluster.control import ControlError, request
+from camfleet.cluster.kv import open_bucket
+from camfleet.cluster.registry import DESIRED_BUCKET, FleetTiming
+from camfleet_testing.nats import NatsHarness
+from tests.support.fake_agents import FakeAgent, Observer
+from tests.support.fleet import cli_env, spawn_cli, stop_process
+
+pytestmark = pytest.mark.process
+
+TIMING = FleetTiming()
+FAILOVER_S = 10.0  # cameras placed elsewhere within this long after the loss is declared (well under)
+_T = TypeVar("_T")
+
+
+def _cameras(n: int) -> dict[str, Any]:
+    return {f"cam{i:02d}": {"sources": [{"url": f"rtsp://viewer:secret{i}@10.0.0.{i}/s", "roles": ["detect"]}],
+                            "placement": {"group": f"area{i % 6}"}} for i in range(1, n + 1)}
+
+
+async def _until(what: str, probe: Callable[[], Awaitable[_T | None]] | Callable[[], _T | None],
+                 timeout: float) -> _T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "camfleet.cli", "cluster", *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+
+
+def _each_once(observer: Observer, n: int) -> dict[str, list[str]] | None:
+    where = observer.where()
+    return where if len(where) == n and all(len(v) == 1 for v in where.values()) else None
+
+
+def test_place_fail_over_drain_and_hand_over(nats1: NatsHarness, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'fleet.db'}"
+    procs = [spawn_cli(["coordinator", "--nats", nats1.url, "--data-dir", str(tmp_path / f"c{i}"), "--db", db],
+                       tmp_path / f"c{i}.log") for i in (1, 2)]
+    try:
+        asyncio.run(_scenario(nats1.url, tmp_path, procs))
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        for i in (1, 2):
+            print(f"--- c{i}.log (tail)\n" + "\n".join((tmp_path / f"c{i}.log").read_text().splitlines()[-15:]))
+
+
+async def _scenario(url: str, tmp: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    options = NatsOptions((url,))
+    client = await nats.connect(url)
+    agents = [FakeAgent(client, f"node-{c}") for c in "abc"]
+    for agent in agents:
+        await agent.start()
+    observer = Observer()
+    watch = asyncio.create_task(observer.run(await open_bucket(client.jetstream(), DESIRED_BUCKET,
+                                                               markers_ttl_s=None)))
+    try:
+        async def leader() -> dict[str, Any] | None:
+            try:
+                return await request(options, "leader", timeout_s=2)
+            except ControlError:
+                return None
+        first = await _until("a leader answering", leader, 30)
+        nodes = await _until("3 nodes alive at the leader", lambda: _alive(options, 3), 15)
+        assert sorted(n["node_id"] for n in nodes) == ["node-a", "node-b", "node-c"]
+
+        # a bad fleet file: refused as a whole, naming the camera and the key; nothing written anywhere
+        bad = _cameras(12)
+        bad["cam05"]["detect"] = {"fps": "fast"}
+        bad["cam07"]["placement"]["labelz"] = {"zone": "x"}
+        (tmp / "bad.yaml").write_text(yaml.safe_dump({"cameras": bad}))
+        out = await asyncio.to_thread(_cli, ["apply", str(tmp / "bad.yaml"), "--nats", url])
+        assert out.returncode == 1, out
+        assert "cameras.cam05.detect.fps" in out.stderr and "cameras.cam07.placement.labelz" in out.stderr
+        assert "nothing was changed" in out.stderr and "secret" not in out.stderr + out.stdout
+        assert observer.writes == []
+
+        # 12 cameras: each on exactly one node, spread 4/4/4, anti-affinity groups apart
+        (tmp / "fleet.yaml").write_text(yaml.safe_dump({"cameras": _cameras(12)}))
+        started = time.monotonic()
+        out = await asyncio.to_thread(_cli, ["apply", str(tmp / "fleet.yaml"), "--nats", url])
+        assert out.returncode == 0, out
+        print(f"$ camfleet cluster apply fleet.yaml\n{out.stdout}")
+        where = await _until("12 cameras each on one node", lambda: _each_once(observer, 12), 10)
+        applied_in = time.monotonic() - started
+        counts = {a.node_id: len(a.cameras) for a in agents}
+        assert counts == {"node-a": 4, "node-b": 4, "node-c": 4}, counts
+        for node in ("node-a", "node-b", "node-c"):
+            groups = [f"area{int(c[3:]) % 6}" for c, n in where.items() if n == [node]]
+            assert len(groups) == len(set(groups)), f"{node}: an anti-affinity group twice: {groups}"
+        tokens = {dc.token for a in agents for dc in a.desired.cameras.values()}  # type: ignore[union-attr]
+        assert all(t > 0 for t in tokens)
+        await _until("the agents confirmed", lambda: all(a.desired for a in agents), 5)
+
+        # the same bad file again: the running fleet is untouched
+        before = observer.revisions()
+        out = await asyncio.to_thread(_cli, ["apply", str(tmp / "bad.yaml"), "--nats", url])
+        assert out.returncode == 1 and observer.revisions() == before
+
+        # drain node-a: its cameras move (each stopped there before it starts elsewhere), then uncordon
+        out = await asyncio.to_thread(_cli, ["drain", "node-a", "--nats", url])
+        assert out.returncode == 0, out
+        await _until("node-a drained", lambda: not agents[0].cameras and _each_once(observer, 12), 15)
+        _check_stop_before_start(observer)
+        st = await request(options, "nodes")
+        assert next(n for n in st["nodes"] if n["node_id"] == "node-a")["draining"] is True
+        out = await asyncio.to_thread(_cli, ["uncordon", "node-a", "--nats", url])
+        assert out.returncode == 0 and "schedulable" in out.stdout, out
+        # rebalancing brings node-a work again, a few cameras per pass, past the imbalance threshold
+        await _until("rebalanced", lambda: _each_once(observer, 12) and len(agents[0].cameras) >= 3, 20)
+        await asyncio.sleep(0.5)
+        status = await request(options, "status")
+        assert not [c for c in status["cameras"].values() if c.get("stopping_on")], status["cameras"]
+
+        # node-b dies: its key is emptied first, then its cameras start elsewhere
+        moved = set(agents[1].cameras)
+        await agents[1].die()
+        died = time.monotonic()
+        await _until("node-b's cameras placed elsewhere",
+                     lambda: (w := _each_once(observer, 12)) and all(w[c] != ["node-b"] for c in moved),
+                     TIMING.heartbeat_ttl_s + TIMING.grace_s + 2 * TIMING.heartbeat_s + FAILOVER_S)
+        failover = time.monotonic() - died
+        _check_loss_order(observer, "node-b", moved)
+        assert failover < TIMING.heartbeat_ttl_s + TIMING.grace_s + 2 * TIMING.heartbeat_s + 3, failover
+        print(f"applied 12 cameras in {applied_in:.2f} s; node-b's {len(moved)} camera(s) placed elsewhere "
+              f"{failover:.2f} s after its last beat (lost at expiry + grace: about "
+              f"{TIMING.heartbeat_ttl_s + TIMING.grace_s:.0f} s)")
+
+        # kill -9 the leader: the other coordinator leads and changes nothing that is fine
+        await asyncio.sleep(1.0)
+        before = observer.revisions()
+        history_before = (await request(options, "history", {"limit": 1000}))["history"]
+        leader_proc = next(p for p in procs if p.pid == first["pid"])
+        leader_proc.kill()
+        leader_proc.wait(5)
+        new = await _until("a new leader", lambda: _other_leader(options, first["coordinator_id"]), 15)
+        await asyncio.sleep(1.5)
+        assert observer.revisions() == before, "the handover rewrote a desired state"
+        assert _each_once(observer, 12)
+        assert new["term"] > first["term"]
+        status = await request(options, "status")
+        assert status["leader"]["coordinator_id"] == new["coordinator_id"]
+        assert {c["node"] for c in status["cameras"].values()} == {"node-a", "node-c"}
+        assert "secret" not in str(status) and "secret" not in str(await request(options, "cameras"))
+        history = (await request(options, "history", {"limit": 1000}))["history"]
+        assert len(history) == len(history_before) and any("lost" in h["reason"] for h in history)
+    finally:
+        watch.cancel()
+        for agent in agents:
+            await agent.die()
+        await client.close()
+
+
+async def _alive(options: NatsOptions, n: int) -> list[dict[str, Any]] | None:
+    try:
+        nodes: list[dict[str, Any]] = (await request(options, "nodes", timeout_s=2))["nodes"]
+    except ControlError:
+        return None
+    return nodes if sum(x["state"] == "alive" for x in nodes) == n else None
+
+
+async def _other_leader(options: NatsOptions, old: str) -> dict[str, Any] | None:
+    try:
+        reply = await request(options, "leader", timeout_s=2)
+    except ControlError:
+        return None
+    return reply if reply["coordinator_id"] != old else None
+
+
+def _check_stop_before_start(observer: Observer) -> None:
+    """A camera is never in two nodes' desired states at once, at any write (stream order)."""
+    state: dict[str, set[str]] = {}
+    for rev, node, d, _at in observer.writes:
+        state[node] = set(d.cameras)
+        seen: dict[str, str] = {}
+        for n, cams in state.items():
+            for cam in cams:
+                assert cam not in seen, f"at revision {rev}: {cam} on {seen[cam]} and {n}"
+                seen[cam] = n
+
+
+def _check_loss_order(observer: Observer, lost: str, moved: set[str]) -> None:
+    """The lost node's key lost the cameras before any other key gained them."""
+    removal = min(rev for rev, node, d, _ in observer.writes if node == lost and not moved & set(d.cameras))
+    for rev, node, d, _ in observer.writes:
+        if node != lost and moved & set(d.cameras) and rev > removal - 1:
+            assert rev > removal
+    _check_stop_before_start(observer)
