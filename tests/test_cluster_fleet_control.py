@@ -35,21 +35,30 @@ pytestmark = pytest.mark.process
 TIMING = FleetTiming()
 FAILOVER_S = 10.0  # cameras placed elsewhere within this long after the loss is declared (well under)
 _T = TypeVar("_T")
+_marks: list[str] = []  # when each wait ended (seconds into the scenario), printed for the timing record
+_start = [0.0]
 
 
 def _cameras(n: int) -> dict[str, Any]:
-    return {f"cam{i:02d}": {"sources": [{"url": f"rtsp://viewer:secret{i}@10.0.0.{i}/s", "roles": ["detect"]}],
-                            "placement": {"group": f"area{i % 6}"}} for i in range(1, n + 1)}
+    return {
+        f"cam{i:02d}": {
+            "sources": [{"url": f"rtsp://viewer:secret{i}@10.0.0.{i}/s", "roles": ["detect"]}],
+            "placement": {"group": f"area{i % 6}"},
+        }
+        for i in range(1, n + 1)
+    }
 
 
-async def _until(what: str, probe: Callable[[], Awaitable[_T | None]] | Callable[[], _T | None],
-                 timeout: float) -> _T:
+async def _until(
+    what: str, probe: Callable[[], Awaitable[_T | None]] | Callable[[], _T | None], timeout: float
+) -> _T:
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if asyncio.iscoroutine(value):
             value = await value
         if value:
+            _marks.append(f"{what} at {time.monotonic() - _start[0]:.1f} s")
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -57,8 +66,13 @@ async def _until(what: str, probe: Callable[[], Awaitable[_T | None]] | Callable
 
 
 def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "camfleet.cli", "cluster", *args], capture_output=True, text=True,
-                          env=cli_env(), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "camfleet.cli", "cluster", *args],
+        capture_output=True, check=False,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
 
 
 def _each_once(observer: Observer, n: int) -> dict[str, list[str]] | None:
@@ -68,33 +82,46 @@ def _each_once(observer: Observer, n: int) -> dict[str, list[str]] | None:
 
 def test_place_fail_over_drain_and_hand_over(nats1: NatsHarness, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'fleet.db'}"
-    procs = [spawn_cli(["coordinator", "--nats", nats1.url, "--data-dir", str(tmp_path / f"c{i}"), "--db", db],
-                       tmp_path / f"c{i}.log") for i in (1, 2)]
+    procs = [
+        spawn_cli(
+            ["coordinator", "--nats", nats1.url, "--data-dir", str(tmp_path / f"c{i}"), "--db", db],
+            tmp_path / f"c{i}.log",
+        )
+        for i in (1, 2)
+    ]
     try:
         asyncio.run(_scenario(nats1.url, tmp_path, procs))
     finally:
         for proc in procs:
             stop_process(proc)
         for i in (1, 2):
-            print(f"--- c{i}.log (tail)\n" + "\n".join((tmp_path / f"c{i}.log").read_text().splitlines()[-15:]))
+            print(
+                f"--- c{i}.log (tail)\n" + "\n".join((tmp_path / f"c{i}.log").read_text().splitlines()[-15:])
+            )
 
 
 async def _scenario(url: str, tmp: Path, procs: list[subprocess.Popen[bytes]]) -> None:
     options = NatsOptions((url,))
+    _start[0] = time.monotonic()
     client = await nats.connect(url)
     agents = [FakeAgent(client, f"node-{c}") for c in "abc"]
     for agent in agents:
         await agent.start()
     observer = Observer()
-    watch = asyncio.create_task(observer.run(await open_bucket(client.jetstream(), DESIRED_BUCKET,
-                                                               markers_ttl_s=None)))
+    watch = asyncio.create_task(
+        observer.run(await open_bucket(client.jetstream(), DESIRED_BUCKET, markers_ttl_s=None))
+    )
     try:
+
         async def leader() -> dict[str, Any] | None:
             try:
                 return await request(options, "leader", timeout_s=2)
             except ControlError:
                 return None
+
+        t0 = time.monotonic()
         first = await _until("a leader answering", leader, 30)
+        print(f"leader answering after {time.monotonic() - t0:.1f} s")
         nodes = await _until("3 nodes alive at the leader", lambda: _alive(options, 3), 15)
         assert sorted(n["node_id"] for n in nodes) == ["node-a", "node-b", "node-c"]
 
@@ -126,20 +153,20 @@ async def _scenario(url: str, tmp: Path, procs: list[subprocess.Popen[bytes]]) -
         assert all(t > 0 for t in tokens)
         await _until("the agents confirmed", lambda: all(a.desired for a in agents), 5)
 
-        # the same bad file again: the running fleet is untouched
+        # the same bad configuration again: the running fleet is untouched
         before = observer.revisions()
-        out = await asyncio.to_thread(_cli, ["apply", str(tmp / "bad.yaml"), "--nats", url])
-        assert out.returncode == 1 and observer.revisions() == before
+        with pytest.raises(ControlError) as refused:
+            await request(options, "apply", {"cameras": bad})
+        assert len(refused.value.reply["issues"]) == 2 and observer.revisions() == before
 
         # drain node-a: its cameras move (each stopped there before it starts elsewhere), then uncordon
-        out = await asyncio.to_thread(_cli, ["drain", "node-a", "--nats", url])
-        assert out.returncode == 0, out
+        await request(options, "drain", {"node": "node-a"})
         await _until("node-a drained", lambda: not agents[0].cameras and _each_once(observer, 12), 15)
         _check_stop_before_start(observer)
         st = await request(options, "nodes")
         assert next(n for n in st["nodes"] if n["node_id"] == "node-a")["draining"] is True
-        out = await asyncio.to_thread(_cli, ["uncordon", "node-a", "--nats", url])
-        assert out.returncode == 0 and "schedulable" in out.stdout, out
+        reply = await request(options, "uncordon", {"node": "node-a"})
+        assert reply["draining"] is False and reply["cordoned"] is False
         # rebalancing brings node-a work again, a few cameras per pass, past the imbalance threshold
         await _until("rebalanced", lambda: _each_once(observer, 12) and len(agents[0].cameras) >= 3, 20)
         await asyncio.sleep(0.5)
@@ -150,15 +177,20 @@ async def _scenario(url: str, tmp: Path, procs: list[subprocess.Popen[bytes]]) -
         moved = set(agents[1].cameras)
         await agents[1].die()
         died = time.monotonic()
-        await _until("node-b's cameras placed elsewhere",
-                     lambda: (w := _each_once(observer, 12)) and all(w[c] != ["node-b"] for c in moved),
-                     TIMING.heartbeat_ttl_s + TIMING.grace_s + 2 * TIMING.heartbeat_s + FAILOVER_S)
+        await _until(
+            "node-b's cameras placed elsewhere",
+            lambda: (w := _each_once(observer, 12)) and all(w[c] != ["node-b"] for c in moved),
+            TIMING.heartbeat_ttl_s + TIMING.grace_s + 2 * TIMING.heartbeat_s + FAILOVER_S,
+        )
         failover = time.monotonic() - died
-        _check_loss_order(observer, "node-b", moved)
+        _check_loss_order(observer, "node-b", moved, died)
         assert failover < TIMING.heartbeat_ttl_s + TIMING.grace_s + 2 * TIMING.heartbeat_s + 3, failover
-        print(f"applied 12 cameras in {applied_in:.2f} s; node-b's {len(moved)} camera(s) placed elsewhere "
-              f"{failover:.2f} s after its last beat (lost at expiry + grace: about "
-              f"{TIMING.heartbeat_ttl_s + TIMING.grace_s:.0f} s)")
+        print(f"timeline: {_marks}")
+        print(
+            f"applied 12 cameras in {applied_in:.2f} s; node-b's {len(moved)} camera(s) placed elsewhere "
+            f"{failover:.2f} s after its last beat (lost at expiry + grace: about "
+            f"{TIMING.heartbeat_ttl_s + TIMING.grace_s:.0f} s)"
+        )
 
         # kill -9 the leader: the other coordinator leads and changes nothing that is fine
         await asyncio.sleep(1.0)
@@ -213,10 +245,10 @@ def _check_stop_before_start(observer: Observer) -> None:
                 seen[cam] = n
 
 
-def _check_loss_order(observer: Observer, lost: str, moved: set[str]) -> None:
-    """The lost node's key lost the cameras before any other key gained them."""
-    removal = min(rev for rev, node, d, _ in observer.writes if node == lost and not moved & set(d.cameras))
-    for rev, node, d, _ in observer.writes:
-        if node != lost and moved & set(d.cameras) and rev > removal - 1:
-            assert rev > removal
+def _check_loss_order(observer: Observer, lost: str, moved: set[str], since: float) -> None:
+    """After ``since``, the lost node's key lost the cameras before any other key gained them."""
+    after = [w for w in observer.writes if w[3] >= since]
+    removal = min(rev for rev, node, d, _ in after if node == lost and not moved & set(d.cameras))
+    gained = [rev for rev, node, d, _ in after if node != lost and moved & set(d.cameras)]
+    assert gained and min(gained) > removal, (removal, gained)
     _check_stop_before_start(observer)

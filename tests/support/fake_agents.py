@@ -32,18 +32,33 @@ from camfleet.cluster.registry import (
 
 
 class FakeAgent:
-    """A node that registers, beats, and acknowledges its desired state (capacity in px/s and inferences/s)."""
+    """A node that registers, beats and acknowledges its desired state (capacity: px/s, inferences/s)."""
 
-    def __init__(self, client: Client, node_id: str, *, decode_pps: float = 1e9, infer_ps: float = 40.0,
-                 labels: dict[str, str] | None = None, timing: FleetTiming | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        node_id: str,
+        *,
+        decode_pps: float = 1e9,
+        infer_ps: float = 40.0,
+        labels: dict[str, str] | None = None,
+        timing: FleetTiming | None = None,
+    ) -> None:
         self.client = client
         self.node_id = node_id
         self.timing = timing or FleetTiming()
-        self.record = NodeRecord(node_id=node_id, hostname=f"host-{node_id}", addresses=["127.0.0.1"],
-                                 version="test", labels=labels or {}, cores=4, memory_bytes=8 << 30,
-                                 shm_bytes=1 << 30, capacity={"decode_pixels_per_s": decode_pps,
-                                                              "inferences_per_s": infer_ps},
-                                 started_at=time.time())
+        self.record = NodeRecord(
+            node_id=node_id,
+            hostname=f"host-{node_id}",
+            addresses=["127.0.0.1"],
+            version="test",
+            labels=labels or {},
+            cores=4,
+            memory_bytes=8 << 30,
+            shm_bytes=1 << 30,
+            capacity={"decode_pixels_per_s": decode_pps, "inferences_per_s": infer_ps},
+            started_at=time.time(),
+        )
         self.desired: DesiredNode | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = 0
@@ -66,8 +81,11 @@ class FakeAgent:
 
     async def _beat(self) -> None:
         self._seq += 1
-        await self.alive.put(self.node_id, Heartbeat(self.node_id, self._seq, self.record.started_at).to_bytes(),
-                             ttl_s=self.timing.heartbeat_ttl_s)
+        await self.alive.put(
+            self.node_id,
+            Heartbeat(self.node_id, self._seq, self.record.started_at).to_bytes(),
+            ttl_s=self.timing.heartbeat_ttl_s,
+        )
 
     async def _beats(self) -> None:
         while True:
@@ -80,8 +98,9 @@ class FakeAgent:
             if entry is None or entry.deleted:
                 continue
             self.desired = DesiredNode.from_bytes(entry.value, entry.key)
-            report = AppliedReport(self.node_id, self.desired.revision, cameras=sorted(self.desired.cameras),
-                                   at=time.time())
+            report = AppliedReport(
+                self.node_id, self.desired.revision, cameras=sorted(self.desired.cameras), at=time.time()
+            )
             await self.applied.put(self.node_id, report.to_bytes())
 
     async def die(self) -> None:

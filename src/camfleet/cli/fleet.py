@@ -213,7 +213,7 @@ def coordinator(
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run a coordinator: watch the fleet, compete for leadership; the leader places cameras (others stand by)."""
+    """Run a coordinator: watch the fleet, compete for leadership; the leader places the cameras."""
     from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
 
     restrict_umask()

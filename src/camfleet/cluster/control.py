@@ -55,8 +55,21 @@ __all__ = ["VERBS", "ControlAPI", "ControlError", "request"]
 
 log = logging.getLogger("camfleet.cluster.control")
 
-VERBS = ("leader", "stage", "staged", "discard", "apply", "cameras", "nodes", "assignments", "status", "history",
-         "drain", "cordon", "uncordon")
+VERBS = (
+    "leader",
+    "stage",
+    "staged",
+    "discard",
+    "apply",
+    "cameras",
+    "nodes",
+    "assignments",
+    "status",
+    "history",
+    "drain",
+    "cordon",
+    "uncordon",
+)
 APPLY_WAIT_S = 5.0
 """How long an apply, drain, cordon or uncordon waits for the scheduling pass it caused (seconds)."""
 
@@ -83,21 +96,32 @@ def _raw(cam: FleetCamera) -> dict[str, Any]:
 class ControlAPI:
     """Answers control requests with the leader's state (``info``: the leader's own description)."""
 
-    def __init__(self, leader: FleetLeader, info: Callable[[], dict[str, Any]], base: Config | None = None) -> None:
+    def __init__(
+        self, leader: FleetLeader, info: Callable[[], dict[str, Any]], base: Config | None = None
+    ) -> None:
         self.leader = leader
         self.info = info
         self.base = base
         self._lock = asyncio.Lock()  # one change at a time: stage/apply/flags read-modify-write the store
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
-            "leader": self._leader, "stage": self._stage, "staged": self._staged, "discard": self._discard,
-            "apply": self._apply, "cameras": self._cameras, "nodes": self._nodes,
-            "assignments": self._assignments, "status": self._status, "history": self._history,
-            "drain": self._drain, "cordon": self._cordon, "uncordon": self._uncordon,
+            "leader": self._leader,
+            "stage": self._stage,
+            "staged": self._staged,
+            "discard": self._discard,
+            "apply": self._apply,
+            "cameras": self._cameras,
+            "nodes": self._nodes,
+            "assignments": self._assignments,
+            "status": self._status,
+            "history": self._history,
+            "drain": self._drain,
+            "cordon": self._cordon,
+            "uncordon": self._uncordon,
         }
 
     async def on_message(self, msg: Msg) -> None:
         """The subscription's callback: answer ``msg`` (a request on ``camfleet.ctl.<verb>``)."""
-        verb = msg.subject[len(CTL_PREFIX) + 1:]
+        verb = msg.subject[len(CTL_PREFIX) + 1 :]
         reply = await self.handle(verb, msg.data)
         if msg.reply:
             try:
@@ -145,20 +169,26 @@ class ControlAPI:
         async with self._lock:
             store = self.leader.store
             merged = {n: _raw(c) for n, c in (await asyncio.to_thread(store.cameras)).items()}
-            staged: dict[str, Any] = {n: None if c is None else _raw(c)
-                                      for n, c in (await asyncio.to_thread(store.staged)).items()}
+            staged: dict[str, Any] = {
+                n: None if c is None else _raw(c) for n, c in (await asyncio.to_thread(store.staged)).items()
+            }
             for name, raw in (staged | edits).items():
                 if raw is None:
                     merged.pop(name, None)
                 else:
                     merged[name] = raw
             checked = await self._validate(merged)
-            await asyncio.to_thread(store.stage, {n: None if v is None else checked[n] for n, v in edits.items()})
+            await asyncio.to_thread(
+                store.stage, {n: None if v is None else checked[n] for n, v in edits.items()}
+            )
             return await self._staged({})
 
     async def _staged(self, _payload: dict[str, Any]) -> dict[str, Any]:
         staged = await asyncio.to_thread(self.leader.store.staged)
-        return {"ok": True, "staged": {n: None if c is None else mask_camera(_raw(c)) for n, c in staged.items()}}
+        return {
+            "ok": True,
+            "staged": {n: None if c is None else mask_camera(_raw(c)) for n, c in staged.items()},
+        }
 
     async def _discard(self, _payload: dict[str, Any]) -> dict[str, Any]:
         async with self._lock:
@@ -184,11 +214,19 @@ class ControlAPI:
             await self.leader.reload()
         placed = await self.leader.wait_pass(APPLY_WAIT_S)
         result = self.leader.last_plan
-        changed = sorted(n for n in checked if n in before and (before[n].settings != checked[n].settings
-                                                                or before[n].placement != checked[n].placement))
+        changed = sorted(
+            n
+            for n in checked
+            if n in before
+            and (before[n].settings != checked[n].settings or before[n].placement != checked[n].placement)
+        )
         reply: dict[str, Any] = {
-            "ok": True, "generation": generation, "added": sorted(set(checked) - set(before)),
-            "removed": sorted(set(before) - set(checked)), "changed": changed, "scheduled": placed,
+            "ok": True,
+            "generation": generation,
+            "added": sorted(set(checked) - set(before)),
+            "removed": sorted(set(before) - set(checked)),
+            "changed": changed,
+            "scheduled": placed,
         }
         if result is not None:
             reply["placed"] = {c: a.node for c, a in result.assignments.items() if a.node is not None}
@@ -199,8 +237,17 @@ class ControlAPI:
     async def _cameras(self, _payload: dict[str, Any]) -> dict[str, Any]:
         where = self._where()
         cams = self.leader.cameras
-        return {"ok": True, "cameras": {n: {"settings": mask_camera(c.settings), "placement": c.placement,
-                                            **where.get(n, {"node": None})} for n, c in sorted(cams.items())}}
+        return {
+            "ok": True,
+            "cameras": {
+                n: {
+                    "settings": mask_camera(c.settings),
+                    "placement": c.placement,
+                    **where.get(n, {"node": None}),
+                }
+                for n, c in sorted(cams.items())
+            },
+        }
 
     # ------------------------------------------------------------------ placement and nodes
     def _where(self) -> dict[str, dict[str, Any]]:
@@ -230,16 +277,24 @@ class ControlAPI:
             d = self.leader.desired.get(node_id)
             report = self.leader.applied.get(node_id)
             load = loads.get(node_id)
-            out.append({
-                "node_id": node_id, "state": m.state if m is not None else row.get("state", "unknown"),
-                "hostname": record.hostname if record else (row.get("record") or {}).get("hostname"),
-                "labels": record.labels if record else {}, "cordoned": cordoned, "draining": draining,
-                "capacity": record.capacity if record else {}, "cameras": sorted(d.cameras) if d else [],
-                "utilisation": round(load.utilisation, 3) if load else None,
-                "desired_revision": d.revision if d else 0, "applied_revision": report.revision if report else 0,
-                "refused": report.refused if report else 0, "errors": report.errors if report else [],
-                "fenced": report.fenced if report else False,
-            })
+            out.append(
+                {
+                    "node_id": node_id,
+                    "state": m.state if m is not None else row.get("state", "unknown"),
+                    "hostname": record.hostname if record else (row.get("record") or {}).get("hostname"),
+                    "labels": record.labels if record else {},
+                    "cordoned": cordoned,
+                    "draining": draining,
+                    "capacity": record.capacity if record else {},
+                    "cameras": sorted(d.cameras) if d else [],
+                    "utilisation": round(load.utilisation, 3) if load else None,
+                    "desired_revision": d.revision if d else 0,
+                    "applied_revision": report.revision if report else 0,
+                    "refused": report.refused if report else 0,
+                    "errors": report.errors if report else [],
+                    "fenced": report.fenced if report else False,
+                }
+            )
         return {"ok": True, "nodes": out}
 
     async def _status(self, _payload: dict[str, Any]) -> dict[str, Any]:
@@ -251,15 +306,25 @@ class ControlAPI:
             w = where.get(name, {"node": None})
             node = w.get("node")
             reported = (self.leader.statuses.get(node or "", {}).get("cameras") or {}).get(name, {})
-            entry = dict(w) | {"state": reported.get("state"), "reason": reported.get("reason"),
-                               "decode_fps": reported.get("decode_fps"),
-                               "processed_fps": reported.get("processed_fps")}
+            entry = dict(w) | {
+                "state": reported.get("state"),
+                "reason": reported.get("reason"),
+                "decode_fps": reported.get("decode_fps"),
+                "processed_fps": reported.get("processed_fps"),
+            }
             if result is not None and name in result.unplaced:
                 entry["unplaced"] = result.unplaced[name].reason
             cams[name] = entry
-        return {"ok": True, "leader": self.info(), "revision": self.leader.revision, "nodes": nodes,
-                "cameras": cams, "warnings": list(result.warnings) if result else [], "error": self.leader.error,
-                "at": time.time()}
+        return {
+            "ok": True,
+            "leader": self.info(),
+            "revision": self.leader.revision,
+            "nodes": nodes,
+            "cameras": cams,
+            "warnings": list(result.warnings) if result else [],
+            "error": self.leader.error,
+            "at": time.time(),
+        }
 
     async def _history(self, payload: dict[str, Any]) -> dict[str, Any]:
         limit = payload.get("limit", 100)
@@ -282,15 +347,23 @@ class ControlAPI:
             known = set(self.leader.members()) | set(await asyncio.to_thread(self.leader.store.nodes))
             if node not in known:
                 raise _BadRequest(f"unknown node {node[:128]!r}; known: {', '.join(sorted(known)) or 'none'}")
-            values = {"drain": {"draining": True}, "cordon": {"cordoned": True},
-                      "uncordon": {"cordoned": False, "draining": False}}[verb]
+            values = {
+                "drain": {"draining": True},
+                "cordon": {"cordoned": True},
+                "uncordon": {"cordoned": False, "draining": False},
+            }[verb]
             await asyncio.to_thread(self.leader.store.update_node, node, **values)
             await self.leader.reload()
         await self.leader.wait_pass(APPLY_WAIT_S)
         cordoned, draining = self.leader.flags.get(node, (False, False))
         d = self.leader.desired.get(node)
-        return {"ok": True, "node": node, "cordoned": cordoned, "draining": draining,
-                "cameras": sorted(d.cameras) if d else []}
+        return {
+            "ok": True,
+            "node": node,
+            "cordoned": cordoned,
+            "draining": draining,
+            "cameras": sorted(d.cameras) if d else [],
+        }
 
     async def _drain(self, payload: dict[str, Any]) -> dict[str, Any]:
         return await self._flag(payload, "drain")
@@ -302,22 +375,27 @@ class ControlAPI:
         return await self._flag(payload, "uncordon")
 
 
-async def request(options: NatsOptions, verb: str, payload: dict[str, Any] | None = None, *,
-                  timeout_s: float = 10.0) -> dict[str, Any]:
+async def request(
+    options: NatsOptions, verb: str, payload: dict[str, Any] | None = None, *, timeout_s: float = 10.0
+) -> dict[str, Any]:
     """Ask the fleet's leader ``verb``; its reply when ``ok``, else :class:`ControlError` with its error.
 
     Raises ControlError for no leader (nobody answers), a timeout, or an answer that is not JSON;
     ConnectionError when no NATS server answers.
     """
-    client = await connect(NatsOptions(options.urls, options.creds, options.ca_file, name="camfleet-cluster-cli"),
-                           timeout_s=min(timeout_s, 10.0))
+    client = await connect(
+        NatsOptions(options.urls, options.creds, options.ca_file, name="camfleet-cluster-cli"),
+        timeout_s=min(timeout_s, 10.0),
+    )
     try:
         data = json.dumps(payload or {}, separators=(",", ":")).encode()
         try:
             msg = await client.request(f"{CTL_PREFIX}.{verb}", data, timeout=timeout_s)
         except nats.errors.NoRespondersError:
-            raise ControlError("no leader coordinator answers (none running, or an election under way: "
-                               "try again in a few seconds)") from None
+            raise ControlError(
+                "no leader coordinator answers (none running, or an election under way: "
+                "try again in a few seconds)"
+            ) from None
         except (TimeoutError, nats.errors.TimeoutError):
             raise ControlError(f"the leader did not answer {verb} within {timeout_s:g} s") from None
         try:

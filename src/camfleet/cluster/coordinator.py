@@ -105,7 +105,8 @@ class Coordinator:
         self.base = base
         self.placement = placement
         self.leader: FleetLeader | None = None
-        self._synced = (asyncio.Event(), asyncio.Event())  # the registry's and the heartbeats' first values read
+        # set once the registry's and the heartbeats' first values are read
+        self._synced = (asyncio.Event(), asyncio.Event())
         self.coordinator_id = coordinator_id
         self.timing = timing or FleetTiming()
         self._replicas = replicas
@@ -239,6 +240,9 @@ class Coordinator:
             synced.set()
 
         sync_task = asyncio.create_task(both_synced())
+        from .fleetconfig import warm_up  # noqa: PLC0415
+
+        warm = asyncio.create_task(asyncio.to_thread(warm_up))  # imports, off the first apply's path
         try:
             while not stop.is_set():
                 if not self.is_leader() or self._elector is None:
@@ -257,6 +261,7 @@ class Coordinator:
                     log.info("leader (term %d): stopped answering %s.*", term, CTL_PREFIX)
         finally:
             sync_task.cancel()
+            warm.cancel()
 
     def _leading_in(self, term: int, stop: asyncio.Event) -> Callable[[], bool]:
         """Whether this coordinator still leads in ``term`` (a new term is a new leadership)."""

@@ -23,6 +23,7 @@ error names the camera and the key (``cameras.door.detect.fps: ...``).
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,20 +37,29 @@ from camfleet.pipeline.validate import element_catalog
 
 from .placement_types import Camera
 
-__all__ = ["FleetConfigError", "PlacementHints", "default_base", "placement_camera", "validate_fleet"]
+__all__ = [
+    "FleetConfigError",
+    "PlacementHints",
+    "default_base",
+    "placement_camera",
+    "validate_fleet",
+    "warm_up",
+]
 
 DEFAULT_STREAM = (1280, 720, 15.0)
 """The decoded stream assumed when neither ``stream``, ``detect`` size nor ``decode_pps`` says (w, h, fps)."""
 
 
 class FleetConfigError(ValueError):
-    """A fleet configuration that cannot be applied; ``issues`` name the camera and the key of each problem."""
+    """A fleet configuration that cannot be applied; ``issues`` name the camera and key of each problem."""
 
     def __init__(self, issues: list[str]) -> None:
         self.issues = issues
         count = len(issues)
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the fleet configuration:\n  "
-                         + "\n  ".join(issues))
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in the fleet configuration:\n  "
+            + "\n  ".join(issues)
+        )
 
 
 class _Strict(BaseModel):
@@ -65,7 +75,7 @@ class StreamSize(_Strict):
 
 
 class PlacementHints(_Strict):
-    """Where a camera may run and what it costs (see the module docstring); demand in pixels/s, inferences/s."""
+    """Where a camera may run and what it costs (module docstring); demand in pixels/s, inferences/s."""
 
     labels: dict[str, str] = Field(default_factory=dict)
     group: str | None = Field(default=None, min_length=1, max_length=128)
@@ -77,11 +87,18 @@ class PlacementHints(_Strict):
     infer_ps: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
+@functools.cache
 def default_base() -> Config:
-    """Camfleet's embedded default configuration (what an agent without ``--config`` runs), as the base."""
+    """The embedded default configuration (what an agent without ``--config`` runs), as the base."""
     from camfleet.runtime.default import default_config  # noqa: PLC0415 - heavy; only when checking
 
     return default_config(Path(tempfile.gettempdir()) / "camfleet-fleet-check", cameras=1)
+
+
+def warm_up() -> None:
+    """Load the base configuration and the pipeline elements now (not on the first apply's path)."""
+    default_base()
+    element_catalog()
 
 
 def _hints(name: str, raw: Any, issues: list[str]) -> PlacementHints | None:
@@ -102,14 +119,17 @@ def validate_fleet(cameras: Any, base: Config | None = None) -> dict[str, FleetC
     Raises :class:`FleetConfigError` listing every problem, each naming the camera and key.
     """
     if not isinstance(cameras, dict):
-        raise FleetConfigError([f"cameras: expected a mapping of camera name to settings, got "
-                                f"{type(cameras).__name__}"])
+        raise FleetConfigError(
+            [f"cameras: expected a mapping of camera name to settings, got {type(cameras).__name__}"]
+        )
     issues: list[str] = []
     settings: dict[str, dict[str, Any]] = {}
     hints: dict[str, PlacementHints] = {}
     for name, raw in cameras.items():
         if not isinstance(name, str) or not name or len(name) > 128 or any(c in name for c in ". *>\t\n"):
-            issues.append(f"cameras.{name!r}: a camera name is 1-128 characters without '.', '*', '>' or spaces")
+            issues.append(
+                f"cameras.{name!r}: a camera name is 1-128 characters without '.', '*', '>' or spaces"
+            )
             continue
         if not isinstance(raw, dict):
             issues.append(f"cameras.{name}: expected a mapping of settings, got {type(raw).__name__}")
@@ -141,8 +161,11 @@ def validate_fleet(cameras: Any, base: Config | None = None) -> dict[str, FleetC
         if h.stream is not None:
             width, height, fps = h.stream.width, h.stream.height, h.stream.fps
         decode = h.decode_pps if h.decode_pps is not None else float(width * height) * fps
-        infer = h.infer_ps if h.infer_ps is not None else (
-            cam.detect.fps if cam.enabled and cam.detect.enabled else 0.0)
+        infer = (
+            h.infer_ps
+            if h.infer_ps is not None
+            else (cam.detect.fps if cam.enabled and cam.detect.enabled else 0.0)
+        )
         if not cam.enabled:
             decode = 0.0 if h.decode_pps is None else decode
         resolved = h.model_dump(mode="json", exclude={"stream"}) | {"decode_pps": decode, "infer_ps": infer}
@@ -153,6 +176,13 @@ def validate_fleet(cameras: Any, base: Config | None = None) -> dict[str, FleetC
 def placement_camera(cam: FleetCamera) -> Camera:
     """The scheduler's view of a fleet camera (from its resolved placement hints)."""
     p = cam.placement
-    return Camera(cam.name, float(p.get("decode_pps") or 0.0), float(p.get("infer_ps") or 0.0),
-                  codec=str(p.get("codec") or "h264"), selector=dict(p.get("labels") or {}),
-                  hardware=dict(p.get("hardware") or {}), group=p.get("group"), pin=p.get("pin"))
+    return Camera(
+        cam.name,
+        float(p.get("decode_pps") or 0.0),
+        float(p.get("infer_ps") or 0.0),
+        codec=str(p.get("codec") or "h264"),
+        selector=dict(p.get("labels") or {}),
+        hardware=dict(p.get("hardware") or {}),
+        group=p.get("group"),
+        pin=p.get("pin"),
+    )

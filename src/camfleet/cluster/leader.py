@@ -49,12 +49,24 @@ def status_summary(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cameras, dict):
         for name, c in list(cameras.items())[:10000]:
             if isinstance(c, dict):
-                cams[str(name)[:128]] = {k: c.get(k) for k in ("state", "reason", "decode_fps", "processed_fps",
-                                                                "detector_rps", "inference_ms", "restarts",
-                                                                "last_error")}
+                cams[str(name)[:128]] = {
+                    k: c.get(k)
+                    for k in (
+                        "state",
+                        "reason",
+                        "decode_fps",
+                        "processed_fps",
+                        "detector_rps",
+                        "inference_ms",
+                        "restarts",
+                        "last_error",
+                    )
+                }
     detectors = raw.get("detectors")
-    dets = {str(k)[:128]: (v.get("state") if isinstance(v, dict) else None)
-            for k, v in (detectors.items() if isinstance(detectors, dict) else [])}
+    dets = {
+        str(k)[:128]: (v.get("state") if isinstance(v, dict) else None)
+        for k, v in (detectors.items() if isinstance(detectors, dict) else [])
+    }
     return {"at": raw.get("at"), "cameras": cams, "detectors": dets}
 
 
@@ -64,8 +76,14 @@ class FleetLeader:
     ``members``: the coordinator's membership table now; ``desired_bucket``: ``camfleet_desired``.
     """
 
-    def __init__(self, store: FleetStore, desired_bucket: Bucket, members: Callable[[], dict[str, Member]],
-                 leading: Callable[[], bool], settings: PlacementSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: FleetStore,
+        desired_bucket: Bucket,
+        members: Callable[[], dict[str, Member]],
+        leading: Callable[[], bool],
+        settings: PlacementSettings | None = None,
+    ) -> None:
         self.store = store
         self.bucket = desired_bucket
         self.members = members
@@ -167,16 +185,25 @@ class FleetLeader:
             if report is None or report.revision < d.revision:
                 self.transit[cam] = Transit(node, d.revision, None)
         self.error = None
-        log.info("leader (term %d): adopted %d node(s)' desired state, %d camera(s), revision %d%s",
-                 self.term, len(desired), len(self.cameras), self.revision,
-                 f", {len(self.transit)} in transit" if self.transit else "")
+        log.info(
+            "leader (term %d): adopted %d node(s)' desired state, %d camera(s), revision %d%s",
+            self.term,
+            len(desired),
+            len(self.cameras),
+            self.revision,
+            f", {len(self.transit)} in transit" if self.transit else "",
+        )
 
     async def _write_members(self) -> None:
         members = self.members()
         for node_id, m in members.items():
             with contextlib.suppress(StoreError):
-                await asyncio.to_thread(self.store.update_node, node_id, state=m.state,
-                                        record=dataclasses.asdict(m.record) if m.record else None)
+                await asyncio.to_thread(
+                    self.store.update_node,
+                    node_id,
+                    state=m.state,
+                    record=dataclasses.asdict(m.record) if m.record else None,
+                )
 
     async def member_changed(self, member: Member | None, node_id: str, state: str) -> None:
         """Record a member's new state in the database (leader only) and ask for a pass."""
@@ -199,8 +226,13 @@ class FleetLeader:
                 summary = self.statuses.get(node_id)
                 applied = self.applied.get(node_id)
                 try:
-                    await asyncio.to_thread(self.store.update_node, node_id, status=summary, status_at=time.time(),
-                                            applied=dataclasses.asdict(applied) if applied else None)
+                    await asyncio.to_thread(
+                        self.store.update_node,
+                        node_id,
+                        status=summary,
+                        status_at=time.time(),
+                        applied=dataclasses.asdict(applied) if applied else None,
+                    )
                 except StoreError as exc:
                     log.warning("leader: %s", exc)
                     break
@@ -218,16 +250,22 @@ class FleetLeader:
         self.wake()
         async with self._passed:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._passed.wait_for(lambda: self.passes > start or not self.leading()),
-                                       timeout_s)
+                await asyncio.wait_for(
+                    self._passed.wait_for(lambda: self.passes > start or not self.leading()), timeout_s
+                )
         return self.passes > start
 
     def _confirm_transit(self, gone: set[str]) -> None:
         for cam, t in list(self.transit.items()):
             report = self.applied.get(t.source)
-            if t.source in gone or cam not in self.cameras or (
-                    report is not None and (report.revision >= t.revision or
-                                            (report.fenced and cam not in report.cameras))):
+            if (
+                t.source in gone
+                or cam not in self.cameras
+                or (
+                    report is not None
+                    and (report.revision >= t.revision or (report.fenced and cam not in report.cameras))
+                )
+            ):
                 del self.transit[cam]
 
     async def run_pass(self) -> None:
@@ -284,18 +322,38 @@ class FleetLeader:
             for cam in w.removed:
                 if cam in leaving:
                     self.transit[cam] = Transit(w.node, self.revision, leaving[cam][1])
-                    history.append((cam, w.node, leaving[cam][1], self.revision,
-                                    f"{reasons.get(cam, (None, 'moved'))[1]}: stopping on {w.node} first"))
+                    history.append(
+                        (
+                            cam,
+                            w.node,
+                            leaving[cam][1],
+                            self.revision,
+                            f"{reasons.get(cam, (None, 'moved'))[1]}: stopping on {w.node} first",
+                        )
+                    )
                 elif cam not in self.cameras:
                     history.append((cam, w.node, None, self.revision, "camera removed"))
                 elif w.node in gone:
-                    history.append((cam, w.node, targets.get(cam), self.revision,
-                                    reasons.get(cam, (None, f"node {w.node} lost"))[1]))
+                    history.append(
+                        (
+                            cam,
+                            w.node,
+                            targets.get(cam),
+                            self.revision,
+                            reasons.get(cam, (None, f"node {w.node} lost"))[1],
+                        )
+                    )
             for cam in w.added:
                 source, why = reasons.get(cam, (None, "placed"))
                 history.append((cam, source, w.node, self.revision, why))
-            log.info("leader: %s <- revision %d: %d camera(s)%s%s", w.node, self.revision, len(w.settings),
-                     f", +{','.join(w.added)}" if w.added else "", f", -{','.join(w.removed)}" if w.removed else "")
+            log.info(
+                "leader: %s <- revision %d: %d camera(s)%s%s",
+                w.node,
+                self.revision,
+                len(w.settings),
+                f", +{','.join(w.added)}" if w.added else "",
+                f", -{','.join(w.removed)}" if w.removed else "",
+            )
         where = {c: (n, dc.token) for n, d in self.desired.items() for c, dc in d.cameras.items()}
         where.update({c: (t.source, t.revision) for c, t in self.transit.items() if c not in where})
         await asyncio.to_thread(self.store.record_placements, where, history, self.term)

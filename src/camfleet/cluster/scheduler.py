@@ -54,9 +54,13 @@ class NodeWrite:
 
     def desired(self, revision: int, term: int, at: float) -> DesiredNode:
         """The record to write with ``revision`` (the token of every camera added by this write)."""
-        return DesiredNode(self.node, revision, term,
-                           {c: DesiredCamera(s, self.tokens.get(c, revision)) for c, s in self.settings.items()},
-                           at)
+        return DesiredNode(
+            self.node,
+            revision,
+            term,
+            {c: DesiredCamera(s, self.tokens.get(c, revision)) for c, s in self.settings.items()},
+            at,
+        )
 
 
 def _float(value: Any) -> float:
@@ -80,29 +84,46 @@ def placement_nodes(members: Mapping[str, Member], flags: Mapping[str, tuple[boo
             hardware["vaapi"] = len(record.vaapi)
         cordoned, draining = flags.get(node_id, (False, False))
         if m.state == "alive" and record is not None:
-            state = NodeState.DRAINING if draining else NodeState.CORDONED if cordoned else NodeState.SCHEDULABLE
+            state = (
+                NodeState.DRAINING if draining else NodeState.CORDONED if cordoned else NodeState.SCHEDULABLE
+            )
         elif m.state == "expired" or (m.state == "alive" and record is None):
             state = NodeState.CORDONED  # keeps what it has until it is lost; nothing new meanwhile
         else:
             state = NodeState.LOST
         try:
-            out.append(Node(node_id, _float(cap.get("decode_pixels_per_s")), _float(cap.get("inferences_per_s")),
-                            labels=dict(record.labels) if record is not None else {}, hardware=hardware,
-                            state=state))
+            out.append(
+                Node(
+                    node_id,
+                    _float(cap.get("decode_pixels_per_s")),
+                    _float(cap.get("inferences_per_s")),
+                    labels=dict(record.labels) if record is not None else {},
+                    hardware=hardware,
+                    state=state,
+                )
+            )
         except ValueError:  # a label the scheduler refuses (agents check theirs): the node takes nothing
-            out.append(Node(node_id, 0.0, 0.0, state=NodeState.LOST if state is NodeState.LOST
-                            else NodeState.CORDONED))
+            out.append(
+                Node(
+                    node_id, 0.0, 0.0, state=NodeState.LOST if state is NodeState.LOST else NodeState.CORDONED
+                )
+            )
     return out
 
 
 def gone_nodes(members: Mapping[str, Member], desired: Iterable[str]) -> set[str]:
     """Nodes whose cameras may start elsewhere at once: lost, never seen beating, or not registered at all."""
-    gone = {n for n, m in members.items() if m.state == "lost" or (m.state == "registered" and m.last_beat is None)}
+    gone = {
+        n
+        for n, m in members.items()
+        if m.state == "lost" or (m.state == "registered" and m.last_beat is None)
+    }
     return gone | {n for n in desired if n not in members}
 
 
-def current_assignments(desired: Mapping[str, DesiredNode],
-                        transit: Mapping[str, Transit]) -> dict[str, Assignment]:
+def current_assignments(
+    desired: Mapping[str, DesiredNode], transit: Mapping[str, Transit]
+) -> dict[str, Assignment]:
     """Camera → Assignment(node, token) from the desired states, cameras in transit at their target."""
     out: dict[str, Assignment] = {}
     for node_id in sorted(desired):
@@ -116,9 +137,13 @@ def current_assignments(desired: Mapping[str, DesiredNode],
     return out
 
 
-def desired_writes(desired: Mapping[str, DesiredNode], targets: Mapping[str, str | None],
-                   settings: Mapping[str, dict[str, Any]], gone: set[str],
-                   transit: Mapping[str, Transit]) -> tuple[list[NodeWrite], dict[str, tuple[str, str | None]]]:
+def desired_writes(
+    desired: Mapping[str, DesiredNode],
+    targets: Mapping[str, str | None],
+    settings: Mapping[str, dict[str, Any]],
+    gone: set[str],
+    transit: Mapping[str, Transit],
+) -> tuple[list[NodeWrite], dict[str, tuple[str, str | None]]]:
     """The writes that bring the desired states to ``targets`` (camera → node or None) safely.
 
     ``settings``: every fleet camera's settings (a camera not in it is removed);
@@ -155,8 +180,12 @@ def desired_writes(desired: Mapping[str, DesiredNode], targets: Mapping[str, str
         before = {c: dc.settings for c, dc in old.cameras.items()} if old is not None else None
         after = new_maps[node_id]
         stay_tokens = tokens[node_id]
-        if before is not None and before == after and all(
-                old.cameras[c].token == stay_tokens.get(c) for c in after):  # type: ignore[union-attr]
+        if (
+            before is not None
+            and before == after
+            and old is not None
+            and all(old.cameras[c].token == stay_tokens.get(c) for c in after)
+        ):
             continue
         added = tuple(sorted(set(after) - set(before or {})))
         removed = tuple(sorted(set(before or {}) - set(after)))

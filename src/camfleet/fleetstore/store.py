@@ -45,7 +45,7 @@ def _load_all_tables() -> None:
 
 
 class FleetStore:
-    """The central database at ``url`` (``sqlite:///PATH`` or ``postgresql://...``); tables made if missing."""
+    """The central database at ``url`` (``sqlite:///PATH``, ``postgresql://...``); makes missing tables."""
 
     def __init__(self, url: str) -> None:
         self.shown = public_url(url)
@@ -54,8 +54,9 @@ class FleetStore:
         try:
             metadata.create_all(self.engine, checkfirst=True)
         except SQLAlchemyError as exc:
-            raise StoreError(f"fleet database {self.shown}: cannot create its tables "
-                             f"({type(exc).__name__})") from None
+            raise StoreError(
+                f"fleet database {self.shown}: cannot create its tables ({type(exc).__name__})"
+            ) from None
 
     def close(self) -> None:
         """Release the connections."""
@@ -68,8 +69,10 @@ class FleetStore:
             with engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"fleet database {self.shown}: {what} failed ({type(exc).__name__}: "
-                             f"{str(exc.orig if hasattr(exc, 'orig') else exc)[:200]})") from None
+            raise StoreError(
+                f"fleet database {self.shown}: {what} failed ({type(exc).__name__}: "
+                f"{str(exc.orig if hasattr(exc, 'orig') else exc)[:200]})"
+            ) from None
 
     # ------------------------------------------------------------ cameras: applied and staged
     def cameras(self) -> dict[str, FleetCamera]:
@@ -82,18 +85,28 @@ class FleetStore:
         """The staged edits: a camera, or None for a staged removal."""
         with self._tx("reading the staged cameras") as conn:
             rows = conn.execute(select(t.staged).order_by(t.staged.c.name)).mappings().all()
-        return {r["name"]: None if r["settings"] is None
-                else FleetCamera(r["name"], dict(r["settings"]), dict(r["placement"] or {})) for r in rows}
+        return {
+            r["name"]: None
+            if r["settings"] is None
+            else FleetCamera(r["name"], dict(r["settings"]), dict(r["placement"] or {}))
+            for r in rows
+        }
 
     def stage(self, edits: Mapping[str, FleetCamera | None]) -> None:
-        """Stage each edit (a camera to add or replace, None to remove), replacing earlier edits of the same name."""
+        """Stage each edit (a camera to add or replace, None to remove), replacing earlier ones."""
         now = time.time()
         with self._tx("staging cameras", write=True) as conn:
             if edits:
                 conn.execute(delete(t.staged).where(t.staged.c.name.in_(list(edits))))
             for name, cam in edits.items():
-                conn.execute(insert(t.staged).values(name=name, settings=cam.settings if cam else None,
-                                                     placement=cam.placement if cam else None, staged_at=now))
+                conn.execute(
+                    insert(t.staged).values(
+                        name=name,
+                        settings=cam.settings if cam else None,
+                        placement=cam.placement if cam else None,
+                        staged_at=now,
+                    )
+                )
 
     def discard(self) -> int:
         """Drop every staged edit; the number dropped."""
@@ -101,13 +114,16 @@ class FleetStore:
             return int(conn.execute(delete(t.staged)).rowcount or 0)
 
     def apply(self, cameras: Mapping[str, FleetCamera]) -> int:
-        """Make ``cameras`` the fleet's applied cameras and drop the staged edits, atomically; the new generation."""
+        """Make ``cameras`` the applied cameras and drop the staged edits, atomically; the new generation."""
         now = time.time()
         with self._tx("applying the fleet cameras", write=True) as conn:
             conn.execute(delete(t.cameras))
             for cam in cameras.values():
-                conn.execute(insert(t.cameras).values(name=cam.name, settings=cam.settings,
-                                                      placement=cam.placement, updated_at=now))
+                conn.execute(
+                    insert(t.cameras).values(
+                        name=cam.name, settings=cam.settings, placement=cam.placement, updated_at=now
+                    )
+                )
             conn.execute(delete(t.staged))
             generation = self._get_meta(conn, "generation") + 1
             self._set_meta(conn, "generation", generation)
@@ -154,22 +170,38 @@ class FleetStore:
     def flags(self) -> dict[str, tuple[bool, bool]]:
         """(cordoned, draining) of every node that has either flag."""
         with self._tx("reading the node flags") as conn:
-            rows = conn.execute(select(t.nodes.c.node_id, t.nodes.c.cordoned, t.nodes.c.draining)
-                                .where(t.nodes.c.cordoned | t.nodes.c.draining)).all()
+            rows = conn.execute(
+                select(t.nodes.c.node_id, t.nodes.c.cordoned, t.nodes.c.draining).where(
+                    t.nodes.c.cordoned | t.nodes.c.draining
+                )
+            ).all()
         return {r[0]: (bool(r[1]), bool(r[2])) for r in rows}
 
     # ------------------------------------------------------------ assignments and history
-    def record_placements(self, assignments: Mapping[str, tuple[str, int]],
-                          moves: list[tuple[str, str | None, str | None, int, str]], term: int) -> None:
-        """Replace the assignments (camera → (node, token)) and append ``moves`` (camera, from, to, token, why)."""
+    def record_placements(
+        self,
+        assignments: Mapping[str, tuple[str, int]],
+        moves: list[tuple[str, str | None, str | None, int, str]],
+        term: int,
+    ) -> None:
+        """Set the assignments (camera → (node, token)); append ``moves`` (camera, from, to, token, why)."""
         now = time.time()
         with self._tx("writing the assignments", write=True) as conn:
             conn.execute(delete(t.assignments))
             for cam, (node, token) in assignments.items():
                 conn.execute(insert(t.assignments).values(camera=cam, node=node, token=token, updated_at=now))
             for cam, source, target, token, reason in moves:
-                conn.execute(insert(t.placements).values(at=now, camera=cam, source=source, target=target,
-                                                         token=token, term=term, reason=reason))
+                conn.execute(
+                    insert(t.placements).values(
+                        at=now,
+                        camera=cam,
+                        source=source,
+                        target=target,
+                        token=token,
+                        term=term,
+                        reason=reason,
+                    )
+                )
 
     def assignments(self) -> dict[str, tuple[str, int]]:
         """Camera → (node, token), as last recorded by a leader."""

@@ -13,7 +13,8 @@ from .schema import metadata
 __all__ = ["assignments", "cameras", "meta", "nodes", "placements", "staged"]
 
 cameras = Table(
-    "fleet_cameras", metadata,
+    "fleet_cameras",
+    metadata,
     Column("name", String(128), primary_key=True),
     Column("settings", JSON, nullable=False),
     Column("placement", JSON, nullable=False),
@@ -22,7 +23,8 @@ cameras = Table(
 """The fleet's applied cameras: what the scheduler places."""
 
 staged = Table(
-    "fleet_staged", metadata,
+    "fleet_staged",
+    metadata,
     Column("name", String(128), primary_key=True),
     Column("settings", JSON, nullable=True),  # NULL: the camera's removal is staged
     Column("placement", JSON, nullable=True),
@@ -31,7 +33,8 @@ staged = Table(
 """Edits waiting for the next apply (one row per camera)."""
 
 nodes = Table(
-    "fleet_nodes", metadata,
+    "fleet_nodes",
+    metadata,
     Column("node_id", String(128), primary_key=True),
     Column("record", JSON, nullable=True),
     Column("state", String(32), nullable=False, default="registered"),
@@ -45,7 +48,8 @@ nodes = Table(
 """Every node seen: its registration, member state, scheduling flags, latest status and applied report."""
 
 assignments = Table(
-    "fleet_assignments", metadata,
+    "fleet_assignments",
+    metadata,
     Column("camera", String(128), primary_key=True),
     Column("node", String(128), nullable=False),
     Column("token", Integer, nullable=False),
@@ -54,7 +58,8 @@ assignments = Table(
 """Where each camera runs and its fencing token (the desired revision that placed it there)."""
 
 placements = Table(
-    "fleet_placements", metadata,
+    "fleet_placements",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", Float, nullable=False),
     Column("camera", String(128), nullable=False, index=True),
@@ -67,7 +72,8 @@ placements = Table(
 """Placement history: who moved where, why, when (append-only)."""
 
 meta = Table(
-    "fleet_meta", metadata,
+    "fleet_meta",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Integer, nullable=False),
 )
