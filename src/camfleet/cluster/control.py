@@ -211,6 +211,7 @@ class ControlAPI:
                         wanted[name] = _raw(cam)
             checked = await self._validate(wanted)  # a bad configuration changes nothing anywhere
             generation = await asyncio.to_thread(store.apply, checked)
+            await self.leader.resume()
             await self.leader.reload()
         placed = await self.leader.wait_pass(APPLY_WAIT_S)
         result = self.leader.last_plan

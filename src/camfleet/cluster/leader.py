@@ -102,6 +102,7 @@ class FleetLeader:
         self.flags: dict[str, tuple[bool, bool]] = {}
         self.passes = 0
         self.error: str | None = None  # why the last pass failed (None: it worked)
+        self.paused: str | None = None  # why this leader places nothing (a database behind the fleet)
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
         self._dirty_status: set[str] = set()
@@ -174,7 +175,20 @@ class FleetLeader:
         self.cameras = await asyncio.to_thread(self.store.cameras)
         self.flags = await asyncio.to_thread(self.store.flags)
         stored_rev = await asyncio.to_thread(self.store.counter, "revision")
-        self.revision = max([stored_rev, *(d.revision for d in desired.values())])
+        written = max([0, *(d.revision for d in desired.values())])
+        self.revision = max(stored_rev, written)
+        # A leader raises the database's revision before it writes a desired state, so a database behind
+        # the desired states is not the one the fleet was placed from (each coordinator on its own SQLite
+        # file?): placing from it would stop cameras everywhere. Nothing is changed until an apply says
+        # what the fleet is.
+        self.paused = None
+        if stored_rev < written:
+            self.paused = (
+                f"the fleet database {self.store.shown} is behind the nodes' desired states "
+                f"(revision {stored_rev} < {written}): every coordinator must use the same --db; "
+                "nothing is placed until `camfleet cluster apply` gives the fleet's cameras"
+            )
+            log.error("leader: %s", self.paused)
         held = {c for d in desired.values() for c in d.cameras}
         self.transit = {}
         for cam, (node, _token) in (await asyncio.to_thread(self.store.assignments)).items():
@@ -272,7 +286,7 @@ class FleetLeader:
         """One scheduling pass and its writes; failures are logged and retried at the next pass."""
         try:
             await self._pass()
-            self.error = None
+            self.error = self.paused
         except (KvError, StoreError) as exc:
             self.error = str(exc)
             log.warning("leader: pass failed: %s (retrying)", exc)
@@ -283,7 +297,17 @@ class FleetLeader:
             async with self._passed:
                 self._passed.notify_all()
 
+    async def resume(self) -> None:
+        """An apply said what the fleet is: place from the database again (see :meth:`_adopt`)."""
+        if self.paused is not None:
+            await asyncio.to_thread(self.store.raise_counter, "revision", self.revision)
+            log.warning("leader: placing again after an apply (was: %s)", self.paused)
+            self.paused = None
+
     async def _pass(self) -> None:
+        if self.paused is not None:
+            self.error = self.paused
+            return
         members = self.members()
         gone = gone_nodes(members, self.desired)
         self._confirm_transit(gone)
@@ -333,7 +357,7 @@ class FleetLeader:
                     )
                 elif cam not in self.cameras:
                     history.append((cam, w.node, None, self.revision, "camera removed"))
-                elif w.node in gone:
+                elif w.node in gone and targets.get(cam) is None:  # held: placed again later
                     history.append(
                         (
                             cam,
