@@ -210,6 +210,16 @@ async def _scenario(url: str, tmp: Path, procs: list[subprocess.Popen[bytes]]) -
         assert "secret" not in str(status) and "secret" not in str(await request(options, "cameras"))
         history = (await request(options, "history", {"limit": 1000}))["history"]
         assert len(history) == len(history_before) and any("lost" in h["reason"] for h in history)
+
+        # the new leader stages and applies: cam12 goes, cam13 comes; the nodes' status reaches it
+        staged = await request(options, "stage", {"cameras": {"cam12": None, "cam13": _cameras(13)["cam13"]}})
+        assert set(staged["staged"]) == {"cam12", "cam13"} and "secret13" not in str(staged)
+        reply = await request(options, "apply")
+        assert (reply["added"], reply["removed"], reply["scheduled"]) == (["cam13"], ["cam12"], True), reply
+        await _until("cam13 placed and cam12 gone",
+                     lambda: (w := _each_once(observer, 12)) and "cam13" in w and "cam12" not in w, 5)
+        await _until("the nodes' status at the leader",
+                     lambda: _healthy(options), 5)
     finally:
         watch.cancel()
         for agent in agents:
@@ -223,6 +233,11 @@ async def _alive(options: NatsOptions, n: int) -> list[dict[str, Any]] | None:
     except ControlError:
         return None
     return nodes if sum(x["state"] == "alive" for x in nodes) == n else None
+
+
+async def _healthy(options: NatsOptions) -> bool:
+    cams = (await request(options, "status"))["cameras"]
+    return all(c["state"] == "healthy" for c in cams.values())
 
 
 async def _other_leader(options: NatsOptions, old: str) -> dict[str, Any] | None:

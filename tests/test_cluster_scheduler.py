@@ -1,8 +1,6 @@
-"""The leader's pure decisions (placement nodes, safe desired-state writes), fleet validation, the store."""
+"""The leader's pure decisions (placement nodes, safe desired-state writes) and fleet validation."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +16,6 @@ from camfleet.cluster.scheduler import (
     gone_nodes,
     placement_nodes,
 )
-from camfleet.fleetstore.store import FleetCamera, FleetStore
 
 pytestmark = pytest.mark.unit
 
@@ -158,23 +155,3 @@ def test_a_bad_fleet_names_the_camera_and_the_key() -> None:
         {"zone": "n"},
         "porch",
     )
-
-
-def test_store_stages_applies_and_keeps_flags(tmp_path: Path) -> None:
-    store = FleetStore(f"sqlite:///{tmp_path / 'fleet.db'}")
-    try:
-        store.stage({"door": FleetCamera("door", dict(CAM), {}), "gone": None})
-        assert set(store.staged()) == {"door", "gone"} and store.staged()["gone"] is None
-        assert store.apply({"door": FleetCamera("door", dict(CAM), {"group": "g"})}) == 1
-        assert store.staged() == {} and store.cameras()["door"].placement == {"group": "g"}
-        store.update_node("a", cordoned=True)
-        store.update_node("b", state="alive")
-        assert store.flags() == {"a": (True, False)}
-        store.record_placements({"door": ("b", 3)}, [("door", None, "b", 3, "new camera")], term=7)
-        assert store.assignments() == {"door": ("b", 3)}
-        assert store.history()[0]["reason"] == "new camera"
-        store.raise_counter("revision", 5)
-        store.raise_counter("revision", 2)
-        assert store.counter("revision") == 5
-    finally:
-        store.close()

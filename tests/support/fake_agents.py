@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from camfleet.cluster.registry import (
     FleetTiming,
     Heartbeat,
     NodeRecord,
+    status_subject,
 )
 
 
@@ -92,6 +94,9 @@ class FakeAgent:
             await asyncio.sleep(self.timing.heartbeat_s)
             with contextlib.suppress(Exception):
                 await self._beat()
+                cams = {c: {"state": "healthy", "decode_fps": 15.0} for c in sorted(self.cameras)}
+                status = {"node": self.node_id, "at": time.time(), "cameras": cams}
+                await self.client.publish(status_subject(self.node_id), json.dumps(status).encode())
 
     async def _follow(self) -> None:
         async for entry in self.desired_bucket.watch(self.node_id):

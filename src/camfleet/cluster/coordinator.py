@@ -240,9 +240,7 @@ class Coordinator:
             synced.set()
 
         sync_task = asyncio.create_task(both_synced())
-        from .fleetconfig import warm_up  # noqa: PLC0415
-
-        warm = asyncio.create_task(asyncio.to_thread(warm_up))  # imports, off the first apply's path
+        warm: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 if not self.is_leader() or self._elector is None:
@@ -251,6 +249,10 @@ class Coordinator:
                     continue
                 term = self._elector.term
                 leader.leading = self._leading_in(term, stop)
+                if warm is None:  # the validator's imports, loaded now rather than on the first apply's path
+                    from .fleetconfig import warm_up  # noqa: PLC0415
+
+                    warm = asyncio.create_task(asyncio.to_thread(warm_up))
                 sub = await client.subscribe(f"{CTL_PREFIX}.*", cb=control.on_message)
                 log.info("leader (term %d): answering %s.*", term, CTL_PREFIX)
                 try:
@@ -261,7 +263,8 @@ class Coordinator:
                     log.info("leader (term %d): stopped answering %s.*", term, CTL_PREFIX)
         finally:
             sync_task.cancel()
-            warm.cancel()
+            if warm is not None:
+                warm.cancel()
 
     def _leading_in(self, term: int, stop: asyncio.Event) -> Callable[[], bool]:
         """Whether this coordinator still leads in ``term`` (a new term is a new leadership)."""
