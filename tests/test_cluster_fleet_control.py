@@ -68,7 +68,8 @@ async def _until(
 def _cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "camfleet.cli", "cluster", *args],
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
         text=True,
         env=cli_env(),
         timeout=60,
@@ -216,10 +217,36 @@ async def _scenario(url: str, tmp: Path, procs: list[subprocess.Popen[bytes]]) -
         assert set(staged["staged"]) == {"cam12", "cam13"} and "secret13" not in str(staged)
         reply = await request(options, "apply")
         assert (reply["added"], reply["removed"], reply["scheduled"]) == (["cam13"], ["cam12"], True), reply
-        await _until("cam13 placed and cam12 gone",
-                     lambda: (w := _each_once(observer, 12)) and "cam13" in w and "cam12" not in w, 5)
-        await _until("the nodes' status at the leader",
-                     lambda: _healthy(options), 5)
+        await _until(
+            "cam13 placed and cam12 gone",
+            lambda: (w := _each_once(observer, 12)) and "cam13" in w and "cam12" not in w,
+            5,
+        )
+        # an edit made on what the API showed (URLs masked) keeps the stored credentials
+        shown = (await request(options, "cameras"))["cameras"]["cam01"]["settings"]
+        assert "secret1" not in str(shown)
+        await request(
+            options,
+            "apply",
+            {
+                "cameras": {
+                    **{n: c for n, c in _cameras(13).items() if n != "cam12"},
+                    "cam01": shown | {"detect": {"fps": 2}},
+                }
+            },
+        )
+        await _until(
+            "cam01's new settings with its real URL",
+            lambda: any(
+                "cam01" in a.cameras
+                and a.desired.cameras["cam01"].settings.get("detect") == {"fps": 2}  # type: ignore[union-attr]
+                and "secret1@" in a.desired.cameras["cam01"].settings["sources"][0]["url"]  # type: ignore[union-attr]
+                for a in agents
+                if a is not agents[1]
+            ),
+            5,
+        )
+        await _until("the nodes' status at the leader", lambda: _healthy(options), 5)
     finally:
         watch.cancel()
         for agent in agents:

@@ -155,3 +155,16 @@ def test_a_bad_fleet_names_the_camera_and_the_key() -> None:
         {"zone": "n"},
         "porch",
     )
+
+
+def test_masked_urls_come_back_from_the_stored_camera() -> None:
+    from camfleet.api.cameras import mask_camera
+    from camfleet.cluster.control import _unmasked
+    from camfleet.config import ConfigError
+
+    shown = mask_camera(CAM)
+    assert shown is not None and "pw" not in str(shown)
+    edited = shown | {"detect": {"fps": 2}}
+    assert _unmasked({"door": edited}, {"door": CAM})["door"]["sources"] == CAM["sources"]
+    with pytest.raises(ConfigError, match=r"cameras\.door\.sources\.0\.url"):
+        _unmasked({"door": edited}, {"other": CAM})

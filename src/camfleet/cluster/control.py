@@ -40,7 +40,7 @@ from typing import Any
 import nats.errors
 from nats.aio.msg import Msg
 
-from camfleet.api.cameras import check_depth, mask_camera
+from camfleet.api.cameras import check_depth, mask_camera, unmask_sources
 from camfleet.config import Config, ConfigError
 from camfleet.fleetstore.store import FleetCamera
 from camfleet.redact import mask_text
@@ -91,6 +91,21 @@ class _BadRequest(ValueError):
 
 def _raw(cam: FleetCamera) -> dict[str, Any]:
     return cam.settings | {"placement": cam.placement}
+
+
+def _unmasked(edits: dict[str, Any], *known: dict[str, Any]) -> dict[str, Any]:
+    """``edits`` with masked source URLs (as a reply showed them) replaced by the stored ones.
+
+    A masked URL that matches none of the camera's known sources is an error (give the credentials again).
+    """
+    out: dict[str, Any] = {}
+    for name, raw in edits.items():
+        if isinstance(raw, dict) and isinstance(raw.get("sources"), list):
+            stored = [k.get(name) for k in known if isinstance(k.get(name), dict)]
+            out[name] = unmask_sources(raw, stored, where=f"cameras.{name}.")
+        else:
+            out[name] = raw
+    return out
 
 
 class ControlAPI:
@@ -172,6 +187,7 @@ class ControlAPI:
             staged: dict[str, Any] = {
                 n: None if c is None else _raw(c) for n, c in (await asyncio.to_thread(store.staged)).items()
             }
+            edits = _unmasked(edits, merged, staged)
             for name, raw in (staged | edits).items():
                 if raw is None:
                     merged.pop(name, None)
@@ -202,6 +218,11 @@ class ControlAPI:
                 wanted = self._edits(payload)
                 if any(v is None for v in wanted.values()):
                     raise _BadRequest("an apply of the whole fleet lists cameras, not removals (null)")
+                staged = {
+                    n: None if c is None else _raw(c)
+                    for n, c in (await asyncio.to_thread(store.staged)).items()
+                }
+                wanted = _unmasked(wanted, {n: _raw(c) for n, c in before.items()}, staged)
             else:
                 wanted = {n: _raw(c) for n, c in before.items()}
                 for name, cam in (await asyncio.to_thread(store.staged)).items():
@@ -399,6 +420,14 @@ async def request(
             ) from None
         except (TimeoutError, nats.errors.TimeoutError):
             raise ControlError(f"the leader did not answer {verb} within {timeout_s:g} s") from None
+        except nats.errors.MaxPayloadError:
+            raise ControlError(
+                f"{verb}: the request is larger than the NATS server accepts "
+                f"({client.max_payload} bytes): apply fewer cameras at a time "
+                "(stage them in parts)"
+            ) from None
+        except nats.errors.Error as exc:
+            raise ControlError(f"{verb}: {type(exc).__name__}: {mask_text(str(exc))[:200]}") from None
         try:
             reply = json.loads(msg.data)
         except ValueError:

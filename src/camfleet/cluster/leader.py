@@ -103,6 +103,8 @@ class FleetLeader:
         self.passes = 0
         self.error: str | None = None  # why the last pass failed (None: it worked)
         self.paused: str | None = None  # why this leader places nothing (a database behind the fleet)
+        self._unrecorded = False  # desired states written that the database does not know yet
+        self._history_due: list[tuple[str, str | None, str | None, int, str]] = []
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
         self._dirty_status: set[str] = set()
@@ -297,6 +299,15 @@ class FleetLeader:
             async with self._passed:
                 self._passed.notify_all()
 
+    async def _record(self, history: list[tuple[str, str | None, str | None, int, str]]) -> None:
+        """Write where every camera may run now, and ``history``, to the database (kept for a retry)."""
+        self._history_due.extend(history)
+        where = {c: (n, dc.token) for n, d in self.desired.items() for c, dc in d.cameras.items()}
+        where.update({c: (t.source, t.revision) for c, t in self.transit.items() if c not in where})
+        await asyncio.to_thread(self.store.record_placements, where, self._history_due, self.term)
+        self._history_due = []
+        self._unrecorded = False
+
     async def resume(self) -> None:
         """An apply said what the fleet is: place from the database again (see :meth:`_adopt`)."""
         if self.paused is not None:
@@ -321,6 +332,8 @@ class FleetLeader:
         settings = {c: fc.settings for c, fc in self.cameras.items()}
         writes, leaving = desired_writes(self.desired, targets, settings, gone, self.transit)
         if not writes:
+            if self._unrecorded:
+                await self._record([])
             return
         reasons = {m.camera: (m.source, m.reason) for m in result.moves}
         await asyncio.to_thread(self.store.raise_counter, "revision", self.revision + len(writes))
@@ -378,7 +391,6 @@ class FleetLeader:
                 f", +{','.join(w.added)}" if w.added else "",
                 f", -{','.join(w.removed)}" if w.removed else "",
             )
-        where = {c: (n, dc.token) for n, d in self.desired.items() for c, dc in d.cameras.items()}
-        where.update({c: (t.source, t.revision) for c, t in self.transit.items() if c not in where})
-        await asyncio.to_thread(self.store.record_placements, where, history, self.term)
+        self._unrecorded = True  # the keys are written: the database must follow, even if it fails now
+        await self._record(history)
         self.wake()  # another pass: more drain or rebalance batches may follow (one with no writes ends it)

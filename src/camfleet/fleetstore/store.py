@@ -118,12 +118,12 @@ class FleetStore:
         now = time.time()
         with self._tx("applying the fleet cameras", write=True) as conn:
             conn.execute(delete(t.cameras))
-            for cam in cameras.values():
-                conn.execute(
-                    insert(t.cameras).values(
-                        name=cam.name, settings=cam.settings, placement=cam.placement, updated_at=now
-                    )
-                )
+            rows = [
+                {"name": c.name, "settings": c.settings, "placement": c.placement, "updated_at": now}
+                for c in cameras.values()
+            ]
+            if rows:
+                conn.execute(insert(t.cameras), rows)
             conn.execute(delete(t.staged))
             generation = self._get_meta(conn, "generation") + 1
             self._set_meta(conn, "generation", generation)
@@ -188,20 +188,26 @@ class FleetStore:
         now = time.time()
         with self._tx("writing the assignments", write=True) as conn:
             conn.execute(delete(t.assignments))
-            for cam, (node, token) in assignments.items():
-                conn.execute(insert(t.assignments).values(camera=cam, node=node, token=token, updated_at=now))
-            for cam, source, target, token, reason in moves:
-                conn.execute(
-                    insert(t.placements).values(
-                        at=now,
-                        camera=cam,
-                        source=source,
-                        target=target,
-                        token=token,
-                        term=term,
-                        reason=reason,
-                    )
-                )
+            rows = [
+                {"camera": cam, "node": node, "token": token, "updated_at": now}
+                for cam, (node, token) in assignments.items()
+            ]
+            if rows:
+                conn.execute(insert(t.assignments), rows)
+            history = [
+                {
+                    "at": now,
+                    "camera": cam,
+                    "source": source,
+                    "target": target,
+                    "token": token,
+                    "term": term,
+                    "reason": reason[:2000],
+                }
+                for cam, source, target, token, reason in moves
+            ]
+            if history:
+                conn.execute(insert(t.placements), history)
 
     def assignments(self) -> dict[str, tuple[str, int]]:
         """Camera → (node, token), as last recorded by a leader."""
