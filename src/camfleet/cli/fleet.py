@@ -206,6 +206,12 @@ def coordinator(
                                   "for coordinators on one machine only). Or $CAMFLEET_FLEET_DB."),
     strategy: str = typer.Option("spread", help="Placement: spread (the least loaded node) or binpack "
                                  "(the fullest that fits)."),
+    drain_batch: int = typer.Option(4, "--drain-batch", min=1, help="Cameras a drain moves per pass (each "
+                                    "pass after the previous batch stopped on the drained node)."),
+    max_moves: int = typer.Option(4, "--max-moves", min=0, help="Rebalancing moves per pass (0: never "
+                                  "rebalance)."),
+    imbalance: float = typer.Option(0.25, "--imbalance", min=0.0, max=1.0, help="Rebalance only when the "
+                                    "most and least loaded nodes differ by more than this (utilisation)."),
     base_config: Path | None = typer.Option(None, "--base-config", help="Node configuration whose models, "
                                             "detectors, pipelines and defaults fleet cameras are checked "
                                             "against (default: camfleet's embedded default)."),
@@ -231,7 +237,9 @@ def coordinator(
     except (IdentityError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    store, base, placement = _fleet_database(db, data_dir.resolve(), strategy, base_config)
+    store, base, placement = _fleet_database(db, data_dir.resolve(), base_config, strategy=strategy,
+                                             drain_batch=drain_batch, max_moves=max_moves,
+                                             imbalance_threshold=imbalance)
     coord = Coordinator(options, coordinator_id, store=store, base=base, placement=placement)
     state = StateFile(coord, data_dir.resolve() / "coordinator.json")
     typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; database {store.shown}; "
@@ -248,7 +256,8 @@ def coordinator(
     typer.echo("camfleet coordinator: stopped.")
 
 
-def _fleet_database(db: str | None, data_dir: Path, strategy: str, base_config: Path | None) -> Any:
+def _fleet_database(db: str | None, data_dir: Path, base_config: Path | None,
+                    **placement_settings: Any) -> Any:
     """The coordinator's database, the base configuration and the placement settings (exits on an error)."""
     import os  # noqa: PLC0415
 
@@ -259,9 +268,9 @@ def _fleet_database(db: str | None, data_dir: Path, strategy: str, base_config: 
     from camfleet.store.errors import StoreError  # noqa: PLC0415
 
     try:
-        placement = PlacementSettings(strategy=strategy)  # type: ignore[arg-type]
+        placement = PlacementSettings(**placement_settings)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--strategy") from None
+        raise typer.BadParameter(str(exc)) from None
     try:
         base = load_config(base_config) if base_config is not None else None
         store = FleetStore(db or os.environ.get("CAMFLEET_FLEET_DB") or f"sqlite:///{data_dir / 'fleet.db'}")
