@@ -265,30 +265,24 @@ class FleetEventsSink:
 
     async def _publish_all(self, prepared: Sequence[tuple[int, OutboxMessage, int | None]]) -> None:
         js = await self._jetstream()
-
-        async def one(seq: int, message: OutboxMessage, token: int | None) -> bool:
+        # one at a time, each acknowledged before the next leaves: were they pipelined, one lost in
+        # an outage while the next got through would be stored after it on the retry, out of order
+        for done, (seq, message, token) in enumerate(prepared):
             headers = {MSG_ID_HEADER: f"{self.node_id}:{seq}", CAMERA_HEADER: message_camera(message)}
             if token is not None:
                 headers[TOKEN_HEADER] = str(token)
-            ack = await js.publish(self.subject, encode(message).encode(), timeout=self._timeout,
-                                   stream=EVENTS_STREAM, headers=headers)
-            return bool(ack.duplicate)
-
-        # pipelined: the requests leave in order on one connection, so the stream stores them in
-        # order; one lost (an outage mid-batch) fails the batch, which is sent again whole
-        results = await asyncio.gather(*(one(s, m, t) for s, m, t in prepared), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        stored = [r for r in results if isinstance(r, bool)]
-        self.counts["published"] += sum(1 for r in stored if not r)
-        self.counts["duplicates"] += sum(1 for r in stored if r)
-        if failures:
-            self._stream_ready = False  # the stream may have been deleted: look again on the retry
-            exc = failures[0]
-            if isinstance(exc, nats.js.errors.BadRequestError | nats.errors.MaxPayloadError):
-                # the message's fault (e.g. over the size limit), not an outage: the pump isolates it
-                raise ValueError(f"fleet events: JetStream refused a message: {mask_text(repr(exc))}")
-            raise ConnectionError(f"fleet events: {len(failures)} of {len(prepared)} not acknowledged: "
-                                  f"{mask_text(repr(exc))}")
+            try:
+                ack = await js.publish(self.subject, encode(message).encode(), timeout=self._timeout,
+                                       stream=EVENTS_STREAM, headers=headers)
+            except (TimeoutError, nats.errors.Error) as exc:
+                self._stream_ready = False  # the stream may have been deleted: look again on the retry
+                if isinstance(exc, nats.js.errors.BadRequestError | nats.errors.MaxPayloadError):
+                    # the message's fault (e.g. over the size limit), not an outage: the pump isolates it
+                    raise ValueError(f"fleet events: JetStream refused a message: {mask_text(repr(exc))}") \
+                        from None
+                raise ConnectionError(f"fleet events: {done} of {len(prepared)} stored, then no "
+                                      f"acknowledgement: {mask_text(repr(exc))}") from None
+            self.counts["duplicates" if ack.duplicate else "published"] += 1
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
