@@ -7,6 +7,7 @@ SQLite central database; the "agent" of one test is a separate process killed wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -46,7 +47,8 @@ NODE_A = "a" * 32
 NODE_B = "b" * 32
 
 
-def _msgs(ids: list[str], camera: str = "front", *, t0: float = 1000.0, end: bool = True) -> list[OutboxMessage]:
+def _msgs(ids: list[str], camera: str = "front", *, t0: float = 1000.0,
+          end: bool = True) -> list[OutboxMessage]:
     """start (and end) of each event id, in that order."""
     out: list[OutboxMessage] = []
     for i, eid in enumerate(ids):
@@ -108,10 +110,8 @@ class Coordinator:
 
         async def stop() -> None:
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-            except asyncio.CancelledError:
-                pass
             await self.client.close()
 
         self.loop.run(stop())
