@@ -371,7 +371,7 @@ def test_killing_one_nats_server_of_three_loses_nothing(nats3: NatsHarness, tmp_
             client = await connect(NatsOptions(tuple(nats3.urls)))
             info = await client.jetstream().stream_info(EVENTS_STREAM)
             await client.close()
-            assert info.config.num_replicas == 3 and info.cluster is not None
+            assert info.config.num_replicas == 3 and info.cluster is not None and info.cluster.leader
             return [s.spec.name for s in nats3.servers].index(info.cluster.leader)
 
         nats3.kill(loop.run(leader()))  # the server leading the stream: the worst one to lose
