@@ -29,11 +29,13 @@ from camfleet.cluster.registry import DESIRED_BUCKET, EVENTS_STREAM, DesiredCame
 from camfleet.events.journal import Journal
 from camfleet.events.pump import Pump, PumpSettings
 from camfleet.fleetstore.events import (
+    Incoming,
     create_events_tables,
     events_table,
     query_events,
     query_rejected,
     rejected_count,
+    store_batch,
 )
 from camfleet.store import engine as engines
 from camfleet.vocabulary import Event, EventMessage, OutboxMessage
@@ -400,3 +402,43 @@ def test_token_book_rules() -> None:
     assert book.stale("c", 9, 300.0) is None
     assert book.stale("c", None, 150.0) == 5  # no token: stale once any assignment existed
     assert book.stale("other", None, 1e12) is None
+
+
+def test_postgresql_down_holds_the_batch_and_loses_nothing(nats1: NatsHarness, pg_url: str,
+                                                          loop: Loop) -> None:
+    import psycopg
+
+    engine = engines.create(engines.parse_url(pg_url))
+    database = engine.url.database
+    admin = engine.url.set(database="postgres").render_as_string(hide_password=False)
+    admin = admin.replace("postgresql+psycopg://", "postgresql://")
+
+    def allow(on: bool) -> None:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(on).lower()}'.encode())
+            if not on:  # and drop the consumer's pooled connections: the database is gone for it
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                             (database,))
+
+    create_events_tables(engine)
+    coord = Coordinator(loop, nats1.url, engine)
+    sink = FleetEventsSink(NatsOptions(tuple(nats1.urls)), NODE_A, lambda camera: 2)
+    try:
+        sink.write_entries(list(enumerate(_msgs(["pg0"]), start=1)))
+        wait_for("the first event in PostgreSQL", _all_ended(engine, ["pg0"]), 10)
+        allow(False)
+        try:
+            ids = [f"pg{i}" for i in range(1, 6)]
+            sink.write_entries(list(enumerate(_msgs(ids), start=3)))
+            wait_for("the consumer retrying", lambda: coord.stats()["db_retries"] > 0, 10)
+        finally:
+            allow(True)
+        wait_for("the events of the outage stored", _all_ended(engine, ids), 15)
+    finally:
+        coord.stop()
+        sink.close()
+    assert len(_rows(engine)) == 6 and coord.stats()["dropped"] == 0
+    # a late redelivery of an older state changes nothing (PostgreSQL's ON CONFLICT ... WHERE)
+    store_batch(engine, [Incoming(NODE_A, 1, "front", _msgs(["pg0"], end=False)[0], 2, 1.0)])
+    assert _rows(engine)["pg0"].change == "end"
+    engine.dispose()
