@@ -93,6 +93,8 @@ class Coordinator:
         self.stopped = False
         self.loop.run(self._start())
         loop.coordinators.append(self)
+        wait_for("the consumer reading",
+                 lambda: self.consumer is not None and self.consumer.consuming.is_set(), 15)
 
     async def _start(self) -> None:
         self.client = await connect(NatsOptions(tuple(self.url.split(","))))
@@ -304,6 +306,14 @@ def test_a_stale_fencing_token_is_rejected_and_kept_aside(
         loop.run(bucket.put(NODE_B, DesiredNode(NODE_B, 2, 1, {"front": DesiredCamera({}, 2)}).to_bytes()))
         wait_for("the consumer learning the new token", lambda: coord.consumer is not None
                  and coord.consumer.book.current("front") == 2, 10)
+        # a deposed leader's late write (an older term) teaches nothing; the next one does
+        node_c = "c" * 32
+        loop.run(bucket.put(node_c, DesiredNode(node_c, 3, 0, {"front": DesiredCamera({}, 99)}).to_bytes()))
+        loop.run(bucket.put(node_c, DesiredNode(node_c, 4, 1, {"side": DesiredCamera({}, 4)}).to_bytes()))
+        assert coord.consumer is not None
+        book = coord.consumer.book
+        wait_for("the consumer reading the next write", lambda: book.current("side") == 4, 10)
+        assert book.current("front") == 2 and coord.consumer.watcher.old_terms == 1
         sink_a.write_entries(list(enumerate(_msgs(["a-stale"], t0=20.0), start=3)))
         sink_b.write_entries(list(enumerate(_msgs(["b-live"], t0=30.0), start=1)))
         wait_for("B's event stored", _all_ended(db, ["b-live"]), 10)

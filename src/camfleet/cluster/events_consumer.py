@@ -16,7 +16,11 @@ when a newer token of its camera had been written before the message was publish
 not in the live tables, and counted. So an event its node published while it held the
 camera is stored even when the camera moved before the consumer read it (a node that died
 with its events in the stream), and one published after the camera moved elsewhere (a
-partitioned node that kept running) is not.
+partitioned node that kept running) is not. A desired state written under an older leader
+term than one already seen is ignored (a deposed leader's late write). The two times come
+from the servers leading the bucket and the stream: on separate machines their clocks must
+agree (NTP) to well under the time a move takes. A message carrying no token counts as
+token 0 (stale once its camera had any assignment).
 
 Run it on the leader coordinator only (start on taking the lead, cancel on losing it): one
 reader keeps each node's order. Two at once (a handover) are safe, only wasteful: the
@@ -108,7 +112,9 @@ class DesiredWatcher:
         self._stream = f"KV_{DESIRED_BUCKET}"
         self._prefix = f"$KV.{DESIRED_BUCKET}."
         self._catch_up_to = 0
+        self._term = 0
         self.bad_records = 0
+        self.old_terms = 0
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -153,8 +159,12 @@ class DesiredWatcher:
                 self.bad_records += 1
                 log.error("fleet events: %s", exc)
             else:
-                for camera, placed in desired.cameras.items():
-                    self.book.learn(camera, int(placed.token), since)
+                if desired.term < self._term:  # a deposed leader's late write: agents ignore it too
+                    self.old_terms += 1
+                else:
+                    self._term = desired.term
+                    for camera, placed in desired.cameras.items():
+                        self.book.learn(camera, int(placed.token), since)
         if seq >= self._catch_up_to:
             self.ready.set()
 
@@ -210,6 +220,8 @@ class EventsConsumer:
         self.book = TokenBook()
         self.watcher = DesiredWatcher(self._js, self.book)
         self.counts = _Counts()
+        self.consuming = asyncio.Event()
+        """Set once the stream and the durable consumer are there and reading began."""
         self.on_stored: Callable[[StoreCounts], None] | None = None
         """Called (in the loop) after each committed batch; for tests and metrics."""
 
@@ -236,6 +248,7 @@ class EventsConsumer:
                 log.warning("fleet events: the desired state was not read within %.0f s; consuming anyway "
                             "(stale tokens are recognised once it is)", self.settings.ready_timeout_s)
             sub = await self._subscribe()
+            self.consuming.set()
             attempt = 0
             while True:
                 try:
@@ -248,11 +261,14 @@ class EventsConsumer:
                     self.counts.last_error = mask_text(repr(exc))
                     await asyncio.sleep(self._backoff(attempt))
                     attempt += 1
+                    if attempt % 5 == 0:  # the consumer (or the stream) may be gone: bind or create again
+                        sub = await self._subscribe()
                     continue
                 attempt = 0
                 if msgs:
                     await self._handle(msgs)
         finally:
+            self.consuming.clear()
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watch
