@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 
 from camfleet.cluster.connection import NatsOptions, connect
 from camfleet.cluster.events_consumer import ConsumerSettings, EventsConsumer, TokenBook
-from camfleet.cluster.events_sink import FleetEventsSink
+from camfleet.cluster.events_sink import FleetEventsSink, TokenView
 from camfleet.cluster.kv import open_bucket
 from camfleet.cluster.registry import DESIRED_BUCKET, EVENTS_STREAM, DesiredCamera, DesiredNode
 from camfleet.events.journal import Journal
@@ -240,7 +240,7 @@ def test_nats_down_then_back_loses_nothing_and_keeps_each_nodes_order(
 _AGENT = """
 import sys, time
 from camfleet.cluster.connection import NatsOptions
-from camfleet.cluster.events_sink import FleetEventsSink
+from camfleet.cluster.events_sink import FleetEventsSink, TokenView
 from camfleet.events.pump import Pump
 from camfleet.events.journal import Journal
 from camfleet.vocabulary import Event, EventMessage
@@ -400,6 +400,15 @@ def test_killing_one_nats_server_of_three_loses_nothing(nats3: NatsHarness, tmp_
     assert sorted(_rows(db)) == sorted(first + second)
     ids = loop.run(_stream_ids(nats3.url))
     assert [int(i.split(":")[1]) for i in ids] == list(range(1, 41))
+
+
+def test_token_view_follows_the_applied_desired_state() -> None:
+    view = TokenView()
+    assert view("front") is None
+    view.update(DesiredNode(NODE_A, 5, 1, {"front": DesiredCamera({}, 3)}))
+    assert view("front") == 3
+    view.update(DesiredNode(NODE_A, 6, 1, {}))
+    assert view("front") is None
 
 
 def test_token_book_rules() -> None:

@@ -43,7 +43,7 @@ from camfleet.redact import mask_text
 from camfleet.vocabulary import EventMessage, OutboxMessage, SegmentMessage, encode
 
 from .connection import NatsOptions, connect
-from .registry import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX, events_subject
+from .registry import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX, DesiredNode, events_subject
 
 __all__ = [
     "CAMERA_HEADER",
@@ -52,6 +52,7 @@ __all__ = [
     "TOKEN_HEADER",
     "EventsStreamLimits",
     "FleetEventsSink",
+    "TokenView",
     "ensure_events_stream",
     "message_camera",
 ]
@@ -129,6 +130,26 @@ async def ensure_events_stream(js: JetStreamContext, replicas: int,
     except (TimeoutError, nats.errors.Error) as exc:
         raise ConnectionError(f"stream {EVENTS_STREAM}: cannot create it ({replicas} replicas): "
                               f"{exc!r}") from None
+
+
+class TokenView:
+    """A :class:`FleetEventsSink`'s ``tokens``: each camera's token in the desired state applied.
+
+    The agent calls :meth:`update` with each :class:`~camfleet.cluster.registry.DesiredNode` it
+    applies (from its asyncio loop); the pump's thread reads it (a dict replaced whole, never
+    mutated, so no lock is needed).
+    """
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, int] = {}
+
+    def update(self, desired: DesiredNode) -> None:
+        """Take the tokens of ``desired`` (the state now applied on this node)."""
+        self._tokens = {name: int(camera.token) for name, camera in desired.cameras.items()}
+
+    def __call__(self, camera: str) -> int | None:
+        """The camera's fencing token now, or None when this node does not run it for the fleet."""
+        return self._tokens.get(camera)
 
 
 def message_camera(message: OutboxMessage) -> str:
