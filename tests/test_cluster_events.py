@@ -244,11 +244,15 @@ from camfleet.cluster.events_sink import FleetEventsSink, TokenView
 from camfleet.events.pump import Pump
 from camfleet.events.journal import Journal
 from camfleet.vocabulary import Event, EventMessage
-url, path, node = sys.argv[1:4]
+url, path, node, count = sys.argv[1:5]
 sink = FleetEventsSink(NatsOptions(tuple(url.split(","))), node, lambda camera: 4)
 pump = Pump(path, [sink])
 with Journal(path) as j:
-    j.append([EventMessage("start", Event(id="last-words", camera="front", label="car", start=5.0))])
+    if count == "1":
+        j.append([EventMessage("start", Event(id="last-words", camera="front", label="car", start=5.0))])
+    else:
+        j.append([EventMessage("start", Event(id=f"e{i}", camera="front", label="car", start=5.0))
+                  for i in range(int(count))])
 pump.start()
 assert pump.flush(20)
 print("flushed", flush=True)
@@ -266,8 +270,8 @@ def test_an_event_published_before_its_node_dies_is_consumed_even_after_its_came
         await client.close()
 
     loop.run(place(NODE_A, {"front": 4}))
-    agent = subprocess.Popen([sys.executable, "-c", _AGENT, nats1.url, str(tmp_path / "outbox.db"), NODE_A],
-                             stdout=subprocess.PIPE, env=cli_env())
+    agent = subprocess.Popen([sys.executable, "-c", _AGENT, nats1.url, str(tmp_path / "outbox.db"), NODE_A,
+                              "1"], stdout=subprocess.PIPE, env=cli_env())
     try:
         assert agent.stdout is not None
         assert agent.stdout.readline().strip() == b"flushed"
@@ -283,6 +287,40 @@ def test_an_event_published_before_its_node_dies_is_consumed_even_after_its_came
     row = _rows(db)["last-words"]
     assert (row.node, row.token, row.change) == (NODE_A, 4, "start")
     assert rejected_count(db) == 0
+
+
+def test_an_agent_killed_mid_delivery_sends_the_rest_once_when_it_comes_back(
+        nats1: NatsHarness, tmp_path: Path, loop: Loop) -> None:
+    async def stored() -> int:
+        client = await connect(NatsOptions(tuple(nats1.urls)))
+        try:
+            return int((await client.jetstream().stream_info(EVENTS_STREAM)).state.messages)
+        except Exception:
+            return 0
+        finally:
+            await client.close()
+
+    journal = str(tmp_path / "outbox.db")
+    agent = subprocess.Popen([sys.executable, "-c", _AGENT, nats1.url, journal, NODE_A, "3000"],
+                             stdout=subprocess.DEVNULL, env=cli_env())
+    try:
+        wait_for("the agent half way", lambda: loop.run(stored()) >= 600, 20, interval=0.01)
+    finally:
+        agent.kill()  # -9, somewhere between a publish and the save of the pump's cursor
+        agent.wait(5)
+    assert loop.run(stored()) < 3000
+    with sqlite3.connect(journal) as raw:
+        cursor = raw.execute("SELECT seq FROM cursors WHERE sink = 'fleet'").fetchone()[0]
+    again = subprocess.Popen([sys.executable, "-c", _AGENT, nats1.url, journal, NODE_A, "0"],
+                             stdout=subprocess.PIPE, env=cli_env())
+    try:
+        assert again.stdout is not None
+        assert again.stdout.readline().strip() == b"flushed"
+    finally:
+        again.kill()
+        again.wait(5)
+    ids = loop.run(_stream_ids(nats1.url))
+    assert ids == [f"{NODE_A}:{s}" for s in range(1, 3001)], (cursor, len(ids))
 
 
 def test_a_stale_fencing_token_is_rejected_and_kept_aside(
