@@ -11,6 +11,8 @@ Modules, one job each:
 * :mod:`.agent`: registration, heartbeats, status; :mod:`.desired`: the desired-state seam (stub);
 * :mod:`.membership`, :mod:`.election`: the rules (pure); :mod:`.elector`, :mod:`.coordinator`: their drivers;
 * :mod:`.statefile`: a coordinator's state on disk;
+* :mod:`.events_sink`, :mod:`.events_consumer`: the nodes' events to the ``CAMFLEET_EVENTS``
+  stream and from it into the central database (:mod:`camfleet.fleetstore.events`);
 * :mod:`.placement` (with ``placement_types``, ``placement_pool``, ``placement_history``): where
   each camera runs, pure (no NATS).
 

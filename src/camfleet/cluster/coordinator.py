@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from camfleet.redact import mask_url
+from camfleet.redact import mask_text, mask_url
 
 from .connection import NatsOptions, connect
 from .election import Transition
@@ -255,9 +255,14 @@ class Coordinator:
                     warm = asyncio.create_task(asyncio.to_thread(warm_up))
                 sub = await client.subscribe(f"{CTL_PREFIX}.*", cb=control.on_message)
                 log.info("leader (term %d): answering %s.*", term, CTL_PREFIX)
+                # the fleet's events into the database: one reader, on the leader only
+                events = asyncio.create_task(self._consume_events(client), name="events-consumer")
                 try:
                     await leader.lead(term, synced)
                 finally:
+                    events.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await events
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
                     log.info("leader (term %d): stopped answering %s.*", term, CTL_PREFIX)
@@ -265,6 +270,21 @@ class Coordinator:
             sync_task.cancel()
             if warm is not None:
                 warm.cancel()
+
+    async def _consume_events(self, client: Client) -> None:
+        """Run the events consumer (:mod:`.events_consumer`) until cancelled, restarted after a failure."""
+        from .events_consumer import EventsConsumer  # noqa: PLC0415
+
+        assert self.store is not None
+        while True:
+            try:
+                await EventsConsumer(client, self.store.engine, replicas=self._replicas).run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the consumer's own retries gave up: start it again, not silently
+                log.warning("fleet events consumer stopped (%s); starting it again in 2 s",
+                            mask_text(repr(exc)))
+                await asyncio.sleep(2.0)
 
     def _leading_in(self, term: int, stop: asyncio.Event) -> Callable[[], bool]:
         """Whether this coordinator still leads in ``term`` (a new term is a new leadership)."""
