@@ -95,6 +95,11 @@ class Agent:
         self._replicas = replicas
         self._seq = 0
         self._rejoined = 0  # rejoins done (the first one is the start)
+        self._rejoining = False
+
+    def _fenced(self) -> bool:
+        """Whether the node stopped its cameras for a lapsed lease and has not begun to rejoin."""
+        return self.fence.lapsed_at is not None and not self._rejoining
 
     @property
     def node_id(self) -> str:
@@ -139,7 +144,7 @@ class Agent:
             try:
                 nodes = await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None)
                 alive = await open_bucket(js, ALIVE_BUCKET, replicas=replicas)
-                await self.desired.attach(js, replicas, lambda: not self.fence.held)
+                await self.desired.attach(js, replicas, self._fenced)
                 await nodes.put(self.node_id, self.record.to_bytes())
                 return nodes, alive
             except KvError as exc:
@@ -197,6 +202,7 @@ class Agent:
         """
         outage = self.fence.outage_s()
         first = self._rejoined == 0
+        self._rejoining = True
         try:
             if not first:
                 log.warning("agent %s: heartbeats acknowledged again after %.1f s without a lease; rejoining",
@@ -215,6 +221,8 @@ class Agent:
         except KvError as exc:
             log.warning("rejoin failed: %s (again with the next heartbeat)", exc)
             return
+        finally:
+            self._rejoining = False
         if self.fence.grant(sent):
             self._rejoined += 1
             log.info("agent %s: lease %s; cameras may run", self.node_id, "taken" if first else "taken again")

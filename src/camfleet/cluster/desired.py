@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -250,7 +251,9 @@ class KvDesiredState:
         try:
             merged = with_cameras(self.base, dict(cameras), elements=self.elements)
         except ConfigError as exc:
-            return None, [mask_text(str(issue)) for issue in exc.issues]
+            # lines and columns would point into YAML generated here: the path names camera and key
+            return None, [mask_text(str(dataclasses.replace(issue, line=None, column=None)))
+                          for issue in exc.issues]
         if not self.preflight:
             return merged, []
         return merged, [mask_text(str(p)) for p in check_models(merged) + check_shm(merged)]

@@ -237,8 +237,11 @@ class Supervisor:
             return  # done for good: only a configuration change starts it again (a new entry)
         if p.proc is None:
             if p.next_start is not None and now >= p.next_start:
-                p.restarts += 1
-                log.info("starting %s again (restart %d)", p.name, p.restarts, extra=p.log_extra())
+                if p.started_at:
+                    p.restarts += 1
+                    log.info("starting %s again (restart %d)", p.name, p.restarts, extra=p.log_extra())
+                else:  # added while the gate was closed: its first start
+                    log.info("starting %s", p.name, extra=p.log_extra())
                 self.spawn(p)
             return
         if not p.proc.is_alive():
