@@ -135,6 +135,8 @@ class KvDesiredState:
         self._fenced: Callable[[], bool] = lambda: False
         self._pending: AppliedReport | None = None
         self._lock: asyncio.Lock | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._following: tuple[NodeControl, asyncio.Event] | None = None
 
     def token_of(self, camera: str) -> int | None:
         """The fencing token of ``camera`` in the revision the node runs (None: not placed on this node).
@@ -154,10 +156,25 @@ class KvDesiredState:
 
     async def run(self, node: NodeControl, stop: asyncio.Event) -> None:
         """Watch the key and apply each new revision until ``stop`` (the watch follows reconnects)."""
-        follower = asyncio.create_task(self._follow(node, stop), name="desired-watch")
+        self._following = (node, stop)
+        self._rewatch()
         try:
             await stop.wait()
         finally:
+            self._following = None
+            await self._unwatch()
+
+    def _rewatch(self) -> None:
+        """(Re)start the watch: after a lapse it may be stale for seconds (an ordered consumer's reset)."""
+        if self._following is None:
+            return
+        if self._follower is not None:
+            self._follower.cancel()
+        self._follower = asyncio.create_task(self._follow(*self._following), name="desired-watch")
+
+    async def _unwatch(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
@@ -168,16 +185,19 @@ class KvDesiredState:
             try:
                 async for entry in self._desired.watch(self.node_id):
                     if entry is not None:  # None: the end of the initial values
-                        await self._consider(node, entry)
+                        # shielded: a re-watch must not cut an apply in half (the node would run a
+                        # revision this object does not know it runs)
+                        await asyncio.shield(self._consider(node, entry))
             except KvError as exc:
                 log.warning("desired state: %s (watching again in %.0f s)", exc, RETRY_S)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), RETRY_S)
 
     async def resync(self, node: NodeControl) -> None:
-        """Read the key now and run what it says (raises KvError when it cannot be read)."""
+        """Read the key now, run what it says, and report (raises KvError when it cannot be read)."""
         assert self._desired is not None, "attach() first"
-        await self._consider(node, await self._desired.get(self.node_id))
+        self._rewatch()
+        await self._consider(node, await self._desired.get(self.node_id), answer=True)
 
     async def report_fenced(self, why: str) -> None:
         """Report the node fenced (no camera running) with the revision it was running."""
@@ -191,7 +211,8 @@ class KvDesiredState:
 
     # ------------------------------------------------------------------ one revision
 
-    async def _consider(self, node: NodeControl, entry: Entry | None) -> None:
+    async def _consider(self, node: NodeControl, entry: Entry | None, *, answer: bool = False) -> None:
+        """Apply ``entry`` if it is newer; ``answer``: report even when nothing changes (a rejoin)."""
         assert self._lock is not None
         async with self._lock:
             if entry is None or entry.deleted:
@@ -207,13 +228,12 @@ class KvDesiredState:
                 await self._answer(refused=desired.revision, node=node, errors=[
                     f"{DESIRED_BUCKET}/{self.node_id}: written for node {desired.node_id!r}"])
                 return
-            if desired.term < self.term:
-                log.warning("desired revision %d ignored: written in leader term %d, older than term %d",
-                            desired.revision, desired.term, self.term)
-                return
-            if desired.revision <= self._seen:
-                log.debug("desired revision %d ignored: revision %d seen already", desired.revision,
-                          self._seen)
+            if desired.term < self.term or desired.revision <= self._seen:
+                if desired.term < self.term:
+                    log.warning("desired revision %d ignored: written in leader term %d, older than term %d",
+                                desired.revision, desired.term, self.term)
+                if answer:
+                    await self._answer(node=node)
                 return
             self._seen, self.term = desired.revision, desired.term
             await self._apply(node, desired)

@@ -90,7 +90,7 @@ class Supervised:
     ``stuck_s`` is how long one blocking call may take (kinds that report it);
     times are monotonic seconds, except ``ended_at`` (when it ended for good,
     seconds since the epoch); ``ending`` is set while it is asked to stop
-    because its camera ended.
+    because its camera ended; ``held`` while the supervisor's gate keeps it stopped.
     """
 
     name: str
@@ -111,6 +111,7 @@ class Supervised:
     beat: hb.Beat = field(default=hb.NEVER)
     ended_at: float | None = None
     ending: bool = False
+    held: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -170,6 +171,7 @@ class Supervisor:
                 self.spawn(entry)
             else:  # started by the first pass after the gate opens
                 entry.state, entry.reason, entry.next_start = "stopped", closed, time.monotonic()
+                entry.held = True
 
     def spawn(self, p: Supervised) -> None:
         """Start ``p``'s process (again)."""
@@ -182,7 +184,7 @@ class Supervisor:
         p.started_at = time.monotonic()
         p.next_start = None
         p.kill_reason = None
-        p.ended_at, p.ending = None, False
+        p.ended_at, p.ending, p.held = None, False, False
         p.beat = hb.NEVER
         p.state, p.reason = "starting", ""
 
@@ -213,6 +215,7 @@ class Supervisor:
         """The gate is closed: ``p`` stops by itself (killed if it lingers) and waits for the gate."""
         if p.state == "ended" and p.proc is None:
             return
+        p.held = True
         if p.proc is not None and p.proc.is_alive():
             since = self._closed_since if self._closed_since is not None else now
             if now - since > FENCE_KILL_S and p.kill_reason is None:
