@@ -14,7 +14,6 @@ SIGTERM or Ctrl-C stops each of them cleanly.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import signal
@@ -152,7 +151,8 @@ def agent(
     nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
     config: Path | None = typer.Option(None, help="This node's settings (storage, detectors, models, "
                                        "pipelines, defaults...); its own cameras are not run: the fleet "
-                                       "places cameras (default: built-in settings)."),
+                                       "places cameras (default: camfleet run's embedded default: the "
+                                       "default model, detector and pipeline, recording on)."),
     data_dir: Path | None = typer.Option(None, help="Where the node id, capacity cache and the node's "
                                          "files live (default: the configuration's data_dir, else "
                                          "camfleet-agent)."),
@@ -166,9 +166,10 @@ def agent(
     from camfleet.cluster.agent import Agent, describe_node  # noqa: PLC0415
     from camfleet.cluster.desired import KvDesiredState, fleet_base  # noqa: PLC0415
     from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
-    from camfleet.config import ConfigError, FileSource, load_config_text  # noqa: PLC0415
+    from camfleet.config import ConfigError, FileSource  # noqa: PLC0415
     from camfleet.pipeline.validate import element_catalog  # noqa: PLC0415
     from camfleet.runtime import Node, NodeAlreadyRunning  # noqa: PLC0415
+    from camfleet.runtime.default import default_config  # noqa: PLC0415
 
     labels = _parse_labels(label)
     options = _options(nats_url, creds, ca)
@@ -179,8 +180,8 @@ def agent(
             local = sorted(cfg.cameras)
             base = fleet_base(cfg, str(data_dir.resolve()) if data_dir is not None else None)
         else:
-            folder = (data_dir or Path("camfleet-agent")).resolve()
-            base = load_config_text(f"version: 1\ndata_dir: {json.dumps(str(folder))}\ncameras: {{}}\n")
+            # the embedded default's node settings: a placed camera needs no more than its sources
+            base = fleet_base(default_config((data_dir or Path("camfleet-agent")).resolve(), cameras=1))
         data_dir = base.data_path
         node_id = load_or_create_id(data_dir)
     except (ConfigError, IdentityError, OSError) as exc:

@@ -289,7 +289,7 @@ class Supervisor:
         if p.ending or (p.kill_reason is None and code == EXIT_ENDED):
             self._ended(p)
             return
-        if p.kill_reason is None and code == EXIT_FENCED:  # the lease lapsed and came back meanwhile
+        if self._gate is not None and p.kill_reason is None and code == EXIT_FENCED:  # lapsed, came back
             p.state, p.next_start = "restarting", now
             p.reason = "stopped by a lapsed fleet lease; starting again"
             log.info("%s %s", p.name, p.reason, extra=p.log_extra())
