@@ -42,6 +42,8 @@ def test_acknowledged_beats_hold_the_lease_and_a_late_one_cannot_renew_it() -> N
     assert fence.outage_s() == pytest.approx(3.0)  # since the last beat that renewed it was sent
     assert not fence.grant(clock.now - 4 * S)  # a beat sent too long ago earns nothing
     assert fence.grant(clock.now) and fence.lapsed_at is None
+    fence.revoke()  # a clean stop
+    assert not fence.held and written[-1] == 0 and not fence.acked(clock.now)
 
 
 def test_the_watchdog_sees_the_lapse_once_and_the_margin_is_at_most_a_quarter_of_the_ttl() -> None:

@@ -32,7 +32,8 @@ from nats.aio.client import Client
 
 from camfleet import __version__
 from camfleet.runtime.control import NodeControl
-from camfleet.runtime.lease import lease_clock_ns
+from camfleet.runtime.lease import FENCE_EXIT_S, lease_clock_ns
+from camfleet.runtime.supervisor import FENCE_KILL_S
 
 from .capacity import load_or_measure
 from .connection import NatsOptions, connect
@@ -52,6 +53,14 @@ REREGISTER_BEATS = 30
 
 WATCHDOG_S = 0.1
 """Seconds between two checks of the lease's deadline in the agent."""
+
+STAND_DOWN_S = FENCE_EXIT_S + FENCE_KILL_S + 1.0
+"""Seconds a clean stop waits for the camera processes to be gone before it says ``leaving``."""
+
+
+def _running_cameras(node: NodeControl) -> list[str]:
+    """The node's camera processes that still have a pid."""
+    return [p.name for cam in node.status().cameras.values() for p in cam.processes.values() if p.pid]
 
 
 def describe_node(node_id: str, data_dir: Path, labels: dict[str, str]) -> NodeRecord:
@@ -92,6 +101,7 @@ class Agent:
             desired = KvDesiredState(record.node_id, base, elements=element_catalog())
         self.desired = desired
         self.fence = Fence(self.timing.heartbeat_ttl_s, lease or (lambda _deadline: None))
+        self._fencing = lease is not None
         self._replicas = replicas
         self._seq = 0
         self._rejoined = 0  # rejoins done (the first one is the start)
@@ -124,6 +134,7 @@ class Agent:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
                     await asyncio.wait_for(task, 3.0)
+            await self._stand_down()
             with contextlib.suppress(KvError):  # a clean stop: the coordinators need not wait for the expiry
                 await alive.put(self.node_id, Heartbeat(self.node_id, self._seq + 1, self.record.started_at,
                                                         leaving=True).to_bytes(),
@@ -177,11 +188,14 @@ class Agent:
                     log.warning("heartbeat failed: %s (retrying every %.1f s)", exc, self.timing.heartbeat_s)
                 failing = True
             else:
+                if not self.fence.acked(sent):
+                    await self._rejoin(nodes, alive, stop)
+                elif failing:  # a short outage, the lease held: read the key at once (a watch may lag)
+                    with contextlib.suppress(KvError):
+                        await self.desired.resync(self.node)
                 if failing:
                     log.info("heartbeat delivered again")
                     failing = False
-                if not self.fence.acked(sent):
-                    await self._rejoin(nodes, alive, stop)
                 with contextlib.suppress(KvError):
                     await self.desired.flush()
                 if self._seq % REREGISTER_BEATS == 0:
@@ -228,6 +242,25 @@ class Agent:
             log.info("agent %s: lease %s; cameras may run", self.node_id, "taken" if first else "taken again")
         else:
             log.warning("rejoin took longer than the lease; again with the next heartbeat")
+
+    async def _stand_down(self) -> None:
+        """A clean stop: stop the cameras (cleanly, bounded), end the lease, wait for them to be gone.
+
+        Only then is ``leaving`` said: the coordinators move the cameras at once
+        on it, and a camera must not run here and there at the same time.
+        """
+        if not self._fencing:
+            return
+        config = self.node.current_config()
+        if config.cameras:
+            with contextlib.suppress(asyncio.TimeoutError):  # past it, the lease's end stops them
+                await asyncio.wait_for(asyncio.to_thread(
+                    self.node.apply_config, config.model_copy(update={"cameras": {}})),
+                    config.runtime.stop_timeout + 1.0)
+        self.fence.revoke()
+        deadline = time.monotonic() + STAND_DOWN_S
+        while _running_cameras(self.node) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # the supervisor's pass sees the exits: no event crosses NodeControl
 
     async def _watchdog(self, stop: asyncio.Event) -> None:
         """Notice the lease lapsing (the camera processes stop by themselves; this says so)."""

@@ -86,6 +86,11 @@ class Fence:
         self._write(deadline)
         return True
 
+    def revoke(self) -> None:
+        """End the lease now (a clean stop); held again only by :meth:`grant`."""
+        if self._deadline:
+            self._lapse()
+
     def outage_s(self, now: int | None = None) -> float:
         """Seconds since the last beat that renewed the lease was sent (0 before the first)."""
         if not self.last_acked_sent:

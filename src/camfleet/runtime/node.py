@@ -50,7 +50,7 @@ from .kinds import CameraKind, camera_kinds
 from .lease import LEASE_FILE, NodeLease
 from .listeners import Listeners
 from .protocols import LogRouting
-from .rundir import NodeAlreadyRunning, RunDir
+from .rundir import NodeAlreadyRunning, RunDir, reclaim_rings
 from .status import StatusBoard
 from .supervisor import Supervised, Supervisor
 
@@ -206,6 +206,8 @@ class Node:
             self._supervisor.remove_all(timeout)  # cameras first: their pipelines still talk to detectors
             self._detectors.clear()
             self._cameras.close()
+            if self._fencing:  # a camera process that left at once when fenced left its rings behind
+                reclaim_rings()
         self._events.stop()
         lease, self._lease = self._lease, None  # a late supervisor pass sees "no lease", not a closed map
         if lease is not None:
@@ -314,6 +316,8 @@ class Node:
             for name in plan.removed:
                 self._detectors.forget(name)
             self._cameras.remove(to_stop)
+            if self._fencing and plan.removed:  # fenced away at once, a removed camera left its rings
+                reclaim_rings()
             for name, kind in to_start:
                 self._cameras.add(config, name, kind, self._events.producer())
             self._supervisor.update(config.runtime)
