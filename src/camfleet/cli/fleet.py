@@ -165,6 +165,7 @@ def agent(
     stop = _begin(verbose)
     from camfleet.cluster.agent import Agent, describe_node  # noqa: PLC0415
     from camfleet.cluster.desired import KvDesiredState, fleet_base  # noqa: PLC0415
+    from camfleet.cluster.events_sink import FleetEventsSink  # noqa: PLC0415
     from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
     from camfleet.config import ConfigError, FileSource  # noqa: PLC0415
     from camfleet.pipeline.validate import element_catalog  # noqa: PLC0415
@@ -191,14 +192,18 @@ def agent(
         log.warning("fleet mode: the %d camera(s) in %s (%s) are not run here; this node runs the cameras "
                     "the fleet places on it", len(local), config, ", ".join(local))
     record = describe_node(node_id, data_dir, labels)
+    desired = KvDesiredState(node_id, base, elements=element_catalog())
+    # the node's events leave through CAMFLEET_EVENTS, each with its camera's fencing token
+    events = FleetEventsSink(options, node_id, desired.token_of)
     # the node id as node key: its status names it, and two agents on one machine keep apart
     node = Node(base, node_key=node_id, fencing=True)
+    node.add_sink(events)
     try:
         node.start()
     except (NodeAlreadyRunning, ValueError, OSError) as exc:
+        events.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    desired = KvDesiredState(node_id, base, elements=element_catalog())
     fleet = Agent(options, node, record, desired=desired, lease=node.lease.hold_until)
     typer.echo(f"camfleet agent: node {node_id} ({record.hostname}); fleet at {options.shown}; "
                f"cameras come from the fleet. Ctrl-C to stop.")
@@ -209,6 +214,7 @@ def agent(
         raise typer.Exit(1) from None
     finally:
         node.stop()
+        events.close()
     typer.echo("camfleet agent: stopped.")
 
 
