@@ -82,6 +82,12 @@ class Fleet:
         desired = DesiredNode(node_id, revision, term, cameras, written_at=time.time())
         self._call(self.desired.put(node_id, desired.to_bytes()))
 
+    def write_raw(self, node_id: str, value: bytes) -> None:
+        self._call(self.desired.put(node_id, value))
+
+    def delete(self, node_id: str) -> None:
+        self._call(self.desired.delete(node_id))
+
     def registration_revision(self, node_id: str) -> int:
         entry = self._call(self.nodes.get(node_id))
         return int(entry.revision) if entry is not None else 0
@@ -164,6 +170,11 @@ cameras:
         refused = wait_for("revision 6 refused", lambda: fleet.report(lambda r: r.refused == 6), 20)
         assert refused.revision == 5 and refused.cameras == ["cam1"]
         assert any("cameras.bad.detect.fps" in e for e in refused.errors), refused.errors
+        # garbage in the key: refused, said why, nothing changed
+        fleet.write_raw(node_id, b"{not json")
+        wait_for("the garbage refused",
+                 lambda: fleet.report(lambda r: any("not JSON" in e for e in r.errors)), 20)
+        assert fleet.reports[-1].revision == 5 and fleet.reports[-1].cameras == ["cam1"]
         # an older leader term is ignored: it would have removed cam1
         fleet.write(node_id, 7, 0, {})
         fleet.write(node_id, 8, 1, {"cam1": camera("cam1", 5)})
@@ -199,5 +210,10 @@ cameras:
         assert not any(name.startswith("cam1") for name in now) and not running(pids)
         print(f"fenced: camera processes gone {stopped_after:.1f} s after SIGSTOP")
         assert "fenced" in log.read_text()
+
+        # the key deleted: run nothing
+        fleet.delete(node_id)
+        wait_for("no camera", lambda: fleet.report(lambda r: r.cameras == [] and not r.fenced), 20)
+        wait_for("cam2's processes gone", lambda: not running(now), 10)
     finally:
         stop_process(proc)

@@ -235,6 +235,9 @@ class Agent:
         except KvError as exc:
             log.warning("rejoin failed: %s (again with the next heartbeat)", exc)
             return
+        except Exception:  # never the end of the heartbeats: the next beat tries again
+            log.exception("rejoin failed (again with the next heartbeat)")
+            return
         finally:
             self._rejoining = False
         if self.fence.grant(sent):

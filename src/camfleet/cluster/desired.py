@@ -129,6 +129,7 @@ class KvDesiredState:
         self.term = 0
         """The highest leader term seen in a desired state."""
         self._seen = 0  # the highest revision considered, applied or refused
+        self._refusal: tuple[int, list[str]] = (0, [])  # the last refused revision and why, until one applies
         self._tokens: dict[str, int] = {}  # replaced whole, never mutated: read from other threads
         self._desired: Bucket | None = None
         self._applied: Bucket | None = None
@@ -236,7 +237,11 @@ class KvDesiredState:
                     await self._answer(node=node)
                 return
             self._seen, self.term = desired.revision, desired.term
-            await self._apply(node, desired)
+            try:
+                await self._apply(node, desired)
+            except Exception as exc:  # a bug must not end the watch (or the heartbeats of a rejoin)
+                log.exception("desired revision %d: applying it failed", desired.revision)
+                await self._answer(refused=desired.revision, errors=[f"applying failed: {exc!r}"], node=node)
 
     async def _apply(self, node: NodeControl, desired: DesiredNode | None) -> None:
         cameras = desired.cameras if desired is not None else {}
@@ -262,6 +267,7 @@ class KvDesiredState:
             return
         self._tokens = {n: c.token for n, c in cameras.items()}
         self.revision = revision
+        self._refusal = (0, [])
         log.info("desired revision %d (term %d) applied: %d camera(s); added %s, removed %s, restarted %s",
                  revision, self.term, len(cameras), result.added, result.removed, result.restarted)
         await self._answer(errors=[mask_text(e) for e in result.errors], node=node)
@@ -278,10 +284,16 @@ class KvDesiredState:
             return merged, []
         return merged, [mask_text(str(p)) for p in check_models(merged) + check_shm(merged)]
 
-    async def _answer(self, *, node: NodeControl, refused: int = 0, errors: list[str] | None = None) -> None:
-        await self._report(AppliedReport(self.node_id, self.revision, refused=refused, errors=errors or [],
-                                         fenced=self._fenced(), cameras=sorted(node.current_config().cameras),
-                                         at=time.time()))
+    async def _answer(self, *, node: NodeControl, refused: int | None = None,
+                      errors: list[str] | None = None) -> None:
+        """Report the revision running; a refusal is repeated in later reports until a revision applies."""
+        if refused is not None:
+            self._refusal = (refused, list(errors or []))
+            errors = []
+        refused_rev, why = self._refusal
+        await self._report(AppliedReport(self.node_id, self.revision, refused=refused_rev,
+                                         errors=[*why, *(errors or [])], fenced=self._fenced(),
+                                         cameras=sorted(node.current_config().cameras), at=time.time()))
 
     async def _report(self, report: AppliedReport) -> None:
         assert self._applied is not None, "attach() first"

@@ -71,16 +71,22 @@ class NodeLease:
         finally:
             os.close(fd)
         self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def deadline_ns(self) -> int:
-        """The deadline in force (:func:`lease_clock_ns` nanoseconds; 0: no lease)."""
-        return int(self._view[0])
+        """The deadline in force (:func:`lease_clock_ns` nanoseconds; 0: no lease, or closed)."""
+        with self._lock:
+            return 0 if self._closed else int(self._view[0])
 
     def hold_until(self, deadline_ns: int) -> None:
-        """Camera processes may run until ``deadline_ns`` (:func:`lease_clock_ns` nanoseconds)."""
+        """Camera processes may run until ``deadline_ns`` (:func:`lease_clock_ns` nanoseconds).
+
+        Ignored once closed (an agent still beating while its node stops).
+        """
         with self._lock:
-            self._view[0] = deadline_ns
+            if not self._closed:
+                self._view[0] = deadline_ns
 
     def revoke(self) -> None:
         """No lease: camera processes stop, and are not started, until :meth:`hold_until` again."""
@@ -98,9 +104,13 @@ class NodeLease:
 
     def close(self) -> None:
         """Unmap and remove the file (the node stops)."""
-        self._view.release()
-        with contextlib.suppress(BufferError):
-            self._mm.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._view.release()
+            with contextlib.suppress(BufferError):
+                self._mm.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

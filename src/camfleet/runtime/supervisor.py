@@ -218,11 +218,11 @@ class Supervisor:
         p.held = True
         if p.proc is not None and p.proc.is_alive():
             since = self._closed_since if self._closed_since is not None else now
-            if now - since > FENCE_KILL_S and p.kill_reason is None:
+            if now - since > FENCE_KILL_S and p.kill_reason is None and p.proc.pid is not None:
                 p.kill_reason = f"{why}; still running {FENCE_KILL_S:g} s later"
                 log.warning("%s %s; killing it", p.name, p.kill_reason, extra=p.log_extra())
                 with contextlib.suppress(OSError):
-                    os.kill(p.proc.pid or 0, signal.SIGKILL)
+                    os.kill(p.proc.pid, signal.SIGKILL)
             p.state, p.reason = "stopped", f"{why}; stopping"
             return
         if p.proc is not None:
