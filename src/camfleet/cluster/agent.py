@@ -106,6 +106,7 @@ class Agent:
         self._seq = 0
         self._rejoined = 0  # rejoins done (the first one is the start)
         self._rejoining = False
+        self._resync: asyncio.Task[None] | None = None
 
     def _fenced(self) -> bool:
         """Whether the node stopped its cameras for a lapsed lease and has not begun to rejoin."""
@@ -190,9 +191,10 @@ class Agent:
             else:
                 if not self.fence.acked(sent):
                     await self._rejoin(nodes, alive, stop)
-                elif failing:  # a short outage, the lease held: read the key at once (a watch may lag)
-                    with contextlib.suppress(KvError):
-                        await self.desired.resync(self.node)
+                elif failing and (self._resync is None or self._resync.done()):
+                    # a short outage, the lease held: read the key at once (a watch may lag), beside
+                    # the beats (an apply that stops cameras may take longer than the lease)
+                    self._resync = asyncio.create_task(self._quiet_resync(), name="desired-resync")
                 if failing:
                     log.info("heartbeat delivered again")
                     failing = False
@@ -245,6 +247,12 @@ class Agent:
             log.info("agent %s: lease %s; cameras may run", self.node_id, "taken" if first else "taken again")
         else:
             log.warning("rejoin took longer than the lease; again with the next heartbeat")
+
+    async def _quiet_resync(self) -> None:
+        try:
+            await self.desired.resync(self.node)
+        except KvError as exc:
+            log.debug("desired state not read after the outage: %s", exc)
 
     async def _stand_down(self) -> None:
         """A clean stop: stop the cameras (cleanly, bounded), end the lease, wait for them to be gone.
