@@ -3,8 +3,9 @@
 * ``camfleet nats``: a local JetStream server, or a cluster of them on this
   machine, for development and tests (production uses any NATS cluster by URL).
 * ``camfleet agent --nats URL``: this machine's node, registered in the fleet,
-  beating and reporting its status; its cameras come from ``--config`` (the
-  fleet's desired state comes next).
+  beating and reporting its status; it runs the cameras the fleet places on it
+  (its key in ``camfleet_desired``) over the node settings of ``--config``,
+  and only while its heartbeat lease holds.
 * ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership; the leader
   places the fleet's cameras (its database: ``--db``) and answers ``camfleet cluster ...``.
 
@@ -14,7 +15,6 @@ SIGTERM or Ctrl-C stops each of them cleanly.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import signal
@@ -34,6 +34,17 @@ def _stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     return stop
+
+
+def _begin(verbose: bool) -> threading.Event:
+    """The start of a long-running fleet command: private umask, logging, SIGTERM/Ctrl-C as its stop."""
+    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
+
+    from .logs import setup_logging  # noqa: PLC0415
+
+    restrict_umask()
+    setup_logging(verbose)
+    return _stop_on_signals()
 
 
 def nats(
@@ -139,8 +150,10 @@ def _run_async(main: Any, stop: threading.Event) -> None:
 
 def agent(
     nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
-    config: Path | None = typer.Option(None, help="Configuration file with this node's cameras "
-                                       "(default: none; the fleet's desired state comes later)."),
+    config: Path | None = typer.Option(None, help="This node's settings (storage, detectors, models, "
+                                       "pipelines, defaults...); its own cameras are not run: the fleet "
+                                       "places cameras (default: camfleet run's embedded default: the "
+                                       "default model, detector and pipeline, recording on)."),
     data_dir: Path | None = typer.Option(None, help="Where the node id, capacity cache and the node's "
                                          "files live (default: the configuration's data_dir, else "
                                          "camfleet-agent)."),
@@ -149,44 +162,52 @@ def agent(
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run this machine's node as a member of the fleet: register, beat, report status."""
-    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
-
-    restrict_umask()
-    stop = _stop_on_signals()
+    """Run this machine's node in the fleet: register, beat, report, run the cameras placed on it."""
+    stop = _begin(verbose)
     from camfleet.cluster.agent import Agent, describe_node  # noqa: PLC0415
+    from camfleet.cluster.desired import KvDesiredState, fleet_base  # noqa: PLC0415
+    from camfleet.cluster.events_sink import FleetEventsSink  # noqa: PLC0415
     from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
-    from camfleet.config import ConfigError, FileSource, load_config_text  # noqa: PLC0415
+    from camfleet.config import ConfigError, FileSource  # noqa: PLC0415
     from camfleet.pipeline.validate import element_catalog  # noqa: PLC0415
     from camfleet.runtime import Node, NodeAlreadyRunning  # noqa: PLC0415
+    from camfleet.runtime.default import default_config  # noqa: PLC0415
 
-    from .logs import setup_logging  # noqa: PLC0415
-
-    setup_logging(verbose)
     labels = _parse_labels(label)
     options = _options(nats_url, creds, ca)
+    local: list[str] = []
     try:
         if config is not None:
             cfg = FileSource(config, element_catalog()).load()
-            data_dir = data_dir or cfg.data_path
+            local = sorted(cfg.cameras)
+            base = fleet_base(cfg, str(data_dir.resolve()) if data_dir is not None else None)
         else:
-            data_dir = (data_dir or Path("camfleet-agent")).resolve()
-            cfg = load_config_text(f"version: 1\ndata_dir: {json.dumps(str(data_dir))}\ncameras: {{}}\n")
+            # the embedded default's node settings: a placed camera needs no more than its sources
+            base = fleet_base(default_config((data_dir or Path("camfleet-agent")).resolve(), cameras=1))
+        data_dir = base.data_path
         node_id = load_or_create_id(data_dir)
     except (ConfigError, IdentityError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if local:
+        log.warning("fleet mode: the %d camera(s) in %s (%s) are not run here; this node runs the cameras "
+                    "the fleet places on it", len(local), config, ", ".join(local))
     record = describe_node(node_id, data_dir, labels)
+    desired = KvDesiredState(node_id, base, elements=element_catalog())
+    # the node's events leave through CAMFLEET_EVENTS, each with its camera's fencing token
+    events = FleetEventsSink(options, node_id, desired.token_of)
     # the node id as node key: its status names it, and two agents on one machine keep apart
-    node = Node(cfg, loader=FileSource(config, element_catalog()).load if config else None, node_key=node_id)
+    node = Node(base, node_key=node_id, fencing=True)
+    node.add_sink(events)
     try:
         node.start()
     except (NodeAlreadyRunning, ValueError, OSError) as exc:
+        events.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    fleet = Agent(options, node, record)
-    typer.echo(f"camfleet agent: node {node_id} ({record.hostname}), {len(cfg.cameras)} camera(s); "
-               f"fleet at {options.shown}. Ctrl-C to stop.")
+    fleet = Agent(options, node, record, desired=desired, lease=node.lease.hold_until)
+    typer.echo(f"camfleet agent: node {node_id} ({record.hostname}); fleet at {options.shown}; "
+               f"cameras come from the fleet. Ctrl-C to stop.")
     try:
         _run_async(fleet.run, stop)
     except ConnectionError as exc:
@@ -194,6 +215,7 @@ def agent(
         raise typer.Exit(1) from None
     finally:
         node.stop()
+        events.close()
     typer.echo("camfleet agent: stopped.")
 
 
@@ -220,17 +242,11 @@ def coordinator(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run a coordinator: watch the fleet, compete for leadership; the leader places the cameras."""
-    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
-
-    restrict_umask()
-    stop = _stop_on_signals()
+    stop = _begin(verbose)
     from camfleet.cluster.coordinator import Coordinator  # noqa: PLC0415
     from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
     from camfleet.cluster.statefile import StateFile  # noqa: PLC0415
 
-    from .logs import setup_logging  # noqa: PLC0415
-
-    setup_logging(verbose)
     options = _options(nats_url, creds, ca)
     try:
         coordinator_id = load_or_create_id(data_dir.resolve(), "coordinator-id")
