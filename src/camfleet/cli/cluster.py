@@ -15,7 +15,10 @@ from typing import Any
 
 import typer
 
+from . import fleet_token
+
 app = typer.Typer(help="Control the fleet through its leader coordinator (over NATS).", no_args_is_help=True)
+app.add_typer(fleet_token.app, name="token")
 
 _NATS = typer.Option(
     ..., "--nats", envvar="CAMFLEET_NATS", help="NATS URL(s), comma-separated ($CAMFLEET_NATS)."

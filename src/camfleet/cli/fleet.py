@@ -239,6 +239,14 @@ def coordinator(
                                             "against (default: camfleet's embedded default)."),
     creds: Path | None = typer.Option(None, "--nats-creds", help="NATS credentials file (.creds)."),
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
+    api: str | None = typer.Option(None, "--api", help="Serve the fleet's REST + WebSocket API (the node "
+                                   "API's paths, every camera of every node) on HOST:PORT (off by default). "
+                                   "Tokens: `camfleet cluster token create`."),
+    api_open: bool = typer.Option(False, "--api-open", help="Accept API requests without a token "
+                                  "(loopback HOST only)."),
+    api_allowed_host: list[str] = typer.Option([], "--api-allowed-host", help="A host name (name or "
+                                               "name:port) the API answers to besides loopback names and "
+                                               "IP addresses (repeatable)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run a coordinator: watch the fleet, compete for leadership; the leader places the cameras."""
@@ -260,6 +268,9 @@ def coordinator(
     state = StateFile(coord, data_dir.resolve() / "coordinator.json")
     typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; database {store.shown}; "
                f"state in {state.path}. Ctrl-C to stop.")
+    server = None
+    if api is not None:
+        server = _fleet_api(api, api_open, api_allowed_host, store, options, coordinator_id)
     state.start()
     try:
         _run_async(coord.run, stop)
@@ -268,8 +279,40 @@ def coordinator(
         raise typer.Exit(1) from None
     finally:
         state.stop()
+        if server is not None:
+            server.stop()
         store.close()
     typer.echo("camfleet coordinator: stopped.")
+
+
+def _fleet_api(address: str, api_open: bool, allowed: list[str], store: Any, options: Any,
+               coordinator_id: str) -> Any:
+    """The coordinator's API server, started (exits with a message when it cannot be)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from camfleet.api.fleet import create_fleet_app  # noqa: PLC0415
+    from camfleet.api.hosts import split_host  # noqa: PLC0415
+    from camfleet.api.server import ApiServer  # noqa: PLC0415
+    from camfleet.config import ApiSettings  # noqa: PLC0415
+
+    parts = split_host(address)
+    if parts is None or parts[1] is None:
+        raise typer.BadParameter(f"{address!r} is not HOST:PORT (e.g. 127.0.0.1:5090, [::1]:5090)",
+                                 param_hint="--api")
+    host, port = parts[0], int(parts[1])
+    try:
+        settings = ApiSettings(host=host, port=port, open=api_open, allowed_hosts=allowed)
+    except ValidationError as exc:
+        messages = "; ".join(str(e["msg"]) for e in exc.errors())
+        raise typer.BadParameter(messages, param_hint="--api/--api-open/--api-allowed-host") from None
+    server = ApiServer(create_fleet_app(store, options, settings, coordinator_id=coordinator_id), host, port)
+    try:
+        server.start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        typer.echo(f"error: the API on {address}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"camfleet coordinator: API on {server.url}")
+    return server
 
 
 def _fleet_database(db: str | None, data_dir: Path, base_config: Path | None,

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from camfleet.api.cameras import check_depth, mask_camera, unmask_sources
@@ -51,7 +52,7 @@ from .fleetconfig import FleetConfigError, validate_fleet
 from .leader import FleetLeader
 from .registry import CTL_PREFIX
 
-__all__ = ["VERBS", "ControlAPI", "ControlError", "request"]
+__all__ = ["VERBS", "ControlAPI", "ControlError", "ask", "request"]
 
 log = logging.getLogger("camfleet.cluster.control")
 
@@ -410,35 +411,45 @@ async def request(
         timeout_s=min(timeout_s, 10.0),
     )
     try:
-        data = json.dumps(payload or {}, separators=(",", ":")).encode()
-        try:
-            msg = await client.request(f"{CTL_PREFIX}.{verb}", data, timeout=timeout_s)
-        except nats.errors.NoRespondersError:
-            raise ControlError(
-                "no leader coordinator answers (none running, or an election under way: "
-                "try again in a few seconds)"
-            ) from None
-        except (TimeoutError, nats.errors.TimeoutError):
-            raise ControlError(f"the leader did not answer {verb} within {timeout_s:g} s") from None
-        except nats.errors.MaxPayloadError:
-            raise ControlError(
-                f"{verb}: the request is larger than the NATS server accepts "
-                f"({client.max_payload} bytes): apply fewer cameras at a time "
-                "(stage them in parts)"
-            ) from None
-        except nats.errors.Error as exc:
-            raise ControlError(f"{verb}: {type(exc).__name__}: {mask_text(str(exc))[:200]}") from None
-        try:
-            reply = json.loads(msg.data)
-        except ValueError:
-            raise ControlError(f"{verb}: the answer is not JSON") from None
-        if not isinstance(reply, dict):
-            raise ControlError(f"{verb}: the answer is not a JSON object")
-        if not reply.get("ok"):
-            raise ControlError(str(reply.get("error") or "failed"), reply)
-        return reply
+        return await ask(client, verb, payload, timeout_s=timeout_s)
     finally:
         try:
             await asyncio.wait_for(client.close(), 2.0)
         except Exception as exc:  # closing: nothing more to do
             log.debug("close: %r", exc)
+
+
+async def ask(
+    client: Client, verb: str, payload: dict[str, Any] | None = None, *, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """Ask the fleet's leader ``verb`` over the connected ``client``; its reply when ``ok``.
+
+    Raises ControlError (no leader, a timeout, the leader's error: the message says which).
+    """
+    data = json.dumps(payload or {}, separators=(",", ":")).encode()
+    try:
+        msg = await client.request(f"{CTL_PREFIX}.{verb}", data, timeout=timeout_s)
+    except nats.errors.NoRespondersError:
+        raise ControlError(
+            "no leader coordinator answers (none running, or an election under way: "
+            "try again in a few seconds)"
+        ) from None
+    except (TimeoutError, nats.errors.TimeoutError):
+        raise ControlError(f"the leader did not answer {verb} within {timeout_s:g} s") from None
+    except nats.errors.MaxPayloadError:
+        raise ControlError(
+            f"{verb}: the request is larger than the NATS server accepts "
+            f"({client.max_payload} bytes): apply fewer cameras at a time "
+            "(stage them in parts)"
+        ) from None
+    except nats.errors.Error as exc:
+        raise ControlError(f"{verb}: {type(exc).__name__}: {mask_text(str(exc))[:200]}") from None
+    try:
+        reply = json.loads(msg.data)
+    except ValueError:
+        raise ControlError(f"{verb}: the answer is not JSON") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"{verb}: the answer is not a JSON object")
+    if not reply.get("ok"):
+        raise ControlError(str(reply.get("error") or "failed"), reply)
+    return reply
