@@ -31,6 +31,7 @@ from websockets.sync.client import connect as ws_connect
 
 from camfleet.cluster.connection import NatsOptions
 from camfleet.cluster.control import ControlError, request
+from camfleet.cluster.events_sink import CAMERA_HEADER, MSG_ID_HEADER, TOKEN_HEADER, ensure_events_stream
 from camfleet.fleetstore.events import Incoming, store_batch
 from camfleet.fleetstore.store import FleetStore
 from camfleet.runtime.control import CameraStatus, NodeStatus
@@ -120,7 +121,7 @@ def test_coordinator_serves_the_node_api_for_the_fleet(nats1: NatsHarness, tmp_p
         lead = _wait("a leader", leader_id, 30)
         ids = [(tmp_path / f"c{i}" / "coordinator-id").read_text().strip() for i in (1, 2)]
         follower = urls[1 - ids.index(lead)]
-        _scenario(follower, admin, viewer, store, loop, client, ids[1 - ids.index(lead)])
+        _scenario(follower, admin, viewer, store, loop, client, ids[1 - ids.index(lead)], nats1.url)
     finally:
         for agent in agents:
             loop.run(agent.die())
@@ -134,7 +135,7 @@ def test_coordinator_serves_the_node_api_for_the_fleet(nats1: NatsHarness, tmp_p
 
 
 def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
-              client: Any, follower_id: str) -> None:
+              client: Any, follower_id: str, nats_url: str) -> None:
     a = {"Authorization": f"Bearer {admin}"}
     v = {"Authorization": f"Bearer {viewer}"}
     with httpx.Client(base_url=url, timeout=15) as http:
@@ -238,3 +239,25 @@ def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
         row = next(r for r in store.list_tokens() if r.name == "wall")
         assert store.revoke_token(row.id)
         assert http.get("/api/status", headers=v).status_code == 401
+    _cli_events(loop, client, nats_url)
+
+
+def _cli_events(loop: _Loop, client: Any, nats_url: str) -> None:
+    """``camfleet cluster events``: the events of two nodes from the stream, other messages skipped."""
+
+    async def publish() -> None:
+        js = client.jetstream(timeout=5.0)
+        await ensure_events_stream(js, 1)
+        for i, node in enumerate(["node-a", "node-b"], start=1):
+            headers = {MSG_ID_HEADER: f"{node}:{i}", TOKEN_HEADER: "1", CAMERA_HEADER: "yard"}
+            await js.publish(f"camfleet.events.{node}", encode(_event(50 + i, "yard", time.time())).encode(),
+                             headers=headers)
+        await js.publish("camfleet.events.node-a", b"not json", headers={MSG_ID_HEADER: "node-a:9"})
+
+    loop.run(publish())
+    out = subprocess.run([sys.executable, "-m", "camfleet.cli", "cluster", "events", "--nats", nats_url,
+                          "--json", "--camera", "yard"], capture_output=True, text=True, env=cli_env(),
+                         timeout=60, check=True)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(m["node"], m["event"]["id"], m["token"]) for m in lines] == [("node-a", "ev51", 1),
+                                                                          ("node-b", "ev52", 1)]
