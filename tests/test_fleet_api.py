@@ -261,3 +261,49 @@ def _cli_events(loop: _Loop, client: Any, nats_url: str) -> None:
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [(m["node"], m["event"]["id"], m["token"]) for m in lines] == [("node-a", "ev51", 1),
                                                                           ("node-b", "ev52", 1)]
+
+
+def test_without_a_leader_and_hostile_input(nats1: NatsHarness, tmp_path: Path) -> None:
+    """No coordinator leads: reads answer from the database, writes 503 (not a hang); bad input 4xx."""
+    from camfleet.api.fleet import create_fleet_app
+    from camfleet.api.server import ApiServer
+    from camfleet.config import ApiSettings
+
+    store = FleetStore(f"sqlite:///{tmp_path / 'fleet.db'}")
+    admin = store.create_token("ops", "admin")
+    options = NatsOptions((nats1.url,))
+    app = create_fleet_app(store, options, ApiSettings(), coordinator_id="c-test", max_body_bytes=4096)
+    a = {"Authorization": f"Bearer {admin}"}
+    try:
+        with ApiServer(app) as server, httpx.Client(base_url=server.url, timeout=20) as http:
+            assert http.get("/api/ready").json()["checks"] == {"nats": True, "store": True}
+            assert http.get("/api/cameras", headers=a).json() == []
+            assert http.get("/api/events", headers=a).json() == {"items": [], "total": 0, "limit": 50,
+                                                                  "offset": 0}
+            status = http.get("/api/status", headers=a).json()
+            assert set(status) == NODE_FIELDS and status["cameras"] == {}
+            started = time.monotonic()
+            put = http.put("/api/cameras/door", json={"sources": []}, headers=a)
+            assert put.status_code == 503 and "no leader" in put.json()["detail"]
+            assert time.monotonic() - started < 5  # no responders: at once, not after the timeout
+            assert http.get("/api/fleet/nodes", headers=a).status_code == 503
+            assert http.post("/api/apply", headers=a).status_code == 503
+            deep: Any = {}
+            for _ in range(40):
+                deep = {"x": deep}
+            assert http.put("/api/cameras/door", json=deep, headers=a).status_code == 422
+            big = b"{" + b" " * 8000 + b"}"
+            assert http.put("/api/cameras/door", content=big, headers=a).status_code == 413
+            assert http.put("/api/cameras/..%2Fx", json={}, headers=a).status_code in (404, 422)
+            assert http.get("/api/events", params={"limit": 0}, headers=a).status_code == 422
+            assert http.get("/api/fleet/history", params={"camera": "a b"}, headers=a).status_code == 422
+            assert http.get("/api/cameras/ghost/mjpeg", headers=a).status_code == 404
+            assert http.get("/api/status", headers={"Authorization": "Bearer cft_nope"}).status_code == 401
+        with pytest.raises(ValueError, match="loopback"):
+            ApiServer(create_fleet_app(store, options, ApiSettings(host="127.0.0.1", open=True),
+                                       coordinator_id="c-test"), host="0.0.0.0")
+        open_app = create_fleet_app(store, options, ApiSettings(open=True), coordinator_id="c-test")
+        with ApiServer(open_app) as server, httpx.Client(base_url=server.url, timeout=20) as http:
+            assert http.get("/api/me").json() == {"name": "open", "role": "admin", "open": True}
+    finally:
+        store.close()
