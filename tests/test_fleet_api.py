@@ -305,5 +305,11 @@ def test_without_a_leader_and_hostile_input(nats1: NatsHarness, tmp_path: Path) 
         open_app = create_fleet_app(store, options, ApiSettings(open=True), coordinator_id="c-test")
         with ApiServer(open_app) as server, httpx.Client(base_url=server.url, timeout=20) as http:
             assert http.get("/api/me").json() == {"name": "open", "role": "admin", "open": True}
+            with store.engine.begin() as conn:  # the database goes bad under the API
+                conn.exec_driver_sql("DROP TABLE fleet_cameras")
+                conn.exec_driver_sql("DROP TABLE fleet_events")
+            broken = http.get("/api/cameras")
+            assert broken.status_code == 503 and "fleet database is unavailable" in broken.json()["detail"]
+            assert http.get("/api/events").status_code == 503
     finally:
         store.close()

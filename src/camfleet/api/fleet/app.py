@@ -10,12 +10,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from camfleet import __version__
 from camfleet.cluster.connection import NatsOptions
 from camfleet.config import ApiSettings
 from camfleet.fleetstore.store import FleetStore
+from camfleet.redact import mask_text
+from camfleet.store.errors import StoreError
 
 from ..access_log import AccessLog
 from ..hosts import HostGuard, HostPolicy
@@ -47,6 +51,14 @@ async def _status_ticker(ctx: FleetContext) -> None:
                 log.warning("fleet status snapshot failed", exc_info=True)
                 continue
             ctx.hub.publish_text(text)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    """503 for a fleet database that fails (StoreError messages never hold its password)."""
+    why = mask_text(str(exc)) if isinstance(exc, StoreError) else f"failed ({type(exc).__name__})"
+    detail = f"the fleet database is unavailable: {why}"
+    log.warning("%s %s: %s", request.method, request.url.path, detail)
+    return JSONResponse({"detail": detail}, status_code=503)
 
 
 @asynccontextmanager
@@ -104,6 +116,8 @@ def create_fleet_app(
     for r in (routes_fleet.public, routes_fleet.router, routes_fleet.fleet, routes_cameras.router,
               media.router, routes_events.router, metrics.router, ws.router):
         app.include_router(r)
+    app.add_exception_handler(StoreError, _database_down)
+    app.add_exception_handler(SQLAlchemyError, _database_down)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(HostGuard, policy=HostPolicy(config_api.allowed_hosts))  # DNS rebinding, CSWSH
     app.add_middleware(AccessLog)
