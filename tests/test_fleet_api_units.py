@@ -72,3 +72,45 @@ def test_fleet_tokens(tmp_path: Path) -> None:
         assert token not in repr(store.list_tokens())
     finally:
         store.close()
+
+
+def test_the_coordinator_serves_the_node_api_paths(tmp_path: Path) -> None:
+    """Every path and method of the node's status, cameras, events, media, metrics and ws routers exists."""
+    from fastapi.routing import APIRoute, APIWebSocketRoute
+
+    from camfleet.api.fleet import create_fleet_app
+    from camfleet.api.routers import cameras, events, live, metrics, recordings, system, ws
+    from camfleet.cluster.connection import NatsOptions
+    from camfleet.config import ApiSettings
+
+    def paths(routes: list[Any]) -> set[tuple[str, str]]:
+        out = set()
+        for r in routes:
+            inner = getattr(r, "original_router", None)  # FastAPI >= 0.16x keeps included routers whole
+            if inner is not None:
+                out |= paths(inner.routes)
+            elif isinstance(r, APIRoute):
+                out |= {(r.path, m) for m in r.methods}
+            elif isinstance(r, APIWebSocketRoute):
+                out.add((r.path, "WS"))
+        return out
+
+    node: set[tuple[str, str]] = set()
+    for module in (system, cameras, events, live, recordings, metrics, ws):
+        for name in ("public", "router"):
+            r = getattr(module, name, None)
+            if r is not None:
+                node |= paths(r.routes)
+    store = FleetStore(f"sqlite:///{tmp_path / 'fleet.db'}")
+    try:
+        app = create_fleet_app(store, NatsOptions(("nats://127.0.0.1:1",)), ApiSettings(), coordinator_id="c")
+        fleet = paths(app.router.routes)
+        assert node - fleet == {("/api/storage", "GET")}  # per machine: not a fleet fact
+        assert {("/api/fleet/nodes", "GET"), ("/api/fleet/nodes/{node_id}/drain", "POST"),
+                ("/api/openapi.json", "GET")} <= fleet
+        schema = app.openapi()
+        events_params = {p["name"] for p in schema["paths"]["/api/events"]["get"]["parameters"]}
+        assert {"camera", "label", "zone", "after", "before", "limit", "offset", "min_score",
+                "reviewed", "node"} == events_params
+    finally:
+        store.close()

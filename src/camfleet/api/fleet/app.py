@@ -26,7 +26,7 @@ from ..hosts import HostGuard, HostPolicy
 from ..hub import Hub
 from ..limits import BodyLimit
 from ..metrics import registry
-from ..routers import metrics, ws
+from ..routers import docs, metrics, ws
 from ..status_cache import StatusCache
 from . import media, routes_cameras, routes_events, routes_fleet
 from .context import FleetContext
@@ -110,11 +110,12 @@ def create_fleet_app(
                        coordinator_id=coordinator_id, max_body_bytes=max_body_bytes)
     app = FastAPI(title="camfleet coordinator", version=__version__, lifespan=_lifespan,
                   description="camfleet fleet: the node API for every camera of every node, and the fleet.",
+                  # the schema and Swagger UI: routers.docs, behind auth, from local files (as on a node)
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
     for r in (routes_fleet.public, routes_fleet.router, routes_fleet.fleet, routes_cameras.router,
-              media.router, routes_events.router, metrics.router, ws.router):
+              media.router, routes_events.router, metrics.router, ws.router, docs.router, docs.public):
         app.include_router(r)
     app.add_exception_handler(StoreError, _database_down)
     app.add_exception_handler(SQLAlchemyError, _database_down)
