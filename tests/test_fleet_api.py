@@ -203,7 +203,9 @@ def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
         assert live.status_code == 503 and f"served by node {node}" in live.json()["detail"]
 
         # the fleet's endpoints
-        nodes = http.get("/api/fleet/nodes", headers=v).json()["nodes"]
+        listing = http.get("/api/fleet/nodes", headers=v).json()
+        assert listing["source"] == "leader"
+        nodes = listing["nodes"]
         assert {n["node_id"] for n in nodes} == {"node-a", "node-b"}
         assert http.get("/api/fleet/assignments", headers=v).json()["assignments"]["door"]["node"] == node
         assert http.get("/api/fleet/history", headers=v).json()["history"][0]["camera"] == "door"
@@ -286,7 +288,10 @@ def test_without_a_leader_and_hostile_input(nats1: NatsHarness, tmp_path: Path) 
             put = http.put("/api/cameras/door", json={"sources": []}, headers=a)
             assert put.status_code == 503 and "no leader" in put.json()["detail"]
             assert time.monotonic() - started < 5  # no responders: at once, not after the timeout
-            assert http.get("/api/fleet/nodes", headers=a).status_code == 503
+            store.update_node("node-z", record={"hostname": "z", "labels": {}}, state="alive")
+            stored = http.get("/api/fleet/nodes", headers=a).json()
+            assert stored["source"] == "database" and stored["nodes"][0]["hostname"] == "z"
+            assert http.get("/api/fleet/assignments", headers=a).status_code == 503
             assert http.post("/api/apply", headers=a).status_code == 503
             deep: Any = {}
             for _ in range(40):

@@ -6,14 +6,14 @@ import asyncio
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from camfleet.config.model import CAMERA_NAME_PATTERN
 
 from ..auth import Principal, authorize
 from ..schemas import Health, Me
-from .context import Fleet
+from .context import Fleet, FleetContext
 
 log = logging.getLogger("camfleet.api.fleet")
 
@@ -59,10 +59,34 @@ async def me(principal: Annotated[Principal, Depends(authorize)], ctx: Fleet) ->
     return Me(name=principal.name, role=principal.role, open=ctx.open)
 
 
-@fleet.get("/nodes", responses={**_OBJECT, **_NO_LEADER})
+def _stored_nodes(ctx: FleetContext) -> list[dict[str, Any]]:
+    """The nodes as the last leader recorded them in the database (blocking)."""
+    where: dict[str, list[str]] = {}
+    for camera, (node, _token) in ctx.store.assignments().items():
+        where.setdefault(node, []).append(camera)
+    out = []
+    for node_id, row in ctx.store.nodes().items():
+        record = row.get("record") or {}
+        out.append({"node_id": node_id, "state": row.get("state"), "hostname": record.get("hostname"),
+                    "labels": record.get("labels", {}), "cordoned": bool(row.get("cordoned")),
+                    "draining": bool(row.get("draining")), "capacity": record.get("capacity", {}),
+                    "cameras": sorted(where.get(node_id, [])), "status_at": row.get("status_at")})
+    return out
+
+
+@fleet.get("/nodes", responses=_OBJECT)
 async def nodes(ctx: Fleet) -> dict[str, Any]:
-    """Every node: state, capacity, utilisation, cameras, flags, desired and applied revisions."""
-    return {"nodes": (await ctx.control("nodes"))["nodes"]}
+    """Every node: state, capacity, utilisation, cameras, flags, desired and applied revisions.
+
+    ``source`` says whose view it is: ``leader`` (live), or ``database`` (what the last leader
+    recorded, fewer fields) while no leader answers.
+    """
+    try:
+        return {"nodes": (await ctx.control("nodes"))["nodes"], "source": "leader"}
+    except HTTPException as exc:
+        if exc.status_code != 503:
+            raise
+    return {"nodes": await asyncio.to_thread(_stored_nodes, ctx), "source": "database"}
 
 
 @fleet.get("/assignments", responses={**_OBJECT, **_NO_LEADER})
