@@ -318,3 +318,24 @@ def test_without_a_leader_and_hostile_input(nats1: NatsHarness, tmp_path: Path) 
             assert http.get("/api/events").status_code == 503
     finally:
         store.close()
+
+
+def test_api_serves_while_nats_is_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NATS down at start: the API still serves, says so in ready, and leader requests answer 503."""
+    from camfleet.api.fleet import create_fleet_app, link
+    from camfleet.api.server import ApiServer
+    from camfleet.config import ApiSettings
+
+    monkeypatch.setattr(link, "FIRST_CONNECT_S", 0.5)
+    store = FleetStore(f"sqlite:///{tmp_path / 'fleet.db'}")
+    dead = NatsOptions(("nats://127.0.0.1:9",))  # discard port: nothing listens
+    try:
+        app = create_fleet_app(store, dead, ApiSettings(open=True), coordinator_id="c-test")
+        with ApiServer(app) as server, httpx.Client(base_url=server.url, timeout=20) as http:
+            ready = http.get("/api/ready")
+            assert ready.status_code == 503 and ready.json()["checks"] == {"nats": False, "store": True}
+            assert http.get("/api/cameras").json() == []
+            put = http.put("/api/cameras/door", json={"sources": []})
+            assert put.status_code == 503 and "not connected to NATS" in put.json()["detail"]
+    finally:
+        store.close()

@@ -32,6 +32,8 @@ log = logging.getLogger("camfleet.api.fleet")
 
 CONTROL_TIMEOUT_S = 10.0
 """How long a control request waits for the leader (seconds)."""
+FIRST_CONNECT_S = 3.0
+"""How long the API's start waits for NATS before serving without it (seconds; retried after)."""
 
 
 class FleetLink:
@@ -45,6 +47,7 @@ class FleetLink:
         self.options = NatsOptions(options.urls, options.creds, options.ca_file, name=name)
         self.on_message: Callable[[dict[str, Any]], None] | None = None
         self._client: Client | None = None
+        self._retry: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
         self._statuses: dict[str, tuple[dict[str, Any], float]] = {}
 
@@ -54,14 +57,38 @@ class FleetLink:
         return self._client is not None and self._client.is_connected
 
     async def start(self) -> None:
-        """Connect and subscribe; raises ConnectionError when no server answers."""
-        client = await connect(self.options)
-        self._client = client
+        """Connect and subscribe; while no server answers, keep trying in the background.
+
+        The API serves meanwhile: ready says ``nats: false`` and leader requests answer 503.
+        Once connected, the client reconnects by itself (:func:`~camfleet.cluster.connection.connect`).
+        """
+        try:
+            await self._connect(FIRST_CONNECT_S)
+        except ConnectionError as exc:
+            log.warning("coordinator API: %s; trying again in the background", exc)
+            self._retry = asyncio.create_task(self._connect_until_up(), name="fleet-api-connect")
+
+    async def _connect(self, timeout_s: float) -> None:
+        client = await connect(self.options, timeout_s=timeout_s)
         await client.subscribe(f"{STATUS_PREFIX}.*", cb=self._on_status)
         await client.subscribe(f"{EVENTS_SUBJECT_PREFIX}.*", cb=self._on_event)
+        self._client = client
+
+    async def _connect_until_up(self) -> None:
+        while True:
+            try:
+                await self._connect(5.0)
+                log.info("coordinator API: connected to NATS")
+                return
+            except ConnectionError:
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         """Close the connection (bounded)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
