@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import nats
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from camfleet.cluster.connection import NatsOptions
@@ -220,6 +221,8 @@ def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
 
         # /api/ws: the fleet's status at once, then an event a node publishes
         ws_url = url.replace("http://", "ws://") + f"/api/ws?token={viewer}"
+        with pytest.raises(InvalidStatus):  # cross-site WebSocket hijacking: refused before accepting
+            ws_connect(ws_url, open_timeout=10, additional_headers={"Origin": "http://evil.example"})
         with ws_connect(ws_url, open_timeout=10) as ws:
             first = json.loads(ws.recv(timeout=10))
             assert first["type"] == "snapshot" and first["status"]["cameras"]["door"]["node"] == node
