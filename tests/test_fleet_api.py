@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -266,6 +267,24 @@ def _cli_events(loop: _Loop, client: Any, nats_url: str) -> None:
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [(m["node"], m["event"]["id"], m["token"]) for m in lines] == [("node-a", "ev51", 1),
                                                                           ("node-b", "ev52", 1)]
+    # -f: keeps following; an event published after it started comes out as a line
+    follow = subprocess.Popen([sys.executable, "-m", "camfleet.cli", "cluster", "events", "--nats", nats_url,
+                               "-f", "--camera", "gate"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env=cli_env())
+    try:
+        assert follow.stdout is not None
+        out_lines = follow.stdout
+        for i in (70, 71):  # the second is published only once the first came out: it follows, live
+            loop.run(client.jetstream().publish("camfleet.events.node-b",
+                                                encode(_event(i, "gate", time.time())).encode(),
+                                                headers={MSG_ID_HEADER: f"node-b:{i}"}))
+            ready, _, _ = select.select([out_lines], [], [], 20)
+            assert ready, "no line from camfleet cluster events -f within 20 s"
+            line = out_lines.readline()
+            assert "node-b" in line and "gate" in line and f"ev{i}" in line
+        assert follow.poll() is None  # still following
+    finally:
+        stop_process(follow)  # type: ignore[arg-type]
 
 
 def test_without_a_leader_and_hostile_input(nats1: NatsHarness, tmp_path: Path) -> None:
