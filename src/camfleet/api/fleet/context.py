@@ -53,9 +53,12 @@ class FleetContext:
 
 
 def control_http_error(exc: ControlError) -> HTTPException:
-    """The HTTP answer to a failed control request: 503 without a leader, 400 for a bad request, else 409."""
+    """The HTTP answer to a failed control request.
+
+    503 without a leader (or when the leader's database fails), 400 for a bad request, else 409.
+    """
     text = str(exc)
-    if not exc.reply or "no longer leads" in text:
+    if not exc.reply or "no longer leads" in text or text.startswith("fleet database"):
         return HTTPException(503, f"the fleet's leader cannot be reached: {text}")
     if text.startswith("bad request") or text.startswith("unknown node"):
         return HTTPException(400, text)
