@@ -81,7 +81,7 @@ def child(url: str, warmup: float, window: float, spy_dir: str | None) -> dict[s
                 dest = Path(spy_dir) / f"{name.replace('/', '-')}.txt"
                 spies.append(subprocess.Popen(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(p.pid), "-d",
-                     str(int(window)), "-r", "50", "--nonblocking", "-f", "raw", "-o", str(dest)],
+                     str(int(window)), "-r", "250", "--nonblocking", "-f", "raw", "-o", str(dest)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         c0 = {k: _cpu(p) for k, p in procs.items()}
         r0 = capacity._ring_snap(CAMERA)
