@@ -55,7 +55,6 @@ def child(url: str, warmup: float, window: float, spy_dir: str | None) -> dict[s
     """Run one Node (camfleet imported from this interpreter's path) on ``url``; measure its processes."""
     sys.path.insert(0, str(HERE))
     import capacity  # bench/capacity.py: the same configuration as the capacity bench
-
     from camfleet.runtime import Node
 
     run_dir = Path(tempfile.mkdtemp(prefix="camera-cost-"))
@@ -116,7 +115,8 @@ def child(url: str, warmup: float, window: float, spy_dir: str | None) -> dict[s
 
 def _table(results: dict[str, list[dict[str, Any]]]) -> str:
     names = sorted({n for runs in results.values() for r in runs for n in r["processes"]})
-    lines = [f"{'process':16} {'tree':8} {'CPU ms/frame':>13} {'CPU %':>7} {'PSS MiB':>8} {'USS MiB':>8}   (mean of rounds)"]
+    lines = [f"{'process':16} {'tree':8} {'CPU ms/frame':>13} {'CPU %':>7} {'PSS MiB':>8} {'USS MiB':>8}"
+             "   (mean of rounds)"]
     for name in names:
         for tree, runs in results.items():
             rows = [r["processes"][name] for r in runs if name in r["processes"]]
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, serve the camera, run each tree's Node round by round, print the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tree", action="append", default=[], metavar="LABEL=SRC",
-                    help="a camfleet source tree (the folder holding camfleet/), repeatable; default: after=src")
+                    help="a camfleet source tree (the folder with camfleet/); repeatable; default after=src")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--window", type=float, default=20.0)

@@ -1095,16 +1095,18 @@ def breakdown_lines(rows: list[dict[str, Any]]) -> list[str]:
             kind = head_ if head_ in ("detector", "forkserver") or not tail else tail
             kinds[kind] = kinds.get(kind, 0.0) + pct
             pss[kind] = pss.get(kind, 0.0) + r.get("pss_by_process", {}).get(name, 0.0)
-        ing, pip, det = kinds.get("ingest", 0.0) / n, kinds.get("pipeline", 0.0) / n, kinds.get("detector", 0.0)
+        ing, pip = kinds.get("ingest", 0.0) / n, kinds.get("pipeline", 0.0) / n
+        det = kinds.get("detector", 0.0)
         lines.append(
             f"{head} ingest {ing:.1f}% CPU/cam ({_ms_per(ing, in_fps)} ms per frame read), pipeline "
-            f"{pip:.1f}%/cam ({_ms_per(pip, s['an_fps_mean'])} ms per frame analysed), detector {det:.1f}% in "
-            f"all ({_ms_per(det, s.get('det_img_s') or 0.0)} ms per image), supervisor threads "
+            f"{pip:.1f}%/cam ({_ms_per(pip, s['an_fps_mean'])} ms per frame analysed), detector {det:.1f}% "
+            f"in all ({_ms_per(det, s.get('det_img_s') or 0.0)} ms per image), supervisor threads "
             f"{kinds.get('node threads in the bench process', 0):.1f}%; {total}"
         )
         if pss:
             lines.append(
-                f"    PSS MiB/cam: ingest {pss.get('ingest', 0) / n:.1f}, pipeline {pss.get('pipeline', 0) / n:.1f}, "
+                f"    PSS MiB/cam: ingest {pss.get('ingest', 0) / n:.1f}, "
+                f"pipeline {pss.get('pipeline', 0) / n:.1f}, "
                 f"detector {pss.get('detector', 0) / n:.1f}, forkserver {pss.get('forkserver', 0) / n:.1f}"
             )
     return lines

@@ -1,4 +1,4 @@
-"""Decoded pictures into ring slots: scaled straight into the slot, same picture as swscale gives; decoder threads."""
+"""Decoded pictures scaled straight into ring slots (the picture swscale would give); decoder threads."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ up with a fast camera, so FFmpeg chooses there."""
 
 
 def decode_threads(configured: int, width: int, height: int) -> int:
-    """Decoder threads for a stream of ``width`` x ``height`` (0: unknown) when ``configured`` (0: automatic)."""
+    """Decoder threads for a ``width`` x ``height`` stream (0: size unknown); ``configured`` 0: automatic."""
     if configured:
         return configured
     if 0 < width * height <= SINGLE_THREAD_MAX_PIXELS:

@@ -76,12 +76,12 @@ class MotionElement(Element[MotionConfig]):
         small = np.ascontiguousarray(ctx.luma()[::step, ::step], dtype=np.float32)
         if self._mask_shape != small.shape:
             mask = mask_image(self.env.masks, *small.shape) if self.env.masks else None
-            self._mask = None if mask is None else np.where(mask, 0, 255).astype(np.uint8)
+            self._mask = None if mask is None else np.where(mask, 0, 1).astype(np.uint8)
             self._mask_shape = small.shape
         if self._background is None or self._background.shape != small.shape:
             self._background = small
             return
-        changed = cv2.compare(cv2.absdiff(small, self._background), float(cfg.threshold), cv2.CMP_GT)
+        changed: np.ndarray = (cv2.absdiff(small, self._background) > cfg.threshold).view(np.uint8)  # 0/1
         if self._mask is not None:
             changed = cv2.bitwise_and(changed, self._mask)
         count = cv2.countNonZero(changed)

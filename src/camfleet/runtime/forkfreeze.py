@@ -46,7 +46,7 @@ def _warm_opencv() -> None:
     cv2.resize(yuv, (64, 64), interpolation=cv2.INTER_LINEAR)
     f = np.zeros((90, 160), np.float32)
     cv2.accumulateWeighted(f, f.copy(), 0.1)
-    changed = cv2.compare(cv2.absdiff(f, f), 1.0, cv2.CMP_GT)
+    changed: np.ndarray = (cv2.absdiff(f, f) > 1.0).view(np.uint8)
     changed = cv2.dilate(changed, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)), iterations=2)
     cv2.connectedComponentsWithStats(changed, connectivity=4)
 
