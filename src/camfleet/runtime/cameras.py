@@ -38,8 +38,9 @@ class CameraProcesses:
     """Starts and removes camera processes; not thread-safe (the node locks)."""
 
     def __init__(self, supervisor: Supervisor, detectors: DetectorPool, *, node_key: str,
-                 log_router: LogRouting | None = None) -> None:
+                 log_router: LogRouting | None = None, lease: str | None = None) -> None:
         self._supervisor = supervisor
+        self._lease = lease  # the fleet lease file every camera process stops by (None: no fleet)
         self._detectors = detectors
         self._node_key = node_key
         self._log_router = log_router
@@ -76,6 +77,7 @@ class CameraProcesses:
             parent_pid=os.getpid(), outbox=outbox, control=control,
             log_address=self._log_router.address if self._log_router is not None else None,
             detectors=self._detectors.assign(config, camera) if kind.uses_detectors else {},
+            lease=self._lease,
         )
         self._specs[name] = spec
 
