@@ -131,3 +131,34 @@ def test_describe_exit() -> None:
     assert describe_exit(None) == "did not exit"
     assert describe_exit(0) == "exited with code 0"
     assert describe_exit(-9) == "killed by SIGKILL"
+
+
+def test_a_closed_gate_holds_camera_processes_kills_lingerers_and_counts_no_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from camfleet.runtime import supervisor as module
+
+    monkeypatch.setattr(module, "FENCE_KILL_S", 0.2)
+    gate: list[str | None] = ["fenced: no lease yet"]
+    sup = Supervisor(RT, gate=lambda: gate[0])
+    cam = entry("cam/ingest", sleep_forever, (True,), kind=INGEST)
+    det = entry("detector/cpu-0", sleep_forever, (False,), kind=DETECTOR)
+    sup.add(cam)
+    sup.add(det)
+    try:
+        assert cam.proc is None and cam.state == "stopped" and cam.reason == "fenced: no lease yet"
+        assert det.proc is not None  # only camera processes are fenced
+        sup.check()
+        assert cam.proc is None
+        gate[0] = None
+        run_until(sup, lambda: cam.proc is not None)
+        assert cam.restarts == 0  # its first start
+        pid = cam.pid
+        gate[0] = "fenced: lapsed"  # a camera process that does not stop by itself is killed
+        run_until(sup, lambda: cam.proc is None)
+        assert cam.state == "stopped" and cam.reason == "fenced: lapsed" and cam.last_error is None
+        assert det.proc is not None and det.proc.is_alive()
+        gate[0] = None
+        run_until(sup, lambda: cam.proc is not None and cam.pid != pid)
+        assert cam.restarts == 1 and cam.state == "starting"
+    finally:
+        sup.remove_all()

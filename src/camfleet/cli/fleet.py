@@ -3,9 +3,11 @@
 * ``camfleet nats``: a local JetStream server, or a cluster of them on this
   machine, for development and tests (production uses any NATS cluster by URL).
 * ``camfleet agent --nats URL``: this machine's node, registered in the fleet,
-  beating and reporting its status; its cameras come from ``--config`` (the
-  fleet's desired state comes next).
-* ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership.
+  beating and reporting its status; it runs the cameras the fleet places on it
+  (its key in ``camfleet_desired``) over the node settings of ``--config``,
+  and only while its heartbeat lease holds.
+* ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership; the leader
+  places the fleet's cameras (its database: ``--db``) and answers ``camfleet cluster ...``.
 
 SIGTERM or Ctrl-C stops each of them cleanly.
 """
@@ -13,7 +15,6 @@ SIGTERM or Ctrl-C stops each of them cleanly.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import signal
@@ -33,6 +34,17 @@ def _stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     return stop
+
+
+def _begin(verbose: bool) -> threading.Event:
+    """The start of a long-running fleet command: private umask, logging, SIGTERM/Ctrl-C as its stop."""
+    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
+
+    from .logs import setup_logging  # noqa: PLC0415
+
+    restrict_umask()
+    setup_logging(verbose)
+    return _stop_on_signals()
 
 
 def nats(
@@ -138,8 +150,10 @@ def _run_async(main: Any, stop: threading.Event) -> None:
 
 def agent(
     nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
-    config: Path | None = typer.Option(None, help="Configuration file with this node's cameras "
-                                       "(default: none; the fleet's desired state comes later)."),
+    config: Path | None = typer.Option(None, help="This node's settings (storage, detectors, models, "
+                                       "pipelines, defaults...); its own cameras are not run: the fleet "
+                                       "places cameras (default: camfleet run's embedded default: the "
+                                       "default model, detector and pipeline, recording on)."),
     data_dir: Path | None = typer.Option(None, help="Where the node id, capacity cache and the node's "
                                          "files live (default: the configuration's data_dir, else "
                                          "camfleet-agent)."),
@@ -148,44 +162,52 @@ def agent(
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run this machine's node as a member of the fleet: register, beat, report status."""
-    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
-
-    restrict_umask()
-    stop = _stop_on_signals()
+    """Run this machine's node in the fleet: register, beat, report, run the cameras placed on it."""
+    stop = _begin(verbose)
     from camfleet.cluster.agent import Agent, describe_node  # noqa: PLC0415
+    from camfleet.cluster.desired import KvDesiredState, fleet_base  # noqa: PLC0415
+    from camfleet.cluster.events_sink import FleetEventsSink  # noqa: PLC0415
     from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
-    from camfleet.config import ConfigError, FileSource, load_config_text  # noqa: PLC0415
+    from camfleet.config import ConfigError, FileSource  # noqa: PLC0415
     from camfleet.pipeline.validate import element_catalog  # noqa: PLC0415
     from camfleet.runtime import Node, NodeAlreadyRunning  # noqa: PLC0415
+    from camfleet.runtime.default import default_config  # noqa: PLC0415
 
-    from .logs import setup_logging  # noqa: PLC0415
-
-    setup_logging(verbose)
     labels = _parse_labels(label)
     options = _options(nats_url, creds, ca)
+    local: list[str] = []
     try:
         if config is not None:
             cfg = FileSource(config, element_catalog()).load()
-            data_dir = data_dir or cfg.data_path
+            local = sorted(cfg.cameras)
+            base = fleet_base(cfg, str(data_dir.resolve()) if data_dir is not None else None)
         else:
-            data_dir = (data_dir or Path("camfleet-agent")).resolve()
-            cfg = load_config_text(f"version: 1\ndata_dir: {json.dumps(str(data_dir))}\ncameras: {{}}\n")
+            # the embedded default's node settings: a placed camera needs no more than its sources
+            base = fleet_base(default_config((data_dir or Path("camfleet-agent")).resolve(), cameras=1))
+        data_dir = base.data_path
         node_id = load_or_create_id(data_dir)
     except (ConfigError, IdentityError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if local:
+        log.warning("fleet mode: the %d camera(s) in %s (%s) are not run here; this node runs the cameras "
+                    "the fleet places on it", len(local), config, ", ".join(local))
     record = describe_node(node_id, data_dir, labels)
+    desired = KvDesiredState(node_id, base, elements=element_catalog())
+    # the node's events leave through CAMFLEET_EVENTS, each with its camera's fencing token
+    events = FleetEventsSink(options, node_id, desired.token_of)
     # the node id as node key: its status names it, and two agents on one machine keep apart
-    node = Node(cfg, loader=FileSource(config, element_catalog()).load if config else None, node_key=node_id)
+    node = Node(base, node_key=node_id, fencing=True)
+    node.add_sink(events)
     try:
         node.start()
     except (NodeAlreadyRunning, ValueError, OSError) as exc:
+        events.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    fleet = Agent(options, node, record)
-    typer.echo(f"camfleet agent: node {node_id} ({record.hostname}), {len(cfg.cameras)} camera(s); "
-               f"fleet at {options.shown}. Ctrl-C to stop.")
+    fleet = Agent(options, node, record, desired=desired, lease=node.lease.hold_until)
+    typer.echo(f"camfleet agent: node {node_id} ({record.hostname}); fleet at {options.shown}; "
+               f"cameras come from the fleet. Ctrl-C to stop.")
     try:
         _run_async(fleet.run, stop)
     except ConnectionError as exc:
@@ -193,6 +215,7 @@ def agent(
         raise typer.Exit(1) from None
     finally:
         node.stop()
+        events.close()
     typer.echo("camfleet agent: stopped.")
 
 
@@ -200,32 +223,54 @@ def coordinator(
     nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
     data_dir: Path = typer.Option(Path("camfleet-coordinator"), help="Where the coordinator id and its state "
                                   "file (coordinator.json) live."),
+    db: str | None = typer.Option(None, "--db", help="The fleet database shared by every coordinator: "
+                                  "postgresql://... or sqlite:///PATH (default: sqlite:///DATA_DIR/fleet.db, "
+                                  "for coordinators on one machine only). Or $CAMFLEET_FLEET_DB."),
+    strategy: str = typer.Option("spread", help="Placement: spread (the least loaded node) or binpack "
+                                 "(the fullest that fits)."),
+    drain_batch: int = typer.Option(4, "--drain-batch", min=1, help="Cameras a drain moves per pass (each "
+                                    "pass after the previous batch stopped on the drained node)."),
+    max_moves: int = typer.Option(4, "--max-moves", min=0, help="Rebalancing moves per pass (0: never "
+                                  "rebalance)."),
+    imbalance: float = typer.Option(0.25, "--imbalance", min=0.0, max=1.0, help="Rebalance only when the "
+                                    "most and least loaded nodes differ by more than this (utilisation)."),
+    base_config: Path | None = typer.Option(None, "--base-config", help="Node configuration whose models, "
+                                            "detectors, pipelines and defaults fleet cameras are checked "
+                                            "against (default: camfleet's embedded default)."),
     creds: Path | None = typer.Option(None, "--nats-creds", help="NATS credentials file (.creds)."),
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
+    api: str | None = typer.Option(None, "--api", help="Serve the fleet's REST + WebSocket API (the node "
+                                   "API's paths, every camera of every node) on HOST:PORT (off by default). "
+                                   "Tokens: `camfleet cluster token create`."),
+    api_open: bool = typer.Option(False, "--api-open", help="Accept API requests without a token "
+                                  "(loopback HOST only)."),
+    api_allowed_host: list[str] = typer.Option([], "--api-allowed-host", help="A host name (name or "
+                                               "name:port) the API answers to besides loopback names and "
+                                               "IP addresses (repeatable)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run a coordinator: watch the fleet's members, compete for leadership (others stand by)."""
-    from camfleet.runtime.node import restrict_umask  # noqa: PLC0415
-
-    restrict_umask()
-    stop = _stop_on_signals()
+    """Run a coordinator: watch the fleet, compete for leadership; the leader places the cameras."""
+    stop = _begin(verbose)
     from camfleet.cluster.coordinator import Coordinator  # noqa: PLC0415
     from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
     from camfleet.cluster.statefile import StateFile  # noqa: PLC0415
 
-    from .logs import setup_logging  # noqa: PLC0415
-
-    setup_logging(verbose)
     options = _options(nats_url, creds, ca)
     try:
         coordinator_id = load_or_create_id(data_dir.resolve(), "coordinator-id")
     except (IdentityError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    coord = Coordinator(options, coordinator_id)
+    store, base, placement = _fleet_database(db, data_dir.resolve(), base_config, strategy=strategy,
+                                             drain_batch=drain_batch, max_moves=max_moves,
+                                             imbalance_threshold=imbalance)
+    coord = Coordinator(options, coordinator_id, store=store, base=base, placement=placement)
     state = StateFile(coord, data_dir.resolve() / "coordinator.json")
-    typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; state in "
-               f"{state.path}. Ctrl-C to stop.")
+    typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; database {store.shown}; "
+               f"state in {state.path}. Ctrl-C to stop.")
+    server = None
+    if api is not None:
+        server = _fleet_api(api, api_open, api_allowed_host, store, options, coordinator_id)
     state.start()
     try:
         _run_async(coord.run, stop)
@@ -234,5 +279,61 @@ def coordinator(
         raise typer.Exit(1) from None
     finally:
         state.stop()
+        if server is not None:
+            server.stop()
+        store.close()
     typer.echo("camfleet coordinator: stopped.")
 
+
+def _fleet_api(address: str, api_open: bool, allowed: list[str], store: Any, options: Any,
+               coordinator_id: str) -> Any:
+    """The coordinator's API server, started (exits with a message when it cannot be)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from camfleet.api.fleet import create_fleet_app  # noqa: PLC0415
+    from camfleet.api.hosts import split_host  # noqa: PLC0415
+    from camfleet.api.server import ApiServer  # noqa: PLC0415
+    from camfleet.config import ApiSettings  # noqa: PLC0415
+
+    parts = split_host(address)
+    if parts is None or parts[1] is None:
+        raise typer.BadParameter(f"{address!r} is not HOST:PORT (e.g. 127.0.0.1:5090, [::1]:5090)",
+                                 param_hint="--api")
+    host, port = parts[0], int(parts[1])
+    try:
+        settings = ApiSettings(host=host, port=port, open=api_open, allowed_hosts=allowed)
+    except ValidationError as exc:
+        messages = "; ".join(str(e["msg"]) for e in exc.errors())
+        raise typer.BadParameter(messages, param_hint="--api/--api-open/--api-allowed-host") from None
+    server = ApiServer(create_fleet_app(store, options, settings, coordinator_id=coordinator_id), host, port)
+    try:
+        server.start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        typer.echo(f"error: the API on {address}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"camfleet coordinator: API on {server.url}")
+    return server
+
+
+def _fleet_database(db: str | None, data_dir: Path, base_config: Path | None,
+                    **placement_settings: Any) -> Any:
+    """The coordinator's database, the base configuration and the placement settings (exits on an error)."""
+    import os  # noqa: PLC0415
+
+    from camfleet.cluster.placement_types import PlacementSettings  # noqa: PLC0415
+    from camfleet.config import ConfigError  # noqa: PLC0415
+    from camfleet.fleetstore.store import FleetStore  # noqa: PLC0415
+    from camfleet.pipeline.validate import load_config  # noqa: PLC0415
+    from camfleet.store.errors import StoreError  # noqa: PLC0415
+
+    try:
+        placement = PlacementSettings(**placement_settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        base = load_config(base_config) if base_config is not None else None
+        store = FleetStore(db or os.environ.get("CAMFLEET_FLEET_DB") or f"sqlite:///{data_dir / 'fleet.db'}")
+    except (ConfigError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return store, base, placement

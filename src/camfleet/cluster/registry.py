@@ -6,8 +6,10 @@ Layout in JetStream (every bucket replicated ``replicas`` times):
 bucket / subject            key                     value
 ==========================  ======================  ==========================================
 ``camfleet_nodes``          node id                 :class:`NodeRecord` (JSON), kept when the node dies
-``camfleet_alive``          node id                 :class:`Heartbeat` (JSON), expires ``heartbeat_ttl_s``
-                                                    after the last beat (per-message TTL)
+``camfleet_alive``,         node id                 :class:`Heartbeat` (JSON), expires ``heartbeat_ttl_s``
+``camfleet_alive_b``                                after the last beat (per-message TTL); every beat goes
+                                                    to both, whose stream leaders the leader coordinator
+                                                    keeps on different servers (see ``ALIVE_BUCKETS``)
 ``camfleet_leader``         ``leader``              :class:`LeaderRecord` (JSON), the coordinators' lease
 ``camfleet.status.<node>``  (core NATS subject)     the node's ``NodeStatus.to_json()``, every 2 s
 ``camfleet_desired``        node id                 :class:`DesiredNode` (JSON): the cameras the leader
@@ -36,6 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 
 __all__ = [
     "ALIVE_BUCKET",
+    "ALIVE_BUCKETS",
     "APPLIED_BUCKET",
     "CTL_PREFIX",
     "DESIRED_BUCKET",
@@ -58,6 +61,11 @@ __all__ = [
 
 NODES_BUCKET = "camfleet_nodes"
 ALIVE_BUCKET = "camfleet_alive"
+ALIVE_BUCKETS = (ALIVE_BUCKET, "camfleet_alive_b")
+"""The heartbeat buckets. Each beat is written to both; one acknowledgement renews the agent's
+lease, and a node is counted lost only once its key expired in both. Losing the server that
+leads one bucket's stream stops its writes for 5-7 s (an election), longer than the lease: with
+the two leaders on different servers, losing any one server leaves a bucket that takes beats."""
 LEADER_BUCKET = "camfleet_leader"
 LEADER_KEY = "leader"
 DESIRED_BUCKET = "camfleet_desired"

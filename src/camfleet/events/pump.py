@@ -327,7 +327,11 @@ class Pump:
     def _write_split(self, sink: OutboxSink, items: list[tuple[Entry, OutboxMessage]]) -> None:
         """Write ``items``; on a non-outage failure, halves until the failing message is found."""
         try:
-            sink.write([m for _, m in items])
+            sequenced = getattr(sink, "write_entries", None)
+            if callable(sequenced):  # a sink that keys by the journal's sequence (the fleet's stream)
+                sequenced([(e.seq, m) for e, m in items])
+            else:
+                sink.write([m for _, m in items])
         except Exception as exc:
             if is_outage(exc):
                 raise

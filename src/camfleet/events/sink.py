@@ -27,6 +27,9 @@ class OutboxSink(Protocol):
       where it stopped (see :meth:`~camfleet.events.journal.Journal.register_sinks`);
     * ``backoff_s: Sequence[float]`` -- its own waits (seconds) between retries during an
       outage (default :data:`~camfleet.events.pump.BACKOFF_S`; the last repeats);
+    * ``write_entries(entries: Sequence[tuple[int, OutboxMessage]])`` -- called instead of
+      :meth:`write` with each message's journal sequence number (unique and never reused in
+      one journal), for a sink that deduplicates by it (:mod:`camfleet.cluster.events_sink`);
     * ``stats() -> dict[str, float | int | str]`` -- its own delivery counters, shown with the
       pump's per-sink ones in the node's status and ``/metrics`` (``camfleet_sink_<key>``).
     """

@@ -38,16 +38,19 @@ class CameraProcesses:
     """Starts and removes camera processes; not thread-safe (the node locks)."""
 
     def __init__(self, supervisor: Supervisor, detectors: DetectorPool, *, node_key: str,
-                 log_router: LogRouting | None = None) -> None:
+                 log_router: LogRouting | None = None, lease: str | None = None) -> None:
         self._supervisor = supervisor
+        self._lease = lease  # the fleet lease file every camera process stops by (None: no fleet)
         self._detectors = detectors
         self._node_key = node_key
         self._log_router = log_router
         # camera processes fork from a server that imported the elements: fast restarts, no threads inherited
         self.ctx: ForkServerContext = mp.get_context("forkserver")
         # the built-in elements take seconds to import (trackers, OpenCV): once, in the forkserver,
-        # so that a restarted pipeline is running again in well under a second
-        self.ctx.set_forkserver_preload(["camfleet.runtime.children", *builtin_modules()])
+        # so that a restarted pipeline is running again in well under a second; forkfreeze last: it
+        # keeps the children's garbage collector off the pages they share with the forkserver
+        self.ctx.set_forkserver_preload(["camfleet.runtime.children", *builtin_modules(),
+                                         "camfleet.runtime.forkfreeze"])
         self._table: hb.HeartbeatTable | None = None
         self._specs: dict[str, ChildSpec] = {}
         self._controls: dict[str, ConfigOutbox] = {}
@@ -74,6 +77,7 @@ class CameraProcesses:
             parent_pid=os.getpid(), outbox=outbox, control=control,
             log_address=self._log_router.address if self._log_router is not None else None,
             detectors=self._detectors.assign(config, camera) if kind.uses_detectors else {},
+            lease=self._lease,
         )
         self._specs[name] = spec
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import cv2
+
 from camfleet import framebus
 from camfleet.config import Config
 from camfleet.detect.protocol import MAX_INFLIGHT
@@ -38,6 +40,7 @@ from camfleet.vocabulary import ActivityMessage, MotionSpan, OutboxMessage
 
 from . import heartbeat as hb
 from .health import EXIT_ENDED
+from .lease import EXIT_FENCED, watch_lease
 from .protocols import ConfigInbox
 
 if TYPE_CHECKING:
@@ -70,7 +73,9 @@ class ChildSpec:
     ``control`` carries new configurations to a running pipeline.
     ``log_address`` is where the node's log router listens. ``detectors``
     maps a configured detector name to (the detector process serving this
-    camera, the model input size in pixels).
+    camera, the model input size in pixels). ``lease``: the node's fleet
+    lease file (:mod:`camfleet.runtime.lease`) the process stops by when it
+    lapses; None without a fleet.
     """
 
     camera: str
@@ -84,14 +89,19 @@ class ChildSpec:
     log_address: str | None = None
     detectors: dict[str, tuple[str, tuple[int, int]]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=camfleet_env)
+    lease: str | None = None
 
 
 @dataclass
 class ChildProcess:
-    """What a camera process's loop gets: its stop event (set by SIGTERM) and its heartbeat slot."""
+    """What a camera process's loop gets: its stop event (set by SIGTERM) and its heartbeat slot.
+
+    ``fenced`` is set when the node's fleet lease lapsed (the stop event is set with it).
+    """
 
     stop: threading.Event
     beat: hb.Heartbeat
+    fenced: threading.Event = field(default_factory=threading.Event)
 
 
 def _setup(spec: ChildSpec) -> ChildProcess:
@@ -101,6 +111,9 @@ def _setup(spec: ChildSpec) -> ChildProcess:
         del os.environ[key]
     os.environ.update(spec.env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Parallelism comes from the cameras (a process each): OpenCV's own pool on a 640x360 picture
+    # costs more CPU in hand-offs than it saves, and competes with the other cameras for the cores.
+    cv2.setNumThreads(1)
     stop = threading.Event()
 
     def on_term(*_: object) -> None:
@@ -113,7 +126,10 @@ def _setup(spec: ChildSpec) -> ChildProcess:
         from .logfiles import child_logging  # noqa: PLC0415 - optional until logging is configured
 
         child_logging(spec.log_address, spec.camera, spec.kind.name, spec.config.logging.level)
-    return ChildProcess(stop, hb.Heartbeat(spec.health_path, spec.slot))
+    child = ChildProcess(stop, hb.Heartbeat(spec.health_path, spec.slot))
+    if spec.lease is not None:  # run by a fleet agent: stop by ourselves when its lease lapses
+        watch_lease(spec.lease, stop, child.fenced, f"camera {spec.camera} {spec.kind.name} process")
+    return child
 
 
 def _run_beating(child: ChildProcess, run: Callable[[threading.Event], None],
@@ -137,6 +153,8 @@ def run_child(spec: ChildSpec) -> None:
         if not isinstance(exc, SystemExit):  # the traceback belongs in the camera's log, not only stderr
             log.critical("%s process of camera %s crashed", spec.kind.name, spec.camera, exc_info=True)
         raise
+    if child.fenced.is_set():  # the supervisor must tell a fenced stop from a crash or an end
+        raise SystemExit(EXIT_FENCED)
 
 
 # --------------------------------------------------------------------------- ingest

@@ -13,7 +13,9 @@ parts with one job each:
 * :class:`~camfleet.runtime.status.StatusBoard`: metrics, the status snapshot and ``status.json``;
 * :class:`~camfleet.runtime.listeners.Listeners`: event and state-change fan-out;
 * :class:`~camfleet.runtime.eventpath.EventPath`: events and segments to the store;
-* :class:`~camfleet.runtime.housekeeping.Housekeeping`: storage check and retention.
+* :class:`~camfleet.runtime.housekeeping.Housekeeping`: storage check and retention;
+* :class:`~camfleet.runtime.lease.NodeLease` (fleet nodes only): the lease its
+  camera processes run under.
 
 :meth:`Node.apply_config` computes the least change
 (:mod:`camfleet.runtime.reconcile`) and touches only the cameras that changed;
@@ -45,9 +47,10 @@ from .detectors import DetectorPool
 from .eventpath import EventPath
 from .housekeeping import Housekeeping
 from .kinds import CameraKind, camera_kinds
+from .lease import LEASE_FILE, NodeLease
 from .listeners import Listeners
 from .protocols import LogRouting
-from .rundir import NodeAlreadyRunning, RunDir
+from .rundir import NodeAlreadyRunning, RunDir, reclaim_rings
 from .status import StatusBoard
 from .supervisor import Supervised, Supervisor
 
@@ -81,12 +84,18 @@ class Node:
     ``load_problems`` says what the last load could not read (e.g. cameras
     applied through the API whose key is lost): shown as errors of the start
     and of each reload, which still run what could be read.
+    ``fencing`` (a fleet agent's node): camera processes run only while
+    :attr:`lease` holds (:mod:`camfleet.runtime.lease`); from the start until
+    the agent first grants it, none runs.
     """
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
                  store: Store | None = None, log_router: LogRouting | None = None,
-                 node_key: str = "local", load_problems: Callable[[], list[str]] | None = None) -> None:
+                 node_key: str = "local", load_problems: Callable[[], list[str]] | None = None,
+                 fencing: bool = False) -> None:
         self.config = config
+        self._fencing = fencing
+        self._lease: NodeLease | None = None
         self.node_key = node_key
         self._loader = loader
         self._load_problems = load_problems
@@ -96,10 +105,11 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._last_reload = ReloadResult()
         self._rundir = RunDir(config.data_path)
-        self._supervisor = Supervisor(config.runtime)
+        self._supervisor = Supervisor(config.runtime, gate=self._lease_gate if fencing else None)
         self._detectors = DetectorPool(self._supervisor, log_router=log_router)
+        lease_path = str(self._rundir.path / LEASE_FILE) if fencing else None
         self._cameras = CameraProcesses(self._supervisor, self._detectors, node_key=node_key,
-                                        log_router=log_router)
+                                        log_router=log_router, lease=lease_path)
         self._listeners = Listeners()
         self._events = EventPath(config, store, self._listeners.notify)
         self._board = StatusBoard(node_key, self._rundir.status_path)
@@ -110,6 +120,16 @@ class Node:
     def run_dir(self) -> Path:
         """``<data_dir>/run``: the pid file and the status file."""
         return self._rundir.path
+
+    @property
+    def lease(self) -> NodeLease:
+        """The fleet lease camera processes run under (a node started with ``fencing``)."""
+        if self._lease is None:
+            raise RuntimeError("this node has no fleet lease (not started, or started without fencing)")
+        return self._lease
+
+    def _lease_gate(self) -> str | None:
+        return self._lease.closed() if self._lease is not None else "fenced: the node holds no fleet lease"
 
     @property
     def status_path(self) -> Path:
@@ -123,6 +143,8 @@ class Node:
         cfg = self.config
         restrict_umask()  # before anything is created: footage, database, snapshots are the owner's alone
         self._rundir.claim()
+        if self._fencing:  # after the claim: never over the lease file of another node that runs
+            self._lease = NodeLease(self._rundir.path / LEASE_FILE)
         self._board.started_at = time.time()
         self._cameras.open()
         self._events.start()
@@ -184,7 +206,12 @@ class Node:
             self._supervisor.remove_all(timeout)  # cameras first: their pipelines still talk to detectors
             self._detectors.clear()
             self._cameras.close()
+            if self._fencing:  # a camera process that left at once when fenced left its rings behind
+                reclaim_rings()
         self._events.stop()
+        lease, self._lease = self._lease, None  # a late supervisor pass sees "no lease", not a closed map
+        if lease is not None:
+            lease.close()
         self._rundir.release()
 
     # ------------------------------------------------------------------ NodeControl
@@ -289,6 +316,8 @@ class Node:
             for name in plan.removed:
                 self._detectors.forget(name)
             self._cameras.remove(to_stop)
+            if self._fencing and plan.removed:  # fenced away at once, a removed camera left its rings
+                reclaim_rings()
             for name, kind in to_start:
                 self._cameras.add(config, name, kind, self._events.producer())
             self._supervisor.update(config.runtime)

@@ -147,7 +147,8 @@ class StatusBoard:
             ended = [p.ended_at for p in procs if p.ended_at is not None]
             cs.ended_at = min(ended) if ended else None  # the source's end, the first process to end
             if procs:
-                cs.state = worst(p.state for p in procs)
+                # all held by a closed gate (a fenced fleet node): stopped, not "healthy"
+                cs.state = "stopped" if all(p.held for p in procs) else worst(p.state for p in procs)
                 sick = [p for p in procs if p.state == cs.state and p.reason]
                 cs.reason = f"{sick[0].kind.name}: {sick[0].reason}" if sick and cs.state != "healthy" else ""
             status.cameras[name] = cs

@@ -12,7 +12,11 @@ through the states of :data:`~camfleet.runtime.control.HealthState`:
 * ``failed`` after too many failures within the window, retried slowly;
 * ``ended`` after an exit with :data:`~camfleet.runtime.health.EXIT_ENDED` (its file
   ended): never restarted, and the camera's other processes are asked to stop
-  and end too (they have nothing more to read).
+  and end too (they have nothing more to read);
+* ``stopped`` while the ``gate`` is closed (a fleet node whose lease lapsed,
+  :mod:`camfleet.runtime.lease`): camera processes stop by themselves, one
+  still running :data:`FENCE_KILL_S` later is killed, and none starts until
+  the gate opens again (no failure is counted).
 
 Stopping asks first (SIGTERM sets the child's stop event), then insists (a
 second SIGTERM leaves at once), then kills.
@@ -38,11 +42,18 @@ from . import heartbeat as hb
 from .control import HealthState
 from .health import EXIT_ENDED, RestartPolicy
 from .kinds import ProcessKind
+from .lease import EXIT_FENCED
 
 log = logging.getLogger("camfleet.runtime")
 
 STARTING_GRACE_S = 5.0
 """A process that says "degraded" this soon after starting is still reported as starting."""
+
+FENCE_KILL_S = 2.0
+"""Seconds after the supervisor saw its gate close that a camera process still running is killed."""
+
+Gate = Callable[[], str | None]
+"""Why camera processes may not run now (None: they may), asked once per supervisor pass."""
 
 
 class BeatSource(Protocol):
@@ -79,7 +90,7 @@ class Supervised:
     ``stuck_s`` is how long one blocking call may take (kinds that report it);
     times are monotonic seconds, except ``ended_at`` (when it ended for good,
     seconds since the epoch); ``ending`` is set while it is asked to stop
-    because its camera ended.
+    because its camera ended; ``held`` while the supervisor's gate keeps it stopped.
     """
 
     name: str
@@ -100,6 +111,7 @@ class Supervised:
     beat: hb.Beat = field(default=hb.NEVER)
     ended_at: float | None = None
     ending: bool = False
+    held: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -116,10 +128,13 @@ class Supervisor:
 
     ``settings`` (the configuration's ``runtime`` section) give the
     heartbeat timeout, the start-up grace and the stop timeout, in seconds.
+    ``gate`` (a fleet node's lease) holds every camera process while it says why.
     """
 
-    def __init__(self, settings: RuntimeSettings) -> None:
+    def __init__(self, settings: RuntimeSettings, gate: Gate | None = None) -> None:
         self.settings = settings
+        self._gate = gate
+        self._closed_since: float | None = None  # monotonic s the gate was first seen closed
         self._lock = threading.RLock()
         self._procs: dict[str, Supervised] = {}
         self._stopping = threading.Event()
@@ -151,7 +166,12 @@ class Supervisor:
         """Supervise ``entry`` and start it now."""
         with self._lock:
             self._procs[entry.name] = entry
-            self.spawn(entry)
+            closed = self._gate() if self._gate is not None and entry.camera is not None else None
+            if closed is None:
+                self.spawn(entry)
+            else:  # started by the first pass after the gate opens
+                entry.state, entry.reason, entry.next_start = "stopped", closed, time.monotonic()
+                entry.held = True
 
     def spawn(self, p: Supervised) -> None:
         """Start ``p``'s process (again)."""
@@ -164,7 +184,7 @@ class Supervisor:
         p.started_at = time.monotonic()
         p.next_start = None
         p.kill_reason = None
-        p.ended_at, p.ending = None, False
+        p.ended_at, p.ending, p.held = None, False, False
         p.beat = hb.NEVER
         p.state, p.reason = "starting", ""
 
@@ -179,8 +199,37 @@ class Supervisor:
         """One pass: read every beat, judge every process, restart those due (``now``: monotonic s)."""
         with self._lock:
             now = time.monotonic() if now is None else now
+            closed = self._gate() if self._gate is not None else None
+            if closed is None:
+                self._closed_since = None
+            elif self._closed_since is None:
+                self._closed_since = now
+                log.warning("camera processes held: %s", closed)
             for p in list(self._procs.values()):
-                self._check(p, now)
+                if closed is not None and p.camera is not None and not self.stopping:
+                    self._hold(p, closed, now)
+                else:
+                    self._check(p, now)
+
+    def _hold(self, p: Supervised, why: str, now: float) -> None:
+        """The gate is closed: ``p`` stops by itself (killed if it lingers) and waits for the gate."""
+        if p.state == "ended" and p.proc is None:
+            return
+        p.held = True
+        if p.proc is not None and p.proc.is_alive():
+            since = self._closed_since if self._closed_since is not None else now
+            if now - since > FENCE_KILL_S and p.kill_reason is None and p.proc.pid is not None:
+                p.kill_reason = f"{why}; still running {FENCE_KILL_S:g} s later"
+                log.warning("%s %s; killing it", p.name, p.kill_reason, extra=p.log_extra())
+                with contextlib.suppress(OSError):
+                    os.kill(p.proc.pid, signal.SIGKILL)
+            p.state, p.reason = "stopped", f"{why}; stopping"
+            return
+        if p.proc is not None:
+            log.info("%s %s: %s", p.name, describe_exit(p.proc.exitcode), why, extra=p.log_extra())
+            p.proc.join(0)
+            p.proc = None
+        p.state, p.reason, p.next_start = "stopped", why, now  # starts again once the gate opens
 
     def _check(self, p: Supervised, now: float) -> None:
         rt = self.settings
@@ -191,8 +240,11 @@ class Supervisor:
             return  # done for good: only a configuration change starts it again (a new entry)
         if p.proc is None:
             if p.next_start is not None and now >= p.next_start:
-                p.restarts += 1
-                log.info("starting %s again (restart %d)", p.name, p.restarts, extra=p.log_extra())
+                if p.started_at:
+                    p.restarts += 1
+                    log.info("starting %s again (restart %d)", p.name, p.restarts, extra=p.log_extra())
+                else:  # added while the gate was closed: its first start
+                    log.info("starting %s", p.name, extra=p.log_extra())
                 self.spawn(p)
             return
         if not p.proc.is_alive():
@@ -236,6 +288,11 @@ class Supervisor:
         p.proc = None
         if p.ending or (p.kill_reason is None and code == EXIT_ENDED):
             self._ended(p)
+            return
+        if self._gate is not None and p.kill_reason is None and code == EXIT_FENCED:  # lapsed, came back
+            p.state, p.next_start = "restarting", now
+            p.reason = "stopped by a lapsed fleet lease; starting again"
+            log.info("%s %s", p.name, p.reason, extra=p.log_extra())
             return
         decision = p.policy.failure(now)
         p.last_error = reason
