@@ -6,8 +6,15 @@
   Images are never pickled or copied through a pipe. The client is
   :class:`~camfleet.detect.client.DetectorClient`.
 * **Workers.** ``workers`` inference workers (threads, each with its own
-  runtime; default one per core) take jobs from this process's loop
-  (:mod:`camfleet.detect.workers`), so one detector uses every core.
+  runtime; default one per core; :mod:`camfleet.detect.workers`), so one
+  detector uses every core.
+* **Few hand-offs.** This process's loop reads the sockets and, as a request
+  arrives, its frames from the camera's ring, and queues it
+  (:class:`~camfleet.detect.fair.FairQueue`). A free worker takes its next job
+  from there itself and answers the camera from its own thread the moment the
+  job ends: the loop's thread is in neither path, so a worker never waits for
+  it to be scheduled (on a busy machine every hand-off between threads costs a
+  time slice of latency and a share of the CPU).
 * **Batching.** A model that runs real batches (a batch axis) gets the
   requests of all cameras gathered until ``max_batch`` images are waiting or
   the oldest has waited ``max_wait_ms``; a batch-1 model gets one request per
@@ -16,11 +23,6 @@
   time, and each camera may have at most ``max_inflight`` requests queued or
   running, so a busy camera cannot starve the others. Answers carry their
   request's id and go back in whatever order the workers finish.
-* **Few hand-offs.** A worker answers the camera itself, from its own thread,
-  the moment its job ends, and (batch-1 models) up to one job per worker waits
-  in the workers' queue, so a worker never waits for this loop's thread to be
-  scheduled: on a busy machine every hand-off between threads costs a time
-  slice of latency and a share of the CPU.
 * **Health.** The service beats a heartbeat file (:func:`read_heartbeat`);
   the node's supervisor (:mod:`camfleet.runtime.detectors`) restarts it when
   it dies or when one worker has been stuck in one inference longer than
@@ -30,7 +32,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import importlib
 import logging
@@ -53,6 +54,7 @@ from camfleet.framebus.segment import create_private_file
 from camfleet.procutil import die_with_parent
 
 from .client import DetectorClient, DetectorFailed
+from .fair import FairQueue, Lane, Taken, Waiting
 from .models import ModelSpec
 from .protocol import (
     MAX_INFLIGHT,
@@ -63,7 +65,7 @@ from .protocol import (
     send,
     socket_path,
 )
-from .workers import Done, InferenceWorkers, Job, default_workers
+from .workers import Done, InferenceWorkers, default_workers
 
 __all__ = [
     "DetectorClient",
@@ -179,23 +181,21 @@ def read_heartbeat(detector: str) -> Heartbeat | None:
 class _Camera:
     """One connected camera.
 
-    ``lock`` guards ``running``, ``images`` and ``gone`` (held only for a moment: the loop reads
-    them for every camera); ``send_lock`` guards ``conn``'s sends and its close, so that a camera
-    slow to read its answers (up to :data:`SEND_TIMEOUT_S`) holds up no other camera. The loop's
-    thread and the workers (which answer) both use them.
+    ``lane`` (its requests waiting and running) belongs to the :class:`FairQueue`'s lock;
+    ``send_lock`` guards ``conn``'s sends and its close, so that a camera slow to read its answers
+    (up to :data:`SEND_TIMEOUT_S`) holds up no other camera; ``gone`` is set under both. The loop's
+    thread and the workers (which answer, and close the ring of a camera gone) both use them.
     """
 
     conn: socket.socket
-    lock: threading.Lock = field(default_factory=threading.Lock)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     reader: Reader = field(default_factory=Reader)
+    lane: Lane = field(default_factory=Lane)
     name: str = ""
     ring: FrameSubscriber | None = None
-    queue: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
-    running: int = 0  # requests a worker has now
     gone: bool = False  # disconnected; its ring closes when its last running request ends
     requests: int = 0
-    images: int = 0
+    images: int = 0  # counted by the workers (a racy read in stats is harmless)
     since: float = field(default_factory=time.monotonic)
 
 
@@ -225,28 +225,25 @@ class _Server:
         count = settings.workers if settings.workers is not None else default_workers()
         self.workers = InferenceWorkers(lambda: factory(settings.model, settings.threads), count,
                                         settings.name, on_done=self._answer)
-        if not self.workers.batches:
-            # batch-1: one job waiting per worker, taken as soon as the worker is free; a batching
-            # model keeps its requests here, where they may still join a bigger batch
-            self.workers.ahead = count
+        self.queue = FairQueue(max_inflight=settings.max_inflight, batches=self.workers.batches,
+                               max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000)
         self.runtime = self.workers.runtimes[0]
         hb = heartbeat_path(settings.name)
         fd = create_private_file(hb, mmap.PAGESIZE)  # never follows a name planted in /dev/shm
         self._hb = mmap.mmap(fd, mmap.PAGESIZE)
         os.close(fd)
-        self.jobs = 0  # jobs handed to workers (numbers the replies' batch_no in dispatch order)
         self.listener = listen(socket_path(settings.name))
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.listener, selectors.EVENT_READ, None)
         self.sel.register(self.workers.wake_fd, selectors.EVENT_READ, self.workers)
         self.cameras: dict[socket.socket, _Camera] = {}
-        self.rr = 0
         self.stop = False
         self.started = time.monotonic()
         self.beat()
+        self.workers.start(self.queue.take)
 
     def beat(self) -> None:
-        queued = sum(len(c.queue) for c in self.cameras.values())
+        queued, _ = self.queue.counts()
         with self.stats_lock:
             b, n, ns, biggest = self.stats
         self._hb[: _HB.size] = _HB.pack(
@@ -255,18 +252,13 @@ class _Server:
 
     def run(self) -> None:
         while not self.stop:
-            wait = self._dispatch_wait()
-            for key, _ in self.sel.select(timeout=wait):
+            for key, _ in self.sel.select(timeout=0.5):  # the heartbeat's period while idle
                 if key.data is None:
                     self._accept()
-                elif key.data is self.workers:
-                    self._finish(self.workers.done())
-                else:
+                elif key.data is not self.workers:  # the workers' fd: one died, see below
                     self._read(key.data)
             if self.workers.fatal is not None:
                 raise WorkerDied(self.workers.fatal)
-            while self.workers.idle and self._dispatch_due():
-                self._dispatch()
             self.beat()
 
     def _accept(self) -> None:
@@ -275,6 +267,7 @@ class _Server:
             conn.settimeout(SEND_TIMEOUT_S)  # recv only when readable; a send may not hang a thread
             cam = _Camera(conn)
             self.cameras[conn] = cam
+            self.queue.add(cam.lane)
             self.sel.register(conn, selectors.EVENT_READ, cam)
 
     def _drop(self, cam: _Camera, why: str) -> None:
@@ -283,15 +276,16 @@ class _Server:
         log.info("detector %s: camera %s disconnected (%s)", self.s.name, cam.name or "?", why)
         self.sel.unregister(cam.conn)
         self.cameras.pop(cam.conn, None)
-        with cam.lock:
-            cam.gone = True
-            running = cam.running
         with cam.send_lock:
+            cam.gone = True
             cam.conn.close()
-        cam.queue.clear()
+        dropped, running = self.queue.remove(cam.lane)
+        for w in dropped:
+            for f in w.item.frames:
+                f.release()
         if running == 0:
             self._close_ring(cam)
-        # else: a worker still reads frames of its ring; _finish closes it after the last one
+        # else: a worker still holds frames of its ring; it closes the ring after its last one
 
     @staticmethod
     def _close_ring(cam: _Camera) -> None:
@@ -332,15 +326,7 @@ class _Server:
         if op == "hello":
             self._hello(cam, msg)
         elif op == "detect":
-            with cam.lock:  # a worker lowers ``running`` before it sends the answer
-                running = cam.running
-            if len(cam.queue) + running >= self.s.max_inflight:
-                self._reply(cam, {"op": "result", "id": msg.get("id"),
-                                  "error": f"more than {self.s.max_inflight} requests in flight"})
-                return
-            msg["t"] = time.monotonic()
-            cam.queue.append(msg)
-            cam.requests += 1
+            self._detect(cam, msg)
         elif op == "stats":
             self._reply(cam, {"op": "stats", **self._stats()})
         else:
@@ -348,7 +334,7 @@ class _Server:
 
     def _hello(self, cam: _Camera, msg: dict[str, Any]) -> None:
         cam.name = str(msg.get("camera", ""))
-        if cam.ring is not None or cam.running:
+        if cam.ring is not None:
             self._reply(cam, {"op": "error", "error": "hello twice on one connection"})
             return
         try:
@@ -371,13 +357,14 @@ class _Server:
         with self.stats_lock:
             b, n, ns, biggest = self.stats
         uptime = max(time.monotonic() - self.started, 1e-9)
+        queued, running = self.queue.counts()
         return {
             "uptime_s": uptime, "batches": b, "images": n, "mean_batch": n / b if b else 0.0,
             "mean_infer_ms": ns / b / 1e6 if b else 0.0, "max_batch_seen": biggest,
             "inferences_per_s": b / uptime, "images_per_s": n / uptime, "workers": self.workers.count,
             "runs_batches": self.workers.batches,
-            "queued": sum(len(c.queue) for c in self.cameras.values()),
-            "running": sum(c.running for c in self.cameras.values()),
+            "queued": queued,
+            "running": running,
             "cameras": {c.name: {"requests": c.requests, "images": c.images,
                                  "requests_per_s": c.requests / max(time.monotonic() - c.since, 1e-9)}
                         for c in self.cameras.values()},
@@ -385,87 +372,24 @@ class _Server:
 
     # ------------------------------------------------------------------ jobs
 
-    def _eligible(self, cam: _Camera) -> bool:
-        """Whether ``cam``'s next request may be handed to the workers now.
-
-        Into a free worker: any camera's. Into the queue ahead of the workers (every worker has a
-        job): only the request of a camera with nothing there yet, so that a camera never gets a
-        second job in while another camera's first still waits here (round-robin stays exact).
-        """
-        if self.workers.free > 0:
-            return True
-        with cam.lock:
-            return cam.running == 0
-
-    def _pending(self) -> list[_Camera]:
-        return [c for c in self.cameras.values() if c.queue and self._eligible(c)]
-
-    def _max_wait_s(self) -> float:
-        # a batch-1 model runs a batch image by image: waiting for one to fill only adds latency,
-        # while an idle worker can serve the next request at once
-        return self.s.max_wait_ms / 1000 if self.workers.batches else 0.0
-
-    def _dispatch_wait(self) -> float:
-        pending = self._pending()
-        if not pending or not self.workers.idle:
-            return 0.5  # heartbeat period while idle or while every worker is busy (a finish wakes us)
-        oldest = min(float(c.queue[0]["t"]) for c in pending)
-        return max(0.0, oldest + self._max_wait_s() - time.monotonic())
-
-    def _dispatch_due(self) -> bool:
-        pending = self._pending()
-        if not pending:
-            return False
-        if not self.workers.batches:
-            return True
-        images = sum(int(m["count"]) for c in pending for m in c.queue)
-        oldest = min(c.queue[0]["t"] for c in pending)
-        return images >= self.s.max_batch or time.monotonic() - oldest >= self._max_wait_s()
-
-    def _dispatch(self) -> None:
-        """Hand the next job to an idle worker: requests taken round-robin, one per camera per turn.
-
-        A batch-capable model gets up to ``max_batch`` images of several cameras in one job;
-        a batch-1 model one request per job, so that the idle workers share the requests out.
-        """
-        cams = list(self.cameras.values())
-        if not cams:
+    def _detect(self, cam: _Camera, msg: dict[str, Any]) -> None:
+        """Queue a request with its frames, read from the camera's ring now (a worker takes it from there)."""
+        if not self.queue.room(cam.lane):  # only a worker changes it now, and only to make room
+            self._reply(cam, {"op": "result", "id": msg.get("id"),
+                              "error": f"more than {self.s.max_inflight} requests in flight"})
             return
-        start = self.rr % len(cams)
-        order = cams[start:] + cams[:start]
-        limit = self.s.max_batch if self.workers.batches else 1  # requests per job
-        chosen: list[_Request] = []
-        total = 0
-        progress = True
-        while progress and total < self.s.max_batch and len(chosen) < limit:
-            progress = False
-            for i, cam in enumerate(order):
-                if not cam.queue or (total + int(cam.queue[0]["count"]) > self.s.max_batch and chosen):
-                    continue
-                if not chosen and not self._eligible(cam):
-                    continue
-                msg = cam.queue.popleft()
-                frames = self._take(cam, msg)
-                if frames is None:
-                    continue
-                if not chosen:
-                    self.rr = start + i + 1  # the next job starts after the first camera served here
-                chosen.append(_Request(cam, msg, frames))
-                with cam.lock:
-                    cam.running += 1
-                total += len(frames)
-                progress = True
-                if total >= self.s.max_batch or len(chosen) >= limit:
-                    break
-        if not chosen:
+        frames = self._take(cam, msg)
+        if frames is None:
             return
-        self.jobs += 1
-        images = [f.array for r in chosen for f in r.frames]
-        self.workers.submit(Job(self.jobs, images, chosen))
+        cam.requests += 1
+        if not self.queue.put(cam.lane, Waiting([f.array for f in frames], _Request(cam, msg, frames))):
+            for f in frames:  # not reached: room() said yes and the loop's thread alone adds
+                f.release()
+            self._reply(cam, {"op": "result", "id": msg.get("id"), "error": "request not queued"})
 
     def _answer(self, done: Done) -> None:
         """Answer the requests of a finished job (in the worker's thread, as soon as it ends)."""
-        chosen: list[_Request] = done.job.tag
+        taken: list[Taken] = done.job.tag
         n = len(done.job.images)
         with self.stats_lock:  # counted before any answer leaves: a stats request may follow it at once
             self.stats[0] += 1
@@ -473,7 +397,8 @@ class _Server:
             self.stats[2] += done.infer_ns
             self.stats[3] = max(self.stats[3], n)
         i = 0
-        for req in chosen:
+        for t in taken:
+            req: _Request = t.item
             for f in req.frames:
                 f.release()
             count = len(req.frames)
@@ -489,10 +414,11 @@ class _Server:
                 ]
             i += count
             cam = req.cam
-            with cam.lock:
-                # lowered before the answer leaves: the camera's next request may arrive at once
-                cam.running -= 1
-                cam.images += count
+            cam.images += count
+            # lowered before the answer leaves: the camera's next request may arrive at once
+            if self.queue.finished(cam.lane):
+                self._close_ring(cam)  # gone, and this was its last request: nobody else holds the ring
+                continue
             with cam.send_lock:
                 if cam.gone:
                     continue
@@ -503,16 +429,6 @@ class _Server:
                     log.info("detector %s: answer to camera %s failed (%s)", self.s.name, cam.name, exc)
                     with contextlib.suppress(OSError):
                         cam.conn.shutdown(socket.SHUT_RDWR)
-
-    def _finish(self, finished: list[Done]) -> None:
-        """Close the rings of cameras gone once their last job ended (:meth:`_answer` answered them)."""
-        for done in finished:
-            for req in done.job.tag:
-                cam = req.cam
-                with cam.lock:
-                    last = cam.gone and cam.running == 0
-                if last:
-                    self._close_ring(cam)
 
     def _take(self, cam: _Camera, msg: dict[str, Any]) -> list[Any] | None:
         """The request's frames from the camera's ring (they must be the next ones)."""
@@ -544,6 +460,7 @@ class _Server:
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.s.name).unlink()
+        self.queue.close()
         self.workers.close()
 
 
