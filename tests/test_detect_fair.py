@@ -1,0 +1,164 @@
+"""The detector's fair queue: workers take their own jobs, concurrently, round-robin between cameras.
+
+Pure logic under threads (no processes): many taker threads, as the detector's
+inference workers, and one thread adding requests, as the detector's loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from camfleet.detect.fair import FairQueue, Lane, Taken, Waiting
+from camfleet.detect.workers import Job
+
+pytestmark = pytest.mark.unit
+
+IMG = np.zeros((2, 2, 3), np.uint8)
+
+
+def _req(tag: object, images: int = 1) -> Waiting:
+    return Waiting([IMG] * images, tag)
+
+
+def _taken(job: Job) -> list[Taken]:
+    out: list[Taken] = job.tag
+    return out
+
+
+def _queue(**kw: object) -> FairQueue:
+    args: dict[str, object] = {"max_inflight": 2, "batches": False, "max_batch": 8, "max_wait_s": 0.0, **kw}
+    return FairQueue(**args)  # type: ignore[arg-type]
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_strict_round_robin_and_the_in_flight_limit_counts_running_requests() -> None:
+    q = _queue()
+    a, b, c = Lane("a"), Lane("b"), Lane("c")
+    for lane in (a, b, c):
+        q.add(lane)
+    assert q.put(a, _req("a1")) and q.put(a, _req("a2"))
+    assert not q.put(a, _req("a3"))  # 2 waiting: the third is refused
+    assert q.put(b, _req("b1")) and q.put(c, _req("c1"))
+    first = q.take(0)
+    assert first is not None and [t.item for t in _taken(first)] == ["a1"]
+    assert not q.room(a)  # one waiting, one running
+    assert q.put(b, _req("b2"))
+    order = []
+    for _ in range(4):
+        job = q.take(0)
+        assert job is not None
+        order += [t.item for t in _taken(job)]
+    assert order == ["b1", "c1", "a2", "b2"]  # one per camera per turn, the turn goes on from b
+    assert q.take(0) is None  # nothing left: a timeout of 0 answers at once
+    assert q.counts() == (0, 5)
+    assert not q.finished(a) and q.room(a)
+
+
+def test_a_camera_leaving_returns_its_waiting_requests_and_the_turn_passes_to_the_next() -> None:
+    q = _queue()
+    a, b, c = Lane("a"), Lane("b"), Lane("c")
+    for lane in (a, b, c):
+        q.add(lane)
+    for lane in (a, b, c):
+        assert q.put(lane, _req(lane.name + "1"))
+    assert q.put(b, _req("b2"))
+    job = q.take(0)
+    assert job is not None and _taken(job)[0].item == "a1"
+    dropped, running = q.remove(b)  # b's turn is next: it leaves with two waiting
+    assert [w.item for w in dropped] == ["b1", "b2"] and running == 0
+    assert not q.put(b, _req("late"))  # a gone camera queues nothing
+    job = q.take(0)
+    assert job is not None and _taken(job)[0].item == "c1"  # c keeps its turn
+    dropped, running = q.remove(a)  # a leaves with its request running
+    assert dropped == [] and running == 1
+    assert q.finished(a)  # its last one ended: the caller closes its ring now
+    assert q.counts() == (0, 1)  # c's
+
+
+def test_a_batching_model_waits_for_a_full_batch_or_the_oldest_request_deadline() -> None:
+    q = _queue(batches=True, max_batch=4, max_wait_s=0.05, max_inflight=2)
+    a, b = Lane("a"), Lane("b")
+    q.add(a)
+    q.add(b)
+    q.put(a, _req("a1"))
+    assert q.take(0) is None  # not full, not old enough
+    t0 = time.monotonic()
+    job = q.take(5)
+    assert job is not None and time.monotonic() - t0 >= 0.02  # the deadline closed it
+    assert [t.item for t in _taken(job)] == ["a1"]
+    q.put(a, _req("a2", images=2))
+    q.put(b, _req("b1"))
+    q.put(b, _req("b2"))
+    job = q.take(0)  # 4 images wait: due at once, round-robin across cameras, at most 4 images
+    assert job is not None and len(job.images) == 4
+    assert [t.item for t in _taken(job)] == ["b1", "a2", "b2"]  # b's turn first: a started the last job
+
+
+def test_close_wakes_every_worker_waiting_for_a_job() -> None:
+    q = _queue()
+    got: list[Job | None] = []
+    takers = [threading.Thread(target=lambda: got.append(q.take())) for _ in range(3)]
+    for t in takers:
+        t.start()
+    q.close()
+    for t in takers:
+        t.join(5)
+    assert got == [None, None, None]
+
+
+def test_many_workers_taking_concurrently_keep_limits_and_each_cameras_order() -> None:
+    """4 worker threads take and finish jobs while the loop's thread adds requests of 5 cameras as
+    fast as their limit allows: every request is run exactly once, each camera's in its order, and
+    the limit is never passed."""
+    q = _queue(max_inflight=2)
+    lanes = [Lane(f"cam{i}") for i in range(5)]
+    for lane in lanes:
+        q.add(lane)
+    per_lane = 200
+    log: list[tuple[int, str, int]] = []  # (job number, camera, request number) as taken
+    log_lock = threading.Lock()
+    over: list[str] = []
+
+    def worker() -> None:
+        while (job := q.take()) is not None:
+            for t in _taken(job):
+                lane, n = t.item
+                with q._cond:  # the limit holds at every instant a job is running
+                    if len(lane.waiting) + lane.running > q.max_inflight:
+                        over.append(lane.name)
+                with log_lock:
+                    log.append((job.number, lane.name, n))
+                q.finished(lane)
+
+    workers = [threading.Thread(target=worker) for _ in range(4)]
+    for w in workers:
+        w.start()
+    sent = dict.fromkeys(range(len(lanes)), 0)
+    deadline = time.monotonic() + 20
+    while any(n < per_lane for n in sent.values()):
+        assert time.monotonic() < deadline
+        for i, lane in enumerate(lanes):
+            if sent[i] < per_lane and q.put(lane, _req((lane, sent[i]))):
+                sent[i] += 1
+    _wait_for(lambda: len(log) == per_lane * len(lanes))
+    _wait_for(lambda: q.counts() == (0, 0))
+    q.close()
+    for w in workers:
+        w.join(5)
+    assert over == []
+    log.sort()
+    assert [n for n, _, _ in log] == list(range(1, len(log) + 1))  # one request per job, all numbered
+    for lane in lanes:
+        assert [k for _, name, k in log if name == lane.name] == list(range(per_lane))
+
