@@ -159,13 +159,14 @@ SLOW = "tests.support.detect_helpers:slow_marker_runtime"
 def test_a_camera_that_leaves_with_its_job_queued_ahead_costs_the_others_nothing(
     pool: DetectorManager,
 ) -> None:
-    """One worker (0.2 s per image), so the next camera's job waits in the workers' queue ahead of
-    them: its camera disconnects there. The job still runs (its frames stay held until then), the
-    answer goes nowhere, the others get theirs, and the camera comes back under the same name."""
+    """One worker (0.2 s per image), so the next camera's request waits in the detector's queue
+    (its frames already read from its ring): its camera disconnects there. The request is dropped
+    and its frames released, the others get their answers, and the camera comes back under the
+    same name (its ring subscribed again)."""
     a, b, c = (DetectorClient("pool", name, (300, 300)) for name in ("a", "b", "c"))
     try:
         ra = a.submit([marker(11)])  # on the worker
-        b.submit([marker(22)])  # queued ahead of the worker
+        b.submit([marker(22)])  # waits in the detector's queue
         b.close()  # gone with its job queued
         rc = c.submit([marker(33)])
         assert _score(a.result(ra)) == pytest.approx(11 / 255)
@@ -173,8 +174,8 @@ def test_a_camera_that_leaves_with_its_job_queued_ahead_costs_the_others_nothing
         b = DetectorClient("pool", "b", (300, 300))
         assert _score(b.detect([marker(44)])) == pytest.approx(44 / 255)
         stats = c.stats()
-        # b's queued job ran, or failed at once if its ring went first: never left running
-        assert stats["running"] == 0 and stats["images"] >= 3
+        # b's waiting request was dropped with its camera: nothing left waiting or running
+        assert stats["running"] == 0 and stats["queued"] == 0 and stats["images"] >= 3
         assert pool.restarts == 0
     finally:
         for cl in (a, b, c):
@@ -228,3 +229,33 @@ def test_default_workers_one_per_core_shared_among_processes() -> None:
     assert default_workers() == min(cores, MAX_WORKERS)
     assert default_workers(processes=2) == max(1, min(cores // 2, MAX_WORKERS))
     assert default_workers(processes=10_000) == 1
+
+
+def test_batching_model_on_two_workers_answers_every_request_of_every_camera_with_its_own(
+    tmp_path: Path,
+) -> None:
+    """Two workers take batches from the queue at once, 3 cameras keep 2 requests in flight:
+    every answer is its own image's, whatever batch and worker ran it."""
+    spec = yolo_spec(yolo_onnx(tmp_path / "tiny.onnx"))
+    settings = DetectorSettings(name="onnx2", model=spec, workers=2, max_batch=4, max_wait_ms=50)
+    manager = DetectorManager(settings, check_s=0.1)
+    manager.start()
+    clients = [DetectorClient("onnx2", f"cam{i}", (64, 64)) for i in range(3)]
+    try:
+        batches: set[int] = set()
+        for k in range(8):
+            sent = {}
+            for c, cl in enumerate(clients):
+                for j in range(2):
+                    value = 200 + 9 * (2 * c + j) + k % 2  # distinct within a round, above the threshold
+                    sent[(c, j)] = (cl.submit([np.full((64, 64, 3), value, np.uint8)]), value)
+            for (c, _), (rid, value) in sent.items():
+                dets = clients[c].result(rid)[0]
+                assert dets[0].score == pytest.approx(0.9 * value / 255)
+                batches.add(clients[c].last_batch)
+        assert manager.restarts == 0
+        assert max(batches) > 1  # real batches formed
+    finally:
+        for cl in clients:
+            cl.close()
+        manager.stop()

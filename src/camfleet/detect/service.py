@@ -195,7 +195,7 @@ class _Camera:
     ring: FrameSubscriber | None = None
     gone: bool = False  # disconnected; its ring closes when its last running request ends
     requests: int = 0
-    images: int = 0  # counted by the workers (a racy read in stats is harmless)
+    images: int = 0  # counted by the workers, under the server's stats_lock
     since: float = field(default_factory=time.monotonic)
 
 
@@ -414,7 +414,8 @@ class _Server:
                 ]
             i += count
             cam = req.cam
-            cam.images += count
+            with self.stats_lock:
+                cam.images += count
             # lowered before the answer leaves: the camera's next request may arrive at once
             if self.queue.finished(cam.lane):
                 self._close_ring(cam)  # gone, and this was its last request: nobody else holds the ring
