@@ -183,7 +183,8 @@ class _Camera:
 
     ``lane`` (its requests waiting and running) belongs to the :class:`FairQueue`'s lock;
     ``send_lock`` guards ``conn``'s sends and its close, so that a camera slow to read its answers
-    (up to :data:`SEND_TIMEOUT_S`) holds up no other camera; ``gone`` is set under both. The loop's
+    (up to :data:`SEND_TIMEOUT_S`) holds up no other camera; ``gone`` is set under it (and the
+    lane's own ``gone`` under the queue's lock). The loop's
     thread and the workers (which answer, and close the ring of a camera gone) both use them.
     """
 
