@@ -6,7 +6,8 @@
   beating and reporting its status; it runs the cameras the fleet places on it
   (its key in ``camfleet_desired``) over the node settings of ``--config``,
   and only while its heartbeat lease holds.
-* ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership.
+* ``camfleet coordinator --nats URL``: watches the fleet and competes for leadership; the leader
+  places the fleet's cameras (its database: ``--db``) and answers ``camfleet cluster ...``.
 
 SIGTERM or Ctrl-C stops each of them cleanly.
 """
@@ -222,11 +223,25 @@ def coordinator(
     nats_url: str = typer.Option(..., "--nats", help="NATS URL(s), comma-separated (nats://, tls://)."),
     data_dir: Path = typer.Option(Path("camfleet-coordinator"), help="Where the coordinator id and its state "
                                   "file (coordinator.json) live."),
+    db: str | None = typer.Option(None, "--db", help="The fleet database shared by every coordinator: "
+                                  "postgresql://... or sqlite:///PATH (default: sqlite:///DATA_DIR/fleet.db, "
+                                  "for coordinators on one machine only). Or $CAMFLEET_FLEET_DB."),
+    strategy: str = typer.Option("spread", help="Placement: spread (the least loaded node) or binpack "
+                                 "(the fullest that fits)."),
+    drain_batch: int = typer.Option(4, "--drain-batch", min=1, help="Cameras a drain moves per pass (each "
+                                    "pass after the previous batch stopped on the drained node)."),
+    max_moves: int = typer.Option(4, "--max-moves", min=0, help="Rebalancing moves per pass (0: never "
+                                  "rebalance)."),
+    imbalance: float = typer.Option(0.25, "--imbalance", min=0.0, max=1.0, help="Rebalance only when the "
+                                    "most and least loaded nodes differ by more than this (utilisation)."),
+    base_config: Path | None = typer.Option(None, "--base-config", help="Node configuration whose models, "
+                                            "detectors, pipelines and defaults fleet cameras are checked "
+                                            "against (default: camfleet's embedded default)."),
     creds: Path | None = typer.Option(None, "--nats-creds", help="NATS credentials file (.creds)."),
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Run a coordinator: watch the fleet's members, compete for leadership (others stand by)."""
+    """Run a coordinator: watch the fleet, compete for leadership; the leader places the cameras."""
     stop = _begin(verbose)
     from camfleet.cluster.coordinator import Coordinator  # noqa: PLC0415
     from camfleet.cluster.identity import IdentityError, load_or_create_id  # noqa: PLC0415
@@ -238,10 +253,13 @@ def coordinator(
     except (IdentityError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    coord = Coordinator(options, coordinator_id)
+    store, base, placement = _fleet_database(db, data_dir.resolve(), base_config, strategy=strategy,
+                                             drain_batch=drain_batch, max_moves=max_moves,
+                                             imbalance_threshold=imbalance)
+    coord = Coordinator(options, coordinator_id, store=store, base=base, placement=placement)
     state = StateFile(coord, data_dir.resolve() / "coordinator.json")
-    typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; state in "
-               f"{state.path}. Ctrl-C to stop.")
+    typer.echo(f"camfleet coordinator: {coordinator_id}; fleet at {options.shown}; database {store.shown}; "
+               f"state in {state.path}. Ctrl-C to stop.")
     state.start()
     try:
         _run_async(coord.run, stop)
@@ -250,5 +268,29 @@ def coordinator(
         raise typer.Exit(1) from None
     finally:
         state.stop()
+        store.close()
     typer.echo("camfleet coordinator: stopped.")
 
+
+def _fleet_database(db: str | None, data_dir: Path, base_config: Path | None,
+                    **placement_settings: Any) -> Any:
+    """The coordinator's database, the base configuration and the placement settings (exits on an error)."""
+    import os  # noqa: PLC0415
+
+    from camfleet.cluster.placement_types import PlacementSettings  # noqa: PLC0415
+    from camfleet.config import ConfigError  # noqa: PLC0415
+    from camfleet.fleetstore.store import FleetStore  # noqa: PLC0415
+    from camfleet.pipeline.validate import load_config  # noqa: PLC0415
+    from camfleet.store.errors import StoreError  # noqa: PLC0415
+
+    try:
+        placement = PlacementSettings(**placement_settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        base = load_config(base_config) if base_config is not None else None
+        store = FleetStore(db or os.environ.get("CAMFLEET_FLEET_DB") or f"sqlite:///{data_dir / 'fleet.db'}")
+    except (ConfigError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return store, base, placement

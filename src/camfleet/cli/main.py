@@ -6,7 +6,22 @@ import typer
 
 from camfleet import __version__
 
-from . import bus, config, demo, fleet, importer, ingest, logview, models, run, sim, status, storage, token
+from . import (
+    bus,
+    cluster,
+    config,
+    demo,
+    fleet,
+    importer,
+    ingest,
+    logview,
+    models,
+    run,
+    sim,
+    status,
+    storage,
+    token,
+)
 
 app = typer.Typer(
     name="camfleet",
@@ -20,6 +35,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(importer.app, name="import")
 app.add_typer(storage.app, name="storage")
 app.add_typer(token.app, name="token")
+app.add_typer(cluster.app, name="cluster")
 app.command("run")(run.run)
 app.command("demo")(demo.run)
 app.command("probe")(ingest.probe_command)

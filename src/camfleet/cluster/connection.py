@@ -72,7 +72,8 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
         log.debug("nats: %s", exc)
 
     async def on_disconnected() -> None:
-        log.warning("nats: disconnected; reconnecting")
+        if not client.is_closed:  # a close of our own is no outage
+            log.warning("nats: disconnected; reconnecting")
 
     async def on_reconnected() -> None:
         log.info("nats: reconnected to %s", mask_url(str(client.connected_url.geturl()))

@@ -7,24 +7,29 @@ known as soon as it registers and a dead one once its heartbeat is gone for
 TTL + grace, with no "refresh" call.
 
 The in-process API (:meth:`Coordinator.snapshot`, :meth:`Coordinator.is_leader`)
-is safe from any thread; the HTTP API and the scheduler (placement, desired
-state per node, fenced by :attr:`CoordinatorSnapshot.term`) come next.
+is safe from any thread. Given the fleet's database (``store``), the leader
+also places the cameras and writes each node's desired state
+(:mod:`.leader`), and answers the control API on ``camfleet.ctl.<verb>``
+(:mod:`.control`) while, and only while, it leads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from camfleet.redact import mask_url
+from camfleet.redact import mask_text, mask_url
 
 from .connection import NatsOptions, connect
 from .election import Transition
@@ -33,13 +38,25 @@ from .kv import Bucket, KvError, open_bucket
 from .membership import Change, Member, Membership
 from .registry import (
     ALIVE_BUCKET,
+    APPLIED_BUCKET,
+    CTL_PREFIX,
+    DESIRED_BUCKET,
     LEADER_BUCKET,
     NODES_BUCKET,
+    STATUS_PREFIX,
+    AppliedReport,
     FleetTiming,
     Heartbeat,
     NodeRecord,
     RecordError,
 )
+
+if TYPE_CHECKING:
+    from camfleet.config import Config
+    from camfleet.fleetstore.store import FleetStore
+
+    from .leader import FleetLeader
+    from .placement_types import PlacementSettings
 
 __all__ = ["Coordinator", "CoordinatorSnapshot", "default_replicas"]
 
@@ -80,8 +97,16 @@ class Coordinator:
 
     def __init__(self, options: NatsOptions, coordinator_id: str, timing: FleetTiming | None = None, *,
                  replicas: int | None = None,
-                 on_change: Callable[[Change | Transition], None] | None = None) -> None:
+                 on_change: Callable[[Change | Transition], None] | None = None,
+                 store: FleetStore | None = None, base: Config | None = None,
+                 placement: PlacementSettings | None = None) -> None:
         self.options = options
+        self.store = store
+        self.base = base
+        self.placement = placement
+        self.leader: FleetLeader | None = None
+        # set once the registry's and the heartbeats' first values are read
+        self._synced = (asyncio.Event(), asyncio.Event())
         self.coordinator_id = coordinator_id
         self.timing = timing or FleetTiming()
         self._replicas = replicas
@@ -90,6 +115,7 @@ class Coordinator:
         self._lock = threading.Lock()
         self._elector: LeaderElector | None = None
         self._client: Client | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.ready = threading.Event()  # set once connected, the buckets open and the watches started
 
     # ---------------------------------------------------------------- in-process API (any thread)
@@ -122,12 +148,19 @@ class Coordinator:
             buckets = await self._open(js, replicas, stop)
             if buckets is None:
                 return
-            nodes, alive, leader = buckets
+            nodes, alive, leader, desired, applied = buckets
             self._elector = LeaderElector(leader, self.coordinator_id, self.timing, self._transition)
             tasks = [asyncio.create_task(self._watch_nodes(nodes), name="watch-nodes"),
                      asyncio.create_task(self._watch_alive(alive), name="watch-alive"),
-                     asyncio.create_task(self._sweep(stop), name="sweep"),
-                     asyncio.create_task(self._elector.run(stop), name="elector")]
+                     asyncio.create_task(self._sweep(stop), name="sweep")]
+            if self.store is not None:
+                from .leader import FleetLeader  # noqa: PLC0415 - the scheduler only where there is a database
+
+                self.leader = FleetLeader(self.store, desired, self._members, self.is_leader, self.placement)
+                tasks += [asyncio.create_task(self._watch_applied(applied), name="watch-applied"),
+                          asyncio.create_task(self._lead(client, stop), name="lead")]
+                await client.subscribe(f"{STATUS_PREFIX}.*", cb=self._on_status)
+            tasks.append(asyncio.create_task(self._elector.run(stop), name="elector"))
             self.ready.set()
             log.info("coordinator %s: watching the fleet at %s (buckets R%d)", self.coordinator_id,
                      self.options.shown, replicas)
@@ -144,14 +177,16 @@ class Coordinator:
                 await client.close()
 
     async def _open(self, js: JetStreamContext, replicas: int,
-                    stop: asyncio.Event) -> tuple[Bucket, Bucket, Bucket] | None:
-        """The three buckets, retried while JetStream is unavailable (a cluster electing); None: stopped."""
+                    stop: asyncio.Event) -> tuple[Bucket, Bucket, Bucket, Bucket, Bucket] | None:
+        """The fleet's buckets, retried while JetStream is unavailable (a cluster electing); None: stopped."""
         delay = 0.25
         while not stop.is_set():
             try:
                 return (await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None),
                         await open_bucket(js, ALIVE_BUCKET, replicas=replicas),
-                        await open_bucket(js, LEADER_BUCKET, replicas=replicas))
+                        await open_bucket(js, LEADER_BUCKET, replicas=replicas),
+                        await open_bucket(js, DESIRED_BUCKET, replicas=replicas, markers_ttl_s=None),
+                        await open_bucket(js, APPLIED_BUCKET, replicas=replicas, markers_ttl_s=None))
             except KvError as exc:
                 log.warning("cannot open the fleet's buckets: %s (again in %.1f s)", exc, delay)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -160,21 +195,137 @@ class Coordinator:
         return None
 
     def _transition(self, change: Transition) -> None:
+        if self.leader is not None:
+            self.leader.wake()
         if self._on_change is not None:
             self._on_change(change)
+
+    def _members(self) -> dict[str, Member]:
+        with self._lock:
+            return self._membership.members()
 
     def _report(self, changes: list[Change]) -> None:
         for change in changes:
             log.info("member %s: %s -> %s (%s)", change.node_id, change.old or "unknown", change.new,
                      change.reason)
+            if self.leader is not None:
+                with self._lock:
+                    member = self._membership.members().get(change.node_id)
+                task = asyncio.get_running_loop().create_task(
+                    self.leader.member_changed(member, change.node_id, change.new))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             if self._on_change is not None:
                 self._on_change(change)
+
+    # ---------------------------------------------------------------- the leader's duties
+    def _info(self) -> dict[str, Any]:
+        e = self._elector
+        leader = e.leader() if e is not None else None
+        return {"coordinator_id": self.coordinator_id, "term": e.term if e is not None else 0,
+                "hostname": leader.hostname if leader else None, "pid": leader.pid if leader else None}
+
+    async def _lead(self, client: Client, stop: asyncio.Event) -> None:
+        """While this coordinator leads: answer the control API and run the scheduler (term by term)."""
+        from .control import ControlAPI  # noqa: PLC0415
+
+        assert self.leader is not None
+        leader = self.leader
+        control = ControlAPI(leader, self._info, self.base)
+        synced = asyncio.Event()
+
+        async def both_synced() -> None:
+            await self._synced[0].wait()
+            await self._synced[1].wait()
+            synced.set()
+
+        sync_task = asyncio.create_task(both_synced())
+        warm: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                if not self.is_leader() or self._elector is None:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.1)
+                    continue
+                term = self._elector.term
+                leader.leading = self._leading_in(term, stop)
+                if warm is None:  # the validator's imports, loaded now rather than on the first apply's path
+                    from .fleetconfig import warm_up  # noqa: PLC0415
+
+                    warm = asyncio.create_task(asyncio.to_thread(warm_up))
+                sub = await client.subscribe(f"{CTL_PREFIX}.*", cb=control.on_message)
+                log.info("leader (term %d): answering %s.*", term, CTL_PREFIX)
+                # the fleet's events into the database: one reader, on the leader only
+                events = asyncio.create_task(self._consume_events(client), name="events-consumer")
+                try:
+                    await leader.lead(term, synced)
+                finally:
+                    events.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await events
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    log.info("leader (term %d): stopped answering %s.*", term, CTL_PREFIX)
+        finally:
+            sync_task.cancel()
+            if warm is not None:
+                warm.cancel()
+
+    async def _consume_events(self, client: Client) -> None:
+        """Run the events consumer (:mod:`.events_consumer`) until cancelled, restarted after a failure."""
+        from .events_consumer import EventsConsumer  # noqa: PLC0415
+
+        assert self.store is not None
+        while True:
+            try:
+                await EventsConsumer(client, self.store.engine, replicas=self._replicas).run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the consumer's own retries gave up: start it again, not silently
+                log.warning("fleet events consumer stopped (%s); starting it again in 2 s",
+                            mask_text(repr(exc)))
+                await asyncio.sleep(2.0)
+
+    def _leading_in(self, term: int, stop: asyncio.Event) -> Callable[[], bool]:
+        """Whether this coordinator still leads in ``term`` (a new term is a new leadership)."""
+        return lambda: (not stop.is_set() and self.is_leader() and self._elector is not None
+                        and self._elector.term == term)
+
+    async def _watch_applied(self, bucket: Bucket) -> None:
+        assert self.leader is not None
+        while True:
+            try:
+                async for entry in bucket.watch():
+                    if entry is None or entry.deleted:
+                        continue
+                    try:
+                        report = AppliedReport.from_bytes(entry.value, entry.key)
+                    except RecordError as exc:
+                        log.error("applied reports: %s (ignored)", exc)
+                        continue
+                    if report.node_id == entry.key:
+                        self.leader.applied_report(entry.key, report)
+            except KvError as exc:
+                log.warning("applied-report watch failed (%s); again in 1 s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _on_status(self, msg: Msg) -> None:
+        if self.leader is None or not self.is_leader():
+            return
+        node_id = msg.subject[len(STATUS_PREFIX) + 1:]
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            return
+        if isinstance(data, dict) and node_id:
+            self.leader.node_status(node_id, data)
 
     async def _watch_nodes(self, bucket: Bucket) -> None:
         while True:
             try:
                 async for entry in bucket.watch():
                     if entry is None:
+                        self._synced[0].set()
                         continue
                     with self._lock:
                         if entry.deleted:
@@ -199,6 +350,7 @@ class Coordinator:
             try:
                 async for entry in bucket.watch():
                     if entry is None:
+                        self._synced[1].set()
                         continue
                     now = time.monotonic()
                     with self._lock:
