@@ -93,11 +93,18 @@ class FleetTiming:
     bucket accepts no write for 5-7 s after the server leading it is killed,
     measured with nats-server 2.15 on loopback): shorter, and losing one NATS
     server would end the leadership. A lease of 8 s still hands over within
-    10 s of a leader's death. (Heartbeats need no such margin: see membership.)
+    10 s of a leader's death. The heartbeat TTL must outlast it too, for the
+    agents' sake: an agent holds its fencing lease only ``heartbeat_ttl_s``
+    minus 1 s from its last *acknowledged* beat (:mod:`.fence`), so with a
+    TTL shorter than the failover, killing the server that leads
+    ``camfleet_alive`` fenced every agent and restarted every camera of the
+    fleet (seen with a 4 s TTL: 5 s without an acknowledged beat). 10 s
+    leaves a lease of 9 s; a lost node's cameras then run elsewhere about
+    ``heartbeat_ttl_s + grace_s`` + 1 s after its last beat.
     """
 
     heartbeat_s: float = 1.0
-    heartbeat_ttl_s: float = 4.0
+    heartbeat_ttl_s: float = 10.0
     grace_s: float = 2.0
     status_s: float = 2.0
     lease_ttl_s: float = 8.0
