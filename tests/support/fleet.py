@@ -294,6 +294,8 @@ class FleetHarness:
         self.sampler = ProcessSampler({a.node_id: a.status_file for a in self.agents})
         self.sampler.start()
         wait_for("3 agents alive at a leader", lambda: self.alive_nodes() == self.node_ids, 60, 0.2)
+        dead = [i + 1 for i, p in enumerate(self.coordinators) if p.poll() is not None]
+        assert not dead, f"coordinator(s) {dead} exited; see c*.log under {self.root}"
         return self
 
     def _coordinator(self, i: int) -> subprocess.Popen[bytes]:
