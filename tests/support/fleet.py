@@ -391,9 +391,10 @@ class FleetHarness:
             return set()
         return {n["node_id"] for n in reply["nodes"] if n["state"] == "alive"}
 
-    def camera(self, name: str, **placement: Any) -> dict[str, Any]:
-        """A fleet camera's settings: simulator stream ``name`` (sim path cam01..), placement hints."""
-        sim_name = name if name in self.sim.cameras else self.sim.cameras[0]
+    def camera(self, name: str, stream: str | None = None, **placement: Any) -> dict[str, Any]:
+        """A fleet camera's settings: simulator stream ``stream`` (default ``name`` when the simulator
+        has it, else its first), placement hints."""
+        sim_name = stream or (name if name in self.sim.cameras else self.sim.cameras[0])
         return {"sources": [{"url": self.sim.url(sim_name), "roles": ["detect"]}],
                 "placement": {"stream": {"width": 160, "height": 120, "fps": 4}, "decode_pps": 5e6,
                               "infer_ps": 0, **placement}}
