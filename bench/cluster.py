@@ -108,7 +108,7 @@ def bench_processes(trials: int, window_s: float) -> dict[str, Any]:
                 apply(fleet, {"cameras": {n: fleet.camera(n, stream=f"cam{n[-2:]}") for n in names}})
                 wait_for("the trial's cameras running", lambda: settled(fleet, names), 120, 0.05)  # noqa: B023
             where = fleet.where()
-            victim = max(fleet.agents, key=lambda a: sum(n == [a.node_id] for n in where.values()))  # noqa: B023
+            victim = max(fleet.agents, key=lambda a: sum(n == [a.node_id] for n in where.values()))
             moved = {c for c, n in where.items() if n == [victim.node_id]}
             victim.proc.kill()  # type: ignore[union-attr]
             victim.proc.wait(5)  # type: ignore[union-attr]
