@@ -31,6 +31,7 @@ export function openCamera(name) {
   cam.imgSeq = 0;
   cam.shownAt = 0;
   $("#cam-title").textContent = name;
+  $("#cam-media").textContent = "";
   $("#cam-picture").alt = `live picture of ${name}`;
   stopEditing(true);
   renderState();
@@ -60,6 +61,7 @@ export function renderState() {
   $("#cam-fps").textContent = `${c.decode_fps.toFixed(1)} fps decoded · ${c.processed_fps.toFixed(1)} analysed` +
     ` · detector ${c.inference_ms.toFixed(0)} ms`;
   $("#cam-error").textContent = c.last_error || c.reason || "";
+  $("#cam-node").textContent = c.node ? `on ${c.node}` : "";
 }
 
 // ---------------------------------------------------------------- picture and metadata
@@ -79,7 +81,16 @@ async function pump(gen) {
       const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
       const r = await fetch(`/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?after=${after}`, { headers });
       if (cam.gen !== gen) return;
-      if (!r.ok) { after = 0; await delay(1000); continue; }
+      if (!r.ok) {
+        // a coordinator answers 503 while the camera's node cannot serve the picture through it
+        const type = r.headers.get("content-type") || "";
+        const body = type.includes("application/json") ? await r.json().catch(() => null) : null;
+        $("#cam-media").textContent = body && typeof body.detail === "string" ? `No live picture here: ${body.detail}` : "";
+        after = 0;
+        await delay(r.status === 503 ? 3000 : 1000);
+        continue;
+      }
+      $("#cam-media").textContent = "";
       const seq = Number(r.headers.get("X-Frame-Seq") || 0);
       if (seq < after) cam.frames = [];   // the ring restarted
       after = seq;
