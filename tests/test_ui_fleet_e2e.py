@@ -62,7 +62,8 @@ def _api_url(log: Path) -> str | None:
     return m.group(1) if m else None
 
 
-def test_fleet_ui_nodes_grid_placement_drain_and_events(nats1: NatsHarness, tmp_path: Path, page: Page) -> None:
+def test_fleet_ui_nodes_grid_placement_drain_and_events(nats1: NatsHarness, tmp_path: Path,
+                                                       page: Page) -> None:
     db = f"sqlite:///{tmp_path / 'fleet.db'}"
     store = FleetStore(db)
     admin = store.create_token("ops", "admin")
@@ -121,10 +122,11 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     expect(page.locator(".node-card")).to_have_count(2)
     expect(card.locator(".bar")).to_have_count(2)
     expect(card.locator(".node-state")).to_have_text("alive")
-    expect(card.locator(".node-facts")).to_contain_text(re.compile(r"version test · last heartbeat \d+ s ago"))
+    facts = re.compile(r"version test · last heartbeat \d+ s ago")
+    expect(card.locator(".node-facts")).to_contain_text(facts)
     expect(card.locator(".node-cameras")).to_contain_text("door")
-    page.wait_for_function(  # the node running the camera has some load on its decode bar
-        f"() => Number(document.querySelector('.node-card[data-node=\"{node}\"] .bar')?.dataset.fraction) > 0")
+    decode_bar = f'.node-card[data-node="{node}"] .bar'  # the node running the camera: some decode load
+    page.wait_for_function(f"() => Number(document.querySelector('{decode_bar}')?.dataset.fraction) > 0")
     expect(page.locator(f'.node-card[data-node="{other}"] .node-cameras')).to_have_text("no cameras")
     page.screenshot(path=str(ARTIFACTS / "ui-fleet-nodes.png"), full_page=True)
 
@@ -149,17 +151,18 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     tile.locator("a.open").click()  # the camera's page says the same
     expect(page.locator("#cam-node")).to_have_text(f"on {other}")
     expect(page.locator("#cam-media")).to_contain_text(f"served by node {other}")
+    page.click("#cam-recordings")  # and its recordings
+    expect(page.locator("#rec-error")).to_contain_text(f"no recordings here: served by node {other}")
     page.click('button.tab[data-page="nodes"]')
     card.locator("button.node-uncordon").click()
     expect(card.locator(".node-state")).to_have_text("alive")
 
     # events of both nodes in one list, each with its node
     now = time.time()
-    store_batch(store.engine, [
-        Incoming(n, i, "door", EventMessage("end", Event(id=f"ev{i}", camera="door", label="person", start=now - i,
-                                                         end=now - i + 1, top_score=0.8, snapshot="/x.jpg")),
-                 None, now)
-        for i, n in enumerate(["node-a", "node-b"], start=1)])
+    events = [Event(id=f"ev{i}", camera="door", label="person", start=now - i, end=now - i + 1, top_score=0.8,
+                    snapshot="/x.jpg") for i in (1, 2)]
+    store_batch(store.engine, [Incoming(n, i, "door", EventMessage("end", events[i - 1]), None, now)
+                               for i, n in enumerate(["node-a", "node-b"], start=1)])
     page.click('button.tab[data-page="events"]')
     for n in ("node-a", "node-b"):
         item = page.locator(f'#events li[data-node="{n}"]')

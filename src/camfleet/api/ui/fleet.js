@@ -1,7 +1,7 @@
 // Fleet mode: served by a coordinator (`camfleet coordinator --api`), the same UI shows every node's
 // cameras, a Nodes page (capacity, load, cameras, state, drain/cordon/uncordon) and where each camera runs.
 // Served by a node, /api/fleet/nodes is 404 and nothing here changes the page.
-import { $, api, ApiError, el, state } from "./core.js";
+import { $, api, ApiError, el, fmtTime, state } from "./core.js";
 
 const NODES_PERIOD_MS = 2000;   // the Nodes page refreshes this often while shown
 const fleet = { on: false, admin: false, nodes: [], source: "", timer: null, busy: new Set() };
@@ -111,7 +111,8 @@ function nodeCard(n) {
       el("span", { class: `state node-state state-${st}` }, st),
       el("span", { class: "muted" }, n.hostname || "")),
     el("div", { class: "muted node-facts" },
-      `version ${n.version || "?"} · last heartbeat ${fmtAge(n.heartbeat_age_s)}` +
+      `version ${n.version || "?"} · ` + (n.heartbeat_age_s !== undefined || !n.status_at
+        ? `last heartbeat ${fmtAge(n.heartbeat_age_s)}` : `last status ${fmtTime(n.status_at)}`) +
       (n.utilisation !== null && n.utilisation !== undefined ? ` · utilisation ${(n.utilisation * 100).toFixed(0)} %` : "") +
       (n.errors && n.errors.length ? ` · errors: ${n.errors.join("; ")}` : "") + (n.fenced ? " · fenced" : "")),
     bar("decode", load.decode_pixels_per_s, cap.decode_pixels_per_s, "pixels/s"),

@@ -39,8 +39,17 @@ async function load() {
   const token = ++tl.loadToken;
   const params = new URLSearchParams({ start: tl.day, end: tl.day + DAY });
   let data;
-  try { data = await api(`/api/recordings/${encodeURIComponent(tl.camera)}/timeline?${params}`); } catch (e) { return; }
+  const out = $("#rec-error");
+  try { data = await api(`/api/recordings/${encodeURIComponent(tl.camera)}/timeline?${params}`); } catch (e) {
+    // a coordinator: the recordings stay on the camera's node ("served by node n2 ...")
+    if (token === tl.loadToken && e.status === 503 && e.body && typeof e.body.detail === "string") {
+      out.textContent = `no recordings here: ${e.body.detail}`;
+      out.dataset.unavailable = "1";
+    }
+    return;
+  }
   if (token !== tl.loadToken) return;
+  if (out.dataset.unavailable) { out.textContent = ""; out.dataset.unavailable = ""; }
   tl.data = data;
   setZoom(Number($("#rec-zoom").value));
   const n = data.events.length;
