@@ -7,7 +7,9 @@ bars, version and heartbeat; a camera added in the editor shows where apply
 placed it; each grid tile names its node and says why it has no picture
 (media answers 503 until the coordinator proxies it); draining a node changes
 its state in the page and moves the camera's tile to the other node; events
-from both nodes show their node. Screenshots go to ``test-artifacts/``.
+from both nodes show their node; a viewer gets no buttons; with no leader the
+page shows what the database recorded, actions disabled. Screenshots go to
+``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import nats
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from camfleet.api.fleet import create_fleet_app
+from camfleet.api.server import ApiServer
+from camfleet.cluster.connection import NatsOptions
+from camfleet.config import ApiSettings
 from camfleet.fleetstore.events import Incoming, store_batch
 from camfleet.fleetstore.store import FleetStore
 from camfleet.vocabulary import Event, EventMessage
@@ -64,6 +70,7 @@ def _api_url(log: Path) -> str | None:
 
 def test_fleet_ui_nodes_grid_placement_drain_and_events(nats1: NatsHarness, tmp_path: Path,
                                                        page: Page) -> None:
+    _without_a_leader(page, nats1, tmp_path)
     db = f"sqlite:///{tmp_path / 'fleet.db'}"
     store = FleetStore(db)
     admin = store.create_token("ops", "admin")
@@ -91,6 +98,33 @@ def test_fleet_ui_nodes_grid_placement_drain_and_events(nats1: NatsHarness, tmp_
         stop_process(proc)
         store.close()
         print("--- coordinator log (tail)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+
+
+def _without_a_leader(page: Page, nats1: NatsHarness, tmp_path: Path) -> None:
+    """No coordinator leads (an in-process API, its own database): the nodes last recorded, no actions."""
+    store = FleetStore(f"sqlite:///{tmp_path / 'alone.db'}")
+    admin = store.create_token("ops", "admin")
+    store.update_node("node-z", record={"hostname": "host-z", "labels": {}, "version": "0.9",
+                                        "capacity": {"decode_pixels_per_s": 5e7}},
+                      state="alive", status_at=time.time() - 60)
+    app = create_fleet_app(store, NatsOptions((nats1.url,)), ApiSettings(), coordinator_id="c-alone")
+    alone = page.context.new_page()
+    errors: list[str] = []
+    alone.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        with ApiServer(app) as server:
+            alone.add_init_script(f"localStorage.setItem('camfleet_token', {admin!r})")
+            alone.goto(f"{server.url}/#nodes")
+            card = alone.locator('.node-card[data-node="node-z"]')
+            expect(card).to_be_visible()
+            expect(alone.locator("#nodes-source")).to_contain_text("no leader coordinator answers")
+            expect(card.locator(".node-facts")).to_contain_text("version 0.9 · last status")
+            expect(card.locator(".bar-value").first).to_have_text("unknown")
+            expect(card.locator("button.node-drain")).to_be_disabled()
+            alone.close()
+        assert errors == [], errors
+    finally:
+        store.close()
 
 
 def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: FleetStore) -> None:
@@ -178,8 +212,11 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     # a viewer sees the nodes but gets no buttons to change them
     viewer = store.create_token("wall", "viewer")
     wall = page.context.new_page()
+    errors: list[str] = []
+    wall.on("pageerror", lambda exc: errors.append(str(exc)))
     wall.add_init_script(f"localStorage.setItem('camfleet_token', {viewer!r})")
     wall.goto(f"{url}/#nodes")
     expect(wall.locator(".node-card")).to_have_count(2)
     expect(wall.locator(".node-card .node-state").first).to_have_text("alive")
     expect(wall.locator(".node-card button")).to_have_count(0)
+    assert errors == [], errors
