@@ -1,6 +1,7 @@
 // The single-camera page: a larger live picture with the overlay of what the pipeline sees
 // (objects, zones, masks, motion) and the zone/mask editor drawn on the same picture.
 import { $, api, el, state } from "./core.js";
+import { isFleet } from "./fleet.js";
 
 const META_KEEP = 64;          // records kept to pair with the picture (a few seconds)
 const FRAME_PERIOD_MS = 50;    // the least time between two frame requests (at most 20 fps)
@@ -82,12 +83,12 @@ async function pump(gen) {
       const r = await fetch(`/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?after=${after}`, { headers });
       if (cam.gen !== gen) return;
       if (!r.ok) {
-        // a coordinator answers 503 while the camera's node cannot serve the picture through it
-        const type = r.headers.get("content-type") || "";
-        const body = type.includes("application/json") ? await r.json().catch(() => null) : null;
-        $("#cam-media").textContent = body && typeof body.detail === "string" ? `No live picture here: ${body.detail}` : "";
         after = 0;
-        await delay(r.status === 503 ? 3000 : 1000);
+        // a coordinator answers 503 while the camera's node cannot serve the picture through it: say so
+        const served = isFleet() && r.status === 503;
+        const body = served ? await r.json().catch(() => null) : null;
+        $("#cam-media").textContent = body && typeof body.detail === "string" ? `No live picture here: ${body.detail}` : "";
+        await delay(served ? 3000 : 1000);
         continue;
       }
       $("#cam-media").textContent = "";

@@ -2,6 +2,7 @@
 // click to play from a point, drag to choose a span (plays from its start; export it as a clip),
 // step between events. Playback is the segment files in sequence (HTTP Range), no export needed.
 import { $, api, el, state } from "./core.js";
+import { isFleet } from "./fleet.js";
 
 const DAY = 86400;
 const tl = {
@@ -42,7 +43,7 @@ async function load() {
   const out = $("#rec-error");
   try { data = await api(`/api/recordings/${encodeURIComponent(tl.camera)}/timeline?${params}`); } catch (e) {
     // a coordinator: the recordings stay on the camera's node ("served by node n2 ...")
-    if (token === tl.loadToken && e.status === 503 && e.body && typeof e.body.detail === "string") {
+    if (token === tl.loadToken && isFleet() && e.status === 503 && e.body && typeof e.body.detail === "string") {
       out.textContent = `no recordings here: ${e.body.detail}`;
       out.dataset.unavailable = "1";
     }
