@@ -204,6 +204,13 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
         # the snapshot stays on its node: the thumbnail says where instead of a broken picture
         expect(item.locator(".noshot")).to_have_text(f"snapshot on {n}")
         expect(item.locator("input.reviewed")).to_be_hidden()  # not kept centrally yet (501): not offered
+    page.select_option("#filter-node", "node-a")  # only one node's events
+    page.click('#event-filters button[type="submit"]')
+    expect(page.locator("#events li")).to_have_count(1)
+    expect(page.locator("#events li").first).to_have_attribute("data-node", "node-a")
+    page.select_option("#filter-node", "")
+    page.click('#event-filters button[type="submit"]')
+    expect(page.locator("#events li")).to_have_count(2)
     page.locator('#events li[data-node="node-b"] button', has_text="clip").click()
     expect(page.locator("#detail-title")).to_contain_text("node node-b")
     expect(page.locator("#clip-error")).to_contain_text("served by node node-b")

@@ -22,6 +22,7 @@ export async function detectFleet(role) {
   fleet.admin = role === "admin";
   document.body.classList.add("fleet");
   $("#nodes-tab").classList.remove("hidden");
+  fillNodeFilter();
   document.querySelector("header h1").textContent = "camfleet fleet";
   return true;
 }
@@ -138,7 +139,21 @@ export async function loadNodes() {
   } catch (e) {
     if (!(e instanceof ApiError)) return;
   }
+  fillNodeFilter();
   if (state.page === "nodes") renderNodes();
+}
+
+// the events page's node filter (events keep the node that sent them, gone or not)
+function fillNodeFilter() {
+  const select = $("#filter-node");
+  select.classList.remove("hidden");
+  const ids = fleet.nodes.map((n) => n.node_id).sort();
+  const shown = [...select.options].slice(1).map((o) => o.value);
+  if (ids.every((id) => shown.includes(id))) return;
+  const value = select.value;
+  const all = [...new Set([...shown, ...ids])].sort();
+  select.replaceChildren(el("option", { value: "" }, "all nodes"), ...all.map((id) => el("option", { value: id }, id)));
+  select.value = value;
 }
 
 export function openNodes() {

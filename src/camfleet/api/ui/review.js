@@ -61,7 +61,7 @@ function toEpoch(value) { return value ? String(new Date(value).getTime() / 1000
 function filterParams() {
   const f = state.filters;
   const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.eventsOffset });
-  for (const k of ["camera", "label", "zone"]) if (f[k]) params.set(k, f[k]);
+  for (const k of ["camera", "node", "label", "zone"]) if (f[k]) params.set(k, f[k]);
   if (f.min_score) params.set("min_score", String(Number(f.min_score) / 100));
   if (f.after) params.set("after", toEpoch(f.after));
   if (f.before) params.set("before", toEpoch(f.before));
