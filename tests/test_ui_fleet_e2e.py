@@ -7,9 +7,10 @@ bars, version and heartbeat; a camera added in the editor shows where apply
 placed it; each grid tile names its node and says why it has no picture
 (media answers 503 until the coordinator proxies it); draining a node changes
 its state in the page and moves the camera's tile to the other node; events
-from both nodes show their node; a viewer gets no buttons; with no leader the
-page shows what the database recorded, actions disabled. Screenshots go to
-``test-artifacts/``.
+from both nodes show their node; a viewer gets no buttons (and the page fits a
+phone); with no leader the page shows what the database recorded, actions
+disabled, and keeps it (saying why) when that database fails. Screenshots go
+to ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -121,6 +122,12 @@ def _without_a_leader(page: Page, nats1: NatsHarness, tmp_path: Path) -> None:
             expect(card.locator(".node-facts")).to_contain_text("version 0.9 · last status")
             expect(card.locator(".bar-value").first).to_have_text("unknown")
             expect(card.locator("button.node-drain")).to_be_disabled()
+            # the database fails under it: the page keeps the list and says why it is not fresh
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE fleet_nodes")
+            stale = "not refreshed: the fleet database is unavailable"
+            expect(alone.locator("#nodes-source")).to_contain_text(stale)
+            expect(card).to_be_visible()
             alone.close()
         assert errors == [], errors
     finally:
@@ -226,4 +233,8 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     expect(wall.locator(".node-card")).to_have_count(2)
     expect(wall.locator(".node-card .node-state").first).to_have_text("alive")
     expect(wall.locator(".node-card button")).to_have_count(0)
+    wall.set_viewport_size({"width": 390, "height": 844})  # a phone: the page is no wider than the screen
+    wall.wait_for_timeout(300)  # a frame or two to lay out (nothing to wait on: the layout is the check)
+    assert wall.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
+    wall.screenshot(path=str(ARTIFACTS / "ui-fleet-phone-nodes.png"), full_page=True)
     assert errors == [], errors

@@ -4,21 +4,20 @@
 import { $, api, ApiError, el, fmtTime, state } from "./core.js";
 
 const NODES_PERIOD_MS = 2000;   // the Nodes page refreshes this often while shown
-const fleet = { on: false, admin: false, nodes: [], source: "", timer: null, busy: new Set() };
+const fleet = { on: false, admin: false, nodes: [], source: "", error: "", timer: null, busy: new Set() };
 
 export function isFleet() { return fleet.on; }
 
-// Ask once at start: a coordinator answers /api/fleet/nodes (from its leader or its database).
+// Ask once at start: a coordinator has /api/fleet/nodes (its leader's view or its database's; a 503
+// when that database fails is still a coordinator). A node answers 404: the single-node UI as it was.
 export async function detectFleet(role) {
   try {
-    const r = await api("/api/fleet/nodes");
-    fleet.on = true;
-    fleet.nodes = r.nodes;
-    fleet.source = r.source;
+    take(await api("/api/fleet/nodes"));
   } catch (e) {
-    fleet.on = false;   // a node: 404, the single-node UI as it was
-    return false;
+    if (!(e instanceof ApiError) || e.status === 404) return false;
+    fleet.error = why(e);
   }
+  fleet.on = true;
   fleet.admin = role === "admin";
   document.body.classList.add("fleet");
   $("#nodes-tab").classList.remove("hidden");
@@ -38,7 +37,7 @@ function pct(used, capacity) {
 function bar(label, used, capacity, unit) {
   const f = pct(used, capacity);
   const width = f === null ? 0 : Math.min(f, 1) * 100;
-  const text = f === null ? "unknown" : `${(f * 100).toFixed(0)} %`;
+  const text = f === null ? "unknown" : `${(f * 100).toFixed(0)}\u00a0%`;
   const title = f === null ? `${label}: no capacity measured`
     : `${label}: ${fmtRate(used)} of ${fmtRate(capacity)} ${unit}`;
   const level = f === null ? "" : f >= 1 ? "over" : f >= 0.8 ? "high" : "";
@@ -85,7 +84,7 @@ async function flag(node, verb) {
     out.textContent = `${verb} ${node}: done` + (r.cameras ? ` · runs ${r.cameras.length ? r.cameras.join(", ") : "no camera"}` : "");
   } catch (e) {
     out.className = "error";
-    out.textContent = `${verb} ${node} failed: ${e.body && e.body.detail ? e.body.detail : e.message}`;
+    out.textContent = `${verb} ${node} failed: ${why(e)}`;
   }
   fleet.busy.delete(node);
   await loadNodes();
@@ -114,30 +113,39 @@ function nodeCard(n) {
     el("div", { class: "muted node-facts" },
       `version ${n.version || "?"} · ` + (n.heartbeat_age_s !== undefined || !n.status_at
         ? `last heartbeat ${fmtAge(n.heartbeat_age_s)}` : `last status ${fmtTime(n.status_at)}`) +
-      (n.utilisation !== null && n.utilisation !== undefined ? ` · utilisation ${(n.utilisation * 100).toFixed(0)} %` : "") +
+      (n.utilisation !== null && n.utilisation !== undefined ? ` · utilisation ${(n.utilisation * 100).toFixed(0)}\u00a0%` : "") +
       (n.errors && n.errors.length ? ` · errors: ${n.errors.join("; ")}` : "") + (n.fenced ? " · fenced" : "")),
     bar("decode", load.decode_pixels_per_s, cap.decode_pixels_per_s, "pixels/s"),
     bar("detect", load.inferences_per_s, cap.inferences_per_s, "inferences/s"),
     el("div", { class: "node-cameras" }, cams.length ? `${cams.length} camera${cams.length === 1 ? "" : "s"}: ` : "no cameras",
       ...cams.map((c) => el("a", { href: `#camera/${encodeURIComponent(c)}`, class: "chip" }, c))),
-    el("div", { class: "toolbar" }, ...buttons));
+    buttons.length ? el("div", { class: "toolbar" }, ...buttons) : "");
 }
 
 function renderNodes() {
   const list = $("#nodes");
   list.replaceChildren(...fleet.nodes.map(nodeCard));
   $("#nodes-empty").classList.toggle("hidden", fleet.nodes.length > 0);
-  $("#nodes-source").textContent = fleet.source === "leader" ? ""
-    : "no leader coordinator answers: what the last one recorded (no load, no actions)";
+  $("#nodes-source").textContent = fleet.error ? `not refreshed: ${fleet.error}`
+    : fleet.source === "leader" ? "" : "no leader coordinator answers: what the last one recorded (no load, no actions)";
+}
+
+function take(reply) {
+  fleet.nodes = reply.nodes;
+  fleet.source = reply.source;
+  fleet.error = "";
+}
+
+function why(e) {
+  return e.body && typeof e.body.detail === "string" ? e.body.detail : e.message;
 }
 
 export async function loadNodes() {
   try {
-    const r = await api("/api/fleet/nodes");
-    fleet.nodes = r.nodes;
-    fleet.source = r.source;
+    take(await api("/api/fleet/nodes"));
   } catch (e) {
-    if (!(e instanceof ApiError)) return;
+    // keep the last list shown, and say why it is not fresh
+    fleet.error = e instanceof ApiError ? why(e) : "the coordinator does not answer";
   }
   fillNodeFilter();
   if (state.page === "nodes") renderNodes();
