@@ -192,6 +192,10 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     tile.locator("a.open").click()  # the camera's page says the same
     expect(page.locator("#cam-node")).to_have_text(f"on {other}")
     expect(page.locator("#cam-media")).to_contain_text(f"served by node {other}")
+    page.click("#edit-toggle")  # its editor's apply says where it runs
+    page.click("#edit-apply")
+    expect(page.locator("#edit-status")).to_contain_text(f"runs on {other}")
+    page.click("#edit-toggle")
     page.click("#cam-recordings")  # and its recordings
     expect(page.locator("#rec-error")).to_contain_text(f"no recordings here: served by node {other}")
     page.click('button.tab[data-page="nodes"]')
@@ -222,6 +226,17 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     expect(page.locator("#detail-title")).to_contain_text("node node-b")
     expect(page.locator("#clip-error")).to_contain_text("served by node node-b")
     page.screenshot(path=str(ARTIFACTS / "ui-fleet-events.png"), full_page=True)
+
+    # a second camera: apply names where it went, not every camera of the fleet again
+    page.click('button.tab[data-page="cameras"]')
+    page.click("#camera-new")
+    page.fill("#cam-name", "yard")
+    page.fill("#cam-url", "rtsp://10.0.0.8/yard")
+    page.click("#cam-save")
+    expect(page.locator("#changes")).to_contain_text("add yard")
+    page.click("#apply")
+    expect(result).to_contain_text(re.compile(r"placed yard on node-[ab]"))
+    assert "door on" not in (result.text_content() or "")
 
     # a viewer sees the nodes but gets no buttons to change them
     viewer = store.create_token("wall", "viewer")

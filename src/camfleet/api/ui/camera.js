@@ -511,7 +511,9 @@ async function stageAndApply() {
   out.textContent = "applying…";
   try {
     const r = await api("/api/apply", { method: "POST" });
-    out.textContent = `applied (generation ${r.generation})` + (r.errors.length ? `; ${r.errors.join("; ")}` : "");
+    out.textContent = `applied (generation ${r.generation})` + (r.errors.length ? `; ${r.errors.join("; ")}` : "") +
+      (r.placed && r.placed[cam.name] ? `; runs on ${r.placed[cam.name]}` : "") +
+      (r.unplaced && r.unplaced[cam.name] ? `; runs nowhere: ${r.unplaced[cam.name]}` : "");
     out.dataset.applied = String(r.generation);
     await loadView();
   } catch (e) {

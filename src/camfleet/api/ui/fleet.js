@@ -197,11 +197,16 @@ export async function mediaProblem(url) {
   }
 }
 
-// the apply result's "placed cam on node" and "cam runs nowhere: why"
+// the apply result's "placed cam on node" for the cameras it added or changed (`placed` holds the
+// whole fleet's: 72 cameras would not fit a line), and which cameras run nowhere and why
 export function placementText(r) {
   if (!fleet.on) return "";
-  const placed = Object.entries(r.placed || {}).map(([c, n]) => `${c} on ${n}`);
-  const unplaced = Object.entries(r.unplaced || {}).map(([c, why]) => `${c} runs nowhere (${why})`);
-  return (placed.length ? `; placed ${placed.join(", ")}` : "") + (unplaced.length ? `; ${unplaced.join("; ")}` : "") +
+  const touched = [...(r.added || []), ...(r.updated || [])].sort();
+  const placed = touched.filter((c) => r.placed && r.placed[c]).map((c) => `${c} on ${r.placed[c]}`);
+  const unplaced = Object.entries(r.unplaced || {});
+  const mine = unplaced.filter(([c]) => touched.includes(c)).map(([c, why]) => `${c} runs nowhere (${why})`);
+  const others = unplaced.length - mine.length;
+  return (placed.length ? `; placed ${placed.join(", ")}` : "") + (mine.length ? `; ${mine.join("; ")}` : "") +
+    (others > 0 ? `; ${others} other camera${others === 1 ? "" : "s"} run${others === 1 ? "s" : ""} nowhere` : "") +
     ((r.warnings || []).length ? `; ${r.warnings.join("; ")}` : "");
 }
