@@ -6,8 +6,8 @@ Every request goes to the coordinator that does NOT lead, so each write is seen
 to reach the leader over the control API. Checked: the node API's status,
 cameras and events shapes hold; staging and apply place the camera; a viewer
 token cannot write; events from two nodes come in one list with paging; media
-answers 503 naming the node (fake agents serve no media API); the fleet endpoints; ``/metrics``; ``/api/ws`` with
-status and a live event; a hostile Host; a revoked token refused at once.
+answers 503 naming the node (fake agents serve no media API); the fleet endpoints;
+``/metrics``; ``/api/ws`` with status and a live event; a hostile Host; a revoked token refused at once.
 """
 
 from __future__ import annotations

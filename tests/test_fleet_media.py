@@ -13,6 +13,7 @@ agent the coordinator answers 503 "node X unreachable since T" within 2 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import time
@@ -96,7 +97,8 @@ def test_media_streams_from_the_agent_through_the_coordinator(nats1: NatsHarness
             segs = wait_for("a recorded segment", lambda: (r := http.get(
                 "/api/recordings", params={"camera": "door"}, headers=viewer)).status_code == 200
                 and r.json(), 60, interval=0.3)
-            part = http.get(f"/api/recordings/files/{segs[0]['path']}", headers={**viewer, "Range": "bytes=4-99"})
+            part = http.get(f"/api/recordings/files/{segs[0]['path']}",
+                            headers={**viewer, "Range": "bytes=4-99"})
             assert part.status_code == 206, part.text
             assert part.headers["content-range"].startswith("bytes 4-99/") and len(part.content) == 96
             assert http.get("/api/recordings", headers=viewer).status_code == 422
@@ -133,10 +135,8 @@ def test_media_streams_from_the_agent_through_the_coordinator(nats1: NatsHarness
         stop_process(agent)
         stop_process(coord)
         for proc in cameras:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(cameras, timeout=5)
         if cameras:  # a node killed with -9 leaves its shared memory, as any crash does
             for leftover in shm_dir.iterdir():
