@@ -1,7 +1,8 @@
 """Media through the coordinator (issue 15, item 2): streamed from the agent that holds it.
 
 Real parts: one NATS server, one ``camfleet agent --api`` process running a
-synthetic camera that records 1 s segments, one ``camfleet coordinator --api``.
+synthetic camera that records 1 s segments (its API on the default: a free
+port on the address it registers), one ``camfleet coordinator --api``.
 Checked: ``frame.jpg`` and the first MJPEG frame of the agent's camera come
 through the coordinator (with the coordinator's own token); a byte range of a
 recorded segment comes back as 206 with ``Content-Range``; the agent's API
@@ -63,8 +64,8 @@ def test_media_streams_from_the_agent_through_the_coordinator(nats1: NatsHarness
     viewer = {"Authorization": f"Bearer {store.create_token('wall', 'viewer')}"}
     admin = {"Authorization": f"Bearer {store.create_token('ops', 'admin')}"}
     logs = {"agent": tmp_path / "agent.log", "coord": tmp_path / "coord.log"}
-    agent = spawn_cli(["agent", "--nats", nats1.url, "--config", str(node_yaml), "--api", "127.0.0.1:0"],
-                      logs["agent"])
+    # no --api: the agent's API takes a free port on the address it registers
+    agent = spawn_cli(["agent", "--nats", nats1.url, "--config", str(node_yaml)], logs["agent"])
     coord = spawn_cli(["coordinator", "--nats", nats1.url, "--data-dir", str(tmp_path / "c"), "--db", db,
                        "--base-config", str(node_yaml), "--api", "127.0.0.1:0"], logs["coord"])
     cameras: list[psutil.Process] = []
@@ -72,6 +73,7 @@ def test_media_streams_from_the_agent_through_the_coordinator(nats1: NatsHarness
         agent_url = wait_for("the agent's API", lambda: _api_url(logs["agent"]), 60)
         url = wait_for("the coordinator's API", lambda: _api_url(logs["coord"]), 60)
         node_id = (data / "node-id").read_text().strip()
+        assert "a free port on the registered address" in logs["agent"].read_text()
         with httpx.Client(base_url=url, timeout=10) as http:
             assert http.put("/api/cameras/door", json=CAMERA, headers=admin).status_code == 200
             wait_for("the agent registered", lambda: http.post("/api/apply", headers=admin).json()

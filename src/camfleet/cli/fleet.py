@@ -209,20 +209,22 @@ def agent(
     # the node id as node key: its status names it, and two agents on one machine keep apart
     node = Node(base, store=store, node_key=node_id, fencing=True)
     node.add_sink(events)
+    # the API first: its start takes seconds (imports), which must not pass between the node's start and
+    # the agent's first lease (the node's cameras would be held meanwhile, as fenced)
+    keys: list[bytes] = []
+    server = _agent_api(api_address, record, node, store, base, keys, api_node_tokens)
+    if server is None:
+        events.close()
+        store.close()
+        raise typer.Exit(1)
     try:
         node.start()
     except (NodeAlreadyRunning, ValueError, OSError) as exc:
+        server.stop()
         events.close()
         store.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    keys: list[bytes] = []
-    server = _agent_api(api_address, record, node, store, base, keys, api_node_tokens)
-    if server is None:
-        node.stop()
-        events.close()
-        store.close()
-        raise typer.Exit(1)
     fleet = Agent(options, node, record, desired=desired, lease=node.lease.hold_until,
                   cluster_key=keys.append)
     typer.echo(f"camfleet agent: node {node_id} ({record.hostname}); fleet at {options.shown}; "
@@ -258,9 +260,10 @@ def _agent_api(address: tuple[str, int] | None, record: Any, node: Any, store: A
     from camfleet.api.server import ApiServer  # noqa: PLC0415
 
     chosen = address is not None
+    v4 = [a for a in record.addresses if ":" not in a]
+    registered = (v4 or record.addresses or ["127.0.0.1"])[0]
     if address is None:
-        v4 = [a for a in record.addresses if ":" not in a]
-        address = ((v4 or record.addresses or ["127.0.0.1"])[0], 0)
+        address = (registered, 0)
     app = create_agent_app(node, store, base.api, lambda: keys[-1] if keys else None,
                            data_dir=base.data_path, recordings_dir=base.recordings_path,
                            node_tokens=node_tokens)
@@ -270,11 +273,13 @@ def _agent_api(address: tuple[str, int] | None, record: Any, node: Any, store: A
     except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
         typer.echo(f"error: the agent's API on {address[0]}:{address[1]}: {exc}", err=True)
         return None
-    record.api_url = server.url
-    log.info("agent API (media for the coordinators, signed requests only) on %s%s", server.url,
+    # listening on every address: the coordinators reach it on the one this node registers
+    reach = registered if address[0] in ("0.0.0.0", "::") else address[0]
+    record.api_url = f"http://{f'[{reach}]' if ':' in reach else reach}:{server.port}"
+    log.info("agent API (media for the coordinators, signed requests only) on %s%s", record.api_url,
              "" if chosen else " (a free port on the registered address; set --api "
              "HOST:PORT to choose)")
-    typer.echo(f"camfleet agent: API on {server.url}")
+    typer.echo(f"camfleet agent: API on {record.api_url}")
     return server
 
 
