@@ -152,7 +152,8 @@ class NodeRecord:
     Sizes in bytes; ``capacity`` holds ``decode_pixels_per_s`` and
     ``inferences_per_s`` (see :mod:`camfleet.cluster.capacity`); ``gpus`` and
     ``vaapi`` are empty on a machine without them; ``started_at`` in seconds
-    since the epoch.
+    since the epoch; ``api_url`` is where the agent serves its media to the
+    coordinators (``http://host:port``; None: an agent that serves none).
     """
 
     node_id: str
@@ -168,6 +169,7 @@ class NodeRecord:
     capacity: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     notes: list[str] = field(default_factory=list)
+    api_url: str | None = None
 
     def to_bytes(self) -> bytes:
         """Compact JSON."""

@@ -31,6 +31,7 @@ from ..status_cache import StatusCache
 from . import media, routes_cameras, routes_events, routes_fleet
 from .context import FleetContext
 from .link import FleetLink
+from .proxy import NodeProxy
 from .status import FleetStatusSource
 
 log = logging.getLogger("camfleet.api.fleet")
@@ -72,6 +73,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx.link.on_message = on_message
     await ctx.link.start()
     ticker = asyncio.create_task(_status_ticker(ctx))
+    app.state.node_proxy = NodeProxy(ctx.link)
     try:
         yield
     finally:
@@ -79,6 +81,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         ctx.hub.close_all()
+        await app.state.node_proxy.close()
         await ctx.link.close()
 
 
