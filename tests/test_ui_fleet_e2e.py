@@ -175,7 +175,7 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     page.click('button.tab[data-page="live"]')
     tile = page.locator('#grid .card[data-camera="door"]')
     expect(tile.locator(".node")).to_have_text(f"on {node}")
-    expect(tile.locator(".media-note")).to_contain_text(f"served by node {node}")
+    expect(tile.locator(".media-note")).to_contain_text(f"node {node} serves no API")
     page.screenshot(path=str(ARTIFACTS / "ui-fleet-live.png"))
 
     # drain the camera's node from the page: its state changes, the camera moves to the other node
@@ -188,16 +188,16 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     page.screenshot(path=str(ARTIFACTS / "ui-fleet-drained.png"), full_page=True)
     page.click('button.tab[data-page="live"]')
     expect(tile.locator(".node")).to_have_text(f"on {other}")
-    expect(tile.locator(".media-note")).to_contain_text(f"served by node {other}")
+    expect(tile.locator(".media-note")).to_contain_text(f"node {other} serves no API")
     tile.locator("a.open").click()  # the camera's page says the same
     expect(page.locator("#cam-node")).to_have_text(f"on {other}")
-    expect(page.locator("#cam-media")).to_contain_text(f"served by node {other}")
+    expect(page.locator("#cam-media")).to_contain_text(f"node {other} serves no API")
     page.click("#edit-toggle")  # its editor's apply says where it runs
     page.click("#edit-apply")
     expect(page.locator("#edit-status")).to_contain_text(f"runs on {other}")
     page.click("#edit-toggle")
     page.click("#cam-recordings")  # and its recordings
-    expect(page.locator("#rec-error")).to_contain_text(f"no recordings here: served by node {other}")
+    expect(page.locator("#rec-error")).to_contain_text(f"no recordings here: node {other} serves no API")
     page.click('button.tab[data-page="nodes"]')
     card.locator("button.node-uncordon").click()
     expect(card.locator(".node-state")).to_have_text("alive")
@@ -224,7 +224,7 @@ def _scenario(page: Page, url: str, admin: str, http: httpx.Client, store: Fleet
     expect(page.locator("#events li")).to_have_count(2)
     page.locator('#events li[data-node="node-b"] button', has_text="clip").click()
     expect(page.locator("#detail-title")).to_contain_text("node node-b")
-    expect(page.locator("#clip-error")).to_contain_text("served by node node-b")
+    expect(page.locator("#clip-error")).to_contain_text("node node-b serves no API")
     page.screenshot(path=str(ARTIFACTS / "ui-fleet-events.png"), full_page=True)
 
     # a second camera: apply names where it went, not every camera of the fleet again

@@ -84,7 +84,7 @@ function makeCard(name) {
   return card;
 }
 
-// on a coordinator: why the tile has no picture (e.g. "served by node n2; proxying comes next")
+// on a coordinator: why the tile has no picture (e.g. "node n2 unreachable since ...")
 function showProblem(img, problem) {
   const note = img.parentElement && img.parentElement.querySelector(".media-note");
   if (!note) return;

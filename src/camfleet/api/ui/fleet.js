@@ -182,7 +182,7 @@ export function nodeText(node) {
 }
 
 // Media (live frames, snapshots, clips) comes from the camera's node. While the coordinator cannot
-// fetch it (503: "served by node n2 ..."), the page says so instead of showing a broken picture.
+// fetch it (503: "node n2 unreachable since ..."), the page says so instead of showing a broken picture.
 // Returns that message, or "" for anything else (it worked, or a 404 the page handles as before).
 export async function mediaProblem(url) {
   if (!fleet.on) return "";

@@ -42,7 +42,7 @@ async function load() {
   let data;
   const out = $("#rec-error");
   try { data = await api(`/api/recordings/${encodeURIComponent(tl.camera)}/timeline?${params}`); } catch (e) {
-    // a coordinator: the recordings stay on the camera's node ("served by node n2 ...")
+    // a coordinator: the recordings stay on the camera's node (a 503 naming the node when it is down)
     if (token === tl.loadToken && isFleet() && e.status === 503 && e.body && typeof e.body.detail === "string") {
       out.textContent = `no recordings here: ${e.body.detail}`;
       out.dataset.unavailable = "1";
