@@ -139,7 +139,14 @@ METHOD = {
     ),
     "memory": (
         "RSS and PSS (shared pages split among the processes sharing them: sums are not double counted) "
-        "in MiB, summed over the same processes, right after the window"
+        "in MiB, summed over the same processes, right after the window; the cost lines give PSS per "
+        "camera by process kind (ingest, pipeline, detector, forkserver: their PSS / N)"
+    ),
+    "cost": (
+        "per run, CPU% per camera and CPU ms per frame of each process kind (CPU time over the window / "
+        "frames: ingest per frame read, pipeline per frame analysed, detector per image; the baseline's "
+        "one process per frame read): CPU time per frame hardly moves with other load on the machine, "
+        "unlike throughput. bench/camera_cost.py compares two source trees' per-frame costs in one run"
     ),
     "sim%": (
         "CPU% of the simulator's RTSP server process plus the bench process (frame feeders, polling), "
@@ -626,6 +633,8 @@ def run_camfleet(
             name: 100 * (w1.sut.get(pid, 0.0) - w0.sut.get(pid, 0.0)) / cpu["window_s"]
             for name, pid in named.items()
         }
+        # each process alone: the forkserver's descendants are the camera processes, counted by name
+        row["pss_by_process"] = {name: _memory_mb(_procs_of([pid])[:1])[1] for name, pid in named.items()}
         row["cpu_by_process"]["node threads in the bench process"] = (
             100 * _delta(w0.threads, w1.threads) / cpu["window_s"])
         row["wait_by_process"] = {
@@ -1008,9 +1017,17 @@ def verdict_lines(v: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _at_common_n(rows: list[dict[str, Any]], a: str, b: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The runs of systems ``a`` and ``b`` at the largest N both sustained (same profile's rows)."""
+def _at_common_n(rows: list[dict[str, Any]], a: str, b: str, *, measured: bool = False
+                 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The runs of systems ``a`` and ``b`` at the largest N both sustained (same profile's rows).
+
+    ``measured``: at the largest N both ran without an error when they sustained none in common
+    (memory hardly depends on keeping up; a saturated machine sustains nothing).
+    """
     ok = {(r["system"], r["n_cams"]): r for r in rows if r.get("sustained")}
+    if measured and not [n for (s, n) in ok if s == a and (b, n) in ok]:
+        ok = {(r["system"], r["n_cams"]): r for r in rows
+              if not r.get("errors") and r.get("summary", {}).get("pss_mb")}
     common = [n for (s, n) in ok if s == a and (b, n) in ok]
     if not common:
         return None
@@ -1041,7 +1058,7 @@ def target_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict
                                     f"{pair[1]['summary']['cpu_pct_cam']:.0f}% at {pair[0]['n_cams']} cam"
                                     if pair else "no N both sustained"),
                         "result": "n/a" if ratio is None else ("PASS" if ratio <= EQ_CPU_TARGET else "MISS")})
-        pair = _at_common_n(prow, "camfleet", "opencv")
+        pair = _at_common_n(prow, "camfleet", "opencv", measured=True)
         ratio = None
         if pair and pair[1]["summary"]["pss_mb"]:
             ratio = pair[0]["summary"]["pss_mb"] / pair[1]["summary"]["pss_mb"]
@@ -1049,29 +1066,59 @@ def target_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict
                     "value": ratio,
                     "figures": (f"{pair[0]['summary']['pss_mb'] / pair[0]['n_cams']:.0f} vs "
                                 f"{pair[1]['summary']['pss_mb'] / pair[1]['n_cams']:.0f} MiB per camera at "
-                                f"{pair[0]['n_cams']} cam" if pair else "no N both sustained"),
+                                f"{pair[0]['n_cams']} cam"
+                                + ("" if pair[0].get("sustained") and pair[1].get("sustained")
+                                   else " (not sustained there)") if pair else "no N both ran"),
                     "result": "n/a" if ratio is None else ("PASS" if ratio <= PSS_TARGET else "MISS")})
     return out
 
 
+def _ms_per(pct: float, per_s: float) -> str:
+    """CPU milliseconds per item from a CPU% of one core and items per second ('-' without items)."""
+    return f"{10 * pct / per_s:.2f}" if per_s > 0 else "-"
+
+
 def breakdown_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Where camfleet's CPU goes, per run: ingest and pipeline per camera, detector and the rest in all."""
+    """Cost per camera, per run: CPU% and CPU ms per frame of each process kind, PSS per camera.
+
+    CPU time per frame hardly moves with the rest of the machine's load (unlike throughput), so it
+    is the figure to compare between runs on a shared machine. camfleet: the ingest per frame read
+    from the camera, the pipeline per frame analysed, the detector per image inferred; baseline:
+    its one process per frame read. PSS: each kind's processes, divided by the cameras.
+    """
     lines = []
-    for r in sorted((r for r in rows if r.get("cpu_by_process")),
+    for r in sorted((r for r in rows if r.get("summary", {}).get("cpu_pct_cam") is not None),
                     key=lambda r: (r["profile"], r["system"], r["n_cams"])):
-        by, n = r["cpu_by_process"], r["n_cams"]
+        s, n = r["summary"], r["n_cams"]
+        in_fps = s["in_fps_mean"]
+        head = f"{LABELS[r['system']]} ({r['profile']}) at {n} cam:"
+        total = (f"in all {s['cpu_pct_cam']:.1f}% CPU/cam = {_ms_per(s['cpu_pct_cam'], in_fps)} ms per frame "
+                 f"read, PSS {s['pss_mb'] / n:.0f} MiB/cam")
+        if not r.get("cpu_by_process"):  # the baseline: one process
+            lines.append(f"{head} {total}")
+            continue
         kinds: dict[str, float] = {}
-        for name, pct in by.items():
+        pss: dict[str, float] = {}
+        for name, pct in r["cpu_by_process"].items():
             # "cap1/ingest", "cap1/pipeline", "detector/cpu", "forkserver/123", "node threads ..."
-            head, _, tail = name.partition("/")
-            kind = head if head in ("detector", "forkserver") or not tail else tail
+            head_, _, tail = name.partition("/")
+            kind = head_ if head_ in ("detector", "forkserver") or not tail else tail
             kinds[kind] = kinds.get(kind, 0.0) + pct
+            pss[kind] = pss.get(kind, 0.0) + r.get("pss_by_process", {}).get(name, 0.0)
+        ing, pip = kinds.get("ingest", 0.0) / n, kinds.get("pipeline", 0.0) / n
+        det = kinds.get("detector", 0.0)
         lines.append(
-            f"{LABELS[r['system']]} ({r['profile']}) CPU at {n} cam: ingest "
-            f"{kinds.get('ingest', 0) / n:.1f}%/cam, pipeline "
-            f"{kinds.get('pipeline', 0) / n:.1f}%/cam, detector {kinds.get('detector', 0):.1f}% in all, "
-            f"supervisor threads {kinds.get('node threads in the bench process', 0):.1f}%"
+            f"{head} ingest {ing:.1f}% CPU/cam ({_ms_per(ing, in_fps)} ms per frame read), pipeline "
+            f"{pip:.1f}%/cam ({_ms_per(pip, s['an_fps_mean'])} ms per frame analysed), detector {det:.1f}% "
+            f"in all ({_ms_per(det, s.get('det_img_s') or 0.0)} ms per image), supervisor threads "
+            f"{kinds.get('node threads in the bench process', 0):.1f}%; {total}"
         )
+        if pss:
+            lines.append(
+                f"    PSS MiB/cam: ingest {pss.get('ingest', 0) / n:.1f}, "
+                f"pipeline {pss.get('pipeline', 0) / n:.1f}, "
+                f"detector {pss.get('detector', 0) / n:.1f}, forkserver {pss.get('forkserver', 0) / n:.1f}"
+            )
     return lines
 
 
@@ -1244,8 +1291,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in verdict_lines(v[p]):
             print(line)
     print()
+    print("cost per camera (CPU% of one core; CPU ms per frame; PSS):")
     for line in breakdown_lines(rows):
-        print(line)
+        print(f"  {line}")
     print()
     print("targets (issue 13; ratios measured in this run):")
     for t in targets:

@@ -2,20 +2,22 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/detect.py --quick          # 4 and 8 cameras, short phases (1-2 minutes)
+    .venv/bin/python bench/detect.py --quick          # 4 and 8 cameras, 2 rounds of the verdicts' rows
     .venv/bin/python bench/detect.py                  # 1, 4 and 8 cameras
     .venv/bin/python bench/detect.py --json out.json  # raw results (default artifacts/bench-detect.json)
 
 Three sections, one run, the default model (SSD MobileNet v2 COCO quantized, TFLite):
 
 1. throughput: N camera processes (``spawn``) issue detection requests back to back, through one
-   shared detector with as many inference threads in all as the baseline (one worker per core, N /
-   cores threads each), with 2 and with 1 request in flight per camera; through N workers of one
-   thread; through the detector's default (one worker per core, one thread); and, as the baseline a
-   user would otherwise write, with one TFLite runtime of one thread in every camera process. The
-   verdict checks the issue's targets: shared (2 in flight, as pipelines use it) >= 1.0x the
-   baseline's images/s at 4 and 8 cameras, and a lower request latency (p50 and p99, 1 in flight on
-   both sides) at 8;
+   shared detector of N workers of 1 thread (as many inference threads as the baseline), with 2 and
+   with 1 request in flight per camera; through one worker per core of N / cores threads (equal
+   threads, another shape); through the detector's default (one worker per core, one thread); and,
+   as the baseline a user would otherwise write, with one TFLite runtime of one thread in every
+   camera process. The variants run in rounds (alternating order), each ratio is taken within a
+   round, and the verdicts are on the median over rounds: shared (2 in flight, as pipelines use
+   it) >= 1.0x the baseline's images/s at 4 and 8 cameras, and a lower request latency (p50 and
+   p99, 1 in flight on both sides) at 8. On a machine shared with other work, compare the ratios,
+   not the absolute figures, and look at the ``load`` and ``other%`` columns;
 2. motion gating: detector requests per camera-second on a mostly static scene, ``motion -> detect``
    against detecting every frame;
 3. end-to-end latency: frames published into a framebus ring at 5 fps, a consumer process runs
@@ -65,16 +67,18 @@ METHOD = {
     "throughput": (
         "N camera processes (spawn context, one per camera) each send one 300x300 RGB image per "
         "request, back to back, for --duration s after 3 warm-up requests; the images are frames of "
-        "camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). 'shared, 1/core xT' (the "
-        "verdict's row): one DetectorManager process with one worker per core (W = min(cores, N)) of "
-        "T = N // W threads each, so W x T = N inference threads in all, as many as the baseline's N "
-        "runtimes of 1 thread (when N is a multiple of the cores), one request in flight per camera; "
-        "'shared, 2 in flight': the same detector, each camera keeps 2 requests in flight "
-        "(DetectorClient.submit/result); 'shared, N x 1': N workers of 1 thread (equal threads too, "
-        "another shape); 'shared, 1/core x1': the detector's default, one worker per core of 1 thread "
-        "(fewer threads than the baseline); '(b) runtime/camera': "
-        "the baseline, each camera process loads its own runtime (load_runtime(spec, threads=1)) and "
-        "calls infer([img]) in a loop, no shared detector"
+        "camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). 'shared Nx1, 2 in fl.' (the "
+        "throughput verdict's row): one DetectorManager process with N workers of 1 thread, N inference "
+        "threads in all as the baseline's N runtimes of 1 thread ('thr' column), each camera keeps 2 "
+        "requests in flight (DetectorClient.submit/result, as the detect element does); 'shared Nx1' "
+        "(the latency verdict's row): the same detector, 1 request in flight; 'shared WxT, 2 in fl.': "
+        "one worker per core (W = min(cores, N)) of T = N // W threads (equal threads, another shape); "
+        "'shared Wx1 (default)': the detector's default, one worker per core of 1 thread (fewer threads "
+        "than the baseline); '(b) runtime/camera': the baseline, each camera process loads its own "
+        "runtime (load_runtime(spec, threads=1)) and calls infer([img]) in a loop, no shared detector. "
+        "--rounds R: every variant R times, in alternating order (round 1 runs them backwards); 'rnd' "
+        "is the round, 'load' the 1-minute load average when the row started (the bench's own "
+        "processes included)"
     ),
     "frames/s": (
         "images detected per second summed over cameras; per camera: requests completed / (time of "
@@ -129,11 +133,14 @@ MODEL_IN = (300, 300)
 WARMUP = 3
 READY_TIMEOUT = 90.0  # s; 8 spawned processes importing numpy/tflite on 2 busy cores
 SCENE_FPS = 5.0
-VARIANTS = ("shared-2", "own", "shared", "shared-n", "shared-auto")  # compared rows next to "own"
+DETECTOR_OF = {"shared": "n", "shared-2": "n", "shared-t2": "t", "shared-auto": "auto"}  # variant -> detector
+INFLIGHT = {"shared-2": 2, "shared-t2": 2}  # requests each camera keeps in flight (others: 1)
+VARIANTS = ("shared-2", "own", "shared", "shared-t2", "shared-auto")  # compared rows next to "own"
+QUICK_VARIANTS = ("shared-2", "own", "shared")  # what the verdicts need
 LABELS = {
-    "shared": "shared, 1/core xT",
-    "shared-2": "shared, 2 in flight",
-    "shared-n": "shared, N x 1",
+    "shared": "shared, N x 1",
+    "shared-2": "shared, N x 1, 2 in flight",
+    "shared-t2": "shared, 1/core xT, 2 in flight",
     "shared-auto": "shared, 1/core x1",
     "own": "(b) runtime/camera",
     "gated": "motion -> detect",
@@ -288,19 +295,24 @@ def _keep_inflight(
 
 
 def run_throughput(
-    ctx: Any, variant: str, n_cams: int, duration: float, managers: dict[str, DetectorManager]
+    ctx: Any, variant: str, n_cams: int, duration: float, managers: dict[str, DetectorManager],
+    round_no: int = 0,
 ) -> dict[str, Any]:
-    manager = managers.get(variant)
+    manager = managers.get(DETECTOR_OF.get(variant, ""))
     detector = manager.settings.name if manager is not None else ""
     procs: list[Any] = []
     conns: list[Any] = []
-    row: dict[str, Any] = {"section": "throughput", "variant": variant, "n_cams": n_cams, "errors": []}
+    row: dict[str, Any] = {"section": "throughput", "variant": variant, "n_cams": n_cams, "round": round_no,
+                           "load1": os.getloadavg()[0], "errors": [],
+                           # inference threads in all: workers x threads, or one 1-thread runtime per camera
+                           "threads": (manager.settings.workers or 0) * manager.settings.threads
+                           if manager is not None else n_cams}
     t_start = time.perf_counter()
     try:
         for i in range(n_cams):
             parent, child = ctx.Pipe()
             spec = {"variant": variant, "detector": detector, "camera": f"{BENCH_TAG}c{i}", "seed": i,
-                    "inflight": 2 if variant == "shared-2" else 1}
+                    "inflight": INFLIGHT.get(variant, 1)}
             p = ctx.Process(target=_camera_worker, args=(child, spec), daemon=True, name=f"bench-cam{i}")
             p.start()
             child.close()
@@ -348,6 +360,8 @@ def run_throughput(
             "detector": ({"workers": manager.settings.workers, "threads": manager.settings.threads}
                          if manager is not None else None),
             "summary": {
+                "threads": row["threads"],
+                "load1": row["load1"],
                 "fps_total": sum(fps),
                 "fps_cam_mean": float(np.mean(fps)),
                 "fps_cam_min": min(fps),
@@ -596,6 +610,8 @@ Column = tuple[str, int, str, str]  # header, width, format, summary key
 TPUT_COLUMNS: list[Column] = [
     ("variant", 22, "s", "label"),
     ("cams", 4, "d", "n_cams"),
+    ("rnd", 3, "d", "round"),
+    ("thr", 3, "d", "threads"),
     ("frames/s", 8, ".1f", "fps_total"),
     ("fps/cam", 7, ".1f", "fps_cam_mean"),
     ("min/cam", 7, ".1f", "fps_cam_min"),
@@ -609,6 +625,7 @@ TPUT_COLUMNS: list[Column] = [
     ("RSS MB", 6, ".0f", "rss_mb"),
     ("PSS MB", 6, ".0f", "pss_mb"),
     ("other%", 6, ".0f", "other_cpu_pct"),
+    ("load", 4, ".1f", "load1"),
 ]
 GATE_COLUMNS: list[Column] = [
     ("pipeline", 18, "s", "label"),
@@ -645,7 +662,8 @@ def row_label(r: dict[str, Any]) -> str:
     if not det or not det.get("workers"):
         return LABELS[r["variant"]]
     shape = f"shared {det['workers']}x{det['threads']}"
-    return {"shared-2": f"{shape}, 2 in fl.", "shared-auto": f"{shape} (default)"}.get(r["variant"], shape)
+    return {"shared-2": f"{shape}, 2 in fl.", "shared-t2": f"{shape}, 2 in fl.",
+            "shared-auto": f"{shape} (default)"}.get(r["variant"], shape)
 
 
 def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str | None = None) -> str:
@@ -659,6 +677,7 @@ def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str |
         values = dict(r.get("summary", {}))
         values["label"] = row_label(r) + ("!" if r.get("errors") else "")
         values["n_cams"] = r.get("n_cams")
+        values["round"] = r.get("round")
         if r["section"] == "gating":
             values["window"] = f"{values['person_in_window']}/{values['window_frames']}"
         lines.append(" ".join(_cell(values.get(key), width, fmt) for _h, width, fmt, key in columns))
@@ -666,79 +685,95 @@ def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str |
 
 
 TARGET_RATIO = 1.0  # issue 13: shared >= 1.0x one runtime per camera at 4 and 8 cameras
-DISTURBED_PCT = 50.0  # other work's CPU% (of all cores) above which a comparison is flagged
 TARGET_CAMS = (4, 8)
 LATENCY_CAMS = 8  # ... and a lower request latency at 8 cameras
 
 
-def _noise(*rows: dict[str, Any]) -> str:
-    other = [r.get("other_cpu_pct") or 0.0 for r in rows]
-    if max(other) <= DISTURBED_PCT:
-        return ""
-    return f"; disturbed: other work used {' / '.join(f'{o:.0f}%' for o in other)} CPU during these rows"
+def _rounds(tput: list[dict[str, Any]], variant: str, n: int) -> dict[int, dict[str, Any]]:
+    """round -> summary of ``variant`` at ``n`` cameras (failed rows left out)."""
+    return {r.get("round", 0): r["summary"] for r in tput
+            if r["variant"] == variant and r["n_cams"] == n and not r["errors"] and r.get("summary")}
+
+
+def _paired(tput: list[dict[str, Any]], variant: str, n: int, key: str) -> list[tuple[int, float, float]]:
+    """(round, variant's ``key``, baseline's ``key``) for every round where both were measured."""
+    mine, own = _rounds(tput, variant, n), _rounds(tput, "own", n)
+    return [(k, float(mine[k][key]), float(own[k][key])) for k in sorted(mine)
+            if k in own and mine[k].get(key) and own[k].get(key)]
+
+
+def _per_round(pairs: list[tuple[int, float, float]], tput: list[dict[str, Any]], n: int) -> str:
+    loads = {r.get("round", 0): r.get("load1", 0.0) for r in tput if r["n_cams"] == n}
+    return ", ".join(f"r{k} {a / b:.2f}x (load {loads.get(k, 0.0):.1f})" for k, a, b in pairs)
 
 
 def verdicts(tput: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets, each PASS/MISS/n/a with its figures (equal total inference threads).
 
+    Every ratio is taken between rows of the same round (the variants of a round run back to back,
+    in alternating order from round to round) and the verdict is on the median over rounds, so a
+    burst of other work on the machine moves one round, not the verdict.
     Throughput: the shared detector as a pipeline uses it (2 requests in flight, the ``detect``
-    element's default) against one runtime per camera; the 1-in-flight ratio is given beside it.
+    element's default), N workers of 1 thread (N inference threads, as the baseline's N runtimes of
+    1 thread), against one runtime per camera; the 1-in-flight ratio is given beside it.
     Latency: one request in flight per camera on both sides (the same offered load).
     """
-    by = {(r["variant"], r["n_cams"]): r["summary"] for r in tput if not r["errors"] and r.get("summary")}
     out: list[dict[str, Any]] = []
     for n in TARGET_CAMS:
-        target = f"images/s shared (2 in flight) / runtime per camera >= {TARGET_RATIO:g}x at {n} cameras"
-        shared2, shared1, own = by.get(("shared-2", n)), by.get(("shared", n)), by.get(("own", n))
-        if not shared2 or not own or not own.get("fps_total"):
+        target = (f"images/s shared (N x 1 thread, 2 in flight) / runtime per camera (N x 1 thread) "
+                  f">= {TARGET_RATIO:g}x at {n} cameras, median over rounds")
+        pairs = _paired(tput, "shared-2", n, "fps_total")
+        if not pairs:
             out.append({"target": target, "verdict": "n/a", "why": "not measured (or failed) in this run"})
         else:
-            ratio = shared2["fps_total"] / own["fps_total"]
-            one = (f"; 1 in flight: {shared1['fps_total']:.1f} images/s = "
-                   f"{shared1['fps_total'] / own['fps_total']:.2f}x" if shared1 else "")
+            ratio = float(np.median([a / b for _, a, b in pairs]))
+            ones = _paired(tput, "shared", n, "fps_total")
+            one = f"; 1 in flight: median {np.median([a / b for _, a, b in ones]):.2f}x" if ones else ""
             out.append({
                 "target": target, "verdict": "PASS" if ratio >= TARGET_RATIO else "MISS", "ratio": ratio,
-                "shared": shared2["fps_total"], "own": own["fps_total"],
-                "ratio_1_in_flight": shared1["fps_total"] / own["fps_total"] if shared1 else None,
-                "why": f"{shared2['fps_total']:.1f} vs {own['fps_total']:.1f} images/s = {ratio:.2f}x{one}"
-                       + _noise(shared2, own),
+                "rounds": [{"round": k, "shared": a, "own": b, "ratio": a / b} for k, a, b in pairs],
+                "ratio_1_in_flight": float(np.median([a / b for _, a, b in ones])) if ones else None,
+                "why": f"median {ratio:.2f}x over {len(pairs)} round(s): {_per_round(pairs, tput, n)}{one}",
             })
         if n != LATENCY_CAMS:
             continue
         target = f"request latency p50 and p99, 1 in flight, shared < runtime per camera at {n} cameras"
-        if not shared1 or not own:
+        p50, p99 = _paired(tput, "shared", n, "req_p50_ms"), _paired(tput, "shared", n, "req_p99_ms")
+        if not p50 or not p99:
             out.append({"target": target, "verdict": "n/a", "why": "not measured (or failed) in this run"})
             continue
-        better = shared1["req_p50_ms"] < own["req_p50_ms"] and shared1["req_p99_ms"] < own["req_p99_ms"]
+        r50, r99 = float(np.median([a / b for _, a, b in p50])), float(np.median([a / b for _, a, b in p99]))
         out.append({
-            "target": target, "verdict": "PASS" if better else "MISS",
-            "shared": [shared1["req_p50_ms"], shared1["req_p99_ms"]],
-            "own": [own["req_p50_ms"], own["req_p99_ms"]],
-            "why": f"p50 {shared1['req_p50_ms']:.1f} vs {own['req_p50_ms']:.1f} ms, "
-                   f"p99 {shared1['req_p99_ms']:.1f} vs {own['req_p99_ms']:.1f} ms" + _noise(shared1, own),
+            "target": target, "verdict": "PASS" if r50 < 1.0 and r99 < 1.0 else "MISS",
+            "p50_ratio": r50, "p99_ratio": r99,
+            "rounds": [{"round": k, "shared_p50": a, "own_p50": b, "shared_p99": c, "own_p99": d}
+                       for (k, a, b), (_, c, d) in zip(p50, p99, strict=False)],
+            "why": f"shared / own, median over {len(p50)} round(s): p50 {r50:.2f}x, p99 {r99:.2f}x ("
+                   + ", ".join(f"r{k} p50 {a:.0f} vs {b:.0f} ms, p99 {c:.0f} vs {d:.0f} ms"
+                               for (k, a, b), (_, c, d) in zip(p50, p99, strict=False)) + ")",
         })
     return out
 
 
 def _ratio_lines(tput: list[dict[str, Any]], gating: list[dict[str, Any]]) -> list[str]:
-    """Plain comparisons derived from the tables (the targets are in :func:`verdicts`)."""
+    """Plain comparisons from the tables, medians over rounds (the targets are in :func:`verdicts`)."""
     out = []
-    by = {(r["variant"], r["n_cams"]): r["summary"] for r in tput if not r["errors"] and r.get("summary")}
     for n in sorted({r["n_cams"] for r in tput}):
-        own = by.get(("own", n))
-        if not own or not own.get("fps_total"):
-            continue
         parts = []
-        for variant in ("shared", "shared-2", "shared-n", "shared-auto"):
-            s = by.get((variant, n))
-            if s and s.get("fps_total"):
-                parts.append(f"{LABELS[variant]} {s['fps_total'] / own['fps_total']:.2f}x (p50 "
-                             f"{s['req_p50_ms']:.0f} ms, CPU% {s['cpu_pct']:.0f}, PSS {s['pss_mb']:.0f} MB)")
-        if parts:
-            out.append(f"{n} cam{'s' if n > 1 else ''}: images/s vs runtime per camera "
-                       f"(p50 {own['req_p50_ms']:.0f} ms, CPU% {own['cpu_pct']:.0f}, "
-                       f"PSS {own['pss_mb']:.0f} MB): "
-                       + "; ".join(parts))
+        for variant in ("shared-2", "shared", "shared-t2", "shared-auto"):
+            pairs = _paired(tput, variant, n, "fps_total")
+            if not pairs:
+                continue
+            rows = _rounds(tput, variant, n)
+            cpu_img = [1e3 * s["cpu_pct"] / 100 / s["fps_total"] for s in rows.values() if s.get("fps_total")]
+            thr = next(iter(rows.values()))["threads"]
+            parts.append(f"{LABELS[variant]} ({thr} threads) {np.median([a / b for _, a, b in pairs]):.2f}x, "
+                         f"CPU {np.median(cpu_img):.1f} ms/image")
+        own = _rounds(tput, "own", n)
+        if parts and own:
+            cpu_img = [1e3 * s["cpu_pct"] / 100 / s["fps_total"] for s in own.values() if s.get("fps_total")]
+            out.append(f"{n} cam{'s' if n > 1 else ''}: images/s vs runtime per camera ({n} threads, "
+                       f"CPU {np.median(cpu_img):.1f} ms/image), median over rounds: " + "; ".join(parts))
     per_proc = {(r["variant"], r["n_cams"]): r for r in tput if not r["errors"] and r.get("pss_mb")}
     for n in sorted({r["n_cams"] for r in tput}):
         shared, own = per_proc.get(("shared", n)), per_proc.get(("own", n))
@@ -788,14 +823,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="4 and 8 cameras, short phases (1-2 minutes)")
     ap.add_argument("--json", type=Path, default=Path("artifacts/bench-detect.json"), help="raw results")
     ap.add_argument("--cams", nargs="+", type=int, help="camera counts (default by mode)")
-    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS,
+                    help=f"throughput rows (default: {' '.join(QUICK_VARIANTS)} with --quick, else all)")
+    ap.add_argument("--rounds", type=int, help="rounds of the throughput variants (default 2 quick, 3 full)")
     ap.add_argument("--duration", type=float, help="seconds of each throughput run")
     ap.add_argument("--gate-frames", type=int, help="frames of the gating scene (5 per camera-second)")
     ap.add_argument("--lat-duration", type=float, help="seconds of frames in each latency run (5 fps)")
     args = ap.parse_args(argv)
     quick = args.quick
     args.cams = args.cams or ([4, 8] if quick else [1, 4, 8])
-    args.duration = args.duration or (2.0 if quick else 5.0)
+    args.duration = args.duration or (3.0 if quick else 5.0)
+    args.rounds = args.rounds or (2 if quick else 3)
+    args.variants = list(args.variants or (QUICK_VARIANTS if quick else VARIANTS))
     args.gate_frames = args.gate_frames or (100 if quick else 300)
     args.lat_duration = args.lat_duration or (4.0 if quick else 10.0)
     if any(n < 1 or n > 32 for n in args.cams):
@@ -824,46 +863,46 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-detect-"))
     try:
         # the node's default: one worker per core (also serves the gating and latency sections)
-        _start_managers({"shared-auto": DetectorSettings(f"{BENCH_TAG}-auto", spec, threads=1,
-                                                         workers=default_workers())}, managers)
+        _start_managers({"auto": DetectorSettings(f"{BENCH_TAG}-auto", spec, threads=1,
+                                                  workers=default_workers())}, managers)
         print(f"  detectors up after {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
-        # 1. throughput
+        # 1. throughput: per camera count, the variants in rounds (alternating order), ratios per round
         for n in args.cams:
-            run_managers = dict(managers)
-            # as many inference threads in all as the baseline's n runtimes of 1 thread
-            workers = min(default_workers(), n)
             wanted = {}
             if {"shared", "shared-2"} & set(args.variants):
-                wanted["shared"] = DetectorSettings(f"{BENCH_TAG}-w{n}", spec, workers=workers,
-                                                    threads=max(1, n // workers))
-            if "shared-n" in args.variants:
-                wanted["shared-n"] = DetectorSettings(f"{BENCH_TAG}-n{n}", spec, workers=n, threads=1)
+                # the baseline's shape: n inference threads, one per camera's share of the work
+                wanted["n"] = DetectorSettings(f"{BENCH_TAG}-n{n}", spec, workers=n, threads=1)
+            if "shared-t2" in args.variants:
+                # one worker per core, as many threads in all as the baseline
+                workers = min(default_workers(), n)
+                wanted["t"] = DetectorSettings(f"{BENCH_TAG}-w{n}", spec, workers=workers,
+                                               threads=max(1, n // workers))
             started: dict[str, DetectorManager] = {}
             _start_managers(wanted, started)
             per_n.extend(started.values())
-            run_managers.update(started)
-            if "shared" in started:
-                run_managers["shared-2"] = started["shared"]
-            for variant in args.variants:
-                r = run_throughput(ctx, variant, n, args.duration, run_managers)
-                tput.append(r)
-                fps = r["summary"].get("fps_total")
-                print(
-                    f"  {LABELS[variant]:<18} {n} cam: {'-' if fps is None else f'{fps:.1f}'} frames/s, "
-                    f"{r['elapsed_s']:.1f} s"
-                    + (f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""),
-                    file=sys.stderr,
-                    flush=True,
-                )
-
+            run_managers = {**managers, **started}
+            for rnd in range(args.rounds):
+                order = args.variants if rnd % 2 == 0 else args.variants[::-1]
+                for variant in order:
+                    r = run_throughput(ctx, variant, n, args.duration, run_managers, rnd)
+                    tput.append(r)
+                    fps = r["summary"].get("fps_total")
+                    print(
+                        f"  r{rnd} {LABELS[variant]:<30} {n} cam: "
+                        f"{'-' if fps is None else f'{fps:.1f}'} frames/s, {r['elapsed_s']:.1f} s, "
+                        f"load {r['load1']:.1f}"
+                        + (f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""),
+                        file=sys.stderr,
+                        flush=True,
+                    )
             for m in started.values():
                 m.stop()
                 if m.restarts:
                     tput[-1]["errors"].append(f"detector {m.settings.name} restarted {m.restarts} time(s)")
 
         # 2. motion gating (one camera, the default detector)
-        gate_det = managers["shared-auto"].settings.name
+        gate_det = managers["auto"].settings.name
         client = DetectorClient(gate_det, f"{BENCH_TAG}g", MODEL_IN)
         frames = _gating_frames(args.gate_frames)
         for variant in ("gated", "every"):
@@ -881,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. end-to-end latency
         for variant in ("shared-auto",):
-            r = run_latency(ctx, variant, managers[variant], args.lat_duration)
+            r = run_latency(ctx, variant, managers[DETECTOR_OF[variant]], args.lat_duration)
             latency.append(r)
             print(f"  latency {LABELS[variant]:<18} {r['elapsed_s']:.1f} s"
                   + (f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""),

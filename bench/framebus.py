@@ -2,9 +2,10 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/framebus.py --quick          # 1080p, 1 and 4 subscribers, < 60 s
+    .venv/bin/python bench/framebus.py --quick          # 1080p, 1 and 4 subscribers, about a minute
     .venv/bin/python bench/framebus.py                  # 1080p and 4K, 1/4/8 subscribers
     .venv/bin/python bench/framebus.py --json out.json  # raw results (default artifacts/bench-framebus.json)
+    .venv/bin/python bench/framebus.py --quick --variants camfleet frigate --repeat 3   # issue 13 verdicts
 
 Every variant moves packed yuv420p frames from one publisher process to N
 subscriber processes (``spawn`` context, one process each) and is measured the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+import _wakefloor
 from _benchutil import cell as _cell
 from _benchutil import cpu_model as _cpu_model
 from _benchutil import cpu_s as _cpu_s
@@ -94,7 +97,13 @@ METHOD = {
         "itself wakes, and by other load); it is checked twice and PASS needs both: back-to-back "
         "(throughput-phase publish() calls that did not block, against '(a) memcpy') and paced (the "
         "paced phase, against '(a) memcpy paced'); the wall-time ratios are printed as well. Read "
-        "overhead: 'read µs' (wall). p99: 'p99 ms'. Ratios: fps/sub"
+        "overhead: 'read µs' (wall). p99 (issue 13): counted from the return of publish(), the median "
+        "over the repetitions of each run's p99, judged against the wake-up floor (bench/_wakefloor.py: "
+        "a process futex-waking N sleeping ones, nothing else, same pacing, measured right before each "
+        "repetition). Ratios (issue 13: 1 sub >= 1x, 4 subs >= 1.5x Frigate's scheme): fps/sub; with "
+        "--repeat N, each camfleet run is paired with the baseline run right after it and the verdict "
+        "takes the median ratio of the pairs, so load that drifts between runs cancels out; CPU per "
+        "frame (publisher + subscribers, throughput phase) is printed next to it"
     ),
     "CPU%": (
         "psutil user+system CPU time of each process (all threads) over the throughput phase / its wall "
@@ -1069,9 +1078,12 @@ def _per_n(rows: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
     return [(r["n_subs"], r["summary"][key]) for r in rows if r["summary"].get(key) is not None]
 
 
-def evaluate_targets(rows: list[dict[str, Any]], resolutions: list[str]) -> list[dict[str, Any]]:
+def evaluate_targets(
+    rows: list[dict[str, Any]], resolutions: list[str], floors: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Compare camfleet's rows with the issue's targets; PASS/MISS are measurements, not assertions."""
     targets: list[dict[str, Any]] = []
+    floors = floors or []
 
     def add(name: str, res: str, ok: bool | None, detail: str) -> None:
         status = "n/a" if ok is None else ("PASS" if ok else "MISS")
@@ -1099,7 +1111,17 @@ def evaluate_targets(rows: list[dict[str, Any]], resolutions: list[str]) -> list
                 f"paced {_fmt_per_n(paced_wall, '.0f')} µs vs {paced_wall_floor:.0f} µs -> worst "
                 f"{worst_wall / paced_wall_floor:.2f}x"
             )
-            add(name, res, worst_hot <= 2 * hot and worst_paced <= 2 * paced, detail)
+            ok = worst_hot <= 2 * hot and worst_paced <= 2 * paced
+            wakes = _floor_medians(floors, res, "wake_call_p50_us")
+            if wakes:
+                detail += (
+                    f". A publish also wakes the sleeping subscribers: the bare futex wake costs "
+                    f"{_fmt_per_n(wakes, '.0f')} µs here (wake-up floor), so memcpy + wake = "
+                    f"{_fmt_per_n([(n, hot + w) for n, w in wakes], '.0f')} µs"
+                )
+                if not ok and any(hot + w > 2 * hot for _n, w in wakes):
+                    detail += " -> over 2x memcpy before any framebus work: a limit of this machine"
+            add(name, res, ok, detail)
         else:
             add(name, res, None, "not measured")
 
@@ -1116,31 +1138,65 @@ def evaluate_targets(rows: list[dict[str, Any]], resolutions: list[str]) -> list
         else:
             add(name, res, None, "not measured")
 
-        name = "camfleet p99 latency <= 1 ms"
-        p99s = [
-            (r["n_subs"], r["summary"]["lat_p99_ms"]) for r in cams if r["summary"]["lat_p99_ms"] is not None
-        ]
-        if p99s:
-            worst = max(v for _n, v in p99s)
-            after = [
-                (r["n_subs"], r["summary"]["lat_after_publish_p99_ms"])
-                for r in cams
-                if r["summary"]["lat_after_publish_p99_ms"] is not None
-            ]
-            pub_p50 = [
-                (r["n_subs"], r["summary"]["publish_us"] / 1e3) for r in cams if r["summary"]["publish_us"]
-            ]
-            detail = (
-                f"p99 {_fmt_per_n(p99s, '.3f')} ms, worst {worst:.3f} ms; it includes the publish() copy "
-                f"(p50 {_fmt_per_n(pub_p50, '.3f')} ms); counted from publish() return: p99 "
-                f"{_fmt_per_n(after, '.3f')} ms"
-            )
-            add(name, res, worst <= 1.0, detail)
+        name = "camfleet p99 latency <= 1 ms, counted from publish() returning"
+        after = []
+        for r in cams:
+            reps = [x for x in r.get("reps_lat_after_p99_ms") or [r["summary"]["lat_after_publish_p99_ms"]]
+                    if x is not None]
+            if reps:
+                after.append((r["n_subs"], float(np.median(reps))))
+        if after:
+            worst = max(v for _n, v in after)
+            runs = "median over the runs" if any(len(r.get("reps_fps", [])) > 1 for r in cams) else "one run"
+            detail = f"p99 {_fmt_per_n(after, '.3f')} ms ({runs}), worst {worst:.3f} ms"
+            ok = worst <= 1.0
+            floor_after = _floor_medians(floors, res, "lat_after_p99_ms")
+            if floor_after:
+                floor_worst = max(v for _n, v in floor_after)
+                detail += (
+                    f"; wake-up floor (bare futex wake of sleeping processes, same pacing, measured "
+                    f"before each run): p99 {_fmt_per_n(floor_after, '.3f')} ms"
+                )
+                if not ok and floor_worst > 1.0:
+                    detail += (
+                        " -> the floor itself misses 1 ms: on this machine, at this load, no scheme that "
+                        "wakes a sleeping process meets the target"
+                    )
+            add(name, res, ok, detail)
         else:
             add(name, res, None, "not measured")
 
+        for n_subs, factor in ((1, 1.0), (4, 1.5)):
+            name = f"{n_subs} sub{'s' if n_subs > 1 else ''}: camfleet fps/sub >= {factor:g}x (c) shm+Queue"
+            mine, other = _row(rows, "camfleet", res, n_subs), _row(rows, "frigate", res, n_subs)
+            a = mine["summary"]["fps_per_sub"] if mine and not mine["errors"] else None
+            b = other["summary"]["fps_per_sub"] if other and not other["errors"] else None
+            if a is None or b is None or b <= 0:
+                add(name, res, None, "not measured (or the run had errors)")
+                continue
+            assert mine is not None and other is not None
+            ratio, detail = a / b, f"camfleet {a:.0f} vs {b:.0f} fps/sub = {a / b:.2f}x"
+            pairs = list(zip(mine.get("reps_fps", []), other.get("reps_fps", []), strict=False))
+            ratios = [x / y for x, y in pairs if x and y]
+            if len(ratios) > 1:
+                # each camfleet run is paired with the baseline run right after it: load that
+                # drifts between runs (a shared machine) cancels out of the ratio of a pair
+                ratio = float(np.median(ratios))
+                detail = (
+                    f"median of {len(ratios)} paired runs {ratio:.2f}x (pairs "
+                    f"{', '.join(f'{x:.0f}/{y:.0f}' for x, y in pairs)} fps/sub; median rows "
+                    f"{a:.0f} vs {b:.0f})"
+                )
+            cpu_a, cpu_b = _cpu_per_frame(mine), _cpu_per_frame(other)
+            if cpu_a and cpu_b:
+                detail += (
+                    f"; CPU per frame, publisher + subscribers: {cpu_a:.0f} vs {cpu_b:.0f} µs "
+                    f"= {cpu_b / cpu_a:.2f}x less"
+                )
+            add(name, res, ratio >= factor, detail)
+
         cam4 = _row(rows, "camfleet", res, 4)
-        for base, factor in (("queue", 10), ("frigate", 2), ("zmq", 2)):
+        for base, factor in (("queue", 10), ("zmq", 2)):
             name = f"4 subs: camfleet fps/sub >= {factor}x {LABELS[base]}"
             other = _row(rows, base, res, 4)
             a = cam4["summary"]["fps_per_sub"] if cam4 and not cam4["errors"] else None
@@ -1152,6 +1208,24 @@ def evaluate_targets(rows: list[dict[str, Any]], resolutions: list[str]) -> list
     return targets
 
 
+def _floor_medians(floors: list[dict[str, Any]], res: str, key: str) -> list[tuple[int, float]]:
+    """(subscribers, median of ``key`` over the repetitions) of the wake-up floor at ``res``."""
+    by_n: dict[int, list[float]] = {}
+    for f in floors:
+        if f["res"] == res and f[key] is not None:
+            by_n.setdefault(f["n_subs"], []).append(f[key])
+    return [(n, float(np.median(v))) for n, v in sorted(by_n.items())]
+
+
+def _cpu_per_frame(row: dict[str, Any]) -> float | None:
+    """CPU µs all processes of a run spent per frame delivered to each subscriber (throughput phase)."""
+    s = row["summary"]
+    if not s.get("pub_cpu_us_per_frame") or not s.get("sub_cpu_pct") or not s.get("fps_per_sub"):
+        return None
+    per_sub = s["sub_cpu_pct"] / 100 * 1e6 / s["fps_per_sub"]
+    return float(s["pub_cpu_us_per_frame"] + row["n_subs"] * per_sub)
+
+
 def _fmt_per_n(pairs: list[tuple[int, float]], fmt: str) -> str:
     return "[" + ", ".join(f"{n} sub{'s' if n > 1 else ''}: {format(v, fmt)}" for n, v in pairs) + "]"
 
@@ -1159,7 +1233,7 @@ def _fmt_per_n(pairs: list[tuple[int, float]], fmt: str) -> str:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="1080p, 1 and 4 subscribers, short phases (< 60 s)")
+    ap.add_argument("--quick", action="store_true", help="1080p, 1 and 4 subscribers, short phases (~1 min)")
     ap.add_argument("--json", type=Path, default=Path("artifacts/bench-framebus.json"), help="raw results")
     ap.add_argument("--res", nargs="+", choices=sorted(RESOLUTIONS), help="resolutions (default by mode)")
     ap.add_argument("--subs", nargs="+", type=int, help="subscriber counts (default by mode)")
@@ -1173,12 +1247,23 @@ def main(argv: list[str] | None = None) -> int:
         default="wait",
         help="camfleet publisher policy (wait: lossless, like the baselines)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of every (variant, subscribers) case, interleaved; the table keeps the median by "
+        "fps/sub (use 3 or more on a shared machine)",
+    )
+    ap.add_argument("--no-floor", action="store_true", help="skip the wake-up floor measurement")
     args = ap.parse_args(argv)
     quick = args.quick
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
     args.res = args.res or (["1080p"] if quick else ["1080p", "4K"])
     args.subs = args.subs or ([1, 4] if quick else [1, 4, 8])
     args.duration = args.duration or (1.5 if quick else 3.0)
-    args.lat_duration = args.lat_duration or (1.0 if quick else 3.0)
+    # at 60 fps, 120 (quick) or 180 samples per subscriber: a p99 that is not just the maximum
+    args.lat_duration = args.lat_duration or (2.0 if quick else 3.0)
     if any(n < 1 or n > 60 for n in args.subs):
         ap.error("--subs must be 1..60")
 
@@ -1197,13 +1282,28 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"note: load average {load_start[0]:.2f} before the start: other work shares the CPUs", flush=True
         )
+    floors: list[dict[str, Any]] = []
+    all_runs: list[dict[str, Any]] = []
     for res in args.res:
         rows += bench_memcpy(res, 0.5 if quick else 1.5, max(8, max(args.subs) + 4), args.lat_fps)
         for n_subs in args.subs:
-            for variant in args.variants:
+            for rep, variant in itertools.product(range(args.repeat), args.variants):
+                if variant == args.variants[0] and not args.no_floor:
+                    # measured in every repetition, next to the runs it is the limit of
+                    floor = _wakefloor.measure(ctx, n_subs, args.lat_fps, args.lat_duration)
+                    floor["res"] = res
+                    floors.append(floor)
+                    print(
+                        f"  wake-up floor   {res:<5} {n_subs} sub: p50 {floor['lat_after_p50_ms']:.3f} ms, "
+                        f"p99 {floor['lat_after_p99_ms']:.3f} ms after the wake call "
+                        f"(the call: p50 {floor['wake_call_p50_us']:.0f} µs)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 run_idx += 1
                 r = run_one(ctx, variant, res, n_subs, run_idx, args)
-                rows.append(r)
+                r["rep"] = rep
+                all_runs.append(r)
                 s = r["summary"]
                 fps = s["fps_per_sub"]
                 print(
@@ -1217,11 +1317,22 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+            rows += _medians(all_runs, res, n_subs)
     elapsed = time.perf_counter() - t0
-    targets = evaluate_targets(rows, args.res)
+    targets = evaluate_targets(rows, args.res, floors)
 
     print()
     print(format_table(rows))
+    if floors:
+        print()
+        print("wake-up floor (bench/_wakefloor.py: one process futex-wakes N sleeping ones, nothing else):")
+        for f in floors:
+            print(
+                f"  {f['res']:<5} {f['n_subs']} sub: after the wake call p50 {f['lat_after_p50_ms']:.3f} ms, "
+                f"p99 {f['lat_after_p99_ms']:.3f} ms; the wake call itself "
+                f"p50 {f['wake_call_p50_us']:.0f} µs, "
+                f"p99 {f['wake_call_p99_us']:.0f} µs ({f['samples']} samples at {f['fps']:g} fps)"
+            )
     print()
     for t in targets:
         print(f"[{t['status']}] {t['target']} ({t['res']}): {t['detail']}")
@@ -1258,11 +1369,32 @@ def main(argv: list[str] | None = None) -> int:
             "method": METHOD,
         },
         "rows": rows,
+        "runs": [r for r in all_runs if r not in rows],
+        "wake_floor": floors,
         "targets": targets,
     }
     args.json.write_text(json.dumps(doc, indent=1, default=str))
     print(f"raw results: {args.json}")
     return 0
+
+
+def _medians(runs: list[dict[str, Any]], res: str, n_subs: int) -> list[dict[str, Any]]:
+    """For each variant, the run of (``res``, ``n_subs``) with the median fps/sub (the lower one of two).
+
+    The chosen row carries every run's fps/sub in ``reps_fps``, in run order.
+    """
+    out = []
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant and r["res"] == res and r["n_subs"] == n_subs]
+        if not mine:
+            continue
+        ok = [r for r in mine if not r["errors"] and r["summary"]["fps_per_sub"] is not None]
+        pool = sorted(ok, key=lambda r: r["summary"]["fps_per_sub"]) or mine
+        chosen = pool[(len(pool) - 1) // 2]
+        chosen["reps_fps"] = [r["summary"]["fps_per_sub"] for r in mine]
+        chosen["reps_lat_after_p99_ms"] = [r["summary"]["lat_after_publish_p99_ms"] for r in mine]
+        out.append(chosen)
+    return out
 
 
 def _zmq_version() -> str | None:

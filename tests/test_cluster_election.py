@@ -188,6 +188,24 @@ def test_membership_survives_a_store_failover_longer_than_the_ttl() -> None:
     assert m.sweep(23.0) == []
 
 
+def test_membership_needs_the_key_expired_in_both_heartbeat_buckets() -> None:
+    # one bucket's stream loses its leader (no beat there, its old key expires once it is back);
+    # the other keeps taking beats: the node stays alive
+    m = Membership(T)
+    m.beat(Heartbeat("n1", 1, 100.0), now=10.0, bucket=0)
+    m.beat(Heartbeat("n1", 1, 100.0), now=10.0, bucket=1)
+    for t in range(11, 20):
+        assert m.beat(Heartbeat("n1", t, 100.0), now=float(t), bucket=1) == []
+    assert m.expired("n1", now=17.0, bucket=0) == []
+    assert m.sweep(19.5) == [] and m.alive() == ["n1"]
+    # then it dies: its key expires in the other bucket too, and grace later it is lost
+    assert [c.new for c in m.expired("n1", now=23.0, bucket=1)] == ["expired"]
+    assert [c.new for c in m.sweep(25.0)] == ["lost"]
+    # a node seen in one bucket only (an older agent) expires with that one
+    m.beat(Heartbeat("n2", 1, 100.0), now=30.0)
+    assert [c.new for c in m.expired("n2", now=34.0)] == ["expired"]
+
+
 def test_membership_falls_back_to_a_timer_when_no_expiry_is_seen() -> None:
     m = Membership(T)
     m.beat(Heartbeat("n1", 1, 100.0), now=0.0)

@@ -152,6 +152,35 @@ def test_many_cameras_two_in_flight_every_request_answered_once_with_its_own_ima
     assert pool.restarts == 0
 
 
+SLOW = "tests.support.detect_helpers:slow_marker_runtime"
+
+
+@pytest.mark.parametrize("pool", [{"workers": 1, "factory": SLOW}], indirect=True)
+def test_a_camera_that_leaves_with_its_job_queued_ahead_costs_the_others_nothing(
+    pool: DetectorManager,
+) -> None:
+    """One worker (0.2 s per image), so the next camera's job waits in the workers' queue ahead of
+    them: its camera disconnects there. The job still runs (its frames stay held until then), the
+    answer goes nowhere, the others get theirs, and the camera comes back under the same name."""
+    a, b, c = (DetectorClient("pool", name, (300, 300)) for name in ("a", "b", "c"))
+    try:
+        ra = a.submit([marker(11)])  # on the worker
+        b.submit([marker(22)])  # queued ahead of the worker
+        b.close()  # gone with its job queued
+        rc = c.submit([marker(33)])
+        assert _score(a.result(ra)) == pytest.approx(11 / 255)
+        assert _score(c.result(rc)) == pytest.approx(33 / 255)
+        b = DetectorClient("pool", "b", (300, 300))
+        assert _score(b.detect([marker(44)])) == pytest.approx(44 / 255)
+        stats = c.stats()
+        # b's queued job ran, or failed at once if its ring went first: never left running
+        assert stats["running"] == 0 and stats["images"] >= 3
+        assert pool.restarts == 0
+    finally:
+        for cl in (a, b, c):
+            cl.close()
+
+
 def test_a_worker_that_dies_restarts_the_detector_and_cameras_recover(pool: DetectorManager) -> None:
     client = DetectorClient("pool", "gate", (300, 300))
     try:

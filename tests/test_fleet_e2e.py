@@ -141,12 +141,13 @@ def test_leader_and_a_nats_server_killed_restart_nothing(fleet: FleetHarness) ->
     fleet.coordinators[index].kill()
     fleet.coordinators[index].wait(5)
     killed = time.monotonic()
-    # Not the server leading the heartbeat bucket: no beat lands until another leads it, and on a
-    # loaded machine that took from 5 s to over 20 s, past the agents' lease (TTL - 1 s), so every
-    # agent fenced itself and restarted its cameras (a known limit, see the heartbeat TTL in
-    # camfleet.cluster.registry.FleetTiming). Any other server: nothing may stop.
-    beats = fleet.stream_leader("KV_camfleet_alive")
-    server = next(i for i in range(3) if i != beats)
+    # The worst server to lose: the one leading the first heartbeat stream (no beat lands there
+    # for the 5-9 s of its election, longer than an agent's lease). Beats go to a second bucket
+    # the leader keeps led by another server, so nothing may stop.
+    beats = wait_for("the heartbeat streams led by different servers",
+                     lambda: (a := fleet.stream_leader("KV_camfleet_alive")) is not None
+                     and a != fleet.stream_leader("KV_camfleet_alive_b") and (a,), 30, 0.5)[0]
+    server = beats
     fleet.nats.kill(server)
     new = wait_for("a new leader", lambda: (r := fleet.try_ctl("leader")) and r.get("ok")
                    and r["coordinator_id"] != first["coordinator_id"] and r, 20, 0.2)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from camfleet.runtime.control import NodeControl, NodeStatus
+from camfleet.runtime.control import NodeStatus
+
+
+class StatusSource(Protocol):
+    """What the cache reads: a node (:class:`~camfleet.runtime.control.NodeControl`) or the fleet."""
+
+    def status(self) -> NodeStatus:
+        """A snapshot of every camera, process and detector."""
+        ...
 
 
 class StatusCache:
     """``node.status()`` with a short time-to-live; one caller computes, the others reuse it."""
 
-    def __init__(self, node: NodeControl, ttl: float = 0.5) -> None:
+    def __init__(self, node: StatusSource, ttl: float = 0.5) -> None:
         self.node = node
         self.ttl = ttl
         self._lock = threading.Lock()

@@ -3,7 +3,9 @@
 ``apply FILE.yaml`` makes the fleet's cameras exactly the file's (checked as a
 whole first: a bad file changes nothing); ``nodes``, ``status``,
 ``assignments``, ``history`` and ``leader`` show the fleet; ``drain``,
-``cordon`` and ``uncordon`` change where cameras may run.
+``cordon`` and ``uncordon`` change where cameras may run; ``events [-f]`` prints
+the events of every node (:mod:`.fleet_events`); ``token`` manages the
+coordinators' API tokens in the fleet database (:mod:`.fleet_token`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from typing import Any
 
 import typer
 
+from . import fleet_events, fleet_token
+
 app = typer.Typer(help="Control the fleet through its leader coordinator (over NATS).", no_args_is_help=True)
+app.add_typer(fleet_token.app, name="token")
+app.command("events")(fleet_events.events)
 
 _NATS = typer.Option(
     ..., "--nats", envvar="CAMFLEET_NATS", help="NATS URL(s), comma-separated ($CAMFLEET_NATS)."

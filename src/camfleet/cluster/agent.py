@@ -36,13 +36,14 @@ from camfleet.runtime.lease import FENCE_EXIT_S, lease_clock_ns
 from camfleet.runtime.supervisor import FENCE_KILL_S
 
 from .capacity import load_or_measure
+from .clusterauth import load_cluster_key
 from .connection import NatsOptions, connect
 from .coordinator import default_replicas
 from .desired import DesiredStateSource, KvDesiredState, fleet_base
 from .fence import Fence
 from .hardware import detect_hardware
 from .kv import Bucket, KvError, open_bucket
-from .registry import ALIVE_BUCKET, NODES_BUCKET, FleetTiming, Heartbeat, NodeRecord, status_subject
+from .registry import ALIVE_BUCKETS, NODES_BUCKET, FleetTiming, Heartbeat, NodeRecord, status_subject
 
 __all__ = ["Agent", "describe_node"]
 
@@ -84,12 +85,14 @@ class Agent:
     ``lease`` receives the lease's deadline (the node's
     :meth:`~camfleet.runtime.lease.NodeLease.hold_until`; None: the node is not
     fenced, e.g. an embedded one); ``desired`` drives the node's cameras (default: its key in
-    ``camfleet_desired`` over the node's configuration without its cameras).
+    ``camfleet_desired`` over the node's configuration without its cameras); ``cluster_key``
+    receives the fleet's API key (:mod:`~camfleet.cluster.clusterauth`) once read, before registering.
     """
 
     def __init__(self, options: NatsOptions, node: NodeControl, record: NodeRecord,
                  timing: FleetTiming | None = None, *, desired: DesiredStateSource | None = None,
-                 replicas: int | None = None, lease: Callable[[int], None] | None = None) -> None:
+                 replicas: int | None = None, lease: Callable[[int], None] | None = None,
+                 cluster_key: Callable[[bytes], None] | None = None) -> None:
         self.options = options
         self.node = node
         self.record = record
@@ -103,10 +106,12 @@ class Agent:
         self.fence = Fence(self.timing.heartbeat_ttl_s, lease or (lambda _deadline: None))
         self._fencing = lease is not None
         self._replicas = replicas
+        self._cluster_key = cluster_key
         self._seq = 0
         self._rejoined = 0  # rejoins done (the first one is the start)
         self._rejoining = False
         self._resync: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[int]] = set()
 
     def _fenced(self) -> bool:
         """Whether the node stopped its cameras for a lapsed lease and has not begun to rejoin."""
@@ -136,10 +141,10 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
                     await asyncio.wait_for(task, 3.0)
             await self._stand_down()
-            with contextlib.suppress(KvError):  # a clean stop: the coordinators need not wait for the expiry
-                await alive.put(self.node_id, Heartbeat(self.node_id, self._seq + 1, self.record.started_at,
-                                                        leaving=True).to_bytes(),
-                                ttl_s=self.timing.heartbeat_ttl_s)
+            leaving = Heartbeat(self.node_id, self._seq + 1, self.record.started_at, leaving=True).to_bytes()
+            for bucket in alive:  # a clean stop: the coordinators need not wait for the expiry
+                with contextlib.suppress(KvError):
+                    await bucket.put(self.node_id, leaving, ttl_s=self.timing.heartbeat_ttl_s)
         finally:
             try:  # deliver what is queued (the leaving beat), but never hang a stop on a server that is away
                 await asyncio.wait_for(client.drain(), 2.0)
@@ -147,7 +152,8 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await client.close()
 
-    async def _register(self, client: Client, stop: asyncio.Event) -> tuple[Bucket, Bucket] | None:
+    async def _register(self, client: Client,
+                        stop: asyncio.Event) -> tuple[Bucket, tuple[Bucket, ...]] | None:
         """Write the registration and a first beat, retrying while JetStream is down (None: stopped)."""
         js = client.jetstream(timeout=2.0)
         replicas = self._replicas or default_replicas(client)
@@ -155,8 +161,10 @@ class Agent:
         while not stop.is_set():
             try:
                 nodes = await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None)
-                alive = await open_bucket(js, ALIVE_BUCKET, replicas=replicas)
+                alive = tuple([await open_bucket(js, name, replicas=replicas) for name in ALIVE_BUCKETS])
                 await self.desired.attach(js, replicas, self._fenced)
+                if self._cluster_key is not None:  # the node's API checks the coordinators' signatures
+                    self._cluster_key(await load_cluster_key(js, replicas))
                 await nodes.put(self.node_id, self.record.to_bytes())
                 return nodes, alive
             except KvError as exc:
@@ -166,12 +174,41 @@ class Agent:
             delay = min(2.0, delay * 2)
         return None
 
-    async def _beat(self, alive: Bucket) -> None:
-        self._seq += 1
-        beat = Heartbeat(self.node_id, self._seq, self.record.started_at)
-        await alive.put(self.node_id, beat.to_bytes(), ttl_s=self.timing.heartbeat_ttl_s)
+    async def _beat(self, alive: tuple[Bucket, ...]) -> None:
+        """Write one beat to every heartbeat bucket; returns at the first acknowledgement.
 
-    async def _beats(self, nodes: Bucket, alive: Bucket, stop: asyncio.Event) -> None:
+        One is enough: the coordinators count the node lost only once its key
+        expired in every bucket (see ``ALIVE_BUCKETS``). A bucket that is
+        electing a stream leader holds its write for seconds; that write goes
+        on in the background instead of holding up the lease. Raises KvError
+        only when no bucket took the beat.
+        """
+        self._seq += 1
+        beat = Heartbeat(self.node_id, self._seq, self.record.started_at).to_bytes()
+        pending = {asyncio.ensure_future(b.put(self.node_id, beat, ttl_s=self.timing.heartbeat_ttl_s))
+                   for b in alive}
+        errors: list[BaseException] = []
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            outcomes = [task.exception() for task in done]  # every one retrieved, even past a success
+            errors += [e for e in outcomes if e is not None]
+            if None in outcomes:
+                for slow in pending:
+                    self._background.add(slow)
+                    slow.add_done_callback(self._settled)
+                return
+        for error in errors:
+            if not isinstance(error, KvError):
+                raise error
+        raise errors[0]
+
+    def _settled(self, task: asyncio.Future[int]) -> None:
+        """A beat's slower write ended (its outcome no longer matters: another bucket took the beat)."""
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so a failure is not reported as never retrieved
+
+    async def _beats(self, nodes: Bucket, alive: tuple[Bucket, ...], stop: asyncio.Event) -> None:
         """Beat every ``heartbeat_s`` (the first at once); each acknowledged beat renews the lease.
 
         A beat acknowledged while the lease does not hold (the start, or after
@@ -208,7 +245,7 @@ class Agent:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.timing.heartbeat_s)
 
-    async def _rejoin(self, nodes: Bucket, alive: Bucket, stop: asyncio.Event) -> None:
+    async def _rejoin(self, nodes: Bucket, alive: tuple[Bucket, ...], stop: asyncio.Event) -> None:
         """Register again, report ``fenced``, run exactly what the desired state says, then take a lease.
 
         After an outage long enough for the coordinators to count this node

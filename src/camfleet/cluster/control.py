@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from camfleet.api.cameras import check_depth, mask_camera, unmask_sources
@@ -51,7 +52,7 @@ from .fleetconfig import FleetConfigError, validate_fleet
 from .leader import FleetLeader
 from .registry import CTL_PREFIX
 
-__all__ = ["VERBS", "ControlAPI", "ControlError", "request"]
+__all__ = ["VERBS", "ControlAPI", "ControlError", "ask", "request"]
 
 log = logging.getLogger("camfleet.cluster.control")
 
@@ -291,6 +292,7 @@ class ControlAPI:
         rows = await asyncio.to_thread(self.leader.store.nodes)
         result = self.leader.last_plan
         loads = result.loads if result is not None else {}
+        now = time.monotonic()  # the membership's clock
         out = []
         for node_id in sorted(set(members) | set(rows)):
             m, row = members.get(node_id), rows.get(node_id, {})
@@ -299,6 +301,7 @@ class ControlAPI:
             d = self.leader.desired.get(node_id)
             report = self.leader.applied.get(node_id)
             load = loads.get(node_id)
+            beat = m.last_beat if m is not None else None
             out.append(
                 {
                     "node_id": node_id,
@@ -310,6 +313,12 @@ class ControlAPI:
                     "capacity": record.capacity if record else {},
                     "cameras": sorted(d.cameras) if d else [],
                     "utilisation": round(load.utilisation, 3) if load else None,
+                    # what the node is given now (pixels/s decoded, inferences/s), against its capacity
+                    "load": {"decode_pixels_per_s": load.decode_pps, "inferences_per_s": load.infer_ps}
+                    if load else {},
+                    "version": record.version if record else None,
+                    # seconds since this leader saw the node's last heartbeat (None: never)
+                    "heartbeat_age_s": round(now - beat, 1) if beat is not None else None,
                     "desired_revision": d.revision if d else 0,
                     "applied_revision": report.revision if report else 0,
                     "refused": report.refused if report else 0,
@@ -410,35 +419,45 @@ async def request(
         timeout_s=min(timeout_s, 10.0),
     )
     try:
-        data = json.dumps(payload or {}, separators=(",", ":")).encode()
-        try:
-            msg = await client.request(f"{CTL_PREFIX}.{verb}", data, timeout=timeout_s)
-        except nats.errors.NoRespondersError:
-            raise ControlError(
-                "no leader coordinator answers (none running, or an election under way: "
-                "try again in a few seconds)"
-            ) from None
-        except (TimeoutError, nats.errors.TimeoutError):
-            raise ControlError(f"the leader did not answer {verb} within {timeout_s:g} s") from None
-        except nats.errors.MaxPayloadError:
-            raise ControlError(
-                f"{verb}: the request is larger than the NATS server accepts "
-                f"({client.max_payload} bytes): apply fewer cameras at a time "
-                "(stage them in parts)"
-            ) from None
-        except nats.errors.Error as exc:
-            raise ControlError(f"{verb}: {type(exc).__name__}: {mask_text(str(exc))[:200]}") from None
-        try:
-            reply = json.loads(msg.data)
-        except ValueError:
-            raise ControlError(f"{verb}: the answer is not JSON") from None
-        if not isinstance(reply, dict):
-            raise ControlError(f"{verb}: the answer is not a JSON object")
-        if not reply.get("ok"):
-            raise ControlError(str(reply.get("error") or "failed"), reply)
-        return reply
+        return await ask(client, verb, payload, timeout_s=timeout_s)
     finally:
         try:
             await asyncio.wait_for(client.close(), 2.0)
         except Exception as exc:  # closing: nothing more to do
             log.debug("close: %r", exc)
+
+
+async def ask(
+    client: Client, verb: str, payload: dict[str, Any] | None = None, *, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """Ask the fleet's leader ``verb`` over the connected ``client``; its reply when ``ok``.
+
+    Raises ControlError (no leader, a timeout, the leader's error: the message says which).
+    """
+    data = json.dumps(payload or {}, separators=(",", ":")).encode()
+    try:
+        msg = await client.request(f"{CTL_PREFIX}.{verb}", data, timeout=timeout_s)
+    except nats.errors.NoRespondersError:
+        raise ControlError(
+            "no leader coordinator answers (none running, or an election under way: "
+            "try again in a few seconds)"
+        ) from None
+    except (TimeoutError, nats.errors.TimeoutError):
+        raise ControlError(f"the leader did not answer {verb} within {timeout_s:g} s") from None
+    except nats.errors.MaxPayloadError:
+        raise ControlError(
+            f"{verb}: the request is larger than the NATS server accepts "
+            f"({client.max_payload} bytes): apply fewer cameras at a time "
+            "(stage them in parts)"
+        ) from None
+    except nats.errors.Error as exc:
+        raise ControlError(f"{verb}: {type(exc).__name__}: {mask_text(str(exc))[:200]}") from None
+    try:
+        reply = json.loads(msg.data)
+    except ValueError:
+        raise ControlError(f"{verb}: the answer is not JSON") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"{verb}: the answer is not a JSON object")
+    if not reply.get("ok"):
+        raise ControlError(str(reply.get("error") or "failed"), reply)
+    return reply

@@ -37,7 +37,7 @@ from .elector import LeaderElector, LeaderInfo
 from .kv import Bucket, KvError, open_bucket
 from .membership import Change, Member, Membership
 from .registry import (
-    ALIVE_BUCKET,
+    ALIVE_BUCKETS,
     APPLIED_BUCKET,
     CTL_PREFIX,
     DESIRED_BUCKET,
@@ -63,6 +63,8 @@ __all__ = ["Coordinator", "CoordinatorSnapshot", "default_replicas"]
 log = logging.getLogger("camfleet.cluster.coordinator")
 
 SWEEP_S = 0.25
+SPREAD_S = 5.0
+"""Seconds between the leader's checks that the heartbeat streams are led by different servers."""
 
 
 def default_replicas(client: Client) -> int:
@@ -106,7 +108,7 @@ class Coordinator:
         self.placement = placement
         self.leader: FleetLeader | None = None
         # set once the registry's and the heartbeats' first values are read
-        self._synced = (asyncio.Event(), asyncio.Event())
+        self._synced = (asyncio.Event(), asyncio.Event(), asyncio.Event())  # registry, both alive
         self.coordinator_id = coordinator_id
         self.timing = timing or FleetTiming()
         self._replicas = replicas
@@ -148,11 +150,13 @@ class Coordinator:
             buckets = await self._open(js, replicas, stop)
             if buckets is None:
                 return
-            nodes, alive, leader, desired, applied = buckets
+            nodes, alive, alive_b, leader, desired, applied = buckets
             self._elector = LeaderElector(leader, self.coordinator_id, self.timing, self._transition)
             tasks = [asyncio.create_task(self._watch_nodes(nodes), name="watch-nodes"),
-                     asyncio.create_task(self._watch_alive(alive), name="watch-alive"),
-                     asyncio.create_task(self._sweep(stop), name="sweep")]
+                     asyncio.create_task(self._watch_alive(alive, 0), name="watch-alive"),
+                     asyncio.create_task(self._watch_alive(alive_b, 1), name="watch-alive-b"),
+                     asyncio.create_task(self._sweep(stop), name="sweep"),
+                     asyncio.create_task(self._spread_alive_leaders(client, stop), name="spread-alive")]
             if self.store is not None:
                 from .leader import FleetLeader  # noqa: PLC0415 - the scheduler only where there is a database
 
@@ -177,13 +181,14 @@ class Coordinator:
                 await client.close()
 
     async def _open(self, js: JetStreamContext, replicas: int,
-                    stop: asyncio.Event) -> tuple[Bucket, Bucket, Bucket, Bucket, Bucket] | None:
+                    stop: asyncio.Event) -> tuple[Bucket, Bucket, Bucket, Bucket, Bucket, Bucket] | None:
         """The fleet's buckets, retried while JetStream is unavailable (a cluster electing); None: stopped."""
         delay = 0.25
         while not stop.is_set():
             try:
                 return (await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None),
-                        await open_bucket(js, ALIVE_BUCKET, replicas=replicas),
+                        await open_bucket(js, ALIVE_BUCKETS[0], replicas=replicas),
+                        await open_bucket(js, ALIVE_BUCKETS[1], replicas=replicas),
                         await open_bucket(js, LEADER_BUCKET, replicas=replicas),
                         await open_bucket(js, DESIRED_BUCKET, replicas=replicas, markers_ttl_s=None),
                         await open_bucket(js, APPLIED_BUCKET, replicas=replicas, markers_ttl_s=None))
@@ -237,6 +242,7 @@ class Coordinator:
         async def both_synced() -> None:
             await self._synced[0].wait()
             await self._synced[1].wait()
+            await self._synced[2].wait()
             synced.set()
 
         sync_task = asyncio.create_task(both_synced())
@@ -345,30 +351,50 @@ class Coordinator:
                 log.warning("registry watch failed (%s); again in 1 s", exc)
                 await asyncio.sleep(1.0)
 
-    async def _watch_alive(self, bucket: Bucket) -> None:
+    async def _watch_alive(self, bucket: Bucket, index: int) -> None:
         while True:
             try:
                 async for entry in bucket.watch():
                     if entry is None:
-                        self._synced[1].set()
+                        self._synced[1 + index].set()
                         continue
                     now = time.monotonic()
                     with self._lock:
                         if entry.deleted:
-                            changes = self._membership.expired(entry.key, now)
+                            changes = self._membership.expired(entry.key, now, index)
                         else:
                             try:
                                 beat = Heartbeat.from_bytes(entry.value, entry.key)
                                 if beat.node_id != entry.key:
-                                    raise RecordError(f"{ALIVE_BUCKET}/{entry.key}: beat of {beat.node_id!r}")
+                                    raise RecordError(f"{ALIVE_BUCKETS[index]}/{entry.key}: beat of "
+                                                      f"{beat.node_id!r}")
                             except RecordError as exc:
                                 log.error("heartbeats: %s (ignored)", exc)
                                 continue
-                            changes = self._membership.beat(beat, now)
+                            changes = self._membership.beat(beat, now, index)
                     self._report(changes)
             except KvError as exc:
                 log.warning("heartbeat watch failed (%s); again in 1 s", exc)
                 await asyncio.sleep(1.0)
+
+    async def _spread_alive_leaders(self, client: Client, stop: asyncio.Event) -> None:
+        """While leading, keep the two heartbeat buckets' stream leaders on different NATS servers."""
+        from .stream_leaders import spread_leaders  # noqa: PLC0415
+
+        streams = [f"KV_{name}" for name in ALIVE_BUCKETS]
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), SPREAD_S)
+            if stop.is_set() or not self.is_leader():
+                continue
+            try:
+                moved = await spread_leaders(client, streams)
+            except Exception as exc:  # a cluster electing, a server away: next time
+                log.debug("heartbeat stream leaders not checked: %r", exc)
+                continue
+            if moved:
+                log.info("heartbeat streams led by one server (%s): asked %s to elect another leader",
+                         moved[0], moved[1])
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

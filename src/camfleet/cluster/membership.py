@@ -4,7 +4,8 @@ A node is
 
 * ``alive`` while its heartbeats arrive;
 * ``expired`` once the store says its heartbeat key expired (``heartbeat_ttl_s``
-  after the last beat);
+  after the last beat) in every heartbeat bucket that held one (there are two:
+  see :data:`~camfleet.cluster.registry.ALIVE_BUCKETS`);
 * ``lost`` when no beat came in the ``grace_s`` after that expiry, or at once
   when it said it was ``leaving`` (a clean stop);
 * ``registered``: known from the registry only, never seen beating (yet).
@@ -25,7 +26,7 @@ monotonic seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .registry import FleetTiming, Heartbeat, NodeRecord
@@ -45,6 +46,8 @@ class Member:
     last_beat: float | None = None
     started_at: float | None = None
     expired_at: float | None = None
+    beating_in: set[int] = field(default_factory=set)
+    """The heartbeat buckets (indexes) holding a live key of the node."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Membership:
 
     def members(self) -> dict[str, Member]:
         """A copy of the table."""
-        return {k: Member(**vars(m)) for k, m in self._members.items()}
+        return {k: Member(**{**vars(m), "beating_in": set(m.beating_in)}) for k, m in self._members.items()}
 
     def alive(self) -> list[str]:
         """The ids of the nodes that are alive, sorted."""
@@ -95,8 +98,8 @@ class Membership:
         del self._members[node_id]
         return [Change(node_id, member.state, "lost", "registration deleted")]
 
-    def beat(self, beat: Heartbeat, now: float) -> list[Change]:
-        """A heartbeat arrived (``now``: when this coordinator saw it)."""
+    def beat(self, beat: Heartbeat, now: float, bucket: int = 0) -> list[Change]:
+        """A heartbeat arrived in heartbeat bucket ``bucket`` (``now``: when this coordinator saw it)."""
         changes: list[Change] = []
         member = self._members.get(beat.node_id)
         if member is None:
@@ -104,8 +107,10 @@ class Membership:
             changes.append(Change(beat.node_id, None, "registered", "heartbeat before its registration"))
         if beat.leaving:
             member.last_beat = None
+            member.beating_in.clear()
             self._set(member, "lost", "stopped cleanly", changes)
             return changes
+        member.beating_in.add(bucket)
         restarted = member.started_at is not None and beat.started_at != member.started_at
         member.last_beat, member.started_at, member.expired_at = now, beat.started_at, None
         if restarted and member.state == "alive":
@@ -113,11 +118,16 @@ class Membership:
         self._set(member, "alive", "heartbeat", changes)
         return changes
 
-    def expired(self, node_id: str, now: float) -> list[Change]:
-        """The node's heartbeat key expired or was deleted."""
+    def expired(self, node_id: str, now: float, bucket: int = 0) -> list[Change]:
+        """The node's heartbeat key in heartbeat bucket ``bucket`` expired or was deleted.
+
+        The node is expired once no bucket holds a live key of it.
+        """
         changes: list[Change] = []
         member = self._members.get(node_id)
-        if member is not None and member.state == "alive":
+        if member is not None:
+            member.beating_in.discard(bucket)
+        if member is not None and member.state == "alive" and not member.beating_in:
             member.expired_at = now
             self._set(member, "expired", "heartbeat expired", changes)
         return changes + self.sweep(now)

@@ -6,8 +6,10 @@ Layout in JetStream (every bucket replicated ``replicas`` times):
 bucket / subject            key                     value
 ==========================  ======================  ==========================================
 ``camfleet_nodes``          node id                 :class:`NodeRecord` (JSON), kept when the node dies
-``camfleet_alive``          node id                 :class:`Heartbeat` (JSON), expires ``heartbeat_ttl_s``
-                                                    after the last beat (per-message TTL)
+``camfleet_alive``,         node id                 :class:`Heartbeat` (JSON), expires ``heartbeat_ttl_s``
+``camfleet_alive_b``                                after the last beat (per-message TTL); every beat goes
+                                                    to both, whose stream leaders the leader coordinator
+                                                    keeps on different servers (see ``ALIVE_BUCKETS``)
 ``camfleet_leader``         ``leader``              :class:`LeaderRecord` (JSON), the coordinators' lease
 ``camfleet.status.<node>``  (core NATS subject)     the node's ``NodeStatus.to_json()``, every 2 s
 ``camfleet_desired``        node id                 :class:`DesiredNode` (JSON): the cameras the leader
@@ -36,6 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 
 __all__ = [
     "ALIVE_BUCKET",
+    "ALIVE_BUCKETS",
     "APPLIED_BUCKET",
     "CTL_PREFIX",
     "DESIRED_BUCKET",
@@ -58,6 +61,11 @@ __all__ = [
 
 NODES_BUCKET = "camfleet_nodes"
 ALIVE_BUCKET = "camfleet_alive"
+ALIVE_BUCKETS = (ALIVE_BUCKET, "camfleet_alive_b")
+"""The heartbeat buckets. Each beat is written to both; one acknowledgement renews the agent's
+lease, and a node is counted lost only once its key expired in both. Losing the server that
+leads one bucket's stream stops its writes for 5-7 s (an election), longer than the lease: with
+the two leaders on different servers, losing any one server leaves a bucket that takes beats."""
 LEADER_BUCKET = "camfleet_leader"
 LEADER_KEY = "leader"
 DESIRED_BUCKET = "camfleet_desired"
@@ -93,18 +101,16 @@ class FleetTiming:
     bucket accepts no write for 5-7 s after the server leading it is killed,
     measured with nats-server 2.15 on loopback): shorter, and losing one NATS
     server would end the leadership. A lease of 8 s still hands over within
-    10 s of a leader's death. The heartbeat TTL must outlast it too, for the
-    agents' sake: an agent holds its fencing lease only ``heartbeat_ttl_s``
-    minus 1 s from its last *acknowledged* beat (:mod:`.fence`), so with a
-    TTL shorter than the failover, killing the server that leads
-    ``camfleet_alive`` fenced every agent and restarted every camera of the
-    fleet (seen with a 4 s TTL: 5 s without an acknowledged beat). 10 s
-    leaves a lease of 9 s; a lost node's cameras then run elsewhere about
-    ``heartbeat_ttl_s + grace_s`` + 1 s after its last beat.
+    10 s of a leader's death. Heartbeats need no such margin although an
+    agent's fencing lease is only ``heartbeat_ttl_s`` - 1 s from its last
+    acknowledged beat (:mod:`.fence`): every beat goes to two buckets led by
+    different servers (:data:`ALIVE_BUCKETS`), so one lost server leaves one
+    that takes beats, and a lost node's cameras run elsewhere about
+    ``heartbeat_ttl_s + grace_s`` + 1-2 s after its last beat.
     """
 
     heartbeat_s: float = 1.0
-    heartbeat_ttl_s: float = 10.0
+    heartbeat_ttl_s: float = 4.0
     grace_s: float = 2.0
     status_s: float = 2.0
     lease_ttl_s: float = 8.0
@@ -151,7 +157,8 @@ class NodeRecord:
     Sizes in bytes; ``capacity`` holds ``decode_pixels_per_s`` and
     ``inferences_per_s`` (see :mod:`camfleet.cluster.capacity`); ``gpus`` and
     ``vaapi`` are empty on a machine without them; ``started_at`` in seconds
-    since the epoch.
+    since the epoch; ``api_url`` is where the agent serves its media to the
+    coordinators (``http://host:port``; None: an agent that serves none).
     """
 
     node_id: str
@@ -167,6 +174,7 @@ class NodeRecord:
     capacity: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     notes: list[str] = field(default_factory=list)
+    api_url: str | None = None
 
     def to_bytes(self) -> bytes:
         """Compact JSON."""

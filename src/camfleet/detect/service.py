@@ -16,6 +16,11 @@
   time, and each camera may have at most ``max_inflight`` requests queued or
   running, so a busy camera cannot starve the others. Answers carry their
   request's id and go back in whatever order the workers finish.
+* **Few hand-offs.** A worker answers the camera itself, from its own thread,
+  the moment its job ends, and (batch-1 models) up to one job per worker waits
+  in the workers' queue, so a worker never waits for this loop's thread to be
+  scheduled: on a busy machine every hand-off between threads costs a time
+  slice of latency and a share of the CPU.
 * **Health.** The service beats a heartbeat file (:func:`read_heartbeat`);
   the node's supervisor (:mod:`camfleet.runtime.detectors`) restarts it when
   it dies or when one worker has been stuck in one inference longer than
@@ -35,6 +40,7 @@ import selectors
 import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +75,9 @@ __all__ = [
     "read_heartbeat",
     "serve",
 ]
+
+SEND_TIMEOUT_S = 5.0
+"""Seconds an answer may take to go into a camera's socket; a camera that stops reading is dropped."""
 
 EXIT_WORKER_DIED = 70
 """Exit code of a detector process whose inference worker died (the supervisor restarts it)."""
@@ -149,14 +158,17 @@ class Heartbeat:
 
 
 def read_heartbeat(detector: str) -> Heartbeat | None:
-    """The detector's last heartbeat, or None if it never started."""
+    """The detector's last heartbeat, or None if it has not beaten yet."""
     try:
         raw = heartbeat_path(detector).read_bytes()[: _HB.size]
     except FileNotFoundError:
         return None
     if len(raw) < _HB.size:
         return None
-    return Heartbeat(*_HB.unpack(raw))
+    beat = Heartbeat(*_HB.unpack(raw))
+    if beat.pid == 0:
+        return None  # the file exists, its first beat is not written yet (a starting detector)
+    return beat
 
 
 # ---------------------------------------------------------------------------
@@ -165,7 +177,17 @@ def read_heartbeat(detector: str) -> Heartbeat | None:
 
 @dataclass
 class _Camera:
+    """One connected camera.
+
+    ``lock`` guards ``running``, ``images`` and ``gone`` (held only for a moment: the loop reads
+    them for every camera); ``send_lock`` guards ``conn``'s sends and its close, so that a camera
+    slow to read its answers (up to :data:`SEND_TIMEOUT_S`) holds up no other camera. The loop's
+    thread and the workers (which answer) both use them.
+    """
+
     conn: socket.socket
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
     reader: Reader = field(default_factory=Reader)
     name: str = ""
     ring: FrameSubscriber | None = None
@@ -198,15 +220,20 @@ class _Server:
     def __init__(self, settings: DetectorSettings) -> None:
         self.s = settings
         factory = _load_factory(settings.factory)
+        self.stats = [0, 0, 0, 0]  # jobs, images, infer_ns, max batch seen
+        self.stats_lock = threading.Lock()  # the workers count (in _answer), the loop reads
         count = settings.workers if settings.workers is not None else default_workers()
         self.workers = InferenceWorkers(lambda: factory(settings.model, settings.threads), count,
-                                        settings.name)
+                                        settings.name, on_done=self._answer)
+        if not self.workers.batches:
+            # batch-1: one job waiting per worker, taken as soon as the worker is free; a batching
+            # model keeps its requests here, where they may still join a bigger batch
+            self.workers.ahead = count
         self.runtime = self.workers.runtimes[0]
         hb = heartbeat_path(settings.name)
         fd = create_private_file(hb, mmap.PAGESIZE)  # never follows a name planted in /dev/shm
         self._hb = mmap.mmap(fd, mmap.PAGESIZE)
         os.close(fd)
-        self.stats = [0, 0, 0, 0]  # jobs, images, infer_ns, max batch seen
         self.jobs = 0  # jobs handed to workers (numbers the replies' batch_no in dispatch order)
         self.listener = listen(socket_path(settings.name))
         self.sel = selectors.DefaultSelector()
@@ -220,9 +247,10 @@ class _Server:
 
     def beat(self) -> None:
         queued = sum(len(c.queue) for c in self.cameras.values())
+        with self.stats_lock:
+            b, n, ns, biggest = self.stats
         self._hb[: _HB.size] = _HB.pack(
-            time.monotonic_ns(), self.workers.busy_since_ns(), os.getpid(), self.stats[0], self.stats[1],
-            self.stats[2], queued, self.stats[3],
+            time.monotonic_ns(), self.workers.busy_since_ns(), os.getpid(), b, n, ns, queued, biggest,
         )
 
     def run(self) -> None:
@@ -244,7 +272,7 @@ class _Server:
     def _accept(self) -> None:
         with contextlib.suppress(BlockingIOError):
             conn, _ = self.listener.accept()
-            conn.setblocking(True)
+            conn.settimeout(SEND_TIMEOUT_S)  # recv only when readable; a send may not hang a thread
             cam = _Camera(conn)
             self.cameras[conn] = cam
             self.sel.register(conn, selectors.EVENT_READ, cam)
@@ -253,12 +281,15 @@ class _Server:
         if cam.gone:
             return
         log.info("detector %s: camera %s disconnected (%s)", self.s.name, cam.name or "?", why)
-        cam.gone = True
         self.sel.unregister(cam.conn)
         self.cameras.pop(cam.conn, None)
-        cam.conn.close()
+        with cam.lock:
+            cam.gone = True
+            running = cam.running
+        with cam.send_lock:
+            cam.conn.close()
         cam.queue.clear()
-        if cam.running == 0:
+        if running == 0:
             self._close_ring(cam)
         # else: a worker still reads frames of its ring; _finish closes it after the last one
 
@@ -288,10 +319,11 @@ class _Server:
             self._handle(cam, msg)
 
     def _reply(self, cam: _Camera, msg: dict[str, Any]) -> None:
-        if cam.gone:
-            return
         try:
-            send(cam.conn, msg)
+            with cam.send_lock:
+                if cam.gone:
+                    return
+                send(cam.conn, msg)
         except OSError as exc:
             self._drop(cam, str(exc))
 
@@ -300,7 +332,9 @@ class _Server:
         if op == "hello":
             self._hello(cam, msg)
         elif op == "detect":
-            if len(cam.queue) + cam.running >= self.s.max_inflight:
+            with cam.lock:  # a worker lowers ``running`` before it sends the answer
+                running = cam.running
+            if len(cam.queue) + running >= self.s.max_inflight:
                 self._reply(cam, {"op": "result", "id": msg.get("id"),
                                   "error": f"more than {self.s.max_inflight} requests in flight"})
                 return
@@ -334,7 +368,8 @@ class _Server:
                           "max_inflight": self.s.max_inflight, "input": [w, h]})
 
     def _stats(self) -> dict[str, Any]:
-        b, n, ns, biggest = self.stats
+        with self.stats_lock:
+            b, n, ns, biggest = self.stats
         uptime = max(time.monotonic() - self.started, 1e-9)
         return {
             "uptime_s": uptime, "batches": b, "images": n, "mean_batch": n / b if b else 0.0,
@@ -350,8 +385,20 @@ class _Server:
 
     # ------------------------------------------------------------------ jobs
 
+    def _eligible(self, cam: _Camera) -> bool:
+        """Whether ``cam``'s next request may be handed to the workers now.
+
+        Into a free worker: any camera's. Into the queue ahead of the workers (every worker has a
+        job): only the request of a camera with nothing there yet, so that a camera never gets a
+        second job in while another camera's first still waits here (round-robin stays exact).
+        """
+        if self.workers.free > 0:
+            return True
+        with cam.lock:
+            return cam.running == 0
+
     def _pending(self) -> list[_Camera]:
-        return [c for c in self.cameras.values() if c.queue]
+        return [c for c in self.cameras.values() if c.queue and self._eligible(c)]
 
     def _max_wait_s(self) -> float:
         # a batch-1 model runs a batch image by image: waiting for one to fill only adds latency,
@@ -395,6 +442,8 @@ class _Server:
             for i, cam in enumerate(order):
                 if not cam.queue or (total + int(cam.queue[0]["count"]) > self.s.max_batch and chosen):
                     continue
+                if not chosen and not self._eligible(cam):
+                    continue
                 msg = cam.queue.popleft()
                 frames = self._take(cam, msg)
                 if frames is None:
@@ -402,7 +451,8 @@ class _Server:
                 if not chosen:
                     self.rr = start + i + 1  # the next job starts after the first camera served here
                 chosen.append(_Request(cam, msg, frames))
-                cam.running += 1
+                with cam.lock:
+                    cam.running += 1
                 total += len(frames)
                 progress = True
                 if total >= self.s.max_batch or len(chosen) >= limit:
@@ -413,37 +463,55 @@ class _Server:
         images = [f.array for r in chosen for f in r.frames]
         self.workers.submit(Job(self.jobs, images, chosen))
 
-    def _finish(self, finished: list[Done]) -> None:
-        """Answer the requests of finished jobs (in whatever order the workers finished them)."""
-        for done in finished:
-            chosen: list[_Request] = done.job.tag
-            n = len(done.job.images)
+    def _answer(self, done: Done) -> None:
+        """Answer the requests of a finished job (in the worker's thread, as soon as it ends)."""
+        chosen: list[_Request] = done.job.tag
+        n = len(done.job.images)
+        with self.stats_lock:  # counted before any answer leaves: a stats request may follow it at once
             self.stats[0] += 1
             self.stats[1] += n
             self.stats[2] += done.infer_ns
             self.stats[3] = max(self.stats[3], n)
-            i = 0
-            for req in chosen:
-                cam = req.cam
-                for f in req.frames:
-                    f.release()
+        i = 0
+        for req in chosen:
+            for f in req.frames:
+                f.release()
+            count = len(req.frames)
+            reply: dict[str, Any] = {"op": "result", "id": req.msg["id"], "batch": n,
+                                     "batch_no": done.job.number, "infer_ms": done.infer_ns / 1e6,
+                                     "worker": done.worker}
+            if done.error:
+                reply["error"] = done.error
+            else:
+                reply["detections"] = [
+                    [[d.label, d.label_id, d.score, *d.box] for d in dets]
+                    for dets in done.results[i : i + count]
+                ]
+            i += count
+            cam = req.cam
+            with cam.lock:
+                # lowered before the answer leaves: the camera's next request may arrive at once
                 cam.running -= 1
-                count = len(req.frames)
-                reply: dict[str, Any] = {"op": "result", "id": req.msg["id"], "batch": n,
-                                         "batch_no": done.job.number, "infer_ms": done.infer_ns / 1e6,
-                                         "worker": done.worker}
-                if done.error:
-                    reply["error"] = done.error
-                else:
-                    reply["detections"] = [
-                        [[d.label, d.label_id, d.score, *d.box] for d in dets]
-                        for dets in done.results[i : i + count]
-                    ]
-                i += count
                 cam.images += count
-                if not cam.gone:
-                    self._reply(cam, reply)
-                elif cam.running == 0:
+            with cam.send_lock:
+                if cam.gone:
+                    continue
+                try:
+                    send(cam.conn, reply)
+                except OSError as exc:
+                    # the loop's thread drops it: shut down, its recv sees the end
+                    log.info("detector %s: answer to camera %s failed (%s)", self.s.name, cam.name, exc)
+                    with contextlib.suppress(OSError):
+                        cam.conn.shutdown(socket.SHUT_RDWR)
+
+    def _finish(self, finished: list[Done]) -> None:
+        """Close the rings of cameras gone once their last job ended (:meth:`_answer` answered them)."""
+        for done in finished:
+            for req in done.job.tag:
+                cam = req.cam
+                with cam.lock:
+                    last = cam.gone and cam.running == 0
+                if last:
                     self._close_ring(cam)
 
     def _take(self, cam: _Camera, msg: dict[str, Any]) -> list[Any] | None:

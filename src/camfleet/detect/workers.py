@@ -8,12 +8,20 @@ Runtime), over one job queue. Threads are enough because both runtimes
 release the GIL while they run the model (``bench/detect.py`` measures the
 scaling).
 
-The server hands a job to :meth:`InferenceWorkers.submit` only when a
-worker is idle (:attr:`InferenceWorkers.idle`), so jobs never wait in the
-queue and the server keeps choosing which camera goes next (fairness).
-Finished jobs come back through :meth:`InferenceWorkers.done`, in the order
-they finished; :attr:`InferenceWorkers.wake_fd` becomes readable when one
-is there, so the server's selector wakes without polling.
+The server hands a job to :meth:`InferenceWorkers.submit` only while
+:attr:`InferenceWorkers.idle` says there is room: one job per worker plus
+``ahead`` jobs waiting in the queue. With ``ahead=0`` jobs never wait, and the
+server keeps choosing which camera goes next until a worker is free (what
+batching needs: a batch formed later is a bigger batch). With ``ahead > 0``
+a worker that finishes takes its next job at once, without a round trip
+through the server's thread (what a batch-1 model wants on a busy machine,
+where every hand-off between threads waits for a time slice).
+
+A finished job is handed to ``on_done`` in the worker's own thread first
+(the server answers the camera from there, again without a hand-off), then
+comes back through :meth:`InferenceWorkers.done`, in the order they
+finished; :attr:`InferenceWorkers.wake_fd` becomes readable when one is
+there, so the server's selector wakes without polling.
 """
 
 from __future__ import annotations
@@ -91,15 +99,22 @@ class InferenceWorkers:
     """``count`` threads, each running jobs on its own runtime from ``build()``.
 
     ``build`` is called ``count`` times here, before any thread starts, so a
-    model that does not load fails the detector's start. Not thread-safe
-    itself: :meth:`submit`, :meth:`done` and :attr:`idle` belong to the
-    server's thread.
+    model that does not load fails the detector's start. ``ahead``: jobs that
+    may wait in the queue beyond one per worker. ``on_done(done)`` runs in the
+    worker's thread as soon as a job ends (an exception there is logged and
+    the job still comes back through :meth:`done`). Not thread-safe itself:
+    :meth:`submit`, :meth:`done` and :attr:`idle` belong to the server's thread.
     """
 
-    def __init__(self, build: Callable[[], InferenceRuntime], count: int, name: str) -> None:
+    def __init__(self, build: Callable[[], InferenceRuntime], count: int, name: str, *,
+                 ahead: int = 0, on_done: Callable[[Done], None] | None = None) -> None:
         if not 1 <= count <= MAX_WORKERS:
             raise ValueError(f"detector {name!r}: workers must be 1..{MAX_WORKERS}, got {count}")
+        if ahead < 0:
+            raise ValueError(f"detector {name!r}: ahead must be >= 0, got {ahead}")
         self.name = name
+        self.ahead = ahead
+        self._on_done = on_done
         self.runtimes: list[InferenceRuntime] = []
         try:
             for _ in range(count):
@@ -130,8 +145,13 @@ class InferenceWorkers:
 
     @property
     def idle(self) -> int:
-        """Workers free for a job now."""
-        return len(self._threads) - self._outstanding
+        """Jobs :meth:`submit` takes now: free workers, plus room in the queue when ``ahead`` > 0."""
+        return len(self._threads) + self.ahead - self._outstanding
+
+    @property
+    def free(self) -> int:
+        """Workers with no job running or waiting for them (a job submitted now starts at once)."""
+        return max(0, len(self._threads) - self._outstanding)
 
     @property
     def wake_fd(self) -> int:
@@ -144,9 +164,9 @@ class InferenceWorkers:
         return min(busy) if busy else 0
 
     def submit(self, job: Job) -> None:
-        """Run ``job`` on the next free worker; call only while :attr:`idle` > 0."""
+        """Run ``job`` on the next free worker (it may queue, see ``ahead``); only while :attr:`idle` > 0."""
         if self.idle <= 0:
-            raise RuntimeError(f"detector {self.name!r}: no idle worker for job {job.number}")
+            raise RuntimeError(f"detector {self.name!r}: no room for job {job.number}")
         self._outstanding += 1
         self._jobs.put(job)
 
@@ -181,6 +201,12 @@ class InferenceWorkers:
                     done = Done(job, index, error=f"the runtime answered {len(done.results)} results "
                                                   f"for {len(job.images)} images", infer_ns=done.infer_ns)
                 self._busy_since[index] = 0
+                if self._on_done is not None:
+                    try:
+                        self._on_done(done)
+                    except Exception:
+                        log.exception("detector %s: answering job %d failed (worker %d)", self.name,
+                                      job.number, index)
                 self._done.put(done)
                 self._wake()
         except BaseException:  # a worker that dies would leave its jobs unanswered: the process must go

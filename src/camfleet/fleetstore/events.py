@@ -56,6 +56,8 @@ from .schema import metadata
 __all__ = [
     "EventPage",
     "Incoming",
+    "get_event",
+    "page_events",
     "StoreCounts",
     "create_events_tables",
     "events_table",
@@ -313,6 +315,46 @@ def query_events(engine: Engine, *, camera: str | None = None, label: str | None
     items = [_row_event(r) for r in rows[:limit]]
     next_cursor = _encode_cursor(rows[limit - 1].start, rows[limit - 1].id) if len(rows) > limit else None
     return EventPage(items, next_cursor, filters)
+
+
+def page_events(engine: Engine, *, camera: str | None = None, label: str | None = None,
+                zone: str | None = None, node: str | None = None, after: float | None = None,
+                before: float | None = None, min_score: float | None = None, limit: int = 50,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Live events newest first as (one page, how many match): the node API's filters and offset paging.
+
+    ``camera``/``label``/``node`` match exactly and ``after <= start < before`` (epoch seconds) in
+    the database; ``zone`` (one of the event's zones) and ``min_score`` (top score at least, 0..1)
+    are read from each matching row's body, so they scan the rows the other filters leave.
+    """
+    t = events_table
+    q = select(t.c.id, t.c.node, t.c.camera, t.c.label, t.c.start, t.c.end, t.c.token, t.c.published_at,
+               t.c.body)
+    count = select(func.count()).select_from(t)
+    for col, value in ((t.c.camera, camera), (t.c.label, label), (t.c.node, node)):
+        if value is not None:
+            q, count = q.where(col == value), count.where(col == value)
+    if after is not None:
+        q, count = q.where(t.c.start >= after), count.where(t.c.start >= after)
+    if before is not None:
+        q, count = q.where(t.c.start < before), count.where(t.c.start < before)
+    q = q.order_by(t.c.start.desc(), t.c.id.desc())
+    with engine.connect() as conn:
+        if zone is None and min_score is None:
+            total = int(conn.execute(count).scalar_one())
+            rows = list(conn.execute(q.limit(limit).offset(offset)))
+            return [_row_event(r) for r in rows], total
+        matched = [e for e in (_row_event(r) for r in conn.execute(q))
+                   if (zone is None or zone in e["zones"])
+                   and (min_score is None or float(e["top_score"]) >= min_score)]
+    return matched[offset:offset + limit], len(matched)
+
+
+def get_event(engine: Engine, event_id: str) -> dict[str, Any] | None:
+    """The live event ``event_id`` in the REST shape (plus ``node``, ``token``, ``published_at``), or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(events_table).where(events_table.c.id == event_id)).first()
+    return _row_event(row) if row is not None else None
 
 
 def query_rejected(engine: Engine, *, camera: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -16,11 +16,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from camfleet.store.engine import IMMEDIATE, create, parse_url, public_url
 from camfleet.store.errors import StoreError
+from camfleet.store.records import TokenRow
 
 from . import tables as t
 from .schema import metadata
@@ -67,6 +68,47 @@ class FleetStore:
     def close(self) -> None:
         """Release the connections."""
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers a trivial query (constant time)."""
+        with self._tx("pinging the database") as conn:
+            conn.execute(text("SELECT 1"))
+
+    # ------------------------------------------------------------ API tokens (fleetstore.tokens)
+    def create_token(self, name: str, role: str) -> str:
+        """A new API token (clear, returned once); ValueError for a bad role or name."""
+        from .tokens import create_token  # noqa: PLC0415 - tokens.py declares its table on import
+
+        with self._errors("creating a token"):
+            return create_token(self.engine, name, role)
+
+    def verify_token(self, token: str) -> TokenRow | None:
+        """The token's row when valid and not revoked, else None."""
+        from .tokens import verify_token  # noqa: PLC0415
+
+        with self._errors("verifying a token"):
+            return verify_token(self.engine, token)
+
+    def list_tokens(self) -> list[TokenRow]:
+        """Every token, without the clear token or its hash."""
+        from .tokens import list_tokens  # noqa: PLC0415
+
+        with self._errors("listing tokens"):
+            return list_tokens(self.engine)
+
+    def revoke_token(self, token_id: int) -> bool:
+        """Revoke a token by id; False when there is none."""
+        from .tokens import revoke_token  # noqa: PLC0415
+
+        with self._errors("revoking a token"):
+            return revoke_token(self.engine, token_id)
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise StoreError(f"fleet database {self.shown}: {what} failed ({type(exc).__name__})") from None
 
     @contextlib.contextmanager
     def _tx(self, what: str, *, write: bool = False) -> Iterator[Connection]:

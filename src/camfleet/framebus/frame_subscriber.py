@@ -41,6 +41,12 @@ from .segment import open_segment
 
 Mode = Literal["latest", "sequential"]
 
+_FLAG_VALUES = tuple(FrameFlags(i) for i in range(8))  # building an IntFlag costs ~1 µs per frame
+
+
+def _flags(raw: int) -> FrameFlags:
+    return _FLAG_VALUES[raw] if raw < 8 else FrameFlags(raw)
+
 
 @dataclass(frozen=True)
 class SubscriberStats:
@@ -292,7 +298,7 @@ class FrameSubscriber:
                 if self._notify and v.ack_waiting[0]:
                     self._wake_publisher()
                 return Frame(
-                    self, slot, target, pts, v.slot_capture[slot], FrameFlags(v.slot_flags[slot])
+                    self, slot, target, pts, v.slot_capture[slot], _flags(v.slot_flags[slot])
                 )
         if not self._sequential:
             return None  # overwritten meanwhile; the caller looks again

@@ -44,7 +44,8 @@ class SourceOptions:
             as fast as it decodes.
         hwaccel: decode on ``cuda``, ``vaapi`` or ``qsv`` when available (falls
             back to software, with a log line, when not).
-        decode_threads: decoder threads (0: FFmpeg chooses).
+        decode_threads: decoder threads (0: automatic: one up to 1080p, where a
+            node's cameras spread over the cores; FFmpeg chooses above).
         tls: certificate verification of ``rtsps://`` and ``https://``
             cameras (on by default).
         corrupt_degraded_per_min: decoded frames per minute flagged corrupt

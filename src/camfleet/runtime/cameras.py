@@ -47,8 +47,10 @@ class CameraProcesses:
         # camera processes fork from a server that imported the elements: fast restarts, no threads inherited
         self.ctx: ForkServerContext = mp.get_context("forkserver")
         # the built-in elements take seconds to import (trackers, OpenCV): once, in the forkserver,
-        # so that a restarted pipeline is running again in well under a second
-        self.ctx.set_forkserver_preload(["camfleet.runtime.children", *builtin_modules()])
+        # so that a restarted pipeline is running again in well under a second; forkfreeze last: it
+        # keeps the children's garbage collector off the pages they share with the forkserver
+        self.ctx.set_forkserver_preload(["camfleet.runtime.children", *builtin_modules(),
+                                         "camfleet.runtime.forkfreeze"])
         self._table: hb.HeartbeatTable | None = None
         self._specs: dict[str, ChildSpec] = {}
         self._controls: dict[str, ConfigOutbox] = {}

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import cv2
+
 from camfleet import framebus
 from camfleet.config import Config
 from camfleet.detect.protocol import MAX_INFLIGHT
@@ -109,6 +111,9 @@ def _setup(spec: ChildSpec) -> ChildProcess:
         del os.environ[key]
     os.environ.update(spec.env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Parallelism comes from the cameras (a process each): OpenCV's own pool on a 640x360 picture
+    # costs more CPU in hand-offs than it saves, and competes with the other cameras for the cores.
+    cv2.setNumThreads(1)
     stop = threading.Event()
 
     def on_term(*_: object) -> None:
