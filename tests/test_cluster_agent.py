@@ -25,7 +25,7 @@ from camfleet import __version__
 from camfleet.cluster.connection import NatsOptions
 from camfleet.cluster.coordinator import Coordinator
 from camfleet.cluster.kv import open_bucket
-from camfleet.cluster.registry import ALIVE_BUCKET, NODES_BUCKET, FleetTiming, NodeRecord, status_subject
+from camfleet.cluster.registry import ALIVE_BUCKETS, NODES_BUCKET, FleetTiming, NodeRecord, status_subject
 from camfleet_testing.nats import NatsHarness
 from tests.support.fleet import spawn_cli, stop_process, wait_for
 
@@ -134,8 +134,10 @@ def test_agent_registers_beats_reports_and_is_lost_after_kill_9(nats1: NatsHarne
             assert json.loads((data / "capacity" / "capacity.json").read_text())["measured_at"] \
                 == record.capacity["measured_at"]
 
-            # alive, and the node's status every 2 s, compact JSON
-            assert kv.get(ALIVE_BUCKET, node_id) is not None
+            # alive (its beats in both heartbeat buckets: the first acknowledgement is enough for the
+            # agent, the other may land a moment later), and the node's status every 2 s, compact JSON
+            wait_for("beats in both heartbeat buckets",
+                     lambda: all(kv.get(b, node_id) is not None for b in ALIVE_BUCKETS), 5)
             wait_for("alive", lambda: _member_state(coordinator, node_id) == "alive", 5)
             payload, gap = kv.next_status(node_id, 10)
             status: dict[str, Any] = json.loads(payload)
@@ -148,8 +150,8 @@ def test_agent_registers_beats_reports_and_is_lost_after_kill_9(nats1: NatsHarne
             proc.kill()
             proc.wait(5)
             limit = TIMING.heartbeat_ttl_s + TIMING.grace_s
-            wait_for("the heartbeat key to expire", lambda: kv.get(ALIVE_BUCKET, node_id) is None, limit + 1,
-                     interval=0.1)
+            wait_for("the heartbeat keys to expire",
+                     lambda: all(kv.get(b, node_id) is None for b in ALIVE_BUCKETS), limit + 1, interval=0.1)
             expired_after = time.monotonic() - killed
             wait_for("lost", lambda: _member_state(coordinator, node_id) == "lost", limit + 1)
             lost_after = time.monotonic() - killed

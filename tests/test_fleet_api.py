@@ -6,8 +6,8 @@ Every request goes to the coordinator that does NOT lead, so each write is seen
 to reach the leader over the control API. Checked: the node API's status,
 cameras and events shapes hold; staging and apply place the camera; a viewer
 token cannot write; events from two nodes come in one list with paging; media
-answers 503 naming the node; the fleet endpoints; ``/metrics``; ``/api/ws`` with
-status and a live event; a hostile Host; a revoked token refused at once.
+answers 503 naming the node (fake agents serve no media API); the fleet endpoints;
+``/metrics``; ``/api/ws`` with status and a live event; a hostile Host; a revoked token refused at once.
 """
 
 from __future__ import annotations
@@ -200,9 +200,9 @@ def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
         assert http.get("/api/events/ev03", headers=v).json()["node"] == "node-a"
         assert http.get("/api/events/nope", headers=v).status_code == 404
         snap = http.get("/api/events/ev02/snapshot.jpg", headers=v)
-        assert snap.status_code == 503 and "served by node node-b" in snap.json()["detail"]
+        assert snap.status_code == 503 and "node node-b serves no API" in snap.json()["detail"]
         live = http.get("/api/cameras/door/frame.jpg", headers=v)
-        assert live.status_code == 503 and f"served by node {node}" in live.json()["detail"]
+        assert live.status_code == 503 and f"node {node} serves no API" in live.json()["detail"]
 
         # the fleet's endpoints
         listing = http.get("/api/fleet/nodes", headers=v).json()

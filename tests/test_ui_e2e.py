@@ -71,6 +71,10 @@ def test_add_camera_apply_see_it_live_and_its_events(rt: Running, page: Page) ->
     expect(dialog).to_be_hidden()
     expect(page.locator("#conn")).to_have_text("live")
     expect(page.locator('#grid .card[data-camera="cam1"]')).to_be_visible()
+    # a node is not a fleet: no Nodes tab, no node on the tiles (the coordinator's UI: test_ui_fleet_e2e)
+    expect(page.locator("#nodes-tab")).to_be_hidden()
+    assert page.locator("#grid .card .node").count() == 0
+    assert page.locator("header h1").text_content() == "camfleet"
 
     # the editor: an invalid camera shows the validation errors, nothing is staged
     page.click('button.tab[data-page="cameras"]')

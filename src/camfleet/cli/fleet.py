@@ -160,6 +160,12 @@ def agent(
     label: list[str] = typer.Option([], "--label", help="KEY=VALUE placement label (repeatable)."),
     creds: Path | None = typer.Option(None, "--nats-creds", help="NATS credentials file (.creds)."),
     ca: Path | None = typer.Option(None, "--nats-ca", help="CA bundle for tls:// servers."),
+    api: str | None = typer.Option(None, "--api", help="Serve the node's media (live frames, MJPEG, "
+                                   "recordings, clips, snapshots) to the fleet's coordinators on HOST:PORT "
+                                   "(default: a free port on the address this node registers). Only "
+                                   "requests signed with the fleet's key are answered."),
+    api_node_tokens: bool = typer.Option(False, "--api-node-tokens", help="Also accept this node's own "
+                                         "API tokens (`camfleet token create`) on the agent's API."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run this machine's node in the fleet: register, beat, report, run the cameras placed on it."""
@@ -172,8 +178,10 @@ def agent(
     from camfleet.pipeline.validate import element_catalog  # noqa: PLC0415
     from camfleet.runtime import Node, NodeAlreadyRunning  # noqa: PLC0415
     from camfleet.runtime.default import default_config  # noqa: PLC0415
+    from camfleet.store import Store, StoreError  # noqa: PLC0415
 
     labels = _parse_labels(label)
+    api_address = _split_address(api) if api is not None else None
     options = _options(nats_url, creds, ca)
     local: list[str] = []
     try:
@@ -186,7 +194,9 @@ def agent(
             base = fleet_base(default_config((data_dir or Path("camfleet-agent")).resolve(), cameras=1))
         data_dir = base.data_path
         node_id = load_or_create_id(data_dir)
-    except (ConfigError, IdentityError, OSError) as exc:
+        # the node's own database: its events, snapshots and segments, as its API serves them
+        store = Store.open(base.database_url, secret_key_path=data_dir / "secret.key")
+    except (ConfigError, IdentityError, OSError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     if local:
@@ -197,15 +207,26 @@ def agent(
     # the node's events leave through CAMFLEET_EVENTS, each with its camera's fencing token
     events = FleetEventsSink(options, node_id, desired.token_of)
     # the node id as node key: its status names it, and two agents on one machine keep apart
-    node = Node(base, node_key=node_id, fencing=True)
+    node = Node(base, store=store, node_key=node_id, fencing=True)
     node.add_sink(events)
+    # the API first: its start takes seconds (imports), which must not pass between the node's start and
+    # the agent's first lease (the node's cameras would be held meanwhile, as fenced)
+    keys: list[bytes] = []
+    server = _agent_api(api_address, record, node, store, base, keys, api_node_tokens)
+    if server is None:
+        events.close()
+        store.close()
+        raise typer.Exit(1)
     try:
         node.start()
     except (NodeAlreadyRunning, ValueError, OSError) as exc:
+        server.stop()
         events.close()
+        store.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    fleet = Agent(options, node, record, desired=desired, lease=node.lease.hold_until)
+    fleet = Agent(options, node, record, desired=desired, lease=node.lease.hold_until,
+                  cluster_key=keys.append)
     typer.echo(f"camfleet agent: node {node_id} ({record.hostname}); fleet at {options.shown}; "
                f"cameras come from the fleet. Ctrl-C to stop.")
     try:
@@ -214,9 +235,52 @@ def agent(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
+        server.stop()
         node.stop()
         events.close()
+        store.close()
     typer.echo("camfleet agent: stopped.")
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT of ``--api`` (a bad one exits with the usage error)."""
+    from camfleet.api.hosts import split_host  # noqa: PLC0415
+
+    parts = split_host(address)
+    if parts is None or parts[1] is None:
+        raise typer.BadParameter(f"{address!r} is not HOST:PORT (e.g. 10.0.0.5:5091, [::1]:0)",
+                                 param_hint="--api")
+    return parts[0], int(parts[1])
+
+
+def _agent_api(address: tuple[str, int] | None, record: Any, node: Any, store: Any, base: Any,
+               keys: list[bytes], node_tokens: bool) -> Any:
+    """The agent's API server, started, its URL set in ``record`` (None: it could not start; said why)."""
+    from camfleet.api.fleet.agent_app import create_agent_app  # noqa: PLC0415
+    from camfleet.api.server import ApiServer  # noqa: PLC0415
+
+    chosen = address is not None
+    v4 = [a for a in record.addresses if ":" not in a]
+    registered = (v4 or record.addresses or ["127.0.0.1"])[0]
+    if address is None:
+        address = (registered, 0)
+    app = create_agent_app(node, store, base.api, lambda: keys[-1] if keys else None,
+                           data_dir=base.data_path, recordings_dir=base.recordings_path,
+                           node_tokens=node_tokens)
+    server = ApiServer(app, *address)
+    try:
+        server.start()
+    except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
+        typer.echo(f"error: the agent's API on {address[0]}:{address[1]}: {exc}", err=True)
+        return None
+    # listening on every address: the coordinators reach it on the one this node registers
+    reach = registered if address[0] in ("0.0.0.0", "::") else address[0]
+    record.api_url = f"http://{f'[{reach}]' if ':' in reach else reach}:{server.port}"
+    log.info("agent API (media for the coordinators, signed requests only) on %s%s", record.api_url,
+             "" if chosen else " (a free port on the registered address; set --api "
+             "HOST:PORT to choose)")
+    typer.echo(f"camfleet agent: API on {record.api_url}")
+    return server
 
 
 def coordinator(

@@ -36,6 +36,7 @@ from camfleet.runtime.lease import FENCE_EXIT_S, lease_clock_ns
 from camfleet.runtime.supervisor import FENCE_KILL_S
 
 from .capacity import load_or_measure
+from .clusterauth import load_cluster_key
 from .connection import NatsOptions, connect
 from .coordinator import default_replicas
 from .desired import DesiredStateSource, KvDesiredState, fleet_base
@@ -84,12 +85,14 @@ class Agent:
     ``lease`` receives the lease's deadline (the node's
     :meth:`~camfleet.runtime.lease.NodeLease.hold_until`; None: the node is not
     fenced, e.g. an embedded one); ``desired`` drives the node's cameras (default: its key in
-    ``camfleet_desired`` over the node's configuration without its cameras).
+    ``camfleet_desired`` over the node's configuration without its cameras); ``cluster_key``
+    receives the fleet's API key (:mod:`~camfleet.cluster.clusterauth`) once read, before registering.
     """
 
     def __init__(self, options: NatsOptions, node: NodeControl, record: NodeRecord,
                  timing: FleetTiming | None = None, *, desired: DesiredStateSource | None = None,
-                 replicas: int | None = None, lease: Callable[[int], None] | None = None) -> None:
+                 replicas: int | None = None, lease: Callable[[int], None] | None = None,
+                 cluster_key: Callable[[bytes], None] | None = None) -> None:
         self.options = options
         self.node = node
         self.record = record
@@ -103,6 +106,7 @@ class Agent:
         self.fence = Fence(self.timing.heartbeat_ttl_s, lease or (lambda _deadline: None))
         self._fencing = lease is not None
         self._replicas = replicas
+        self._cluster_key = cluster_key
         self._seq = 0
         self._rejoined = 0  # rejoins done (the first one is the start)
         self._rejoining = False
@@ -159,6 +163,8 @@ class Agent:
                 nodes = await open_bucket(js, NODES_BUCKET, replicas=replicas, markers_ttl_s=None)
                 alive = tuple([await open_bucket(js, name, replicas=replicas) for name in ALIVE_BUCKETS])
                 await self.desired.attach(js, replicas, self._fenced)
+                if self._cluster_key is not None:  # the node's API checks the coordinators' signatures
+                    self._cluster_key(await load_cluster_key(js, replicas))
                 await nodes.put(self.node_id, self.record.to_bytes())
                 return nodes, alive
             except KvError as exc:

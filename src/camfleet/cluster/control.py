@@ -292,6 +292,7 @@ class ControlAPI:
         rows = await asyncio.to_thread(self.leader.store.nodes)
         result = self.leader.last_plan
         loads = result.loads if result is not None else {}
+        now = time.monotonic()  # the membership's clock
         out = []
         for node_id in sorted(set(members) | set(rows)):
             m, row = members.get(node_id), rows.get(node_id, {})
@@ -300,6 +301,7 @@ class ControlAPI:
             d = self.leader.desired.get(node_id)
             report = self.leader.applied.get(node_id)
             load = loads.get(node_id)
+            beat = m.last_beat if m is not None else None
             out.append(
                 {
                     "node_id": node_id,
@@ -311,6 +313,12 @@ class ControlAPI:
                     "capacity": record.capacity if record else {},
                     "cameras": sorted(d.cameras) if d else [],
                     "utilisation": round(load.utilisation, 3) if load else None,
+                    # what the node is given now (pixels/s decoded, inferences/s), against its capacity
+                    "load": {"decode_pixels_per_s": load.decode_pps, "inferences_per_s": load.infer_ps}
+                    if load else {},
+                    "version": record.version if record else None,
+                    # seconds since this leader saw the node's last heartbeat (None: never)
+                    "heartbeat_age_s": round(now - beat, 1) if beat is not None else None,
                     "desired_revision": d.revision if d else 0,
                     "applied_revision": report.revision if report else 0,
                     "refused": report.refused if report else 0,

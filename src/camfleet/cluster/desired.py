@@ -182,17 +182,38 @@ class KvDesiredState:
 
     async def _follow(self, node: NodeControl, stop: asyncio.Event) -> None:
         assert self._desired is not None, "attach() first"
-        while not stop.is_set():
-            try:
-                async for entry in self._desired.watch(self.node_id):
-                    if entry is not None:  # None: the end of the initial values
-                        # shielded: a re-watch must not cut an apply in half (the node would run a
-                        # revision this object does not know it runs)
-                        await asyncio.shield(self._consider(node, entry))
-            except KvError as exc:
-                log.warning("desired state: %s (watching again in %.0f s)", exc, RETRY_S)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), RETRY_S)
+        # Each revision is the node's whole state: while one applies (starting and stopping
+        # processes takes a second or more), newer ones replace each other in one slot and only the
+        # newest is applied next. Applying each in turn fell ever further behind a burst of edits.
+        newest: list[Entry] = []
+        ready = asyncio.Event()
+        applier = asyncio.create_task(self._apply_newest(node, newest, ready), name="desired-apply")
+        try:
+            while not stop.is_set():
+                try:
+                    async for entry in self._desired.watch(self.node_id):
+                        if entry is not None:  # None: the end of the initial values
+                            newest[:] = [entry]
+                            ready.set()
+                except KvError as exc:
+                    log.warning("desired state: %s (watching again in %.0f s)", exc, RETRY_S)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RETRY_S)
+        finally:
+            applier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await applier
+
+    async def _apply_newest(self, node: NodeControl, newest: list[Entry], ready: asyncio.Event) -> None:
+        """Apply the entry in ``newest`` each time ``ready`` is set, until cancelled."""
+        while True:
+            await ready.wait()
+            ready.clear()
+            if newest:
+                entry = newest.pop()
+                # shielded: a re-watch must not cut an apply in half (the node would run a
+                # revision this object does not know it runs)
+                await asyncio.shield(self._consider(node, entry))
 
     async def resync(self, node: NodeControl) -> None:
         """Read the key now, run what it says, and report (raises KvError when it cannot be read)."""

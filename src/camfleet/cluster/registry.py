@@ -101,7 +101,12 @@ class FleetTiming:
     bucket accepts no write for 5-7 s after the server leading it is killed,
     measured with nats-server 2.15 on loopback): shorter, and losing one NATS
     server would end the leadership. A lease of 8 s still hands over within
-    10 s of a leader's death. (Heartbeats need no such margin: see membership.)
+    10 s of a leader's death. Heartbeats need no such margin although an
+    agent's fencing lease is only ``heartbeat_ttl_s`` - 1 s from its last
+    acknowledged beat (:mod:`.fence`): every beat goes to two buckets led by
+    different servers (:data:`ALIVE_BUCKETS`), so one lost server leaves one
+    that takes beats, and a lost node's cameras run elsewhere about
+    ``heartbeat_ttl_s + grace_s`` + 1-2 s after its last beat.
     """
 
     heartbeat_s: float = 1.0
@@ -152,7 +157,8 @@ class NodeRecord:
     Sizes in bytes; ``capacity`` holds ``decode_pixels_per_s`` and
     ``inferences_per_s`` (see :mod:`camfleet.cluster.capacity`); ``gpus`` and
     ``vaapi`` are empty on a machine without them; ``started_at`` in seconds
-    since the epoch.
+    since the epoch; ``api_url`` is where the agent serves its media to the
+    coordinators (``http://host:port``; None: an agent that serves none).
     """
 
     node_id: str
@@ -168,6 +174,7 @@ class NodeRecord:
     capacity: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
     notes: list[str] = field(default_factory=list)
+    api_url: str | None = None
 
     def to_bytes(self) -> bytes:
         """Compact JSON."""

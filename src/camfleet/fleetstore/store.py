@@ -52,12 +52,18 @@ class FleetStore:
         self.shown = public_url(url)
         self.engine = create(parse_url(url))
         _load_all_tables()
-        try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"fleet database {self.shown}: cannot create its tables ({type(exc).__name__})"
-            ) from None
+        # Coordinators started together race to create the tables: the loser's CREATE fails
+        # ("already exists", a lock) although the tables are there; checking again settles it.
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+                break
+            except SQLAlchemyError as exc:
+                if attempt == 2:
+                    raise StoreError(
+                        f"fleet database {self.shown}: cannot create its tables ({type(exc).__name__})"
+                    ) from None
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         """Release the connections."""

@@ -26,11 +26,12 @@ from ..hosts import HostGuard, HostPolicy
 from ..hub import Hub
 from ..limits import BodyLimit
 from ..metrics import registry
-from ..routers import docs, metrics, ws
+from ..routers import docs, metrics, ui, ws
 from ..status_cache import StatusCache
 from . import media, routes_cameras, routes_events, routes_fleet
 from .context import FleetContext
 from .link import FleetLink
+from .proxy import NodeProxy
 from .status import FleetStatusSource
 
 log = logging.getLogger("camfleet.api.fleet")
@@ -72,6 +73,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx.link.on_message = on_message
     await ctx.link.start()
     ticker = asyncio.create_task(_status_ticker(ctx))
+    app.state.node_proxy = NodeProxy(ctx.link)
     try:
         yield
     finally:
@@ -79,6 +81,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         ctx.hub.close_all()
+        await app.state.node_proxy.close()
         await ctx.link.close()
 
 
@@ -115,8 +118,10 @@ def create_fleet_app(
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
     for r in (routes_fleet.public, routes_fleet.router, routes_fleet.fleet, routes_cameras.router,
-              media.router, routes_events.router, metrics.router, ws.router, docs.router, docs.public):
+              media.router, routes_events.router, metrics.router, ws.router, docs.router, docs.public,
+              ui.router):
         app.include_router(r)
+    app.mount("/ui", ui.static_files(), name="ui")  # the node's UI; it finds /api/fleet: fleet pages
     app.add_exception_handler(StoreError, _database_down)
     app.add_exception_handler(SQLAlchemyError, _database_down)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

@@ -20,6 +20,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from camfleet.cluster.connection import NatsOptions, connect
 from camfleet.cluster.control import ask
@@ -93,6 +94,12 @@ class FleetLink:
         if client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 2.0)
+
+    def jetstream(self) -> JetStreamContext:
+        """A JetStream context on the link's connection (ConnectionError while not connected)."""
+        if self._client is None:
+            raise ConnectionError("not connected to NATS")
+        return self._client.jetstream(timeout=2.0)
 
     async def request(self, verb: str, payload: dict[str, Any] | None = None,
                       timeout_s: float = CONTROL_TIMEOUT_S) -> dict[str, Any]:

@@ -1,72 +1,107 @@
-"""Media on the coordinator: snapshots, recordings, clips and live frames stay on the node that made them.
+"""Media on the coordinator: snapshots, recordings, clips and live frames, streamed from their node.
 
-Until the coordinator streams them from the owning node, each such path answers
-503 naming that node, so a client knows where to ask.
+They stay on the node that made them; each path here finds that node (the
+camera's assignment, or the event's node) and relays the node's own answer
+through :class:`~camfleet.api.fleet.proxy.NodeProxy` after the coordinator's
+authentication. A node that is down answers 503 "node X unreachable since T".
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 
 from ..auth import authorize
 from ..routers.common import CameraName
-from .context import Fleet
+from .context import Fleet, FleetContext
+from .proxy import NodeProxy
 
 router = APIRouter(tags=["media"], dependencies=[Depends(authorize)])
 _503: dict[int | str, dict[str, Any]] = {
-    503: {"description": "served by the camera's node (proxying comes next)"}}
+    503: {"description": "the camera's node is unreachable (named, with since when), or none runs it"}}
+MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the node's answer, streamed (Range requests honoured: 206)"}, **_503}
 
 
 def not_here(node: str | None) -> HTTPException:
-    """503: the media lives on ``node`` (None: the camera runs nowhere now)."""
+    """503 for media whose node is unknown (None: the camera runs nowhere now)."""
     if node is None:
-        return HTTPException(503, "served by the node that runs the camera, and none runs it now; "
-                                  "proxying comes next")
-    return HTTPException(503, f"served by node {node}; proxying comes next")
+        return HTTPException(503, "no node runs the camera now, so its media cannot be reached")
+    return HTTPException(503, f"node {node} holds it and cannot be reached")
 
 
-async def _camera_node(ctx: Fleet, name: str) -> str | None:
+def proxy_of(request: Request) -> NodeProxy:
+    """The app's :class:`NodeProxy`."""
+    proxy: NodeProxy = request.app.state.node_proxy
+    return proxy
+
+
+async def camera_node(ctx: FleetContext, name: str) -> str:
+    """The node that runs camera ``name`` (404: no such camera; 503: none runs it now)."""
     where = await asyncio.to_thread(ctx.store.assignments)
+    if name in where:
+        return where[name][0]
     known = await asyncio.to_thread(ctx.store.cameras)
-    if name not in known and name not in where:
+    if name not in known:
         raise HTTPException(404, "no such camera")
-    return where[name][0] if name in where else None
+    raise not_here(None)
 
 
-@router.get("/api/cameras/{name}/frame.jpg", responses=_503)
-async def frame(name: CameraName, ctx: Fleet) -> None:
-    """The live frame comes from the camera's node: 503 naming it."""
-    raise not_here(await _camera_node(ctx, name))
+async def from_camera_node(request: Request, ctx: FleetContext, camera: str, path: str) -> StreamingResponse:
+    """Relay ``GET path`` (with the request's query) from ``camera``'s node."""
+    return await proxy_of(request).forward(request, await camera_node(ctx, camera), path)
 
 
-@router.get("/api/cameras/{name}/mjpeg", responses=_503)
-async def mjpeg(name: CameraName, ctx: Fleet) -> None:
-    """The live MJPEG stream comes from the camera's node: 503 naming it."""
-    raise not_here(await _camera_node(ctx, name))
+def _seg(text: str) -> str:
+    return quote(text, safe="")
 
 
-@router.get("/api/recordings", responses=_503)
-async def recordings() -> None:
-    """Recordings are listed by each node: 503."""
-    raise HTTPException(503, "recordings are served by each camera's node; proxying comes next")
+@router.get("/api/cameras/{name}/frame.jpg", responses={200: {"content": {"image/jpeg": {}}}, **_503})
+async def frame(name: CameraName, request: Request, ctx: Fleet,
+                after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> StreamingResponse:
+    """The camera's newest frame as JPEG, from its node (as on a node: ``after`` waits for a newer one)."""
+    return await from_camera_node(request, ctx, name, f"/api/cameras/{_seg(name)}/frame.jpg")
 
 
-@router.get("/api/recordings/{camera}/clip.mp4", responses=_503)
-async def recording_clip(camera: CameraName, ctx: Fleet) -> None:
-    """A clip of the camera's recordings comes from its node: 503 naming it."""
-    raise not_here(await _camera_node(ctx, camera))
+@router.get("/api/cameras/{name}/mjpeg",
+            responses={200: {"content": {"multipart/x-mixed-replace": {}}}, **_503})
+async def mjpeg(name: CameraName, request: Request, ctx: Fleet,
+                fps: Annotated[float, Query(gt=0, le=15)] = 5.0) -> StreamingResponse:
+    """The camera's MJPEG stream from its node, relayed until the client (or the node) goes away."""
+    return await from_camera_node(request, ctx, name, f"/api/cameras/{_seg(name)}/mjpeg")
+
+
+@router.get("/api/recordings", responses={422: {"description": "camera missing"}, **MEDIA_RESPONSES})
+async def recordings(request: Request, ctx: Fleet,
+                     camera: Annotated[str | None, Query(max_length=128)] = None) -> StreamingResponse:
+    """A camera's segments, listed by the node that runs it (``camera`` is required on the coordinator)."""
+    if camera is None:
+        raise HTTPException(422, "camera: required on the coordinator (each node lists its own cameras' "
+                                 "recordings)")
+    return await from_camera_node(request, ctx, camera, "/api/recordings")
+
+
+@router.get("/api/recordings/{camera}/clip.mp4", responses=MEDIA_RESPONSES)
+async def recording_clip(camera: CameraName, request: Request, ctx: Fleet) -> StreamingResponse:
+    """A clip of the camera's recordings, cut and streamed by its node."""
+    return await from_camera_node(request, ctx, camera, f"/api/recordings/{_seg(camera)}/clip.mp4")
 
 
 @router.get("/api/recordings/{camera}/timeline", responses=_503)
-async def timeline(camera: CameraName, ctx: Fleet) -> None:
-    """The camera's timeline comes from its node: 503 naming it."""
-    raise not_here(await _camera_node(ctx, camera))
+async def timeline(camera: CameraName, request: Request, ctx: Fleet) -> StreamingResponse:
+    """The camera's timeline, from its node."""
+    return await from_camera_node(request, ctx, camera, f"/api/recordings/{_seg(camera)}/timeline")
 
 
-@router.get("/api/recordings/files/{path:path}", responses=_503)
-async def recording_file(path: str) -> None:
-    """Segment files live on their node: 503."""
-    raise HTTPException(503, "recording files are served by each camera's node; proxying comes next")
+@router.get("/api/recordings/files/{path:path}", responses=MEDIA_RESPONSES)
+async def recording_file(path: str, request: Request, ctx: Fleet) -> StreamingResponse:
+    """A segment file (``path`` as listed, ``<camera>/...``), from the node that runs that camera."""
+    camera = path.split("/", 1)[0]
+    if len(path) > 1024 or "/" not in path or not camera:
+        raise HTTPException(404, "not found")
+    return await from_camera_node(request, ctx, camera,
+                                  "/api/recordings/files/" + quote(path, safe="/"))

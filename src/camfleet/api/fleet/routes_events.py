@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 
 from camfleet.fleetstore.events import get_event, page_events
 
@@ -13,7 +15,8 @@ from ..auth import authorize
 from ..routers.common import EventId
 from ..routers.events import Epoch, Name
 from .context import Fleet
-from .media import not_here
+from .media import MEDIA_RESPONSES as _MEDIA
+from .media import proxy_of
 from .schemas import FleetEvent, FleetEventPage, fleet_event
 
 router = APIRouter(prefix="/api/events", tags=["events"], dependencies=[Depends(authorize)])
@@ -59,16 +62,21 @@ async def one_event(event_id: EventId, ctx: Fleet) -> FleetEvent:
     return await _event(ctx, event_id)
 
 
-@router.get("/{event_id}/snapshot.jpg", responses={503: {"description": "served by the event's node"}})
-async def snapshot(event_id: EventId, ctx: Fleet) -> None:
-    """The event's best frame lives on its node: 503 naming it (proxying comes next)."""
-    raise not_here((await _event(ctx, event_id)).node)
+@router.get("/{event_id}/snapshot.jpg", responses=_MEDIA)
+async def snapshot(event_id: EventId, request: Request, ctx: Fleet) -> StreamingResponse:
+    """The event's best frame (JPEG), streamed from the node that made it."""
+    return await _from_event_node(request, ctx, event_id, "snapshot.jpg")
 
 
-@router.get("/{event_id}/clip.mp4", responses={503: {"description": "served by the event's node"}})
-async def clip(event_id: EventId, ctx: Fleet) -> None:
-    """The event's clip is cut from its node's recordings: 503 naming it (proxying comes next)."""
-    raise not_here((await _event(ctx, event_id)).node)
+@router.get("/{event_id}/clip.mp4", responses=_MEDIA)
+async def clip(event_id: EventId, request: Request, ctx: Fleet) -> StreamingResponse:
+    """The event's clip, cut from its node's recordings and streamed from there (Range honoured)."""
+    return await _from_event_node(request, ctx, event_id, "clip.mp4")
+
+
+async def _from_event_node(request: Request, ctx: Fleet, event_id: str, what: str) -> StreamingResponse:
+    node = (await _event(ctx, event_id)).node
+    return await proxy_of(request).forward(request, node, f"/api/events/{quote(event_id, safe='')}/{what}")
 
 
 _WRITES: dict[int | str, dict[str, Any]] = {501: {"description": "not on the coordinator yet"}}

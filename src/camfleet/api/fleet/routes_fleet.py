@@ -70,6 +70,7 @@ def _stored_nodes(ctx: FleetContext) -> list[dict[str, Any]]:
         out.append({"node_id": node_id, "state": row.get("state"), "hostname": record.get("hostname"),
                     "labels": record.get("labels", {}), "cordoned": bool(row.get("cordoned")),
                     "draining": bool(row.get("draining")), "capacity": record.get("capacity", {}),
+                    "version": record.get("version"),
                     "cameras": sorted(where.get(node_id, [])), "status_at": row.get("status_at")})
     return out
 

@@ -3,20 +3,23 @@ import { closeCamera, initCamera, openCamera, renderState } from "./camera.js";
 import { $, api, ApiError, askToken, el, fmtBytes, fmtTime, saveToken, setCookie, state } from "./core.js";
 import { closeDetail, eventsChanged, fillCameraFilter, initReview, loadEvents } from "./review.js";
 import { fillCameras, initRecordings, openRecordings, recordingsCamera } from "./recordings.js";
+import { closeNodes, detectFleet, isFleet, mediaProblem, nodeText, openNodes, placementText } from "./fleet.js";
 
 // ---------------------------------------------------------------- pages
 
 // pages are addressed by the URL's hash: #live, #camera/NAME, #recordings/NAME, #events, ...
-const PAGES = ["live", "camera", "events", "recordings", "cameras", "system"];
+const PAGES = ["live", "camera", "events", "recordings", "cameras", "system", "nodes"];
 
 function route() {
   const [page, arg] = location.hash.slice(1).split("/");
-  show(PAGES.includes(page) ? page : "live", arg ? decodeURIComponent(arg) : null);
+  const known = PAGES.includes(page) && (page !== "nodes" || isFleet());
+  show(known ? page : "live", arg ? decodeURIComponent(arg) : null);
 }
 
 function show(page, arg = null) {
   if (state.page === "camera" && page !== "camera") closeCamera();
   if (state.page === "events" && page !== "events") closeDetail();
+  if (state.page === "nodes" && page !== "nodes") closeNodes();
   state.page = page;
   const tab = page === "camera" ? "live" : page;
   for (const b of document.querySelectorAll("button.tab")) {
@@ -29,6 +32,7 @@ function show(page, arg = null) {
   if (page === "events") loadEvents();
   if (page === "cameras") loadCameras();
   if (page === "system") { renderSystem(); loadStorage(); }
+  if (page === "nodes") openNodes();
 }
 
 // ---------------------------------------------------------------- live grid
@@ -50,6 +54,11 @@ const visibility = new IntersectionObserver((entries) => {
 
 function refreshImage(img) {
   if (!img.isConnected) return;
+  // a coordinator whose node cannot serve the picture yet: ask again less often (the note says why)
+  if (img.dataset.problem && img.dataset.problemAt && Date.now() - Number(img.dataset.problemAt) < 4000) {
+    setTimeout(() => refreshImage(img), 1000);
+    return;
+  }
   if (img.dataset.visible !== "1") { img.dataset.waiting = "1"; return; }
   img.dataset.waiting = "";
   img.src = frameUrl(img.dataset.camera);
@@ -60,14 +69,30 @@ function makeCard(name) {
   visibility.observe(img);
   img.addEventListener("load", () => {
     img.dataset.loaded = "1";
+    showProblem(img, "");
     if (!$("#use-mjpeg").checked) setTimeout(() => refreshImage(img), 1000);
   });
-  img.addEventListener("error", () => setTimeout(() => refreshImage(img), 2000));
-  const open = el("a", { href: `#camera/${encodeURIComponent(name)}`, class: "open", title: `open ${name}` }, img);
+  img.addEventListener("error", async () => {
+    if (isFleet()) showProblem(img, await mediaProblem(img.src));
+    setTimeout(() => refreshImage(img), 2000);
+  });
+  const open = el("a", { href: `#camera/${encodeURIComponent(name)}`, class: "open", title: `open ${name}` }, img,
+    el("p", { class: "media-note hidden", role: "status" }));
   const card = el("div", { class: "card", dataset: { camera: name } }, open,
     el("div", { class: "meta" }, el("strong", {}, name),
       el("span", { class: "state" }), el("span", { class: "fps muted" })));
   return card;
+}
+
+// on a coordinator: why the tile has no picture (e.g. "node n2 unreachable since ...")
+function showProblem(img, problem) {
+  const note = img.parentElement && img.parentElement.querySelector(".media-note");
+  if (!note) return;
+  img.dataset.problem = problem;
+  img.dataset.problemAt = problem ? String(Date.now()) : "";
+  img.classList.toggle("no-media", Boolean(problem));
+  note.textContent = problem ? `No live picture here: ${problem}` : "";
+  note.classList.toggle("hidden", !problem);
 }
 
 function renderGrid() {
@@ -81,6 +106,13 @@ function renderGrid() {
       card = makeCard(cam.name);
       grid.append(card);
       refreshImage(card.querySelector("img"));
+    }
+    if (isFleet()) {
+      // where the camera runs (it changes when a node is drained or dies)
+      let node = card.querySelector(".node");
+      if (!node) { node = el("span", { class: "node" }); card.querySelector(".meta strong").after(node); }
+      node.textContent = nodeText(cam.node);
+      card.dataset.node = cam.node || "";
     }
     const st = card.querySelector(".state");
     st.textContent = stateText(cam);
@@ -132,7 +164,8 @@ async function loadCameras() {
     dataset: { camera: c.name },
     class: c.name === state.selected ? "selected" : "",
     onclick: () => fillEditor(c.name, c.staged || c.config, false),
-  }, c.name, c.pending !== "none" ? el("span", { class: "badge" }, c.pending) : "")));
+  }, c.name, isFleet() ? el("span", { class: "node muted" }, nodeText(c.node)) : "",
+  c.pending !== "none" ? el("span", { class: "badge" }, c.pending) : "")));
   $("#changes").replaceChildren(...changes.changes.map((ch) => el("li", { dataset: { camera: ch.camera } },
     `${ch.action} ${ch.camera}`)));
   if (!changes.changes.length) $("#changes").append(el("li", { class: "muted" }, "none"));
@@ -186,7 +219,7 @@ async function applyChanges() {
       (r.added.length ? `; added ${r.added.join(", ")}` : "") +
       (r.removed.length ? `; removed ${r.removed.join(", ")}` : "") +
       (r.restarted.length ? `; restarted ${r.restarted.join(", ")}` : "") +
-      (r.errors.length ? `; ${r.errors.join("; ")}` : "");
+      (r.errors.length ? `; ${r.errors.join("; ")}` : "") + placementText(r);
     out.dataset.applied = String(r.generation);
   } catch (e) {
     out.className = "error";
@@ -211,7 +244,7 @@ function row(...cells) {
 function renderSystem() {
   const st = state.status;
   if (!st || state.page !== "system") return;
-  $("#node-info").textContent = `node ${st.node} · pid ${st.pid} · up since ${fmtTime(st.started_at)}` +
+  $("#node-info").textContent = `${isFleet() ? "coordinator" : "node"} ${st.node} · pid ${st.pid} · up since ${fmtTime(st.started_at)}` +
     ` · configuration generation ${st.reload.generation}` + (st.reload.ok ? "" : ` · last reload failed: ${st.reload.errors.join("; ")}`);
   const cams = Object.values(st.cameras);
   $("#camera-table tbody").replaceChildren(...cams.map((c) => row(c.name, stateText(c), c.decode_fps.toFixed(1),
@@ -287,8 +320,9 @@ async function start() {
     e.preventDefault();
     saveToken($("#token-input").value.trim());
     try {
-      await api("/api/me");
+      const me = await api("/api/me");
       $("#token-dialog").close();
+      await detectFleet(me.role);
       reconnect();
       route();
     } catch (err) { /* askToken already says why */ }
@@ -312,15 +346,18 @@ async function start() {
   // with a token kept from before, the page loads while the token is checked (one round trip less)
   const early = Boolean(state.token);
   if (early) { connect(); route(); }
+  let me;
   try {
-    await api("/api/me");
+    me = await api("/api/me");
   } catch (e) {
     if (!(e instanceof ApiError) || e.status !== 401) console.error(e);
     // the token dialog is open; connect once a token is saved
     if (early) { const ws = state.ws; state.ws = null; if (ws) ws.close(); }
     return;
   }
-  if (!early) { connect(); route(); }
+  // a coordinator answers /api/fleet/nodes: the fleet's pages (a node: 404, the page stays as it is)
+  const fleet = await detectFleet(me.role);
+  if (!early) { connect(); route(); } else if (fleet) route();
 }
 
 start();

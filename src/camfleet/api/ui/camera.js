@@ -1,6 +1,7 @@
 // The single-camera page: a larger live picture with the overlay of what the pipeline sees
 // (objects, zones, masks, motion) and the zone/mask editor drawn on the same picture.
 import { $, api, el, state } from "./core.js";
+import { isFleet } from "./fleet.js";
 
 const META_KEEP = 64;          // records kept to pair with the picture (a few seconds)
 const FRAME_PERIOD_MS = 50;    // the least time between two frame requests (at most 20 fps)
@@ -31,6 +32,7 @@ export function openCamera(name) {
   cam.imgSeq = 0;
   cam.shownAt = 0;
   $("#cam-title").textContent = name;
+  $("#cam-media").textContent = "";
   $("#cam-picture").alt = `live picture of ${name}`;
   stopEditing(true);
   renderState();
@@ -60,6 +62,7 @@ export function renderState() {
   $("#cam-fps").textContent = `${c.decode_fps.toFixed(1)} fps decoded · ${c.processed_fps.toFixed(1)} analysed` +
     ` · detector ${c.inference_ms.toFixed(0)} ms`;
   $("#cam-error").textContent = c.last_error || c.reason || "";
+  $("#cam-node").textContent = c.node ? `on ${c.node}` : "";
 }
 
 // ---------------------------------------------------------------- picture and metadata
@@ -79,7 +82,16 @@ async function pump(gen) {
       const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
       const r = await fetch(`/api/cameras/${encodeURIComponent(cam.name)}/frame.jpg?after=${after}`, { headers });
       if (cam.gen !== gen) return;
-      if (!r.ok) { after = 0; await delay(1000); continue; }
+      if (!r.ok) {
+        after = 0;
+        // a coordinator answers 503 while the camera's node cannot serve the picture through it: say so
+        const served = isFleet() && r.status === 503;
+        const body = served ? await r.json().catch(() => null) : null;
+        $("#cam-media").textContent = body && typeof body.detail === "string" ? `No live picture here: ${body.detail}` : "";
+        await delay(served ? 3000 : 1000);
+        continue;
+      }
+      $("#cam-media").textContent = "";
       const seq = Number(r.headers.get("X-Frame-Seq") || 0);
       if (seq < after) cam.frames = [];   // the ring restarted
       after = seq;
@@ -499,7 +511,9 @@ async function stageAndApply() {
   out.textContent = "applying…";
   try {
     const r = await api("/api/apply", { method: "POST" });
-    out.textContent = `applied (generation ${r.generation})` + (r.errors.length ? `; ${r.errors.join("; ")}` : "");
+    out.textContent = `applied (generation ${r.generation})` + (r.errors.length ? `; ${r.errors.join("; ")}` : "") +
+      (r.placed && r.placed[cam.name] ? `; runs on ${r.placed[cam.name]}` : "") +
+      (r.unplaced && r.unplaced[cam.name] ? `; runs nowhere: ${r.unplaced[cam.name]}` : "");
     out.dataset.applied = String(r.generation);
     await loadView();
   } catch (e) {

@@ -2,6 +2,7 @@
 // click to play from a point, drag to choose a span (plays from its start; export it as a clip),
 // step between events. Playback is the segment files in sequence (HTTP Range), no export needed.
 import { $, api, el, state } from "./core.js";
+import { isFleet } from "./fleet.js";
 
 const DAY = 86400;
 const tl = {
@@ -39,8 +40,17 @@ async function load() {
   const token = ++tl.loadToken;
   const params = new URLSearchParams({ start: tl.day, end: tl.day + DAY });
   let data;
-  try { data = await api(`/api/recordings/${encodeURIComponent(tl.camera)}/timeline?${params}`); } catch (e) { return; }
+  const out = $("#rec-error");
+  try { data = await api(`/api/recordings/${encodeURIComponent(tl.camera)}/timeline?${params}`); } catch (e) {
+    // a coordinator: the recordings stay on the camera's node (a 503 naming the node when it is down)
+    if (token === tl.loadToken && isFleet() && e.status === 503 && e.body && typeof e.body.detail === "string") {
+      out.textContent = `no recordings here: ${e.body.detail}`;
+      out.dataset.unavailable = "1";
+    }
+    return;
+  }
   if (token !== tl.loadToken) return;
+  if (out.dataset.unavailable) { out.textContent = ""; out.dataset.unavailable = ""; }
   tl.data = data;
   setZoom(Number($("#rec-zoom").value));
   const n = data.events.length;

@@ -1,6 +1,7 @@
 // Event review: filters (camera, label, zone, score, time, not yet reviewed), thumbnails,
 // mark reviewed, retain, and a detail view with the snapshot, the object's path over it and the clip.
 import { $, api, el, fmtTime, PAGE_SIZE, state } from "./core.js";
+import { mediaProblem } from "./fleet.js";
 
 const review = { items: [], current: -1 };
 
@@ -33,15 +34,21 @@ function eventItem(ev, index) {
   const img = ev.has_snapshot
     ? el("img", { src: eventUrl(ev.id, "/snapshot.jpg"), alt: `${ev.label} on ${ev.camera}`, loading: "lazy", decoding: "async" })
     : el("div", { class: "muted noshot" }, "no snapshot");
+  // on a coordinator the snapshot stays on the node that made it: say where when it cannot be shown
+  if (ev.node && ev.has_snapshot) {
+    img.addEventListener("error", () => img.replaceWith(el("div", { class: "muted noshot" }, `snapshot on ${ev.node}`)));
+  }
   const reviewed = el("input", { type: "checkbox", class: "reviewed", checked: ev.reviewed, title: "reviewed" });
   reviewed.addEventListener("change", () => setReviewed(ev, reviewed.checked));
   const retain = el("input", { type: "checkbox", class: "retain", checked: ev.retained, title: "keep past retention" });
   retain.addEventListener("change", () => setRetained(ev, retain.checked));
   const span = ev.end ? `${Math.max(0, ev.end - ev.start).toFixed(1)} s` : "ongoing";
-  return el("li", { dataset: { id: ev.id, camera: ev.camera }, class: ev.reviewed ? "reviewed" : "" },
+  const data = ev.node ? { id: ev.id, camera: ev.camera, node: ev.node } : { id: ev.id, camera: ev.camera };
+  return el("li", { dataset: data, class: ev.reviewed ? "reviewed" : "" },
     el("button", { type: "button", class: "thumb", title: "details", onclick: () => openDetail(index) }, img),
     el("div", { class: "info" },
-      el("div", {}, el("strong", {}, ev.label), ` on ${ev.camera}`, ` · ${(ev.top_score * 100).toFixed(0)}%`),
+      el("div", {}, el("strong", {}, ev.label), ` on ${ev.camera}`, ` · ${(ev.top_score * 100).toFixed(0)}%`,
+        ev.node ? el("span", { class: "node" }, ` · node ${ev.node}`) : ""),
       el("div", { class: "muted" }, `${fmtTime(ev.start)} · ${span}`,
         ev.zones.length ? ` · zones: ${ev.zones.join(", ")}` : "")),
     el("label", {}, reviewed, " reviewed"),
@@ -54,7 +61,7 @@ function toEpoch(value) { return value ? String(new Date(value).getTime() / 1000
 function filterParams() {
   const f = state.filters;
   const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.eventsOffset });
-  for (const k of ["camera", "label", "zone"]) if (f[k]) params.set(k, f[k]);
+  for (const k of ["camera", "node", "label", "zone"]) if (f[k]) params.set(k, f[k]);
   if (f.min_score) params.set("min_score", String(Number(f.min_score) / 100));
   if (f.after) params.set("after", toEpoch(f.after));
   if (f.before) params.set("before", toEpoch(f.before));
@@ -120,13 +127,16 @@ async function openDetail(index, play = false) {
   review.current = index;
   const box = $("#player");
   box.classList.remove("hidden");
-  $("#detail-title").textContent = `${ev.label} on ${ev.camera} · ${(ev.top_score * 100).toFixed(0)}%`;
+  $("#detail-title").textContent = `${ev.label} on ${ev.camera} · ${(ev.top_score * 100).toFixed(0)}%` +
+    (ev.node ? ` · node ${ev.node}` : "");
   $("#detail-info").textContent = `${fmtTime(ev.start)} → ${ev.end ? fmtTime(ev.end) : "ongoing"}` +
     (ev.zones.length ? ` · zones: ${ev.zones.join(", ")}` : "") + ` · track ${ev.data.track_id ?? "?"}`;
   $("#detail-reviewed").checked = ev.reviewed;
   $("#detail-retain").checked = ev.retained;
   const img = $("#detail-snapshot");
   img.onload = () => drawPath(ev);
+  // on a coordinator the snapshot stays on its node (the list says which): no broken picture
+  img.onerror = () => { if (ev.node && review.items[review.current] === ev) $("#detail-stage").classList.add("hidden"); };
   if (ev.has_snapshot) img.src = eventUrl(ev.id, "/snapshot.jpg");
   else { img.removeAttribute("src"); drawPath(ev); }
   $("#detail-stage").classList.toggle("hidden", !ev.has_snapshot);
@@ -182,8 +192,14 @@ export function initReview() {
     loadEvents();
   });
   $("#player-close").addEventListener("click", closeDetail);
-  $("#clip").addEventListener("error", () => {
-    if ($("#clip").getAttribute("src")) $("#clip-error").textContent = "no recording covers this event";
+  $("#clip").addEventListener("error", async () => {
+    const src = $("#clip").getAttribute("src");
+    if (!src) return;
+    // on a coordinator the clip may be on a node it cannot fetch from yet: say that, not "no recording"
+    const ev = review.items[review.current];
+    const problem = ev && ev.node ? await mediaProblem(src) : "";
+    if ($("#clip").getAttribute("src") !== src) return;
+    $("#clip-error").textContent = problem ? `no clip here: ${problem}` : "no recording covers this event";
   });
   $("#detail-reviewed").addEventListener("change", () => {
     const ev = review.items[review.current];
