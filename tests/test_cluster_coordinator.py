@@ -130,7 +130,7 @@ def test_one_leader_through_a_lost_server_and_a_handover_on_kill(nats3: NatsHarn
               f"never lost); handover after kill -9 of the leader: {handover:.2f} s; term -> {new['term']}")
 
         assert _agent_states([paths[follower]]) == ["alive"]
-        assert stop_process(procs[follower]) == 0
+        assert stop_process(procs[follower], 15.0) == 0  # a clean stop (a leader gives its lease up)
         assert read_state(paths[follower])["stopped"] is True  # type: ignore[index]
     finally:
         for proc in procs:

@@ -534,3 +534,15 @@ def test_replanning_after_a_loss_checks_few_nodes(monkeypatch: pytest.MonkeyPatc
                   history=first.history, now=1)
     assert {m.camera for m in second.moves} == victims
     assert calls["fits"] < 5 * len(victims) + 50, calls
+
+
+def test_a_node_seen_lost_before_it_ever_had_cameras_is_not_held_back_as_flapping() -> None:
+    # a pass while n2 is registered but not beating yet (lost, nothing on it), then it beats:
+    # the next placement spreads over all three nodes, n2 included
+    first = plan([node("n1", 200), node("n2", 100, state=NodeState.LOST), node("n3", 100)], [], {}, SPREAD,
+                 now=0.0)
+    cams = [cam(f"c{i:02d}", dec=5.0, inf=0.0) for i in range(12)]
+    second = plan([node("n1", 200), node("n2", 100), node("n3", 100)], cams, {}, SPREAD, first.history,
+                  now=1.0)
+    counts = {n: sum(v == n for v in where(second).values()) for n in ("n1", "n2", "n3")}
+    assert counts == {"n1": 6, "n2": 3, "n3": 3}, counts

@@ -144,7 +144,11 @@ def test_events_counts_snapshot_and_motion(rig: Rig) -> None:
                    and json.loads(m.payload)["after"]["id"] == after["id"]
                    and json.loads(m.payload)["type"] in ("update", "end"), 30)
     assert json.loads(upd.payload)["before"]["id"] == after["id"]
-    sink = rig.node.status().sinks["mqtt"]
+    # the node's status is sampled once a supervisor pass: read the sink's row once it is there
+    deadline = time.monotonic() + 10
+    while "mqtt" not in (sinks := rig.node.status().sinks) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the next pass is not an event one can wait on from here
+    sink = sinks["mqtt"]
     assert sink["connected"] == 1 and sink["published"] >= 3 and sink["broker_error"] == ""
 
 

@@ -177,8 +177,8 @@ class Coordinator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
-            with contextlib.suppress(Exception):
-                await client.close()
+            with contextlib.suppress(Exception):  # never hang a stop on a server that is away
+                await asyncio.wait_for(client.close(), 2.0)
 
     async def _open(self, js: JetStreamContext, replicas: int,
                     stop: asyncio.Event) -> tuple[Bucket, Bucket, Bucket, Bucket, Bucket, Bucket] | None:

@@ -31,8 +31,14 @@ class HistoryBook:
         return self.cams.setdefault(camera, _Cam())
 
     def node_lost(self, node: str, *, fresh: bool) -> None:
-        """Remember that ``node`` is lost (``fresh``: it still had cameras, so it just happened)."""
-        if fresh or node not in self.lost_at:
+        """Remember that ``node`` lost its cameras now (``fresh``: it still had some).
+
+        A node counted lost without cameras (one registered but not beating yet,
+        or lost before and remembered already) is not remembered now: it took
+        nothing with it, and a node that is only starting must not be held back
+        as flapping for the whole window once it beats.
+        """
+        if fresh:
             self.lost_at[node] = self.now
 
     def avoid(self, camera: str) -> frozenset[str]:
