@@ -113,7 +113,7 @@ def bench_processes(trials: int, window_s: float) -> dict[str, Any]:
             victim.proc.kill()  # type: ignore[union-attr]
             victim.proc.wait(5)  # type: ignore[union-attr]
             killed = time.monotonic()
-            wait_for("cameras elsewhere", lambda: (r := settled(fleet, CAMS))
+            wait_for("cameras elsewhere", lambda: (r := settled(fleet, names))  # noqa: B023
                      and all(victim.node_id not in r[c] for c in moved), LOST_S + 60, 0.05)  # noqa: B023
             took = time.monotonic() - killed
             from_kill.append(took)
