@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from .token import print_tokens
 
 app = typer.Typer(help="Create, list and revoke the coordinators' API tokens (admin: everything; viewer: "
                        "read-only), kept in the fleet database.", no_args_is_help=True)
@@ -62,14 +63,7 @@ def list_command(db: DbOpt = None, data_dir: DataDirOpt = Path("camfleet-coordin
         rows = store.list_tokens()
     finally:
         store.close()
-    if not rows:
-        typer.echo("no tokens")
-        return
-    typer.echo(f"{'id':>4}  {'role':<6}  {'created':<19}  {'state':<7}  name")
-    for row in rows:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created))
-        typer.echo(f"{row.id:>4}  {row.role:<6}  {created:<19}  {'active' if row.active else 'revoked':<7}  "
-                   f"{row.name}")
+    print_tokens(rows)
 
 
 @app.command("revoke")

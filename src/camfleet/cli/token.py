@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -70,6 +71,11 @@ def list_command(config: ConfigArg = None, data_dir: DataDirOpt = Path("camfleet
         rows = store.list_tokens()
     finally:
         store.close()
+    print_tokens(rows)
+
+
+def print_tokens(rows: Sequence[Any]) -> None:
+    """Print token rows (``id``, ``role``, ``created`` epoch s, ``active``, ``name``) as a table."""
     if not rows:
         typer.echo("no tokens")
         return
