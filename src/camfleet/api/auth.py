@@ -27,6 +27,10 @@ COOKIE = "camfleet_token"
 READ_METHODS = frozenset({"GET", "HEAD"})
 _MAX_TOKEN_CHARS = 512
 
+PRINCIPAL_SCOPE = "camfleet.principal"
+"""ASGI scope key where a middleware that authenticated the request itself (the agent's cluster
+guard) leaves its :class:`Principal`; clients cannot set scope keys."""
+
 bearer = HTTPBearer(auto_error=False, description="a token from `camfleet token create`")
 
 
@@ -79,6 +83,9 @@ def authorize(
 
 def authorize_ws(websocket: WebSocket, ctx: ApiContext) -> Principal | None:
     """The caller of a WebSocket (any role may connect), or None."""
+    known = websocket.scope.get(PRINCIPAL_SCOPE)
+    if isinstance(known, Principal):
+        return known
     token = websocket.query_params.get("token")
     header = websocket.headers.get("authorization", "")
     if not token and header[:7].lower() == "bearer ":

@@ -13,6 +13,9 @@ A coordinator signs each request it sends an agent's API with the header
 ``WINDOW_S`` of its own clock: a signature seen on the wire opens only that
 same read of that same path, and only for that long (node-to-node HTTP may
 be plain), unlike a bearer token that would open everything for ever.
+A request with a body (the coordinator's ``PUT .../retain``) also signs the
+body's SHA-256 (``\n<hex digest>`` appended), so a seen signature cannot carry
+another body.
 """
 
 from __future__ import annotations
@@ -49,19 +52,22 @@ async def load_cluster_key(js: JetStreamContext, replicas: int = 1) -> bytes:
     raise KvError(f"{CLUSTER_BUCKET}/{KEY_NAME}: created but not readable")
 
 
-def _mac(key: bytes, stamp: int, method: str, target: str) -> str:
+def _mac(key: bytes, stamp: int, method: str, target: str, body: bytes = b"") -> str:
     text = f"{_VERSION}\n{stamp}\n{method.upper()}\n{target}".encode()
+    if body:
+        text += b"\n" + hashlib.sha256(body).hexdigest().encode()
     return hmac.new(key, text, hashlib.sha256).hexdigest()
 
 
-def sign(key: bytes, method: str, target: str, now: float | None = None) -> str:
-    """The header value authenticating ``METHOD target`` (``target``: path and query as sent)."""
+def sign(key: bytes, method: str, target: str, now: float | None = None, body: bytes = b"") -> str:
+    """The header value authenticating ``METHOD target`` (``target``: path and query as sent) and ``body``."""
     stamp = int(time.time() if now is None else now)
-    return f"{_VERSION} {stamp} {_mac(key, stamp, method, target)}"
+    return f"{_VERSION} {stamp} {_mac(key, stamp, method, target, body)}"
 
 
-def verify(key: bytes, header: str | None, method: str, target: str, now: float | None = None) -> bool:
-    """Whether ``header`` signs ``METHOD target`` with ``key`` within ``WINDOW_S`` of ``now``."""
+def verify(key: bytes, header: str | None, method: str, target: str, now: float | None = None,
+           body: bytes = b"") -> bool:
+    """Whether ``header`` signs ``METHOD target`` and ``body`` with ``key`` within ``WINDOW_S`` of ``now``."""
     if not header or len(header) > _MAX_HEADER:
         return False
     parts = header.split(" ")
@@ -70,4 +76,4 @@ def verify(key: bytes, header: str | None, method: str, target: str, now: float 
     stamp = int(parts[1])
     if abs((time.time() if now is None else now) - stamp) > WINDOW_S:
         return False
-    return hmac.compare_digest(parts[2], _mac(key, stamp, method, target))
+    return hmac.compare_digest(parts[2], _mac(key, stamp, method, target, body))

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Engine,
     Float,
     Index,
@@ -320,12 +321,14 @@ def query_events(engine: Engine, *, camera: str | None = None, label: str | None
 def page_events(engine: Engine, *, camera: str | None = None, label: str | None = None,
                 zone: str | None = None, node: str | None = None, after: float | None = None,
                 before: float | None = None, min_score: float | None = None, limit: int = 50,
-                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                offset: int = 0, where: ColumnElement[bool] | None = None
+                ) -> tuple[list[dict[str, Any]], int]:
     """Live events newest first as (one page, how many match): the node API's filters and offset paging.
 
     ``camera``/``label``/``node`` match exactly and ``after <= start < before`` (epoch seconds) in
     the database; ``zone`` (one of the event's zones) and ``min_score`` (top score at least, 0..1)
     are read from each matching row's body, so they scan the rows the other filters leave.
+    ``where``: one more condition on the rows (e.g. :func:`camfleet.fleetstore.flags.reviewed_filter`).
     """
     t = events_table
     q = select(t.c.id, t.c.node, t.c.camera, t.c.label, t.c.start, t.c.end, t.c.token, t.c.published_at,
@@ -338,6 +341,8 @@ def page_events(engine: Engine, *, camera: str | None = None, label: str | None 
         q, count = q.where(t.c.start >= after), count.where(t.c.start >= after)
     if before is not None:
         q, count = q.where(t.c.start < before), count.where(t.c.start < before)
+    if where is not None:
+        q, count = q.where(where), count.where(where)
     q = q.order_by(t.c.start.desc(), t.c.id.desc())
     with engine.connect() as conn:
         if zone is None and min_score is None:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from camfleet import __version__
 from camfleet.cluster.connection import NatsOptions
-from camfleet.config import ApiSettings
+from camfleet.config import ApiSettings, Config
 from camfleet.fleetstore.store import FleetStore
 from camfleet.redact import mask_text
 from camfleet.store.errors import StoreError
@@ -28,10 +28,11 @@ from ..limits import BodyLimit
 from ..metrics import registry
 from ..routers import docs, metrics, ui, ws
 from ..status_cache import StatusCache
-from . import media, routes_cameras, routes_events, routes_fleet
+from . import media, routes_cameras, routes_config, routes_events, routes_fleet, routes_meta, routes_storage
 from .context import FleetContext
 from .link import FleetLink
 from .proxy import NodeProxy
+from .retain import RetainRelay
 from .status import FleetStatusSource
 
 log = logging.getLogger("camfleet.api.fleet")
@@ -74,12 +75,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await ctx.link.start()
     ticker = asyncio.create_task(_status_ticker(ctx))
     app.state.node_proxy = NodeProxy(ctx.link)
+    app.state.retain_relay = RetainRelay(ctx.store.engine, app.state.node_proxy)
+    retrier = asyncio.create_task(app.state.retain_relay.run())  # retain flags for nodes that were down
     try:
         yield
     finally:
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        for task in (ticker, retrier):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         ctx.hub.close_all()
         await app.state.node_proxy.close()
         await ctx.link.close()
@@ -94,6 +98,7 @@ def create_fleet_app(
     status_ttl: float = 0.5,
     max_body_bytes: int = 1 << 20,
     ws_queue: int = 256,
+    base: Config | None = None,
 ) -> FastAPI:
     """The coordinator's API: the node API's cameras, status, events, ``/metrics`` and ``/api/ws`` fleet-wide.
 
@@ -105,12 +110,13 @@ def create_fleet_app(
         status_ttl: seconds a status snapshot is reused.
         max_body_bytes: larger request bodies get 413.
         ws_queue: messages queued per WebSocket client before it is dropped as too slow.
+        base: the coordinators' base configuration (``/api/config``; None: camfleet's embedded default).
     """
     link = FleetLink(options)
     status = StatusCache(FleetStatusSource(store, link, coordinator_id), status_ttl)
     hub = Hub(ws_queue)
     ctx = FleetContext(store=store, link=link, settings=config_api, status=status, hub=hub,
-                       coordinator_id=coordinator_id, max_body_bytes=max_body_bytes)
+                       coordinator_id=coordinator_id, max_body_bytes=max_body_bytes, base=base)
     app = FastAPI(title="camfleet coordinator", version=__version__, lifespan=_lifespan,
                   description="camfleet fleet: the node API for every camera of every node, and the fleet.",
                   # the schema and Swagger UI: routers.docs, behind auth, from local files (as on a node)
@@ -118,8 +124,8 @@ def create_fleet_app(
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
     for r in (routes_fleet.public, routes_fleet.router, routes_fleet.fleet, routes_cameras.router,
-              media.router, routes_events.router, metrics.router, ws.router, docs.router, docs.public,
-              ui.router):
+              media.router, routes_events.router, routes_config.router, routes_storage.router,
+              routes_meta.router, metrics.router, ws.router, docs.router, docs.public, ui.router):
         app.include_router(r)
     app.mount("/ui", ui.static_files(), name="ui")  # the node's UI; it finds /api/fleet: fleet pages
     app.add_exception_handler(StoreError, _database_down)

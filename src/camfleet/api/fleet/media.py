@@ -17,6 +17,9 @@ from fastapi.responses import StreamingResponse
 
 from ..auth import authorize
 from ..routers.common import CameraName
+from ..routers.live import BOUNDARY
+from ..routers.recordings import DEFAULT_LIMIT, MAX_LIMIT
+from ..schemas import Segment, Timeline
 from .context import Fleet, FleetContext
 from .proxy import NodeProxy
 
@@ -60,44 +63,70 @@ def _seg(text: str) -> str:
     return quote(text, safe="")
 
 
-@router.get("/api/cameras/{name}/frame.jpg", responses={200: {"content": {"image/jpeg": {}}}, **_503})
+_JPEG = {"content": {"image/jpeg": {}}}
+_VIDEO = {"content": {"video/mp4": {}}, "description": "the video (Range requests honoured)"}
+_NO_CAMERA: dict[int | str, dict[str, Any]] = {404: {"description": "no such camera"}}
+Epoch = Annotated[float, Query(ge=0, le=1e11, description="epoch seconds")]
+# the node's parameters, checked here too; the node gets the query as sent
+
+
+@router.get("/api/cameras/{name}/frame.jpg", response_class=StreamingResponse,
+            responses={200: _JPEG, **_NO_CAMERA, **_503})
 async def frame(name: CameraName, request: Request, ctx: Fleet,
-                after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0) -> StreamingResponse:
+                after: Annotated[int, Query(ge=0, le=2**63 - 1,
+                                            description="wait for a frame newer than this X-Frame-Seq")] = 0,
+                ) -> StreamingResponse:
     """The camera's newest frame as JPEG, from its node (as on a node: ``after`` waits for a newer one)."""
     return await from_camera_node(request, ctx, name, f"/api/cameras/{_seg(name)}/frame.jpg")
 
 
-@router.get("/api/cameras/{name}/mjpeg",
-            responses={200: {"content": {"multipart/x-mixed-replace": {}}}, **_503})
+@router.get("/api/cameras/{name}/mjpeg", response_class=StreamingResponse,
+            responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}},
+                       **_NO_CAMERA, **_503})
 async def mjpeg(name: CameraName, request: Request, ctx: Fleet,
                 fps: Annotated[float, Query(gt=0, le=15)] = 5.0) -> StreamingResponse:
     """The camera's MJPEG stream from its node, relayed until the client (or the node) goes away."""
     return await from_camera_node(request, ctx, name, f"/api/cameras/{_seg(name)}/mjpeg")
 
 
-@router.get("/api/recordings", responses={422: {"description": "camera missing"}, **MEDIA_RESPONSES})
-async def recordings(request: Request, ctx: Fleet,
-                     camera: Annotated[str | None, Query(max_length=128)] = None) -> StreamingResponse:
-    """A camera's segments, listed by the node that runs it (``camera`` is required on the coordinator)."""
+@router.get("/api/recordings", response_model=list[Segment], responses=_503)
+async def recordings(
+    request: Request, ctx: Fleet,
+    camera: Annotated[str | None, Query(max_length=128)] = None,
+    start: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    end: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="segments per page")] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="segments to skip")] = 0,
+) -> Any:
+    """A camera's segments, listed by the node that runs it (``camera`` is required on the coordinator: 422).
+
+    Paged as on a node (``Link: rel="next"``).
+    """
     if camera is None:
         raise HTTPException(422, "camera: required on the coordinator (each node lists its own cameras' "
                                  "recordings)")
     return await from_camera_node(request, ctx, camera, "/api/recordings")
 
 
-@router.get("/api/recordings/{camera}/clip.mp4", responses=MEDIA_RESPONSES)
-async def recording_clip(camera: CameraName, request: Request, ctx: Fleet) -> StreamingResponse:
-    """A clip of the camera's recordings, cut and streamed by its node."""
+@router.get("/api/recordings/{camera}/clip.mp4", response_class=StreamingResponse,
+            responses={200: _VIDEO, 404: {"description": "no recording covers the span"},
+                       429: {"description": "this token already runs its share of exports"},
+                       507: {"description": "the disk is at its storage floor"}, **_503})
+async def recording_clip(camera: CameraName, start: Epoch, end: Epoch, request: Request,
+                         ctx: Fleet) -> StreamingResponse:
+    """A clip of the camera's recordings from ``start`` to ``end``, cut and streamed by its node."""
     return await from_camera_node(request, ctx, camera, f"/api/recordings/{_seg(camera)}/clip.mp4")
 
 
-@router.get("/api/recordings/{camera}/timeline", responses=_503)
-async def timeline(camera: CameraName, request: Request, ctx: Fleet) -> StreamingResponse:
-    """The camera's timeline, from its node."""
+@router.get("/api/recordings/{camera}/timeline", response_model=Timeline,
+            responses={422: {"description": "end before start, or a span over 7 days"}, **_503})
+async def timeline(camera: CameraName, start: Epoch, end: Epoch, request: Request, ctx: Fleet) -> Any:
+    """The camera's timeline from ``start`` to ``end``, from its node."""
     return await from_camera_node(request, ctx, camera, f"/api/recordings/{_seg(camera)}/timeline")
 
 
-@router.get("/api/recordings/files/{path:path}", responses=MEDIA_RESPONSES)
+@router.get("/api/recordings/files/{path:path}", response_class=StreamingResponse,
+            responses={200: _VIDEO, 404: {"description": "no such segment"}, **_503})
 async def recording_file(path: str, request: Request, ctx: Fleet) -> StreamingResponse:
     """A segment file (``path`` as listed, ``<camera>/...``), from the node that runs that camera."""
     camera = path.split("/", 1)[0]

@@ -100,6 +100,43 @@ class NodeProxy:
         return HTTPException(503, f"node {node_id} unreachable since {_iso(self._since(node_id))} ({why})",
                              headers={"Retry-After": "2"})
 
+    async def call(self, node_id: str, method: str, path: str, body: bytes = b"",
+                   timeout_s: float = 5.0) -> httpx.Response:
+        """A small signed request to ``node_id`` (body signed too), read in full.
+
+        503 "node X unreachable since T" when it cannot be reached; 502 when it refuses the key.
+        """
+        base = await self._node_url(node_id)
+        key = await self._fleet_key()
+        headers = {"content-type": "application/json"} if body else {}
+        req = self._client.build_request(method, base + path, content=body or None, headers=headers,
+                                         timeout=httpx.Timeout(timeout_s, connect=CONNECT_S, pool=CONNECT_S))
+        req.headers[AUTH_HEADER] = sign(key, method, req.url.raw_path.decode("latin-1"), body=body)
+        try:
+            resp = await self._client.send(req)
+        except httpx.TimeoutException as exc:
+            raise self._unreachable(node_id, "no answer" if isinstance(exc, httpx.ReadTimeout)
+                                    else f"no connection within {CONNECT_S:g} s") from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(node_id, type(exc).__name__) from None
+        self._down.pop(node_id, None)
+        if resp.status_code == 401:
+            self._key = None
+            raise HTTPException(502, f"node {node_id} refused the fleet's credential")
+        return resp
+
+    async def websocket_target(self, node_id: str, path: str) -> tuple[str, dict[str, str]]:
+        """The ``ws://`` URL of ``path`` on ``node_id`` and the signed headers to open it with."""
+        base = await self._node_url(node_id)
+        key = await self._fleet_key()
+        scheme, _, rest = base.partition("://")
+        url = ("wss" if scheme == "https" else "ws") + "://" + rest + path
+        return url, {AUTH_HEADER: sign(key, "GET", httpx.URL(url).raw_path.decode("latin-1"))}
+
+    def unreachable(self, node_id: str, why: str) -> HTTPException:
+        """The 503 naming ``node_id`` and since when it is unreachable (``why``: what failed)."""
+        return self._unreachable(node_id, why)
+
     async def forward(self, request: Request, node_id: str, path: str) -> StreamingResponse:
         """Send ``GET path`` (URL-encoded) and the request's query to ``node_id``; stream its answer."""
         base = await self._node_url(node_id)

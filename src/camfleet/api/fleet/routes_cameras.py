@@ -140,7 +140,8 @@ async def discard(ctx: Fleet) -> Changes:
     return Changes(changes=[])
 
 
-@router.post("/apply", response_model=FleetApplyResult, responses=_INVALID)
+@router.post("/apply", response_model=FleetApplyResult,
+             responses={**_INVALID, 409: {"model": FleetApplyResult, "description": "the leader refused it"}})
 async def apply(ctx: Fleet) -> Any:
     """Apply the staged edits fleet-wide (all or nothing), then the leader places the cameras.
 
@@ -149,6 +150,11 @@ async def apply(ctx: Fleet) -> Any:
     try:
         reply = await ctx.link.request("apply", {})
     except ControlError as exc:
+        error = control_http_error(exc)
+        if error.status_code == 409 and not isinstance(exc.reply.get("issues"), list):
+            generation = await asyncio.to_thread(ctx.store.counter, "generation")
+            body = FleetApplyResult(applied=False, generation=generation, errors=[str(error.detail)])
+            return JSONResponse(body.model_dump(), status_code=409)  # the node's shape of a refusal
         return _refused(exc)
     ctx.status.invalidate()
     return FleetApplyResult(applied=True, generation=int(reply.get("generation", 0)),

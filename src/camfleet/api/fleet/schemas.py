@@ -24,9 +24,13 @@ class FleetApplyResult(ApplyResult):
 
 
 class FleetEvent(Event):
-    """An event as on a node, plus the ``node`` that sent it."""
+    """An event as on a node, plus the ``node`` that sent it.
+
+    ``retain_pending``: that node still has to be told of a retain flag set while it was unreachable.
+    """
 
     node: str
+    retain_pending: bool = Field(default=False, description="the node has not taken ``retained`` yet")
 
 
 class FleetEventPage(BaseModel):

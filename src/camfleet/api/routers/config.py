@@ -16,6 +16,10 @@ from ..issues import issues_of
 from ..schemas import Issue, ValidationResult
 
 router = APIRouter(prefix="/api/config", tags=["config"], dependencies=[Depends(authorize)])
+VALIDATE_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}},
+                                                  "text/plain": {"schema": {"type": "string"}}}}}
+"""The validate request's body in the OpenAPI document (YAML text; the coordinator's is the same)."""
 
 
 @router.get("", response_model=dict[str, Any])
@@ -24,12 +28,7 @@ def get_config(ctx: Ctx) -> dict[str, Any]:
     return ctx.node.current_config().model_dump_public()
 
 
-@router.post(
-    "/validate", response_model=ValidationResult,
-    openapi_extra={"requestBody": {"required": True,
-                                   "content": {"application/yaml": {"schema": {"type": "string"}},
-                                               "text/plain": {"schema": {"type": "string"}}}}},
-)
+@router.post("/validate", response_model=ValidationResult, openapi_extra=VALIDATE_BODY)
 async def validate_config(request: Request) -> ValidationResult:
     """Validate a whole YAML configuration (the request body); ``${VAR}``s need not be set.
 
@@ -43,10 +42,11 @@ async def validate_config(request: Request) -> ValidationResult:
     except UnicodeDecodeError as exc:
         issue = Issue(path="", message=f"not UTF-8 text (byte {exc.start})")
         return ValidationResult(valid=False, issues=[issue])
-    return await asyncio.to_thread(_validate, text)
+    return await asyncio.to_thread(validate_config_text, text)
 
 
-def _validate(text: str) -> ValidationResult:
+def validate_config_text(text: str) -> ValidationResult:
+    """Check a whole node configuration (YAML ``text``) as ``camfleet config check`` does (blocking)."""
     # env={}: the server's environment never leaks into a result
     try:
         load_config_text(text, source="<request>", env={}, require_env=False)
