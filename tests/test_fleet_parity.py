@@ -136,8 +136,9 @@ def test_the_coordinator_serves_every_node_path_with_the_same_shapes(tmp_path: P
                     if media not in got.get("content", {}):
                         problems.append(f"{where} {status}: no {media}")
                     else:
-                        _compatible(node_doc, content.get("schema"), fleet_doc,
-                                    got["content"][media].get("schema"), f"{where} {status} {media}", problems)
+                        theirs_schema = got["content"][media].get("schema")
+                        _compatible(node_doc, content.get("schema"), fleet_doc, theirs_schema,
+                                    f"{where} {status} {media}", problems)
     extra = sorted(p for p in fleet_paths if p not in node_paths and not p.startswith("/api/fleet/"))
     assert not extra, f"coordinator paths a node does not serve: {extra}"
     assert not problems, "\n".join(problems)
@@ -163,8 +164,8 @@ def test_a_signed_body_cannot_be_swapped() -> None:
 
 def _events(store: FleetStore, node: str, *ids: str) -> None:
     batch = [Incoming(node=node, seq=i + 1, camera="door", token=1, published_at=100.0 + i,
-                      message=EventMessage("end", Event(id=eid, camera="door", label="person", start=100.0 + i,
-                                                        end=101.0 + i, top_score=0.9)))
+                      message=EventMessage("end", Event(id=eid, camera="door", label="person",
+                                                        start=100.0 + i, end=101.0 + i, top_score=0.9)))
              for i, eid in enumerate(ids)]
     store_batch(store.engine, batch)
 
@@ -196,7 +197,8 @@ def test_storage_sums_the_nodes_and_names_the_silent_ones() -> None:
     n1 = Storage(recordings_dir_total_bytes=100, recordings_dir_free_bytes=40, events=3,
                  cameras={"door": CameraStorage(segments=2, bytes=10)})
     n2 = Storage(recordings_dir_total_bytes=50, recordings_dir_free_bytes=None, events=1,
-                 cameras={"door": CameraStorage(segments=1, bytes=5), "yard": CameraStorage(segments=4, bytes=8)})
+                 cameras={"door": CameraStorage(segments=1, bytes=5),
+                          "yard": CameraStorage(segments=4, bytes=8)})
     down = NodeStorage(error="node n3 unreachable since 2026-01-01T00:00:00Z (ConnectError)")
     got = total({"n1": NodeStorage(storage=n1), "n2": NodeStorage(storage=n2), "n3": down}, events=9)
     assert (got.recordings_dir_total_bytes, got.recordings_dir_free_bytes, got.events) == (150, 40, 9)
@@ -206,7 +208,8 @@ def test_storage_sums_the_nodes_and_names_the_silent_ones() -> None:
 
 
 def test_validate_checks_a_fleet_document_as_apply_does() -> None:
-    good = "cameras:\n  door:\n    sources: [{url: 'synthetic://d', roles: [detect]}]\n    placement: {pin: n1}\n"
+    good = ("cameras:\n  door:\n    sources: [{url: 'synthetic://d', roles: [detect]}]\n"
+            "    placement: {pin: n1}\n")
     assert validate_text(good, None).valid
     bad = ("cameras:\n  door:\n    sources: [{url: 'synthetic://d', roles: [detect]}]\n"
            "    detect: {fps: -1}\n    placement: {gpu: 1}\n")

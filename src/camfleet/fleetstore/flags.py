@@ -28,7 +28,7 @@ flags_table = Table(
     Column("id", String(128), primary_key=True),
     Column("reviewed", Boolean, nullable=False, default=False),
     Column("retained", Boolean, nullable=True),
-    Column("retain_pending", Boolean, nullable=False, default=False),
+    Column("retain_pending", Boolean, nullable=False, default=False, index=True),
     Column("node", String(128), nullable=True),
     Column("updated_at", Float, nullable=False),
 )

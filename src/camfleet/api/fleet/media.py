@@ -63,8 +63,8 @@ def _seg(text: str) -> str:
     return quote(text, safe="")
 
 
-_JPEG = {"content": {"image/jpeg": {}}}
-_VIDEO = {"content": {"video/mp4": {}}, "description": "the video (Range requests honoured)"}
+_JPEG: dict[str, Any] = {"content": {"image/jpeg": {}}}
+_VIDEO: dict[str, Any] = {"content": {"video/mp4": {}}, "description": "the video (Range requests honoured)"}
 _NO_CAMERA: dict[int | str, dict[str, Any]] = {404: {"description": "no such camera"}}
 Epoch = Annotated[float, Query(ge=0, le=1e11, description="epoch seconds")]
 # the node's parameters, checked here too; the node gets the query as sent

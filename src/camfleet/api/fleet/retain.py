@@ -24,7 +24,7 @@ from .proxy import NodeProxy
 
 log = logging.getLogger("camfleet.api.fleet")
 
-RETRY_PERIOD_S = 5.0
+RETRY_PERIOD_S = 2.0
 """How often pending retain flags are offered to their nodes again (seconds)."""
 
 

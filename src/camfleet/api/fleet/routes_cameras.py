@@ -153,7 +153,8 @@ async def apply(ctx: Fleet) -> Any:
         error = control_http_error(exc)
         if error.status_code == 409 and not isinstance(exc.reply.get("issues"), list):
             generation = await asyncio.to_thread(ctx.store.counter, "generation")
-            body = FleetApplyResult(applied=False, generation=generation, errors=[str(error.detail)])
+            body = FleetApplyResult(applied=False, generation=generation, added=[], removed=[], restarted=[],
+                                    updated=[], errors=[str(error.detail)])
             return JSONResponse(body.model_dump(), status_code=409)  # the node's shape of a refusal
         return _refused(exc)
     ctx.status.invalidate()
