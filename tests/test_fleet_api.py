@@ -190,7 +190,7 @@ def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
         assert page["total"] == 6 and page["limit"] == 4 and page["offset"] == 0
         assert [e["id"] for e in page["items"]] == ["ev01", "ev02", "ev03", "ev04"]
         assert {e["node"] for e in page["items"]} == {"node-a", "node-b"}
-        assert set(page["items"][0]) == EVENT_FIELDS | {"node"}
+        assert set(page["items"][0]) == EVENT_FIELDS | {"node", "retain_pending"}
         rest = http.get("/api/events", params={"limit": 4, "offset": 4}, headers=v).json()
         assert [e["id"] for e in rest["items"]] == ["ev05", "ev06"]
         cars = http.get("/api/events", params={"label": "car", "min_score": 0.53, "zone": "door"},
