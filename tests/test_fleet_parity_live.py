@@ -14,6 +14,7 @@ once the agent is back the coordinator tells it.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from PIL import Image
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.process
 
 _API = re.compile(r"API on (http://\S+)")
 CAMERA = {"sources": [{"url": "synthetic://door?width=160&height=120&fps=5", "roles": ["detect", "record"]}],
-          "record": {"enabled": True, "segment_seconds": 1}}
+          "record": {"enabled": True, "segment_seconds": 1}, "detect": {"width": 160, "height": 120}}
 
 
 @dataclass
@@ -95,7 +97,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     seed_capacity(data)
     node_yaml = root / "node.yaml"
     node_yaml.write_text(f"data_dir: {data}\npipelines: {{p: [motion: {{}}]}}\n"
-                         "defaults: {pipeline: p, detect: {fps: 5}}\n")
+                         "defaults: {pipeline: p, detect: {fps: 5}}\ncompat: {frigate: true}\n")
     db = f"sqlite:///{root / 'fleet.db'}"
     store = FleetStore(db)
     viewer_token = store.create_token("wall", "viewer")
@@ -144,7 +146,11 @@ def test_config_is_the_fleets_and_validate_checks_as_apply_does(fleet: Fleet) ->
 
 def _event(fleet: Fleet, event_id: str) -> None:
     """An event of the agent's camera, in the agent's database and (as the consumer would) centrally."""
-    event = Event(id=event_id, camera="door", label="person", start=1000.0, end=1001.0, top_score=0.8)
+    event = Event(id=event_id, camera="door", label="person", start=1000.0, end=1001.0, top_score=0.8,
+                  snapshot=f"door/{event_id}.jpg", data={"box": [40, 30, 120, 90]})
+    folder = fleet.agent_data / "snapshots" / "door"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (160, 120), (200, 40, 40)).save(folder / f"{event_id}.jpg", "JPEG")
     node_store = Store.open(f"sqlite:///{fleet.agent_data / 'camfleet.db'}")
     try:
         node_store.write_batch(events=[event])
@@ -205,6 +211,32 @@ def test_storage_is_each_nodes_own_answer_summed(fleet: Fleet) -> None:
         assert got["recordings_dir_total_bytes"] == mine["recordings_dir_total_bytes"] > 0
         assert got["cameras"] == mine["cameras"] and got["nodes"][fleet.node_id]["error"] is None
         assert got["events"] == 1  # the fleet's events, counted centrally
+
+
+def test_frigate_api_serves_every_camera_of_the_fleet(fleet: Fleet) -> None:
+    with httpx.Client(base_url=f"{fleet.url}/frigate/api", timeout=10) as http:
+        assert http.get("/events").status_code == 401
+        login = http.post("/login", json={"user": "ha", "password": fleet.viewer_token})
+        assert login.status_code == 200, login.text
+        session = {"Authorization": f"Bearer {login.cookies['frigate_token']}"}
+        assert "door" in http.get("/config", headers=session).json()["cameras"]
+        assert "door" in http.get("/stats", headers=session).json()["cameras"]
+        events = http.get("/events", params={"cameras": "door", "labels": "person"}, headers=session).json()
+        assert [(e["id"], e["retain_indefinitely"], e["has_snapshot"]) for e in events] == [
+            ("evkeep", True, True)]
+        snap = http.get("/events/evkeep/snapshot.jpg", headers=session)
+        assert snap.status_code == 200 and snap.content.startswith(b"\xff\xd8")
+        small = http.get("/events/evkeep/snapshot.jpg", params={"crop": 1, "h": 50}, headers=session)
+        thumb = http.get("/events/evkeep/thumbnail.jpg", headers=session)
+        for got, rows in ((small, 50), (thumb, 175)):
+            assert got.status_code == 200, got.text
+            with Image.open(io.BytesIO(got.content)) as im:
+                assert im.size == (rows, rows)  # a square around the object, as Frigate crops
+        latest = http.get("/door/latest.jpg", params={"h": 60}, headers=session)
+        assert latest.status_code == 200, latest.text
+        with Image.open(io.BytesIO(latest.content)) as im:
+            assert im.size == (80, 60)
+        assert http.get("/events/ghost", headers=session).status_code == 404
 
 
 def test_node_down_is_named_and_a_retain_waits_for_it(fleet: Fleet) -> None:

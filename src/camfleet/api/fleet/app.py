@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,9 +26,18 @@ from ..hosts import HostGuard, HostPolicy
 from ..hub import Hub
 from ..limits import BodyLimit
 from ..metrics import registry
-from ..routers import docs, metrics, ui, ws
+from ..routers import docs, frigate_compat, metrics, ui, ws
 from ..status_cache import StatusCache
-from . import media, routes_cameras, routes_config, routes_events, routes_fleet, routes_meta, routes_storage
+from . import (
+    frigate,
+    media,
+    routes_cameras,
+    routes_config,
+    routes_events,
+    routes_fleet,
+    routes_meta,
+    routes_storage,
+)
 from .context import FleetContext
 from .link import FleetLink
 from .proxy import NodeProxy
@@ -63,6 +72,16 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503)
 
 
+async def _read_fleet_key(proxy: NodeProxy) -> None:
+    """Read the fleet's key as soon as NATS answers (Frigate sessions are signed with it)."""
+    while True:
+        try:
+            await proxy.fleet_key()
+            return
+        except HTTPException:
+            await asyncio.sleep(1.0)  # NATS not reachable yet: the retry period
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: FleetContext = app.state.ctx
@@ -77,10 +96,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.node_proxy = NodeProxy(ctx.link)
     app.state.retain_relay = RetainRelay(ctx.store.engine, app.state.node_proxy)
     retrier = asyncio.create_task(app.state.retain_relay.run())  # retain flags for nodes that were down
+    key = asyncio.create_task(_read_fleet_key(app.state.node_proxy))
     try:
         yield
     finally:
-        for task in (ticker, retrier):
+        for task in (ticker, retrier, key):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -123,9 +143,14 @@ def create_fleet_app(
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
     app.state.metrics = registry(status, hub)
+    app.state.frigate_sessions = frigate.FleetSessions(
+        store, lambda: proxy.cached_key if (proxy := getattr(app.state, "node_proxy", None)) else None)
     for r in (routes_fleet.public, routes_fleet.router, routes_fleet.fleet, routes_cameras.router,
               media.router, routes_events.router, routes_config.router, routes_storage.router,
               routes_meta.router, metrics.router, ws.router, docs.router, docs.public, ui.router):
+        app.include_router(r)
+    # Frigate's API shapes for the whole fleet (compat.frigate in the base configuration; else 404)
+    for r in (frigate_compat.router, frigate.reads, frigate_compat.ui_links):
         app.include_router(r)
     app.mount("/ui", ui.static_files(), name="ui")  # the node's UI; it finds /api/fleet: fleet pages
     app.add_exception_handler(StoreError, _database_down)

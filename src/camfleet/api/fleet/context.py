@@ -20,6 +20,7 @@ from ..context import LOOPBACK_HOSTS
 from ..hub import Hub
 from ..limits import PerKeyLimit
 from ..status_cache import StatusCache
+from .configview import FleetConfigView
 from .link import FleetLink
 
 
@@ -38,8 +39,12 @@ class FleetContext:
     """The coordinators' base configuration (``--base-config``; None: camfleet's embedded default)."""
     ws_slots: PerKeyLimit = field(init=False)
 
+    node: FleetConfigView = field(init=False)
+    """The fleet's configuration as a node's ``current_config()`` (for the node API's shared pieces)."""
+
     def __post_init__(self) -> None:
         self.ws_slots = PerKeyLimit(self.settings.max_ws_per_token)
+        self.node = FleetConfigView(self.store, self.base)
 
     @property
     def open(self) -> bool:

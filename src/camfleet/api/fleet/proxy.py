@@ -64,6 +64,15 @@ class NodeProxy:
         """Close the connections to the nodes."""
         await self._client.aclose()
 
+    @property
+    def cached_key(self) -> bytes | None:
+        """The fleet's key once read (None before; any thread)."""
+        return self._key
+
+    async def fleet_key(self) -> bytes:
+        """The fleet's key, read from NATS the first time (HTTPException 503 while it cannot be)."""
+        return await self._fleet_key()
+
     async def _fleet_key(self) -> bytes:
         if self._key is None:
             try:

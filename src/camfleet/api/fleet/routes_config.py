@@ -17,16 +17,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from camfleet.cluster.fleetconfig import FleetConfigError, default_base, validate_fleet
-from camfleet.config import Config, ConfigError
+from camfleet.cluster.fleetconfig import FleetConfigError, validate_fleet
+from camfleet.config import Config
 from camfleet.config.load import Positions, parse_yaml
-from camfleet.config.sources import with_cameras
-from camfleet.pipeline.validate import element_catalog
 
 from ..auth import authorize
 from ..routers.config import VALIDATE_BODY, validate_config_text
 from ..schemas import Issue, ValidationResult
-from .context import Fleet, FleetContext
+from .context import Fleet
 
 log = logging.getLogger("camfleet.api.fleet")
 
@@ -34,23 +32,10 @@ router = APIRouter(prefix="/api/config", tags=["config"], dependencies=[Depends(
 _PART = re.compile(r"[^.\[\]]+|\[(\d+)\]")
 
 
-def _fleet_config(ctx: FleetContext) -> Config:
-    """The base with the fleet's applied cameras (blocking); the base alone if they no longer load on it."""
-    base = ctx.base or default_base()
-    cameras = {name: cam.settings for name, cam in ctx.store.cameras().items()}
-    if not cameras:
-        return base
-    try:
-        return with_cameras(base, cameras, elements=element_catalog())
-    except ConfigError:
-        log.warning("the fleet's cameras do not load on this coordinator's base configuration", exc_info=True)
-        return base
-
-
 @router.get("", response_model=dict[str, Any])
 async def get_config(ctx: Fleet) -> dict[str, Any]:
     """The fleet's configuration: the base with every applied camera, every credential masked."""
-    return (await asyncio.to_thread(_fleet_config, ctx)).model_dump_public()
+    return (await asyncio.to_thread(ctx.node.current_config)).model_dump_public()
 
 
 def _where(path: str, positions: Positions) -> tuple[int | None, int | None]:

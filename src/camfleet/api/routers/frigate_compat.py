@@ -25,7 +25,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -313,8 +313,9 @@ def event(event_id: EventId, ctx: Ctx) -> dict[str, Any]:
     return _shape(ctx, ctx.node.current_config(), found, {})
 
 
-def _jpeg(path: Path, box: list[float] | None, *, crop: bool, height: int | None, quality: int) -> bytes:
-    """The JPEG at ``path``, cropped around ``box`` (relative x, y, w, h) and scaled to ``height`` rows.
+def _jpeg(path: Path | BinaryIO, box: list[float] | None, *, crop: bool, height: int | None,
+          quality: int) -> bytes:
+    """The JPEG at (or read from) ``path``, cropped around ``box`` (relative x, y, w, h), ``height`` rows.
 
     Raises:
         HTTPException: 404 when the file is not a readable image.
@@ -323,7 +324,7 @@ def _jpeg(path: Path, box: list[float] | None, *, crop: bool, height: int | None
         with Image.open(path) as src:
             image = src.convert("RGB")
     except OSError:
-        log.warning("snapshot %s is not a readable image", path.name)
+        log.warning("snapshot %s is not a readable image", getattr(path, "name", "(from its node)"))
         raise HTTPException(404, "the snapshot is not readable") from None
     if crop and box is not None:
         w, h = image.size
