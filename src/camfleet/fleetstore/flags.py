@@ -72,10 +72,25 @@ def _upsert(engine: Engine, event_id: str, **values: object) -> None:
 
 
 def set_reviewed(engine: Engine, ids: Iterable[str], reviewed: bool) -> int:
-    """Mark the stored events among ``ids`` reviewed (or not); how many exist (blocking)."""
+    """Mark the stored events among ``ids`` reviewed (or not), one transaction; how many exist (blocking)."""
     found = _existing(engine, ids)
-    for event_id in found:
-        _upsert(engine, event_id, reviewed=reviewed)
+    if not found:
+        return 0
+    t = flags_table
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as conn:
+                now = time.time()
+                conn.execute(update(t).where(t.c.id.in_(found)).values(reviewed=reviewed, updated_at=now))
+                have = {r.id for r in conn.execute(select(t.c.id).where(t.c.id.in_(found)))}
+                new = [_EMPTY | {"id": i, "reviewed": reviewed, "updated_at": now}
+                       for i in found if i not in have]
+                if new:
+                    conn.execute(t.insert(), new)
+            return len(found)
+        except IntegrityError:
+            if attempt == 2:  # another coordinator inserted some meanwhile: the second pass updates them
+                raise
     return len(found)
 
 

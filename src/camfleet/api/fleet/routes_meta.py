@@ -3,9 +3,11 @@
 The client authenticates to the coordinator as to a node (any role); the coordinator
 opens the same WebSocket on the node that runs the camera (its agent API, signed
 with the fleet's key) and relays each text message as it comes. When that node
-cannot be reached, or goes away while the client watches, the client's socket is
-closed with code 1013 (try again later) and a reason naming the node
-("node n2 unreachable since ..."), never left hanging.
+cannot be reached, or goes away while the client watches (a lost connection, or
+no answer to a ping within ``PING_S``), the client's socket is closed with code
+1013 (try again later) and a reason naming the node ("node n2 unreachable since
+..."), never left hanging; when the node itself ends the feed (the camera stopped
+or moved), the reason says so and the client may open it again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import Close
 
 from camfleet.config.model import CAMERA_NAME_PATTERN
 
@@ -37,6 +40,8 @@ TRY_AGAIN = 1013
 """Close code when the camera's node cannot be reached or went away (RFC 6455: try again later)."""
 OPEN_S = 3.0
 """How long opening the node's WebSocket may take (seconds; the TCP connection: ``CONNECT_S``)."""
+PING_S = 5.0
+"""The node's socket is pinged this often, and dropped when a pong takes longer (seconds): a hung node."""
 MAX_MESSAGE = 1 << 20
 """Largest message accepted from a node (bytes)."""
 
@@ -53,7 +58,7 @@ async def _open(proxy: NodeProxy, node: str, name: str) -> ClientConnection:
     try:
         async with asyncio.timeout(OPEN_S):
             return await connect(url, additional_headers=headers, max_size=MAX_MESSAGE, open_timeout=None,
-                                 ping_interval=None, proxy=None)
+                                 ping_interval=PING_S, ping_timeout=PING_S, proxy=None)
     except InvalidStatus as exc:
         status = exc.response.status_code
         if status == 404:
@@ -115,8 +120,10 @@ async def _relay(ws: WebSocket, ctx: FleetContext, name: str) -> None:
     reader = asyncio.create_task(client_side())
     relay = asyncio.create_task(node_side())
     done: set[asyncio.Task[None]] = set()
+    frame: Close | None = None
     try:
         done, _ = await asyncio.wait({reader, relay}, return_when=asyncio.FIRST_COMPLETED)
+        frame = upstream.protocol.close_rcvd  # before our own close below: what the node said, if anything
     finally:
         for task in (reader, relay):
             task.cancel()
@@ -129,8 +136,12 @@ async def _relay(ws: WebSocket, ctx: FleetContext, name: str) -> None:
         return  # the client left (or the server stops): nothing to tell it
     if not relay.cancelled():
         failure = relay.exception()
-        if failure is None or isinstance(failure, ConnectionClosed):
-            why = proxy.unreachable(node, "it closed the live detections").detail
+        if frame is not None and (failure is None or isinstance(failure, ConnectionClosed)):
+            # the node closed it (the camera stopped or moved there): the client may open it again
+            said = f": {frame.reason}" if frame.reason else ""
+            await _close(ws, TRY_AGAIN, f"node {node} ended the live detections ({frame.code}{said})")
+        elif failure is None or isinstance(failure, ConnectionClosed):
+            why = proxy.unreachable(node, "the connection was lost").detail
             await _close(ws, TRY_AGAIN, str(why))
         else:
             log.warning("meta relay of %s from %s failed: %s", name, node, type(failure).__name__)
