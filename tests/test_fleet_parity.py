@@ -16,14 +16,18 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Match
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from camfleet.api.app import create_app
 from camfleet.api.fleet import create_fleet_app
+from camfleet.api.fleet.agent_app import ClusterGuard
 from camfleet.api.fleet.routes_config import validate_text
 from camfleet.api.fleet.routes_storage import NodeStorage, total
 from camfleet.api.schemas import CameraStorage, Storage
-from camfleet.cluster.clusterauth import sign, verify
+from camfleet.cluster.clusterauth import AUTH_HEADER, sign, verify
 from camfleet.cluster.connection import NatsOptions
 from camfleet.fleetstore.events import Incoming, page_events, store_batch
 from camfleet.fleetstore.flags import (
@@ -221,3 +225,67 @@ def test_validate_checks_a_fleet_document_as_apply_does() -> None:
     # anything else is a node's whole configuration, checked as a node checks it
     assert not validate_text("cameras: {}\nbogus: 1\n", None).valid
     assert not validate_text("cameras: [", None).valid
+
+
+def _routes(routes: list[Any]) -> set[tuple[str, str]]:
+    """(path, method) of every HTTP route, in or out of the OpenAPI document; ``WS`` for WebSockets."""
+    out: set[tuple[str, str]] = set()
+    for r in routes:
+        inner = getattr(r, "original_router", None)  # FastAPI >= 0.16x keeps included routers whole
+        if inner is not None:
+            out |= _routes(inner.routes)
+        elif isinstance(r, APIRoute):
+            out |= {(r.path, m) for m in r.methods}
+        elif isinstance(r, APIWebSocketRoute):
+            out.add((r.path, "WS"))
+    return out
+
+
+def test_every_node_route_is_on_the_coordinator_frigate_and_websockets_included(tmp_path: Path) -> None:
+    node_app, fleet_app, store, fleet_store = _apps(tmp_path)
+    store.close()
+    fleet_store.close()
+    missing = _routes(node_app.router.routes) - _routes(fleet_app.router.routes)
+    assert not missing, sorted(missing)
+    assert ("/frigate/api/events/{event_id}/thumbnail.jpg", "GET") in _routes(fleet_app.router.routes)
+
+
+async def _echo(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app answering a request with its body, and accepting a WebSocket."""
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": scope["camfleet.principal"].name})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_the_agents_guard_takes_signed_retains_storage_and_meta_only() -> None:
+    key = b"k" * 32
+    client = TestClient(ClusterGuard(_echo, key=lambda: key))
+    path, body = "/api/events/e1/retain", b'{"retained":true}'
+    signed = {AUTH_HEADER: sign(key, "PUT", path, body=body)}
+    ok = client.put(path, content=body, headers=signed)
+    assert ok.status_code == 200 and ok.content == body  # the body read for the check reaches the app
+    assert client.put(path, content=b'{"retained":false}', headers=signed).status_code == 401
+    big = b"x" * 5000
+    assert client.put(path, content=big, headers={AUTH_HEADER: sign(key, "PUT", path, body=big)}
+                      ).status_code == 413
+    for where, status in (("/api/storage", 200), ("/api/status", 404)):
+        assert client.get(where, headers={AUTH_HEADER: sign(key, "GET", where)}).status_code == status
+    put = client.put("/api/cameras/x", headers={AUTH_HEADER: sign(key, "PUT", "/api/cameras/x")})
+    assert put.status_code == 404
+    meta = "/api/cameras/door/meta"
+    with client.websocket_connect(meta, headers={AUTH_HEADER: sign(key, "GET", meta)}) as ws:
+        assert ws.receive_text().startswith("cluster#")  # a name per connection: no shared slot limit
+    for where, header in ((meta, None), ("/api/ws", sign(key, "GET", "/api/ws"))):
+        with pytest.raises(WebSocketDisconnect) as closed, \
+                client.websocket_connect(where, headers={AUTH_HEADER: header} if header else {}) as ws:
+            ws.receive_text()
+        assert closed.value.code == 1008
