@@ -54,7 +54,10 @@ _WS_IDS = itertools.count(1)
 
 
 class ClusterGuard:
-    """ASGI middleware: only signed GETs of :data:`MEDIA_PATHS` pass (and, if allowed, node tokens).
+    """ASGI middleware: only signed requests the fleet needs pass (and, if allowed, node tokens).
+
+    GETs of :data:`READ_PATHS`, PUTs of :data:`WRITE_PATHS` (their body signed too) and
+    WebSockets of :data:`WS_PATHS`; other signed requests get 404, unsigned ones 401.
 
     ``key`` returns the fleet's key (None until the agent has read it: every request gets 503).
     """

@@ -26,6 +26,8 @@ log = logging.getLogger("camfleet.api.fleet")
 
 RETRY_PERIOD_S = 2.0
 """How often pending retain flags are offered to their nodes again (seconds)."""
+PER_ROUND = 1000
+"""Most pending flags read per round (a node that fails is skipped for the rest of the round)."""
 
 
 class RetainRelay:
@@ -51,7 +53,7 @@ class RetainRelay:
 
     async def retry_pending(self) -> int:
         """Offer each pending flag to its node once (a failing node is skipped this round); how many took."""
-        rows = await asyncio.to_thread(pending_retains, self.engine)
+        rows = await asyncio.to_thread(pending_retains, self.engine, PER_ROUND)
         failed: set[str] = set()
         done = 0
         for event_id, node_id, retained in rows:
