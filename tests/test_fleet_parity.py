@@ -222,6 +222,9 @@ def test_validate_checks_a_fleet_document_as_apply_does() -> None:
     assert not result.valid and "cameras.door.placement.gpu" in paths, result.issues
     fps = next(i for i in result.issues if i.path.startswith("cameras.door.detect"))
     assert fps.line == 4, fps  # placed in the text sent
+    typo = validate_text("cameras:\n  door:\n    sourcez: []\n", None).issues
+    (issue,) = [i for i in typo if "sourcez" in i.path]
+    assert issue.line == 3 and issue.suggestion, issue  # as a node says it
     # anything else is a node's whole configuration, checked as a node checks it
     assert not validate_text("cameras: {}\nbogus: 1\n", None).valid
     assert not validate_text("cameras: [", None).valid

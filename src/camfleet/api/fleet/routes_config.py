@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from camfleet.cluster.fleetconfig import FleetConfigError, validate_fleet
-from camfleet.config import Config
-from camfleet.config.load import Positions, parse_yaml
+from camfleet.cluster.fleetconfig import FleetConfigError, default_base, validate_fleet
+from camfleet.config import Config, ConfigError
+from camfleet.config.load import ConfigIssue, Positions, parse_yaml
+from camfleet.config.sources import with_cameras
+from camfleet.pipeline.validate import element_catalog
 
 from ..auth import authorize
 from ..routers.config import VALIDATE_BODY, validate_config_text
@@ -64,10 +67,39 @@ def validate_text(text: str, base: Config | None) -> ValidationResult:
     try:
         validate_fleet(data["cameras"], base)
     except FleetConfigError as exc:
-        return ValidationResult(valid=False, issues=[_fleet_issue(i, positions) for i in exc.issues])
+        issues = _fleet_issues(data["cameras"], base, exc.issues, positions)
+        return ValidationResult(valid=False, issues=issues)
     except RecursionError:
         return ValidationResult(valid=False, issues=[Issue(path="", message="nested too deeply")])
     return ValidationResult(valid=True)
+
+
+def _fleet_issues(cameras: dict[str, Any], base: Config | None, texts: list[str],
+                  positions: Positions) -> list[Issue]:
+    """Apply's issues (``texts``) with the node loader's structure where it has one (suggestions).
+
+    The settings' issues come from the node's loader, which keeps the suggestion apart; it is
+    run again on the settings alone to get them whole. Placement and name issues stay text.
+    """
+    settings = {n: {k: v for k, v in raw.items() if k != "placement"} for n, raw in cameras.items()
+                if isinstance(n, str) and isinstance(raw, dict)}
+    structured: dict[str, ConfigIssue] = {}
+    try:
+        with_cameras(base or default_base(), settings, elements=element_catalog())
+    except ConfigError as exc:
+        structured = {replace(i, line=None, column=None).format(): i for i in exc.issues}  # as apply words it
+    except RecursionError:
+        pass
+    out = []
+    for text in texts:
+        found = structured.get(text)
+        if found is None:
+            out.append(_fleet_issue(text, positions))
+            continue
+        line, column = _where(found.path, positions)
+        out.append(Issue(path=found.path, message=found.message, suggestion=found.suggestion, line=line,
+                         column=column))
+    return out
 
 
 @router.post("/validate", response_model=ValidationResult, openapi_extra=VALIDATE_BODY)
