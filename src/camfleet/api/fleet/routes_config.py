@@ -67,8 +67,8 @@ def validate_text(text: str, base: Config | None) -> ValidationResult:
     try:
         validate_fleet(data["cameras"], base)
     except FleetConfigError as exc:
-        issues = _fleet_issues(data["cameras"], base, exc.issues, positions)
-        return ValidationResult(valid=False, issues=issues)
+        found = _fleet_issues(data["cameras"], base, exc.issues, positions)
+        return ValidationResult(valid=False, issues=found)
     except RecursionError:
         return ValidationResult(valid=False, issues=[Issue(path="", message="nested too deeply")])
     return ValidationResult(valid=True)
