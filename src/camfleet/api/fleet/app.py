@@ -152,6 +152,7 @@ def create_fleet_app(
     # Frigate's API shapes for the whole fleet (compat.frigate in the base configuration; else 404)
     for r in (frigate_compat.router, frigate.reads, frigate_compat.ui_links):
         app.include_router(r)
+    app.dependency_overrides[frigate_compat._enabled] = frigate.enabled
     app.mount("/ui", ui.static_files(), name="ui")  # the node's UI; it finds /api/fleet: fleet pages
     app.add_exception_handler(StoreError, _database_down)
     app.add_exception_handler(SQLAlchemyError, _database_down)

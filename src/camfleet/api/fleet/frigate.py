@@ -1,13 +1,14 @@
 """Frigate's HTTP API under ``/frigate/api`` on the coordinator, for every camera of the fleet.
 
-The paths, shapes, switch (``compat: {frigate: true}`` in the coordinators' base
-configuration) and authentication are the node's (:mod:`camfleet.api.routers.frigate_compat`),
-so Home Assistant's Frigate integration pointed at a coordinator sees one Frigate
-with every camera. Login sessions are signed with a key derived from the fleet's
-key, so a session from one coordinator is valid on all of them (and a revoked
-token ends it everywhere). Events come from the fleet database; snapshots,
-thumbnails, clips and latest frames are fetched from the node that holds them
-(signed, as :mod:`camfleet.api.fleet.media` does) and cropped or scaled here.
+The paths, shapes and authentication are the node's
+(:mod:`camfleet.api.routers.frigate_compat`); the switch is ``compat: {frigate: true}``
+in the coordinators' base configuration. Home Assistant's Frigate integration
+pointed at a coordinator sees one Frigate with every camera. Login sessions are
+signed with a key derived from the fleet's key, so a session from one coordinator
+is valid on all of them (and a revoked token ends it everywhere). Events come
+from the fleet database; snapshots, thumbnails, clips and latest frames are
+fetched from the node that holds them (signed, as :mod:`camfleet.api.fleet.media`
+does) and cropped or scaled here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from PIL import Image
 from sqlalchemy import select
 
+from camfleet.cluster.fleetconfig import default_base
 from camfleet.config import Config
 from camfleet.fleetstore.events import events_table, records_table
 from camfleet.fleetstore.flags import flags_of
@@ -58,6 +60,17 @@ Flag = node_compat.Flag
 Height = node_compat.Height
 Quality = node_compat.Quality
 Epoch = Annotated[float | None, Query(ge=0, le=1e11)]
+
+
+def enabled(ctx: Fleet) -> None:
+    """404 unless the coordinators' base configuration has ``compat.frigate: true``.
+
+    It replaces the node's switch (``app.dependency_overrides``), which would build the whole
+    fleet's configuration just to read one flag of its base.
+    """
+    compat = getattr(ctx.base or default_base(), "compat", None)
+    if compat is None or not compat.frigate:
+        raise HTTPException(404, "Not Found")
 
 
 class FleetSessions(Sessions):
