@@ -52,6 +52,8 @@ CAMERAS = 32
 WS_CLIENTS = 50
 PAD_BYTES = 16_000  # a WebSocket message the size of a 32-camera status snapshot (~16-40 kB)
 VARIANTS = ("camfleet", "naive")
+FLEET_LABELS = {"camfleet": "node alone, 32 cams", "beside": "node beside the fleet",
+                "fleet": "fleet coordinator"}
 LABELS = {"camfleet": "camfleet.api", "naive": "(b) naive FastAPI"}
 
 METHOD = {
@@ -464,30 +466,40 @@ def _main_fleet(args: argparse.Namespace) -> int:
     if load[0] > 0.5:
         print(f"note: load average {load[0]:.2f} before the start: other work shares the CPUs", flush=True)
     results: dict[str, Any] = {"http": []}
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         data = make_data(Path(tmp), per_camera)
         proc, pipe, url, server = _start_node(mp.get_context("spawn"), tmp)
-        try:
-            ev_paths = [f"/api/events?camera=cam{i % CAMERAS + 1}&limit=50" for i in range(CAMERAS)]
-            ev_paths += ["/api/events?label=person&limit=50&offset=100"] * 4
+        ev_paths = [f"/api/events?camera=cam{i % CAMERAS + 1}&limit=50" for i in range(CAMERAS)]
+        ev_paths += ["/api/events?label=person&limit=50&offset=100"] * 4
+
+        def node_runs(variant: str) -> None:
             for endpoint, paths in (("status", ["/api/status"]), ("events", ev_paths)):
                 for conc in concs:
                     cpu0 = cpu_s(server)
                     r = http_run(url, data["token"], paths, conc, duration)
                     r["cpu_pct"] = 100 * (cpu_s(server) - cpu0) / duration
-                    r.update(variant="camfleet", endpoint=endpoint, conc=conc)
+                    r.update(variant=variant, endpoint=endpoint, conc=conc)
                     results["http"].append(r)
                     s = r["summary_ms"]
-                    print(f"  {'single node':<18} {endpoint:<7} c={conc}: p50 {_f(s['p50'])} ms, "
-                          f"p99 {_f(s['p99'])} ms, {r['req_s']:.0f} req/s", file=sys.stderr, flush=True)
+                    say(f"  {FLEET_LABELS[variant]:<26} {endpoint:<7} c={conc}: p50 {_f(s['p50'])} ms, "
+                        f"p99 {_f(s['p99'])} ms, {r['req_s']:.0f} req/s")
+
+        try:
+            node_runs("camfleet")
+            # the full run measures the node again while the fleet's cameras run beside it (same machine
+            # load as the coordinator's runs); quick leaves it out for time
+            fleet = api_fleet.bench_fleet(fleet_cameras, per_camera, duration, concs, streams, mjpeg_s,
+                                          http_run, say, None if quick else lambda: node_runs("beside"))
             pipe.send(("stop",))
             proc.join(15)
         finally:
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
-    fleet = api_fleet.bench_fleet(fleet_cameras, per_camera, duration, concs, streams, mjpeg_s, http_run,
-                                  lambda line: print(line, file=sys.stderr, flush=True))
     results["http"] += fleet.pop("http")
     results["fleet"] = fleet
     _print_fleet_table(results, fleet_cameras)
@@ -510,9 +522,10 @@ def _main_fleet(args: argparse.Namespace) -> int:
 
 def _print_fleet_table(results: dict[str, Any], fleet_cameras: int) -> None:
     fleet = results["fleet"]
-    print(f"\nHTTP latency (ms), throughput, server CPU% of one core: single node ({CAMERAS} cameras) vs the "
-          f"fleet's coordinator ({fleet_cameras} cameras on 3 agents, coordinator 1 = {fleet['served_by']})")
-    labels = {"camfleet": f"single node, {CAMERAS} cams", "fleet": f"coordinator, {fleet_cameras} cams"}
+    print(f"\nHTTP latency (ms), throughput, server CPU% of one core: single node ({CAMERAS} cameras; alone, "
+          f"and beside the fleet's cameras) vs the fleet's coordinator ({fleet_cameras} cameras on 3 agents, "
+          f"coordinator 1 = {fleet['served_by']})")
+    labels = {v: FLEET_LABELS[v] for v in FLEET_LABELS if any(r["variant"] == v for r in results["http"])}
     head = f"{'endpoint':<8} {'conc':>4} | " + " | ".join(f"{labels[v]:<30}" for v in labels)
     print(head)
     print(f"{'':<8} {'':>4} | "

@@ -53,7 +53,10 @@ METHOD = {
         "fleetstore.events.store_batch before the coordinators start (what the CAMFLEET_EVENTS consumer "
         "writes). HTTP: the same closed loop as the single node against coordinator 1 (leader or not, "
         "as the election went: the JSON says), bearer token from the fleet database. Events requests "
-        "cycle through camera=camNN&limit=50 over the fleet's cameras and label=person&limit=50&offset=100"
+        "cycle through camera=camNN&limit=50 over the fleet's cameras and label=person&limit=50&offset=100. "
+        "'node beside the fleet' (full run only): the single node's server measured again once the fleet's "
+        "cameras are healthy, before the coordinator's runs, so both see the machine with the fleet's "
+        "processes running"
     ),
     "mjpeg": (
         f"K cameras, each read at once by two MJPEG clients at fps={MJPEG_FPS:g} (one event loop, httpx): "
@@ -193,9 +196,13 @@ def mjpeg_run(coord_url: str, token: str, direct: dict[str, str], key: bytes, se
 
 
 def bench_fleet(cameras: int, per_camera: int, duration: float, concs: list[int], streams: int,
-                mjpeg_s: float, http_run: Callable[..., dict[str, Any]],
-                say: Callable[[str], None]) -> dict[str, Any]:
-    """Start the fleet, apply ``cameras``, measure status, events and MJPEG through coordinator 1."""
+                mjpeg_s: float, http_run: Callable[..., dict[str, Any]], say: Callable[[str], None],
+                beside: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Start the fleet, apply ``cameras``, measure status, events and MJPEG through coordinator 1.
+
+    ``beside``: called once every camera is healthy, before the coordinator's runs (the single node
+    measured again under the fleet's load).
+    """
     from tests.support.fleet import FleetHarness, wait_for
 
     from camfleet.cluster.clusterauth import load_cluster_key
@@ -229,6 +236,8 @@ def bench_fleet(cameras: int, per_camera: int, duration: float, concs: list[int]
             say(f"  fleet: {cameras} cameras on {len(per_node)} agents {sorted(per_node.values())}, up in "
                 f"{out['fleet_up_s']:.0f} s, apply -> healthy {out['apply_to_healthy_s']:.0f} s; "
                 f"coordinator 1 is the {out['served_by']}")
+            if beside is not None:
+                beside()
             ev_paths = [f"/api/events?camera={n}&limit=50" for n in names]
             ev_paths += ["/api/events?label=person&limit=50&offset=100"] * max(4, len(names) // 8)
             for endpoint, paths in (("status", ["/api/status"]), ("events", ev_paths)):
@@ -239,7 +248,7 @@ def bench_fleet(cameras: int, per_camera: int, duration: float, concs: list[int]
                     r.update(variant="fleet", endpoint=endpoint, conc=conc)
                     out["http"].append(r)
                     s = r["summary_ms"]
-                    say(f"  {'fleet coordinator':<18} {endpoint:<7} c={conc}: p50 {s['p50']:.2f} ms, "
+                    say(f"  {'fleet coordinator':<26} {endpoint:<7} c={conc}: p50 {s['p50']:.2f} ms, "
                         f"p99 {s['p99']:.2f} ms, {r['req_s']:.0f} req/s"
                         + (f", {r['errors']} errors ({r['first_error']})" if r["errors"] else ""))
             # K cameras spread over the agents (every agent's API serves some)
