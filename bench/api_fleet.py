@@ -272,9 +272,11 @@ def bench_fleet(cameras: int, per_camera: int, duration: float, concs: list[int]
                 + (f", {m['errors']} errors ({m['first_error']})" if m["errors"] else ""))
         finally:
             stopping = time.perf_counter()
-            for agent in fleet.agents:  # all at once: each stops its cameras in parallel (stop() then waits)
-                if agent.proc is not None and agent.proc.poll() is None:
-                    agent.proc.send_signal(signal.SIGTERM)
+            # every agent and coordinator at once (each agent stops its cameras while NATS is there); then
+            # stop() waits for each in turn
+            for proc in [a.proc for a in fleet.agents] + fleet.coordinators:
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
             fleet.stop()
             out["fleet_stop_s"] = time.perf_counter() - stopping
     return out
