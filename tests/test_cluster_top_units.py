@@ -27,8 +27,9 @@ def test_node_figures_sum_numbers_and_ignore_the_rest() -> None:
 
 
 def test_render_copes_with_missing_fields_and_the_screen_fits_the_terminal() -> None:
-    reply = {"at": 0, "leader": {}, "nodes": [{"node_id": "n1"}, {"node_id": "n2", "draining": True,
-                                                                    "errors": ["bad pipeline"]}],
+    nodes = [{"node_id": "n1", "hostname": "evil\x1b]0;owned\x07"},
+             {"node_id": "n2", "draining": True, "errors": ["bad pipeline"]}]
+    reply = {"at": 0, "leader": {}, "nodes": nodes,
              "cameras": {f"c{i}": {"node": "n1", "unplaced": None} for i in range(30)},
              "node_figures": {"n1": {"cpu_percent": 12.0, "at": -2.0}}, "warnings": ["w1"]}
     lines = render(reply, cameras=True)
@@ -36,6 +37,7 @@ def test_render_copes_with_missing_fields_and_the_screen_fits_the_terminal() -> 
     n1 = next(x for x in lines if x.startswith("n1 ")).split()
     assert n1[4:6] == ["0", "12.0"] and n1[-1] == "2.0s"  # no cameras listed; report 2 s old
     assert next(x for x in lines if x.startswith("n2 ")).endswith("bad pipeline")
+    assert not any("\x1b" in x or "\x07" in x for x in lines) and "evil?]0;owned" in "".join(lines)
     assert lines[-1] == "warning: w1"
     frame = screen(lines, (40, 10))
     rows = frame.removeprefix(HOME).split("\n")

@@ -204,7 +204,7 @@ def status(
             typer.echo(cluster_top.json_line(reply, error))
             return
         lines = cluster_top.render(reply, cameras=cameras) if reply is not None else [
-            f"{time.strftime('%H:%M:%S')} error: {error}"]
+            cluster_top.printable(f"{time.strftime('%H:%M:%S')} error: {error}")]
         if tty:
             size = shutil.get_terminal_size()
             sys.stdout.write(cluster_top.screen(lines, (size.columns, size.lines)))
@@ -212,8 +212,13 @@ def status(
         else:  # a log of refreshes, one blank line apart
             typer.echo("\n".join(lines) + "\n")
 
+    import logging  # noqa: PLC0415
     import shutil  # noqa: PLC0415
     import time  # noqa: PLC0415
+
+    # a lost server shows as the refresh's error line; the client's reconnect warnings would scribble
+    # over the screen
+    logging.getLogger("camfleet.cluster.connection").setLevel(logging.ERROR)
 
     try:
         ok = asyncio.run(cluster_top.watch(_options(nats_url, creds, ca), interval=interval, count=count,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,13 +20,14 @@ from typing import Any
 from camfleet.cluster.connection import NatsOptions, connect
 from camfleet.cluster.control import ControlError, ask
 
-__all__ = ["HOME", "render", "screen", "watch"]
+__all__ = ["HOME", "json_line", "printable", "render", "screen", "watch"]
 
 log = logging.getLogger("camfleet.cli.cluster_top")
 
 HOME = "\x1b[H"
 """ANSI: cursor to the top left (each line then ends with erase-to-end, the frame with erase-below)."""
 _EOL = "\x1b[K"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _EOS = "\x1b[J"
 
 
@@ -106,7 +108,16 @@ def render(reply: dict[str, Any], *, cameras: bool = False) -> list[str]:
                 f"{_num(c.get('detector_rps')):>6} {_num(c.get('cpu_percent')):>6}  {reason}".rstrip()
             )
     lines += [f"warning: {w}" for w in reply.get("warnings") or []]
-    return lines
+    return [printable(line) for line in lines]
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters shown as ``?``.
+
+    Names, hosts and errors come from the nodes' reports: an escape sequence in one must not reach
+    the operator's terminal.
+    """
+    return _CONTROL.sub("?", text)
 
 
 def screen(lines: list[str], size: tuple[int, int] | None) -> str:
