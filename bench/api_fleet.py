@@ -216,7 +216,7 @@ def bench_fleet(cameras: int, per_camera: int, duration: float, concs: list[int]
         token, events = _seed_events(fleet.db, names, per_camera)
         out["events"] = events
         try:
-            fleet.start()
+            fleet.start(timeout=240)  # a busy machine: 5 Python processes start at once
             out["fleet_up_s"] = time.perf_counter() - began
             applied = time.perf_counter()
             reply = fleet.ctl("apply", {"cameras": {n: fleet_camera(n) for n in names}}, timeout=60)
