@@ -218,7 +218,7 @@ def status(
 
     # a lost server shows as the refresh's error line; the client's reconnect warnings would scribble
     # over the screen
-    logging.getLogger("camfleet.cluster.connection").setLevel(logging.ERROR)
+    logging.getLogger("camfleet.cluster").setLevel(logging.ERROR)
 
     try:
         ok = asyncio.run(cluster_top.watch(_options(nats_url, creds, ca), interval=interval, count=count,

@@ -162,7 +162,8 @@ async def watch(
                 reply = await ask(client, "status", {}, timeout_s=timeout)
             except ControlError as exc:
                 ok = False
-                show(None, str(exc))
+                # while the client reconnects, a timeout says nothing about the leader
+                show(None, str(exc) if client.is_connected else "no NATS server answers; reconnecting")
             else:
                 ok = True
                 show(reply, None)
