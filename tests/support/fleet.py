@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,16 @@ import psutil
 
 _T = TypeVar("_T")
 ROOT = Path(__file__).resolve().parents[2]
+_API_URL = re.compile(r"API on (http://\S+)")
+
+
+def api_url_in(log: Path) -> str | None:
+    """The API URL a ``camfleet agent`` or ``coordinator`` printed last in ``log`` (None: not yet)."""
+    try:
+        found = _API_URL.findall(log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return str(found[-1]) if found else None
 
 
 def cli_env() -> dict[str, str]:
@@ -220,6 +231,10 @@ class FleetAgent:
         self.proc = spawn_cli(["agent", "--nats", self.url, "--config", str(self.config)], self.log,
                               env={"CAMFLEET_SHM_DIR": str(self.shm)})
 
+    def api_url(self) -> str | None:
+        """The agent's media API (signed requests only), once it printed it."""
+        return api_url_in(self.log)
+
     def pids(self) -> dict[str, int]:
         """``cam/kind`` -> pid of its camera processes alive now."""
         out = {}
@@ -251,13 +266,14 @@ class FleetHarness:
 
     Each agent has its own data and shared-memory directories; capacities
     (decode pixels/s) are ``capacities`` (``n1`` the largest, so placement by
-    capacity shows). A NATS client in a thread of its own records every write
+    capacity shows). ``api``: the coordinators serve the fleet's API (``--api 127.0.0.1:0``;
+    :meth:`api_url`). A NATS client in a thread of its own records every write
     to ``camfleet_desired`` (:attr:`observer`) and asks the leader
     (:meth:`ctl`); :attr:`sampler` samples the agents' camera processes.
     """
 
     def __init__(self, root: Path, cameras: int = 12,
-                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7)) -> None:
+                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7), api: bool = False) -> None:
         from camfleet_testing.nats import NatsHarness
         from camfleet_testing.sim import CameraSpec, SimServer
 
@@ -268,6 +284,7 @@ class FleetHarness:
                                          gop=4, objects=("person",)) for i in range(1, cameras + 1)])
         self.shm_root = Path(tempfile.mkdtemp(prefix="camfleet-e2e-", dir="/dev/shm"))
         self.capacities = capacities
+        self.api = api
         self.agents: list[FleetAgent] = []
         self.coordinators: list[subprocess.Popen[bytes]] = []
         self.db = f"sqlite:///{root / 'fleet.db'}"
@@ -279,8 +296,8 @@ class FleetHarness:
         self.last_states: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> FleetHarness:
-        """Start everything; return once a leader answers and sees every agent alive."""
+    def start(self, timeout: float = 60.0) -> FleetHarness:
+        """Start everything; return once a leader answers and sees every agent alive (``timeout``: s)."""
         self.nats.start()
         self.sim.open()
         for i in (1, 2):
@@ -293,14 +310,19 @@ class FleetHarness:
         self.call(self._open())
         self.sampler = ProcessSampler({a.node_id: a.status_file for a in self.agents})
         self.sampler.start()
-        wait_for("3 agents alive at a leader", lambda: self.alive_nodes() == self.node_ids, 60, 0.2)
+        wait_for("3 agents alive at a leader", lambda: self.alive_nodes() == self.node_ids, timeout, 0.2)
         dead = [i + 1 for i, p in enumerate(self.coordinators) if p.poll() is not None]
         assert not dead, f"coordinator(s) {dead} exited; see c*.log under {self.root}"
         return self
 
     def _coordinator(self, i: int) -> subprocess.Popen[bytes]:
+        api = ["--api", "127.0.0.1:0"] if self.api else []
         return spawn_cli(["coordinator", "--nats", self.nats.url, "--data-dir", str(self.root / f"c{i}"),
-                          "--db", self.db, "--base-config", str(self.base)], self.root / f"c{i}.log")
+                          "--db", self.db, "--base-config", str(self.base), *api], self.root / f"c{i}.log")
+
+    def api_url(self, i: int) -> str | None:
+        """Coordinator ``i``'s (0 or 1) API URL once printed (``api`` only; after a restart, the new one)."""
+        return api_url_in(self.root / f"c{i + 1}.log")
 
     def restart_coordinator(self, i: int) -> None:
         """Start coordinator ``i`` (0 or 1) again after it was killed."""
