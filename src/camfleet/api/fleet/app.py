@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from camfleet import __version__
 from camfleet.cluster.connection import NatsOptions
-from camfleet.config import ApiSettings
+from camfleet.config import ApiSettings, Config
 from camfleet.fleetstore.store import FleetStore
 from camfleet.redact import mask_text
 from camfleet.store.errors import StoreError
@@ -94,6 +94,7 @@ def create_fleet_app(
     status_ttl: float = 0.5,
     max_body_bytes: int = 1 << 20,
     ws_queue: int = 256,
+    base: Config | None = None,
 ) -> FastAPI:
     """The coordinator's API: the node API's cameras, status, events, ``/metrics`` and ``/api/ws`` fleet-wide.
 
@@ -105,12 +106,13 @@ def create_fleet_app(
         status_ttl: seconds a status snapshot is reused.
         max_body_bytes: larger request bodies get 413.
         ws_queue: messages queued per WebSocket client before it is dropped as too slow.
+        base: the coordinators' base configuration (``/api/config``; None: camfleet's embedded default).
     """
     link = FleetLink(options)
     status = StatusCache(FleetStatusSource(store, link, coordinator_id), status_ttl)
     hub = Hub(ws_queue)
     ctx = FleetContext(store=store, link=link, settings=config_api, status=status, hub=hub,
-                       coordinator_id=coordinator_id, max_body_bytes=max_body_bytes)
+                       coordinator_id=coordinator_id, max_body_bytes=max_body_bytes, base=base)
     app = FastAPI(title="camfleet coordinator", version=__version__, lifespan=_lifespan,
                   description="camfleet fleet: the node API for every camera of every node, and the fleet.",
                   # the schema and Swagger UI: routers.docs, behind auth, from local files (as on a node)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from camfleet.cluster.control import ControlError
-from camfleet.config import ApiSettings
+from camfleet.config import ApiSettings, Config
 from camfleet.fleetstore.store import FleetStore
 
 from ..context import LOOPBACK_HOSTS
@@ -34,6 +34,8 @@ class FleetContext:
     hub: Hub
     coordinator_id: str
     max_body_bytes: int = 1 << 20
+    base: Config | None = None
+    """The coordinators' base configuration (``--base-config``; None: camfleet's embedded default)."""
     ws_slots: PerKeyLimit = field(init=False)
 
     def __post_init__(self) -> None:
