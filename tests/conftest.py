@@ -46,8 +46,14 @@ BACKENDS = ["sqlite", "postgresql"]
 _db_counter = itertools.count(1)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse a test without a kind marker, so `-m unit` never silently leaves one out."""
+    """Refuse a test without a kind marker, so `-m unit` never silently leaves one out.
+
+    The API cases against the fleet (``rt`` = ``fleet``, :mod:`tests.support.api_target`) run
+    last, together: the session's fleet then starts once and nothing else runs beside it; among
+    them the fuzzing goes last, as it may apply whatever it generates.
+    """
     unmarked = sorted({item.location[0] for item in items
                        if not any(item.get_closest_marker(kind) for kind in KINDS)})
     if unmarked:
@@ -55,6 +61,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"test modules without a kind marker: {', '.join(unmarked)}; "
             f"add `pytestmark = pytest.mark.<{'|'.join(KINDS)}>`"
         )
+
+    def on_fleet(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        return callspec is not None and callspec.params.get("rt") == "fleet"
+
+    fleet = [item for item in items if on_fleet(item)]
+    if fleet:
+        fuzz = [item for item in fleet if item.name.startswith("test_schemathesis")]
+        items[:] = ([item for item in items if not on_fleet(item)]
+                    + [item for item in fleet if item not in fuzz] + fuzz)
 
 
 @pytest.fixture(autouse=True)

