@@ -204,7 +204,7 @@ class Target:
                                                      EventMessage("end", event), None, time.time())])
 
     def check_relayed(self, response: httpx.Response) -> None:
-        """On the fleet: ``response`` (``cam1``'s media) came from the agent running it, not the coordinator."""
+        """On the fleet: ``response`` (media of ``cam1``) came from its agent, not from the coordinator."""
         if self.fleet is not None:
             assert response.headers.get("x-camfleet-node") == self.fleet.node, dict(response.headers)
 
