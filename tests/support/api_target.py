@@ -290,7 +290,7 @@ def api_fleet(root: Path) -> Iterator[ApiFleet]:
     store: FleetStore | None = None
     fleet: ApiFleet | None = None
     try:
-        harness.start()
+        harness.start(timeout=120)  # five Python processes starting at once on CI's two cores
         store = FleetStore(harness.db)
         admin, viewer = store.create_token("test-admin", "admin"), store.create_token("test-viewer", "viewer")
         urls = harness.api_urls()

@@ -292,8 +292,8 @@ class FleetHarness:
         self.last_states: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> FleetHarness:
-        """Start everything; return once a leader answers and sees every agent alive."""
+    def start(self, timeout: float = 60.0) -> FleetHarness:
+        """Start everything; return once a leader answers and sees every agent alive (``timeout``: s)."""
         self.nats.start()
         if self.sim is not None:
             self.sim.open()
@@ -307,7 +307,7 @@ class FleetHarness:
         self.call(self._open())
         self.sampler = ProcessSampler({a.node_id: a.status_file for a in self.agents})
         self.sampler.start()
-        wait_for("3 agents alive at a leader", lambda: self.alive_nodes() == self.node_ids, 60, 0.2)
+        wait_for("3 agents alive at a leader", lambda: self.alive_nodes() == self.node_ids, timeout, 0.2)
         dead = [i + 1 for i, p in enumerate(self.coordinators) if p.poll() is not None]
         assert not dead, f"coordinator(s) {dead} exited; see c*.log under {self.root}"
         return self
