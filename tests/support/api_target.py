@@ -282,7 +282,7 @@ class ApiFleet:
 
 @contextlib.contextmanager
 def api_fleet(root: Path) -> Iterator[ApiFleet]:
-    """Start the fleet, place ``cam1`` (recording) through the API, wait until it decodes; stop it all."""
+    """Start the fleet and the tokens (``cam1`` is placed by :meth:`ApiFleet.target`); stop it all after."""
     from camfleet.fleetstore.store import FleetStore
 
     template = _agent_yaml()
