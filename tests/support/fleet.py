@@ -205,7 +205,8 @@ def status_pids(status_path: Path) -> dict[str, int]:
 class FleetAgent:
     """One ``camfleet agent`` process with its own data and shared-memory directories (node id: ``name``)."""
 
-    def __init__(self, name: str, root: Path, shm_root: Path, url: str, capacity: float) -> None:
+    def __init__(self, name: str, root: Path, shm_root: Path, url: str, capacity: float,
+                 node_config: str = NODE_CONFIG) -> None:
         self.name = name
         self.data = root / name
         self.shm = shm_root / name
@@ -217,7 +218,7 @@ class FleetAgent:
         (self.data / "node-id").write_text(self.node_id + "\n")
         seed_capacity(self.data, decode_pixels_per_s=capacity)
         self.config = root / f"{name}.yaml"
-        self.config.write_text(NODE_CONFIG.format(data=self.data))
+        self.config.write_text(node_config.format(data=self.data))
         self.log = root / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -253,6 +254,13 @@ class FleetAgent:
         except psutil.Error:
             return []
 
+    def terminate(self) -> None:
+        """Send SIGTERM (SIGCONT first, in case it is frozen) without waiting."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+                self.proc.terminate()
+
     def stop(self) -> None:
         """SIGTERM (SIGCONT first, in case it is frozen), then SIGKILL after 15 s."""
         if self.proc is not None and self.proc.poll() is None:
@@ -273,23 +281,26 @@ class FleetHarness:
     """
 
     def __init__(self, root: Path, cameras: int = 12,
-                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7), api: bool = False) -> None:
+                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7), *, node_config: str = NODE_CONFIG,
+                 base_config: str = BASE_CONFIG, api: bool = False) -> None:
         from camfleet_testing.nats import NatsHarness
         from camfleet_testing.sim import CameraSpec, SimServer
 
         self.root = root
         self.nats = NatsHarness(root / "nats", 3)
-        # cheap cameras: 160x120 at 4 fps, H.264 at 40 kbit/s
+        # cheap cameras: 160x120 at 4 fps, H.264 at 40 kbit/s (none: no simulator at all)
         self.sim = SimServer([CameraSpec(name=f"cam{i:02d}", width=160, height=120, fps=4, bitrate_kbps=40,
-                                         gop=4, objects=("person",)) for i in range(1, cameras + 1)])
+                                         gop=4, objects=("person",)) for i in range(1, cameras + 1)]) \
+            if cameras else None
         self.shm_root = Path(tempfile.mkdtemp(prefix="camfleet-e2e-", dir="/dev/shm"))
         self.capacities = capacities
+        self.node_config = node_config
         self.api = api
         self.agents: list[FleetAgent] = []
         self.coordinators: list[subprocess.Popen[bytes]] = []
         self.db = f"sqlite:///{root / 'fleet.db'}"
         self.base = root / "base.yaml"
-        self.base.write_text(BASE_CONFIG.format(data=root / "base-data"))
+        self.base.write_text(base_config.format(data=root / "base-data"))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fleet-harness", daemon=True)
         self.sampler: ProcessSampler | None = None
@@ -299,10 +310,11 @@ class FleetHarness:
     def start(self, timeout: float = 60.0) -> FleetHarness:
         """Start everything; return once a leader answers and sees every agent alive (``timeout``: s)."""
         self.nats.start()
-        self.sim.open()
+        if self.sim is not None:
+            self.sim.open()
         for i in (1, 2):
             self.coordinators.append(self._coordinator(i))
-        self.agents = [FleetAgent(f"n{i}", self.root, self.shm_root, self.nats.url, cap)
+        self.agents = [FleetAgent(f"n{i}", self.root, self.shm_root, self.nats.url, cap, self.node_config)
                        for i, cap in enumerate(self.capacities, 1)]
         for agent in self.agents:
             agent.start()
@@ -323,6 +335,21 @@ class FleetHarness:
     def api_url(self, i: int) -> str | None:
         """Coordinator ``i``'s (0 or 1) API URL once printed (``api`` only; after a restart, the new one)."""
         return api_url_in(self.root / f"c{i + 1}.log")
+
+    def api_urls(self, timeout: float = 60.0) -> list[str]:
+        """Each coordinator's API URL (``api=True``), from its log, in coordinator order."""
+        found = re.compile(r"API on (http://\S+)")
+
+        def url(i: int) -> str | None:
+            m = found.search((self.root / f"c{i}.log").read_text(errors="replace"))
+            return m.group(1) if m else None
+
+        return [wait_for(f"coordinator {i}'s API", lambda i=i: url(i), timeout, 0.1)  # type: ignore[misc]
+                for i in (1, 2)]
+
+    def coordinator_id(self, i: int) -> str:
+        """Coordinator ``i``'s (0 or 1) id, as it wrote it in its data directory."""
+        return (self.root / f"c{i + 1}" / "coordinator-id").read_text().strip()
 
     def restart_coordinator(self, i: int) -> None:
         """Start coordinator ``i`` (0 or 1) again after it was killed."""
@@ -349,6 +376,13 @@ class FleetHarness:
         """Stop everything (agents first, so their cameras stop while NATS is there)."""
         if self.sampler is not None:
             self.sampler.stop()
+        # every agent and coordinator told at once, then each waited for: they stop in parallel (seconds
+        # each); the agents before NATS, as their cameras stop
+        for agent in self.agents:
+            agent.terminate()
+        for proc in self.coordinators:
+            if proc.poll() is None:
+                proc.terminate()
         for agent in self.agents:
             agent.stop()
         for proc in self.coordinators:
@@ -359,7 +393,8 @@ class FleetHarness:
                 self.call(self.client.close())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-        self.sim.close()
+        if self.sim is not None:
+            self.sim.close()
         self.nats.stop()
         shutil.rmtree(self.shm_root, ignore_errors=True)
 
@@ -416,6 +451,7 @@ class FleetHarness:
     def camera(self, name: str, stream: str | None = None, **placement: Any) -> dict[str, Any]:
         """A fleet camera's settings: simulator stream ``stream`` (default ``name`` when the simulator
         has it, else its first), placement hints."""
+        assert self.sim is not None, "a harness without simulated cameras"
         sim_name = stream or (name if name in self.sim.cameras else self.sim.cameras[0])
         return {"sources": [{"url": self.sim.url(sim_name), "roles": ["detect"]}],
                 "placement": {"stream": {"width": 160, "height": 120, "fps": 4}, "decode_pps": 5e6,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
 from camfleet.cluster.control import ControlError
+from camfleet.cluster.fleetconfig import default_base
 from camfleet.config import ConfigError
+from camfleet.config.sources import camera_dicts, with_cameras
 from camfleet.fleetstore.store import FleetCamera
+from camfleet.pipeline.validate import element_catalog
 
 from ..auth import authorize
 from ..cameras import check_depth, mask_camera
@@ -27,10 +32,39 @@ _INVALID: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _section(cam: FleetCamera | None) -> dict[str, Any] | None:
+def _section(cam: FleetCamera | None, resolved: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The camera as the API shows it: ``resolved`` (defaults filled in) else its settings, with placement."""
     if cam is None:
         return None
-    return mask_camera(cam.settings | ({"placement": cam.placement} if cam.placement else {}))
+    return mask_camera((resolved or cam.settings) | ({"placement": cam.placement} if cam.placement else {}))
+
+
+_resolved_lock = threading.Lock()
+_resolved_last: tuple[tuple[int, str], dict[str, dict[str, Any]]] | None = None
+
+
+def _resolved(ctx: FleetContext, current: dict[str, FleetCamera]) -> dict[str, dict[str, Any]]:
+    """Each camera in force as a node shows it (``config``): its settings on the base, defaults filled in.
+
+    Validating the whole fleet costs milliseconds per camera, so the last answer is kept until the
+    cameras change. A camera that no longer validates on the base (empty answer) shows its settings.
+    """
+    global _resolved_last
+    if not current:
+        return {}
+    key = (id(ctx.base), json.dumps({n: c.settings for n, c in current.items()}, sort_keys=True, default=str))
+    with _resolved_lock:
+        if _resolved_last is not None and _resolved_last[0] == key:
+            return _resolved_last[1]
+    try:
+        config = with_cameras(ctx.base or default_base(), {n: c.settings for n, c in current.items()},
+                              elements=element_catalog())
+        dicts = camera_dicts(config)
+    except ConfigError:
+        dicts = {}
+    with _resolved_lock:
+        _resolved_last = (key, dicts)
+    return dicts
 
 
 def _pending(current: FleetCamera | None, staged: FleetCamera | None, is_staged: bool) -> str:
@@ -44,12 +78,14 @@ def _pending(current: FleetCamera | None, staged: FleetCamera | None, is_staged:
 def _views(ctx: FleetContext) -> dict[str, FleetCameraView]:
     """Every applied or staged camera (blocking: reads the database)."""
     current, staged, where = ctx.store.cameras(), ctx.store.staged(), ctx.store.assignments()
+    resolved = _resolved(ctx, current)
     views: dict[str, FleetCameraView] = {}
     for name in sorted(set(current) | set(staged)):
         cur, st = current.get(name), staged.get(name)
         if cur is None and st is None:
             continue  # the staged removal of a camera never applied: nothing to show
-        views[name] = FleetCameraView(name=name, config=_section(cur), staged=_section(st),
+        views[name] = FleetCameraView(name=name, config=_section(cur, resolved.get(name)),
+                                      staged=_section(st),
                                       pending=_pending(cur, st, name in staged),  # type: ignore[arg-type]
                                       node=where[name][0] if name in where else None)
     return views
@@ -118,12 +154,14 @@ async def delete_camera(name: CameraName, ctx: Fleet) -> FleetCameraView:
 
 def _changes(ctx: FleetContext) -> Changes:
     current, staged = ctx.store.cameras(), ctx.store.staged()
+    resolved = _resolved(ctx, current)
     out: list[Change] = []
     for name, cam in staged.items():
         if cam is None and name not in current:
             continue
         out.append(Change(camera=name, action=_pending(current.get(name), cam, True),  # type: ignore[arg-type]
-                          before=_section(current.get(name)), after=_section(cam)))
+                          before=_section(current.get(name), resolved.get(name)),
+                          after=_section(cam)))
     return Changes(changes=out)
 
 
