@@ -662,7 +662,7 @@ def test_event_review_flag_score_filter_and_path(rt: Target, first_event: dict[s
 
 def test_schemathesis_no_server_errors(rt: Target, tmp_path: Path) -> None:
     report = tmp_path / "st.json"
-    # on the coordinator, these answer 501 until their routes land (wt-fparity): drop the exclusion then
+    # MJPEG never ends: a fuzzer would wait on it until its timeout
     excluded = "mjpeg"
     max_time = "25" if rt.kind == "node" else "10"  # the fleet's: every second of it is CI's
     cmd = [
