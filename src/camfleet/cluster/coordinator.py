@@ -180,9 +180,11 @@ class Coordinator:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(tasks[-1], 7.0)  # the elector gives the lease up
-            for task in tasks[:-1]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            pending = set(tasks[:-1])
+            while pending:
+                _done, pending = await asyncio.wait(pending, timeout=1.0)
+                for task in pending:  # a cancellation swallowed (Python 3.11's wait_for can, in a
+                    task.cancel()  # KV watch that got a message at that moment): cancel again
         finally:
             with contextlib.suppress(Exception):  # never hang a stop on a server that is away
                 await asyncio.wait_for(client.close(), 2.0)
