@@ -71,6 +71,7 @@ class ElectorThread:
         self._thread.start()
         while not self._started.is_set():
             if stop.is_set():
+                await self.stop()  # the thread may still be opening the bucket: end it too
                 return None
             await asyncio.to_thread(self._started.wait, 0.25)
         if self._error is not None:
