@@ -197,7 +197,7 @@ def test_a_fleet_larger_than_one_request_is_staged_in_pages_all_or_nothing(
                 await apply_fleet(options, broken, max_bytes=1000)
             assert {i.split(".")[1] for i in err.value.reply["issues"]} == {"c1", "c7"}
             assert list(api.leader.store.cameras()) == ["c0"] and api.leader.store.staged_count() == 0
-            assert (await ask(client, "nodes", {"limit": 5}))["next"] in ("n000", "n001", "n002", "n003", "n004")
+            assert (await ask(client, "nodes", {"limit": 5}))["next"] in {f"n00{i}" for i in range(5)}
         finally:
             await client.close()
 
