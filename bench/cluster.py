@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -134,20 +135,63 @@ def bench_processes(trials: int, window_s: float) -> dict[str, Any]:
 
 # -- placement at scale ------------------------------------------------------------------------------
 
+def _beater(url: str, ids: list[str], pipe: Any) -> None:
+    """A process of its own: a heartbeat for each of ``ids`` every ``heartbeat_s``, as agents beat.
+
+    ``("stop", node)`` from ``pipe`` ends that node's beats and answers its last acknowledged
+    beat (``time.monotonic()``, the same clock in every process here); ``("errors", None)``
+    answers the count of beats that failed.
+    """
+    asyncio.run(_beat(url, ids, pipe))
+
+
+async def _beat(url: str, ids: list[str], pipe: Any) -> None:
+    import nats
+
+    from camfleet.cluster.kv import open_bucket
+    from camfleet.cluster.registry import ALIVE_BUCKET, Heartbeat
+
+    client = await nats.connect(url)
+    alive = await open_bucket(client.jetstream(timeout=10), ALIVE_BUCKET)
+    beating, last, errors, seq, started = set(ids), dict.fromkeys(ids, 0.0), 0, 0, time.time()
+
+    async def one(nid: str) -> None:
+        nonlocal errors
+        try:
+            await alive.put(nid, Heartbeat(nid, seq, started).to_bytes(), ttl_s=TIMING.heartbeat_ttl_s)
+            last[nid] = time.monotonic()
+        except Exception:  # a beat that times out on a loaded machine: the next one may pass
+            errors += 1
+
+    due = time.monotonic()
+    pipe.send("beating")
+    while True:
+        while pipe.poll():  # between rounds: no beat of a stopped node is in flight
+            cmd, arg = pipe.recv()
+            if cmd == "stop":
+                beating.discard(arg)
+                pipe.send(last.get(arg))
+            elif cmd == "errors":
+                pipe.send(errors)
+        seq += 1
+        await asyncio.gather(*(one(nid) for nid in sorted(beating)))
+        due = max(due + TIMING.heartbeat_s, time.monotonic())
+        await asyncio.sleep(due - time.monotonic())
+
+
 async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
     import nats
     import nats.errors
     from tests.support.fake_agents import Observer
     from tests.support.fleet import spawn_cli, stop_process
 
+    from camfleet.cluster.control import STAGE_PAGE, ask_all
     from camfleet.cluster.kv import open_bucket
     from camfleet.cluster.registry import (
-        ALIVE_BUCKET,
         DESIRED_BUCKET,
         NODES_BUCKET,
         DesiredCamera,
         DesiredNode,
-        Heartbeat,
         NodeRecord,
     )
     from camfleet_testing.nats import NatsHarness
@@ -160,7 +204,6 @@ async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
     try:
         js = client.jetstream(timeout=10)
         nodes_b = await open_bucket(js, NODES_BUCKET, markers_ttl_s=None)
-        alive = await open_bucket(js, ALIVE_BUCKET)
         desired = await open_bucket(js, DESIRED_BUCKET, markers_ttl_s=None)
         now = time.time()
         for n in nodes:
@@ -170,29 +213,31 @@ async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
                              capacity={"decode_pixels_per_s": n.decode_pps, "inferences_per_s": n.infer_ps},
                              started_at=now)
             await nodes_b.put(n.id, rec.to_bytes())
-        beating = {n.id for n in nodes}
-        last_beat: dict[str, float] = {}
-        seq = [0]
-
-        async def beat_all() -> None:
-            while True:
-                seq[0] += 1
-                ids = sorted(beating)
-                for i in range(0, len(ids), 200):
-                    await asyncio.gather(*(alive.put(nid, Heartbeat(nid, seq[0], now).to_bytes(),
-                                                     ttl_s=TIMING.heartbeat_ttl_s) for nid in ids[i:i + 200]))
-                    sent = time.monotonic()
-                    last_beat.update({nid: sent for nid in ids[i:i + 200]})
-                # every 3 s, not 1 s like a real agent: still well within the TTL, and a third of
-                # the load on the one machine that runs all of it
-                await asyncio.sleep(3 * TIMING.heartbeat_s)
-
-        beats = asyncio.create_task(beat_all())
+        # the simulated agents' heartbeats come from a process of their own: in this one, the
+        # observer parsing 1,000 desired states and the polling below held them past the TTL on a
+        # loaded machine, and the whole fleet counted lost at once
+        ctx = multiprocessing.get_context("spawn")
+        beat_pipe, child_pipe = ctx.Pipe()
+        beater = ctx.Process(target=_beater, args=(harness.url, [n.id for n in nodes], child_pipe),
+                             daemon=True)
+        beater.start()
+        if not await asyncio.to_thread(beat_pipe.poll, 60) or beat_pipe.recv() != "beating":
+            raise RuntimeError("the heartbeat process did not start")
         db_url = f"sqlite:///{root / 'fleet.db'}"
         observer = Observer()
         watch = asyncio.create_task(observer.run(desired))
         coord = spawn_cli(["coordinator", "--nats", harness.url, "--data-dir", str(root / "c1"),
                            "--db", db_url], root / "c1.log")
+        peak_rss = [0]
+
+        async def sample_rss() -> None:
+            with contextlib.suppress(psutil.Error):
+                p = psutil.Process(coord.pid)
+                while True:
+                    peak_rss[0] = max(peak_rss[0], p.memory_info().rss)
+                    await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample_rss())
 
         async def ctl(verb: str, payload: dict[str, Any] | None = None,
                       timeout: float = 120) -> dict[str, Any]:
@@ -210,10 +255,13 @@ async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
                 await asyncio.sleep(1.0)
             raise RuntimeError(f"{verb}: no leader answered")
 
+        async def page(verb: str, payload: dict[str, Any]) -> dict[str, Any]:
+            return await ctl(verb, payload, timeout=30)
+
         deadline = time.monotonic() + 120
         while True:
             with contextlib.suppress(Exception):
-                r = await ctl("nodes", timeout=5)
+                r = await ask_all(page, "nodes", "nodes")  # 1,000 nodes: more than one reply holds
                 if r.get("ok") and sum(x["state"] == "alive" for x in r["nodes"]) == n_nodes:
                     break
             if time.monotonic() > deadline:
@@ -230,31 +278,26 @@ async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
                 p["hardware"] = dict(c.hardware)
             return {"sources": [{"url": f"rtsp://10.0.0.1/{c.id}", "roles": ["detect"]}], "placement": p}
 
-        # staged straight into the fleet database, then one apply: staging through the control API
-        # validates the whole staged fleet per request and answers with all of it (over NATS's
-        # 1 MB payload past a few thousand cameras), which does not scale to 20,000 (see the report)
-        from camfleet.fleetstore.store import FleetCamera, FleetStore
-
+        # staged through the control API in pages (each page checked at the leader, only its own
+        # cameras), then one apply, whose reply gives counts and at most 200 names per list
         t = time.monotonic()
-        store = FleetStore(db_url)
-        try:
-            store.stage({c.id: FleetCamera(c.id, {k: v for k, v in settings(c).items() if k != "placement"},
-                                           settings(c)["placement"]) for c in cams})
-        finally:
-            store.close()
-        out["stage_s"] = time.monotonic() - t
-        t = time.monotonic()
-        try:  # the reply lists every placement: it may be over the 1 MB payload limit and never come
-            r = await ctl("apply", {}, timeout=120)
+        for i in range(0, len(cams), STAGE_PAGE):
+            r = await ctl("stage", {"cameras": {c.id: settings(c) for c in cams[i:i + STAGE_PAGE]}})
             assert r.get("ok"), str(r)[:300]
-            out["apply_reply_s"] = time.monotonic() - t
-        except (TimeoutError, nats.errors.TimeoutError):
-            r, out["apply_reply_s"] = {}, None
-        want = len(cams) - len(r.get("unplaced") or [])
+        out["stage_s"] = time.monotonic() - t
+        out["stage_pages"] = -(-len(cams) // STAGE_PAGE)
+        t = time.monotonic()
+        r = await ctl("apply", {}, timeout=300)
+        assert r.get("ok"), str(r)[:300]
+        out["apply_reply_s"] = time.monotonic() - t
+        out["apply_reply_bytes"] = len(json.dumps(r))
+        want = len(cams) - int((r.get("counts") or {}).get("unplaced", 0))
         grown, size = time.monotonic(), 0
         while size < want:
-            if (n := len(observer.where())) > size:
-                grown, size = time.monotonic(), n
+            # cheap to count (polled every 50 ms while the coordinator works on the same 2 cores)
+            n = sum(len(d.cameras) for _rev, d in list(observer.latest.values()))
+            if n > size:
+                grown, size = time.monotonic(), min(n, len(observer.where()))
             elif size and time.monotonic() - grown > 10:  # unplaced ones (no reply to say so)
                 break
             if time.monotonic() - t > 900:
@@ -262,6 +305,14 @@ async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         out["scheduler_apply_s"] = grown - t
         out["unplaced"] = len(cams) - size
+        # settled: no desired state written for 2 s (passes after the first: a few cameras at most)
+        writes_after = len(observer.writes)
+        quiet = time.monotonic()
+        while time.monotonic() - quiet < 2 and time.monotonic() - t < 900:
+            if len(observer.writes) != writes_after:
+                writes_after, quiet = len(observer.writes), time.monotonic()
+            await asyncio.sleep(0.2)
+        out["settled_s"] = quiet - t
         # one node lost: stop its beats; from the loss (its key emptied) until its cameras are elsewhere
         where = observer.where()
         counts: dict[str, int] = {}
@@ -269,16 +320,18 @@ async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
             counts[ns[0]] = counts.get(ns[0], 0) + 1
         victim = max(counts, key=lambda n: (counts[n], n))
         moved = {c for c, ns in where.items() if ns == [victim]}
-        beating.discard(victim)
+        beat_pipe.send(("stop", victim))
+        victim_last_beat = beat_pipe.recv()
         t = time.monotonic()
         while True:
-            w = observer.where()
-            if all(w.get(c) and victim not in w[c] for c in moved):
+            latest = dict(observer.latest)
+            held = set().union(*(d.cameras.keys() & moved for n, (_r, d) in latest.items() if n != victim))
+            if held == moved and not latest[victim][1].cameras.keys() & moved:
                 break
             if time.monotonic() - t > LOST_S + 120:
                 raise RuntimeError("the lost node's cameras were never placed elsewhere")
             await asyncio.sleep(0.02)
-        out["scheduler_loss_s"] = time.monotonic() - (last_beat[victim] + LOST_S)  # from the loss
+        out["scheduler_loss_s"] = time.monotonic() - (victim_last_beat + LOST_S)  # from the loss
         out["loss_moved"] = len(moved)
         # naive: place everything again, then write every node's desired key
         t_cpu, t = time.process_time(), time.perf_counter()
@@ -296,8 +349,17 @@ async def _placement(n_nodes: int, n_cams: int, root: Path) -> dict[str, Any]:
                               .to_bytes())
         out["naive_write_s"] = time.perf_counter() - t
         out["naive_s"] = out["naive_place_s"] + out["naive_write_s"]
-        beats.cancel()
+        with contextlib.suppress(psutil.Error):
+            cpu = psutil.Process(coord.pid).cpu_times()
+            out["coordinator_cpu_s"] = cpu.user + cpu.system
+        out["coordinator_peak_rss_mb"] = peak_rss[0] / 2**20
+        listed = (await ask_all(page, "nodes", "nodes"))["nodes"]
+        out["nodes_not_alive_end"] = sum(x["state"] != "alive" for x in listed)  # 1: the one stopped
+        beat_pipe.send(("errors", None))
+        out["beat_errors"] = beat_pipe.recv()
+        beater.kill()
         watch.cancel()
+        sampler.cancel()
     finally:
         if coord is not None:
             stop_process(coord)
@@ -331,14 +393,21 @@ def table(proc: dict[str, Any] | None, place: dict[str, Any] | None) -> str:
     if place:
         n = f"{place['nodes']} nodes x {place['cameras']} cameras"
         rows += [
-            (f"place all: {n}",
-             f"{place['scheduler_apply_s']:.2f} s (apply reply {place['apply_reply_s'] or 0:.2f} s)",
+            (f"stage {place['cameras']} cameras via ctl.stage",
+             f"{place['stage_s']:.1f} s ({place['stage_pages']} pages)", "-"),
+            (f"apply -> all placed: {n}",
+             f"{place['scheduler_apply_s']:.2f} s (apply reply {place['apply_reply_s'] or 0:.2f} s, "
+             f"{place['apply_reply_bytes']} B)",
              f"naive {place['naive_s']:.2f} s (place {place['naive_place_s']:.2f} + write "
              f"{place['naive_write_s']:.2f})"),
             (f"1 node lost ({place['loss_moved']} cameras)",
              f"{place['scheduler_loss_s']:.2f} s after the loss",
              f"naive {place['naive_s']:.2f} s (everything again)"),
             ("unplaced", str(place["unplaced"]), "-"),
+            ("coordinator CPU / peak RSS",
+             f"{place.get('coordinator_cpu_s', 0):.0f} s / {place['coordinator_peak_rss_mb']:.0f} MB",
+             f"{place['beat_errors']} failed simulated beats, {place['nodes_not_alive_end']} node(s) "
+             "not alive at the end"),
         ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

@@ -33,14 +33,23 @@ _JSON = typer.Option(False, "--json", help="Print the leader's answer as JSON.")
 
 
 def _call(
-    nats_url: str, creds: Path | None, ca: Path | None, verb: str, payload: dict[str, Any], timeout: float
+    nats_url: str,
+    creds: Path | None,
+    ca: Path | None,
+    verb: str,
+    payload: dict[str, Any],
+    timeout: float,
+    pages: str | None = None,
 ) -> dict[str, Any]:
-    from camfleet.cluster.control import ControlError, request  # noqa: PLC0415
+    """The leader's reply to ``verb``; ``pages``: the listing to read in full, page after page."""
+    from camfleet.cluster.control import ControlError, request, request_all  # noqa: PLC0415
 
     from .fleet import _options  # noqa: PLC0415
 
     options = _options(nats_url, creds, ca)
     try:
+        if pages is not None:
+            return asyncio.run(request_all(options, verb, pages, payload, timeout_s=timeout))
         return asyncio.run(request(options, verb, payload, timeout_s=timeout))
     except ControlError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -98,15 +107,13 @@ def apply(
     as_json: bool = _JSON,
 ) -> None:
     """Make the fleet's cameras exactly FILE's, all or nothing; print where each camera was placed."""
-    from camfleet.cluster.control import ControlError, request  # noqa: PLC0415
+    from camfleet.cluster.control import ControlError, apply_fleet  # noqa: PLC0415
 
     from .fleet import _options  # noqa: PLC0415
 
     cameras = _read_fleet_file(file)
-    try:
-        reply = asyncio.run(
-            request(_options(nats_url, creds, ca), "apply", {"cameras": cameras}, timeout_s=timeout)
-        )
+    try:  # one request, or (thousands of cameras) staged in pages and applied: all or nothing either way
+        reply = asyncio.run(apply_fleet(_options(nats_url, creds, ca), cameras, timeout_s=timeout))
     except ControlError as exc:
         issues = exc.reply.get("issues") or []
         if issues:
@@ -122,9 +129,10 @@ def apply(
     if as_json:
         _dump(reply)
         return
+    counts = reply.get("counts") or {k: len(reply.get(k) or []) for k in ("added", "removed", "changed")}
     typer.echo(
-        f"applied (generation {reply['generation']}): {len(reply['added'])} added, "
-        f"{len(reply['removed'])} removed, {len(reply['changed'])} changed"
+        f"applied (generation {reply['generation']}): {counts['added']} added, "
+        f"{counts['removed']} removed, {counts['changed']} changed"
     )
     for cam, node in sorted((reply.get("placed") or {}).items()):
         typer.echo(f"  {cam:<24} -> {node}")
@@ -132,6 +140,11 @@ def apply(
         typer.echo(f"  {cam:<24} not placed: {why}")
     for warning in reply.get("warnings") or []:
         typer.echo(f"  warning: {warning}")
+    if reply.get("truncated"):  # the leader names at most 200 per list
+        typer.echo(
+            f"  ({counts.get('placed', '?')} placed, {counts.get('unplaced', '?')} not placed in all; "
+            "`camfleet cluster assignments` lists every one)"
+        )
 
 
 @app.command()
@@ -143,7 +156,7 @@ def nodes(
     as_json: bool = _JSON,
 ) -> None:
     """The fleet's nodes: state, flags, load, cameras, the revision each runs."""
-    reply = _call(nats_url, creds, ca, "nodes", {}, timeout)
+    reply = _call(nats_url, creds, ca, "nodes", {}, timeout, pages="nodes")
     if as_json:
         _dump(reply)
         return
@@ -237,7 +250,7 @@ def assignments(
     nats_url: str = _NATS, creds: Path | None = _CREDS, ca: Path | None = _CA, timeout: float = _TIMEOUT
 ) -> None:
     """Camera → node and fencing token (JSON)."""
-    _dump(_call(nats_url, creds, ca, "assignments", {}, timeout))
+    _dump(_call(nats_url, creds, ca, "assignments", {}, timeout, pages="assignments"))
 
 
 @app.command()

@@ -34,6 +34,7 @@ from camfleet.redact import mask_text, mask_url
 from .connection import NatsOptions, connect
 from .election import Transition
 from .elector import LeaderElector, LeaderInfo
+from .elector_thread import ElectorThread
 from .kv import Bucket, KvError, open_bucket
 from .membership import Change, Member, Membership
 from .registry import (
@@ -150,8 +151,14 @@ class Coordinator:
             buckets = await self._open(js, replicas, stop)
             if buckets is None:
                 return
-            nodes, alive, alive_b, leader, desired, applied = buckets
-            self._elector = LeaderElector(leader, self.coordinator_id, self.timing, self._transition)
+            nodes, alive, alive_b, _leader, desired, applied = buckets
+            # the lease is renewed on a thread and connection of its own: a busy loop here (a burst of
+            # agents, a pass over thousands of cameras) must never cost the leadership
+            election = ElectorThread(self.options, self.coordinator_id, self.timing, replicas,
+                                     self._transition)
+            self._elector = await election.start(stop)
+            if self._elector is None:
+                return
             tasks = [asyncio.create_task(self._watch_nodes(nodes), name="watch-nodes"),
                      asyncio.create_task(self._watch_alive(alive, 0), name="watch-alive"),
                      asyncio.create_task(self._watch_alive(alive_b, 1), name="watch-alive-b"),
@@ -164,7 +171,7 @@ class Coordinator:
                 tasks += [asyncio.create_task(self._watch_applied(applied), name="watch-applied"),
                           asyncio.create_task(self._lead(client, stop), name="lead")]
                 await client.subscribe(f"{STATUS_PREFIX}.*", cb=self._on_status)
-            tasks.append(asyncio.create_task(self._elector.run(stop), name="elector"))
+            tasks.append(asyncio.create_task(election.run(stop), name="elector"))
             self.ready.set()
             log.info("coordinator %s: watching the fleet at %s (buckets R%d)", self.coordinator_id,
                      self.options.shown, replicas)
@@ -172,10 +179,12 @@ class Coordinator:
             for task in tasks[:-1]:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(tasks[-1], 5.0)  # the elector gives the lease up
-            for task in tasks[:-1]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.wait_for(tasks[-1], 7.0)  # the elector gives the lease up
+            pending = set(tasks[:-1])
+            while pending:
+                _done, pending = await asyncio.wait(pending, timeout=1.0)
+                for task in pending:  # a cancellation swallowed (Python 3.11's wait_for can, in a
+                    task.cancel()  # KV watch that got a message at that moment): cancel again
         finally:
             with contextlib.suppress(Exception):  # never hang a stop on a server that is away
                 await asyncio.wait_for(client.close(), 2.0)
@@ -215,11 +224,8 @@ class Coordinator:
                      change.reason)
             if self.leader is not None:
                 with self._lock:
-                    member = self._membership.members().get(change.node_id)
-                task = asyncio.get_running_loop().create_task(
-                    self.leader.member_changed(member, change.node_id, change.new))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                    member = self._membership.member(change.node_id)
+                self.leader.member_changed(member, change.node_id, change.new)
             if self._on_change is not None:
                 self._on_change(change)
 
@@ -236,7 +242,8 @@ class Coordinator:
 
         assert self.leader is not None
         leader = self.leader
-        control = ControlAPI(leader, self._info, self.base)
+        # a listing's page: half of what the server takes in one message (its max_payload, 1 MB by default)
+        control = ControlAPI(leader, self._info, self.base, page_bytes=max(64 << 10, client.max_payload // 2))
         synced = asyncio.Event()
 
         async def both_synced() -> None:

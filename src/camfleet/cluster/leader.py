@@ -33,7 +33,14 @@ from .kv import Bucket, KvError
 from .membership import Member
 from .placement import History, PlacementSettings, Plan, plan
 from .registry import AppliedReport, DesiredNode, RecordError
-from .scheduler import Transit, current_assignments, desired_writes, gone_nodes, placement_nodes
+from .scheduler import (
+    NodeWrite,
+    Transit,
+    current_assignments,
+    desired_writes,
+    gone_nodes,
+    placement_nodes,
+)
 
 __all__ = ["FleetLeader"]
 
@@ -145,6 +152,8 @@ class FleetLeader:
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
         self._dirty_status: set[str] = set()
+        self._dirty_members: dict[str, dict[str, Any]] = {}
+        self._members_due = asyncio.Event()
 
     # ------------------------------------------------------------------ inputs from the coordinator
     def wake(self) -> None:
@@ -176,6 +185,7 @@ class FleetLeader:
                 log.warning("leader: %s (again in 1 s)", self.error)
                 await asyncio.sleep(1.0)
         flusher = asyncio.create_task(self._flush_statuses(), name="status-flush")
+        members_flusher = asyncio.create_task(self._flush_members(), name="members-flush")
         try:
             await self._write_members()
             while self.leading():
@@ -189,9 +199,10 @@ class FleetLeader:
                 await self.run_pass()
                 await asyncio.sleep(0.02)  # let a burst of changes gather into one pass
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in (flusher, members_flusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             async with self._passed:
                 self._passed.notify_all()
 
@@ -249,27 +260,35 @@ class FleetLeader:
 
     async def _write_members(self) -> None:
         members = self.members()
-        for node_id, m in members.items():
-            with contextlib.suppress(StoreError):
-                await asyncio.to_thread(
-                    self.store.update_node,
-                    node_id,
-                    state=m.state,
-                    record=dataclasses.asdict(m.record) if m.record else None,
-                )
+        rows = {
+            node_id: {"state": m.state, "record": dataclasses.asdict(m.record) if m.record else None}
+            for node_id, m in members.items()
+        }
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(self.store.update_nodes, rows)  # one transaction, not one per node
 
-    async def member_changed(self, member: Member | None, node_id: str, state: str) -> None:
-        """Record a member's new state in the database (leader only) and ask for a pass."""
+    def member_changed(self, member: Member | None, node_id: str, state: str) -> None:
+        """Ask for a pass; while leading, queue the member's new state for the database (in batches)."""
         self.wake()
         if not self.leading():
             return
         values: dict[str, Any] = {"state": state}
         if member is not None and member.record is not None:
             values["record"] = dataclasses.asdict(member.record)
-        try:
-            await asyncio.to_thread(self.store.update_node, node_id, **values)
-        except StoreError as exc:
-            log.warning("leader: %s", exc)
+        self._dirty_members[node_id] = self._dirty_members.get(node_id, {}) | values
+        self._members_due.set()
+
+    async def _flush_members(self) -> None:
+        """Write the queued member states, a burst (a thousand agents starting) in one transaction."""
+        while True:
+            await self._members_due.wait()
+            self._members_due.clear()
+            due, self._dirty_members = self._dirty_members, {}
+            try:
+                await asyncio.to_thread(self.store.update_nodes, due)
+            except StoreError as exc:
+                log.warning("leader: %s", exc)
+            await asyncio.sleep(0.2)  # let the next changes of a burst gather
 
     async def _flush_statuses(self) -> None:
         while True:
@@ -359,15 +378,31 @@ class FleetLeader:
         members = self.members()
         gone = gone_nodes(members, self.desired)
         self._confirm_transit(gone)
-        nodes = placement_nodes(members, self.flags)
-        cams = [placement_camera(c) for c in self.cameras.values()]
-        current = current_assignments(self.desired, self.transit)
-        result = plan(nodes, cams, current, self.settings, self.history, time.monotonic())
+        # the placement of a whole fleet is CPU work (about a second for 20,000 cameras): on a worker
+        # thread, over copies of what it reads, so the loop goes on answering the control API and the
+        # watches meanwhile (only passes change desired and transit, and they run one at a time)
+        started = time.monotonic()
+        result, targets, writes, leaving = await asyncio.to_thread(
+            _compute,
+            members,
+            dict(self.flags),
+            self.cameras,
+            dict(self.desired),
+            dict(self.transit),
+            gone,
+            self.settings,
+            self.history,
+        )
         self.history = result.history
         self.last_plan = result
-        targets = {c: a.node for c, a in result.assignments.items()}
-        settings = {c: fc.settings for c, fc in self.cameras.items()}
-        writes, leaving = desired_writes(self.desired, targets, settings, gone, self.transit)
+        if writes:
+            log.info(
+                "leader: %d camera(s) on %d node(s) placed in %.2f s: %d desired state(s) to write",
+                len(self.cameras),
+                len(members),
+                time.monotonic() - started,
+                len(writes),
+            )
         if not writes:
             if self._unrecorded:
                 await self._record([])
@@ -375,12 +410,46 @@ class FleetLeader:
         reasons = {m.camera: (m.source, m.reason) for m in result.moves}
         await asyncio.to_thread(self.store.raise_counter, "revision", self.revision + len(writes))
         history: list[tuple[str, str | None, str | None, int, str]] = []
-        for w in writes:
+        first = self.revision + 1
+        self.revision += len(writes)  # each write its own revision, in the writes' order
+        numbered = list(zip(writes, range(first, first + len(writes)), strict=True))
+        failure: KvError | None = None
+        limit = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        for phase in (1, 2):
+            batch = [(w, rev) for w, rev in numbered if w.phase == phase]
+            # phase 1 (the keys of gone nodes, emptied) is written in full before anything of phase 2
+            outcomes = await asyncio.gather(
+                *(self._write(w, rev, limit) for w, rev in batch), return_exceptions=True
+            )
+            for (w, rev), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, KvError):
+                        raise outcome
+                    failure = failure or outcome
+                elif outcome:
+                    self._written(w, rev, leaving, gone, targets, reasons, history)
+            if failure is not None or not self.leading():
+                break
+        self._unrecorded = True  # the keys are written: the database must follow, even if it fails now
+        written = time.monotonic()
+        await self._record(history)
+        log.info(
+            "leader: pass with %d desired state(s) written in %.2f s, then the assignments stored in %.2f s",
+            len(writes),
+            written - started,
+            time.monotonic() - written,
+        )
+        if failure is not None:
+            raise failure
+        self.wake()  # another pass: more drain or rebalance batches may follow (one with no writes ends it)
+
+    async def _write(self, w: NodeWrite, revision: int, limit: asyncio.Semaphore) -> bool:
+        """Write ``w`` as ``revision`` by compare-and-set; False when no longer leading (not written)."""
+        async with limit:
             if not self.leading():
                 log.warning("leader: no longer leading; %s not written", w.node)
-                return
-            self.revision += 1
-            record = w.desired(self.revision, self.term, time.time())
+                return False
+            record = w.desired(revision, self.term, time.time())
             last = self.kv_rev.get(w.node)
             if last is None:
                 rev = await self.bucket.create(w.node, record.to_bytes())
@@ -393,41 +462,83 @@ class FleetLeader:
                     self.kv_rev[w.node] = entry.revision
                 raise KvError(f"desired state of {w.node} changed under this leader; read again")
             self.desired[w.node], self.kv_rev[w.node] = record, rev
-            for cam in w.removed:
-                if cam in leaving:
-                    self.transit[cam] = Transit(w.node, self.revision, leaving[cam][1])
-                    history.append(
-                        (
-                            cam,
-                            w.node,
-                            leaving[cam][1],
-                            self.revision,
-                            f"{reasons.get(cam, (None, 'moved'))[1]}: stopping on {w.node} first",
-                        )
+            return True
+
+    def _written(
+        self,
+        w: NodeWrite,
+        revision: int,
+        leaving: dict[str, tuple[str, str | None]],
+        gone: set[str],
+        targets: dict[str, str | None],
+        reasons: dict[str, tuple[str | None, str]],
+        history: list[tuple[str, str | None, str | None, int, str]],
+    ) -> None:
+        """Bookkeeping after ``w`` was written as ``revision``: cameras in transit, history, a log line."""
+        for cam in w.removed:
+            if cam in leaving:
+                self.transit[cam] = Transit(w.node, revision, leaving[cam][1])
+                history.append(
+                    (
+                        cam,
+                        w.node,
+                        leaving[cam][1],
+                        revision,
+                        f"{reasons.get(cam, (None, 'moved'))[1]}: stopping on {w.node} first",
                     )
-                elif cam not in self.cameras:
-                    history.append((cam, w.node, None, self.revision, "camera removed"))
-                elif w.node in gone and targets.get(cam) is None:  # held: placed again later
-                    history.append(
-                        (
-                            cam,
-                            w.node,
-                            targets.get(cam),
-                            self.revision,
-                            reasons.get(cam, (None, f"node {w.node} lost"))[1],
-                        )
+                )
+            elif cam not in self.cameras:
+                history.append((cam, w.node, None, revision, "camera removed"))
+            elif w.node in gone and targets.get(cam) is None:  # held: placed again later
+                history.append(
+                    (
+                        cam,
+                        w.node,
+                        targets.get(cam),
+                        revision,
+                        reasons.get(cam, (None, f"node {w.node} lost"))[1],
                     )
-            for cam in w.added:
-                source, why = reasons.get(cam, (None, "placed"))
-                history.append((cam, source, w.node, self.revision, why))
-            log.info(
-                "leader: %s <- revision %d: %d camera(s)%s%s",
-                w.node,
-                self.revision,
-                len(w.settings),
-                f", +{','.join(w.added)}" if w.added else "",
-                f", -{','.join(w.removed)}" if w.removed else "",
-            )
-        self._unrecorded = True  # the keys are written: the database must follow, even if it fails now
-        await self._record(history)
-        self.wake()  # another pass: more drain or rebalance batches may follow (one with no writes ends it)
+                )
+        for cam in w.added:
+            source, why = reasons.get(cam, (None, "placed"))
+            history.append((cam, source, w.node, revision, why))
+        log.info(
+            "leader: %s <- revision %d: %d camera(s)%s%s",
+            w.node,
+            revision,
+            len(w.settings),
+            f", +{_names(w.added)}" if w.added else "",
+            f", -{_names(w.removed)}" if w.removed else "",
+        )
+
+
+WRITES_IN_FLIGHT = 64
+"""Desired-state writes a pass keeps in flight at once (a fleet of 1,000 nodes is not written one by one)."""
+
+
+def _names(names: tuple[str, ...], shown: int = 8) -> str:
+    """``names`` for a log line: the first ``shown``, then how many more."""
+    more = len(names) - shown
+    return ",".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _compute(
+    members: dict[str, Member],
+    flags: dict[str, tuple[bool, bool]],
+    cameras: dict[str, FleetCamera],
+    desired: dict[str, DesiredNode],
+    transit: dict[str, Transit],
+    gone: set[str],
+    settings: PlacementSettings,
+    history: History,
+) -> tuple[Plan, dict[str, str | None], list[NodeWrite], dict[str, tuple[str, str | None]]]:
+    """A pass's pure part (run on a worker thread): the plan, each camera's target, the writes."""
+    nodes = placement_nodes(members, flags)
+    cams = [placement_camera(c) for c in cameras.values()]
+    current = current_assignments(desired, transit)
+    result = plan(nodes, cams, current, settings, history, time.monotonic())
+    targets = {c: a.node for c, a in result.assignments.items()}
+    writes, leaving = desired_writes(
+        desired, targets, {c: fc.settings for c, fc in cameras.items()}, gone, transit
+    )
+    return result, targets, writes, leaving

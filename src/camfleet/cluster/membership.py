@@ -71,6 +71,11 @@ class Membership:
         """A copy of the table."""
         return {k: Member(**{**vars(m), "beating_in": set(m.beating_in)}) for k, m in self._members.items()}
 
+    def member(self, node_id: str) -> Member | None:
+        """A copy of one member (None: not known); cheaper than :meth:`members` for one node."""
+        m = self._members.get(node_id)
+        return None if m is None else Member(**{**vars(m), "beating_in": set(m.beating_in)})
+
     def alive(self) -> list[str]:
         """The ids of the nodes that are alive, sorted."""
         return sorted(k for k, m in self._members.items() if m.state == "alive")

@@ -12,11 +12,11 @@ import contextlib
 import importlib
 import pkgutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from camfleet.store.engine import IMMEDIATE, create, parse_url, public_url
@@ -123,16 +123,27 @@ class FleetStore:
             ) from None
 
     # ------------------------------------------------------------ cameras: applied and staged
-    def cameras(self) -> dict[str, FleetCamera]:
-        """The applied fleet cameras, by name."""
+    @staticmethod
+    def _rows(conn: Connection, table: Any, names: Collection[str] | None) -> list[Any]:
+        """``table``'s rows by name (only ``names`` when given, read in chunks under the parameter limit)."""
+        if names is None:
+            return list(conn.execute(select(table).order_by(table.c.name)).mappings().all())
+        wanted, rows = sorted(names), list[Any]()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows += conn.execute(select(table).where(table.c.name.in_(chunk))).mappings().all()
+        return sorted(rows, key=lambda r: r["name"])
+
+    def cameras(self, names: Collection[str] | None = None) -> dict[str, FleetCamera]:
+        """The applied fleet cameras, by name (only those of ``names`` when given)."""
         with self._tx("reading the fleet cameras") as conn:
-            rows = conn.execute(select(t.cameras).order_by(t.cameras.c.name)).mappings().all()
+            rows = self._rows(conn, t.cameras, names)
         return {r["name"]: FleetCamera(r["name"], dict(r["settings"]), dict(r["placement"])) for r in rows}
 
-    def staged(self) -> dict[str, FleetCamera | None]:
-        """The staged edits: a camera, or None for a staged removal."""
+    def staged(self, names: Collection[str] | None = None) -> dict[str, FleetCamera | None]:
+        """The staged edits: a camera, or None for a staged removal (only those of ``names`` when given)."""
         with self._tx("reading the staged cameras") as conn:
-            rows = conn.execute(select(t.staged).order_by(t.staged.c.name)).mappings().all()
+            rows = self._rows(conn, t.staged, names)
         return {
             r["name"]: None
             if r["settings"] is None
@@ -144,17 +155,25 @@ class FleetStore:
         """Stage each edit (a camera to add or replace, None to remove), replacing earlier ones."""
         now = time.time()
         with self._tx("staging cameras", write=True) as conn:
-            if edits:
-                conn.execute(delete(t.staged).where(t.staged.c.name.in_(list(edits))))
-            for name, cam in edits.items():
-                conn.execute(
-                    insert(t.staged).values(
-                        name=name,
-                        settings=cam.settings if cam else None,
-                        placement=cam.placement if cam else None,
-                        staged_at=now,
-                    )
-                )
+            names = list(edits)
+            for i in range(0, len(names), 500):
+                conn.execute(delete(t.staged).where(t.staged.c.name.in_(names[i : i + 500])))
+            rows = [
+                {
+                    "name": name,
+                    "settings": cam.settings if cam else None,
+                    "placement": cam.placement if cam else None,
+                    "staged_at": now,
+                }
+                for name, cam in edits.items()
+            ]
+            if rows:
+                conn.execute(insert(t.staged), rows)  # one statement for the batch (executemany)
+
+    def staged_count(self) -> int:
+        """How many edits are staged."""
+        with self._tx("counting the staged cameras") as conn:
+            return int(conn.execute(select(func.count()).select_from(t.staged)).scalar_one())
 
     def discard(self) -> int:
         """Drop every staged edit; the number dropped."""
@@ -208,6 +227,17 @@ class FleetStore:
             if not done:
                 row = {"state": "registered", "cordoned": False, "draining": False} | values
                 conn.execute(insert(t.nodes).values(node_id=node_id, **row))
+
+    def update_nodes(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        """:meth:`update_node` for many nodes (node id → columns) in one transaction."""
+        now = time.time()
+        with self._tx(f"writing {len(updates)} node(s)", write=True) as conn:
+            for node_id, given in updates.items():
+                values = dict(given) | {"updated_at": now}
+                stmt = update(t.nodes).where(t.nodes.c.node_id == node_id).values(**values)
+                if not conn.execute(stmt).rowcount:
+                    row = {"state": "registered", "cordoned": False, "draining": False} | values
+                    conn.execute(insert(t.nodes).values(node_id=node_id, **row))
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Every node's row, by id."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 
+from camfleet.cluster.control import ask_all
 from camfleet.config.model import CAMERA_NAME_PATTERN
 
 from ..auth import Principal, authorize
@@ -83,7 +84,7 @@ async def nodes(ctx: Fleet) -> dict[str, Any]:
     recorded, fewer fields) while no leader answers.
     """
     try:
-        return {"nodes": (await ctx.control("nodes"))["nodes"], "source": "leader"}
+        return {"nodes": (await ask_all(ctx.control, "nodes", "nodes"))["nodes"], "source": "leader"}
     except HTTPException as exc:
         if exc.status_code != 503:
             raise
@@ -93,7 +94,7 @@ async def nodes(ctx: Fleet) -> dict[str, Any]:
 @fleet.get("/assignments", responses={**_OBJECT, **_NO_LEADER})
 async def assignments(ctx: Fleet) -> dict[str, Any]:
     """Where each camera runs (node, fencing token) and why the unplaced ones run nowhere."""
-    reply = await ctx.control("assignments")
+    reply = await ask_all(ctx.control, "assignments", "assignments")  # every page
     return {"assignments": reply["assignments"], "unplaced": reply.get("unplaced", {})}
 
 
