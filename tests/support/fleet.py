@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any, TypeVar, cast
 import psutil
 
 _T = TypeVar("_T")
+_API_URL = re.compile(r"coordinator: API on (http://\S+)")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -238,6 +240,13 @@ class FleetAgent:
         except psutil.Error:
             return []
 
+    def ask_to_stop(self) -> None:
+        """SIGTERM (SIGCONT first, in case it is frozen) without waiting: agents stop side by side."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+                self.proc.terminate()
+
     def stop(self) -> None:
         """SIGTERM (SIGCONT first, in case it is frozen), then SIGKILL after 15 s."""
         if self.proc is not None and self.proc.poll() is None:
@@ -251,18 +260,22 @@ class FleetHarness:
 
     Each agent has its own data and shared-memory directories; capacities
     (decode pixels/s) are ``capacities`` (``n1`` the largest, so placement by
-    capacity shows). A NATS client in a thread of its own records every write
-    to ``camfleet_desired`` (:attr:`observer`) and asks the leader
-    (:meth:`ctl`); :attr:`sampler` samples the agents' camera processes.
+    capacity shows); ``nats_servers`` servers (1: a cheaper fleet for tests
+    that lose no server); ``api``: each coordinator serves its API on a free
+    loopback port (:meth:`api_url`). A NATS client in a thread of its own
+    records every write to ``camfleet_desired`` (:attr:`observer`) and asks the
+    leader (:meth:`ctl`); :attr:`sampler` samples the agents' camera processes.
     """
 
     def __init__(self, root: Path, cameras: int = 12,
-                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7)) -> None:
+                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7), nats_servers: int = 3,
+                 api: bool = False) -> None:
         from camfleet_testing.nats import NatsHarness
         from camfleet_testing.sim import CameraSpec, SimServer
 
         self.root = root
-        self.nats = NatsHarness(root / "nats", 3)
+        self.nats = NatsHarness(root / "nats", nats_servers)
+        self.api = api
         # cheap cameras: 160x120 at 4 fps, H.264 at 40 kbit/s
         self.sim = SimServer([CameraSpec(name=f"cam{i:02d}", width=160, height=120, fps=4, bitrate_kbps=40,
                                          gop=4, objects=("person",)) for i in range(1, cameras + 1)])
@@ -293,14 +306,26 @@ class FleetHarness:
         self.call(self._open())
         self.sampler = ProcessSampler({a.node_id: a.status_file for a in self.agents})
         self.sampler.start()
-        wait_for("3 agents alive at a leader", lambda: self.alive_nodes() == self.node_ids, 60, 0.2)
+        wait_for(f"{len(self.agents)} agents alive at a leader", lambda: self.alive_nodes() == self.node_ids,
+                 60, 0.2)
         dead = [i + 1 for i, p in enumerate(self.coordinators) if p.poll() is not None]
         assert not dead, f"coordinator(s) {dead} exited; see c*.log under {self.root}"
         return self
 
     def _coordinator(self, i: int) -> subprocess.Popen[bytes]:
+        api = ["--api", "127.0.0.1:0"] if self.api else []
         return spawn_cli(["coordinator", "--nats", self.nats.url, "--data-dir", str(self.root / f"c{i}"),
-                          "--db", self.db, "--base-config", str(self.base)], self.root / f"c{i}.log")
+                          "--db", self.db, "--base-config", str(self.base), *api], self.root / f"c{i}.log")
+
+    def api_url(self, i: int, timeout: float = 30.0) -> str:
+        """Coordinator ``i``'s (0 or 1) API URL, from its log (``api`` harnesses; waits for it)."""
+        log = self.root / f"c{i + 1}.log"
+
+        def find() -> str | None:
+            m = _API_URL.findall(log.read_text(errors="replace")) if log.exists() else []
+            return m[-1] if m else None  # a restarted coordinator appends: its newest line
+
+        return wait_for(f"coordinator {i}'s API", find, timeout, 0.1)
 
     def restart_coordinator(self, i: int) -> None:
         """Start coordinator ``i`` (0 or 1) again after it was killed."""
@@ -328,7 +353,12 @@ class FleetHarness:
         if self.sampler is not None:
             self.sampler.stop()
         for agent in self.agents:
+            agent.ask_to_stop()
+        for agent in self.agents:
             agent.stop()
+        for proc in self.coordinators:
+            if proc.poll() is None:
+                proc.terminate()
         for proc in self.coordinators:
             stop_process(proc)
         if self._thread.is_alive():
