@@ -116,6 +116,13 @@ def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> 
         expect(tile.locator(".state")).to_have_text("healthy", timeout=30_000)
         _live(page, img, 20)
         page.screenshot(path=str(ARTIFACTS / "ui-failover-2-live.png"))
+        # the camera's own page, open in a second tab through the failover
+        tab = page.context.new_page()
+        tab_errors: list[str] = []
+        tab.on("pageerror", lambda exc: tab_errors.append(str(exc)))
+        tab.goto(f"{url}/#camera/door")
+        expect(tab.locator("#cam-node")).to_have_text(f"on {node}")
+        expect(tab.locator("#cam-picture")).to_have_attribute("data-seq", re.compile(r"^[1-9]"))
 
         # kill -9 of the agent running it: the tile says its node is unreachable while it moves
         victim = fleet.agent(node)
@@ -124,6 +131,8 @@ def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> 
         victim.proc.wait(5)
         killed = time.monotonic()
         expect(tile.locator(".media-note")).to_contain_text(f"node {node} unreachable", timeout=5_000)
+        expect(tile.locator(".state")).to_have_text("node unreachable")
+        expect(tile).to_have_class(re.compile(r"\bunresponsive\b"))  # the old picture dimmed
         page.screenshot(path=str(ARTIFACTS / "ui-failover-3-unreachable.png"))
 
         # then the other node, live again, within the fleet's failover bound
@@ -141,10 +150,14 @@ def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> 
         _live(page, img, 15)
         page.uncheck("#use-mjpeg")
 
-        # the camera's page and the editor say where it runs now
-        tile.locator("a.open").click()
-        expect(page.locator("#cam-node")).to_have_text(f"on {other}")
-        expect(page.locator("#cam-media")).to_have_text("")
+        # the camera's page follows it too: the new node, its pictures live
+        expect(tab.locator("#cam-node")).to_have_text(f"on {other}")
+        seq = tab.locator("#cam-picture").get_attribute("data-seq")
+        expect(tab.locator("#cam-picture")).not_to_have_attribute("data-seq", seq or "")
+        expect(tab.locator("#cam-media")).to_have_text("")
+        tab.close()
+        assert tab_errors == [], tab_errors
+        # and the editor
         page.click('button.tab[data-page="cameras"]')
         expect(item.locator(".node")).to_have_text(f"on {other}")
         item.click()

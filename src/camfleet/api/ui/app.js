@@ -103,6 +103,13 @@ function showProblem(img, problem) {
   img.classList.toggle("no-media", Boolean(problem));
   note.textContent = problem ? `No live picture here: ${problem}` : "";
   note.classList.toggle("hidden", !problem);
+  // its node does not answer (killed, cut off): the tile says so now, not once the status goes stale
+  const card = img.closest(".card");
+  const down = /\bunreachable\b/.test(problem);
+  if (card && (card.dataset.unreachable === "1") !== down) {
+    card.dataset.unreachable = down ? "1" : "";
+    renderGrid();
+  }
 }
 
 function renderGrid() {
@@ -122,6 +129,7 @@ function renderGrid() {
       let node = card.querySelector(".node");
       if (!node) { node = el("span", { class: "node" }); card.querySelector(".meta strong").after(node); }
       node.textContent = nodeText(cam.node);
+      node.title = cam.node || "";
       const moved = card.dataset.node !== undefined && card.dataset.node !== (cam.node || "");
       card.dataset.node = cam.node || "";
       // moved to another node (its old one drained or dead): its picture comes from there now, at
@@ -129,13 +137,14 @@ function renderGrid() {
       if (moved) { const img = card.querySelector("img"); showProblem(img, ""); refreshImage(img); }
     }
     const st = card.querySelector(".state");
-    st.textContent = stateText(cam);
-    st.className = `state state-${cam.state}`;
+    const down = card.dataset.unreachable === "1";
+    st.textContent = down ? "node unreachable" : stateText(cam);
+    st.className = `state state-${down ? "unresponsive" : cam.state}`;
     card.querySelector(".fps").textContent =
       `${cam.decode_fps.toFixed(1)} fps · ${cam.processed_fps.toFixed(1)} analysed` +
       (cam.corrupt_fps > 0 ? ` · ${cam.corrupt_fps.toFixed(1)} corrupt/s` : "");
     card.title = cam.last_error || cam.reason || "";
-    card.classList.toggle("unresponsive", cam.state === "unresponsive");
+    card.classList.toggle("unresponsive", down || cam.state === "unresponsive");
   }
   $("#grid-empty").classList.toggle("hidden", cameras.length > 0);
 }
