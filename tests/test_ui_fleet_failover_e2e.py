@@ -5,12 +5,14 @@ A real fleet (:class:`tests.support.fleet.FleetHarness`: one NATS server, two
 simulator's RTSP stream); the page is served by the coordinator that does
 *not* lead. Through the UI only: a camera is added in the editor and applied;
 apply, the camera list and the editor say where it runs; its tile names that
-node and shows a live picture (the pixels change). Then the agent running it
-is killed with ``kill -9``: the tile says the node is unreachable, and within
-the fleet's failover bound (lost after heartbeat TTL + grace, placed within
-10 s, plus the page's refresh) it names the other node and is live again;
-the camera's page and the editor say the same. No camera ever ran on two
-nodes. Screenshots of each step go to ``test-artifacts/ui-failover-*.png``.
+node and shows a live picture (the pixels change); the camera's own page is
+open in a second tab. Then the agent running it is killed with ``kill -9``:
+the tile says at once that the node is unreachable (note, state, dimmed),
+and within the fleet's failover bound (lost after heartbeat TTL + grace,
+placed within 10 s, plus the page's refresh) it names the other node and is
+live again, as a JPEG refresh and as MJPEG; the camera's page and the editor
+follow it. No camera ever ran on two nodes. Screenshots of each step go to
+``test-artifacts/ui-failover-*.png``.
 """
 
 from __future__ import annotations

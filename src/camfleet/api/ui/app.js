@@ -140,7 +140,8 @@ function renderGrid() {
     const down = card.dataset.unreachable === "1";
     st.textContent = down ? "node unreachable" : stateText(cam);
     st.className = `state state-${down ? "unresponsive" : cam.state}`;
-    card.querySelector(".fps").textContent =
+    // a silent node's last rates are not today's: none shown
+    card.querySelector(".fps").textContent = down || cam.state === "unresponsive" ? "" :
       `${cam.decode_fps.toFixed(1)} fps · ${cam.processed_fps.toFixed(1)} analysed` +
       (cam.corrupt_fps > 0 ? ` · ${cam.corrupt_fps.toFixed(1)} corrupt/s` : "");
     card.title = cam.last_error || cam.reason || "";
