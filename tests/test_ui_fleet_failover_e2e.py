@@ -159,10 +159,16 @@ def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> 
         expect(tab.locator("#cam-media")).to_have_text("")
         tab.close()
         assert tab_errors == [], tab_errors
+        # the Nodes page: the killed node lost and empty, the camera on the other
+        page.click('button.tab[data-page="nodes"]')
+        expect(page.locator(f'.node-card[data-node="{node}"] .node-state')).to_have_text("lost")
+        expect(page.locator(f'.node-card[data-node="{node}"] .node-cameras')).to_have_text("no cameras")
+        expect(page.locator(f'.node-card[data-node="{other}"] .node-cameras')).to_contain_text("door")
+        page.screenshot(path=str(ARTIFACTS / "ui-failover-5-nodes.png"), full_page=True)
         # and the editor
         page.click('button.tab[data-page="cameras"]')
         expect(item.locator(".node")).to_have_text(f"on {other}")
         item.click()
         expect(page.locator("#cam-placement")).to_contain_text(f"runs on {other}")
-        page.screenshot(path=str(ARTIFACTS / "ui-failover-5-editor.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "ui-failover-6-editor.png"), full_page=True)
     assert fleet.sampler is not None and fleet.sampler.overlaps() == []
