@@ -30,6 +30,7 @@ from tests.support.browser import ARTIFACTS, chromium_page
 from tests.support.fleet import FleetHarness
 
 pytestmark = pytest.mark.e2e
+expect.set_options(timeout=20_000)  # a loaded 2-core CI machine: assertions wait up to 20 s
 
 TIMING = FleetTiming()
 LOST_S = TIMING.heartbeat_ttl_s + TIMING.grace_s
@@ -132,7 +133,7 @@ def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> 
         victim.proc.kill()
         victim.proc.wait(5)
         killed = time.monotonic()
-        expect(tile.locator(".media-note")).to_contain_text(f"node {node} unreachable", timeout=5_000)
+        expect(tile.locator(".media-note")).to_contain_text(f"node {node} unreachable", timeout=6_000)
         expect(tile.locator(".state")).to_have_text("node unreachable")
         expect(tile).to_have_class(re.compile(r"\bunresponsive\b"))  # the old picture dimmed
         page.screenshot(path=str(ARTIFACTS / "ui-failover-3-unreachable.png"))
@@ -169,6 +170,6 @@ def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> 
         page.click('button.tab[data-page="cameras"]')
         expect(item.locator(".node")).to_have_text(f"on {other}")
         item.click()
-        expect(page.locator("#cam-placement")).to_contain_text(f"runs on {other}")
+        expect(page.locator("#cam-placement")).to_contain_text(f"runs on {other} (healthy)")
         page.screenshot(path=str(ARTIFACTS / "ui-failover-6-editor.png"), full_page=True)
     assert fleet.sampler is not None and fleet.sampler.overlaps() == []
