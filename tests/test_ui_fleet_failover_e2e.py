@@ -59,7 +59,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetHarness]:
     root = tmp_path_factory.mktemp("uifleet")
     harness = FleetHarness(root, cameras=1, capacities=(5e7, 5e7), nats_servers=1, api=True)
     try:
-        harness.start()
+        harness.launch()  # the test waits for it once Chromium is up (both take seconds)
         yield harness
     finally:
         harness.stop()
@@ -77,15 +77,16 @@ def _live(page: Page, img: str, timeout_s: float) -> None:
 
 def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    store = FleetStore(fleet.db)
-    try:
-        admin = store.create_token("ops", "admin")
-    finally:
-        store.close()
-    leader = fleet.ctl("leader")
-    follower = next(i for i, p in enumerate(fleet.coordinators) if p.pid != leader["pid"])
-    url = fleet.api_url(follower)
     with chromium_page() as page:
+        fleet.wait_ready()
+        store = FleetStore(fleet.db)
+        try:
+            admin = store.create_token("ops", "admin")
+        finally:
+            store.close()
+        leader = fleet.ctl("leader")
+        follower = next(i for i, p in enumerate(fleet.coordinators) if p.pid != leader["pid"])
+        url = fleet.api_url(follower)
         page.add_init_script(f"localStorage.setItem('camfleet_token', {admin!r})")
         page.goto(f"{url}/#cameras")
         expect(page.locator("#conn")).to_have_text("live")

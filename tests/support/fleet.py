@@ -294,6 +294,12 @@ class FleetHarness:
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> FleetHarness:
         """Start everything; return once a leader answers and sees every agent alive."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> None:
+        """Start everything without waiting for the processes (:meth:`wait_ready` waits): the caller
+        may prepare meanwhile (e.g. a browser) while they import and register."""
         self.nats.start()
         self.sim.open()
         for i in (1, 2):
@@ -306,6 +312,9 @@ class FleetHarness:
         self.call(self._open())
         self.sampler = ProcessSampler({a.node_id: a.status_file for a in self.agents})
         self.sampler.start()
+
+    def wait_ready(self) -> FleetHarness:
+        """Wait until a leader answers and sees every agent alive (60 s)."""
         wait_for(f"{len(self.agents)} agents alive at a leader", lambda: self.alive_nodes() == self.node_ids,
                  60, 0.2)
         dead = [i + 1 for i, p in enumerate(self.coordinators) if p.poll() is not None]
@@ -349,16 +358,16 @@ class FleetHarness:
         self._watch = asyncio.ensure_future(self.observer.run(self.desired_bucket))
 
     def stop(self) -> None:
-        """Stop everything (agents first, so their cameras stop while NATS is there)."""
+        """Stop everything: agents and coordinators side by side, NATS last (cameras stop while it is up)."""
         if self.sampler is not None:
             self.sampler.stop()
         for agent in self.agents:
             agent.ask_to_stop()
-        for agent in self.agents:
-            agent.stop()
         for proc in self.coordinators:
             if proc.poll() is None:
                 proc.terminate()
+        for agent in self.agents:
+            agent.stop()
         for proc in self.coordinators:
             stop_process(proc)
         if self._thread.is_alive():
