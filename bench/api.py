@@ -5,6 +5,13 @@ Run from the repository root::
     .venv/bin/python bench/api.py --quick          # short phases (< 60 s)
     .venv/bin/python bench/api.py                  # longer phases, more events
     .venv/bin/python bench/api.py --json out.json  # raw results (default artifacts/bench-api.json)
+    .venv/bin/python bench/api.py --fleet --quick  # a fleet's coordinator (6 cameras, 3 agents) vs the node
+    .venv/bin/python bench/api.py --fleet          # 96 cameras on 3 agents via the coordinator vs the node
+
+``--fleet`` measures the single node (camfleet only, HTTP only) and then the fleet in the same run:
+status and events through a coordinator of a real fleet (3 NATS servers, 2 coordinators, 3 agents
+with real synthetic cameras, ``bench/api_fleet.py``), and MJPEG through the coordinator against
+directly from the node.
 
 Each server runs in its own process (``spawn``), served by uvicorn on loopback,
 and is measured from this process the same way; see ``METHOD`` below (also
@@ -45,6 +52,8 @@ CAMERAS = 32
 WS_CLIENTS = 50
 PAD_BYTES = 16_000  # a WebSocket message the size of a 32-camera status snapshot (~16-40 kB)
 VARIANTS = ("camfleet", "naive")
+FLEET_LABELS = {"camfleet": "node alone, 32 cams", "beside": "node beside the fleet",
+                "fleet": "fleet coordinator"}
 LABELS = {"camfleet": "camfleet.api", "naive": "(b) naive FastAPI"}
 
 METHOD = {
@@ -422,6 +431,130 @@ def ws_run(url: str, token: str, conn: Any, rate: float, count: int, stalled: bo
 # --------------------------------------------------------------------------- main
 
 
+def _start_node(ctx: Any, tmp: str) -> tuple[Any, Any, str, psutil.Process]:
+    """The camfleet single-node server process: (process, pipe, URL, its psutil handle)."""
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=serve, args=("camfleet", tmp, child), daemon=True)
+    proc.start()
+    if not parent.poll(60):
+        proc.kill()
+        raise RuntimeError("camfleet: the server did not start")
+    hello = parent.recv()
+    if "error" in hello:
+        proc.kill()
+        raise RuntimeError(hello["error"])
+    return proc, parent, hello["url"], psutil.Process(hello["pid"])
+
+
+def _main_fleet(args: argparse.Namespace) -> int:
+    """``--fleet``: single node at 32 cameras, then the fleet's coordinator, in one run; table and JSON."""
+    import api_fleet
+
+    quick = args.quick
+    duration = args.duration or (1.0 if quick else 8.0)
+    per_camera = args.events_per_camera or (300 if quick else 1000)
+    fleet_cameras = args.fleet_cameras or (6 if quick else 96)
+    streams = args.mjpeg_streams or (3 if quick else 12)
+    mjpeg_s = args.mjpeg_seconds or (3.0 if quick else 20.0)
+    concs = [1, 8]
+    t0 = time.perf_counter()
+    print(f"api bench, fleet mode: single node {CAMERAS} cameras vs fleet {fleet_cameras} cameras on 3 "
+          f"agents ({api_fleet.WIDTH}x{api_fleet.HEIGHT} at {api_fleet.FPS} fps synthetic, no detector); "
+          f"{per_camera} events/camera; HTTP {duration:g} s per run at concurrency {concs}; MJPEG "
+          f"{streams} streams x {mjpeg_s:g} s; {os.cpu_count()} CPUs", flush=True)
+    load = os.getloadavg()
+    if load[0] > 0.5:
+        print(f"note: load average {load[0]:.2f} before the start: other work shares the CPUs", flush=True)
+    results: dict[str, Any] = {"http": []}
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        data = make_data(Path(tmp), per_camera)
+        proc, pipe, url, server = _start_node(mp.get_context("spawn"), tmp)
+        ev_paths = [f"/api/events?camera=cam{i % CAMERAS + 1}&limit=50" for i in range(CAMERAS)]
+        ev_paths += ["/api/events?label=person&limit=50&offset=100"] * 4
+
+        def node_runs(variant: str) -> None:
+            for endpoint, paths in (("status", ["/api/status"]), ("events", ev_paths)):
+                for conc in concs:
+                    cpu0 = cpu_s(server)
+                    r = http_run(url, data["token"], paths, conc, duration)
+                    r["cpu_pct"] = 100 * (cpu_s(server) - cpu0) / duration
+                    r.update(variant=variant, endpoint=endpoint, conc=conc)
+                    results["http"].append(r)
+                    s = r["summary_ms"]
+                    say(f"  {FLEET_LABELS[variant]:<26} {endpoint:<7} c={conc}: p50 {_f(s['p50'])} ms, "
+                        f"p99 {_f(s['p99'])} ms, {r['req_s']:.0f} req/s")
+
+        try:
+            node_runs("camfleet")
+            # the full run measures the node again while the fleet's cameras run beside it (same machine
+            # load as the coordinator's runs); quick leaves it out for time
+            fleet = api_fleet.bench_fleet(fleet_cameras, per_camera, duration, concs, streams, mjpeg_s,
+                                          http_run, say, None if quick else lambda: node_runs("beside"))
+            pipe.send(("stop",))
+            proc.join(15)
+        finally:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+    results["http"] += fleet.pop("http")
+    results["fleet"] = fleet
+    _print_fleet_table(results, fleet_cameras)
+    doc = {
+        "bench": "api", "mode": "fleet", "method": METHOD | api_fleet.METHOD, "quick": quick,
+        "cameras": CAMERAS, "fleet_cameras": fleet_cameras, "events_per_camera": per_camera,
+        "duration_s": duration, "results": results, "elapsed_s": time.perf_counter() - t0,
+        "loadavg_start": load, "loadavg_end": os.getloadavg(),
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "fastapi": metadata.version("fastapi"), "uvicorn": metadata.version("uvicorn")},
+    }
+    path = args.json
+    if path == Path("artifacts/bench-api.json"):  # the default: keep the single-node mode's file
+        path = Path("artifacts/bench-api-fleet.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"\nraw results: {path} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def _print_fleet_table(results: dict[str, Any], fleet_cameras: int) -> None:
+    fleet = results["fleet"]
+    print(f"\nHTTP latency (ms), throughput, server CPU% of one core: single node ({CAMERAS} cameras; alone, "
+          f"and beside the fleet's cameras) vs the fleet's coordinator ({fleet_cameras} cameras on 3 agents, "
+          f"coordinator 1 = {fleet['served_by']})")
+    labels = {v: FLEET_LABELS[v] for v in FLEET_LABELS if any(r["variant"] == v for r in results["http"])}
+    head = f"{'endpoint':<8} {'conc':>4} | " + " | ".join(f"{labels[v]:<30}" for v in labels)
+    print(head)
+    print(f"{'':<8} {'':>4} | "
+          + " | ".join(f"{'p50':>7} {'p99':>7} {'req/s':>7} {'CPU%':>5} " for _ in labels))
+    print("-" * len(head))
+    by = {(r["variant"], r["endpoint"], r["conc"]): r for r in results["http"]}
+    for endpoint in ("status", "events"):
+        for conc in sorted({r["conc"] for r in results["http"]}):
+            cells = []
+            for v in labels:
+                r = by.get((v, endpoint, conc))
+                if r is None:
+                    cells.append(f"{'-':>30}")
+                    continue
+                s = r["summary_ms"]
+                cells.append(f"{cell(s['p50'], 7, '.2f')} {cell(s['p99'], 7, '.2f')} "
+                             f"{cell(r['req_s'], 7, '.0f')} {cell(r['cpu_pct'], 5, '.0f')} ")
+            print(f"{endpoint:<8} {conc:>4} | " + " | ".join(cells))
+    m = fleet.get("mjpeg")
+    if m:
+        a = m["added_ms"]
+        print(f"\nMJPEG, {m['streams']} cameras read both ways for {m['seconds']:g} s "
+              "(direct from the agent | through the coordinator)")
+        print(f"frames received {m['frames_direct']} | {m['frames_through']}; added latency per frame "
+              f"through the coordinator p50 {_f(a['p50'])} ms, p99 {_f(a['p99'])} ms (n={a['n']}); "
+              f"coordinator CPU {m['coord_cpu_pct_per_stream']:.2f} % of one core per stream (idle "
+              f"{m['coord_cpu_pct_idle']:.1f} %)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="short phases (< 60 s)")
@@ -434,7 +567,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall-count", type=int, help="messages of the stalled-client run")
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--skip-http", action="store_true", help="WebSocket runs only")
+    ap.add_argument("--fleet", action="store_true",
+                    help="the single node (camfleet, HTTP) against a real fleet's coordinator, and MJPEG "
+                         "through the coordinator against direct")
+    ap.add_argument("--fleet-cameras", type=int, help="fleet cameras over 3 agents (default 96, quick 6)")
+    ap.add_argument("--mjpeg-streams", type=int, help="cameras read by MJPEG both ways (default 12, quick 3)")
+    ap.add_argument("--mjpeg-seconds", type=float, help="seconds of the MJPEG window (default 20, quick 3)")
     args = ap.parse_args(argv)
+    if args.fleet:
+        return _main_fleet(args)
     quick = args.quick
     duration = args.duration or (2.0 if quick else 8.0)
     per_camera = args.events_per_camera or (300 if quick else 1000)

@@ -6,8 +6,9 @@ and healthy; a bad fleet configuration changes nothing; a node that refuses
 its configuration says why and keeps the old one; the leader coordinator and
 one NATS server killed restart no camera; an agent killed -9 has its
 cameras healthy elsewhere in time; an agent frozen past its lease stops its
-cameras itself and gets work again; 50 add/remove cycles leave nothing
-behind. All along, a sampler checks that no camera runs on two nodes.
+cameras itself and gets work again; a drain right after a leader handover
+moves cameras without overlap; 50 add/remove cycles leave nothing behind.
+All along, a sampler checks that no camera runs on two nodes.
 """
 
 from __future__ import annotations
@@ -226,6 +227,35 @@ def test_sigstop_past_the_lease_fences_rejoins_without_flapping(fleet: FleetHarn
     assert len(fleet.ctl("history", {"limit": 10000})["history"]) == history
     assert fleet.observer.revisions() == revs
     assert fleet.sampler is not None and fleet.sampler.overlaps() == []
+
+
+def test_a_drain_right_after_a_leader_handover_moves_without_overlap(fleet: FleetHarness) -> None:
+    # Once seen in CI: a camera started on its new node while the old node still ran it, during
+    # moves a freshly elected leader made. A new leader must honour the moves in transit exactly
+    # as the old one did: the new node is written only once the old one has let the camera go.
+    names = set(fleet.where())
+    wait_for("settled", lambda: settled(fleet, names), 30, 0.1)
+    first = fleet.ctl("leader")
+    index = next(i for i, p in enumerate(fleet.coordinators) if p.pid == first["pid"])
+    fleet.coordinators[index].kill()
+    fleet.coordinators[index].wait(5)
+    wait_for("a new leader", lambda: (r := fleet.try_ctl("leader")) and r.get("ok")
+             and r["coordinator_id"] != first["coordinator_id"] and r, 20, 0.2)
+    busiest = max(fleet.agents, key=lambda a: sum(n == [a.node_id] for n in fleet.where().values()))
+    moved = {c for c, n in fleet.where().items() if n == [busiest.node_id]}
+    assert len(moved) >= 2, moved
+    t0 = time.monotonic()
+    assert wait_for("drain accepted", lambda: (r := fleet.try_ctl("drain", {"node": busiest.node_id}))
+                    and r.get("ok") and r, 10, 0.2)
+    placed = wait_for("the drained node's cameras running elsewhere",
+                      lambda: (r := settled(fleet, names)) and all(busiest.node_id not in r[c] for c in moved)
+                      and r, 60, 0.05)
+    print(f"drain after a handover: {len(moved)} cameras moved in {time.monotonic() - t0:.1f} s")
+    assert not busiest.pids()
+    assert all(placed[c] != {busiest.node_id} for c in moved)
+    assert fleet.sampler is not None and fleet.sampler.overlaps() == []
+    assert fleet.ctl("uncordon", {"node": busiest.node_id})["ok"]
+    fleet.restart_coordinator(index)
 
 
 def test_50_add_remove_cycles_leave_nothing_behind(fleet: FleetHarness) -> None:

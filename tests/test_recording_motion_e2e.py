@@ -26,7 +26,8 @@ from camfleet.store import Store
 
 from .support.runtime_helpers import States
 
-pytestmark = pytest.mark.e2e
+# soak: 3 minutes of wall clock at a few % of a core, so scripts/test.sh runs it beside the rest
+pytestmark = [pytest.mark.e2e, pytest.mark.soak]
 
 MOTION_S = 180.0
 KILL_AT_S = 90.0

@@ -27,7 +27,7 @@ from playwright.sync_api import Page, expect
 from camfleet.cluster.registry import FleetTiming
 from camfleet.fleetstore.store import FleetStore
 from tests.support.browser import ARTIFACTS, chromium_page
-from tests.support.fleet import FleetHarness
+from tests.support.fleet import FleetHarness, wait_for
 
 pytestmark = pytest.mark.e2e
 expect.set_options(timeout=20_000)  # a loaded 2-core CI machine: assertions wait up to 20 s
@@ -86,7 +86,7 @@ def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> 
             store.close()
         leader = fleet.ctl("leader")
         follower = next(i for i, p in enumerate(fleet.coordinators) if p.pid != leader["pid"])
-        url = fleet.api_url(follower)
+        url = wait_for("the API of the coordinator not leading", lambda: fleet.api_url(follower), 30, 0.1)
         page.add_init_script(f"localStorage.setItem('camfleet_token', {admin!r})")
         page.goto(f"{url}/#cameras")
         expect(page.locator("#conn")).to_have_text("live")

@@ -15,6 +15,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client
 
@@ -62,6 +63,9 @@ class FakeAgent:
             started_at=time.time(),
         )
         self.desired: DesiredNode | None = None
+        # more of each camera's status fields (cpu_percent, processed_fps...) and the node's detectors
+        self.camera_status: dict[str, Any] = {}
+        self.detectors: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = 0
 
@@ -94,8 +98,10 @@ class FakeAgent:
             await asyncio.sleep(self.timing.heartbeat_s)
             with contextlib.suppress(Exception):
                 await self._beat()
-                cams = {c: {"state": "healthy", "decode_fps": 15.0} for c in sorted(self.cameras)}
-                status = {"node": self.node_id, "at": time.time(), "cameras": cams}
+                cams = {c: {"state": "healthy", "decode_fps": 15.0, **self.camera_status}
+                        for c in sorted(self.cameras)}
+                status = {"node": self.node_id, "at": time.time(), "cameras": cams,
+                          "detectors": self.detectors}
                 await self.client.publish(status_subject(self.node_id), json.dumps(status).encode())
 
     async def _follow(self) -> None:

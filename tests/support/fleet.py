@@ -22,8 +22,17 @@ from typing import Any, TypeVar, cast
 import psutil
 
 _T = TypeVar("_T")
-_API_URL = re.compile(r"coordinator: API on (http://\S+)")
 ROOT = Path(__file__).resolve().parents[2]
+_API_URL = re.compile(r"API on (http://\S+)")
+
+
+def api_url_in(log: Path) -> str | None:
+    """The API URL a ``camfleet agent`` or ``coordinator`` printed last in ``log`` (None: not yet)."""
+    try:
+        found = _API_URL.findall(log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return str(found[-1]) if found else None
 
 
 def cli_env() -> dict[str, str]:
@@ -222,6 +231,10 @@ class FleetAgent:
         self.proc = spawn_cli(["agent", "--nats", self.url, "--config", str(self.config)], self.log,
                               env={"CAMFLEET_SHM_DIR": str(self.shm)})
 
+    def api_url(self) -> str | None:
+        """The agent's media API (signed requests only), once it printed it."""
+        return api_url_in(self.log)
+
     def pids(self) -> dict[str, int]:
         """``cam/kind`` -> pid of its camera processes alive now."""
         out = {}
@@ -261,26 +274,26 @@ class FleetHarness:
     Each agent has its own data and shared-memory directories; capacities
     (decode pixels/s) are ``capacities`` (``n1`` the largest, so placement by
     capacity shows); ``nats_servers`` servers (1: a cheaper fleet for tests
-    that lose no server); ``api``: each coordinator serves its API on a free
-    loopback port (:meth:`api_url`). A NATS client in a thread of its own
-    records every write to ``camfleet_desired`` (:attr:`observer`) and asks the
-    leader (:meth:`ctl`); :attr:`sampler` samples the agents' camera processes.
+    that lose no server). ``api``: the coordinators serve the fleet's API (``--api 127.0.0.1:0``;
+    :meth:`api_url`). A NATS client in a thread of its own records every write
+    to ``camfleet_desired`` (:attr:`observer`) and asks the leader
+    (:meth:`ctl`); :attr:`sampler` samples the agents' camera processes.
     """
 
     def __init__(self, root: Path, cameras: int = 12,
-                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7), nats_servers: int = 3,
-                 api: bool = False) -> None:
+                 capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7), api: bool = False,
+                 nats_servers: int = 3) -> None:
         from camfleet_testing.nats import NatsHarness
         from camfleet_testing.sim import CameraSpec, SimServer
 
         self.root = root
         self.nats = NatsHarness(root / "nats", nats_servers)
-        self.api = api
         # cheap cameras: 160x120 at 4 fps, H.264 at 40 kbit/s
         self.sim = SimServer([CameraSpec(name=f"cam{i:02d}", width=160, height=120, fps=4, bitrate_kbps=40,
                                          gop=4, objects=("person",)) for i in range(1, cameras + 1)])
         self.shm_root = Path(tempfile.mkdtemp(prefix="camfleet-e2e-", dir="/dev/shm"))
         self.capacities = capacities
+        self.api = api
         self.agents: list[FleetAgent] = []
         self.coordinators: list[subprocess.Popen[bytes]] = []
         self.db = f"sqlite:///{root / 'fleet.db'}"
@@ -292,10 +305,10 @@ class FleetHarness:
         self.last_states: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> FleetHarness:
-        """Start everything; return once a leader answers and sees every agent alive."""
+    def start(self, timeout: float = 60.0) -> FleetHarness:
+        """Start everything; return once a leader answers and sees every agent alive (``timeout``: s)."""
         self.launch()
-        return self.wait_ready()
+        return self.wait_ready(timeout)
 
     def launch(self) -> None:
         """Start everything without waiting for the processes (:meth:`wait_ready` waits): the caller
@@ -313,10 +326,10 @@ class FleetHarness:
         self.sampler = ProcessSampler({a.node_id: a.status_file for a in self.agents})
         self.sampler.start()
 
-    def wait_ready(self) -> FleetHarness:
-        """Wait until a leader answers and sees every agent alive (60 s)."""
+    def wait_ready(self, timeout: float = 60.0) -> FleetHarness:
+        """Wait until a leader answers and sees every agent alive (``timeout``: s)."""
         wait_for(f"{len(self.agents)} agents alive at a leader", lambda: self.alive_nodes() == self.node_ids,
-                 60, 0.2)
+                 timeout, 0.2)
         dead = [i + 1 for i, p in enumerate(self.coordinators) if p.poll() is not None]
         assert not dead, f"coordinator(s) {dead} exited; see c*.log under {self.root}"
         return self
@@ -326,15 +339,9 @@ class FleetHarness:
         return spawn_cli(["coordinator", "--nats", self.nats.url, "--data-dir", str(self.root / f"c{i}"),
                           "--db", self.db, "--base-config", str(self.base), *api], self.root / f"c{i}.log")
 
-    def api_url(self, i: int, timeout: float = 30.0) -> str:
-        """Coordinator ``i``'s (0 or 1) API URL, from its log (``api`` harnesses; waits for it)."""
-        log = self.root / f"c{i + 1}.log"
-
-        def find() -> str | None:
-            m = _API_URL.findall(log.read_text(errors="replace")) if log.exists() else []
-            return m[-1] if m else None  # a restarted coordinator appends: its newest line
-
-        return wait_for(f"coordinator {i}'s API", find, timeout, 0.1)
+    def api_url(self, i: int) -> str | None:
+        """Coordinator ``i``'s (0 or 1) API URL once printed (``api`` only; after a restart, the new one)."""
+        return api_url_in(self.root / f"c{i + 1}.log")
 
     def restart_coordinator(self, i: int) -> None:
         """Start coordinator ``i`` (0 or 1) again after it was killed."""

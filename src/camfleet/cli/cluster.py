@@ -166,31 +166,70 @@ def status(
     creds: Path | None = _CREDS,
     ca: Path | None = _CA,
     timeout: float = _TIMEOUT,
-    as_json: bool = _JSON,
+    as_json: bool = typer.Option(False, "--json", help="Print the leader's answer as JSON (with --watch: "
+                                 "one line of JSON per refresh)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh like top until Ctrl-C (the default "
+                               "on a terminal)."),
+    once: bool = typer.Option(False, "--once", help="Print once and exit (the default when not on a "
+                              "terminal, e.g. in scripts)."),
+    interval: float = typer.Option(2.0, "--interval", "-n", min=0.2, max=3600, help="Seconds between "
+                                   "refreshes (nodes report every 2 s)."),
+    count: int | None = typer.Option(None, "--count", min=1, help="Refresh this many times, then exit "
+                                     "(implies --watch)."),
+    cameras: bool = typer.Option(False, "--cameras", "-c", help="Also one row per camera: node, state, "
+                                 "fps, detector load, CPU."),
 ) -> None:
-    """The leader, every camera's node and state as its node reports it, warnings."""
-    reply = _call(nats_url, creds, ca, "status", {}, timeout)
-    if as_json:
-        _dump(reply)
+    """The fleet like top: per node state, cameras, CPU, load, fps, detector load, last heartbeat.
+
+    Per camera with --cameras. Refreshes on a terminal until Ctrl-C (--once: one snapshot).
+    """
+    import sys  # noqa: PLC0415
+
+    from . import cluster_top  # noqa: PLC0415
+
+    if watch and once:
+        raise typer.BadParameter("--watch and --once exclude each other", param_hint="--watch/--once")
+    if once and count is not None:
+        raise typer.BadParameter("--count refreshes: it does not go with --once", param_hint="--count")
+    tty = sys.stdout.isatty()
+    if not (watch or count is not None or (tty and not once and not as_json)):
+        reply = _call(nats_url, creds, ca, "status", {}, timeout)
+        typer.echo(json.dumps(reply, indent=2, sort_keys=True, default=str) if as_json
+                   else "\n".join(cluster_top.render(reply, cameras=cameras)))
         return
-    leader = reply["leader"]
-    typer.echo(
-        f"leader {leader['coordinator_id']} (term {leader['term']}, {leader.get('hostname') or '?'}), "
-        f"revision {reply['revision']}, {len(reply['nodes'])} node(s), {len(reply['cameras'])} camera(s)"
-    )
-    if reply.get("error"):
-        typer.echo(f"error: {reply['error']}")
-    typer.echo(f"{'CAMERA':<24} {'NODE':<34} {'TOKEN':>6} {'STATE':<10} REASON")
-    for name, c in reply["cameras"].items():
-        reason = c.get("unplaced") or (
-            f"stopping on {c['stopping_on']} first" if c.get("stopping_on") else c.get("reason") or ""
-        )
-        typer.echo(
-            f"{name:<24} {c.get('node') or '-'!s:<34} {c.get('token') or '-':>6} "
-            f"{c.get('state') or '-'!s:<10} {reason}"
-        )
-    for warning in reply.get("warnings") or []:
-        typer.echo(f"warning: {warning}")
+    from .fleet import _options  # noqa: PLC0415
+
+    def show(reply: dict[str, Any] | None, error: str | None) -> None:
+        if as_json:
+            typer.echo(cluster_top.json_line(reply, error))
+            return
+        lines = cluster_top.render(reply, cameras=cameras) if reply is not None else [
+            cluster_top.printable(f"{time.strftime('%H:%M:%S')} error: {error}")]
+        if tty:
+            size = shutil.get_terminal_size()
+            sys.stdout.write(cluster_top.screen(lines, (size.columns, size.lines)))
+            sys.stdout.flush()
+        else:  # a log of refreshes, one blank line apart
+            typer.echo("\n".join(lines) + "\n")
+
+    import logging  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    # a lost server shows as the refresh's error line; the client's reconnect warnings would scribble
+    # over the screen
+    logging.getLogger("camfleet.cluster").setLevel(logging.ERROR)
+
+    try:
+        ok = asyncio.run(cluster_top.watch(_options(nats_url, creds, ca), interval=interval, count=count,
+                                           timeout=timeout, show=show))
+    except ConnectionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C ends a watch: the usual way out, not an error
+        return
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -17,7 +17,9 @@ verb           request                                     reply
 ``cameras``    ``{}``                                      ``cameras`` (masked settings, node)
 ``nodes``      ``{}``                                      ``nodes``
 ``assignments````{}``                                      ``assignments``, ``unplaced``
-``status``     ``{}``                                      nodes, cameras with their state
+``status``     ``{}``                                      nodes, cameras with their state,
+                                                           ``node_figures`` (each node's CPU,
+                                                           frames/s, detector load)
 ``history``    ``{"limit": N, "camera": name}``            ``history`` (newest first)
 ``drain``      ``{"node": id}``                            the node's flags
 ``cordon``     ``{"node": id}``                            the node's flags
@@ -49,7 +51,7 @@ from camfleet.store.errors import StoreError
 
 from .connection import NatsOptions, connect
 from .fleetconfig import FleetConfigError, validate_fleet
-from .leader import FleetLeader
+from .leader import FleetLeader, node_figures
 from .registry import CTL_PREFIX
 
 __all__ = ["VERBS", "ControlAPI", "ControlError", "ask", "request"]
@@ -342,6 +344,8 @@ class ControlAPI:
                 "reason": reported.get("reason"),
                 "decode_fps": reported.get("decode_fps"),
                 "processed_fps": reported.get("processed_fps"),
+                "detector_rps": reported.get("detector_rps"),
+                "cpu_percent": reported.get("cpu_percent"),
             }
             if result is not None and name in result.unplaced:
                 entry["unplaced"] = result.unplaced[name].reason
@@ -352,6 +356,8 @@ class ControlAPI:
             "revision": self.leader.revision,
             "nodes": nodes,
             "cameras": cams,
+            # each node's totals from its latest status report (CPU, frames/s, detector load)
+            "node_figures": {n: node_figures(summary) for n, summary in sorted(self.leader.statuses.items())},
             "warnings": list(result.warnings) if result else [],
             "error": self.leader.error,
             "at": time.time(),

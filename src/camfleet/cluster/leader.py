@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,7 @@ def status_summary(raw: dict[str, Any]) -> dict[str, Any]:
                         "decode_fps",
                         "processed_fps",
                         "detector_rps",
+                        "cpu_percent",
                         "inference_ms",
                         "restarts",
                         "last_error",
@@ -67,7 +69,42 @@ def status_summary(raw: dict[str, Any]) -> dict[str, Any]:
         str(k)[:128]: (v.get("state") if isinstance(v, dict) else None)
         for k, v in (detectors.items() if isinstance(detectors, dict) else [])
     }
-    return {"at": raw.get("at"), "cameras": cams, "detectors": dets}
+    det_cpu = sum(
+        _number(v.get("cpu_percent")) for v in (detectors.values() if isinstance(detectors, dict) else [])
+        if isinstance(v, dict)
+    )
+    return {"at": raw.get("at"), "cameras": cams, "detectors": dets,
+            "detector_cpu_percent": round(det_cpu, 1)}
+
+
+def _number(value: Any) -> float:
+    """``value`` when it is a finite number from a node's report, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0.0
+    return float(value)
+
+
+def node_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """A node's totals from its :func:`status_summary` (the ``node_figures`` of the ``status`` verb).
+
+    Its processes' CPU (% of one core, cameras and detectors), frames/s decoded and analysed,
+    detector requests/s, its detectors, its cameras by state, the report's time (epoch s).
+    """
+    cams = [c for c in (summary.get("cameras") or {}).values() if isinstance(c, dict)]
+    states: dict[str, int] = {}
+    for c in cams:
+        state = str(c.get("state") or "unknown")
+        states[state] = states.get(state, 0) + 1
+    cpu = sum(_number(c.get("cpu_percent")) for c in cams) + _number(summary.get("detector_cpu_percent"))
+    return {
+        "at": summary.get("at") if isinstance(summary.get("at"), int | float) else None,
+        "cpu_percent": round(cpu, 1),
+        "decode_fps": round(sum(_number(c.get("decode_fps")) for c in cams), 1),
+        "processed_fps": round(sum(_number(c.get("processed_fps")) for c in cams), 1),
+        "detector_rps": round(sum(_number(c.get("detector_rps")) for c in cams), 1),
+        "detectors": len(summary.get("detectors") or {}),
+        "states": states,
+    }
 
 
 class FleetLeader:
