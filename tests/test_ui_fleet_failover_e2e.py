@@ -78,7 +78,7 @@ def _live(page: Page, img: str, timeout_s: float) -> None:
 def test_camera_added_in_the_ui_follows_its_node_killed(fleet: FleetHarness) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium_page() as page:
-        fleet.wait_ready()
+        fleet.wait_ready(120)  # 4 Python processes boot at once: slow on a busy 2-core machine
         store = FleetStore(fleet.db)
         try:
             admin = store.create_token("ops", "admin")
