@@ -119,7 +119,7 @@ cameras: {{}}
 
 @dataclass
 class Seen:
-    """A camera process seen running: camera, node, pid, start and last sample alive (epoch s)."""
+    """A camera process seen running: camera, node, pid, start and last sample alive (s since boot)."""
 
     camera: str
     node: str
@@ -128,12 +128,23 @@ class Seen:
     last_alive: float
 
 
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+"""The resolution of a process's start time in the kernel (seconds)."""
+
+
 class ProcessSampler:
     """Samples every agent's camera processes (status file pids that are alive) every ``interval`` seconds.
 
     :meth:`overlaps` names each camera that ran on two nodes at once: a
     process that started (its kernel start time) before another node's
     process of that camera was last seen alive.
+
+    Both times are read on one clock, seconds since boot: a process's start
+    from the kernel (``create_time() - boot_time()``, in clock ticks), the
+    samples from ``CLOCK_BOOTTIME``. ``create_time()`` itself is epoch time
+    through the kernel's boot time, which is whole seconds: against
+    ``time.time()`` it is up to a second early, which once made processes
+    started 0.2-0.8 s after the other node's had stopped look like overlaps.
     """
 
     def __init__(self, status_files: dict[str, Path], interval: float = 0.05) -> None:
@@ -159,7 +170,8 @@ class ProcessSampler:
 
     def sample(self) -> dict[str, dict[str, int]]:
         """node -> {``cam/kind``: pid} of the camera processes alive now (and record them)."""
-        now = time.time()
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        boot = psutil.boot_time()
         out: dict[str, dict[str, int]] = {}
         for node, path in self.status_files.items():
             alive = {}
@@ -168,7 +180,7 @@ class ProcessSampler:
                     proc = psutil.Process(pid)
                     if proc.status() == psutil.STATUS_ZOMBIE:
                         continue
-                    started = proc.create_time()
+                    started = proc.create_time() - boot
                 except psutil.Error:
                     continue
                 alive[name] = pid
@@ -186,7 +198,10 @@ class ProcessSampler:
         bad = []
         for a in seen:
             for b in seen:
-                if a.camera == b.camera and a.node != b.node and a.started <= b.started <= a.last_alive:
+                # b's start is truncated to a clock tick: b surely started before a was last seen
+                # alive only if it did so by a whole tick
+                if a.camera == b.camera and a.node != b.node and a.started <= b.started \
+                        and b.started + TICK_S <= a.last_alive:
                     bad.append(f"{a.camera}: pid {a.pid} on {a.node} alive until {a.last_alive:.2f}, "
                                f"pid {b.pid} on {b.node} started {b.started:.2f}")
         return bad
@@ -274,7 +289,8 @@ class FleetHarness:
 
     Each agent has its own data and shared-memory directories; capacities
     (decode pixels/s) are ``capacities`` (``n1`` the largest, so placement by
-    capacity shows). ``api``: the coordinators serve the fleet's API (``--api 127.0.0.1:0``;
+    capacity shows); ``nats_servers`` servers (1: a cheaper fleet for tests
+    that lose no server). ``api``: the coordinators serve the fleet's API (``--api 127.0.0.1:0``;
     :meth:`api_url`). A NATS client in a thread of its own records every write
     to ``camfleet_desired`` (:attr:`observer`) and asks the leader
     (:meth:`ctl`); :attr:`sampler` samples the agents' camera processes.
@@ -282,12 +298,13 @@ class FleetHarness:
 
     def __init__(self, root: Path, cameras: int = 12,
                  capacities: tuple[float, ...] = (1.0e8, 5.0e7, 5.0e7), *, node_config: str = NODE_CONFIG,
-                 base_config: str = BASE_CONFIG, api: bool = False) -> None:
+                 base_config: str = BASE_CONFIG, api: bool = False,
+                 nats_servers: int = 3) -> None:
         from camfleet_testing.nats import NatsHarness
         from camfleet_testing.sim import CameraSpec, SimServer
 
         self.root = root
-        self.nats = NatsHarness(root / "nats", 3)
+        self.nats = NatsHarness(root / "nats", nats_servers)
         # cheap cameras: 160x120 at 4 fps, H.264 at 40 kbit/s (none: no simulator at all)
         self.sim = SimServer([CameraSpec(name=f"cam{i:02d}", width=160, height=120, fps=4, bitrate_kbps=40,
                                          gop=4, objects=("person",)) for i in range(1, cameras + 1)]) \
@@ -309,6 +326,12 @@ class FleetHarness:
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> FleetHarness:
         """Start everything; return once a leader answers and sees every agent alive (``timeout``: s)."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start everything without waiting for the processes (:meth:`wait_ready` waits): the caller
+        may prepare meanwhile (e.g. a browser) while they import and register."""
         self.nats.start()
         if self.sim is not None:
             self.sim.open()
@@ -322,7 +345,11 @@ class FleetHarness:
         self.call(self._open())
         self.sampler = ProcessSampler({a.node_id: a.status_file for a in self.agents})
         self.sampler.start()
-        wait_for("3 agents alive at a leader", lambda: self.alive_nodes() == self.node_ids, timeout, 0.2)
+
+    def wait_ready(self, timeout: float = 60.0) -> FleetHarness:
+        """Wait until a leader answers and sees every agent alive (``timeout``: s)."""
+        wait_for(f"{len(self.agents)} agents alive at a leader", lambda: self.alive_nodes() == self.node_ids,
+                 timeout, 0.2)
         dead = [i + 1 for i, p in enumerate(self.coordinators) if p.poll() is not None]
         assert not dead, f"coordinator(s) {dead} exited; see c*.log under {self.root}"
         return self
@@ -373,7 +400,7 @@ class FleetHarness:
         self._watch = asyncio.ensure_future(self.observer.run(self.desired_bucket))
 
     def stop(self) -> None:
-        """Stop everything (agents first, so their cameras stop while NATS is there)."""
+        """Stop everything: agents and coordinators side by side, NATS last (cameras stop while it is up)."""
         if self.sampler is not None:
             self.sampler.stop()
         # every agent and coordinator told at once, then each waited for: they stop in parallel (seconds

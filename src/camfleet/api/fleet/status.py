@@ -21,8 +21,13 @@ from camfleet.runtime.control import CameraStatus, NodeStatus, ProcessStatus, Re
 
 from .link import FleetLink
 
-STALE_S = 15.0
-"""A node's report older than this (seconds) no longer counts: its cameras show ``unresponsive``."""
+STALE_S = 5.0
+"""A node's report older than this (seconds) no longer counts: its cameras show ``unresponsive``.
+
+Agents report every 2 s (``FleetTiming.status_s``): two missed reports. An agent that silent
+has also missed its heartbeats past its fencing lease (TTL - 1 s = 3 s), so its cameras have
+stopped; a longer wait would show a dead node's cameras healthy until they moved (TTL + grace).
+"""
 
 _D = TypeVar("_D")
 

@@ -52,13 +52,20 @@ const visibility = new IntersectionObserver((entries) => {
   }
 });
 
+const PROBLEM_RETRY_MS = 2000;   // a tile whose node cannot serve its picture asks again this often
+const timers = new WeakMap();     // img -> its next refresh (one at a time: no second chain of requests)
+
+function refreshLater(img, ms) {
+  clearTimeout(timers.get(img));
+  timers.set(img, setTimeout(() => refreshImage(img), ms));
+}
+
 function refreshImage(img) {
+  clearTimeout(timers.get(img));
   if (!img.isConnected) return;
   // a coordinator whose node cannot serve the picture yet: ask again less often (the note says why)
-  if (img.dataset.problem && img.dataset.problemAt && Date.now() - Number(img.dataset.problemAt) < 4000) {
-    setTimeout(() => refreshImage(img), 1000);
-    return;
-  }
+  const since = Date.now() - Number(img.dataset.problemAt || 0);
+  if (img.dataset.problem && since < PROBLEM_RETRY_MS) { refreshLater(img, PROBLEM_RETRY_MS - since); return; }
   if (img.dataset.visible !== "1") { img.dataset.waiting = "1"; return; }
   img.dataset.waiting = "";
   img.src = frameUrl(img.dataset.camera);
@@ -70,11 +77,14 @@ function makeCard(name) {
   img.addEventListener("load", () => {
     img.dataset.loaded = "1";
     showProblem(img, "");
-    if (!$("#use-mjpeg").checked) setTimeout(() => refreshImage(img), 1000);
+    if (!$("#use-mjpeg").checked) refreshLater(img, 1000);
   });
   img.addEventListener("error", async () => {
-    if (isFleet()) showProblem(img, await mediaProblem(img.src));
-    setTimeout(() => refreshImage(img), 2000);
+    const src = img.src;
+    const problem = isFleet() ? await mediaProblem(src) : "";
+    if (img.src !== src) return;   // asked again meanwhile (its node changed): that answer counts
+    if (isFleet()) showProblem(img, problem);
+    refreshLater(img, PROBLEM_RETRY_MS);
   });
   const open = el("a", { href: `#camera/${encodeURIComponent(name)}`, class: "open", title: `open ${name}` }, img,
     el("p", { class: "media-note hidden", role: "status" }));
@@ -93,6 +103,13 @@ function showProblem(img, problem) {
   img.classList.toggle("no-media", Boolean(problem));
   note.textContent = problem ? `No live picture here: ${problem}` : "";
   note.classList.toggle("hidden", !problem);
+  // its node does not answer (killed, cut off): the tile says so now, not once the status goes stale
+  const card = img.closest(".card");
+  const down = /\bunreachable\b/.test(problem);
+  if (card && (card.dataset.unreachable === "1") !== down) {
+    card.dataset.unreachable = down ? "1" : "";
+    renderGrid();
+  }
 }
 
 function renderGrid() {
@@ -112,15 +129,23 @@ function renderGrid() {
       let node = card.querySelector(".node");
       if (!node) { node = el("span", { class: "node" }); card.querySelector(".meta strong").after(node); }
       node.textContent = nodeText(cam.node);
+      node.title = cam.node || "";
+      const moved = card.dataset.node !== undefined && card.dataset.node !== (cam.node || "");
       card.dataset.node = cam.node || "";
+      // moved to another node (its old one drained or dead): its picture comes from there now, at
+      // once (an MJPEG stream from a dead node would stay frozen, a failing tile would wait its turn)
+      if (moved) { const img = card.querySelector("img"); showProblem(img, ""); refreshImage(img); }
     }
     const st = card.querySelector(".state");
-    st.textContent = stateText(cam);
-    st.className = `state state-${cam.state}`;
-    card.querySelector(".fps").textContent =
+    const down = card.dataset.unreachable === "1";
+    st.textContent = down ? "node unreachable" : stateText(cam);
+    st.className = `state state-${down ? "unresponsive" : cam.state}`;
+    // a silent node's last rates are not today's: none shown
+    card.querySelector(".fps").textContent = down || cam.state === "unresponsive" ? "" :
       `${cam.decode_fps.toFixed(1)} fps · ${cam.processed_fps.toFixed(1)} analysed` +
       (cam.corrupt_fps > 0 ? ` · ${cam.corrupt_fps.toFixed(1)} corrupt/s` : "");
     card.title = cam.last_error || cam.reason || "";
+    card.classList.toggle("unresponsive", down || cam.state === "unresponsive");
   }
   $("#grid-empty").classList.toggle("hidden", cameras.length > 0);
 }
@@ -155,17 +180,51 @@ function fillEditor(name, cfg, isNew) {
   $("#cam-json").value = JSON.stringify(cfg || { sources: [{ url: "", roles: ["detect", "record"] }] }, null, 2);
   $("#cam-issues").replaceChildren();
   for (const li of document.querySelectorAll("#camera-list li")) li.classList.toggle("selected", li.dataset.camera === name);
+  renderPlacement();
+}
+
+// Fleet mode: the node each camera runs on, as /api/cameras said after the last change (an apply
+// places at once), then as every status push says (a drain or a lost node moves it later).
+const placements = new Map();
+
+function placementFromStatus() {
+  if (!isFleet() || !state.status) return;
+  for (const cam of Object.values(state.status.cameras)) placements.set(cam.name, { node: cam.node || null,
+    text: cam.node ? `runs on ${cam.node} (${stateText(cam)}${cam.reason ? `: ${cam.reason}` : ""})`
+      : `runs nowhere: ${cam.reason || "not placed"}` });
+  for (const li of document.querySelectorAll("#camera-list li[data-camera]")) {
+    const p = placements.get(li.dataset.camera);
+    const node = li.querySelector(".node");
+    if (p && node) node.textContent = nodeText(p.node);
+  }
+  renderPlacement();
+}
+
+// the editor says where the camera it shows runs (nothing on a single node, where it runs here)
+function renderPlacement() {
+  const out = $("#cam-placement");
+  const p = isFleet() && state.selected ? placements.get(state.selected) : null;
+  out.classList.toggle("hidden", !isFleet() || !state.selected);
+  out.textContent = !state.selected ? "" : p ? p.text : "not applied yet: Apply places it on a node";
+  out.dataset.node = p && p.node ? p.node : "";
 }
 
 async function loadCameras() {
   let cams, changes;
   try { [cams, changes] = await Promise.all([api("/api/cameras"), api("/api/changes")]); } catch (e) { return; }
+  for (const c of cams) {
+    if (!isFleet() || c.pending === "add") continue;   // staged, never applied: placed by the next apply
+    const known = placements.get(c.name);
+    placements.set(c.name, known && known.node === (c.node || null) ? known
+      : { node: c.node || null, text: c.node ? `runs on ${c.node}` : "runs nowhere (not placed)" });
+  }
   $("#camera-list").replaceChildren(...cams.map((c) => el("li", {
     dataset: { camera: c.name },
     class: c.name === state.selected ? "selected" : "",
     onclick: () => fillEditor(c.name, c.staged || c.config, false),
   }, c.name, isFleet() ? el("span", { class: "node muted" }, nodeText(c.node)) : "",
   c.pending !== "none" ? el("span", { class: "badge" }, c.pending) : "")));
+  renderPlacement();
   $("#changes").replaceChildren(...changes.changes.map((ch) => el("li", { dataset: { camera: ch.camera } },
     `${ch.action} ${ch.camera}`)));
   if (!changes.changes.length) $("#changes").append(el("li", { class: "muted" }, "none"));
@@ -283,6 +342,7 @@ function connect() {
       renderGrid();
       renderSystem();
       if (state.page === "camera") renderState();
+      if (state.page === "cameras") placementFromStatus();
       if (state.page === "events") fillCameraFilter();
       if (state.page === "recordings") {
         fillCameras();

@@ -9,6 +9,7 @@ const HIT_PX = 10;             // how close (CSS px) a pointer must be to grab a
 
 const cam = {
   name: null, gen: 0, ws: null, meta: [], frames: [], imgSeq: 0, shownAt: 0, record: null,
+  node: null,                    // fleet mode: the node serving the picture (its frame numbers are its own)
   view: null,                    // GET /api/cameras/{name}
   editing: false, edit: null,    // {zones: {name: {points, labels}}, masks: [[...]]}
   sel: null,                     // {kind: "zone"|"mask", key: name|index}
@@ -31,6 +32,7 @@ export function openCamera(name) {
   cam.record = null;
   cam.imgSeq = 0;
   cam.shownAt = 0;
+  cam.node = null;
   $("#cam-title").textContent = name;
   $("#cam-media").textContent = "";
   $("#cam-picture").alt = `live picture of ${name}`;
@@ -63,6 +65,22 @@ export function renderState() {
     ` · detector ${c.inference_ms.toFixed(0)} ms`;
   $("#cam-error").textContent = c.last_error || c.reason || "";
   $("#cam-node").textContent = c.node ? `on ${c.node}` : "";
+  if (isFleet() && c.node && cam.node && c.node !== cam.node) moved();
+  if (c.node) cam.node = c.node;
+}
+
+// the camera runs on another node now: its frames and records are numbered there from the start,
+// so the pictures and records kept from the old node are dropped and the next request waits for none
+function moved() {
+  cam.gen += 1;
+  if (cam.ws) { const ws = cam.ws; cam.ws = null; ws.close(); }
+  cam.meta = [];
+  for (const f of cam.frames) URL.revokeObjectURL(f.url);
+  cam.frames = [];
+  cam.imgSeq = 0;
+  cam.shownAt = 0;
+  pump(cam.gen);
+  connectMeta(cam.gen);
 }
 
 // ---------------------------------------------------------------- picture and metadata
