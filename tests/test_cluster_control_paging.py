@@ -47,6 +47,8 @@ class _Leader:
         self.transit: dict[str, Any] = {}
         self.cameras: dict[str, Any] = {}
         self.statuses: dict[str, Any] = {}
+        self.revision = 0
+        self.error = None
 
     def leading(self) -> bool:
         return True
@@ -109,6 +111,25 @@ def test_nodes_come_in_pages_that_ask_all_joins_in_order_each_once(api: ControlA
     assert whole["next"] is None
     bad = asyncio.run(_call(api, "nodes", {"limit": -1}))
     assert not bad["ok"] and "limit" in bad["error"]
+
+
+def test_status_pages_its_cameras_nodes_come_with_the_first_page(api: ControlAPI) -> None:
+    names = [f"cam{i:03d}" for i in range(60)]
+    api.leader.cameras = dict.fromkeys(names)  # type: ignore[attr-defined]
+
+    async def go() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        pages, after = [], None
+        while True:
+            reply = await _call(api, "status", {} if after is None else {"after": after})
+            pages.append(reply)
+            if (after := reply["next"]) is None:
+                return pages, await ask_all(lambda v, b: _call(api, v, b), "status", "cameras")
+
+    pages, whole = asyncio.run(go())
+    assert len(pages) > 2 and all(p["ok"] for p in pages)
+    assert len(pages[0]["nodes"]) == 25 and all(p["nodes"] == [] for p in pages[1:])
+    assert sum(len(p["cameras"]) for p in pages) == 60
+    assert sorted(whole["cameras"]) == names and len(whole["nodes"]) == 25
 
 
 def test_staging_checks_only_its_own_cameras_and_apply_does_not_check_them_again(api: ControlAPI) -> None:

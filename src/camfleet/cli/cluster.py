@@ -206,7 +206,7 @@ def status(
         raise typer.BadParameter("--count refreshes: it does not go with --once", param_hint="--count")
     tty = sys.stdout.isatty()
     if not (watch or count is not None or (tty and not once and not as_json)):
-        reply = _call(nats_url, creds, ca, "status", {}, timeout)
+        reply = _call(nats_url, creds, ca, "status", {}, timeout, pages="cameras")
         typer.echo(json.dumps(reply, indent=2, sort_keys=True, default=str) if as_json
                    else "\n".join(cluster_top.render(reply, cameras=cameras)))
         return

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from camfleet.cluster.connection import NatsOptions, connect
-from camfleet.cluster.control import ControlError, ask
+from camfleet.cluster.control import ControlError, ask, ask_all
 
 __all__ = ["HOME", "json_line", "printable", "render", "screen", "watch"]
 
@@ -159,7 +159,8 @@ async def watch(
         while True:
             began = time.monotonic()
             try:
-                reply = await ask(client, "status", {}, timeout_s=timeout)
+                reply = await ask_all(lambda verb, body: ask(client, verb, body, timeout_s=timeout),
+                                      "status", "cameras")
             except ControlError as exc:
                 ok = False
                 # while the client reconnects, a timeout says nothing about the leader

@@ -21,7 +21,7 @@ verb           request                                     reply
                                                            ``next``
 ``nodes``      ``{}`` + paging                             ``nodes``, ``next``
 ``assignments````{}`` + paging                             ``assignments``, ``unplaced``, ``next``
-``status``     ``{}``                                      nodes, cameras with their state,
+``status``     ``{}`` + paging (cameras)                   nodes, cameras with their state,
                                                            ``node_figures`` (each node's CPU,
                                                            frames/s, detector load)
 ``history``    ``{"limit": N, "camera": name}``            ``history`` (newest first)
@@ -447,12 +447,20 @@ class ControlAPI:
             )
         return out
 
-    async def _status(self, _payload: dict[str, Any]) -> dict[str, Any]:
-        nodes = await self._node_rows()
+    async def _status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        # cameras come in pages; the nodes, their figures and the warnings with the first page only
+        limit, after = page_args(payload)
+        first = after is None
+        nodes = await self._node_rows() if first else []
+        figures = ({n: node_figures(summary) for n, summary in sorted(self.leader.statuses.items())}
+                   if first else {})
         where = self._where()
         result = self.leader.last_plan
+        warnings = list(result.warnings) if result and first else []
+        fixed = len(json.dumps([nodes, figures, warnings], separators=(",", ":"), default=str))
+        names, nxt = page(((n, None) for n in self.leader.cameras), limit, after, 1 << 62)
         cams: dict[str, Any] = {}
-        for name in sorted(self.leader.cameras):
+        for name, _ in names:
             w = where.get(name, {"node": None})
             node = w.get("node")
             reported = (self.leader.statuses.get(node or "", {}).get("cameras") or {}).get(name, {})
@@ -467,17 +475,20 @@ class ControlAPI:
             if result is not None and name in result.unplaced:
                 entry["unplaced"] = result.unplaced[name].reason
             cams[name] = entry
+        # the same cameras again, cut by size now that each entry is known
+        items, cut = page(cams.items(), limit, None, max(self.page_bytes - fixed, self.page_bytes // 4))
         return {
             "ok": True,
             "leader": self.info(),
             "revision": self.leader.revision,
             "nodes": nodes,
-            "cameras": cams,
+            "cameras": dict(items),
             # each node's totals from its latest status report (CPU, frames/s, detector load)
-            "node_figures": {n: node_figures(summary) for n, summary in sorted(self.leader.statuses.items())},
-            "warnings": list(result.warnings) if result else [],
+            "node_figures": figures,
+            "warnings": warnings,
             "error": self.leader.error,
             "at": time.time(),
+            "next": cut if cut is not None else nxt,
         }
 
     async def _history(self, payload: dict[str, Any]) -> dict[str, Any]:
