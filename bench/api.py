@@ -470,6 +470,10 @@ def _main_fleet(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    # the fleet's processes start (tens of seconds of imports) while the single node is measured;
+    # quick: one NATS server instead of a 3-server cluster, for time
+    launched = api_fleet.launch(fleet_cameras, per_camera, nats_servers=1 if quick else 3)
+    handed = False
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         data = make_data(Path(tmp), per_camera)
         proc, pipe, url, server = _start_node(mp.get_context("spawn"), tmp)
@@ -492,11 +496,15 @@ def _main_fleet(args: argparse.Namespace) -> int:
             node_runs("camfleet")
             # the full run measures the node again while the fleet's cameras run beside it (same machine
             # load as the coordinator's runs); quick leaves it out for time
-            fleet = api_fleet.bench_fleet(fleet_cameras, per_camera, duration, concs, streams, mjpeg_s,
+            handed = True  # bench_fleet stops it, whatever happens
+            fleet = api_fleet.bench_fleet(launched, fleet_cameras, duration, concs, streams, mjpeg_s,
                                           http_run, say, None if quick else lambda: node_runs("beside"))
             pipe.send(("stop",))
             proc.join(15)
         finally:
+            if not handed:  # failed before the fleet's runs: it was launched all the same
+                launched.fleet.stop()
+                launched.tmp.cleanup()
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,28 +196,56 @@ def mjpeg_run(coord_url: str, token: str, direct: dict[str, str], key: bytes, se
             "first_error": errors[0] if errors else None}
 
 
-def bench_fleet(cameras: int, per_camera: int, duration: float, concs: list[int], streams: int,
+@dataclass
+class Launched:
+    """A fleet launched (its processes starting) with its events seeded: :func:`launch`'s result."""
+
+    tmp: tempfile.TemporaryDirectory[str]
+    fleet: Any
+    began: float
+    token: str
+    events: int
+    nats_servers: int
+
+
+def launch(cameras: int, per_camera: int, nats_servers: int = 3) -> Launched:
+    """Seed the fleet database and start its processes without waiting for them (they import for
+    tens of seconds: the caller measures the single node meanwhile)."""
+    from tests.support.fleet import FleetHarness
+
+    names = [f"cam{i:02d}" for i in range(1, cameras + 1)]
+    tmp = tempfile.TemporaryDirectory(prefix="bench-api-fleet-")
+    # one simulator stream (the harness's; unused): the cameras are synthetic, rendered by each ingest
+    fleet = FleetHarness(Path(tmp.name), cameras=1, capacities=(1e9, 1e9, 1e9), api=True,
+                         nats_servers=nats_servers)
+    began = time.perf_counter()
+    token, events = _seed_events(fleet.db, names, per_camera)
+    fleet.launch()
+    return Launched(tmp, fleet, began, token, events, nats_servers)
+
+
+def bench_fleet(launched: Launched, cameras: int, duration: float, concs: list[int], streams: int,
                 mjpeg_s: float, http_run: Callable[..., dict[str, Any]], say: Callable[[str], None],
                 beside: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Start the fleet, apply ``cameras``, measure status, events and MJPEG through coordinator 1.
+    """Wait for the fleet :func:`launch` started, apply ``cameras``, measure status, events and MJPEG
+    through coordinator 1; stop the fleet.
 
     ``beside``: called once every camera is healthy, before the coordinator's runs (the single node
     measured again under the fleet's load).
     """
-    from tests.support.fleet import FleetHarness, wait_for
+    from tests.support.fleet import wait_for
 
     from camfleet.cluster.clusterauth import load_cluster_key
 
     names = [f"cam{i:02d}" for i in range(1, cameras + 1)]
-    out: dict[str, Any] = {"cameras": cameras, "http": [], "method": METHOD}
-    with tempfile.TemporaryDirectory(prefix="bench-api-fleet-") as tmp:
-        # one simulator stream (the harness's; unused): the cameras are synthetic, rendered by each ingest
-        fleet = FleetHarness(Path(tmp), cameras=1, capacities=(1e9, 1e9, 1e9), api=True)
-        began = time.perf_counter()
-        token, events = _seed_events(fleet.db, names, per_camera)
-        out["events"] = events
+    out: dict[str, Any] = {"cameras": cameras, "http": [], "method": METHOD,
+                           "nats_servers": launched.nats_servers}
+    fleet, began, token = launched.fleet, launched.began, launched.token
+    tmp = launched.tmp.name
+    out["events"] = launched.events
+    with launched.tmp:
         try:
-            fleet.start(timeout=240)  # a busy machine: 5 Python processes start at once
+            fleet.wait_ready(timeout=240)  # a busy machine: 5 Python processes start at once
             out["fleet_up_s"] = time.perf_counter() - began
             applied = time.perf_counter()
             reply = fleet.ctl("apply", {"cameras": {n: fleet_camera(n) for n in names}}, timeout=60)
