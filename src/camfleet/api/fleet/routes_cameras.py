@@ -196,7 +196,11 @@ async def apply(ctx: Fleet) -> Any:
             return JSONResponse(body.model_dump(), status_code=409)  # the node's shape of a refusal
         return _refused(exc)
     ctx.status.invalidate()
+    # the leader's reply names where the added and changed cameras went (capped); the rest run
+    # where the pass this apply waited for recorded them
+    placed = {cam: node for cam, (node, _token) in (await asyncio.to_thread(ctx.store.assignments)).items()}
+    placed.update(reply.get("placed") or {})
     return FleetApplyResult(applied=True, generation=int(reply.get("generation", 0)),
                             added=reply.get("added", []), removed=reply.get("removed", []), restarted=[],
-                            updated=reply.get("changed", []), errors=[], placed=reply.get("placed", {}),
+                            updated=reply.get("changed", []), errors=[], placed=placed,
                             unplaced=reply.get("unplaced", {}), warnings=reply.get("warnings", []))
