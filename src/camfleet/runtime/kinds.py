@@ -290,7 +290,10 @@ class DetectorKind(ProcessKind):
     BATCHES, IMAGES, INFER_MS, QUEUED = range(4)
 
     def context(self) -> SpawnContext:
-        """Where its processes start from: a fresh interpreter (inference runtimes start threads)."""
+        """Where its processes start without a node: a fresh interpreter (never a fork of a threaded process).
+
+        A node's detectors fork from its camera processes' forkserver (single-threaded) instead.
+        """
         return mp.get_context("spawn")
 
     def signature(self, config: Config, detector: str, model_id: str) -> object:
