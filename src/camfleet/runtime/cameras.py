@@ -30,7 +30,7 @@ from .supervisor import Supervised, Supervisor
 
 
 def forkserver_context() -> ForkServerContext:
-    """The forkserver camfleet's processes start from, its preload list set (it starts in :meth:`CameraProcesses.open`).
+    """The forkserver camfleet's processes start from, its preload list set (started by ``open()``).
 
     Camera processes and detectors fork from a server that imported the elements: fast
     restarts, no threads inherited, and the modules' pages shared by every process.

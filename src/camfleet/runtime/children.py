@@ -144,27 +144,9 @@ def _run_beating(child: ChildProcess, run: Callable[[threading.Event], None],
         beater.join(1.0)
 
 
-def _pd(tag: str, spec: Any) -> None:
-    if not os.environ.get("PSSDBG"):
-        return
-    from pathlib import Path as _P
-    txt = _P("/proc/self/smaps_rollup").read_text()
-    vals = {l.split()[0]: int(l.split()[1]) for l in txt.splitlines()[1:]}
-    with open(f"/tmp/pssexp/stages-{spec.camera}-{spec.kind.name}.txt", "a") as f:
-        f.write(f"{tag}: private_dirty {vals['Private_Dirty:']/1024:.1f} MiB rss {vals['Rss:']/1024:.1f}\n")
-
-
 def run_child(spec: ChildSpec) -> None:
     """Entry point of every camera process: set up, then run the loop of ``spec.kind``."""
-    _pd("entry", spec)
     child = _setup(spec)
-    _pd("after setup", spec)
-    if os.environ.get("PSSDBG"):
-        def later() -> None:
-            for t in (1, 2, 5, 10, 20):
-                time.sleep(t)
-                _pd(f"+{t}", spec)
-        threading.Thread(target=later, daemon=True).start()
     try:
         spec.kind.main(spec, child)
     except BaseException as exc:

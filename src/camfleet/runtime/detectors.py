@@ -33,8 +33,8 @@ from camfleet.detect.specs import model_spec
 from camfleet.detect.workers import default_workers
 
 from . import heartbeat as hb
-from .detect_use import detect_uses, detector_instances, detector_models
 from .children import camfleet_env
+from .detect_use import detect_uses, detector_instances, detector_models
 from .health import RestartPolicy
 from .kinds import DETECTOR
 from .protocols import LogRouting

@@ -16,6 +16,7 @@ the same forkserver (a program's own) are prepared as before.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from multiprocessing import spawn
 from typing import Any
 
@@ -26,7 +27,7 @@ _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
 _prepare = spawn.prepare
 
 
-def prepare_without_main(data: dict[str, Any]) -> None:
+def prepare_without_main(data: Mapping[str, Any]) -> None:
     """:func:`multiprocessing.spawn.prepare`, without re-importing ``__main__`` for camfleet's processes."""
     if str(data.get("name", "")).startswith(PROCESS_PREFIX):
         data = {k: v for k, v in data.items() if k not in _MAIN_KEYS}
