@@ -373,9 +373,12 @@ class IngestWorker:
         old = self._packets
         if old is not None:
             old.close()
-        self._packets = PacketPublisher(self.config.key, "", capacity=capacity)
-        if self._stream is not None:
-            self._packets.set_stream(*self._stream)
+        if self._stream is not None:  # described at creation: a reader may open the ring at once
+            codec, extradata, time_base = self._stream
+            self._packets = PacketPublisher(self.config.key, codec, extradata=extradata, time_base=time_base,
+                                            capacity=capacity)
+        else:
+            self._packets = PacketPublisher(self.config.key, "", capacity=capacity)
         rate = self._probe.bytes_per_s() if self._probe is not None else None
         log.info("camera %s: packet ring of %.1f MiB%s", self.config.key, capacity / 2**20,
                  f" ({rate * 8 / 1000:.0f} kbit/s measured)" if rate else "")
