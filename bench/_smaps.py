@@ -27,6 +27,7 @@ KINDS = ("heap", "libs", "shm", "files", "stacks", "other")
 """Mapping kinds, in the order tables print them."""
 
 _MiB = 2**20
+_GUARD_MAX = 1024 * 1024  # bytes: larger inaccessible mappings are reserves, not stack guards
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Breakdown:
                 "rss_mib": round(self.rss / _MiB, 2), "processes": self.processes}
 
 
-def _kind(path: str, after_guard: bool) -> str:
+def _kind(path: str, *, after_guard: bool) -> str:
     if path.startswith("/dev/shm/"):
         return "shm"
     if path == "[heap]":
@@ -86,8 +87,7 @@ def parse_smaps(text: str) -> Breakdown:
     """The breakdown of one ``/proc/PID/smaps`` text."""
     out = Breakdown(processes=1)
     kind = "other"
-    after_guard = False
-    prev_guard = False
+    guard_end = -1  # where the last small inaccessible anonymous mapping (a stack guard) ends
     private = 0
     for line in text.splitlines():
         head = line.split(None, 1)[0] if line else ""
@@ -95,9 +95,12 @@ def parse_smaps(text: str) -> Breakdown:
             parts = line.split(None, 5)
             perms = parts[1] if len(parts) > 1 else ""
             path = parts[5].strip() if len(parts) > 5 else ""
-            after_guard = prev_guard and not path
-            prev_guard = perms.startswith("---") and not path
-            kind = _kind(path, after_guard)
+            start, _, end = head.partition("-")
+            lo, hi = int(start, 16), int(end, 16)
+            # a thread stack sits right above its guard pages (a few KiB, no access); a malloc
+            # arena sits below a large inaccessible reserve instead
+            kind = _kind(path, after_guard=not path and lo == guard_end)
+            guard_end = hi if perms.startswith("---") and not path and hi - lo <= _GUARD_MAX else -1
             continue
         if head == "Pss:":
             out.pss[kind] += int(line.split()[1]) * 1024

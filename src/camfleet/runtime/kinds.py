@@ -137,7 +137,11 @@ class CameraKind(ProcessKind):
         """The entry point: run the process's loop until ``child.stop`` is set."""
 
     def rings(self, config: Config, camera: str) -> RingBytes:
-        """The shared memory the rings this process creates take, in bytes."""
+        """The shared memory the rings this process creates take, in bytes (at most, for a packet ring).
+
+        A packet ring is sized from its stream's measured rate (:mod:`camfleet.ingest.packet_sizing`):
+        the figure is the largest it may be.
+        """
         return RingBytes()
 
     def add_to_camera(self, status: CameraStatus, sample: Sample) -> None:
