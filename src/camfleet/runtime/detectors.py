@@ -37,6 +37,7 @@ from .children import camfleet_env
 from .detect_use import detect_uses, detector_instances, detector_models
 from .health import RestartPolicy
 from .kinds import DETECTOR
+from .malloc import default_arenas, limit_arenas
 from .protocols import LogRouting
 from .supervisor import Supervised, Supervisor
 
@@ -91,6 +92,8 @@ def run_detector(settings: DetectorSettings, parent_pid: int, env: dict[str, str
     for key in [k for k in os.environ if k.startswith("CAMFLEET_")]:
         del os.environ[key]
     os.environ.update(env)
+    # the forkserver caps malloc arenas for camera processes; inference workers allocate side by side
+    limit_arenas(default_arenas())
     detector_main(settings, parent_pid)
 
 
