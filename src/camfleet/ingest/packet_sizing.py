@@ -7,7 +7,9 @@ the newest keyframe). So the ingest loop measures the stream's rate over its fir
 :data:`PROBE_S` seconds (stream time) and sizes the ring to hold :data:`RING_SECONDS` seconds
 of it with :data:`HEADROOM` for bursts (scene changes, keyframes), at least
 :data:`MIN_CAPACITY` bytes and at most the configured capacity (which a faster stream keeps,
-as before).
+as before). It goes on measuring, :data:`REMEASURE_S` seconds at a time: a stream that became
+faster (a busy scene, a camera reconfigured) and needs :data:`GROW_FACTOR` times the ring or more
+gets a bigger one, created at a keyframe (readers subscribe again there). A ring never shrinks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ RING_SECONDS: Final = 8.0
 """Seconds of the stream the ring holds: how far a reader may fall behind before it loses packets."""
 HEADROOM: Final = 1.5
 """Factor over the measured rate for bursts (a busy scene, keyframes) the first seconds did not show."""
+REMEASURE_S: Final = 10.0
+"""Seconds of stream time per later measurement (whether the ring must grow)."""
+GROW_FACTOR: Final = 1.25
+"""A ring is re-created bigger when a later measurement needs this many times its capacity."""
 MIN_CAPACITY: Final = 1024 * 1024
 """The smallest ring, bytes (a quiet low-resolution stream still gets a few keyframes' room)."""
 PACKETS_HELD: Final = 16

@@ -41,7 +41,7 @@ from .backoff import Backoff
 from .convert import FrameConverter, OutputSpec, RateLimiter
 from .corruption import CorruptionMeter
 from .errors import ErrorKind, IngestError, classify
-from .packet_sizing import RING_SECONDS, RateProbe, ring_capacity
+from .packet_sizing import GROW_FACTOR, REMEASURE_S, RING_SECONDS, RateProbe, ring_capacity
 from .size_gate import SizeChangeGate
 from .source import SourceOptions, open_source
 from .status import IngestState, IngestStatus, StateTracker
@@ -125,6 +125,8 @@ class IngestWorker:
         self._probe = RateProbe() if config.packet_seconds is not None else None
         self._backlog: list[tuple[bytes, dict[str, Any], int]] = []
         self._stream: tuple[str, bytes, tuple[int, int]] | None = None
+        self._grow_to = 0  # bytes: a later window of the stream needs a bigger ring (made at a keyframe)
+        self._grow_rate: float | None = None
         self._time_base = 0.0
         self._frames: FramePublisher | None = None
         self._converter = FrameConverter()
@@ -341,18 +343,33 @@ class IngestWorker:
             "key": packet.is_keyframe, "corrupt": packet.is_corrupt, "discontinuity": self._discontinuity,
         }
         self._packet_count += 1
-        if self._packets is None:  # the stream's rate is being measured: held until the ring exists
-            assert self._probe is not None
+        if self._probe is not None:
             t = packet.dts if packet.dts is not None else packet.pts
             self._probe.add(packet.size, t * self._time_base if t is not None else None, time.monotonic())
+        if self._packets is None:  # the stream's rate is being measured: held until the ring exists
             self._backlog.append((bytes(packet), fields, time.time_ns()))
-            if self._probe.done:
+            if self._probe is not None and self._probe.done:
                 self._flush_backlog()
             return
+        if self._probe is not None and self._probe.done:
+            self._remeasured(self._probe)
         self._publish(memoryview(packet), fields, None)
+
+    def _remeasured(self, probe: RateProbe) -> None:
+        """A window of the stream measured since the ring exists: grow the ring if the stream needs more."""
+        assert self._packets is not None
+        need = ring_capacity(probe.bytes_per_s(), self.config.packet_capacity,
+                             self.config.packet_seconds or 0.0, probe.largest)
+        if need > GROW_FACTOR * self._packets.capacity:
+            self._grow_to = max(self._grow_to, need)
+            self._grow_rate = probe.bytes_per_s()
+        self._probe = RateProbe(probe_s=REMEASURE_S, wall_s=2 * REMEASURE_S)
 
     def _publish(self, data: bytes | memoryview, fields: dict[str, Any], capture_ns: int | None) -> None:
         assert self._packets is not None
+        if self._grow_to > self._packets.capacity and fields["key"]:
+            # a faster stream than measured: a bigger ring, from a keyframe (readers re-subscribe there)
+            self._create_packet_ring(self._grow_to, self._grow_rate)
         if len(data) > self._packets.max_packet and self._packets.capacity < self.config.packet_capacity:
             self._create_packet_ring(min(self.config.packet_capacity, 8 * len(data)))  # a rare huge keyframe
         self._packets.publish(data, capture_ns=capture_ns, **fields)
@@ -363,13 +380,18 @@ class IngestWorker:
             return
         probe = self._probe
         self._create_packet_ring(ring_capacity(probe.bytes_per_s(), self.config.packet_capacity,
-                                               self.config.packet_seconds or 0.0, probe.largest))
+                                               self.config.packet_seconds or 0.0, probe.largest),
+                                 probe.bytes_per_s())
+        self._probe = RateProbe(probe_s=REMEASURE_S, wall_s=2 * REMEASURE_S)  # the stream may get faster
         backlog, self._backlog = self._backlog, []
         for data, fields, capture_ns in backlog:
             self._publish(data, fields, capture_ns)
 
-    def _create_packet_ring(self, capacity: int) -> None:
-        """(Re-)create the packet ring with ``capacity`` bytes (readers of an old one re-subscribe)."""
+    def _create_packet_ring(self, capacity: int, rate: float | None = None) -> None:
+        """(Re-)create the packet ring with ``capacity`` bytes (readers of an old one re-subscribe).
+
+        ``rate``: the stream's measured bytes per second it was sized for (logged).
+        """
         old = self._packets
         if old is not None:
             old.close()
@@ -379,7 +401,6 @@ class IngestWorker:
                                             capacity=capacity)
         else:
             self._packets = PacketPublisher(self.config.key, "", capacity=capacity)
-        rate = self._probe.bytes_per_s() if self._probe is not None else None
         log.info("camera %s: packet ring of %.1f MiB%s", self.config.key, capacity / 2**20,
                  f" ({rate * 8 / 1000:.0f} kbit/s measured)" if rate else "")
 
