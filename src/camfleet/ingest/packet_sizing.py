@@ -26,8 +26,10 @@ HEADROOM: Final = 1.5
 """Factor over the measured rate for bursts (a busy scene, keyframes) the first seconds did not show."""
 REMEASURE_S: Final = 10.0
 """Seconds of stream time per later measurement (whether the ring must grow)."""
-GROW_FACTOR: Final = 1.25
-"""A ring is re-created bigger when a later measurement needs this many times its capacity."""
+GROW_FACTOR: Final = HEADROOM
+"""A ring is re-created bigger when a later measurement needs this many times its capacity: when,
+at the stream's rate now, it would hold less than :data:`RING_SECONDS` (so a first measurement a
+little low, an encoder ramping up, costs no re-creation)."""
 MIN_CAPACITY: Final = 1024 * 1024
 """The smallest ring, bytes (a quiet low-resolution stream still gets a few keyframes' room)."""
 PACKETS_HELD: Final = 16
