@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+import _smaps
 from _benchutil import cell as _cell
 from _benchutil import cpu_model as _cpu_model
 from _benchutil import cpu_s as _cpu_s
@@ -140,7 +141,9 @@ METHOD = {
     "memory": (
         "RSS and PSS (shared pages split among the processes sharing them: sums are not double counted) "
         "in MiB, summed over the same processes, right after the window; the cost lines give PSS per "
-        "camera by process kind (ingest, pipeline, detector, forkserver: their PSS / N)"
+        "camera by process kind (ingest, pipeline, detector, forkserver: their PSS / N) and by kind of "
+        "mapping from /proc/PID/smaps (bench/_smaps.py: heap = malloc and Python objects, libs = shared "
+        "objects, shm = the rings in /dev/shm, files = other mapped files, stacks = thread stacks)"
     ),
     "cost": (
         "per run, CPU% per camera and CPU ms per frame of each process kind (CPU time over the window / "
@@ -635,6 +638,9 @@ def run_camfleet(
         }
         # each process alone: the forkserver's descendants are the camera processes, counted by name
         row["pss_by_process"] = {name: _memory_mb(_procs_of([pid])[:1])[1] for name, pid in named.items()}
+        # where it goes (heap, libraries, shm rings...), per process, from /proc/PID/smaps
+        row["smaps_by_process"] = {name: b.as_mib() for name, pid in named.items()
+                                   if (b := _smaps.breakdown(pid)) is not None}
         row["cpu_by_process"]["node threads in the bench process"] = (
             100 * _delta(w0.threads, w1.threads) / cpu["window_s"])
         row["wait_by_process"] = {
@@ -784,6 +790,7 @@ def run_baseline(ctx: Any, sim: Any, n: int, warmup: float, window: float) -> di
         w1 = Window.take(sut, sim_p)
         skipped1 = _sim_skipped(sim)
         rss, pss = _memory_mb(sut)
+        row["smaps"] = _smaps.total(p.pid for p in sut).as_mib()
         dt = t1 - t0
         per_cam = []
         for name, a, b in zip(cams, c0, c1, strict=True):
@@ -1096,6 +1103,7 @@ def breakdown_lines(rows: list[dict[str, Any]]) -> list[str]:
                  f"read, PSS {s['pss_mb'] / n:.0f} MiB/cam")
         if not r.get("cpu_by_process"):  # the baseline: one process
             lines.append(f"{head} {total}")
+            lines += ["    " + line for line in smaps_lines(r)]
             continue
         kinds: dict[str, float] = {}
         pss: dict[str, float] = {}
@@ -1119,7 +1127,34 @@ def breakdown_lines(rows: list[dict[str, Any]]) -> list[str]:
                 f"pipeline {pss.get('pipeline', 0) / n:.1f}, "
                 f"detector {pss.get('detector', 0) / n:.1f}, forkserver {pss.get('forkserver', 0) / n:.1f}"
             )
+        lines += ["    " + line for line in smaps_lines(r)]
     return lines
+
+
+def _kind_of(name: str) -> str:
+    """'cap1/ingest' -> 'ingest'; 'detector/cpu' -> 'detector'; 'forkserver/123' -> 'forkserver'."""
+    head, _, tail = name.partition("/")
+    return head if head in ("detector", "forkserver") or not tail else tail
+
+
+def smaps_lines(r: dict[str, Any]) -> list[str]:
+    """PSS per camera by process kind and kind of mapping (heap, libs, shm...), MiB, of one run."""
+    n = r["n_cams"]
+    rows: dict[str, dict[str, float]] = {}
+    if r.get("smaps_by_process"):
+        for name, b in r["smaps_by_process"].items():
+            acc = rows.setdefault(_kind_of(name), {})
+            for k, v in b["pss_mib"].items():
+                acc[k] = acc.get(k, 0.0) + v
+    elif r.get("smaps"):
+        rows["process"] = dict(r["smaps"]["pss_mib"])
+    if not rows:
+        return []
+    out = ["PSS MiB/cam by mapping: " + " ".join(f"{k:>6}" for k in _smaps.KINDS) + "    all"]
+    for kind, acc in rows.items():
+        out.append(f"  {kind:21} " + " ".join(f"{acc.get(k, 0.0) / n:6.1f}" for k in _smaps.KINDS)
+                   + f" {sum(acc.values()) / n:6.1f}")
+    return out
 
 
 # --------------------------------------------------------------------------- main

@@ -92,7 +92,9 @@ def test_ring_bytes_match_the_rings_ingest_and_the_detector_client_create(tmp_pa
         with framebus.subscribe("cam1", connect_timeout=30) as sub, sub.next(timeout=30) as frame:
             assert (frame.format.width, frame.format.height) == (320, 180)
         assert segment_path("cam1", KIND_FRAMES).stat().st_size == need.frames
-        assert segment_path("cam1", KIND_PACKETS).stat().st_size == need.packets
+        # the packet ring is sized from the stream's measured rate: the check counts the most it may take
+        with framebus.subscribe_packets("cam1", connect_timeout=30):
+            assert 0 < segment_path("cam1", KIND_PACKETS).stat().st_size <= need.packets
     finally:
         stop.set()
         thread.join(30)

@@ -41,6 +41,7 @@ from .backoff import Backoff
 from .convert import FrameConverter, OutputSpec, RateLimiter
 from .corruption import CorruptionMeter
 from .errors import ErrorKind, IngestError, classify
+from .packet_sizing import GROW_FACTOR, REMEASURE_S, RING_SECONDS, RateProbe, ring_capacity
 from .size_gate import SizeChangeGate
 from .source import SourceOptions, open_source
 from .status import IngestState, IngestStatus, StateTracker
@@ -78,7 +79,11 @@ class IngestConfig:
         backoff_initial: first reconnect delay, seconds.
         backoff_max: longest reconnect delay, seconds.
         ring_slots: frame ring slots.
-        packet_capacity: packet ring buffer, bytes.
+        packet_capacity: the largest packet ring buffer, bytes.
+        packet_seconds: seconds of the stream the packet ring holds: the ring is created after
+            the stream's first seconds, sized from their measured rate
+            (:mod:`camfleet.ingest.packet_sizing`), at most ``packet_capacity``; None: a ring of
+            ``packet_capacity`` bytes from the start.
     """
 
     url: str
@@ -89,6 +94,7 @@ class IngestConfig:
     backoff_max: float = 30.0
     ring_slots: int = 8
     packet_capacity: int = 8 * 2**20
+    packet_seconds: float | None = RING_SECONDS
 
 
 StateListener = Callable[[IngestState, "IngestError | None"], None]
@@ -115,6 +121,13 @@ class IngestWorker:
             initial=config.backoff_initial, maximum=max(config.backoff_max, config.backoff_initial)
         )
         self._packets: PacketPublisher | None = None
+        # packets read while the stream's rate is measured, published once the ring exists
+        self._probe = RateProbe() if config.packet_seconds is not None else None
+        self._backlog: list[tuple[bytes, dict[str, Any], int]] = []
+        self._stream: tuple[str, bytes, tuple[int, int]] | None = None
+        self._grow_to = 0  # bytes: a later window of the stream needs a bigger ring (made at a keyframe)
+        self._grow_rate: float | None = None
+        self._time_base = 0.0
         self._frames: FramePublisher | None = None
         self._converter = FrameConverter()
         self._limiter = RateLimiter(config.output.fps)
@@ -188,7 +201,8 @@ class IngestWorker:
         """Ingest until ``stop`` is set. Raises only for a ring key owned by another process."""
         cfg = self.config
         try:
-            self._packets = PacketPublisher(cfg.key, "", capacity=cfg.packet_capacity)
+            if self._probe is None:
+                self._packets = PacketPublisher(cfg.key, "", capacity=cfg.packet_capacity)
         except AlreadyRunning as exc:
             self.fatal = IngestError(ErrorKind.OTHER, cfg.url, f"ring key {cfg.key!r}: {exc}")
             raise self.fatal from None
@@ -200,6 +214,9 @@ class IngestWorker:
                 self._enter(IngestState.CONNECTING)
                 try:
                     self._session(stop)
+                except AlreadyRunning as exc:  # the packet ring, created once the stream's rate is known
+                    self.fatal = IngestError(ErrorKind.OTHER, cfg.url, f"ring key {cfg.key!r}: {exc}")
+                    raise self.fatal from None
                 except IngestError as exc:
                     if stop.is_set():
                         break
@@ -226,7 +243,8 @@ class IngestWorker:
             watchdog.join(timeout=2)
             if self._frames is not None:
                 self._frames.close()
-            self._packets.close()
+            if self._packets is not None:
+                self._packets.close()
 
     def _watch_stalls(self, stop: threading.Event) -> None:
         timeout = self.config.source.stall_timeout
@@ -237,7 +255,10 @@ class IngestWorker:
 
     def _session(self, stop: threading.Event) -> None:
         if self._kind == SourceKind.SYNTHETIC:
-            self._synthetic_session(stop)
+            try:
+                self._synthetic_session(stop)
+            finally:
+                self._flush_backlog()
             return
         container = open_source(self.config.url, self.config.source)
         try:
@@ -245,6 +266,7 @@ class IngestWorker:
         finally:
             with contextlib.suppress(Exception):
                 container.close()
+            self._flush_backlog()  # a stream shorter than the measurement: its packets are published
             self._log_degraded()  # a short damaged file may end before the once-a-second check
 
     # ---- one connection -----------------------------------------------------
@@ -279,7 +301,7 @@ class IngestWorker:
                 if time.monotonic() - self._last_frame > cfg.source.stall_timeout:
                     raise IngestError(ErrorKind.STALLED, cfg.url,
                                       f"packets but no decodable frame for {cfg.source.stall_timeout:g} s")
-        except IngestError:
+        except (IngestError, AlreadyRunning):
             raise
         except Exception as exc:
             err = classify(exc, cfg.url)
@@ -309,23 +331,78 @@ class IngestWorker:
 
     # ---- publishing ---------------------------------------------------------
     def _stream_started(self, codec: str, extradata: bytes, time_base: Fraction) -> None:
-        assert self._packets is not None
         self._codec = codec
-        tb = (time_base.numerator, time_base.denominator)
-        self._packets.set_stream(codec, extradata[:4096], tb)
+        self._time_base = float(time_base)
+        self._stream = (codec, extradata[:4096], (time_base.numerator, time_base.denominator))
+        if self._packets is not None:
+            self._packets.set_stream(*self._stream)
 
     def _publish_packet(self, packet: av.Packet[Any]) -> None:
-        assert self._packets is not None
-        self._packets.publish(
-            memoryview(packet),
-            pts=packet.pts,
-            dts=packet.dts,
-            duration=int(packet.duration or 0),
-            key=packet.is_keyframe,
-            corrupt=packet.is_corrupt,
-            discontinuity=self._discontinuity,
-        )
+        fields: dict[str, Any] = {
+            "pts": packet.pts, "dts": packet.dts, "duration": int(packet.duration or 0),
+            "key": packet.is_keyframe, "corrupt": packet.is_corrupt, "discontinuity": self._discontinuity,
+        }
         self._packet_count += 1
+        if self._probe is not None:
+            t = packet.dts if packet.dts is not None else packet.pts
+            self._probe.add(packet.size, t * self._time_base if t is not None else None, time.monotonic())
+        if self._packets is None:  # the stream's rate is being measured: held until the ring exists
+            self._backlog.append((bytes(packet), fields, time.time_ns()))
+            if self._probe is not None and self._probe.done:
+                self._flush_backlog()
+            return
+        if self._probe is not None and self._probe.done:
+            self._remeasured(self._probe)
+        self._publish(memoryview(packet), fields, None)
+
+    def _remeasured(self, probe: RateProbe) -> None:
+        """A window of the stream measured since the ring exists: grow the ring if the stream needs more."""
+        assert self._packets is not None
+        need = ring_capacity(probe.bytes_per_s(), self.config.packet_capacity,
+                             self.config.packet_seconds or 0.0, probe.largest)
+        if need > GROW_FACTOR * self._packets.capacity:
+            self._grow_to = max(self._grow_to, need)
+            self._grow_rate = probe.bytes_per_s()
+        self._probe = RateProbe(probe_s=REMEASURE_S, wall_s=2 * REMEASURE_S)
+
+    def _publish(self, data: bytes | memoryview, fields: dict[str, Any], capture_ns: int | None) -> None:
+        assert self._packets is not None
+        if self._grow_to > self._packets.capacity and fields["key"]:
+            # a faster stream than measured: a bigger ring, from a keyframe (readers re-subscribe there)
+            self._create_packet_ring(self._grow_to, self._grow_rate)
+        if len(data) > self._packets.max_packet and self._packets.capacity < self.config.packet_capacity:
+            self._create_packet_ring(min(self.config.packet_capacity, 8 * len(data)))  # a rare huge keyframe
+        self._packets.publish(data, capture_ns=capture_ns, **fields)
+
+    def _flush_backlog(self) -> None:
+        """Create the packet ring sized from the measured rate, and publish the packets held meanwhile."""
+        if self._packets is not None or self._probe is None or not self._backlog:
+            return
+        probe = self._probe
+        self._create_packet_ring(ring_capacity(probe.bytes_per_s(), self.config.packet_capacity,
+                                               self.config.packet_seconds or 0.0, probe.largest),
+                                 probe.bytes_per_s())
+        self._probe = RateProbe(probe_s=REMEASURE_S, wall_s=2 * REMEASURE_S)  # the stream may get faster
+        backlog, self._backlog = self._backlog, []
+        for data, fields, capture_ns in backlog:
+            self._publish(data, fields, capture_ns)
+
+    def _create_packet_ring(self, capacity: int, rate: float | None = None) -> None:
+        """(Re-)create the packet ring with ``capacity`` bytes (readers of an old one re-subscribe).
+
+        ``rate``: the stream's measured bytes per second it was sized for (logged).
+        """
+        old = self._packets
+        if old is not None:
+            old.close()
+        if self._stream is not None:  # described at creation: a reader may open the ring at once
+            codec, extradata, time_base = self._stream
+            self._packets = PacketPublisher(self.config.key, codec, extradata=extradata, time_base=time_base,
+                                            capacity=capacity)
+        else:
+            self._packets = PacketPublisher(self.config.key, "", capacity=capacity)
+        log.info("camera %s: packet ring of %.1f MiB%s", self.config.key, capacity / 2**20,
+                 f" ({rate * 8 / 1000:.0f} kbit/s measured)" if rate else "")
 
     def _on_frame(self, frame: av.VideoFrame, *, corrupt: bool) -> None:
         now = time.monotonic()

@@ -29,6 +29,22 @@ from .protocols import ConfigOutbox, LogRouting
 from .supervisor import Supervised, Supervisor
 
 
+def forkserver_context() -> ForkServerContext:
+    """The forkserver camfleet's processes start from, its preload list set (started by ``open()``).
+
+    Camera processes and detectors fork from a server that imported the elements: fast
+    restarts, no threads inherited, and the modules' pages shared by every process.
+    """
+    ctx = mp.get_context("forkserver")
+    # the built-in elements take seconds to import (trackers, OpenCV): once, in the forkserver,
+    # so that a restarted pipeline is running again in well under a second; forkmain first: its
+    # children do not import the node's __main__ again; forkfreeze last: it keeps the children's
+    # garbage collector off the pages they share with the forkserver
+    ctx.set_forkserver_preload(["camfleet.runtime.forkmain", "camfleet.runtime.children",
+                                *builtin_modules(), "camfleet.runtime.forkfreeze"])
+    return ctx
+
+
 def process_name(camera: str, kind: CameraKind) -> str:
     """The name of ``camera``'s process of ``kind`` (``cam1/pipeline``), as in status and logs."""
     return f"{camera}/{kind.name}"
@@ -44,13 +60,7 @@ class CameraProcesses:
         self._detectors = detectors
         self._node_key = node_key
         self._log_router = log_router
-        # camera processes fork from a server that imported the elements: fast restarts, no threads inherited
-        self.ctx: ForkServerContext = mp.get_context("forkserver")
-        # the built-in elements take seconds to import (trackers, OpenCV): once, in the forkserver,
-        # so that a restarted pipeline is running again in well under a second; forkfreeze last: it
-        # keeps the children's garbage collector off the pages they share with the forkserver
-        self.ctx.set_forkserver_preload(["camfleet.runtime.children", *builtin_modules(),
-                                         "camfleet.runtime.forkfreeze"])
+        self.ctx = forkserver_context()
         self._table: hb.HeartbeatTable | None = None
         self._specs: dict[str, ChildSpec] = {}
         self._controls: dict[str, ConfigOutbox] = {}

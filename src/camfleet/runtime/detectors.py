@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from multiprocessing.context import SpawnContext
+from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 
 from camfleet.config import Config, RuntimeSettings
@@ -33,9 +33,11 @@ from camfleet.detect.specs import model_spec
 from camfleet.detect.workers import default_workers
 
 from . import heartbeat as hb
+from .children import camfleet_env
 from .detect_use import detect_uses, detector_instances, detector_models
 from .health import RestartPolicy
 from .kinds import DETECTOR
+from .malloc import default_arenas, limit_arenas
 from .protocols import LogRouting
 from .supervisor import Supervised, Supervisor
 
@@ -81,12 +83,31 @@ class DetectorBeats:
                 path.unlink()
 
 
-def detector_entry(settings: DetectorSettings, ctx: SpawnContext, runtime: RuntimeSettings) -> Supervised:
-    """A supervised detector process serving ``settings`` (started by :meth:`Supervisor.add`)."""
+def run_detector(settings: DetectorSettings, parent_pid: int, env: dict[str, str]) -> None:
+    """A detector process's entry point: the node's ``CAMFLEET_*`` environment ``env``, then serve.
+
+    A process forked from the forkserver has the environment the forkserver started with, not
+    the node's now (the shared-memory directory of a test, say).
+    """
+    for key in [k for k in os.environ if k.startswith("CAMFLEET_")]:
+        del os.environ[key]
+    os.environ.update(env)
+    # the forkserver caps malloc arenas for camera processes; inference workers allocate side by side
+    limit_arenas(default_arenas())
+    detector_main(settings, parent_pid)
+
+
+def detector_entry(settings: DetectorSettings, ctx: SpawnContext | ForkServerContext,
+                   runtime: RuntimeSettings) -> Supervised:
+    """A supervised detector process serving ``settings`` (started by :meth:`Supervisor.add`).
+
+    ``ctx``: where it starts from: the node's forkserver (the modules it preloaded are shared,
+    the node's ``__main__`` is not imported again) or a fresh interpreter.
+    """
     parent = os.getpid()
 
     def launch() -> BaseProcess:
-        return ctx.Process(target=detector_main, args=(settings, parent),
+        return ctx.Process(target=run_detector, args=(settings, parent, camfleet_env()),
                            name=f"camfleet-detector-{settings.name}")
 
     return Supervised(name=f"detector/{settings.name}", kind=DETECTOR, camera=None, launch=launch,
@@ -116,10 +137,12 @@ class DetectorPool:
     Not thread-safe: the node calls it under its lock.
     """
 
-    def __init__(self, supervisor: Supervisor, *, log_router: LogRouting | None = None) -> None:
+    def __init__(self, supervisor: Supervisor, *, log_router: LogRouting | None = None,
+                 ctx: SpawnContext | ForkServerContext | None = None) -> None:
         self._supervisor = supervisor
         self._log_router = log_router
-        self._ctx = DETECTOR.context()
+        # the node passes its camera processes' forkserver (started before the first sync)
+        self._ctx: SpawnContext | ForkServerContext = ctx if ctx is not None else DETECTOR.context()
         self._keys: dict[str, object] = {}  # detector -> the signature it runs with
         self._instances: dict[str, list[Supervised]] = {}
         self._sizes: dict[str, tuple[int, int]] = {}

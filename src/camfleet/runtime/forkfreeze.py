@@ -9,6 +9,10 @@ a child writes becomes its own. Two things would copy tens of MiB per process fo
   visits, as the :mod:`gc` documentation recommends before ``fork()``.
 * FFmpeg's decoders and OpenCV fill static tables on first use; done here once, every child
   shares them instead of building its own.
+* glibc gives each new thread that allocates its own malloc arena (up to 8 per core), each
+  holding its own free memory: a camera process has a few mostly idle threads (heartbeat,
+  watchdogs) and, above 1080p, FFmpeg's decoding threads: two arenas are plenty
+  (:data:`camfleet.runtime.malloc.CAMERA_ARENAS`; inherited by every child).
 
 Preloading this module is the forkserver's only hook that runs after its other preloads and
 before it forks.
@@ -21,6 +25,13 @@ import gc
 import logging
 
 log = logging.getLogger("camfleet.runtime")
+
+
+def _limit_arenas() -> None:
+    """Cap the children's malloc arenas (a setting they inherit)."""
+    from .malloc import CAMERA_ARENAS, limit_arenas  # noqa: PLC0415 - as the warm-ups: inside the guard
+
+    limit_arenas(CAMERA_ARENAS)
 
 
 def _warm_codecs() -> None:
@@ -51,7 +62,7 @@ def _warm_opencv() -> None:
     cv2.connectedComponentsWithStats(changed, connectivity=4)
 
 
-for _warm in (_warm_codecs, _warm_opencv):
+for _warm in (_limit_arenas, _warm_codecs, _warm_opencv):
     try:
         _warm()
     except Exception:  # sharing is an optimisation: the children work without it

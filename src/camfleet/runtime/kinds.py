@@ -137,7 +137,11 @@ class CameraKind(ProcessKind):
         """The entry point: run the process's loop until ``child.stop`` is set."""
 
     def rings(self, config: Config, camera: str) -> RingBytes:
-        """The shared memory the rings this process creates take, in bytes."""
+        """The shared memory the rings this process creates take, in bytes (at most, for a packet ring).
+
+        A packet ring is sized from its stream's measured rate (:mod:`camfleet.ingest.packet_sizing`):
+        the figure is the largest it may be.
+        """
         return RingBytes()
 
     def add_to_camera(self, status: CameraStatus, sample: Sample) -> None:
@@ -290,7 +294,10 @@ class DetectorKind(ProcessKind):
     BATCHES, IMAGES, INFER_MS, QUEUED = range(4)
 
     def context(self) -> SpawnContext:
-        """Where its processes start from: a fresh interpreter (inference runtimes start threads)."""
+        """Where its processes start without a node: a fresh interpreter (never a fork of a threaded process).
+
+        A node's detectors fork from its camera processes' forkserver (single-threaded) instead.
+        """
         return mp.get_context("spawn")
 
     def signature(self, config: Config, detector: str, model_id: str) -> object:

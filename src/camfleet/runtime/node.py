@@ -40,7 +40,7 @@ from camfleet.pipeline.validate import element_issues
 from camfleet.store.errors import StoreError
 
 from . import reconcile
-from .cameras import CameraProcesses
+from .cameras import CameraProcesses, forkserver_context
 from .control import Listener, NodeStatus, ReloadResult
 from .detect_use import detector_models
 from .detectors import DetectorPool
@@ -106,7 +106,8 @@ class Node:
         self._last_reload = ReloadResult()
         self._rundir = RunDir(config.data_path)
         self._supervisor = Supervisor(config.runtime, gate=self._lease_gate if fencing else None)
-        self._detectors = DetectorPool(self._supervisor, log_router=log_router)
+        # detectors fork from the camera processes' forkserver too (started before the first sync)
+        self._detectors = DetectorPool(self._supervisor, log_router=log_router, ctx=forkserver_context())
         lease_path = str(self._rundir.path / LEASE_FILE) if fencing else None
         self._cameras = CameraProcesses(self._supervisor, self._detectors, node_key=node_key,
                                         log_router=log_router, lease=lease_path)
