@@ -46,12 +46,21 @@ def _alive_nodes(url: str, ca: Path) -> list[str] | None:
 
 def _refused(options: NatsOptions) -> str:
     """Why :func:`connect` refuses ``options`` (it must, well before its 10 s timeout)."""
-    try:
-        client = asyncio.run(connect(options, timeout_s=10))
-    except ConnectionError as exc:
-        return str(exc)
-    asyncio.run(client.close())
-    raise AssertionError(f"{options.shown}: connected")
+    async def attempt() -> str:
+        try:
+            client = await connect(options, timeout_s=10)
+        except ConnectionError as exc:
+            return str(exc)
+        await client.close()
+        raise AssertionError(f"{options.shown}: connected")
+
+    return asyncio.run(attempt())
+
+
+async def _connects(options: NatsOptions) -> bool:
+    client = await connect(options, timeout_s=10)
+    await client.close()
+    return True
 
 
 def test_fleet_over_tls_with_a_password_and_clear_refusals(tmp_path: Path) -> None:
@@ -91,9 +100,8 @@ def test_fleet_over_tls_with_a_password_and_clear_refusals(tmp_path: Path) -> No
                 error = _refused(NatsOptions((bad,), ca_file=tls.ca))
                 assert "authorization refused" in error and "wrong-" not in error, error
             # a plain nats:// URL to this server still gets TLS (the server asks for it) and the CA applies
-            plain = asyncio.run(connect(NatsOptions((f"nats://fleet:{PASSWORD}@127.0.0.1:{port}",),
-                                                    ca_file=tls.ca), timeout_s=10))
-            asyncio.run(plain.close())
+            assert asyncio.run(_connects(NatsOptions((f"nats://fleet:{PASSWORD}@127.0.0.1:{port}",),
+                                                     ca_file=tls.ca)))
         finally:
             for proc in procs:
                 stop_process(proc)
