@@ -105,6 +105,7 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
     if options.ca_file is not None or any(url.startswith(("tls://", "wss://")) for url in options.urls):
         context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
         kwargs["tls"] = context
+        _quiet_ssl_eof()
     client = Client()
     attempt = asyncio.ensure_future(_first_connect(client, kwargs))
     waiters: set[asyncio.Future[Any]] = {attempt, refused}
@@ -127,6 +128,22 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
         await attempt
     await _quiet_close(client)
     raise ConnectionError(f"cannot connect to NATS at {options.shown}: {reason}")
+
+
+def _drop_ssl_eof_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("returning true from eof_received() has no effect")
+
+
+def _quiet_ssl_eof() -> None:
+    """Keep asyncio's "eof_received() has no effect when using ssl" out of the logs.
+
+    nats-py's protocol asks to keep a half-closed connection open, which TLS
+    cannot; asyncio warns at every TLS disconnect (a clean stop included),
+    which reads like a fault and is none.
+    """
+    asyncio_log = logging.getLogger("asyncio")
+    if _drop_ssl_eof_warning not in asyncio_log.filters:
+        asyncio_log.addFilter(_drop_ssl_eof_warning)
 
 
 def _refusal(exc: BaseException) -> str | None:
