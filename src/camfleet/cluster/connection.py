@@ -10,6 +10,7 @@ appear in logs or errors: URLs are shown masked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 import nats.errors
 from nats.aio.client import Client
 
-from camfleet.redact import mask_url
+from camfleet.redact import mask_text, mask_url
 
 __all__ = ["NatsOptions", "connect", "parse_urls"]
 
@@ -66,10 +67,17 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
 
     ``timeout_s`` bounds the first connection (seconds); after that, reconnects
     are attempted every half second to any known server.
+    A refusal that no retry mends (an untrusted certificate, wrong credentials)
+    raises at once, saying which.
     """
+    loop = asyncio.get_running_loop()
+    refused: asyncio.Future[str] = loop.create_future()
 
     async def on_error(exc: Exception) -> None:
-        log.debug("nats: %s", exc)
+        log.debug("nats: %s", mask_text(str(exc)))
+        reason = _refusal(exc)
+        if reason is not None and not refused.done():
+            refused.set_result(reason)
 
     async def on_disconnected() -> None:
         if not client.is_closed:  # a close of our own is no outage
@@ -97,14 +105,60 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
     if options.ca_file is not None or any(url.startswith(("tls://", "wss://")) for url in options.urls):
         context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
         kwargs["tls"] = context
+        _quiet_ssl_eof()
     client = Client()
+    attempt = asyncio.ensure_future(_first_connect(client, kwargs))
+    waiters: set[asyncio.Future[Any]] = {attempt, refused}
     try:
-        await asyncio.wait_for(_first_connect(client, kwargs), timeout_s)
-    except (TimeoutError, OSError, nats.errors.Error, ssl.SSLError) as exc:
+        # the client retries every server until the deadline; a refusal that no retry mends ends it at once
+        done, _ = await asyncio.wait(waiters, timeout=timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if attempt in done:
+            attempt.result()
+            return client
+        reason = refused.result() if refused in done else f"no answer within {timeout_s:.0f} s"
+    except (OSError, nats.errors.Error, ssl.SSLError) as exc:
+        reason = _refusal(exc) or type(exc).__name__
+    except asyncio.CancelledError:  # stopped while connecting: leave no client retrying behind
+        attempt.cancel()
         await _quiet_close(client)
-        raise ConnectionError(f"cannot connect to NATS at {options.shown} within {timeout_s:.0f} s "
-                              f"({type(exc).__name__})") from None
-    return client
+        raise
+    attempt.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await attempt
+    await _quiet_close(client)
+    raise ConnectionError(f"cannot connect to NATS at {options.shown}: {reason}")
+
+
+def _drop_ssl_eof_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("returning true from eof_received() has no effect")
+
+
+def _quiet_ssl_eof() -> None:
+    """Keep asyncio's "eof_received() has no effect when using ssl" out of the logs.
+
+    nats-py's protocol asks to keep a half-closed connection open, which TLS
+    cannot; asyncio warns at every TLS disconnect (a clean stop included),
+    which reads like a fault and is none.
+    """
+    asyncio_log = logging.getLogger("asyncio")
+    if _drop_ssl_eof_warning not in asyncio_log.filters:
+        asyncio_log.addFilter(_drop_ssl_eof_warning)
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """What a first connection's error means to the user when retrying cannot help (None: it may)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the server's TLS certificate is not trusted ({mask_text(str(exc.verify_message))}); "
+                "pass --nats-ca with the CA that signed it")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({mask_text(exc.reason or str(exc))})"
+    text = str(exc).lower()
+    if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text:
+        return "authorization refused (check the user and password in the URL, or --nats-creds)"
+    if "tls required" in text or "secure connection" in text:
+        return "the server requires TLS (use a tls:// URL)"
+    return None
 
 
 async def _first_connect(client: Client, kwargs: dict[str, Any]) -> None:

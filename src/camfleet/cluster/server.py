@@ -121,15 +121,23 @@ class ServerSpec:
     cluster_name: str = ""
     cluster_port: int = 0
     routes: list[str] = field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    users: dict[str, str] = field(default_factory=dict)
 
     @property
     def client_url(self) -> str:
-        """``nats://host:port``, the URL clients connect to."""
-        return f"nats://{self.host}:{self.port}"
+        """``nats://host:port`` (``tls://`` with a certificate), the URL clients connect to."""
+        scheme = "tls" if self.tls_cert is not None else "nats"
+        return f"{scheme}://{self.host}:{self.port}"
 
 
 def render_config(spec: ServerSpec) -> str:
-    """The server's configuration file (JSON, which the NATS configuration format accepts)."""
+    """The server's configuration file (JSON, which the NATS configuration format accepts).
+
+    With ``tls_cert``/``tls_key`` clients must connect over TLS; with ``users``
+    (name -> password) only those may connect.
+    """
     conf: dict[str, object] = {
         "server_name": spec.name,
         "host": spec.host,
@@ -138,6 +146,12 @@ def render_config(spec: ServerSpec) -> str:
         "http": f"{spec.host}:{spec.http_port}",
         "jetstream": {"store_dir": str(spec.store_dir)},  # the server adds "jetstream/" itself
     }
+    if spec.tls_cert is not None and spec.tls_key is not None:
+        # clients must speak TLS; routes stay plain (a test cluster lives on loopback)
+        conf["tls"] = {"cert_file": str(spec.tls_cert), "key_file": str(spec.tls_key), "timeout": 2}
+    if spec.users:
+        conf["authorization"] = {"users": [{"user": user, "password": password}
+                                           for user, password in sorted(spec.users.items())]}
     if spec.cluster_port:
         conf["cluster"] = {
             "name": spec.cluster_name or "camfleet",

@@ -17,11 +17,20 @@ __all__ = ["NatsHarness"]
 
 
 class NatsHarness:
-    """``size`` servers under ``root``; :meth:`start` waits until all serve JetStream."""
+    """``size`` servers under ``root``; :meth:`start` waits until all serve JetStream.
 
-    def __init__(self, root: Path, size: int = 1) -> None:
+    ``tls`` (certificate and key files) makes clients connect over ``tls://``;
+    ``users`` (name -> password) requires those credentials.
+    """
+
+    def __init__(self, root: Path, size: int = 1, *, tls: tuple[Path, Path] | None = None,
+                 users: dict[str, str] | None = None) -> None:
         ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
-        self.cluster = NatsCluster(cluster_specs(size, root, ports=ports, name="camfleet-test"))
+        specs = cluster_specs(size, root, ports=ports, name="camfleet-test")
+        for spec in specs:  # tls: (certificate, key) every server presents; users: name -> password
+            spec.tls_cert, spec.tls_key = tls if tls is not None else (None, None)
+            spec.users = dict(users or {})
+        self.cluster = NatsCluster(specs)
 
     @property
     def servers(self) -> list[NatsServer]:
