@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from .support.api_node import Running, camera_yaml, running, shm_env, wait_ws
+from .support.browser import ARTIFACTS, chromium_page
 
 pytestmark = pytest.mark.e2e
 # a loaded 2-core CI machine answers slower than a desk: assertions wait up to 20 s, not 5
 expect.set_options(timeout=20_000)
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +39,8 @@ def _module_shm(rt: Running, shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the UI test needs a real browser)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            pg = context.new_page()
-            pg.set_default_timeout(30_000)
-            errors: list[str] = []
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield pg
-            assert errors == [], errors
-        finally:
-            browser.close()
+    with chromium_page() as pg:
+        yield pg
 
 
 def test_add_camera_apply_see_it_live_and_its_events(rt: Running, page: Page) -> None:

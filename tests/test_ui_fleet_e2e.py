@@ -16,7 +16,6 @@ to ``test-artifacts/``.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from camfleet.api.fleet import create_fleet_app
 from camfleet.api.server import ApiServer
@@ -34,6 +33,7 @@ from camfleet.fleetstore.events import Incoming, store_batch
 from camfleet.fleetstore.store import FleetStore
 from camfleet.vocabulary import Event, EventMessage
 from camfleet_testing.nats import NatsHarness
+from tests.support.browser import ARTIFACTS, chromium_page
 from tests.support.fake_agents import FakeAgent
 from tests.support.fleet import spawn_cli, stop_process, wait_for
 from tests.support.loop_thread import LoopThread
@@ -41,27 +41,13 @@ from tests.support.loop_thread import LoopThread
 pytestmark = pytest.mark.e2e
 expect.set_options(timeout=20_000)  # a loaded 2-core CI machine: assertions wait up to 20 s
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 _URL_RE = re.compile(r"API on (http://\S+)")
 
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (the UI test needs a real browser)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            pg = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            pg.set_default_timeout(30_000)
-            errors: list[str] = []
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield pg
-            assert errors == [], errors
-        finally:
-            browser.close()
+    with chromium_page() as pg:
+        yield pg
 
 
 def _api_url(log: Path) -> str | None:
