@@ -13,7 +13,6 @@ to the terminal's width.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pty
@@ -22,9 +21,7 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +33,7 @@ from camfleet.cluster.control import ControlError, request
 from camfleet_testing.nats import NatsHarness
 from tests.support.fake_agents import FakeAgent
 from tests.support.fleet import cli_env, spawn_cli, stop_process, wait_for
+from tests.support.loop_thread import LoopThread
 
 pytestmark = pytest.mark.process
 
@@ -44,21 +42,7 @@ CAMERAS = {f"cam{i}": {"sources": [{"url": f"rtsp://u:secret{i}@10.0.0.{i}/s", "
            for i in range(1, 5)}
 
 
-class _Loop:
-    """An event loop in a thread: the fake agents beat while the test runs the CLI."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 20.0) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 def _status(url: str, *args: str) -> subprocess.Popen[str]:
@@ -104,7 +88,7 @@ def test_cluster_status_once_watch_json_ctrl_c_and_a_terminal(nats1: NatsHarness
     wait_for("a first refresh", lambda: "error: no leader coordinator answers" in log.read_text(), 60)
     coord = spawn_cli(["coordinator", "--nats", url, "--data-dir", str(tmp_path / "c1"),
                        "--db", f"sqlite:///{tmp_path / 'fleet.db'}"], tmp_path / "c1.log")
-    loop = _Loop()
+    loop = LoopThread()
     client = loop.run(nats.connect(url))
     agents = [FakeAgent(client, f"node-{c}") for c in "ab"]
     for agent in agents:

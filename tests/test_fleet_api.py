@@ -12,16 +12,14 @@ answers 503 naming the node (fake agents serve no media API); the fleet endpoint
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
 import select
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +39,7 @@ from camfleet.vocabulary import Event, EventMessage, encode
 from camfleet_testing.nats import NatsHarness
 from tests.support.fake_agents import FakeAgent
 from tests.support.fleet import cli_env, spawn_cli, stop_process
+from tests.support.loop_thread import LoopThread
 
 pytestmark = pytest.mark.process
 
@@ -63,21 +62,7 @@ def _wait(what: str, probe: Callable[[], _T | None], timeout: float) -> _T:
         time.sleep(0.05)
 
 
-class _Loop:
-    """An event loop in a thread, so the fake agents beat while the test makes blocking requests."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 20.0) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 def _api_url(log: Path) -> str | None:
@@ -105,7 +90,7 @@ def test_coordinator_serves_the_node_api_for_the_fleet(nats1: NatsHarness, tmp_p
     logs = [tmp_path / f"c{i}.log" for i in (1, 2)]
     procs = [spawn_cli(["coordinator", "--nats", nats1.url, "--data-dir", str(tmp_path / f"c{i}"), "--db", db,
                         "--api", "127.0.0.1:0"], logs[i - 1]) for i in (1, 2)]
-    loop = _Loop()
+    loop = LoopThread()
     client = loop.run(nats.connect(nats1.url))
     agents = [FakeAgent(client, f"node-{c}") for c in "ab"]
     try:
@@ -136,7 +121,7 @@ def test_coordinator_serves_the_node_api_for_the_fleet(nats1: NatsHarness, tmp_p
             print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-12:]))
 
 
-def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
+def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: LoopThread,
               client: Any, follower_id: str, nats_url: str) -> None:
     a = {"Authorization": f"Bearer {admin}"}
     v = {"Authorization": f"Bearer {viewer}"}
@@ -248,7 +233,7 @@ def _scenario(url: str, admin: str, viewer: str, store: FleetStore, loop: _Loop,
     _cli_events(loop, client, nats_url)
 
 
-def _cli_events(loop: _Loop, client: Any, nats_url: str) -> None:
+def _cli_events(loop: LoopThread, client: Any, nats_url: str) -> None:
     """``camfleet cluster events``: the events of two nodes from the stream, other messages skipped."""
 
     async def publish() -> None:
