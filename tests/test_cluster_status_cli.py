@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 import pytest
@@ -37,12 +37,8 @@ from tests.support.loop_thread import LoopThread
 
 pytestmark = pytest.mark.process
 
-_T = TypeVar("_T")
 CAMERAS = {f"cam{i}": {"sources": [{"url": f"rtsp://u:secret{i}@10.0.0.{i}/s", "roles": ["detect"]}]}
            for i in range(1, 5)}
-
-
-
 
 
 def _status(url: str, *args: str) -> subprocess.Popen[str]:

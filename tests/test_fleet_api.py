@@ -62,9 +62,6 @@ def _wait(what: str, probe: Callable[[], _T | None], timeout: float) -> _T:
         time.sleep(0.05)
 
 
-
-
-
 def _api_url(log: Path) -> str | None:
     m = _URL_RE.search(log.read_text()) if log.exists() else None
     return m.group(1) if m else None
