@@ -97,13 +97,17 @@ def _module_shm(rig: Rig, shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_availability_and_camera_states_are_retained(rig: Rig) -> None:
-    rig.listener.wait(lambda m: m.topic == "frigate/available" and m.text == "online", 15)
+    want = {"frigate/available": "online", "frigate/cam1/enabled/state": "ON",
+            "frigate/cam1/detect/state": "ON", "frigate/cam1/recordings/state": "OFF",
+            "frigate/cam1/snapshots/state": "ON", "frigate/cam1/motion/state": "ON",
+            "frigate/cam1/motion_threshold/state": "25"}
+    # every state published once (so the broker holds it) before the late client subscribes: a
+    # state first published after its subscription would reach it live, with no retain flag
+    for topic, value in want.items():
+        rig.listener.wait(lambda m, t=topic, v=value: m.topic == t and m.text == v, 15)
+    rig.listener.wait(lambda m: m.topic == "frigate/cam1/motion_contour_area/state", 15)
     late = Listener(rig.broker.port, "frigate/#", client_id="late")  # sees only what is retained
     try:
-        want = {"frigate/available": "online", "frigate/cam1/enabled/state": "ON",
-                "frigate/cam1/detect/state": "ON", "frigate/cam1/recordings/state": "OFF",
-                "frigate/cam1/snapshots/state": "ON", "frigate/cam1/motion/state": "ON",
-                "frigate/cam1/motion_threshold/state": "25"}
         for topic, value in want.items():
             # from the broker's retained store (a state published again meanwhile comes live too)
             m = late.wait(lambda m, t=topic: m.topic == t and m.retain, 5)
