@@ -209,8 +209,27 @@ def test_membership_needs_the_key_expired_in_both_heartbeat_buckets() -> None:
 def test_membership_falls_back_to_a_timer_when_no_expiry_is_seen() -> None:
     m = Membership(T)
     m.beat(Heartbeat("n1", 1, 100.0), now=0.0)
+    for t in range(0, 11):  # another node keeps beating: this coordinator's view is live
+        m.beat(Heartbeat("n2", t, 100.0), now=float(t))
     assert m.sweep(9.9) == []
-    assert [c.new for c in m.sweep(10.0)] == ["lost"]  # 2 * 4 s TTL + 2 s grace
+    assert [(c.node_id, c.new) for c in m.sweep(10.0)] == [("n1", "lost")]  # 2 * 4 s TTL + 2 s grace
+
+
+def test_membership_gives_no_timer_verdict_when_every_node_falls_silent_at_once() -> None:
+    # the coordinator's own watches stalled (its NATS server killed): every beat stops at once,
+    # no expiry is seen; a fresh leader must not count the whole fleet lost on the timer
+    m = Membership(T)
+    for n in ("n1", "n2", "n3"):
+        m.beat(Heartbeat(n, 1, 100.0), now=0.0)
+    assert m.sweep(12.0) == [] and m.alive() == ["n1", "n2", "n3"]
+    assert m.beat(Heartbeat("n1", 2, 100.0), now=12.1) == []  # the watch is back: beats resume
+    # the others' beats of its first moments not in yet: no verdict, the silence counts from 12.1
+    assert [c.new for c in m.expired("n2", now=12.2)] == ["expired"]  # expiries still count
+    assert [(c.node_id, c.new) for c in m.sweep(14.2)] == [("n2", "lost")]  # grace after its expiry
+    for t in range(13, 23):  # n1 beats on every second; n3 stays silent
+        m.beat(Heartbeat("n1", t, 100.0), now=float(t))
+    assert m.sweep(22.0) == []
+    assert [(c.node_id, c.new) for c in m.sweep(22.1)] == [("n3", "lost")]  # 10 s since the view is back
 
 
 def test_membership_clean_stop_is_lost_at_once_and_restarts_are_reported() -> None:

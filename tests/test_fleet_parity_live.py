@@ -116,7 +116,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             fl.url = wait_for("the coordinator's API", lambda: _api_url(logs["coord"]), 60)
             fl.node_id = (data / "node-id").read_text().strip()
             with httpx.Client(base_url=fl.url, timeout=10) as http:
-                assert http.put("/api/cameras/door", json=CAMERA, headers=fl.admin).status_code == 200
+                # the API listens before a leader answers (503 "no leader" meanwhile): wait for one
+                wait_for("a leader taking the camera", lambda: http.put(
+                    "/api/cameras/door", json=CAMERA, headers=fl.admin).status_code == 200 or None, 30, 0.2)
                 wait_for("the camera placed", lambda: http.post("/api/apply", headers=fl.admin).json()
                          .get("placed", {}).get("door"), 30)
             yield fl

@@ -66,6 +66,10 @@ class Membership:
     def __init__(self, timing: FleetTiming) -> None:
         self.timing = timing
         self._members: dict[str, Member] = {}
+        # when this coordinator last saw any heartbeat at all (monotonic s): its own view of the
+        # buckets is live only while beats keep arriving from someone
+        self._last_any_beat = float("-inf")
+        self._view_since = float("-inf")  # when beats last resumed after a gap of a TTL or more
 
     def members(self) -> dict[str, Member]:
         """A copy of the table."""
@@ -116,6 +120,9 @@ class Membership:
             self._set(member, "lost", "stopped cleanly", changes)
             return changes
         member.beating_in.add(bucket)
+        if now - self._last_any_beat >= self.timing.heartbeat_ttl_s:
+            self._view_since = now
+        self._last_any_beat = max(self._last_any_beat, now)
         restarted = member.started_at is not None and beat.started_at != member.started_at
         member.last_beat, member.started_at, member.expired_at = now, beat.started_at, None
         if restarted and member.state == "alive":
@@ -138,14 +145,23 @@ class Membership:
         return changes + self.sweep(now)
 
     def sweep(self, now: float) -> list[Change]:
-        """Expired nodes without a beat for ``grace_s`` since, or silent past the fallback, become lost."""
+        """Expired nodes without a beat for ``grace_s`` since, or silent past the fallback, become lost.
+
+        The fallback (silence alone, no expiry seen) counts only while this coordinator's view is
+        live (some node's beat arrived within the last TTL), and silence is counted from when the
+        view last came back at the earliest. When every node falls silent at once,
+        the likelier cause is this coordinator's own watches (its NATS server killed, the watch
+        being re-created): a leader elected meanwhile on its own connection would otherwise count
+        the whole fleet lost and move every camera. Real losses still come through the expiries.
+        """
         changes: list[Change] = []
         fallback = 2 * self.timing.heartbeat_ttl_s + self.timing.grace_s
+        view_live = now - self._last_any_beat < self.timing.heartbeat_ttl_s
         for member in self._members.values():
             if member.state == "expired" and member.expired_at is not None \
                     and now - member.expired_at >= self.timing.grace_s:
                 self._set(member, "lost", f"heartbeat expired {now - member.expired_at:.1f} s ago", changes)
-            elif member.state in ("alive", "expired") and member.last_beat is not None \
-                    and now - member.last_beat >= fallback:
+            elif view_live and member.state in ("alive", "expired") and member.last_beat is not None \
+                    and now - max(member.last_beat, self._view_since) >= fallback:
                 self._set(member, "lost", f"no heartbeat for {now - member.last_beat:.1f} s", changes)
         return changes
