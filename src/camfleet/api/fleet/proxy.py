@@ -121,8 +121,15 @@ class NodeProxy:
         req = self._client.build_request(method, base + path, content=body or None, headers=headers,
                                          timeout=httpx.Timeout(timeout_s, connect=CONNECT_S, pool=CONNECT_S))
         req.headers[AUTH_HEADER] = sign(key, method, req.url.raw_path.decode("latin-1"), body=body)
+        return await self._send(node_id, req, stream=False)
+
+    async def _send(self, node_id: str, req: httpx.Request, *, stream: bool) -> httpx.Response:
+        """Send a signed request to ``node_id``; 503 naming it when it does not answer.
+
+        A 502 when it refuses the fleet's credential (read again next time: it may have been replaced).
+        """
         try:
-            resp = await self._client.send(req)
+            resp = await self._client.send(req, stream=stream)
         except httpx.TimeoutException as exc:
             raise self._unreachable(node_id, "no answer" if isinstance(exc, httpx.ReadTimeout)
                                     else f"no connection within {CONNECT_S:g} s") from None
@@ -130,6 +137,7 @@ class NodeProxy:
             raise self._unreachable(node_id, type(exc).__name__) from None
         self._down.pop(node_id, None)
         if resp.status_code == 401:
+            await resp.aclose()
             self._key = None
             raise HTTPException(502, f"node {node_id} refused the fleet's credential")
         return resp
@@ -155,18 +163,7 @@ class NodeProxy:
         query = request.url.query
         req = self._client.build_request("GET", base + path + (f"?{query}" if query else ""), headers=headers)
         req.headers[AUTH_HEADER] = sign(key, "GET", req.url.raw_path.decode("latin-1"))
-        try:
-            resp = await self._client.send(req, stream=True)
-        except httpx.TimeoutException as exc:
-            raise self._unreachable(node_id, "no answer" if isinstance(exc, httpx.ReadTimeout)
-                                    else f"no connection within {CONNECT_S:g} s") from None
-        except httpx.HTTPError as exc:
-            raise self._unreachable(node_id, type(exc).__name__) from None
-        self._down.pop(node_id, None)
-        if resp.status_code == 401:
-            await resp.aclose()
-            self._key = None  # the key may have been replaced: read it again next time
-            raise HTTPException(502, f"node {node_id} refused the fleet's credential")
+        resp = await self._send(node_id, req, stream=True)
         out = {h: v for h in _RESPONSE_HEADERS if (v := resp.headers.get(h)) is not None}
         out["x-camfleet-node"] = node_id
         return StreamingResponse(_relay(resp, node_id), status_code=resp.status_code, headers=out,
