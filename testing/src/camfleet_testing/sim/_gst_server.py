@@ -249,7 +249,8 @@ class Camera:
         """The gst-launch description of this camera's media pipeline."""
         w, h = self.size
         if self.clip:
-            caps = f"video/x-h264,stream-format=byte-stream,alignment=au,width={w},height={h},framerate={self.framerate}"
+            caps = (f"video/x-h264,stream-format=byte-stream,alignment=au,width={w},height={h},"
+                    f"framerate={self.framerate}")
             return f"( {REPLAY.format(caps=caps)} )"
         encoder = ENCODERS[self.codec].format(bitrate=self.bitrate, gop=self.gop)
         # A live appsrc timestamps buffers on arrival; leaky queues keep a slow encoder from building latency.
@@ -337,9 +338,12 @@ class Camera:
     # -- frame reader (own thread) ----------------------------------------------------------------
     def read_frames(self) -> None:
         """Read frames from the parent's pipe and push each to the appsrc while a client is connected."""
+        fd = self.fd
+        if fd is None:
+            fail(f"{self.name}: neither a frame pipe nor a clip", EXIT_PROTOCOL)
         header = bytearray(HEADER.size)
         while True:
-            if not read_exact(self.fd, memoryview(header)):
+            if not read_exact(fd, memoryview(header)):
                 say(f"LOG {self.name}: frame pipe closed")
                 return
             magic, width, height, _index = HEADER.unpack(header)
@@ -347,7 +351,7 @@ class Camera:
             if magic != MAGIC or bad_size:
                 fail(f"{self.name}: bad frame header {bytes(header)!r}", EXIT_PROTOCOL)
             data = bytearray(width * height * 3 // 2)
-            if not read_exact(self.fd, memoryview(data)):
+            if not read_exact(fd, memoryview(data)):
                 say(f"LOG {self.name}: frame pipe closed")
                 return
             self.received += 1
