@@ -1365,7 +1365,8 @@ def main(argv: list[str] | None = None) -> int:
                                   file=sys.stderr, flush=True)
                     # the period is the window: each camera's window holds exactly its active share
                     sim = start_sim(n, PROFILES[profile], period_s=window, mode=args.sim)
-                    time.sleep(0.5)  # the feeders and the server settle
+                    if args.sim == "live":
+                        time.sleep(0.5)  # the feeders and the server settle
                     for sy in (sy for sy in systems if wanted.get(sy) == n):
                         if sy == "opencv":
                             r = run_baseline(ctx, sim, n, warmup, window)
