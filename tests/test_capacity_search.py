@@ -44,7 +44,8 @@ def test_finds_the_exact_boundary_from_any_estimate(capacity: ModuleType) -> Non
             tried, lo, hi = run(capacity, true_max, max(1, estimate), cap)
             assert tried[0] == 2 and len(set(tried)) == len(tried), tried  # no N run twice
             assert all(1 <= n <= cap for n in tried)
-            assert lo == true_max and hi == (true_max + 1 if true_max < cap else None), (true_max, estimate, tried)
+            expected_hi = true_max + 1 if true_max < cap else None
+            assert lo == true_max and hi == expected_hi, (true_max, estimate, tried)
             # the verdict's semantics: largest sustained below the smallest not sustained, both run
             assert (true_max == 0 or true_max in tried) and (hi is None or hi in tried)
 

@@ -107,7 +107,8 @@ def test_replayed_camera_loops_at_its_rate_with_its_activity_schedule(sim: SimSe
     diffs = [float(np.abs(y.astype(np.int16) - background).mean()) for _, y in reader.frames[:75]]
     still = sum(d < 1.5 for d in diffs)
     busy = sum(d > 4.0 for d in diffs)
-    assert still + busy == len(diffs), [round(d, 1) for d in sorted(diffs)]  # nothing in between: compression noise is small
+    # nothing in between: compression noise is small
+    assert still + busy == len(diffs), [round(d, 1) for d in sorted(diffs)]
     assert 0.3 < still / len(diffs) < 0.7, (still, busy)
 
 
@@ -130,7 +131,8 @@ def test_stall_and_resume_restart_at_a_keyframe_and_resize_is_refused(sim: SimSe
         sim.resize("stall", 160, 90)
 
 
-def test_clips_are_cached_by_content_and_a_damaged_one_is_encoded_again(sim: SimServer, clip_dir: Path) -> None:
+def test_clips_are_cached_by_content_and_a_damaged_one_is_encoded_again(sim: SimServer, clip_dir: Path
+                                                                        ) -> None:
     specs = [CameraSpec(name="a", seed=0, **SMALL), CameraSpec(name="b", seed=0, **SMALL)]
     paths = ensure_clips(specs, clip_dir)  # the same content as the served cameras: already there
     assert paths["a"] == paths["b"] and len(list(clip_dir.glob("*.clip"))) == 1
