@@ -1288,8 +1288,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     ap.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES),
                     help="scene profiles (default both): always moving, or objects 25%% of the time")
-    ap.add_argument("--warmup", type=float, help="seconds between ready and the window (default 2; 5)")
-    ap.add_argument("--window", type=float, help="seconds measured per run (default 4 with --quick; 20)")
+    ap.add_argument("--warmup", type=float,
+                    help="seconds between ready and the window (default 1 with --quick; 5)")
+    ap.add_argument("--window", type=float, help="seconds measured per run (default 3 with --quick; 20)")
     ap.add_argument("--detector-processes", type=int, default=1,
                     help="camfleet: detector processes (default 1, as runtime.default)")
     ap.add_argument("--detector-threads", type=int, default=1,
