@@ -69,7 +69,7 @@ class FairQueue:
 
     def __init__(self, *, max_inflight: int, batches: bool, max_batch: int, max_wait_s: float,
                  max_running: int | None = None) -> None:
-        if max_inflight < 1 or max_batch < 1 or max_wait_s < 0 or (max_running is not None and max_running < 1):
+        if min(max_inflight, max_batch, 1 if max_running is None else max_running) < 1 or max_wait_s < 0:
             raise ValueError("max_inflight, max_batch and max_running must be >= 1, max_wait_s >= 0")
         self.max_running = max_running  # jobs running at once, over all workers (None: no limit)
         self._running_jobs = 0
@@ -149,8 +149,10 @@ class FairQueue:
             self._cond.notify_all()
 
     def take(self, timeout: float | None = None) -> Job | None:
-        """The next job (blocks until there is one and a run slot is free); None once closed, or after
-        ``timeout`` seconds. The caller calls :meth:`end` when the job's inference is over."""
+        """The next job, once one waits and a run slot is free; None once closed or after ``timeout`` s.
+
+        The caller calls :meth:`end` when the job's inference is over.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._closed:

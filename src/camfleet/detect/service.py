@@ -378,7 +378,8 @@ class _Server:
             return
         w, h = getattr(self.runtime, "input_size", (0, 0))
         self._reply(cam, {"op": "welcome", "max_batch": self.s.max_batch, "workers": self.workers.count,
-                          "max_running": self.max_running, "max_inflight": self.s.max_inflight, "input": [w, h]})
+                          "max_running": self.max_running, "max_inflight": self.s.max_inflight,
+                          "input": [w, h]})
 
     def _stats(self) -> dict[str, Any]:
         with self.stats_lock:

@@ -128,7 +128,8 @@ class InferenceWorkers:
         if self._threads:
             raise RuntimeError(f"detector {self.name!r}: workers already started")
         self._threads = [
-            threading.Thread(target=self._work, args=(i, take, release), name=f"detector-{self.name}-worker{i}",
+            threading.Thread(target=self._work, args=(i, take, release),
+                             name=f"detector-{self.name}-worker{i}",
                              daemon=True)
             for i in range(self._count)
         ]
