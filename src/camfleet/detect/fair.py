@@ -125,8 +125,8 @@ class FairQueue:
         """A worker's job has left the runtime: its run slot is free (call once per job taken)."""
         with self._cond:
             self._running_jobs -= 1
-            if self._due() == 0.0:
-                self._cond.notify()  # a worker waiting for a slot may start the next job
+            if self._due() is not None:  # something waits: a worker waiting for a slot takes it (or times it)
+                self._cond.notify()
 
     def running_jobs(self) -> int:
         """Jobs taken and not yet ended (:meth:`end`)."""
