@@ -112,7 +112,8 @@ class FairQueue:
             if lane.gone or len(lane.waiting) + lane.running >= self.max_inflight:
                 return False
             lane.waiting.append(waiting)
-            self._cond.notify()
+            if self._slot_free():  # else end() wakes a worker when a slot frees: no wake-up for nothing
+                self._cond.notify()
             return True
 
     def finished(self, lane: Lane) -> bool:
