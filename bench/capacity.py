@@ -1112,6 +1112,61 @@ def target_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict
     return out
 
 
+def bound_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict[str, Any]]]
+                  ) -> list[dict[str, Any]]:
+    """What the camera targets could reach at best: camfleet's decode and necessary model runs only.
+
+    Not a measurement of a system but of two of its parts, in this run: per profile, at camfleet's
+    largest N sustained, its ingest's CPU per camera (demux + decode of every frame, which any system
+    reading the stream pays) plus the model runs that analysing every frame with something in it needs
+    (the profile's active fraction x the analysed fps, at the detector's measured CPU ms per image), as
+    if the pipeline, the supervisor and the detector's IPC cost nothing. Against the baseline's CPU per
+    camera at its own largest N, that gives the most cameras camfleet could fit relative to the loop
+    from CPU alone. A target above it needs a cheaper decode or fewer model runs than frames with
+    something in them.
+    """
+    out: list[dict[str, Any]] = []
+    for profile, active in PROFILES.items():
+        v = verdict.get(profile, {})
+        prow = [r for r in rows if r.get("profile") == profile and r.get("sustained")]
+        best_n = v.get("camfleet", {}).get("max_sustained")
+        cf = [r for r in prow if r["system"] == "camfleet" and r["n_cams"] == best_n]
+        base = v.get("opencv", {}).get("cpu_pct_cam")
+        if not cf or not base or not cf[0].get("cpu_by_process"):
+            continue
+        r = cf[0]
+        n = r["n_cams"]
+        kinds: dict[str, float] = {}
+        for name, pct in r["cpu_by_process"].items():
+            kinds[_kind_of(name)] = kinds.get(_kind_of(name), 0.0) + pct
+        det_img_s = r["summary"].get("det_img_s") or 0.0
+        if det_img_s <= 0:
+            continue
+        ms_img = 10 * kinds.get("detector", 0.0) / det_img_s
+        decode = kinds.get("ingest", 0.0) / n
+        needed = active * DET_FPS
+        floor = decode + needed * ms_img / 10
+        wants = [want for p, _s, want in TARGETS if p == profile]
+        out.append({"profile": profile, "bound": base / floor, "decode_pct_cam": decode,
+                    "ms_per_image": ms_img,
+                    "inferences_needed": needed, "floor_pct_cam": floor, "baseline_pct_cam": base,
+                    "measured_pct_cam": r["summary"]["cpu_pct_cam"], "targets": wants, "n_cams": n})
+    return out
+
+
+def bound_lines(bounds: list[dict[str, Any]]) -> list[str]:
+    """One line per profile: the bound of :func:`bound_results` against the targets."""
+    return [
+        f"{b['profile']}: at best {b['bound']:.2f}x the loop's cameras (targets: "
+        f"{', '.join(f'{w:g}x' for w in b['targets'])}): camfleet's decode {b['decode_pct_cam']:.1f}% + "
+        f"{b['inferences_needed']:.2f} model runs/cam-s x {b['ms_per_image']:.1f} ms = "
+        f"{b['floor_pct_cam']:.1f}% "
+        f"of a core per camera (measured in all: {b['measured_pct_cam']:.1f}%) vs the loop's "
+        f"{b['baseline_pct_cam']:.1f}%; camfleet at {b['n_cams']} cameras"
+        for b in bounds
+    ]
+
+
 def _ms_per(pct: float, per_s: float) -> str:
     """CPU milliseconds per item from a CPU% of one core and items per second ('-' without items)."""
     return f"{10 * pct / per_s:.2f}" if per_s > 0 else "-"
@@ -1425,6 +1480,14 @@ def main(argv: list[str] | None = None) -> int:
         val = f"{t['value']:.2f}x" if t["value"] is not None else "-"
         print(f"  {t['result']:<4} {t['target']}: {val} ({t['figures']})")
     print()
+    bounds = bound_results(rows, v)
+    if bounds:
+        print()
+        print("at best, from CPU alone (camfleet's decode and the model runs the profile needs, "
+              "nothing else; see bound_results):")
+        for line in bound_lines(bounds):
+            print(f"  {line}")
+    print()
     print(detail_table(rows))
     other = [r["summary"]["other_pct"] for r in rows if "other_pct" in r["summary"]]
     if other and max(other) > 25:
@@ -1479,6 +1542,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "verdicts": v,
         "targets": targets,
+        "bounds": bounds,
         "runs": rows,
     }
     args.json.write_text(json.dumps(doc, indent=1, default=str))
