@@ -129,7 +129,10 @@ class MotionElement(Element[MotionConfig]):
             )
 
     def _absorb(self, boxes: list[Box], small: np.ndarray, previous: np.ndarray, step: int) -> None:
-        """Take the pixels of ``boxes`` (frame pixels) that did not change since ``previous`` into the background."""
+        """Take the still pixels of ``boxes`` (frame pixels) into the background.
+
+        A box is left alone when more than a small fraction of it changed since ``previous``.
+        """
         assert self._background is not None
         rows, cols = small.shape
         threshold = self.config.threshold
