@@ -121,3 +121,27 @@ def test_merged_crops_reach_the_detector_as_one_image(tmp_path: Path) -> None:
         counts[merge] = det.images, p.elements[1].requests  # type: ignore[attr-defined]
     assert counts[0.3][1] == counts[1.0][1]  # the same frames are looked at
     assert counts[0.3][0] < counts[1.0][0]
+
+
+def test_hints_outside_the_picture_or_from_another_frame_size_are_harmless(tmp_path: Path) -> None:
+    from camfleet.pipeline.element import EMPTY_MOTION_BOXES
+
+    scene = Scene(width=W, height=H, seed=1, objects=("person",))
+    env = PipelineEnv(camera="cam", data_dir=tmp_path)
+    p = Pipeline([("motion", {})], env)
+    hostile = [Box(-500, -500, -10, -10), Box(5000, 5000, 9000, 9000), Box(100, 100, 100, 100),
+               Box(-50, -50, 5000, 5000)]
+    for i in range(6):
+        env.services[EMPTY_MOTION_BOXES] = hostile
+        p.process(ctx_at(i, scene.render_i420(i)))
+    # a smaller stream: the background starts again, the hint of the old size is dropped
+    small = Scene(width=480, height=270, seed=1, objects=("person",))
+    env.services[EMPTY_MOTION_BOXES] = [Box(0, 0, W, H)]
+    ctx = FrameContext(camera="cam", seq=7, pts=7, capture_ns=int(2e12), width=480, height=270,
+                       pixel_format=PixelFormat.YUV420P, image=small.render_i420(7))
+    assert p.process(ctx).motion == []
+    assert EMPTY_MOTION_BOXES not in env.services
+    env.services[EMPTY_MOTION_BOXES] = [Box(0, 0, W, H)]  # an old-size hint on the new size: clipped
+    ctx = FrameContext(camera="cam", seq=8, pts=8, capture_ns=int(2.2e12), width=480, height=270,
+                       pixel_format=PixelFormat.YUV420P, image=small.render_i420(7))
+    assert p.process(ctx).motion == []
