@@ -134,14 +134,30 @@ def test_hints_outside_the_picture_or_from_another_frame_size_are_harmless(tmp_p
     for i in range(6):
         env.services[EMPTY_MOTION_BOXES] = hostile
         p.process(ctx_at(i, scene.render_i420(i)))
-    # a smaller stream: the background starts again, the hint of the old size is dropped
-    small = Scene(width=480, height=270, seed=1, objects=("person",))
+    # a smaller stream (320x180 scales to the same 180-row plane): the background starts again,
+    # the hint of the old size is dropped
+    small = Scene(width=320, height=180, seed=1, objects=("person",))
     env.services[EMPTY_MOTION_BOXES] = [Box(0, 0, W, H)]
-    ctx = FrameContext(camera="cam", seq=7, pts=7, capture_ns=int(2e12), width=480, height=270,
+    ctx = FrameContext(camera="cam", seq=7, pts=7, capture_ns=int(2e12), width=320, height=180,
                        pixel_format=PixelFormat.YUV420P, image=small.render_i420(7))
     assert p.process(ctx).motion == []
     assert EMPTY_MOTION_BOXES not in env.services
     env.services[EMPTY_MOTION_BOXES] = [Box(0, 0, W, H)]  # an old-size hint on the new size: clipped
-    ctx = FrameContext(camera="cam", seq=8, pts=8, capture_ns=int(2.2e12), width=480, height=270,
+    ctx = FrameContext(camera="cam", seq=8, pts=8, capture_ns=int(2.2e12), width=320, height=180,
                        pixel_format=PixelFormat.YUV420P, image=small.render_i420(7))
     assert p.process(ctx).motion == []
+
+
+def test_a_new_plane_height_starts_the_background_again_with_a_hint_pending(tmp_path: Path) -> None:
+    from camfleet.pipeline.element import EMPTY_MOTION_BOXES
+
+    scene = Scene(width=W, height=H, seed=1, objects=("person",))
+    env = PipelineEnv(camera="cam", data_dir=tmp_path)
+    p = Pipeline([("motion", {})], env)
+    for i in range(3):
+        p.process(ctx_at(i, scene.render_i420(i)))
+    p.update([("motion", {"height": 90})], env)  # live reload: a plane half as tall
+    env.services[EMPTY_MOTION_BOXES] = [Box(0, 0, W, H)]
+    assert p.process(ctx_at(3, scene.render_i420(3))).motion == []
+    env.services[EMPTY_MOTION_BOXES] = [Box(0, 0, W, H)]
+    assert p.process(ctx_at(4, scene.render_i420(4))).motion  # the person walks on

@@ -75,6 +75,7 @@ class MotionElement(Element[MotionConfig]):
         super().__init__(config, env)
         self._background: np.ndarray | None = None
         self._previous: np.ndarray | None = None
+        self._size = (0, 0)  # the frame size the background and the previous plane are of
         self._mask: np.ndarray | None = None
         self._mask_shape: tuple[int, ...] = ()
         self.recalibrations = 0
@@ -99,8 +100,11 @@ class MotionElement(Element[MotionConfig]):
             self._mask_shape = small.shape
         empty = self.env.services.pop(EMPTY_MOTION_BOXES, None)
         previous, self._previous = self._previous, small
-        if self._background is None or self._background.shape != small.shape:
+        # another stream size (even one that scales to the same plane) or plane height: start again
+        if (self._background is None or self._size != (ctx.width, ctx.height)
+                or self._background.shape != small.shape):
             self._background = small.copy()  # accumulateWeighted writes it in place; small is kept
+            self._size = (ctx.width, ctx.height)
             return
         if empty and cfg.absorb_empty and previous is not None and previous.shape == small.shape:
             self._absorb(empty, small, previous, step)
