@@ -181,6 +181,24 @@ def test_a_worker_takes_a_job_only_while_a_run_slot_is_free() -> None:
     assert got and got[0] is not None and [t.item for t in _taken(got[0])] == ["b1"]
 
 
+def test_a_worker_that_answered_goes_on_with_the_next_job_on_its_slot_and_gives_it_back_when_idle() -> None:
+    q = _queue(max_running=1)
+    a, b = Lane("a"), Lane("b")
+    q.add(a)
+    q.add(b)
+    assert q.put(a, _req("a1")) and q.put(b, _req("b1"))
+    first = q.take(0)
+    assert first is not None
+    q.finished(a)  # answered
+    nxt = q.take_next()  # b1 runs at once on the same slot, no other worker involved
+    assert nxt is not None and [t.item for t in _taken(nxt)] == ["b1"] and q.running_jobs() == 1
+    q.finished(b)
+    assert q.take_next() is None and q.running_jobs() == 0  # nothing due: the slot is free again
+    assert q.put(a, _req("a2"))
+    again = q.take(0)
+    assert again is not None and [t.item for t in _taken(again)] == ["a2"]
+
+
 def test_more_workers_than_run_slots_never_run_more_at_once_and_stay_round_robin() -> None:
     """6 worker threads, 2 run slots, 4 cameras that always have a request waiting: never more than
     2 jobs between take and end, every request run once and in its camera's order, and the cameras

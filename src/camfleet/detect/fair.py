@@ -15,8 +15,9 @@ several lanes in one job, once that many wait or the oldest has waited
 ``max_wait_s``; a batch-1 model gets one request per job, as soon as it waits.
 
 Run slots: at most ``max_running`` jobs run at once over all workers (a worker
-takes a job only while a slot is free, and gives it back with :meth:`FairQueue.end`
-when its inference ends). With more workers than cores, inferences then run to
+takes a job only while a slot is free; after answering it goes on with the next job
+due on the same slot (:meth:`FairQueue.take_next`), and gives the slot back when none
+is). With more workers than cores, inferences then run to
 completion in turn instead of being time-sliced against each other (which
 thrashes the caches and makes every request as slow as the slowest); workers
 beyond the limit keep their runtimes, ready. Jobs are formed only when a slot
@@ -128,6 +129,22 @@ class FairQueue:
             self._running_jobs -= 1
             if self._due() is not None:  # something waits: a worker waiting for a slot takes it (or times it)
                 self._cond.notify()
+
+    def take_next(self) -> Job | None:
+        """For a worker that has just answered a job taken with :meth:`take` and still holds its run slot.
+
+        The next job at once, on the same slot, when one is due now; else the slot is given back (as
+        :meth:`end`) and None returned: the worker goes back to :meth:`take`. At saturation the same
+        workers keep running, so only as many runtimes as there are run slots stay in the CPU caches
+        (handing each job to another worker's runtime cost ~10 % more CPU per image).
+        """
+        with self._cond:
+            if not self._closed and self._due() == 0.0:
+                return self._form()
+            self._running_jobs -= 1
+            if self._due() is not None:
+                self._cond.notify()
+            return None
 
     def running_jobs(self) -> int:
         """Jobs taken and not yet ended (:meth:`end`)."""

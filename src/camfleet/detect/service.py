@@ -267,7 +267,7 @@ class _Server:
         self.stop = False
         self.started = time.monotonic()
         self.beat()
-        self.workers.start(self.queue.take, self.queue.end)
+        self.workers.start(self.queue.take, self.queue.take_next)
 
     def beat(self) -> None:
         queued, _ = self.queue.counts()

@@ -119,16 +119,17 @@ class InferenceWorkers:
         self._threads: list[threading.Thread] = []
         self._count = count
 
-    def start(self, take: Callable[[], Job | None], release: Callable[[], None] | None = None) -> None:
+    def start(self, take: Callable[[], Job | None], next_job: Callable[[], Job | None] | None = None) -> None:
         """Start the workers; each takes its jobs from ``take()`` until it answers None.
 
-        ``release()`` is called once per job as soon as its inference has ended (before ``on_done``):
-        it gives back the run slot ``take`` handed out.
+        ``next_job()``, when given, is called after each answered job: it returns the next job on the
+        run slot ``take`` handed out, or gives the slot back and returns None (the worker then goes
+        back to ``take()``); see :meth:`~camfleet.detect.fair.FairQueue.take_next`.
         """
         if self._threads:
             raise RuntimeError(f"detector {self.name!r}: workers already started")
         self._threads = [
-            threading.Thread(target=self._work, args=(i, take, release),
+            threading.Thread(target=self._work, args=(i, take, next_job),
                              name=f"detector-{self.name}-worker{i}",
                              daemon=True)
             for i in range(self._count)
@@ -151,13 +152,16 @@ class InferenceWorkers:
         busy = [t for t in self._busy_since if t]
         return min(busy) if busy else 0
 
-    def _work(self, index: int, take: Callable[[], Job | None], release: Callable[[], None] | None) -> None:
+    def _work(self, index: int, take: Callable[[], Job | None],
+              next_job: Callable[[], Job | None] | None) -> None:
         runtime = self.runtimes[index]
         try:
+            job: Job | None = None
             while True:
-                job = take()
                 if job is None:
-                    return
+                    job = take()
+                    if job is None:
+                        return
                 self._busy_since[index] = time.monotonic_ns()
                 t0 = time.perf_counter_ns()
                 try:
@@ -165,9 +169,6 @@ class InferenceWorkers:
                 except Exception as exc:
                     log.exception("detector %s: inference failed (worker %d)", self.name, index)
                     done = Done(job, index, error=f"inference failed: {type(exc).__name__}: {exc}")
-                finally:
-                    if release is not None:
-                        release()  # the next job may start on another worker while this one answers
                 done.infer_ns = time.perf_counter_ns() - t0
                 if not done.error and len(done.results) != len(job.images):
                     done = Done(job, index, error=f"the runtime answered {len(done.results)} results "
@@ -179,6 +180,8 @@ class InferenceWorkers:
                     except Exception:
                         log.exception("detector %s: answering job %d failed (worker %d)", self.name,
                                       job.number, index)
+                # the same worker goes on while work is due: its runtime is the one in the caches
+                job = next_job() if next_job is not None else None
         except BaseException:  # a worker that dies would leave its jobs unanswered: the process must go
             self.fatal = f"worker {index} died: {traceback.format_exc()}"
             with contextlib.suppress(BlockingIOError):
