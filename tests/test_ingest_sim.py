@@ -55,24 +55,15 @@ class Running:
                 return t, err
 
 
-def start(url: str, key: str, *, own_watchdog: bool = True, **overrides: object) -> Running:
-    """Run an ingest loop in a thread; ``own_watchdog`` False: this calls its stall check, as a
-    camera process's heartbeat thread does (the worker's own watchdog: test_ingest_rtsps.py)."""
+def start(url: str, key: str, **overrides: object) -> Running:
     source = SourceOptions(open_timeout=5, stall_timeout=float(overrides.pop("stall_timeout", 3.0)))
     cfg = IngestConfig(url=url, key=key, source=source, backoff_initial=0.2, backoff_max=1.0,
                        **overrides)  # type: ignore[arg-type]
     events: queue.Queue[tuple[float, IngestState, IngestError | None]] = queue.Queue()
-    worker = IngestWorker(cfg, on_state=lambda s, e: events.put((time.monotonic(), s, e)),
-                          watchdog=own_watchdog)
+    worker = IngestWorker(cfg, on_state=lambda s, e: events.put((time.monotonic(), s, e)))
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
-    if not own_watchdog:
-        def check() -> None:
-            while not stop.wait(0.25):
-                worker.check_stall()
-
-        threading.Thread(target=check, daemon=True).start()
     return Running(worker, stop, thread, events)
 
 
@@ -167,7 +158,7 @@ def test_server_restart_reconnects_within_backoff_bounds(sim: SimServer, running
 
 
 def test_stall_is_detected_within_the_configured_time(sim: SimServer, running: list[Running]) -> None:
-    r = start(sim.url("faulty"), "stall", stall_timeout=2.0, own_watchdog=False)
+    r = start(sim.url("faulty"), "stall", stall_timeout=2.0)
     running.append(r)
     r.wait_state(IngestState.STREAMING, 20)
     last_frame: list[float] = []
@@ -189,7 +180,7 @@ def test_stall_is_detected_within_the_configured_time(sim: SimServer, running: l
         t, err = r.wait_state(IngestState.STALLED, 6)
         assert err is not None and err.kind == ErrorKind.STALLED
         assert last_frame, "no frame was seen before the stall"
-        # declared within the configured 2 s of the last frame (+ the checker's 0.25 s tick)
+        # declared within the configured 2 s of the last frame (+ the watchdog's 0.25 s tick)
         assert 1.9 <= t - last_frame[-1] <= 2.0 + 0.5, t - last_frame[-1]
         # frames already queued in the server still arrive after the command (more under load)
         assert t - stalled_at <= 2.0 + 5.0

@@ -111,16 +111,8 @@ class IngestWorker:
         >>> # worker.run(stop) blocks; call stop.set() from elsewhere to end it
     """
 
-    def __init__(self, config: IngestConfig, on_state: StateListener | None = None, *,
-                 watchdog: bool = True) -> None:
-        """Set up the loop (nothing is opened until :meth:`run`).
-
-        ``watchdog``: run a thread that calls :meth:`check_stall`; False when the caller calls
-        it itself often enough (a camera process's heartbeat thread does: one thread fewer
-        waking up).
-        """
+    def __init__(self, config: IngestConfig, on_state: StateListener | None = None) -> None:
         self.config = config
-        self._own_watchdog = watchdog
         self._on_state = on_state
         self._kind = source_kind(config.url)
         self._tracker = StateTracker()
@@ -216,8 +208,7 @@ class IngestWorker:
             raise self.fatal from None
         watchdog = threading.Thread(target=self._watch_stalls, args=(stop,), daemon=True,
                                     name=f"camfleet-stall-{cfg.key}")
-        if self._own_watchdog:
-            watchdog.start()
+        watchdog.start()
         try:
             while not stop.is_set():
                 self._enter(IngestState.CONNECTING)
@@ -249,27 +240,18 @@ class IngestWorker:
             if self._tracker.state != IngestState.ENDED:  # an ended file stays ended: its caller must know
                 self._enter(IngestState.STOPPED)
             stop.set()
-            if self._own_watchdog:
-                watchdog.join(timeout=2)
+            watchdog.join(timeout=2)
             if self._frames is not None:
                 self._frames.close()
             if self._packets is not None:
                 self._packets.close()
 
     def _watch_stalls(self, stop: threading.Event) -> None:
-        while not stop.wait(min(self.config.source.stall_timeout / 4, 0.25)):
-            self.check_stall()
-
-    def check_stall(self) -> None:
-        """Declare the stream stalled when it has been streaming without a frame for ``stall_timeout``.
-
-        Called from another thread than :meth:`run` (FFmpeg's own read timeout then ends the
-        blocked read) at least every ``min(stall_timeout / 4, 0.25)`` seconds.
-        """
         timeout = self.config.source.stall_timeout
-        if self._tracker.state == IngestState.STREAMING and time.monotonic() - self._last_frame > timeout:
-            err = IngestError(ErrorKind.STALLED, self.config.url, f"no frame for {timeout:g} s")
-            self._enter(IngestState.STALLED, err)
+        while not stop.wait(min(timeout / 4, 0.25)):
+            if self._tracker.state == IngestState.STREAMING and time.monotonic() - self._last_frame > timeout:
+                err = IngestError(ErrorKind.STALLED, self.config.url, f"no frame for {timeout:g} s")
+                self._enter(IngestState.STALLED, err)
 
     def _session(self, stop: threading.Event) -> None:
         if self._kind == SourceKind.SYNTHETIC:

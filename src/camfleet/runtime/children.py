@@ -182,16 +182,14 @@ def ingest_config(config: Config, camera: str) -> IngestConfig:
 def run_ingest(spec: ChildSpec, child: ChildProcess) -> None:
     """The ingest process's loop: decode the detect source into the camera's rings, beating."""
     cfg = ingest_config(spec.config, spec.camera)
-    worker = IngestWorker(cfg, watchdog=False)  # the beat thread checks for stalls: one thread fewer
+    worker = IngestWorker(cfg)
     # A loop stuck inside FFmpeg stops the beats: streaming without frames, or connecting, for longer
     # than the worker's own timeouts allow means the loop no longer runs.
     stuck_s = cfg.source.open_timeout + 2 * cfg.source.stall_timeout + 5.0
-    period = min(cfg.source.stall_timeout / 4, 0.25)
 
     def beat_loop() -> None:
         last_frames, last_progress = -1, time.monotonic()
-        while not child.stop.wait(period):
-            worker.check_stall()
+        while not child.stop.wait(0.25):
             st = worker.status()
             now = time.monotonic()
             if st.frames != last_frames or st.state in (IngestState.BACKOFF, IngestState.STOPPED,
