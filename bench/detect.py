@@ -29,7 +29,9 @@ See ``METHOD`` below (also printed and stored in the JSON).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -40,7 +42,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,47 +67,47 @@ METHOD = {
         "(no batching window); models with a batch axis (ONNX, dynamic batch) run real batches"
     ),
     "throughput": (
-        "N camera processes (spawn context, one per camera) each send one 300x300 RGB image per "
-        "request, back to back, for --duration s after 3 warm-up requests; the images are frames of "
-        "camfleet.ingest.scene.Scene(300, 300) (person, cat, motorcycle). 'shared Nx1, 2 in fl.' (the "
-        "throughput verdict's row): one DetectorManager process with N workers of 1 thread, N inference "
-        "threads in all as the baseline's N runtimes of 1 thread ('thr' column), each camera keeps 2 "
-        "requests in flight (DetectorClient.submit/result, as the detect element does); 'shared Nx1' "
-        "(the latency verdict's row): the same detector, 1 request in flight; 'shared WxT, 2 in fl.': "
-        "one worker per core (W = min(cores, N)) of T = N // W threads (equal threads, another shape); "
-        "'shared Wx1 (default)': the detector's default, one worker per core of 1 thread (fewer threads "
-        "than the baseline); '(b) runtime/camera': the baseline, each camera process loads its own "
-        "runtime (load_runtime(spec, threads=1)) and calls infer([img]) in a loop, no shared detector. "
-        "--rounds R: every variant R times, in alternating order (round 1 runs them backwards); 'rnd' "
-        "is the round, 'load' the 1-minute load average when the row started (the bench's own "
-        "processes included)"
+        "interleaved: per camera count N, both sides are started once and stay alive: N baseline camera "
+        "processes (spawn), each with its own runtime (load_runtime(spec, threads=1)) calling infer([img]) "
+        "back to back, and N shared-side camera processes, each with a DetectorClient to every shared "
+        "detector of the run: 'run limit' = DetectorSettings(workers=N, threads=1) with max_running at its "
+        "default (one per core), 'no run limit' = the same with max_running=N; N inference threads on "
+        "both sides ('thr'). Images: 300x300 frames of camfleet.ingest.scene.Scene (person, cat, "
+        "motorcycle). The sides take turns in slots of --slot s: the baseline runs between every two "
+        "shared slots (own, A, own, B, ..., own; the shared groups in alternating order per repetition), "
+        "only the slot's side works (the others block on an event), a shared slot runs one detector "
+        "with 1 or 2 requests in flight per camera; the first 0.3 s of a slot are left out and a slot "
+        "ends only once the side's last answers are in, so no answer of one side falls into the "
+        "other's slot. A host whose speed drifts moves both sides of a pair alike"
+    ),
+    "ratios": (
+        "'x med': each shared slot's images/s divided by the mean of the baseline slots right before "
+        "and after it, median over the group's slots (the verdicts use it); 'x pool': all the group's "
+        "images over all its slot time against the same for all baseline slots; 'x spread': min-max of "
+        "the per-pair ratios. Latency ratios the same way on p50 and p99 (per pair: the shared slot's "
+        "percentile against the percentile of its neighbouring baseline slots' requests)"
     ),
     "frames/s": (
-        "images detected per second summed over cameras; per camera: requests completed / (time of "
-        "the last completion - start). fps/cam min is the slowest camera (fairness)"
-    ),
-    "infer/s": (
-        "inferences per second: shared detector: batches run (heartbeat counters, delta over the "
-        "window / window); baseline: infer() calls. 'batch' is images per batch, 'ms/infer' the mean "
-        "time inside runtime.infer() per batch (baseline: the whole infer() call), 'ms/img' the same "
-        "per image"
+        "images detected per second summed over cameras, over the group's slot time; min/cam: the "
+        "slowest camera's lowest images/s in any slot (fairness)"
     ),
     "req ms": (
-        "wall time of one request in a camera process, from submit (detect() / infer() call) to its "
-        "answer, p50 and p99 over all cameras"
+        "wall time of one request in a camera process, from submit (or infer() call) to its answer, "
+        "p50 and p99 over the requests begun within the group's slots (answered within or after it: the "
+        "side's last requests are answered before the next slot starts)"
     ),
-    "CPU%": (
-        "psutil user+system CPU time over the window of every process doing the work (camera "
-        "processes, plus the detector process for 'shared'), summed, / window; 200 = both cores"
+    "CPU": (
+        "psutil user+system CPU time over the slots of every process of the slot's side (camera "
+        "processes, plus the shared detectors for a shared slot: the idle one costs ~0): 'CPU ms/img' "
+        "per image detected, 'CPU%' per second of slot (200 = both cores)"
     ),
     "memory": (
-        "RSS and PSS (proportional set size: shared pages divided among the processes sharing them, "
-        "so sums are not double counted) in MB, summed over the same processes, taken right after "
-        "the window while every process is still alive"
+        "PSS (proportional set size: shared pages divided among the processes sharing them) in MB, "
+        "summed over the side's processes (shared: the N clients and both detectors), after the slots"
     ),
     "other%": (
-        "CPU% the rest of the machine used during the window (all-core busy time from psutil.cpu_times() "
-        "minus the processes above): other work sharing the 2 cores; rows with a high value are disturbed"
+        "CPU% the rest of the machine used during the slots (all-core busy time from psutil.cpu_times() "
+        "minus the side's processes; the other side's idle processes included)"
     ),
     "gating": (
         "one camera, in this process, fed as fast as it goes; a 640x360 yuv420p scene "
@@ -133,14 +135,15 @@ MODEL_IN = (300, 300)
 WARMUP = 3
 READY_TIMEOUT = 90.0  # s; 8 spawned processes importing numpy/tflite on 2 busy cores
 SCENE_FPS = 5.0
-DETECTOR_OF = {"shared": "n", "shared-2": "n", "shared-t2": "t", "shared-auto": "auto"}  # variant -> detector
-INFLIGHT = {"shared-2": 2, "shared-t2": 2}  # requests each camera keeps in flight (others: 1)
-VARIANTS = ("shared-2", "own", "shared", "shared-t2", "shared-auto")  # compared rows next to "own"
-QUICK_VARIANTS = ("shared-2", "own", "shared")  # what the verdicts need
+DISCARD_S = 0.3  # s at the start of each slot left out of the figures (queues and caches fill)
+# shared-side groups: (detector, requests each camera keeps in flight); the baseline is "own"
+GROUPS = {"lim-2": ("lim", 2), "lim-1": ("lim", 1), "all-2": ("all", 2), "all-1": ("all", 1)}
+QUICK_GROUPS = ("lim-2", "lim-1")  # what the verdicts need
 LABELS = {
-    "shared": "shared, N x 1",
-    "shared-2": "shared, N x 1, 2 in flight",
-    "shared-t2": "shared, 1/core xT, 2 in flight",
+    "lim-2": "shared, run limit, 2 in flight",
+    "lim-1": "shared, run limit, 1 in flight",
+    "all-2": "shared, no run limit, 2 in flight",
+    "all-1": "shared, no run limit, 1 in flight",
     "shared-auto": "shared, 1/core x1",
     "own": "(b) runtime/camera",
     "gated": "motion -> detect",
@@ -211,181 +214,232 @@ def _test_images(seed: int, n: int = 8) -> list[np.ndarray]:
     return [scene.render_rgb(7 * i) for i in range(n)]
 
 
-# --------------------------------------------------------------------------- 1. throughput
-def _camera_worker(conn: Any, spec: dict[str, Any]) -> None:
-    """One camera: detect back to back through a shared detector or its own runtime."""
-    client: DetectorClient | None = None
+# --------------------------------------------------------------------------- 1. throughput, interleaved
+def _side_worker(conn: Any, spec: dict[str, Any], go: Any, mode: Any, busy: Any, stop: Any) -> None:
+    """One camera of one side, alive for the whole camera count: it works only while ``go`` is set.
+
+    Baseline side: its own runtime, one request at a time. Shared side: one client per detector;
+    ``mode`` (set by the parent before ``go``) says which detector and how many requests in flight.
+    Each request's (mode, start, end) in monotonic seconds (one clock for every process) is kept.
+    """
     runtime: Any = None
+    clients: list[DetectorClient] = []
     try:
         images = _test_images(spec["seed"])
-        call: Callable[[np.ndarray], list[Any]]
-        if spec["variant"] == "own":
+        if spec["side"] == "own":
             runtime = load_runtime(default_model_spec(), threads=1)
-            call = lambda img: runtime.infer([img])[0]  # noqa: E731
+            for i in range(WARMUP):
+                runtime.infer([images[i % len(images)]])
         else:
-            client = DetectorClient(spec["detector"], spec["camera"], MODEL_IN)
-            call = lambda img: client.detect([img])[0]  # noqa: E731
-        for i in range(WARMUP):
-            call(images[i % len(images)])
+            clients = [DetectorClient(d, spec["camera"], MODEL_IN, timeout=60) for d in spec["detectors"]]
+            for c in clients:
+                for i in range(WARMUP):
+                    c.detect([images[i % len(images)]])
         conn.send(("ready", os.getpid()))
-        msg = conn.recv()
-        if msg[0] != "go":
-            return
-        t0, t1 = msg[1], msg[2]
-        lat_ms: list[float] = []
-        dets = 0
-        i = 0
-        last_end = t0
-        while time.monotonic() < t0:
-            pass  # spin the last few ms: every camera starts together
-        if client is not None and spec.get("inflight", 1) > 1:
-            i, dets, last_end = _keep_inflight(client, images, spec["inflight"], t1, lat_ms)
-        else:
-            while True:
-                s = time.monotonic()
-                if s >= t1:
-                    break
-                dets += len(call(images[i % len(images)]))
-                e = time.monotonic()
-                i += 1
-                lat_ms.append((e - s) * 1e3)
-                last_end = e
-        conn.send(("result", {
-            "camera": spec["camera"],
-            "requests": i,
-            "fps": i / (last_end - t0) if i else 0.0,
-            "lat_ms": lat_ms,
-            "dets_per_frame": dets / i if i else 0.0,
-        }))
-        conn.recv()  # "exit": stay alive (and measurable) until the parent has taken memory
+        records: list[tuple[int, float, float]] = []
+        sent = 0
+        while not stop.is_set():
+            if not go.wait(0.2):
+                continue
+            m = int(mode.value)
+            with busy.get_lock():
+                busy.value += 1
+            try:
+                if runtime is not None:
+                    while go.is_set():
+                        s = time.monotonic()
+                        runtime.infer([images[sent % len(images)]])
+                        records.append((m, s, time.monotonic()))
+                        sent += 1
+                else:
+                    client, inflight = clients[m // 10], m % 10
+                    pending: collections.deque[tuple[int, float]] = collections.deque()
+                    while go.is_set() or pending:  # the last answers drain before the slot is over
+                        while go.is_set() and len(pending) < inflight:
+                            pending.append((client.submit([images[sent % len(images)]]), time.monotonic()))
+                            sent += 1
+                        if pending:
+                            rid, s = pending.popleft()
+                            client.result(rid)
+                            records.append((m, s, time.monotonic()))
+            finally:
+                with busy.get_lock():
+                    busy.value -= 1
+        conn.send(("result", records))
     except Exception:
         with contextlib.suppress(OSError):
             conn.send(("error", traceback.format_exc()))
     finally:
-        if client is not None:
-            client.close()
+        for c in clients:
+            c.close()
         if runtime is not None:
             runtime.close()
         conn.close()
 
 
-def _keep_inflight(
-    client: DetectorClient, images: list[np.ndarray], inflight: int, t1: float, lat_ms: list[float]
-) -> tuple[int, int, float]:
-    """Requests back to back, ``inflight`` in flight, until ``t1``: (answered, detections, last answer)."""
-    import collections
-
-    pending: collections.deque[tuple[int, float]] = collections.deque()
-    answered = dets = sent = 0
-    last_end = time.monotonic()
-    while True:
-        while len(pending) < inflight and time.monotonic() < t1:
-            pending.append((client.submit([images[sent % len(images)]]), time.monotonic()))
-            sent += 1
-        if not pending:
-            return answered, dets, last_end
-        rid, s = pending.popleft()
-        found = client.result(rid)
-        e = time.monotonic()
-        if s < t1:
-            answered += 1
-            dets += len(found[0])
-            lat_ms.append((e - s) * 1e3)
-            last_end = e
+def _wait_value(value: Any, want: int, timeout: float, what: str) -> None:
+    """Bounded wait until a shared counter reaches ``want`` (the side's processes join or drain)."""
+    deadline = time.monotonic() + timeout
+    while value.value != want:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: {value.value} of {want} after {timeout:g} s")
+        time.sleep(0.002)
 
 
-def run_throughput(
-    ctx: Any, variant: str, n_cams: int, duration: float, managers: dict[str, DetectorManager],
-    round_no: int = 0,
+def _schedule(groups: Sequence[str], reps: int) -> list[str]:
+    """Slot order: the baseline between every two shared slots, the shared groups in alternating order."""
+    order: list[str] = []
+    for rep in range(reps):
+        for g in (groups if rep % 2 == 0 else groups[::-1]):
+            order += ["own", g]
+    return [*order, "own"]
+
+
+def run_interleaved(
+    ctx: Any, n_cams: int, groups: Sequence[str], managers: dict[str, DetectorManager], slot_s: float,
+    reps: int,
 ) -> dict[str, Any]:
-    manager = managers.get(DETECTOR_OF.get(variant, ""))
-    detector = manager.settings.name if manager is not None else ""
-    procs: list[Any] = []
-    conns: list[Any] = []
-    row: dict[str, Any] = {"section": "throughput", "variant": variant, "n_cams": n_cams, "round": round_no,
-                           "load1": os.getloadavg()[0], "errors": [],
-                           # inference threads in all: workers x threads, or one 1-thread runtime per camera
-                           "threads": (manager.settings.workers or 0) * manager.settings.threads
-                           if manager is not None else n_cams}
-    t_start = time.perf_counter()
+    """Both sides alive at once for ``n_cams`` cameras, alternating short slots (see METHOD)."""
+    dets = sorted({GROUPS[g][0] for g in groups})
+    go = {"own": ctx.Event(), "shared": ctx.Event()}
+    busy = {"own": ctx.Value("i", 0), "shared": ctx.Value("i", 0)}
+    mode = ctx.Value("i", 0)
+    stop = ctx.Event()
+    procs: dict[str, list[Any]] = {"own": [], "shared": []}
+    conns: dict[str, list[Any]] = {"own": [], "shared": []}
+    out: dict[str, Any] = {"n_cams": n_cams, "slots": [], "errors": [], "groups": list(groups),
+                           "detectors": {d: dataclasses.asdict(managers[d].settings) for d in dets}}
     try:
-        for i in range(n_cams):
-            parent, child = ctx.Pipe()
-            spec = {"variant": variant, "detector": detector, "camera": f"{BENCH_TAG}c{i}", "seed": i,
-                    "inflight": INFLIGHT.get(variant, 1)}
-            p = ctx.Process(target=_camera_worker, args=(child, spec), daemon=True, name=f"bench-cam{i}")
-            p.start()
-            child.close()
-            procs.append(p)
-            conns.append(parent)
-        pids = [_recv(c, READY_TIMEOUT, f"camera {i}")[1] for i, c in enumerate(conns)]
-        if manager is not None:
-            assert manager.pid is not None
-            pids.append(manager.pid)
-        ps = [psutil.Process(pid) for pid in pids]
-        t0 = time.monotonic() + 0.25
-        t1 = t0 + duration
-        for c in conns:
-            c.send(("go", t0, t1))
-        _sleep_until(t0)
-        cpu0 = [_cpu_s(p) for p in ps]
-        busy0 = _busy_s()
-        hb0 = read_heartbeat(detector) if detector else None
-        _sleep_until(t1)
-        cpu1 = [_cpu_s(p) for p in ps]
-        busy1 = _busy_s()
-        hb1 = read_heartbeat(detector) if detector else None
-        wall = time.monotonic() - t0
-        results = [_recv(c, duration + 60, f"camera {i}")[1] for i, c in enumerate(conns)]
-        rss = [p.memory_info().rss for p in ps]
-        pss = [getattr(p.memory_full_info(), "pss", 0) for p in ps]
-        lat = [v for r in results for v in r["lat_ms"]]
-        fps = [r["fps"] for r in results]
-        if hb0 is not None and hb1 is not None and hb1.batches > hb0.batches:
-            batches, images = hb1.batches - hb0.batches, hb1.images - hb0.images
-            calls_s = batches / wall
-            batch = images / batches
-            ms_call = (hb1.infer_ns - hb0.infer_ns) / batches / 1e6
-        else:
-            calls_s = sum(fps)
-            batch = 1.0
-            ms_call = float(np.mean(lat)) if lat else None
-        row.update({
-            "window_s": wall,
-            "cameras": [{k: v for k, v in r.items() if k != "lat_ms"} for r in results],
-            "cpu_s": [b - a for a, b in zip(cpu0, cpu1, strict=True)],
-            "rss_mb": [v / 2**20 for v in rss],
-            "pss_mb": [v / 2**20 for v in pss],
-            "detector_pid_included": manager is not None,
-            "detector": ({"workers": manager.settings.workers, "threads": manager.settings.threads}
-                         if manager is not None else None),
-            "summary": {
-                "threads": row["threads"],
-                "load1": row["load1"],
-                "fps_total": sum(fps),
-                "fps_cam_mean": float(np.mean(fps)),
-                "fps_cam_min": min(fps),
-                "calls_s": calls_s,
-                "mean_batch": batch,
-                "ms_call": ms_call,
-                "ms_img": ms_call / batch if ms_call is not None else None,
-                "req_p50_ms": _pct(lat, 50),
-                "req_p99_ms": _pct(lat, 99),
-                "cpu_pct": 100 * sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / wall,
-                "other_cpu_pct": 100 * ((busy1 - busy0) - sum(b - a for a, b in zip(cpu0, cpu1, strict=True)))
-                / wall,
-                "rss_mb": sum(rss) / 2**20,
-                "pss_mb": sum(pss) / 2**20,
-                "dets_per_frame": float(np.mean([r["dets_per_frame"] for r in results])),
-            },
-        })
+        for side in ("shared", "own"):
+            for i in range(n_cams):
+                parent, child = ctx.Pipe()
+                spec = {"side": side, "detectors": [managers[d].settings.name for d in dets],
+                        "camera": f"{BENCH_TAG}c{i}", "seed": i}
+                p = ctx.Process(target=_side_worker, args=(child, spec, go[side], mode, busy[side], stop),
+                                daemon=True, name=f"bench-{side}{i}")
+                p.start()
+                child.close()
+                procs[side].append(p)
+                conns[side].append(parent)
+        pids = {side: [_recv(c, READY_TIMEOUT, f"{side} camera {i}")[1] for i, c in enumerate(conns[side])]
+                for side in ("shared", "own")}
+        ps = {side: [psutil.Process(pid) for pid in pids[side]] for side in pids}
+        for d in dets:
+            assert managers[d].pid is not None
+            ps["shared"].append(psutil.Process(managers[d].pid))
+        for g in _schedule(groups, reps):
+            side = "own" if g == "own" else "shared"
+            if side == "shared":
+                det, inflight = GROUPS[g]
+                mode.value = dets.index(det) * 10 + inflight
+            go[side].set()
+            _wait_value(busy[side], n_cams, 10, f"{g}: cameras working")
+            time.sleep(DISCARD_S)  # the side's queues and caches fill; the other side's are empty
+            a = time.monotonic()
+            cpu0, busy0 = sum(_cpu_s(p) for p in ps[side]), _busy_s()
+            time.sleep(slot_s - DISCARD_S)
+            b = time.monotonic()
+            cpu1, busy1 = sum(_cpu_s(p) for p in ps[side]), _busy_s()
+            go[side].clear()
+            _wait_value(busy[side], 0, 30, f"{g}: cameras draining")
+            out["slots"].append({"group": g, "a": a, "b": b, "cpu_s": cpu1 - cpu0,
+                                 "other_s": (busy1 - busy0) - (cpu1 - cpu0), "load1": os.getloadavg()[0]})
+        for side in ("shared", "own"):
+            mem = [p.memory_full_info() for p in ps[side]]
+            out[f"pss_mb_{side}"] = sum(getattr(m, "pss", 0) for m in mem) / 2**20
+            out[f"rss_mb_{side}"] = sum(m.rss for m in mem) / 2**20
+        stop.set()
+        out["records"] = {side: [_recv(c, 60, f"{side} camera {i}")[1] for i, c in enumerate(conns[side])]
+                          for side in ("shared", "own")}
     except Exception:
-        row["errors"].append(traceback.format_exc())
-        row.setdefault("summary", {})
+        out["errors"].append(traceback.format_exc())
     finally:
-        _stop_procs(procs, conns)
-    row["elapsed_s"] = time.perf_counter() - t_start
-    return row
+        stop.set()
+        go["own"].clear()
+        go["shared"].clear()
+        _stop_procs(procs["shared"] + procs["own"], conns["shared"] + conns["own"])
+    return out
+
+
+def _slot_stats(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per slot: images/s, slowest camera's, latencies (requests begun in the slot), CPU ms/image."""
+    recs = {side: [np.asarray(r, dtype=np.float64).reshape(-1, 3) for r in cams]
+            for side, cams in run["records"].items()}
+    out = []
+    for s in run["slots"]:
+        side = "own" if s["group"] == "own" else "shared"
+        a, b, w = s["a"], s["b"], s["b"] - s["a"]
+        per_cam, lat = [], []
+        for r in recs[side]:
+            ends, starts = r[:, 2], r[:, 1]
+            per_cam.append(int(((ends >= a) & (ends < b)).sum()))
+            # begun within the slot, answered whenever: a slot's end cuts no long request out
+            begun = (starts >= a) & (starts < b)
+            lat += list((ends[begun] - starts[begun]) * 1e3)
+        n = sum(per_cam)
+        out.append({**{k: s[k] for k in ("group", "a", "b", "load1")}, "images": n, "fps": n / w,
+                    "fps_cam_min": min(per_cam) / w, "lat_ms": lat,
+                    "cpu_ms_img": 1e3 * s["cpu_s"] / n if n else None,
+                    "cpu_pct": 100 * s["cpu_s"] / w, "other_pct": 100 * s["other_s"] / w, "window_s": w})
+    return out
+
+
+def _pairs(slots: list[dict[str, Any]], group: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each slot of ``group`` with the baseline slots right before and after it."""
+    out = []
+    for i, s in enumerate(slots):
+        if s["group"] == group:
+            own = [slots[j] for j in (i - 1, i + 1) if 0 <= j < len(slots) and slots[j]["group"] == "own"]
+            if own:
+                out.append((s, own))
+    return out
+
+
+def summarize_interleaved(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table rows (one per group, baseline included) with the paired ratios against the baseline."""
+    if run["errors"] or "records" not in run:
+        return [{"section": "throughput", "variant": g, "n_cams": run["n_cams"], "errors": run["errors"],
+                 "summary": {}} for g in ["own", *run["groups"]]]
+    slots = _slot_stats(run)
+    run["slot_stats"] = [{k: v for k, v in s.items() if k != "lat_ms"} for s in slots]
+    rows = []
+    n = run["n_cams"]
+    for g in ["own", *run["groups"]]:
+        mine = [s for s in slots if s["group"] == g]
+        images, window = sum(s["images"] for s in mine), sum(s["window_s"] for s in mine)
+        lat = [v for s in mine for v in s["lat_ms"]]
+        cpu = sum(s["cpu_pct"] * s["window_s"] / 100 for s in mine)
+        side = "own" if g == "own" else "shared"
+        summ: dict[str, Any] = {
+            "slots": len(mine), "threads": n, "fps_total": images / window,
+            "fps_cam_min": min(s["fps_cam_min"] for s in mine),
+            "req_p50_ms": _pct(lat, 50), "req_p99_ms": _pct(lat, 99),
+            "cpu_ms_img": 1e3 * cpu / images if images else None, "cpu_pct": 100 * cpu / window,
+            "other_cpu_pct": float(np.mean([s["other_pct"] for s in mine])),
+            "pss_mb": run.get(f"pss_mb_{side}"), "rss_mb": run.get(f"rss_mb_{side}"),
+            "slot_fps": [s["fps"] for s in mine],
+        }
+        if g != "own":
+            pairs = _pairs(slots, g)
+            ratios = [s["fps"] / float(np.mean([o["fps"] for o in own])) for s, own in pairs]
+            own_all = [s for s in slots if s["group"] == "own"]
+            own_rate = sum(s["images"] for s in own_all) / sum(s["window_s"] for s in own_all)
+            own_lat = [v for s in own_all for v in s["lat_ms"]]
+            p50r = [_pct(s["lat_ms"], 50) / _pct([v for o in own for v in o["lat_ms"]], 50)  # type: ignore[operator]
+                    for s, own in pairs if s["lat_ms"]]
+            p99r = [_pct(s["lat_ms"], 99) / _pct([v for o in own for v in o["lat_ms"]], 99)  # type: ignore[operator]
+                    for s, own in pairs if s["lat_ms"]]
+            summ.update({
+                "ratio_med": float(np.median(ratios)), "ratio_pooled": summ["fps_total"] / own_rate,
+                "ratio_min": min(ratios), "ratio_max": max(ratios), "ratios": ratios,
+                "p50_ratio_med": float(np.median(p50r)), "p99_ratio_med": float(np.median(p99r)),
+                "p50_ratio_pooled": summ["req_p50_ms"] / _pct(own_lat, 50),
+                "p99_ratio_pooled": summ["req_p99_ms"] / _pct(own_lat, 99),
+            })
+            summ["spread"] = f"{summ['ratio_min']:.2f}-{summ['ratio_max']:.2f}"
+        rows.append({"section": "throughput", "variant": g, "n_cams": n, "errors": [], "summary": summ,
+                     "detector": run["detectors"].get(GROUPS[g][0]) if g != "own" else None})
+    return rows
 
 
 # --------------------------------------------------------------------------- 2. motion gating
@@ -608,24 +662,21 @@ def run_latency(ctx: Any, variant: str, manager: DetectorManager, duration: floa
 Column = tuple[str, int, str, str]  # header, width, format, summary key
 
 TPUT_COLUMNS: list[Column] = [
-    ("variant", 22, "s", "label"),
+    ("variant", 31, "s", "label"),
     ("cams", 4, "d", "n_cams"),
-    ("rnd", 3, "d", "round"),
+    ("slots", 5, "d", "slots"),
     ("thr", 3, "d", "threads"),
     ("frames/s", 8, ".1f", "fps_total"),
-    ("fps/cam", 7, ".1f", "fps_cam_mean"),
     ("min/cam", 7, ".1f", "fps_cam_min"),
-    ("infer/s", 7, ".1f", "calls_s"),
-    ("batch", 5, ".2f", "mean_batch"),
-    ("ms/infer", 8, ".1f", "ms_call"),
-    ("ms/img", 6, ".1f", "ms_img"),
+    ("x med", 5, ".2f", "ratio_med"),
+    ("x pool", 6, ".2f", "ratio_pooled"),
+    ("x spread", 9, "s", "spread"),
     ("req p50", 7, ".1f", "req_p50_ms"),
     ("req p99", 7, ".1f", "req_p99_ms"),
+    ("CPU ms/img", 10, ".1f", "cpu_ms_img"),
     ("CPU%", 5, ".0f", "cpu_pct"),
-    ("RSS MB", 6, ".0f", "rss_mb"),
     ("PSS MB", 6, ".0f", "pss_mb"),
     ("other%", 6, ".0f", "other_cpu_pct"),
-    ("load", 4, ".1f", "load1"),
 ]
 GATE_COLUMNS: list[Column] = [
     ("pipeline", 18, "s", "label"),
@@ -657,13 +708,14 @@ LAT_COLUMNS: list[Column] = [
 
 
 def row_label(r: dict[str, Any]) -> str:
-    """A row's variant, with its detector's workers x threads when it has one."""
+    """A row's variant, with its detector's workers x threads and run limit when it has one."""
     det = r.get("detector")
     if not det or not det.get("workers"):
         return LABELS[r["variant"]]
-    shape = f"shared {det['workers']}x{det['threads']}"
-    return {"shared-2": f"{shape}, 2 in fl.", "shared-t2": f"{shape}, 2 in fl.",
-            "shared-auto": f"{shape} (default)"}.get(r["variant"], shape)
+    inflight = GROUPS[r["variant"]][1]
+    limit = det.get("max_running") or default_workers()  # None: the default, one per core
+    run = "no limit" if limit >= det["workers"] else f"run {limit}"
+    return f"shared {det['workers']}x{det['threads']} {run}, {inflight} in fl."
 
 
 def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str | None = None) -> str:
@@ -677,7 +729,6 @@ def format_table(columns: list[Column], rows: list[dict[str, Any]], group: str |
         values = dict(r.get("summary", {}))
         values["label"] = row_label(r) + ("!" if r.get("errors") else "")
         values["n_cams"] = r.get("n_cams")
-        values["round"] = r.get("round")
         if r["section"] == "gating":
             values["window"] = f"{values['person_in_window']}/{values['window_frames']}"
         lines.append(" ".join(_cell(values.get(key), width, fmt) for _h, width, fmt, key in columns))
@@ -689,102 +740,83 @@ TARGET_CAMS = (4, 8)
 LATENCY_CAMS = 8  # ... and a lower request latency at 8 cameras
 
 
-def _rounds(tput: list[dict[str, Any]], variant: str, n: int) -> dict[int, dict[str, Any]]:
-    """round -> summary of ``variant`` at ``n`` cameras (failed rows left out)."""
-    return {r.get("round", 0): r["summary"] for r in tput
-            if r["variant"] == variant and r["n_cams"] == n and not r["errors"] and r.get("summary")}
-
-
-def _paired(tput: list[dict[str, Any]], variant: str, n: int, key: str) -> list[tuple[int, float, float]]:
-    """(round, variant's ``key``, baseline's ``key``) for every round where both were measured."""
-    mine, own = _rounds(tput, variant, n), _rounds(tput, "own", n)
-    return [(k, float(mine[k][key]), float(own[k][key])) for k in sorted(mine)
-            if k in own and mine[k].get(key) and own[k].get(key)]
-
-
-def _per_round(pairs: list[tuple[int, float, float]], tput: list[dict[str, Any]], n: int) -> str:
-    loads = {r.get("round", 0): r.get("load1", 0.0) for r in tput if r["n_cams"] == n}
-    return ", ".join(f"r{k} {a / b:.2f}x (load {loads.get(k, 0.0):.1f})" for k, a, b in pairs)
+def _row(tput: list[dict[str, Any]], group: str, n: int) -> dict[str, Any] | None:
+    return next((r["summary"] for r in tput if r["variant"] == group and r["n_cams"] == n
+                 and not r["errors"] and r.get("summary")), None)
 
 
 def verdicts(tput: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets, each PASS/MISS/n/a with its figures (equal total inference threads).
 
-    Every ratio is taken between rows of the same round (the variants of a round run back to back,
-    in alternating order from round to round) and the verdict is on the median over rounds, so a
-    burst of other work on the machine moves one round, not the verdict.
-    Throughput: the shared detector as a pipeline uses it (2 requests in flight, the ``detect``
-    element's default), N workers of 1 thread (N inference threads, as the baseline's N runtimes of
-    1 thread), against one runtime per camera; the 1-in-flight ratio is given beside it.
+    Both sides run at once, in alternating slots (see METHOD "throughput"): each shared slot's
+    figure is divided by the mean of the baseline slots right before and after it, and the verdict
+    is on the median of those per-pair ratios; the pooled ratio (all shared slots against all
+    baseline slots) and the spread of the per-pair ratios are given beside it.
+    Throughput: the shared detector with its run limit (default, one per core), N workers of 1
+    thread, 2 requests in flight as the ``detect`` element keeps them, against one runtime per camera.
     Latency: one request in flight per camera on both sides (the same offered load).
     """
     out: list[dict[str, Any]] = []
     for n in TARGET_CAMS:
-        target = (f"images/s shared (N x 1 thread, 2 in flight) / runtime per camera (N x 1 thread) "
-                  f">= {TARGET_RATIO:g}x at {n} cameras, median over rounds")
-        pairs = _paired(tput, "shared-2", n, "fps_total")
-        if not pairs:
+        target = (f"images/s shared (N x 1 thread, run limit, 2 in flight) / runtime per camera "
+                  f"(N x 1 thread) >= {TARGET_RATIO:g}x at {n} cameras, median of paired slots")
+        s = _row(tput, "lim-2", n)
+        if s is None:
             out.append({"target": target, "verdict": "n/a", "why": "not measured (or failed) in this run"})
         else:
-            ratio = float(np.median([a / b for _, a, b in pairs]))
-            ones = _paired(tput, "shared", n, "fps_total")
-            one = f"; 1 in flight: median {np.median([a / b for _, a, b in ones]):.2f}x" if ones else ""
+            one = _row(tput, "lim-1", n)
             out.append({
-                "target": target, "verdict": "PASS" if ratio >= TARGET_RATIO else "MISS", "ratio": ratio,
-                "rounds": [{"round": k, "shared": a, "own": b, "ratio": a / b} for k, a, b in pairs],
-                "ratio_1_in_flight": float(np.median([a / b for _, a, b in ones])) if ones else None,
-                "why": f"median {ratio:.2f}x over {len(pairs)} round(s): {_per_round(pairs, tput, n)}{one}",
+                "target": target, "verdict": "PASS" if s["ratio_med"] >= TARGET_RATIO else "MISS",
+                "ratio": s["ratio_med"], "ratio_pooled": s["ratio_pooled"], "ratios": s["ratios"],
+                "ratio_1_in_flight": one["ratio_med"] if one else None,
+                "why": f"median {s['ratio_med']:.2f}x, pooled {s['ratio_pooled']:.2f}x over "
+                       f"{len(s['ratios'])} paired slots (spread {s['spread']})"
+                       + (f"; 1 in flight: median {one['ratio_med']:.2f}x" if one else ""),
             })
         if n != LATENCY_CAMS:
             continue
-        target = f"request latency p50 and p99, 1 in flight, shared < runtime per camera at {n} cameras"
-        p50, p99 = _paired(tput, "shared", n, "req_p50_ms"), _paired(tput, "shared", n, "req_p99_ms")
-        if not p50 or not p99:
+        target = (f"request latency p50 and p99, 1 in flight, shared (run limit) < runtime per camera "
+                  f"at {n} cameras")
+        s = _row(tput, "lim-1", n)
+        if s is None:
             out.append({"target": target, "verdict": "n/a", "why": "not measured (or failed) in this run"})
             continue
-        r50, r99 = float(np.median([a / b for _, a, b in p50])), float(np.median([a / b for _, a, b in p99]))
+        r50, r99 = s["p50_ratio_med"], s["p99_ratio_med"]
+        own = _row(tput, "own", n) or {}
         out.append({
             "target": target, "verdict": "PASS" if r50 < 1.0 and r99 < 1.0 else "MISS",
             "p50_ratio": r50, "p99_ratio": r99,
-            "rounds": [{"round": k, "shared_p50": a, "own_p50": b, "shared_p99": c, "own_p99": d}
-                       for (k, a, b), (_, c, d) in zip(p50, p99, strict=False)],
-            "why": f"shared / own, median over {len(p50)} round(s): p50 {r50:.2f}x, p99 {r99:.2f}x ("
-                   + ", ".join(f"r{k} p50 {a:.0f} vs {b:.0f} ms, p99 {c:.0f} vs {d:.0f} ms"
-                               for (k, a, b), (_, c, d) in zip(p50, p99, strict=False)) + ")",
+            "p50_ratio_pooled": s["p50_ratio_pooled"], "p99_ratio_pooled": s["p99_ratio_pooled"],
+            "why": f"shared / own, median of paired slots: p50 {r50:.2f}x, p99 {r99:.2f}x; pooled p50 "
+                   f"{s['req_p50_ms']:.0f} vs {own.get('req_p50_ms') or 0:.0f} ms "
+                   f"({s['p50_ratio_pooled']:.2f}x), p99 {s['req_p99_ms']:.0f} vs "
+                   f"{own.get('req_p99_ms') or 0:.0f} ms ({s['p99_ratio_pooled']:.2f}x)",
         })
     return out
 
 
 def _ratio_lines(tput: list[dict[str, Any]], gating: list[dict[str, Any]]) -> list[str]:
-    """Plain comparisons from the tables, medians over rounds (the targets are in :func:`verdicts`)."""
+    """Plain comparisons from the tables (the targets are in :func:`verdicts`)."""
     out = []
     for n in sorted({r["n_cams"] for r in tput}):
+        own = _row(tput, "own", n)
         parts = []
-        for variant in ("shared-2", "shared", "shared-t2", "shared-auto"):
-            pairs = _paired(tput, variant, n, "fps_total")
-            if not pairs:
+        for g in GROUPS:
+            s = _row(tput, g, n)
+            if s is None or own is None:
                 continue
-            rows = _rounds(tput, variant, n)
-            cpu_img = [1e3 * s["cpu_pct"] / 100 / s["fps_total"] for s in rows.values() if s.get("fps_total")]
-            thr = next(iter(rows.values()))["threads"]
-            parts.append(f"{LABELS[variant]} ({thr} threads) {np.median([a / b for _, a, b in pairs]):.2f}x, "
-                         f"CPU {np.median(cpu_img):.1f} ms/image")
-        own = _rounds(tput, "own", n)
+            parts.append(f"{LABELS[g]} {s['ratio_med']:.2f}x (pooled {s['ratio_pooled']:.2f}x), "
+                         f"p50 {s['p50_ratio_med']:.2f}x p99 {s['p99_ratio_med']:.2f}x, "
+                         f"CPU {s['cpu_ms_img']:.1f} ms/image")
         if parts and own:
-            cpu_img = [1e3 * s["cpu_pct"] / 100 / s["fps_total"] for s in own.values() if s.get("fps_total")]
-            out.append(f"{n} cam{'s' if n > 1 else ''}: images/s vs runtime per camera ({n} threads, "
-                       f"CPU {np.median(cpu_img):.1f} ms/image), median over rounds: " + "; ".join(parts))
-    per_proc = {(r["variant"], r["n_cams"]): r for r in tput if not r["errors"] and r.get("pss_mb")}
-    for n in sorted({r["n_cams"] for r in tput}):
-        shared, own = per_proc.get(("shared", n)), per_proc.get(("own", n))
-        if shared and own:
-            cams_pss = shared["pss_mb"][:-1]  # the last process is the detector
-            out.append(
-                f"{n} cam{'s' if n > 1 else ''}: PSS per camera process: shared-detector client "
-                f"{np.mean(cams_pss):.0f} MB, own runtime {np.mean(own['pss_mb']):.0f} MB "
-                f"(RSS {np.mean(shared['rss_mb'][:-1]):.0f} vs {np.mean(own['rss_mb']):.0f} MB); "
-                f"detector process {shared['pss_mb'][-1]:.0f} MB PSS ({shared['rss_mb'][-1]:.0f} MB RSS)"
-            )
+            out.append(f"{n} cam{'s' if n > 1 else ''}: vs runtime per camera ({n} threads, CPU "
+                       f"{own['cpu_ms_img']:.1f} ms/image), median of paired slots: " + "; ".join(parts))
+        lim, nolim = _row(tput, "lim-1", n), _row(tput, "all-1", n)
+        if lim and nolim:
+            out.append(f"{n} cams, run limit vs none (1 in flight, each against its neighbouring baseline "
+                       f"slots): images/s {lim['ratio_med']:.2f}x vs {nolim['ratio_med']:.2f}x, p50 "
+                       f"{lim['p50_ratio_med']:.2f}x vs {nolim['p50_ratio_med']:.2f}x, p99 "
+                       f"{lim['p99_ratio_med']:.2f}x vs {nolim['p99_ratio_med']:.2f}x")
     g = {r["variant"]: r["summary"] for r in gating if not r["errors"]}
     if "gated" in g and "every" in g and g["gated"]["req_per_cam_s"] > 0:
         gated, every = g["gated"]["req_per_cam_s"], g["every"]["req_per_cam_s"]
@@ -823,29 +855,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="4 and 8 cameras, short phases (1-2 minutes)")
     ap.add_argument("--json", type=Path, default=Path("artifacts/bench-detect.json"), help="raw results")
     ap.add_argument("--cams", nargs="+", type=int, help="camera counts (default by mode)")
-    ap.add_argument("--variants", nargs="+", choices=VARIANTS,
-                    help=f"throughput rows (default: {' '.join(QUICK_VARIANTS)} with --quick, else all)")
-    ap.add_argument("--rounds", type=int, help="rounds of the throughput variants (default 2 quick, 3 full)")
-    ap.add_argument("--duration", type=float, help="seconds of each throughput run")
+    ap.add_argument("--groups", nargs="+", choices=tuple(GROUPS),
+                    help=f"shared-side groups (default: {' '.join(QUICK_GROUPS)} with --quick, else all)")
+    ap.add_argument("--reps", type=int, help="slots of each shared group (default 3 quick, 8 full)")
+    ap.add_argument("--slot", type=float, help="seconds of each slot (default 1.5 quick, 2.5 full)")
     ap.add_argument("--gate-frames", type=int, help="frames of the gating scene (5 per camera-second)")
     ap.add_argument("--lat-duration", type=float, help="seconds of frames in each latency run (5 fps)")
     args = ap.parse_args(argv)
     quick = args.quick
     args.cams = args.cams or ([4, 8] if quick else [1, 4, 8])
-    args.duration = args.duration or (3.0 if quick else 5.0)
-    args.rounds = args.rounds or (2 if quick else 3)
-    args.variants = list(args.variants or (QUICK_VARIANTS if quick else VARIANTS))
+    args.slot = args.slot or (1.5 if quick else 2.5)
+    args.reps = args.reps or (3 if quick else 8)
+    args.groups = list(dict.fromkeys(args.groups or (QUICK_GROUPS if quick else GROUPS)))
     args.gate_frames = args.gate_frames or (100 if quick else 300)
     args.lat_duration = args.lat_duration or (4.0 if quick else 10.0)
     if any(n < 1 or n > 32 for n in args.cams):
         ap.error("--cams must be 1..32")
+    if args.slot <= DISCARD_S + 0.2 or args.reps < 1:
+        ap.error(f"--slot must be > {DISCARD_S + 0.2:g} s and --reps >= 1")
 
     ctx = mp.get_context("spawn")
     load_start = os.getloadavg()
     t0 = time.perf_counter()
     spec = default_model_spec()
     print(
-        f"detect bench: model {spec.id}; cameras {args.cams}; {args.duration:g} s per throughput run; "
+        f"detect bench: model {spec.id}; cameras {args.cams}; {args.reps} slots of {args.slot:g} s per "
+        "group; "
         f"gating {args.gate_frames} frames; latency {args.lat_duration:g} s at {SCENE_FPS:g} fps; "
         f"{os.cpu_count()} CPUs",
         flush=True,
@@ -855,6 +890,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     tput: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []  # the interleaved runs' slots (raw)
     gating: list[dict[str, Any]] = []
     latency: list[dict[str, Any]] = []
     managers: dict[str, DetectorManager] = {}
@@ -867,39 +903,32 @@ def main(argv: list[str] | None = None) -> int:
                                                   workers=default_workers())}, managers)
         print(f"  detectors up after {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
-        # 1. throughput: per camera count, the variants in rounds (alternating order), ratios per round
+        # 1. throughput and request latency: per camera count, both sides alive, alternating slots
         for n in args.cams:
             wanted = {}
-            if {"shared", "shared-2"} & set(args.variants):
-                # the baseline's shape: n inference threads, one per camera's share of the work
-                wanted["n"] = DetectorSettings(f"{BENCH_TAG}-n{n}", spec, workers=n, threads=1)
-            if "shared-t2" in args.variants:
-                # one worker per core, as many threads in all as the baseline
-                workers = min(default_workers(), n)
-                wanted["t"] = DetectorSettings(f"{BENCH_TAG}-w{n}", spec, workers=workers,
-                                               threads=max(1, n // workers))
+            for det in sorted({GROUPS[g][0] for g in args.groups}):
+                # the baseline's shape: n inference threads; "all": as many run slots as workers
+                wanted[det] = DetectorSettings(f"{BENCH_TAG}-{det}{n}", spec, workers=n, threads=1,
+                                               max_running=n if det == "all" else None)
             started: dict[str, DetectorManager] = {}
             _start_managers(wanted, started)
             per_n.extend(started.values())
-            run_managers = {**managers, **started}
-            for rnd in range(args.rounds):
-                order = args.variants if rnd % 2 == 0 else args.variants[::-1]
-                for variant in order:
-                    r = run_throughput(ctx, variant, n, args.duration, run_managers, rnd)
-                    tput.append(r)
-                    fps = r["summary"].get("fps_total")
-                    print(
-                        f"  r{rnd} {LABELS[variant]:<30} {n} cam: "
-                        f"{'-' if fps is None else f'{fps:.1f}'} frames/s, {r['elapsed_s']:.1f} s, "
-                        f"load {r['load1']:.1f}"
-                        + (f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""),
-                        file=sys.stderr,
-                        flush=True,
-                    )
+            t_n = time.perf_counter()
+            run = run_interleaved(ctx, n, args.groups, started, args.slot, args.reps)
             for m in started.values():
                 m.stop()
                 if m.restarts:
-                    tput[-1]["errors"].append(f"detector {m.settings.name} restarted {m.restarts} time(s)")
+                    run["errors"].append(f"detector {m.settings.name} restarted {m.restarts} time(s)")
+            rows = summarize_interleaved(run)
+            tput += rows
+            runs.append({k: v for k, v in run.items() if k != "records"})
+            for r in rows:
+                fps = r["summary"].get("fps_total")
+                err = f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""
+                print(f"  {LABELS[r['variant']]:<34} {n} cam: {'-' if fps is None else f'{fps:.1f}'} "
+                      f"frames/s{err}",
+                      file=sys.stderr, flush=True)
+            print(f"  {n} cameras: {time.perf_counter() - t_n:.1f} s", file=sys.stderr, flush=True)
 
         # 2. motion gating (one camera, the default detector)
         gate_det = managers["auto"].settings.name
@@ -920,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. end-to-end latency
         for variant in ("shared-auto",):
-            r = run_latency(ctx, variant, managers[DETECTOR_OF[variant]], args.lat_duration)
+            r = run_latency(ctx, variant, managers["auto"], args.lat_duration)
             latency.append(r)
             print(f"  latency {LABELS[variant]:<18} {r['elapsed_s']:.1f} s"
                   + (f"  error: {r['errors'][0].strip().splitlines()[-1]}" if r["errors"] else ""),
@@ -939,7 +968,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
 
     print()
-    print("1. detector throughput (frames/s = images detected per second, all cameras; ms = milliseconds)")
+    print("1. detector throughput and request latency, interleaved slots (frames/s = images detected per "
+          "second, all cameras; x = ratio to the runtime-per-camera baseline; ms = milliseconds)")
     print(format_table(TPUT_COLUMNS, tput, group="n_cams"))
     print()
     print(f"2. motion gating: one camera, mostly static scene, {args.gate_frames} frames at "
@@ -997,6 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
             "method": METHOD,
         },
         "throughput": tput,
+        "interleaved_runs": runs,
         "targets": targets,
         "gating": gating,
         "latency": latency,

@@ -226,19 +226,24 @@ def main(argv: list[str] | None = None) -> int:
     seqs: dict[tuple[float, str], list[Sequence_]] = {}
     others: dict[tuple[float, str], int] = {}
     per_scene: list[dict[str, Any]] = []
+    inferences: dict[tuple[float, str], int] = {}  # model runs (crops) of each detect pass
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
         for fps in args.fps:
             for name in names:
                 t = time.perf_counter()
+                images = detector.images
                 frames, found = detect_pass(scenes[name], fps, detector, Path(tmp))
+                inferences[(fps, name)] = detector.images - images
                 print(f"  {name} @ {fps:g} fps: {len(frames)} frames detected in "
-                      f"{time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+                      f"{time.perf_counter() - t:.1f} s ({inferences[(fps, name)]} inferences)",
+                      file=sys.stderr, flush=True)
                 runs = variants(fps) if args.quick else {**variants(fps), **ablations(fps)}
                 for label, specs in runs.items():
                     seq, n_other = track_pass(scenes[name], fps, frames, found, specs, Path(tmp))
                     seqs.setdefault((fps, label), []).append(seq)
                     others[(fps, label)] = others.get((fps, label), 0) + n_other
-                    per_scene.append({"fps": fps, "settings": label, "scene": name, **summarise([seq])})
+                    per_scene.append({"fps": fps, "settings": label, "scene": name, **summarise([seq]),
+                                      "inferences": inferences[(fps, name)], "frames": len(frames)})
     runtime.close()
     rows = [{"fps": fps, "settings": label, **summarise(s), "other_label_events": others[(fps, label)]}
             for (fps, label), s in seqs.items()]
@@ -250,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("what each part does: 'after' with one part off")
         print(format_table([r for r in rows if r not in main_rows]))
+    for fps in args.fps:
+        n_inf = sum(v for (f, _), v in inferences.items() if f == fps)
+        n_frames = sum(r["frames"] for r in per_scene if r["fps"] == fps and r["settings"] == "after")
+        print(f"  {fps:g} fps: {n_inf} inferences (model runs on one crop) for {n_frames} frames: "
+              f"{n_inf / max(n_frames, 1):.3f} per analysed frame")
     print()
     checks = verdicts(main_rows)
     for c in checks:
@@ -271,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "per_scene": per_scene,
         "targets": checks,
+        "inferences": {f"{fps:g} fps {name}": n for (fps, name), n in inferences.items()},
         "elapsed_s": elapsed,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

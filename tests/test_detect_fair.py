@@ -162,3 +162,73 @@ def test_many_workers_taking_concurrently_keep_limits_and_each_cameras_order() -
     for lane in lanes:
         assert [k for _, name, k in log if name == lane.name] == list(range(per_lane))
 
+
+
+def test_a_worker_takes_a_job_only_while_a_run_slot_is_free() -> None:
+    q = _queue(max_running=1)
+    a, b = Lane("a"), Lane("b")
+    q.add(a)
+    q.add(b)
+    assert q.put(a, _req("a1")) and q.put(b, _req("b1"))
+    first = q.take(0)
+    assert first is not None and q.running_jobs() == 1
+    assert q.take(0.05) is None  # b1 waits, but the one slot is taken
+    got: list[Job | None] = []
+    taker = threading.Thread(target=lambda: got.append(q.take(5)))
+    taker.start()
+    q.end()  # the first job's inference is over: the waiting worker starts b1 at once
+    taker.join(5)
+    assert got and got[0] is not None and [t.item for t in _taken(got[0])] == ["b1"]
+
+
+def test_more_workers_than_run_slots_never_run_more_at_once_and_stay_round_robin() -> None:
+    """6 worker threads, 2 run slots, 4 cameras that always have a request waiting: never more than
+    2 jobs between take and end, every request run once and in its camera's order, and the cameras
+    take turns strictly (no camera starves while workers wait for slots)."""
+    q = _queue(max_inflight=2, max_running=2)
+    lanes = [Lane(f"cam{i}") for i in range(4)]
+    for lane in lanes:
+        q.add(lane)
+    per_lane = 100
+    log: list[tuple[int, str, int]] = []
+    lock = threading.Lock()
+    running = [0, 0]  # now, most seen
+
+    def worker() -> None:
+        while (job := q.take()) is not None:
+            with lock:
+                running[0] += 1
+                running[1] = max(running)
+                log.extend((job.number, t.item[0].name, t.item[1]) for t in _taken(job))
+            time.sleep(0.0005)  # an inference: the other workers queue up for the slots meanwhile
+            with lock:
+                running[0] -= 1
+            q.end()
+            for t in _taken(job):
+                q.finished(t.lane)
+
+    workers = [threading.Thread(target=worker) for _ in range(6)]
+    for w in workers:
+        w.start()
+    # every camera's requests are queued before any can run: fill while the slots are taken
+    sent = dict.fromkeys(range(len(lanes)), 0)
+    deadline = time.monotonic() + 20
+    while any(n < per_lane for n in sent.values()):
+        assert time.monotonic() < deadline
+        for i, lane in enumerate(lanes):
+            if sent[i] < per_lane and q.put(lane, _req((lane, sent[i]))):
+                sent[i] += 1
+    _wait_for(lambda: len(log) == per_lane * len(lanes))
+    q.close()
+    for w in workers:
+        w.join(5)
+    assert running[1] <= 2
+    assert q.running_jobs() == 0
+    log.sort()
+    for lane in lanes:
+        assert [k for _, name, k in log if name == lane.name] == list(range(per_lane))
+    # fairness: in every window of 4 consecutive jobs, no camera ran more than 2 (its in-flight
+    # limit); with strict round-robin and every camera busy, each runs about a quarter of the jobs
+    names = [name for _, name, _ in log]
+    for i in range(len(names) - 4):
+        assert max(names[i : i + 4].count(n.name) for n in lanes) <= 2

@@ -20,11 +20,17 @@ import pytest
 
 from camfleet.detect.models import default_model_spec
 from camfleet.detect.protocol import socket_path
-from camfleet.detect.service import EXIT_WORKER_DIED, DetectorClient, DetectorFailed, DetectorSettings
+from camfleet.detect.service import (
+    EXIT_WORKER_DIED,
+    DetectorClient,
+    DetectorFailed,
+    DetectorSettings,
+    read_heartbeat,
+)
 from camfleet.detect.workers import MAX_WORKERS, default_workers
 from camfleet.framebus import InvalidFormat
 from camfleet.runtime.detectors import DetectorManager
-from tests.support.detect_helpers import DIE, RELEASE, WAIT, marker
+from tests.support.detect_helpers import DIE, RELEASE, SLOW_START_S, WAIT, marker
 from tests.support.tiny_yolo import yolo_onnx, yolo_spec
 
 pytestmark = pytest.mark.process
@@ -34,7 +40,8 @@ MARKER = "tests.support.detect_helpers:marker_runtime"
 
 @pytest.fixture
 def pool(request: pytest.FixtureRequest) -> Iterator[DetectorManager]:
-    overrides = {"factory": MARKER, "workers": 3, **getattr(request, "param", {})}
+    # more workers than run slots: every test here runs with workers waiting for a slot
+    overrides = {"factory": MARKER, "workers": 3, "max_running": 2, **getattr(request, "param", {})}
     mgr = DetectorManager(DetectorSettings(name="pool", model=default_model_spec(), **overrides), check_s=0.1)
     mgr.start()
     yield mgr
@@ -91,6 +98,81 @@ def test_detector_and_cameras_started_at_the_same_instant_never_fail() -> None:
             for c in clients:
                 c.close()
             manager.stop()
+
+
+def test_a_camera_connecting_while_the_workers_build_waits_for_its_welcome() -> None:
+    """The detector listens before its workers build their runtimes (slow here): a camera that
+    connects meanwhile, with no connect grace at all, is answered once the detector serves."""
+    name = "slowstart"
+    settings = DetectorSettings(name=name, model=default_model_spec(), workers=1,
+                                factory="tests.support.detect_helpers:slow_start_marker_runtime")
+    manager = DetectorManager(settings, check_s=0.1)
+    starter = threading.Thread(target=manager.start)
+    client = DetectorClient(name, "early", (300, 300), connect_grace=0.0, timeout=30)
+    starter.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not socket_path(name).exists():  # the process is spawned: nothing to wait on before
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert read_heartbeat(name) is None  # listening, the runtime still building: not yet serving
+        t0 = time.monotonic()
+        assert _score(client.detect([marker(17)])) == pytest.approx(17 / 255)
+        assert time.monotonic() - t0 < SLOW_START_S + 20
+        starter.join(60)
+        assert manager.restarts == 0 and client.stats()["workers"] == 1
+    finally:
+        client.close()
+        starter.join(60)
+        manager.stop()
+
+
+@pytest.mark.parametrize("pool", [{"workers": 5, "max_running": 2}], indirect=True)
+def test_six_cameras_two_in_flight_on_five_workers_with_two_run_slots(pool: DetectorManager) -> None:
+    """More workers than run slots, every camera with 2 requests in flight: each answer goes to its
+    own request of its own camera, and every request of every camera is answered."""
+    cameras, per_camera = 6, 20
+    got: dict[int, list[tuple[int, float]]] = {}
+    errors: list[BaseException] = []
+    go = threading.Barrier(cameras)
+    clients = [DetectorClient("pool", f"cam{c}", (300, 300)) for c in range(cameras)]
+
+    def camera(c: int) -> None:
+        client = clients[c]
+        try:
+            go.wait(10)
+            pending: list[tuple[int, int]] = []
+            answers: list[tuple[int, float]] = []
+            for k in range(per_camera):
+                value = 1 + c * per_camera + k  # distinct over all cameras
+                pending.append((client.submit([marker(value)]), value))
+                if len(pending) == 2:
+                    rid, v = pending.pop(0)  # keep 2 in flight: collect the older one
+                    answers.append((v, _score(client.result(rid))))
+            answers += [(v, _score(client.result(rid))) for rid, v in pending]
+            got[c] = answers
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=camera, args=(c,)) for c in range(cameras)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == [], errors
+        for c in range(cameras):
+            values = [v for v, _ in got[c]]
+            assert values == [1 + c * per_camera + k for k in range(per_camera)]
+            assert [s for _, s in got[c]] == pytest.approx([v / 255 for v in values])
+        stats = clients[0].stats()
+        assert stats["max_running"] == 2 and stats["workers"] == 5
+        assert stats["running"] == 0 and stats["running_jobs"] == 0
+        assert {c["requests"] for c in stats["cameras"].values()} == {per_camera}
+        assert pool.restarts == 0
+    finally:
+        for cl in clients:
+            cl.close()
 
 
 def test_answers_come_back_out_of_order_and_each_goes_to_its_request(pool: DetectorManager) -> None:

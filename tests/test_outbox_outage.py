@@ -23,7 +23,7 @@ from camfleet.vocabulary import Event, EventMessage, decode
 from camfleet_testing.pgserver import FAST_SETTINGS, PgServer
 from tests.support.runtime_helpers import camera_yaml, config_text
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.soak]  # 30 s of database outage on the wall clock: beside the rest
 
 OUTAGE_S = 30.0
 

@@ -68,3 +68,12 @@ def marker_runtime(spec: ModelSpec, threads: int) -> MarkerRuntime:
 
 def slow_marker_runtime(spec: ModelSpec, threads: int) -> MarkerRuntime:
     return MarkerRuntime(delay_s=0.2)
+
+
+SLOW_START_S = 1.5
+"""Seconds :func:`slow_start_marker_runtime` takes to build (a big model on a busy machine)."""
+
+
+def slow_start_marker_runtime(spec: ModelSpec, threads: int) -> MarkerRuntime:
+    time.sleep(SLOW_START_S)
+    return MarkerRuntime()

@@ -60,6 +60,10 @@ class DetectorConfig(_Strict):
         description="inference workers per process, each with its own runtime (default: one per core, "
                     "divided among the processes)")
     threads: int = Field(default=1, ge=1, le=256, description="inference threads of each worker")
+    max_running: int | None = Field(
+        default=None, ge=1, le=64,
+        description="inferences run at once per process, over all its workers (default: one per core, "
+                    "divided among the processes); workers beyond it keep their runtimes and take turns")
     max_batch: int = Field(default=8, ge=1, le=1024,
                            description="most images run together (models with a batch axis)")
     max_wait_ms: float = Field(default=10.0, ge=0, le=10_000,

@@ -13,6 +13,14 @@ lane after the one the last job started with), and a lane holds at most
 the others. A model that runs real batches gets up to ``max_batch`` images of
 several lanes in one job, once that many wait or the oldest has waited
 ``max_wait_s``; a batch-1 model gets one request per job, as soon as it waits.
+
+Run slots: at most ``max_running`` jobs run at once over all workers (a worker
+takes a job only while a slot is free, and gives it back with :meth:`FairQueue.end`
+when its inference ends). With more workers than cores, inferences then run to
+completion in turn instead of being time-sliced against each other (which
+thrashes the caches and makes every request as slow as the slowest); workers
+beyond the limit keep their runtimes, ready. Jobs are formed only when a slot
+is free, so the round-robin order is the order the requests start running.
 """
 
 from __future__ import annotations
@@ -59,9 +67,12 @@ class Taken:
 class FairQueue:
     """Requests of all lanes, handed to workers round-robin (see the module). Thread-safe."""
 
-    def __init__(self, *, max_inflight: int, batches: bool, max_batch: int, max_wait_s: float) -> None:
-        if max_inflight < 1 or max_batch < 1 or max_wait_s < 0:
-            raise ValueError("max_inflight and max_batch must be >= 1, max_wait_s >= 0")
+    def __init__(self, *, max_inflight: int, batches: bool, max_batch: int, max_wait_s: float,
+                 max_running: int | None = None) -> None:
+        if min(max_inflight, max_batch, 1 if max_running is None else max_running) < 1 or max_wait_s < 0:
+            raise ValueError("max_inflight, max_batch and max_running must be >= 1, max_wait_s >= 0")
+        self.max_running = max_running  # jobs running at once, over all workers (None: no limit)
+        self._running_jobs = 0
         self.max_inflight = max_inflight
         self.batches = batches
         self.max_batch = max_batch
@@ -101,7 +112,8 @@ class FairQueue:
             if lane.gone or len(lane.waiting) + lane.running >= self.max_inflight:
                 return False
             lane.waiting.append(waiting)
-            self._cond.notify()
+            if self._slot_free():  # else end() wakes a worker when a slot frees: no wake-up for nothing
+                self._cond.notify()
             return True
 
     def finished(self, lane: Lane) -> bool:
@@ -109,6 +121,21 @@ class FairQueue:
         with self._cond:
             lane.running -= 1
             return lane.gone and lane.running == 0
+
+    def end(self) -> None:
+        """A worker's job has left the runtime: its run slot is free (call once per job taken)."""
+        with self._cond:
+            self._running_jobs -= 1
+            if self._due() is not None:  # something waits: a worker waiting for a slot takes it (or times it)
+                self._cond.notify()
+
+    def running_jobs(self) -> int:
+        """Jobs taken and not yet ended (:meth:`end`)."""
+        with self._cond:
+            return self._running_jobs
+
+    def _slot_free(self) -> bool:
+        return self.max_running is None or self._running_jobs < self.max_running
 
     def counts(self) -> tuple[int, int]:
         """Requests waiting and running now, over all lanes."""
@@ -123,12 +150,16 @@ class FairQueue:
             self._cond.notify_all()
 
     def take(self, timeout: float | None = None) -> Job | None:
-        """The next job (blocks until there is one); None once closed, or after ``timeout`` seconds."""
+        """The next job, once one waits and a run slot is free; None once closed or after ``timeout`` s.
+
+        The caller calls :meth:`end` when the job's inference is over.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._closed:
-                wait = self._due()
+                wait = self._due() if self._slot_free() else None  # no slot: end() wakes us
                 if wait == 0.0:
+                    self._running_jobs += 1
                     return self._form()
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -177,6 +208,6 @@ class FairQueue:
                 if len(images) >= self.max_batch or len(taken) >= limit:
                     break
         self._jobs += 1
-        if self._due() == 0.0:
+        if self._slot_free() and self._due() == 0.0:
             self._cond.notify()  # more is due: another idle worker may take it at once
         return Job(self._jobs, images, taken)

@@ -15,6 +15,15 @@
   job ends: the loop's thread is in neither path, so a worker never waits for
   it to be scheduled (on a busy machine every hand-off between threads costs a
   time slice of latency and a share of the CPU).
+* **Run slots.** At most ``max_running`` inferences run at once over all
+  workers (default: one per core this process may run on); a worker beyond
+  that waits, its runtime ready, until one ends. On a machine with fewer cores
+  than workers, inferences then run to completion in turn (FIFO, in the
+  round-robin order) instead of being time-sliced against each other, which
+  thrashes the caches and makes every request wait as long as the slowest.
+* **Start-up.** The detector listens before its workers build their runtimes:
+  a camera that connects meanwhile waits for its welcome (its answer timeout)
+  instead of retrying its connect within a short grace.
 * **Batching.** A model that runs real batches (a batch axis) gets the
   requests of all cameras gathered until ``max_batch`` images are waiting or
   the oldest has waited ``max_wait_ms``; a batch-1 model gets one request per
@@ -111,6 +120,9 @@ class DetectorSettings:
         max_wait_ms: longest a request waits for a batch to fill, milliseconds (models that run
             real batches; a batch-1 model's requests go to the next idle worker at once).
         max_inflight: requests one camera may have queued or running at once.
+        max_running: inferences run at once over all workers (None: one per core this process may
+            run on, :func:`~camfleet.detect.workers.default_workers`); more workers than this keep
+            their runtimes and take turns.
         stuck_s: an inference running longer than this is stuck (the supervisor restarts it), seconds.
         factory: ``"module:function"`` building the runtime from ``(spec, threads)``
             (default: :func:`camfleet.detect.runtime.load_runtime`).
@@ -125,6 +137,7 @@ class DetectorSettings:
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_inflight: int = 2
+    max_running: int | None = None
     stuck_s: float = 10.0
     factory: str = "camfleet.detect.runtime:load_runtime"
     log_init: Callable[[], None] | None = None
@@ -224,16 +237,29 @@ class _Server:
         self.stats = [0, 0, 0, 0]  # jobs, images, infer_ns, max batch seen
         self.stats_lock = threading.Lock()  # the workers count (in _answer), the loop reads
         count = settings.workers if settings.workers is not None else default_workers()
-        self.workers = InferenceWorkers(lambda: factory(settings.model, settings.threads), count,
-                                        settings.name, on_done=self._answer)
-        self.queue = FairQueue(max_inflight=settings.max_inflight, batches=self.workers.batches,
-                               max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000)
-        self.runtime = self.workers.runtimes[0]
+        self.max_running = settings.max_running if settings.max_running is not None else default_workers()
+        if self.max_running < 1:
+            raise ValueError(f"detector {settings.name!r}: max_running must be >= 1, got {self.max_running}")
         hb = heartbeat_path(settings.name)
         fd = create_private_file(hb, mmap.PAGESIZE)  # never follows a name planted in /dev/shm
         self._hb = mmap.mmap(fd, mmap.PAGESIZE)
         os.close(fd)
+        # listening before the workers build their runtimes (seconds on a busy machine): a camera that
+        # connects meanwhile waits for its welcome instead of failing its connect; the node counts the
+        # detector ready only once it beats (below)
         self.listener = listen(socket_path(settings.name))
+        try:
+            self.workers = InferenceWorkers(lambda: factory(settings.model, settings.threads), count,
+                                            settings.name, on_done=self._answer)
+        except BaseException:
+            self.listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                socket_path(settings.name).unlink()
+            raise
+        self.queue = FairQueue(max_inflight=settings.max_inflight, batches=self.workers.batches,
+                               max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
+                               max_running=self.max_running)
+        self.runtime = self.workers.runtimes[0]
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.listener, selectors.EVENT_READ, None)
         self.sel.register(self.workers.wake_fd, selectors.EVENT_READ, self.workers)
@@ -241,7 +267,7 @@ class _Server:
         self.stop = False
         self.started = time.monotonic()
         self.beat()
-        self.workers.start(self.queue.take)
+        self.workers.start(self.queue.take, self.queue.end)
 
     def beat(self) -> None:
         queued, _ = self.queue.counts()
@@ -352,7 +378,8 @@ class _Server:
             return
         w, h = getattr(self.runtime, "input_size", (0, 0))
         self._reply(cam, {"op": "welcome", "max_batch": self.s.max_batch, "workers": self.workers.count,
-                          "max_inflight": self.s.max_inflight, "input": [w, h]})
+                          "max_running": self.max_running, "max_inflight": self.s.max_inflight,
+                          "input": [w, h]})
 
     def _stats(self) -> dict[str, Any]:
         with self.stats_lock:
@@ -363,6 +390,7 @@ class _Server:
             "uptime_s": uptime, "batches": b, "images": n, "mean_batch": n / b if b else 0.0,
             "mean_infer_ms": ns / b / 1e6 if b else 0.0, "max_batch_seen": biggest,
             "inferences_per_s": b / uptime, "images_per_s": n / uptime, "workers": self.workers.count,
+            "max_running": self.max_running, "running_jobs": self.queue.running_jobs(),
             "runs_batches": self.workers.batches,
             "queued": queued,
             "running": running,
@@ -476,8 +504,8 @@ def serve(settings: DetectorSettings) -> None:
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a supervised detector leaves it to the node
         signal.signal(signal.SIGINT, _stop)
-    log.info("detector %s: serving model %s, %d worker(s) x %d thread(s)%s (pid %d)", settings.name,
-             settings.model.id, server.workers.count, settings.threads,
+    log.info("detector %s: serving model %s, %d worker(s) x %d thread(s), %d running at once%s (pid %d)",
+             settings.name, settings.model.id, server.workers.count, settings.threads, server.max_running,
              ", real batches" if server.workers.batches else "", os.getpid())
     try:
         server.run()

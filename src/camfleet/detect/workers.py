@@ -119,12 +119,17 @@ class InferenceWorkers:
         self._threads: list[threading.Thread] = []
         self._count = count
 
-    def start(self, take: Callable[[], Job | None]) -> None:
-        """Start the workers; each takes its jobs from ``take()`` until it answers None."""
+    def start(self, take: Callable[[], Job | None], release: Callable[[], None] | None = None) -> None:
+        """Start the workers; each takes its jobs from ``take()`` until it answers None.
+
+        ``release()`` is called once per job as soon as its inference has ended (before ``on_done``):
+        it gives back the run slot ``take`` handed out.
+        """
         if self._threads:
             raise RuntimeError(f"detector {self.name!r}: workers already started")
         self._threads = [
-            threading.Thread(target=self._work, args=(i, take), name=f"detector-{self.name}-worker{i}",
+            threading.Thread(target=self._work, args=(i, take, release),
+                             name=f"detector-{self.name}-worker{i}",
                              daemon=True)
             for i in range(self._count)
         ]
@@ -146,7 +151,7 @@ class InferenceWorkers:
         busy = [t for t in self._busy_since if t]
         return min(busy) if busy else 0
 
-    def _work(self, index: int, take: Callable[[], Job | None]) -> None:
+    def _work(self, index: int, take: Callable[[], Job | None], release: Callable[[], None] | None) -> None:
         runtime = self.runtimes[index]
         try:
             while True:
@@ -160,6 +165,9 @@ class InferenceWorkers:
                 except Exception as exc:
                     log.exception("detector %s: inference failed (worker %d)", self.name, index)
                     done = Done(job, index, error=f"inference failed: {type(exc).__name__}: {exc}")
+                finally:
+                    if release is not None:
+                        release()  # the next job may start on another worker while this one answers
                 done.infer_ns = time.perf_counter_ns() - t0
                 if not done.error and len(done.results) != len(job.images):
                     done = Done(job, index, error=f"the runtime answered {len(done.results)} results "

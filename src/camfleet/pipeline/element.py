@@ -52,6 +52,11 @@ LIVE_TRACK_BOXES = "track.live_boxes"
 """``env.services`` key the track element fills after each frame: the last box of every live
 track, in pixels (what detect's ``refresh_s`` looks at again in the next frame)."""
 
+EMPTY_MOTION_BOXES = "detect.empty_motion"
+"""``env.services`` key the detect element fills after each answer: the motion boxes (pixels) of
+that frame the detector looked at and found nothing in. The motion element learns what is still
+in them as background (a ghost of an object that left, not an object)."""
+
 
 @dataclass
 class PipelineEnv:

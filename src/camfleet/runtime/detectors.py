@@ -175,6 +175,7 @@ class DetectorPool:
                 settings = DetectorSettings(
                     name=instance, model=spec, threads=d.threads, max_batch=d.max_batch,
                     workers=d.workers if d.workers is not None else default_workers(d.processes),
+                    max_running=d.max_running if d.max_running is not None else default_workers(d.processes),
                     max_wait_ms=d.max_wait_ms, log_init=self._log_init(config, instance),
                 )
                 entry = detector_entry(settings, self._ctx, config.runtime)

@@ -21,6 +21,14 @@ Protocol with the parent (all lines are UTF-8, one message per line):
   then ``width * height * 3 / 2`` bytes of I420. The server pushes every frame
   as it arrives (the parent paces them), so a resolution change is atomic with
   the frame that carries it.
+* replay mode (a camera whose configuration names a ``clip`` and no ``fd``): the
+  parent encoded the camera's stream once into a clip file (see :func:`read_clip`
+  for its layout); the server loads it and pushes its access units itself, at the
+  camera's frame rate, looping from the first (a keyframe). Nothing is encoded here:
+  it costs a fraction of live mode's CPU. Command ``{"id": N, "cmd": "stall",
+  "camera": NAME, "stalled": BOOL}`` pauses and resumes it (after a pause, and when
+  a first client arrives, it goes back to the start of the current GOP so that the
+  client decodes from a keyframe).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from fractions import Fraction
 from typing import Any, NoReturn
 
@@ -47,6 +56,11 @@ MAGIC = b"CFS1"
 EXIT_MISSING = 3  # something to install is missing
 EXIT_BIND = 4  # the RTSP port could not be bound
 EXIT_PROTOCOL = 5  # the parent sent something we do not understand
+CLIP_MAGIC = b"CFC1"
+CLIP_HEADER = struct.Struct("<4sIII")  # magic, width, height, number of access units
+AU_HEADER = struct.Struct("<IB")  # bytes of the access unit that follows, flags
+AU_KEY = 1  # flag: the access unit is a keyframe (IDR, with SPS/PPS in front)
+_CATCH_UP = 2.0  # s: a replayed camera further behind its clock than this skips ahead instead of bursting
 
 # GStreamer elements per codec, and the Debian package that ships each.
 ELEMENTS = {
@@ -79,6 +93,46 @@ ENCODERS = {
         "option-string=pools=1 ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1"
     ),
 }
+# Replay: already encoded H.264 access units (Annex B), one per buffer, straight to the payloader. The queue
+# is long (a whole second or two) and leaks only when a client stops reading altogether: a dropped access unit
+# breaks decoding until the next keyframe, as it would on a real camera's congested link.
+REPLAY = (
+    "appsrc name=src is-live=true format=time do-timestamp=true block=false max-buffers=30 "
+    "leaky-type=downstream caps={caps} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1"
+)
+
+
+def read_clip(path: str) -> tuple[int, int, list[tuple[bytes, bool]]]:
+    """Load a replay clip: ``(width, height, [(access unit, is keyframe), ...])``.
+
+    Layout: :data:`CLIP_HEADER` (``b"CFC1"``, width, height, count; uint32
+    little-endian), then ``count`` times :data:`AU_HEADER` (length, flags) and
+    the access unit's bytes (H.264 Annex B). The first access unit is a
+    keyframe. Raises ``ValueError`` naming what is wrong with a malformed file.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < CLIP_HEADER.size:
+        raise ValueError(f"clip {path}: truncated header")
+    magic, width, height, count = CLIP_HEADER.unpack_from(raw, 0)
+    if magic != CLIP_MAGIC or not count:
+        raise ValueError(f"clip {path}: not a clip (magic {magic!r}) or empty")
+    units: list[tuple[bytes, bool]] = []
+    at = CLIP_HEADER.size
+    for i in range(count):
+        if at + AU_HEADER.size > len(raw):
+            raise ValueError(f"clip {path}: truncated at access unit {i} of {count}")
+        size, flags = AU_HEADER.unpack_from(raw, at)
+        at += AU_HEADER.size
+        if not size or at + size > len(raw):
+            raise ValueError(f"clip {path}: access unit {i} of {count} is empty or truncated")
+        units.append((raw[at : at + size], bool(flags & AU_KEY)))
+        at += size
+    if at != len(raw):
+        raise ValueError(f"clip {path}: {len(raw) - at} trailing bytes")
+    if not units[0][1]:
+        raise ValueError(f"clip {path}: the first access unit is not a keyframe")
+    return width, height, units
 
 
 def say(line: str) -> None:
@@ -154,7 +208,9 @@ def read_exact(fd: int, view: memoryview) -> bool:
 class Camera:
     """One mount point: its encoder pipeline, the frames it receives and its fault state."""
 
-    def __init__(self, cfg: dict[str, Any], gst: Any) -> None:
+    def __init__(self, cfg: dict[str, Any], gst: Any, clip: tuple[int, int, list[tuple[bytes, bool]]] | None
+                 ) -> None:
+        """``clip``: the loaded replay clip when ``cfg`` names one (cameras alike share one copy)."""
         self.gst = gst
         self.name: str = cfg["name"]
         self.codec: str = cfg["codec"]
@@ -163,7 +219,18 @@ class Camera:
         self.framerate = f"{rate.numerator}/{rate.denominator}"
         self.bitrate = int(cfg["bitrate_kbps"])
         self.gop = int(cfg["gop"])
-        self.fd = int(cfg["fd"])
+        self.fps = float(cfg["fps"])
+        self.fd: int | None = None if cfg.get("fd") is None else int(cfg["fd"])
+        self.clip: list[tuple[bytes, bool]] = []
+        if clip is not None:
+            if self.codec != "h264":
+                fail(f"{self.name}: replay needs an h264 camera, got {self.codec}", EXIT_PROTOCOL)
+            width, height, self.clip = clip
+            self.size = (width, height)
+        self.stalled = bool(cfg.get("stalled", False))
+        self.resync = True  # replay: the next access unit pushed is the start of its GOP
+        self.skipped = 0  # replay: access units skipped because this process fell behind its clock
+        self.loops = 0  # replay: times the clip wrapped around
         self.corrupt_fraction = float(cfg.get("corrupt", 0.0))
         self.random = random.Random()
         self.lock = threading.Lock()  # guards appsrc and caps_size (GLib main loop vs frame reader)
@@ -181,6 +248,10 @@ class Camera:
     def launch(self) -> str:
         """The gst-launch description of this camera's media pipeline."""
         w, h = self.size
+        if self.clip:
+            caps = (f"video/x-h264,stream-format=byte-stream,alignment=au,width={w},height={h},"
+                    f"framerate={self.framerate}")
+            return f"( {REPLAY.format(caps=caps)} )"
         encoder = ENCODERS[self.codec].format(bitrate=self.bitrate, gop=self.gop)
         # A live appsrc timestamps buffers on arrival; leaky queues keep a slow encoder from building latency.
         return (
@@ -201,10 +272,12 @@ class Camera:
         )
         media.connect("unprepared", self.on_unprepared)
         with self.lock:
-            # The launch line has the configured size; the frames may have been resized since.
-            appsrc.set_property("caps", gst.Caps.from_string(self.caps(*self.size)))
+            if not self.clip:
+                # The launch line has the configured size; the frames may have been resized since.
+                appsrc.set_property("caps", gst.Caps.from_string(self.caps(*self.size)))
             self.caps_size = self.size
             self.appsrc = appsrc
+            self.resync = True  # a new client decodes from a keyframe
             self.medias += 1
         say(f"LOG {self.name}: media configured ({self.size[0]}x{self.size[1]} {self.codec})")
 
@@ -265,9 +338,12 @@ class Camera:
     # -- frame reader (own thread) ----------------------------------------------------------------
     def read_frames(self) -> None:
         """Read frames from the parent's pipe and push each to the appsrc while a client is connected."""
+        fd = self.fd
+        if fd is None:
+            fail(f"{self.name}: neither a frame pipe nor a clip", EXIT_PROTOCOL)
         header = bytearray(HEADER.size)
         while True:
-            if not read_exact(self.fd, memoryview(header)):
+            if not read_exact(fd, memoryview(header)):
                 say(f"LOG {self.name}: frame pipe closed")
                 return
             magic, width, height, _index = HEADER.unpack(header)
@@ -275,7 +351,7 @@ class Camera:
             if magic != MAGIC or bad_size:
                 fail(f"{self.name}: bad frame header {bytes(header)!r}", EXIT_PROTOCOL)
             data = bytearray(width * height * 3 // 2)
-            if not read_exact(self.fd, memoryview(data)):
+            if not read_exact(fd, memoryview(data)):
                 say(f"LOG {self.name}: frame pipe closed")
                 return
             self.received += 1
@@ -291,6 +367,53 @@ class Camera:
             appsrc.emit("push-buffer", self.gst.Buffer.new_wrapped(bytes(data)))
             self.pushed += 1
 
+    # -- replay (own thread) -----------------------------------------------------------------------
+    def play_clip(self) -> None:
+        """Push the clip's access units at the camera's frame rate, forever, looping from its keyframe.
+
+        The clip position follows the clock whether or not a client watches (a camera does not wait
+        for its viewers); a first client, or a resume after a stall, starts at the current GOP's
+        keyframe. Timestamps are the arrival times (appsrc do-timestamp): continuous across loops.
+        """
+        units = self.clip
+        period = 1.0 / self.fps
+        epoch = time.monotonic()
+        tick = 0
+        pos = 0
+        while True:
+            due = epoch + tick * period
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            behind = int((time.monotonic() - due) / period)
+            if behind * period > _CATCH_UP:  # stopped for a while (e.g. SIGSTOP): skip, do not burst
+                tick += behind
+                pos = (pos + behind) % len(units)
+                self.skipped += behind
+                self.resync = True
+            with self.lock:
+                appsrc = None if self.stalled else self.appsrc
+                if appsrc is not None and self.resync:
+                    while not units[pos][1]:
+                        pos -= 1  # back to the GOP's keyframe: the first access unit is one
+                    self.resync = False
+                elif appsrc is None:
+                    self.resync = True
+            data, key = units[pos]
+            pos += 1
+            if pos == len(units):
+                pos = 0
+                self.loops += 1
+            tick += 1
+            self.received += 1
+            if appsrc is None:
+                continue  # nobody is watching, or stalled: the access unit is dropped, as a camera's would be
+            buf = self.gst.Buffer.new_wrapped(data)
+            if not key:
+                buf.set_flags(self.gst.BufferFlags.DELTA_UNIT)
+            appsrc.emit("push-buffer", buf)
+            self.pushed += 1
+
     def stats(self) -> dict[str, Any]:
         """Counters reported to the parent."""
         return {
@@ -301,6 +424,11 @@ class Camera:
             "width": self.size[0],
             "height": self.size[1],
             "corrupt_fraction": self.corrupt_fraction,
+            "mode": "replay" if self.clip else "live",
+            "stalled": self.stalled,
+            "skipped": self.skipped,
+            "loops": self.loops,
+            "clip_frames": len(self.clip),
         }
 
 
@@ -347,8 +475,15 @@ def main() -> None:
         protocols |= gst_rtsp.RTSPLowerTrans.UDP
 
     cameras: dict[str, Camera] = {}
+    clips: dict[str, tuple[int, int, list[tuple[bytes, bool]]]] = {}
     for cam_cfg in cfg["cameras"]:
-        cam = Camera(cam_cfg, gst)
+        path = cam_cfg.get("clip")
+        if path is not None and path not in clips:
+            try:
+                clips[path] = read_clip(path)
+            except (OSError, ValueError) as exc:
+                fail(f"{cam_cfg['name']}: cannot load its replay clip: {exc}", EXIT_PROTOCOL)
+        cam = Camera(cam_cfg, gst, clips.get(path) if path is not None else None)
         factory = gst_rtsp_server.RTSPMediaFactory()
         factory.set_launch(cam.launch())
         factory.set_shared(True)  # one encoder per camera whatever the number of clients, like a camera
@@ -365,7 +500,8 @@ def main() -> None:
     if server.attach(None) == 0:
         fail(f"could not listen on {cfg['host']}:{cfg['port']} (address in use?)", EXIT_BIND)
     for cam in cameras.values():
-        threading.Thread(target=cam.read_frames, name=f"frames-{cam.name}", daemon=True).start()
+        target = cam.play_clip if cam.clip else cam.read_frames
+        threading.Thread(target=target, name=f"frames-{cam.name}", daemon=True).start()
 
     loop = glib.MainLoop()
 
@@ -385,6 +521,9 @@ def main() -> None:
                 cam = cameras[msg["camera"]]
                 if msg["cmd"] == "corrupt":
                     cam.corrupt_fraction = min(1.0, max(0.0, float(msg["fraction"])))
+                elif msg["cmd"] == "stall":
+                    with cam.lock:
+                        cam.stalled = bool(msg["stalled"])
                 elif msg["cmd"] != "stats":
                     raise KeyError(msg["cmd"])
             except (ValueError, KeyError, TypeError) as exc:

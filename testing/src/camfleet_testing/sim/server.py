@@ -9,6 +9,13 @@ UDP) at ``rtsp://HOST:PORT/NAME``, or over TLS at ``rtsps://HOST:PORT/NAME``
 with a throwaway self-signed certificate. Faults are injected from here: stop
 and restart the server, stall a stream, switch its resolution, corrupt RTP
 packets; credentials can be required (basic or digest).
+
+``mode="replay"`` serves the same content for a fraction of the CPU: each
+camera's stream is encoded once (PyAV's libx264, same settings) into a clip
+cached on disk (:mod:`.clips`), and the server replays its access units at the
+camera's frame rate, looping. No frame is rendered or encoded while it serves,
+so a benchmark sharing the machine measures the system under test, not the
+simulator. Resizing needs live mode; stall, corrupt, stop and start work.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from urllib.parse import quote
 from camfleet.ingest.scene import OBJECTS, Scene
 
 from . import _gst_server as proto
+from .clips import ensure_clips
 
 __all__ = ["APT_HINT", "SERVER_PYTHON", "CameraSpec", "SimError", "SimServer"]
 
@@ -136,6 +144,8 @@ class _Feed:
     broken: bool = False  # the server stopped reading (it died): wait for the next start
     io_lock: threading.Lock = field(default_factory=threading.Lock)  # owns fd: held for a whole frame
     thread: threading.Thread | None = None
+    clip: Path | None = None  # replay mode: the encoded clip the server replays
+    server_counts: dict[str, Any] = field(default_factory=dict)  # replay: the server's last counters
 
 
 class _Process:
@@ -257,10 +267,17 @@ class SimServer:
     with PyGObject that runs the server; ``start_timeout`` (seconds) bounds
     how long :meth:`start` waits for it to accept connections.
 
+    ``mode``: ``"live"`` (default) renders every frame here and encodes it in
+    the server as it is sent; ``"replay"`` encodes each camera's clip once at
+    :meth:`open` (H.264 only; cached in ``clip_dir``, default
+    :func:`~camfleet_testing.sim.clips.default_cache_dir`) and the server
+    replays it: same pictures, same activity schedule, a fraction of the CPU.
+    In replay mode :meth:`resize` raises :class:`SimError`.
+
     Use it as a context manager: entering renders the scenes, starts one
-    feeder thread per camera and the server, and returns once the server
-    accepts RTSP connections; leaving stops everything (also on exceptions).
-    Every method is safe to call from any thread.
+    feeder thread per camera (live mode) and the server, and returns once the
+    server accepts RTSP connections; leaving stops everything (also on
+    exceptions). Every method is safe to call from any thread.
     """
 
     def __init__(
@@ -276,9 +293,17 @@ class SimServer:
         tls_files: tuple[Path, Path] | None = None,
         server_python: str = SERVER_PYTHON,
         start_timeout: float = 15.0,
+        mode: Literal["live", "replay"] = "live",
+        clip_dir: Path | None = None,
     ) -> None:
         if not cameras:
             raise ValueError("SimServer needs at least one camera")
+        if mode not in ("live", "replay"):
+            raise ValueError(f"mode must be 'live' or 'replay', got {mode!r}")
+        if mode == "replay":
+            h265 = [c.name for c in cameras if c.codec != "h264"]
+            if h265:
+                raise ValueError(f"replay mode serves h264 only; not: {h265} (use mode='live')")
         names = [c.name for c in cameras]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -298,6 +323,8 @@ class SimServer:
         self._tls_dir: Path | None = None  # private directory of the certificate and key while open
         self.server_python = server_python
         self.start_timeout = start_timeout
+        self.mode = mode
+        self._clip_dir = clip_dir
         self._port = port
         self._specs = list(cameras)
         self._feeds: dict[str, _Feed] = {}
@@ -325,15 +352,18 @@ class SimServer:
                 return
             self._opened = True
             try:
+                clips = ensure_clips(self._specs, self._clip_dir) if self.mode == "replay" else {}
                 for spec in self._specs:
                     scene = self._scene(spec.width, spec.height, spec.seed, spec.objects)
-                    self._feeds[spec.name] = _Feed(spec=spec, scene=scene)
+                    self._feeds[spec.name] = _Feed(spec=spec, scene=scene, clip=clips.get(spec.name))
                 if self._tls_files is not None:
                     self._tls_dir = _copy_certificate(*self._tls_files)
                 elif self.tls:
                     self._tls_dir = _make_certificate(self.host)
                 self.start()
                 for feed in self._feeds.values():
+                    if feed.clip is not None:
+                        continue  # replay: the server paces the clip itself
                     feed.thread = threading.Thread(target=self._feed_loop, args=(feed,),
                                                    name=f"camfleet-sim-{feed.spec.name}", daemon=True)
                     feed.thread.start()
@@ -430,18 +460,23 @@ class SimServer:
             config["tls"] = {"cert": str(self._tls_dir / "cert.pem"), "key": str(self._tls_dir / "key.pem")}
         try:
             for feed in self._feeds.values():
-                r, w = os.pipe()
-                read_fds.append(r)
-                with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups per frame
-                    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-                with feed.io_lock:
-                    feed.fd, feed.broken = w, False
                 spec, scene = feed.spec, feed.scene
-                config["cameras"].append({
+                camera: dict[str, Any] = {
                     "name": spec.name, "codec": spec.codec, "width": scene.width, "height": scene.height,
-                    "fps": spec.fps, "bitrate_kbps": spec.bitrate_kbps, "gop": spec.gop, "fd": r,
-                    "corrupt": feed.corrupt,
-                })
+                    "fps": spec.fps, "bitrate_kbps": spec.bitrate_kbps, "gop": spec.gop, "fd": None,
+                    "corrupt": feed.corrupt, "clip": None, "stalled": feed.stalled,
+                }
+                if feed.clip is not None:
+                    camera["clip"] = str(feed.clip)
+                else:
+                    r, w = os.pipe()
+                    read_fds.append(r)
+                    with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups per frame
+                        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+                    with feed.io_lock:
+                        feed.fd, feed.broken = w, False
+                    camera["fd"] = r
+                config["cameras"].append(camera)
             popen = subprocess.Popen(
                 # -I: isolated from the venv's PYTHON* variables and user site-packages.
                 [self.server_python, "-I", "-u", str(_HELPER)],
@@ -583,11 +618,18 @@ class SimServer:
 
     def stall(self, camera: str) -> None:
         """Stop sending frames of ``camera``; its RTSP sessions stay up, they just get no more video."""
-        self._feed(camera).stalled = True
+        self._set_stalled(camera, True)
 
     def resume(self, camera: str) -> None:
-        """Send frames of ``camera`` again after :meth:`stall`."""
-        self._feed(camera).stalled = False
+        """Send frames of ``camera`` again after :meth:`stall` (replay: from the current GOP's keyframe)."""
+        self._set_stalled(camera, False)
+
+    def _set_stalled(self, camera: str, stalled: bool) -> None:
+        feed = self._feed(camera)
+        feed.stalled = stalled  # also what a restarted server is configured with
+        proc = self._proc
+        if feed.clip is not None and proc is not None and self.running:
+            feed.server_counts = proc.command({"cmd": "stall", "camera": camera, "stalled": stalled})
 
     def resize(self, camera: str, width: int, height: int) -> None:
         """Switch ``camera`` to ``width`` x ``height`` pixels mid-stream, from the next frame on.
@@ -598,6 +640,9 @@ class SimServer:
         """
         feed = self._feed(camera)
         _check_size(width, height, f"camera {camera!r}")
+        if feed.clip is not None:
+            raise SimError(f"camera {camera!r}: resize needs a live simulator (SimServer(mode='live')); "
+                           "this one replays a clip encoded at one size")
         feed.scene = self._scene(width, height, feed.spec.seed, feed.spec.objects)
 
     def corrupt(self, camera: str, fraction: float) -> None:
@@ -614,19 +659,42 @@ class SimServer:
             proc.command({"cmd": "corrupt", "camera": camera, "fraction": fraction})
 
     def frames_sent(self, camera: str) -> int:
-        """Frames this process has handed to the server for ``camera`` (not counting stalls or stops)."""
-        return self._feed(camera).frames_sent
+        """Frames this process has handed to the server for ``camera`` (not counting stalls or stops).
+
+        Replay mode: access units the server pushed to its clients (its counter ``pushed``; the last
+        value known while it is not running).
+        """
+        feed = self._feed(camera)
+        if feed.clip is None:
+            return feed.frames_sent
+        return int(self._replay_counts(feed).get("pushed", 0))
 
     def frames_skipped(self, camera: str) -> int:
-        """Frames the feeder of ``camera`` skipped because it could not keep up with its frame rate."""
-        return self._feed(camera).frames_skipped
+        """Frames the feeder of ``camera`` skipped because it could not keep up with its frame rate.
+
+        Replay mode: access units the server skipped because it fell more than 2 s behind its clock.
+        """
+        feed = self._feed(camera)
+        if feed.clip is None:
+            return feed.frames_skipped
+        return int(self._replay_counts(feed).get("skipped", 0))
+
+    def _replay_counts(self, feed: _Feed) -> dict[str, Any]:
+        proc = self._proc
+        if proc is not None and self.running:
+            with contextlib.suppress(SimError):  # it died meanwhile: the last counters known
+                feed.server_counts = proc.command({"cmd": "stats", "camera": feed.spec.name})
+        return feed.server_counts
 
     def server_stats(self, camera: str) -> dict[str, Any]:
         """The server's counters for ``camera``.
 
         Keys: ``received`` and ``pushed`` (frames; pushed only while a client
         is connected), ``corrupted`` (RTP packets), ``medias`` (pipelines
-        built), ``width``/``height`` (last frame) and ``corrupt_fraction``.
+        built), ``width``/``height`` (last frame), ``corrupt_fraction``,
+        ``mode`` (``"live"`` or ``"replay"``), ``stalled``, and in replay mode
+        ``skipped`` (access units skipped), ``loops`` (times the clip wrapped)
+        and ``clip_frames``.
         Raises :class:`SimError` when the server is not running.
         """
         self._feed(camera)
