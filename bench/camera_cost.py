@@ -133,6 +133,7 @@ def child(urls: dict[str, str], warmup: float, window: float, spy_dir: str | Non
             }
     finally:
         node.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
     return out
 
 
