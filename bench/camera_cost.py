@@ -3,11 +3,13 @@
 On a shared machine throughput moves with everybody else's load; CPU time per processed frame
 hardly does. This bench serves one 720p15 camera from the simulator (as ``bench/capacity.py``:
 H.264, objects always moving) and runs a camfleet Node on it (detect 640x360 @ 5 fps, the full
-pipeline) once per source tree given, interleaved round by round, so "before" and "after" share
-the same stream, the same run and the same neighbours::
+pipeline, or with ``--work equal`` capacity.py's equal-work pipeline: detect on the whole frame,
+nothing else) once per source tree given, interleaved round by round, so "before" and "after"
+share the same stream, the same run and the same neighbours::
 
     git archive HEAD~3 src | tar -x -C /tmp/before          # the code before a change
     .venv/bin/python bench/camera_cost.py --tree before=/tmp/before/src --tree after=src --rounds 2
+    .venv/bin/python bench/camera_cost.py --tree before=/tmp/before/src --tree after=src --work equal
     .venv/bin/python bench/camera_cost.py --tree after=src --py-spy /tmp/prof   # flame graphs (py-spy)
     .venv/bin/python bench/camera_cost.py --tree before=/tmp/before/src --tree after=src \
         --cams 8 --baseline --warmup 30     # memory: PSS per camera at 8 cameras vs the OpenCV loop
@@ -61,14 +63,19 @@ def _cpu(p: psutil.Process) -> float | None:
     return None
 
 
-def child(urls: dict[str, str], warmup: float, window: float, spy_dir: str | None) -> dict[str, Any]:
-    """Run one Node (camfleet imported from this interpreter's path) on ``urls``; measure its processes."""
+def child(urls: dict[str, str], warmup: float, window: float, spy_dir: str | None,
+          equal_work: bool = False) -> dict[str, Any]:
+    """Run one Node (camfleet imported from this interpreter's path) on ``urls``; measure its processes.
+
+    ``equal_work``: the node runs ``bench/capacity.py``'s equal-work pipeline (detect the whole frame,
+    every analysed frame, nothing else) instead of the full one.
+    """
     sys.path.insert(0, str(HERE))
     import capacity  # bench/capacity.py: the same configuration as the capacity bench
     from camfleet.runtime import Node
 
     run_dir = Path(tempfile.mkdtemp(prefix="camera-cost-"))
-    node = Node(capacity.camfleet_config(urls, run_dir))
+    node = Node(capacity.camfleet_config(urls, run_dir, equal_work=equal_work))
     node.start()
     out: dict[str, Any] = {"processes": {}, "n_cams": len(urls)}
     try:
@@ -126,6 +133,7 @@ def child(urls: dict[str, str], warmup: float, window: float, spy_dir: str | Non
             }
     finally:
         node.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
     return out
 
 
@@ -227,12 +235,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the OpenCV loop on the same cameras each round (PSS target)")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--window", type=float, default=20.0)
+    ap.add_argument("--work", choices=("full", "equal"), default="full",
+                    help="the pipeline: full (motion, detect, track, zones, events; default) or equal "
+                         "(capacity.py's equal-work row: detect {mode: frame} only)")
     ap.add_argument("--py-spy", dest="spy", default=None, help="write py-spy flame graphs here (last round)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=1, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child[0]), args.warmup, args.window, args.spy)))
+        print(json.dumps(child(json.loads(args.child[0]), args.warmup, args.window, args.spy,
+                               equal_work=args.work == "equal")))
         return 0
     if not 1 <= args.cams <= 64:
         ap.error("--cams must be within 1..64")
@@ -261,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     spy = str(Path(args.spy) / label)
                     Path(spy).mkdir(parents=True, exist_ok=True)
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--warmup", str(args.warmup),
-                       "--window", str(args.window), "--child", json.dumps(urls)]
+                       "--window", str(args.window), "--work", args.work, "--child", json.dumps(urls)]
                 if spy:
                     cmd += ["--py-spy", spy]
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -284,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.close()
         shutil.rmtree(shm, ignore_errors=True)
+    print(f"pipeline: {args.work}")
     print(_table(results))
     for line in verdict_lines(results, baseline):
         print(line)

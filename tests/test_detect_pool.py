@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from camfleet.detect.service import (
     read_heartbeat,
 )
 from camfleet.detect.workers import MAX_WORKERS, default_workers
+from camfleet.framebus import InvalidFormat
 from camfleet.runtime.detectors import DetectorManager
 from tests.support.detect_helpers import DIE, RELEASE, SLOW_START_S, WAIT, marker
 from tests.support.tiny_yolo import yolo_onnx, yolo_spec
@@ -189,6 +190,34 @@ def test_answers_come_back_out_of_order_and_each_goes_to_its_request(pool: Detec
         assert _score(client.result(third)) == pytest.approx(33 / 255)
         with pytest.raises(KeyError):
             client.result(first)  # answered exactly once
+    finally:
+        client.close()
+
+
+def test_images_filled_in_the_ring_and_a_fill_that_fails_sends_nothing(pool: DetectorManager) -> None:
+    """``submit_into``: the caller writes each image straight into its request ring slot. A fill
+    that raises halfway leaves slots the detector never reads (the next request is answered with
+    its own images), and an image of the wrong size is refused before anything is sent."""
+    client = DetectorClient("pool", "porch", (300, 300))
+    try:
+        def fill(values: list[int]) -> Callable[[int, np.ndarray], None]:
+            def write(i: int, dst: np.ndarray) -> None:
+                if values[i] < 0:
+                    raise RuntimeError("crop failed")
+                dst[:] = marker(values[i])
+            return write
+
+        rid = client.submit_into(2, fill([41, 42]))
+        assert [float(d[0].score) for d in client.result(rid)] == pytest.approx([41 / 255, 42 / 255])
+        with pytest.raises(RuntimeError, match="crop failed"):
+            client.submit_into(3, fill([50, 51, -1]))
+        assert client.inflight == 0
+        assert [float(d[0].score) for d in client.detect([marker(60), marker(61)])] == pytest.approx(
+            [60 / 255, 61 / 255])
+        with pytest.raises(InvalidFormat, match=r"image 0 is \(200, 300, 3\) uint8"):
+            client.submit([np.zeros((200, 300, 3), np.uint8)])
+        assert client.inflight == 0
+        assert _score(client.detect([marker(70)])) == pytest.approx(70 / 255)
     finally:
         client.close()
 

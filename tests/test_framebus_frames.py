@@ -6,6 +6,7 @@ import os
 import resource
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,3 +313,24 @@ def test_flags_travel_with_frames_and_format_change_is_announced() -> None:
             sub.next(1)
     with fb.FramePublisher("flags", gray(32, 24)), fb.subscribe("flags") as again:
         assert again.format.width == 32
+
+
+def test_one_reclaim_thread_per_process_whatever_the_rings(shm_dir: Path) -> None:
+    """Every ring a process publishes shares one reclaim thread (a camera process has several
+    rings; each thread's wake-ups cost CPU); it ends with the last ring and comes back with the next."""
+    fmt = fb.FrameFormat.packed_format(16, 16, "gray")
+
+    def reapers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "camfleet-framebus-reaper" and t.is_alive()]
+
+    rings: list[fb.FramePublisher | fb.PacketPublisher] = [
+        fb.FramePublisher(f"one-reaper-{i}", fmt) for i in range(3)]
+    rings.append(fb.PacketPublisher("one-reaper-p", "h264"))
+    assert len(reapers()) == 1
+    thread = reapers()[0]
+    for ring in rings:
+        ring.close()
+    thread.join(5)  # it notices at its next sweep that nothing is left
+    assert not thread.is_alive()
+    with fb.FramePublisher("one-reaper-again", fmt):
+        assert len(reapers()) == 1

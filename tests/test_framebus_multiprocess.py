@@ -92,6 +92,11 @@ def test_killed_subscriber_lease_and_registration_reclaimed(shm_dir: Path) -> No
                 frame = pub.begin()
                 assert frame.slot != held_slot
                 pub.commit(pts=i)
+            # within a sweep the publisher watches the subscriber's pid: its death is noticed at once
+            deadline = time.monotonic() + 10
+            while holder.pid not in pub._reaper._watches and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert pub._reaper._watches.get(holder.pid) is not None
             os.kill(holder.pid, 9)
             holder.join(10)
             t0 = time.monotonic()

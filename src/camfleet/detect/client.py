@@ -15,12 +15,12 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from camfleet.framebus import FrameFormat, FramePublisher
+from camfleet.framebus import FrameFlags, FrameFormat, FramePublisher, InvalidFormat
 
 from .protocol import (
     MAX_INFLIGHT,
@@ -187,28 +187,52 @@ class DetectorClient:
         in flight, waits for the oldest's answer first (the request ring holds
         that many requests' images). Raises :class:`DetectorFailed`.
         """
-        if not images:
+
+        def copy(i: int, dst: np.ndarray) -> None:
+            img = images[i]
+            if img.shape != dst.shape or img.dtype != dst.dtype:
+                raise InvalidFormat(f"camera {self.camera!r}: image {i} is {img.shape} {img.dtype}; the "
+                                    f"detector takes {dst.shape} {dst.dtype} (RGB at its input size)")
+            np.copyto(dst, img, casting="no")
+
+        return self.submit_into(len(images), copy)
+
+    def submit_into(self, count: int, fill: Callable[[int, np.ndarray], None]) -> int:
+        """Like :meth:`submit`, for ``count`` images that ``fill(i, dst)`` writes into the request ring.
+
+        ``dst`` is image ``i``'s ``HxWx3`` uint8 RGB slot at :attr:`input_size`, in shared
+        memory: writing the model input there saves making it elsewhere and copying it.
+        A ``fill`` that raises sends nothing (the error propagates; the slots it had are skipped).
+        """
+        if count < 1:
             raise ValueError("submit() needs at least one image")
-        if len(images) > self.max_images:
-            raise DetectorFailed(f"camera {self.camera!r}: {len(images)} images in one request; "
+        if count > self.max_images:
+            raise DetectorFailed(f"camera {self.camera!r}: {count} images in one request; "
                                  f"the request ring takes {self.max_images}")
         with self._lock:
             sock = self._connect()
             while len(self._pending) >= MAX_INFLIGHT:
                 self._pump()
             seq = 0
-            for img in images:
-                seq = self._ring.publish(img)
+            for i in range(count):
+                slot = self._ring.begin()
+                try:
+                    fill(i, slot.array)
+                except BaseException:
+                    # the detector skips this slot: it reads only the ``count`` frames up to ``last_seq``
+                    self._ring.commit(flags=FrameFlags.CORRUPT)
+                    raise
+                seq = self._ring.commit()
             self._next_id += 1
             rid = self._next_id
             try:
-                send(sock, {"op": "detect", "id": rid, "count": len(images), "last_seq": seq})
+                send(sock, {"op": "detect", "id": rid, "count": count, "last_seq": seq})
             except OSError as exc:
                 why = (f"detector {self.detector!r} failed while request {rid} of camera "
                        f"{self.camera!r} was sent ({exc}); it is being restarted")
                 self._disconnect(why)
                 raise DetectorFailed(why) from None
-            self._pending[rid] = len(images)
+            self._pending[rid] = count
             return rid
 
     def result(self, rid: int) -> list[list[Detection]]:

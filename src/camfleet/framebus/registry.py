@@ -9,6 +9,7 @@ run under the segment's registry mutex (another OFD lock), so they never race.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -16,10 +17,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from . import _sys
+from . import _sys, watch
 from .errors import DuplicateSubscriber, SubscriberLimit
 from .layout import KIND_FRAMES, MAX_SUBSCRIBERS, SUB_ACTIVE, SUB_EVICTED, SUB_FREE, LockMap
 from .segment import Segment
+
+log = logging.getLogger("camfleet.framebus")
 
 
 class RegistryLock:
@@ -128,29 +131,93 @@ def unregister(seg: Segment, k: int) -> None:
     _sys.unlock(seg.fd, LockMap.subscriber(k))
 
 
-class Reaper:
-    """A publisher's background thread that frees dead subscribers' entries.
+SWEEP_S = 0.5
+"""Seconds between two sweeps of every ring a process publishes (dead subscribers not yet noticed)."""
 
-    Runs :func:`reclaim_dead` every ``period`` seconds, so an entry is free
-    again within a second of its owner's death (its leases are freed by the
-    kernel at once). :meth:`registry` serialises this thread and the
-    publisher's own registry edits: they share one file description, whose
-    OFD locks do not exclude each other.
+
+class _Sweeper:
+    """The one thread per process that reclaims dead subscribers of every ring the process publishes.
+
+    A subscriber's death is noticed at once through a pidfd (:mod:`.watch`, whose thread only
+    wakes this one); a sweep every :data:`SWEEP_S` catches the rest (a subscriber that
+    registered since the last sweep, or one whose pid is not visible here). One thread waking
+    twice a second costs a camera process less than a thread per ring waking four times a
+    second (each wake of a Python thread is a context switch and a GIL hand-over: about
+    0.15 ms of CPU measured in a pipeline process).
     """
 
-    def __init__(self, seg: Segment, period: float = 0.25) -> None:
-        self._seg = seg
-        self._period = period
-        self._stop = threading.Event()
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._thread = threading.Thread(
-            target=self._run, name=f"camfleet-reaper-{seg.key}", daemon=True
-        )
-        self._thread.start()
+        self._reapers: list[Reaper] = []
+        self._kick = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, reaper: Reaper) -> None:
+        with self._lock:
+            self._reapers.append(reaper)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="camfleet-framebus-reaper",
+                                                daemon=True)
+                self._thread.start()
+
+    def remove(self, reaper: Reaper) -> None:
+        with self._lock:
+            if reaper in self._reapers:
+                self._reapers.remove(reaper)
+
+    def kick(self) -> None:
+        """Sweep now (a watched subscriber exited)."""
+        self._kick.set()
+
+    def _run(self) -> None:
+        while True:
+            self._kick.wait(SWEEP_S)
+            self._kick.clear()
+            with self._lock:
+                reapers = list(self._reapers)
+                if not reapers:  # the process closed its last ring; the next one starts a thread again
+                    self._thread = None
+                    return
+            for reaper in reapers:
+                try:
+                    reaper.sweep()
+                except Exception:  # one broken ring must not stop the others' reclaim
+                    log.exception("framebus: reclaiming dead subscribers of ring %r failed", reaper.key)
+
+
+_sweeper = _Sweeper()
+
+
+def _after_fork() -> None:
+    global _sweeper  # the parent's thread and rings do not exist in a forked child
+    _sweeper = _Sweeper()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class Reaper:
+    """Frees a publisher's dead subscribers' entries.
+
+    An entry is free again within a second of its owner's death, usually at once
+    (see :class:`_Sweeper`); its leases are freed by the kernel at once. :meth:`registry`
+    serialises the reclaim and the publisher's own registry edits: they share one
+    file description, whose OFD locks do not exclude each other.
+    """
+
+    def __init__(self, seg: Segment) -> None:
+        self._seg = seg
+        self.key = seg.key
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._gen = -1  # registry generation whose subscribers are watched
+        self._watches: dict[int, int | None] = {}  # subscriber pid -> death-watch token
+        self._sweeper = _sweeper
+        self._sweeper.add(self)
 
     @contextlib.contextmanager
     def registry(self) -> Iterator[None]:
-        """Hold the registry mutex against other processes and this thread."""
+        """Hold the registry mutex against other processes and the reclaim."""
         with self._lock, RegistryLock(self._seg):
             yield
 
@@ -159,16 +226,35 @@ class Reaper:
         with self.registry():
             return reclaim_dead(self._seg)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            self.reclaim()
+    def sweep(self) -> None:
+        """Reclaim, then watch the pids of the subscribers registered since the last sweep."""
+        with self._lock:
+            if self._stopped:
+                return
+            with RegistryLock(self._seg):
+                reclaim_dead(self._seg)
+            gen = int(self._seg.u32("reg_gen")[0])
+            if gen == self._gen:
+                return
+            self._gen = gen
+            subs = self._seg.subs
+            me = os.getpid()
+            pids = {int(p) for p in subs["pid"][subs["state"] != SUB_FREE].tolist()} - {me, 0}
+            for pid in set(self._watches) - pids:
+                watch.unwatch(self._watches.pop(pid))
+            for pid in pids - set(self._watches):
+                self._watches[pid] = watch.watch_pid(pid, self._sweeper.kick)
 
     @property
     def stopped(self) -> bool:
         """True once :meth:`stop` was called."""
-        return self._stop.is_set()
+        return self._stopped
 
     def stop(self) -> None:
-        """Stop the thread and wait for it (at most 2 s)."""
-        self._stop.set()
-        self._thread.join(timeout=2)
+        """Stop reclaiming (a reclaim under way finishes first)."""
+        self._sweeper.remove(self)
+        with self._lock:
+            self._stopped = True
+            for token in self._watches.values():
+                watch.unwatch(token)
+            self._watches.clear()

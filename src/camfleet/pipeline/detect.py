@@ -18,7 +18,9 @@ a :class:`camfleet.detect.client.DetectorClient`. One that also has
 ``submit(images) -> id``, ``ready(id)``, ``result(id)`` and ``cancel(id)``
 (the client does) lets the pipeline keep ``inflight`` frames' requests out at
 once (:class:`~camfleet.pipeline.window.FrameWindow`); results are applied in
-frame order either way.
+frame order either way. With ``submit_into(count, fill)`` (the client has it)
+each crop is scaled and converted straight into the request ring
+(:mod:`camfleet.pipeline.crop`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import Field
 
@@ -34,6 +35,7 @@ from camfleet.detect.protocol import MAX_INFLIGHT
 from camfleet.detect.runtime import batched_nms
 
 from .context import Box, Detection, FrameContext
+from .crop import RgbCropper
 from .element import EMPTY_MOTION_BOXES, LIVE_TRACK_BOXES, Element, ElementConfig, PipelineEnv
 
 Score = Annotated[float, Field(ge=0, le=1)]
@@ -196,6 +198,7 @@ class DetectElement(Element[DetectConfig]):
         self.images = 0
         self._last_detect_ns = 0
         self._pending: dict[int, _Pending] = {}  # id(ctx) -> its request, until collected or dropped
+        self._crops = RgbCropper()
 
     def _detector(self) -> Any:
         detectors = self.env.services.get("detectors", {})
@@ -234,13 +237,19 @@ class DetectElement(Element[DetectConfig]):
         regions = self._regions(ctx, (in_w, in_h))
         if not regions:
             return  # motion gating: a static scene costs no detector request
-        rgb = ctx.rgb()
-        crops = [cv2.resize(rgb[y0:y1, x0:x1], (in_w, in_h), interpolation=cv2.INTER_AREA)
-                 for x0, y0, x1, y1 in regions]
-        if hasattr(detector, "submit"):
-            pending = _Pending(detector, detector.submit(crops), regions, (in_w, in_h))
-        else:  # a plain detect() service answers at once
-            pending = _Pending(detector, None, regions, (in_w, in_h), results=detector.detect(crops))
+        if hasattr(detector, "submit_into"):  # each crop is made in the request ring's slot: no copy
+            rid = detector.submit_into(len(regions), lambda i, dst: self._crops.write(ctx, regions[i], dst))
+            pending = _Pending(detector, rid, regions, (in_w, in_h))
+        else:
+            crops = []
+            for region in regions:
+                crop = np.empty((in_h, in_w, 3), np.uint8)
+                self._crops.write(ctx, region, crop)
+                crops.append(crop)
+            if hasattr(detector, "submit"):
+                pending = _Pending(detector, detector.submit(crops), regions, (in_w, in_h))
+            else:  # a plain detect() service answers at once
+                pending = _Pending(detector, None, regions, (in_w, in_h), results=detector.detect(crops))
         self._pending[id(ctx)] = pending
         self._last_detect_ns = ctx.capture_ns
 
