@@ -185,7 +185,11 @@ def test_answers_come_back_out_of_order_and_each_goes_to_its_request(pool: Detec
         assert client.inflight == 2
         assert _score(client.result(second)) == pytest.approx(22 / 255)
         assert not client.ready(first)  # still held by its worker: answers came out of order
+        t0 = time.monotonic()
+        assert not client.ready(first, timeout=0.2)  # waits that long, no more, for an answer held back
+        assert 0.15 <= time.monotonic() - t0 < 2.0
         third = client.submit([marker(33, RELEASE)])
+        assert client.ready(first, timeout=10)  # returns as soon as it is in
         assert _score(client.result(first)) == pytest.approx(11 / 255)
         assert _score(client.result(third)) == pytest.approx(33 / 255)
         with pytest.raises(KeyError):

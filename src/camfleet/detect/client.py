@@ -254,11 +254,15 @@ class DetectorClient:
             self.infer_ms_total += self.last_infer_ms
             return _detections(reply["detections"])
 
-    def ready(self, rid: int) -> bool:
-        """Whether :meth:`result` for ``rid`` would return (or raise) without waiting for the detector."""
+    def ready(self, rid: int, timeout: float = 0.0) -> bool:
+        """Whether :meth:`result` for ``rid`` would return (or raise) without waiting for the detector.
+
+        Waits up to ``timeout`` s for its answer (0: only looks at what has arrived).
+        """
+        deadline = time.monotonic() + timeout
         with self._lock:
             while rid in self._pending and self._sock is not None:
-                readable, _, _ = select.select([self._sock], [], [], 0)
+                readable, _, _ = select.select([self._sock], [], [], max(deadline - time.monotonic(), 0.0))
                 if not readable:
                     break
                 try:

@@ -253,10 +253,17 @@ class DetectElement(Element[DetectConfig]):
         self._pending[id(ctx)] = pending
         self._last_detect_ns = ctx.capture_ns
 
-    def ready(self, ctx: FrameContext) -> bool:
-        """Whether this frame's answer is in (or it sent no request)."""
+    def ready(self, ctx: FrameContext, timeout: float = 0.0) -> bool:
+        """Whether this frame's answer is in (or it sent no request); waits up to ``timeout`` s for it."""
         p = self._pending.get(id(ctx))
-        return p is None or p.rid is None or bool(p.detector.ready(p.rid))
+        if p is None or p.rid is None:
+            return True
+        if timeout > 0:
+            try:
+                return bool(p.detector.ready(p.rid, timeout=timeout))
+            except TypeError:  # a detector object whose ready() takes no timeout
+                pass
+        return bool(p.detector.ready(p.rid))
 
     def drop(self, ctx: FrameContext) -> None:
         """Forget this frame's request (its answer, if any comes, is dropped)."""

@@ -106,8 +106,8 @@ class Element(ABC, Generic[C]):
         """Start this element's work on ``ctx`` (a splitting element; others do it all here)."""
         self.process(ctx)
 
-    def ready(self, ctx: FrameContext) -> bool:
-        """Whether :meth:`collect` for ``ctx`` would return without waiting."""
+    def ready(self, ctx: FrameContext, timeout: float = 0.0) -> bool:
+        """Whether :meth:`collect` for ``ctx`` would return without waiting; waits up to ``timeout`` s."""
         return True
 
     def collect(self, ctx: FrameContext) -> None:

@@ -108,9 +108,12 @@ class Pipeline:
         self._begin_ms[id(ctx)] = (time.perf_counter() - t0) * 1000
         return ctx
 
-    def ready(self, ctx: FrameContext) -> bool:
-        """Whether :meth:`finish` for a begun ``ctx`` would not wait on another process."""
-        return self._split >= len(self.elements) or self.elements[self._split].ready(ctx)
+    def ready(self, ctx: FrameContext, timeout: float = 0.0) -> bool:
+        """Whether :meth:`finish` for a begun ``ctx`` would not wait on another process.
+
+        Waits up to ``timeout`` s for that.
+        """
+        return self._split >= len(self.elements) or self.elements[self._split].ready(ctx, timeout)
 
     def finish(self, ctx: FrameContext) -> FrameContext:
         """Complete a frame :meth:`begin` started: collect the split element's work, run the rest."""

@@ -64,6 +64,10 @@ class FrameWindow:
         finally:
             frame.release()
 
+    def wait_oldest(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the oldest answer: whether :meth:`finish_oldest` would not wait."""
+        return not self._frames or self.pipeline.ready(self._frames[0][1], timeout)
+
     def finish_ready(self) -> Iterator[FrameContext]:
         """Finish the frames that need not wait, oldest first; when the window is full, one more.
 

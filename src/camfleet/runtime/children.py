@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("camfleet.runtime")
 
+ANSWER_POLL_S = 0.04
+"""Seconds a pipeline with room for another frame waits for its oldest detector answer before it
+looks for a new frame again (an answer ends the wait at once; a new frame waits at most this)."""
 MOTION_QUIET_S = 2.0
 """Seconds without motion that end a motion span (sent to the node for recording retention)."""
 
@@ -312,7 +315,12 @@ def run_pipeline(spec: ChildSpec, child: ChildProcess) -> None:
                                 frame = sub.next(timeout=0.0 if len(window) else 0.5)
                             except framebus.FrameTimeout:
                                 if len(window):
-                                    finished(window.finish_oldest())
+                                    # room for another frame: wait for the oldest answer only a little,
+                                    # then look for a new frame; blocking here until the answer came
+                                    # held one frame out per round trip, and above 1 / fps of detector
+                                    # latency (a busy node) the camera fell behind its analysed rate
+                                    if window.full or window.wait_oldest(ANSWER_POLL_S):
+                                        finished(window.finish_oldest())
                                     continue
                                 if time.monotonic() - last_frame_at > 2.0:
                                     degraded = "no frames from ingest"
