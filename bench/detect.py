@@ -857,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cams", nargs="+", type=int, help="camera counts (default by mode)")
     ap.add_argument("--groups", nargs="+", choices=tuple(GROUPS),
                     help=f"shared-side groups (default: {' '.join(QUICK_GROUPS)} with --quick, else all)")
-    ap.add_argument("--reps", type=int, help="slots of each shared group (default 3 quick, 8 full)")
+    ap.add_argument("--reps", type=int, help="slots of each shared group (default 2 quick, 8 full)")
     ap.add_argument("--slot", type=float, help="seconds of each slot (default 1.5 quick, 2.5 full)")
     ap.add_argument("--gate-frames", type=int, help="frames of the gating scene (5 per camera-second)")
     ap.add_argument("--lat-duration", type=float, help="seconds of frames in each latency run (5 fps)")
@@ -865,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     args.cams = args.cams or ([4, 8] if quick else [1, 4, 8])
     args.slot = args.slot or (1.5 if quick else 2.5)
-    args.reps = args.reps or (3 if quick else 8)
+    args.reps = args.reps or (2 if quick else 8)  # quick: under a minute; its verdicts are indicative
     args.groups = list(dict.fromkeys(args.groups or (QUICK_GROUPS if quick else GROUPS)))
     args.gate_frames = args.gate_frames or (100 if quick else 300)
     args.lat_duration = args.lat_duration or (4.0 if quick else 10.0)
