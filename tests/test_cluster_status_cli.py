@@ -66,7 +66,7 @@ def _pty_frames(url: str, frames: int) -> str:
             if select.select([main], [], [], 0.5)[0]:
                 screen += os.read(main, 65536)
         term.send_signal(signal.SIGINT)
-        assert term.wait(10) == 0
+        assert term.wait(30) == 0  # exits cleanly (bounded generously: CI has 2 busy cores)
     finally:
         if term.poll() is None:
             term.kill()
@@ -148,7 +148,7 @@ def test_cluster_status_once_watch_json_ctrl_c_and_a_terminal(nats1: NatsHarness
         # the watch started before any coordinator said so, then showed the fleet; Ctrl-C ends it cleanly
         wait_for("the watch showing the fleet", lambda: "2 node(s), 4 camera(s)" in log.read_text(), 20)
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(10) == 0
+        assert watch.wait(30) == 0
         seen = log.read_text()
         assert "error: no leader coordinator answers" in seen and "Traceback" not in seen
     finally:

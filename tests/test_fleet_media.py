@@ -76,7 +76,12 @@ def test_media_streams_from_the_agent_through_the_coordinator(nats1: NatsHarness
         node_id = (data / "node-id").read_text().strip()
         assert "a free port on the registered address" in logs["agent"].read_text()
         with httpx.Client(base_url=url, timeout=10) as http:
-            assert http.put("/api/cameras/door", json=CAMERA, headers=admin).status_code == 200
+            def put_camera() -> bool | None:  # 503 until the coordinator leads (it started a moment ago)
+                r = http.put("/api/cameras/door", json=CAMERA, headers=admin)
+                assert r.status_code in (200, 503), r.text
+                return r.status_code == 200 or None
+
+            wait_for("a leader that takes the camera", put_camera, 30, interval=0.2)
             wait_for("the agent registered", lambda: http.post("/api/apply", headers=admin).json()
                      .get("placed", {}).get("door"), 30)
             assert http.get("/api/cameras/door/frame.jpg").status_code == 401  # the coordinator's auth

@@ -491,7 +491,7 @@ def test_cli_follow_survives_rotation_until_ctrl_c(tmp_path: Path) -> None:
         assert out.get(timeout=10) == "late in the old file"
         assert out.get(timeout=10) == "fresh 1"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert proc.wait(30) == 0  # exits cleanly (bounded generously: CI has 2 busy cores)
     finally:
         if proc.poll() is None:
             proc.kill()
