@@ -24,6 +24,7 @@ import itertools
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,13 @@ from camfleet.store.errors import StoreError
 if TYPE_CHECKING:  # imported where used, so the unit tests run without the development package
     from camfleet_testing.nats import NatsHarness
     from camfleet_testing.pgserver import PgServer
+
+# A shell runs `cmd &` with SIGINT ignored, and an ignored signal is inherited across exec: a suite
+# started in the background would start every CLI under test deaf to Ctrl-C, and the tests that
+# stop one with SIGINT would hang. The tests run as from a terminal, whoever started them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
     from .support.api_target import ApiFleet
 
