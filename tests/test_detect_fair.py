@@ -35,6 +35,17 @@ def _queue(**kw: object) -> FairQueue:
     return FairQueue(**args)  # type: ignore[arg-type]
 
 
+def _feed(q: FairQueue, lanes: list[Lane], per_lane: int, timeout: float = 20.0) -> None:
+    """Put ``per_lane`` requests ``(lane, k)`` in each lane, as fast as the queue has room (bounded)."""
+    sent = dict.fromkeys(range(len(lanes)), 0)
+    deadline = time.monotonic() + timeout
+    while any(n < per_lane for n in sent.values()):
+        assert time.monotonic() < deadline
+        for i, lane in enumerate(lanes):
+            if sent[i] < per_lane and q.put(lane, _req((lane, sent[i]))):
+                sent[i] += 1
+
+
 def _wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -144,13 +155,7 @@ def test_many_workers_taking_concurrently_keep_limits_and_each_cameras_order() -
     workers = [threading.Thread(target=worker) for _ in range(4)]
     for w in workers:
         w.start()
-    sent = dict.fromkeys(range(len(lanes)), 0)
-    deadline = time.monotonic() + 20
-    while any(n < per_lane for n in sent.values()):
-        assert time.monotonic() < deadline
-        for i, lane in enumerate(lanes):
-            if sent[i] < per_lane and q.put(lane, _req((lane, sent[i]))):
-                sent[i] += 1
+    _feed(q, lanes, per_lane)
     _wait_for(lambda: len(log) == per_lane * len(lanes))
     _wait_for(lambda: q.counts() == (0, 0))
     q.close()
@@ -229,13 +234,7 @@ def test_more_workers_than_run_slots_never_run_more_at_once_and_stay_round_robin
     for w in workers:
         w.start()
     # every camera's requests are queued before any can run: fill while the slots are taken
-    sent = dict.fromkeys(range(len(lanes)), 0)
-    deadline = time.monotonic() + 20
-    while any(n < per_lane for n in sent.values()):
-        assert time.monotonic() < deadline
-        for i, lane in enumerate(lanes):
-            if sent[i] < per_lane and q.put(lane, _req((lane, sent[i]))):
-                sent[i] += 1
+    _feed(q, lanes, per_lane)
     _wait_for(lambda: len(log) == per_lane * len(lanes))
     q.close()
     for w in workers:
