@@ -1124,6 +1124,10 @@ def bound_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict[
     camera at its own largest N, that gives the most cameras camfleet could fit relative to the loop
     from CPU alone. A target above it needs a cheaper decode or fewer model runs than frames with
     something in them.
+
+    ``bound_with_sim`` adds, on both sides, the simulator's CPU per camera measured in the same rows:
+    on this machine the simulated cameras share the cores, so a system that fits more cameras also
+    leaves more of the cores to the simulator; that is the most the cameras ratio can reach here.
     """
     out: list[dict[str, Any]] = []
     for profile, active in PROFILES.items():
@@ -1132,6 +1136,8 @@ def bound_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict[
         best_n = v.get("camfleet", {}).get("max_sustained")
         cf = [r for r in prow if r["system"] == "camfleet" and r["n_cams"] == best_n]
         base = v.get("opencv", {}).get("cpu_pct_cam")
+        base_n = v.get("opencv", {}).get("max_sustained")
+        loop = [r for r in prow if r["system"] == "opencv" and r["n_cams"] == base_n]
         if not cf or not base or not cf[0].get("cpu_by_process"):
             continue
         r = cf[0]
@@ -1147,7 +1153,11 @@ def bound_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict[
         needed = active * DET_FPS
         floor = decode + needed * ms_img / 10
         wants = [want for p, _s, want in TARGETS if p == profile]
-        out.append({"profile": profile, "bound": base / floor, "decode_pct_cam": decode,
+        sim_cf = (r["summary"].get("sim_pct") or 0.0) / n
+        sim_loop = (loop[0]["summary"].get("sim_pct") or 0.0) / base_n if loop and base_n else None
+        with_sim = (base + sim_loop) / (floor + sim_cf) if sim_loop is not None else None
+        out.append({"profile": profile, "bound": base / floor, "bound_with_sim": with_sim,
+                    "sim_pct_cam": sim_cf, "sim_pct_cam_baseline": sim_loop, "decode_pct_cam": decode,
                     "ms_per_image": ms_img,
                     "inferences_needed": needed, "floor_pct_cam": floor, "baseline_pct_cam": base,
                     "measured_pct_cam": r["summary"]["cpu_pct_cam"], "targets": wants, "n_cams": n})
@@ -1163,6 +1173,9 @@ def bound_lines(bounds: list[dict[str, Any]]) -> list[str]:
         f"{b['floor_pct_cam']:.1f}% "
         f"of a core per camera (measured in all: {b['measured_pct_cam']:.1f}%) vs the loop's "
         f"{b['baseline_pct_cam']:.1f}%; camfleet at {b['n_cams']} cameras"
+        + (f"; with the simulator's share of the same cores ({b['sim_pct_cam']:.2f}% per camera beside "
+           f"camfleet, {b['sim_pct_cam_baseline']:.2f}% beside the loop): at best {b['bound_with_sim']:.2f}x"
+           if b.get("bound_with_sim") is not None else "")
         for b in bounds
     ]
 

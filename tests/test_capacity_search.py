@@ -64,3 +64,22 @@ def test_estimate_from_a_run(capacity: ModuleType) -> None:
     by_detector = int(capacity.HEADROOM * min(cpus, 2) * 100 / 10.0)
     assert capacity.estimate_n(row) == max(1, min(by_cpu, by_detector))
     assert capacity.estimate_n({"n_cams": 2, "summary": {}}) is None
+
+
+def test_bound_with_the_simulators_share(capacity: ModuleType) -> None:
+    """The 'at best' bound: decode + needed model runs vs the loop, then with the simulator's CPU on both."""
+    cf = {"profile": "typical", "system": "camfleet", "n_cams": 20, "sustained": True,
+          "summary": {"det_img_s": 25.0, "sim_pct": 16.0, "cpu_pct_cam": 7.0},
+          "cpu_by_process": {"cap1/ingest": 60.0, "detector/cpu": 50.0, "cap1/pipeline": 14.0}}
+    loop = {"profile": "typical", "system": "opencv", "n_cams": 10, "sustained": True,
+            "summary": {"sim_pct": 8.0}}
+    verdict = {"typical": {"camfleet": {"max_sustained": 20},
+                           "opencv": {"max_sustained": 10, "cpu_pct_cam": 15.0}}}
+    (b,) = capacity.bound_results([cf, loop], verdict)
+    ms_img = 10 * 50.0 / 25.0  # 20 ms of detector CPU per image
+    floor = 60.0 / 20 + 0.25 * capacity.DET_FPS * ms_img / 10  # 3 % decode + 2.5 % model runs
+    assert b["bound"] == pytest.approx(15.0 / floor)
+    assert b["bound_with_sim"] == pytest.approx((15.0 + 0.8) / (floor + 0.8))
+    assert b["bound_with_sim"] < b["bound"]
+    (line,) = capacity.bound_lines([b])
+    assert "at best 2.73x" in line and "at best 2.51x" in line
