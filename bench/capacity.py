@@ -1097,19 +1097,33 @@ def target_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict
                                     f"{pair[1]['summary']['cpu_pct_cam']:.0f}% at {pair[0]['n_cams']} cam"
                                     if pair else "no N both sustained"),
                         "result": "n/a" if ratio is None else ("PASS" if ratio <= EQ_CPU_TARGET else "MISS")})
-        pair = _at_common_n(prow, "camfleet", "opencv", measured=True)
-        ratio = None
-        if pair and pair[1]["summary"]["pss_mb"]:
-            ratio = pair[0]["summary"]["pss_mb"] / pair[1]["summary"]["pss_mb"]
-        out.append({"target": f"{profile}: camfleet PSS per camera <= {PSS_TARGET:g}x the baseline's",
-                    "value": ratio,
-                    "figures": (f"{pair[0]['summary']['pss_mb'] / pair[0]['n_cams']:.0f} vs "
-                                f"{pair[1]['summary']['pss_mb'] / pair[1]['n_cams']:.0f} MiB per camera at "
-                                f"{pair[0]['n_cams']} cam"
-                                + ("" if pair[0].get("sustained") and pair[1].get("sustained")
-                                   else " (not sustained there)") if pair else "no N both ran"),
-                    "result": "n/a" if ratio is None else ("PASS" if ratio <= PSS_TARGET else "MISS")})
+    out.append(pss_target(rows))
     return out
+
+
+def pss_target(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The memory target, once: camfleet's PSS per camera against the loop's at one N both ran.
+
+    camfleet has fixed costs the loop has not (the detector, the fork server), so the ratio falls
+    with N: it is judged at the largest N both sustained in one profile (either), else at the largest
+    N both ran. The search rarely runs both systems at the same N in ``typical`` (camfleet's counts
+    start near twice the loop's), where that left only N = 2.
+    """
+    pairs = [p for p in (_at_common_n([r for r in rows if r.get("profile") == profile], "camfleet",
+                                      "opencv", measured=True) for profile in PROFILES) if p]
+    pair = max(pairs, key=lambda p: (bool(p[0].get("sustained") and p[1].get("sustained")), p[0]["n_cams"]),
+               default=None)
+    ratio = None
+    if pair and pair[1]["summary"]["pss_mb"]:
+        ratio = pair[0]["summary"]["pss_mb"] / pair[1]["summary"]["pss_mb"]
+    return {"target": f"camfleet PSS per camera <= {PSS_TARGET:g}x the baseline's",
+            "value": ratio,
+            "figures": (f"{pair[0]['summary']['pss_mb'] / pair[0]['n_cams']:.0f} vs "
+                        f"{pair[1]['summary']['pss_mb'] / pair[1]['n_cams']:.0f} MiB per camera at "
+                        f"{pair[0]['n_cams']} cam ({pair[0]['profile']})"
+                        + ("" if pair[0].get("sustained") and pair[1].get("sustained")
+                           else " (not sustained there)") if pair else "no N both ran"),
+            "result": "n/a" if ratio is None else ("PASS" if ratio <= PSS_TARGET else "MISS")}
 
 
 def bound_results(rows: list[dict[str, Any]], verdict: dict[str, dict[str, dict[str, Any]]]

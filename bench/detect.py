@@ -8,17 +8,16 @@ Run from the repository root::
 
 Three sections, one run, the default model (SSD MobileNet v2 COCO quantized, TFLite):
 
-1. throughput: N camera processes (forked from a fork server that imported the runtime once) issue
-   detection requests back to back, through one shared detector of N workers of 1 thread (as many
-   inference threads as the baseline), with 2 and with 1 request in flight per camera; through one
-   worker per core of N / cores threads (equal threads, another shape); through the detector's
-   default (one worker per core, one thread); and, as the baseline a user would otherwise write,
-   with one TFLite runtime of one thread in every camera process. The variants run in rounds
-   (alternating order), each ratio is taken within a round, and the verdicts are on the median over
-   rounds: shared (2 in flight, as pipelines use it) >= 1.0x the baseline's images/s at 4 and 8
-   cameras, and a lower request latency (p50 and p99, 1 in flight on both sides) at 8. On a machine
-   shared with other work, compare the ratios, not the absolute figures, and look at the ``load``
-   and ``other%`` columns;
+1. throughput: N camera processes (forked from the detectors' fork server) issue detection requests
+   back to back, through one shared detector of N workers of 1 thread (as many inference threads as
+   the baseline), with 2 and with 1 request in flight per camera; through one worker per core of N /
+   cores threads (equal threads, another shape); through the detector's default (one worker per
+   core, one thread); and, as the baseline a user would otherwise write, with one TFLite runtime of
+   one thread in every camera process. The variants run in rounds (alternating order), each ratio is
+   taken within a round, and the verdicts are on the median over rounds: shared (2 in flight, as
+   pipelines use it) >= 1.0x the baseline's images/s at 4 and 8 cameras, and a lower request latency
+   (p50 and p99, 1 in flight on both sides) at 8. On a machine shared with other work, compare the
+   ratios, not the absolute figures, and look at the ``load`` and ``other%`` columns;
 2. motion gating: detector requests per camera-second on a mostly static scene, ``motion -> detect``
    against detecting every frame;
 3. end-to-end latency: frames published into a framebus ring at 5 fps, a consumer process runs
@@ -30,7 +29,6 @@ See ``METHOD`` below (also printed and stored in the JSON).
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import dataclasses
 import json
@@ -55,7 +53,8 @@ from _benchutil import cpu_model as _cpu_model
 from _benchutil import cpu_s as _cpu_s
 from _benchutil import dist_version, summary
 from _benchutil import pct as _pct
-from camfleet.detect import default_model_spec, load_runtime
+from _detect_side import MODEL_IN, PROCESS_NAME, side_worker
+from camfleet.detect import default_model_spec
 from camfleet.detect.service import DetectorClient, DetectorSettings, read_heartbeat
 from camfleet.detect.workers import default_workers
 from camfleet.framebus import FrameFormat, FramePublisher, PixelFormat, shm_dir
@@ -69,7 +68,7 @@ METHOD = {
     ),
     "throughput": (
         "interleaved: per camera count N, both sides are started once and stay alive: N baseline camera "
-        "processes (forked from a fork server that imported the runtime), each with its own runtime "
+        "processes (forked from the detectors' fork server), each with its own runtime "
         "(load_runtime(spec, threads=1)) calling infer([img]) "
         "back to back, and N shared-side camera processes, each with a DetectorClient to every shared "
         "detector of the run: 'run limit' = DetectorSettings(workers=N, threads=1) with max_running at its "
@@ -133,8 +132,6 @@ METHOD = {
 }
 
 BENCH_TAG = f"bd{os.getpid()}"  # in every detector, camera and ring name of this run (cleanup)
-MODEL_IN = (300, 300)
-WARMUP = 3
 READY_TIMEOUT = 90.0  # s; 8 spawned processes importing numpy/tflite on 2 busy cores
 SCENE_FPS = 5.0
 DISCARD_S = 0.3  # s at the start of each slot left out of the figures (queues and caches fill)
@@ -209,76 +206,7 @@ def _cleanup_shm() -> list[str]:
     return left
 
 
-def _test_images(seed: int, n: int = 8) -> list[np.ndarray]:
-    from camfleet.ingest.scene import Scene  # skimage: only where needed
-
-    scene = Scene(MODEL_IN[0], MODEL_IN[1], seed=seed)
-    return [scene.render_rgb(7 * i) for i in range(n)]
-
-
 # --------------------------------------------------------------------------- 1. throughput, interleaved
-def _side_worker(conn: Any, spec: dict[str, Any], go: Any, mode: Any, busy: Any, stop: Any) -> None:
-    """One camera of one side, alive for the whole camera count: it works only while ``go`` is set.
-
-    Baseline side: its own runtime, one request at a time. Shared side: one client per detector;
-    ``mode`` (set by the parent before ``go``) says which detector and how many requests in flight.
-    Each request's (mode, start, end) in monotonic seconds (one clock for every process) is kept.
-    """
-    runtime: Any = None
-    clients: list[DetectorClient] = []
-    try:
-        images = _test_images(spec["seed"])
-        if spec["side"] == "own":
-            runtime = load_runtime(default_model_spec(), threads=1)
-            for i in range(WARMUP):
-                runtime.infer([images[i % len(images)]])
-        else:
-            clients = [DetectorClient(d, spec["camera"], MODEL_IN, timeout=60) for d in spec["detectors"]]
-            for c in clients:
-                for i in range(WARMUP):
-                    c.detect([images[i % len(images)]])
-        conn.send(("ready", os.getpid()))
-        records: list[tuple[int, float, float]] = []
-        sent = 0
-        while not stop.is_set():
-            if not go.wait(0.2):
-                continue
-            m = int(mode.value)
-            with busy.get_lock():
-                busy.value += 1
-            try:
-                if runtime is not None:
-                    while go.is_set():
-                        s = time.monotonic()
-                        runtime.infer([images[sent % len(images)]])
-                        records.append((m, s, time.monotonic()))
-                        sent += 1
-                else:
-                    client, inflight = clients[m // 10], m % 10
-                    pending: collections.deque[tuple[int, float]] = collections.deque()
-                    while go.is_set() or pending:  # the last answers drain before the slot is over
-                        while go.is_set() and len(pending) < inflight:
-                            pending.append((client.submit([images[sent % len(images)]]), time.monotonic()))
-                            sent += 1
-                        if pending:
-                            rid, s = pending.popleft()
-                            client.result(rid)
-                            records.append((m, s, time.monotonic()))
-            finally:
-                with busy.get_lock():
-                    busy.value -= 1
-        conn.send(("result", records))
-    except Exception:
-        with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc()))
-    finally:
-        for c in clients:
-            c.close()
-        if runtime is not None:
-            runtime.close()
-        conn.close()
-
-
 def _wait_value(value: Any, want: int, timeout: float, what: str) -> None:
     """Bounded wait until a shared counter reaches ``want`` (the side's processes join or drain)."""
     deadline = time.monotonic() + timeout
@@ -317,8 +245,8 @@ def run_interleaved(
                 parent, child = ctx.Pipe()
                 spec = {"side": side, "detectors": [managers[d].settings.name for d in dets],
                         "camera": f"{BENCH_TAG}c{i}", "seed": i}
-                p = ctx.Process(target=_side_worker, args=(child, spec, go[side], mode, busy[side], stop),
-                                daemon=True, name=f"bench-{side}{i}")
+                p = ctx.Process(target=side_worker, args=(child, spec, go[side], mode, busy[side], stop),
+                                daemon=True, name=PROCESS_NAME.format(side=side, i=i))
                 p.start()
                 child.close()
                 procs[side].append(p)
@@ -886,10 +814,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--slot must be > {DISCARD_S + 0.2:g} s and --reps >= 1")
 
     ctx = mp.get_context("spawn")
-    # The camera processes of the throughput section start from a fork server that has imported the
-    # runtime once: spawning 2 x 8 of them cost ~17 s of a quick run's minute on 2 cores.
+    # The throughput section's camera processes fork from the fork server the detectors start from
+    # (camfleet's, with camfleet's modules imported), see _detect_side
     side_ctx = mp.get_context("forkserver")
-    side_ctx.set_forkserver_preload(["numpy", "camfleet.detect", "ai_edge_litert.interpreter"])
     load_start = os.getloadavg()
     t0 = time.perf_counter()
     spec = default_model_spec()

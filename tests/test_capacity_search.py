@@ -83,3 +83,22 @@ def test_bound_with_the_simulators_share(capacity: ModuleType) -> None:
     assert b["bound_with_sim"] < b["bound"]
     (line,) = capacity.bound_lines([b])
     assert "at best 2.73x" in line and "at best 2.51x" in line
+
+
+def test_pss_target_is_judged_at_the_largest_n_both_sustained_in_either_profile(capacity: ModuleType) -> None:
+    def row(profile: str, system: str, n: int, pss: float, sustained: bool = True) -> dict[str, object]:
+        return {"profile": profile, "system": system, "n_cams": n, "sustained": sustained,
+                "summary": {"pss_mb": pss}}
+    rows = [row("always", "camfleet", 2, 260), row("always", "opencv", 2, 130),
+            row("always", "camfleet", 9, 530), row("always", "opencv", 9, 355),
+            row("always", "camfleet", 12, 650, sustained=False), row("always", "opencv", 12, 450),
+            row("typical", "camfleet", 2, 262), row("typical", "opencv", 2, 129),
+            row("typical", "camfleet", 25, 1084), row("typical", "opencv", 11, 424)]
+    t = capacity.pss_target(rows)
+    assert t["result"] == "PASS" and t["value"] == pytest.approx(530 / 355)
+    assert "at 9 cam (always)" in t["figures"]
+    # nothing sustained in common: the largest N both ran, said so
+    t = capacity.pss_target([row("always", "camfleet", 12, 900, False),
+                             row("always", "opencv", 12, 450, False)])
+    assert t["result"] == "MISS" and "(not sustained there)" in t["figures"]
+    assert capacity.pss_target([row("typical", "camfleet", 25, 1084)])["result"] == "n/a"
