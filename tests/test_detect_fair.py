@@ -169,12 +169,18 @@ def test_many_workers_taking_concurrently_keep_limits_and_each_cameras_order() -
 
 
 
-def test_a_worker_takes_a_job_only_while_a_run_slot_is_free() -> None:
+def _one_slot_a1_b1() -> tuple[FairQueue, Lane, Lane]:
+    """A queue with one run slot and lanes a and b, one request queued in each (a1, b1)."""
     q = _queue(max_running=1)
     a, b = Lane("a"), Lane("b")
     q.add(a)
     q.add(b)
     assert q.put(a, _req("a1")) and q.put(b, _req("b1"))
+    return q, a, b
+
+
+def test_a_worker_takes_a_job_only_while_a_run_slot_is_free() -> None:
+    q, _a, _b = _one_slot_a1_b1()
     first = q.take(0)
     assert first is not None and q.running_jobs() == 1
     assert q.take(0.05) is None  # b1 waits, but the one slot is taken
@@ -187,11 +193,7 @@ def test_a_worker_takes_a_job_only_while_a_run_slot_is_free() -> None:
 
 
 def test_a_worker_that_answered_goes_on_with_the_next_job_on_its_slot_and_gives_it_back_when_idle() -> None:
-    q = _queue(max_running=1)
-    a, b = Lane("a"), Lane("b")
-    q.add(a)
-    q.add(b)
-    assert q.put(a, _req("a1")) and q.put(b, _req("b1"))
+    q, a, b = _one_slot_a1_b1()
     first = q.take(0)
     assert first is not None
     q.finished(a)  # answered
