@@ -19,12 +19,13 @@ import numpy as np
 
 from camfleet.detect import default_model_spec, load_runtime
 from camfleet.detect.service import DetectorClient
+from camfleet.runtime.forkmain import PROCESS_PREFIX
 
 MODEL_IN = (300, 300)
 """The default model's input size (width, height)."""
 WARMUP = 3
 """Requests each camera process sends before it reports ready (the runtime's caches, the connection)."""
-PROCESS_NAME = "camfleet-bench-{side}{i}"
+PROCESS_NAME = PROCESS_PREFIX + "bench-{side}{i}"
 """Process names: camfleet's prefix, whose processes the fork server prepares without ``__main__``."""
 
 
