@@ -269,7 +269,15 @@ class FrameSubscriber:
                 frame = self._take()
                 if frame is not None:
                     return frame
-                self._check_gone()
+                try:
+                    self._check_gone()
+                except PublisherGone:
+                    # The ring no longer changes, so a frame that a lease lost to the publisher's
+                    # last writes is still there: the last frames before a close are delivered.
+                    frame = self._take()
+                    if frame is not None:
+                        return frame
+                    raise
             if not _sys.wait_for_publish(v.word_addr, word, deadline, watched=self._watch is not None):
                 self._timeouts += 1
                 raise FrameTimeout(f"ring {self.key!r}: no new frame within {timeout:g} s")
