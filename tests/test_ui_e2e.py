@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from .support.api_node import Running, camera_yaml, running, shm_env, wait_ws
 from .support.browser import ARTIFACTS, chromium_page
@@ -268,6 +268,39 @@ def test_event_review_filters_detail_path_and_reviewed(rt: Running, page: Page) 
     page.check('#event-filters input[name="unreviewed"]')
     page.click('#event-filters button[type="submit"]')
     expect(page.locator(f'#events li[data-id="{event_id}"]')).to_have_count(0)
+
+
+def test_reviewed_shows_on_the_open_event_when_the_list_reloads_while_it_is_saved(
+        rt: Running, page: Page) -> None:
+    # Found by CI: new events reload the list; a reload that lands while "r" is being saved
+    # replaced the open event's object, and the detail's checkbox stayed unchecked.
+    _open(page, rt, "events")
+    page.check('#event-filters input[name="unreviewed"]')
+    page.click('#event-filters button[type="submit"]')
+    item = page.locator("#events li").first
+    expect(item).to_be_visible(timeout=30_000)
+    event_id = item.get_attribute("data-id")
+    item.locator("button.thumb").click()
+    expect(page.locator("#player")).to_be_visible()
+    held: list[Route] = []
+    saves = re.compile(r"/api/events/[^/?]+/reviewed$")
+
+    def hold(route: Route) -> None:  # the save waits for us
+        held.append(route)
+
+    page.route(saves, hold)
+    with page.expect_request(re.compile(r"/reviewed$")):
+        page.keyboard.press("r")
+    page.evaluate("document.querySelectorAll('#events li').forEach((li) => { li.dataset.old = '1'; })")
+    with page.expect_response(re.compile(r"/api/events\?")):
+        page.evaluate("document.querySelector('#event-filters').requestSubmit()")
+    page.wait_for_function("() => !document.querySelector('#events li[data-old]')")  # re-rendered
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.locator("#detail-reviewed")).to_be_checked()
+    with rt.client(rt.admin) as client:
+        assert client.get(f"/api/events/{event_id}").json()["reviewed"] is True
+    page.unroute(saves)
 
 
 def test_phone_sized_screen_and_keyboard(rt: Running, page: Page) -> None:

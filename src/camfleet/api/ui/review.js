@@ -7,6 +7,10 @@ const review = { items: [], current: -1 };
 
 function eventUrl(id, what = "") { return `/api/events/${encodeURIComponent(id)}${what}`; }
 
+// The event open in the detail view (undefined when none). The list may be reloaded while it is
+// open, so code that awaits compares events by id, never by object.
+function openEvent() { return review.current >= 0 ? review.items[review.current] : undefined; }
+
 async function setReviewed(ev, reviewed) {
   try {
     await api(eventUrl(ev.id, "/reviewed"), { method: "PUT", json: { reviewed } });
@@ -17,7 +21,8 @@ async function setReviewed(ev, reviewed) {
     li.classList.toggle("reviewed", ev.reviewed);
     li.querySelector("input.reviewed").checked = ev.reviewed;
   }
-  if (review.items[review.current] === ev) $("#detail-reviewed").checked = ev.reviewed;
+  const open = openEvent();
+  if (open && open.id === ev.id) { open.reviewed = ev.reviewed; $("#detail-reviewed").checked = ev.reviewed; }
 }
 
 async function setRetained(ev, retained) {
@@ -27,7 +32,8 @@ async function setRetained(ev, retained) {
   } catch (e) { /* as above */ }
   const li = document.querySelector(`#events li[data-id="${CSS.escape(ev.id)}"]`);
   if (li) li.querySelector("input.retain").checked = ev.retained;
-  if (review.items[review.current] === ev) $("#detail-retain").checked = ev.retained;
+  const open = openEvent();
+  if (open && open.id === ev.id) { open.retained = ev.retained; $("#detail-retain").checked = ev.retained; }
 }
 
 function eventItem(ev, index) {
@@ -74,7 +80,12 @@ export async function loadEvents() {
   let page;
   try { page = await api(`/api/events?${filterParams()}`); } catch (e) { return; }
   state.eventsTotal = page.total;
+  const open = openEvent();
   review.items = page.items;
+  if (open) {  // the open event keeps its place (or the detail closes when this page no longer has it)
+    review.current = page.items.findIndex((e) => e.id === open.id);
+    if (review.current < 0) closeDetail();
+  }
   $("#events").replaceChildren(...page.items.map(eventItem));
   $("#events-empty").classList.toggle("hidden", page.items.length > 0);
   const last = Math.min(page.offset + page.items.length, page.total);
@@ -84,7 +95,10 @@ export async function loadEvents() {
 export function eventsChanged() {
   // events arrive in bursts; reload the first page at most once a second (not while one is open)
   if (state.page !== "events" || state.eventsOffset !== 0 || state.eventsTimer || review.current >= 0) return;
-  state.eventsTimer = setTimeout(() => { state.eventsTimer = null; loadEvents(); }, 1000);
+  state.eventsTimer = setTimeout(() => {
+    state.eventsTimer = null;
+    if (review.current < 0) loadEvents();  // a detail opened meanwhile: its list stays as the user saw it
+  }, 1000);
 }
 
 export function fillCameraFilter() {
