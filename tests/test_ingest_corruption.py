@@ -26,7 +26,7 @@ from camfleet.ingest import IngestConfig, IngestStatus, IngestWorker, SourceOpti
 from camfleet.ingest.corruption import CorruptionMeter
 from camfleet_testing.sim import CameraSpec, SimServer
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 FLIP_FRACTION = 0.0025
 HEADER_BYTES = 4096  # x264's SPS, PPS and settings SEI fit well inside this

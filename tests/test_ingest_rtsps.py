@@ -31,7 +31,7 @@ from camfleet.ingest import (
 )
 from camfleet_testing.sim import CameraSpec, SimServer
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 PASSWORD = "pw-XYZ"
 SPEC = CameraSpec(name="tls", codec="h264", width=320, height=180, fps=15, bitrate_kbps=400, gop=15)

@@ -29,7 +29,7 @@ from camfleet.ingest import (
 )
 from camfleet_testing.sim import CameraSpec, SimServer
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 PASSWORD = "s3cret-Pa55"
 

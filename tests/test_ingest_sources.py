@@ -20,7 +20,7 @@ from camfleet.ingest.source import open_source
 
 from .support import http_cameras as hc
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 
 def make_clip(path: Path, frames: int = 30, size: tuple[int, int] = (320, 240)) -> Path:

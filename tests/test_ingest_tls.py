@@ -36,7 +36,7 @@ from camfleet.ingest.source import open_source
 from camfleet_testing.sim import CameraSpec, SimServer
 from tests.support.tls_ca import TlsFiles, make_ca_and_server
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 PASSWORD = "pw-TLS-123"
 SPEC = CameraSpec(name="tls", codec="h264", width=320, height=180, fps=15, bitrate_kbps=400, gop=15)

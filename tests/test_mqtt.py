@@ -36,7 +36,7 @@ from tests.support.mosquitto import Listener, Mosquitto, Received
 from tests.support.runtime_helpers import EventNotes
 from tests.support.tls_ca import make_ca_and_server
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 FIELDS = {"id", "camera", "frame_time", "label", "sub_label", "top_score", "score", "false_positive",
           "start_time", "end_time", "box", "area", "ratio", "region", "current_zones", "entered_zones",
@@ -184,7 +184,7 @@ def test_commands_change_the_running_node(rig: Rig, caplog: pytest.LogCaptureFix
         rig.listener.client.publish("frigate/cam1/detect/set", "SIDEWAYS", qos=1)
         rig.listener.client.publish("frigate/cam1/motion/set", "OFF", qos=1)  # not while detect is on
         assert _command(rig, "motion_threshold", "40").text == "40"
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while "frigate/cam1/detect/set" not in caplog.text or "turning off motion" not in caplog.text:
             assert time.monotonic() < deadline, caplog.text
             time.sleep(0.05)

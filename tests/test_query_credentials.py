@@ -21,7 +21,7 @@ from camfleet.runtime.logfiles import LogRouter
 from camfleet.store import Store
 from camfleet.store.credentials import SecretBox, open_config, seal_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.beside]
 
 SECRET = "s3cretQ"
 URL = f"rtsp://127.0.0.1:9/stream?user=admin&password={SECRET}&channel=1"

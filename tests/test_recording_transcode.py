@@ -28,7 +28,7 @@ from camfleet.runtime import Node
 from .support import http_cameras as hc
 from .support.runtime_helpers import States
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 RING = (160, 120)
 """The frame ring's (detect) size: what a transcoded recording gets."""

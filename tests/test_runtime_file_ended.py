@@ -15,7 +15,7 @@ from camfleet.runtime import Node
 
 from .support.runtime_helpers import States
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.beside]
 
 SECONDS = 3
 FPS = 10

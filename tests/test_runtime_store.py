@@ -16,7 +16,7 @@ from camfleet.store import Store
 
 from .support.runtime_helpers import States, camera_yaml, config_text
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.beside]
 
 RECORD = "    record: {enabled: true, segment_seconds: 2}\n"
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from camfleet.cli import sim as sim_cli
 from camfleet_testing.sim import APT_HINT, CameraSpec, Scene, SimError, SimServer, rgb_to_i420
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 SMALL = {"width": 320, "height": 180, "fps": 15.0, "bitrate_kbps": 300, "gop": 15}
 

@@ -17,7 +17,7 @@ from camfleet.ingest.scene import Scene
 from camfleet_testing.sim import CameraSpec, SimError, SimServer
 from camfleet_testing.sim.clips import clip_frames, ensure_clips
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 # 2 s clips (30 frames, two GOPs) in which the objects show for the first second only (seed 0: phase 0).
 SMALL: dict[str, Any] = {"width": 320, "height": 180, "fps": 15.0, "bitrate_kbps": 300, "gop": 15,

@@ -30,7 +30,7 @@ from tests.support.tls_ca import make_ca_and_server
 from tests.support.webhook_receiver import Received, Receiver
 from tests.support.webhook_sender import run_pump
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 SECRET = "whsec_test_0123456789abcdef"
 NODE = "node-under-test"
