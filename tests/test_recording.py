@@ -33,7 +33,7 @@ from camfleet.store import EventRecord, SegmentRecord, Store, StoreWriter
 from camfleet.vocabulary import SegmentMessage
 from camfleet_testing.sim import CameraSpec, SimServer
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.beside]
 
 CAMERA = "rec"
 FPS = 15.0

@@ -17,7 +17,7 @@ from camfleet.runtime import CameraStatus, Node
 
 from .support.runtime_helpers import GapCounter, States, camera_yaml, config_text, make_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.beside]
 
 
 @pytest.fixture
