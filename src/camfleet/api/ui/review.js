@@ -11,29 +11,25 @@ function eventUrl(id, what = "") { return `/api/events/${encodeURIComponent(id)}
 // open, so code that awaits compares events by id, never by object.
 function openEvent() { return review.current >= 0 ? review.items[review.current] : undefined; }
 
-async function setReviewed(ev, reviewed) {
+// The two marks an event carries: where each is saved and shown.
+const MARKS = {
+  reviewed: { path: "/reviewed", box: "input.reviewed", detail: "#detail-reviewed", rowClass: "reviewed" },
+  retained: { path: "/retain", box: "input.retain", detail: "#detail-retain" },
+};
+
+async function setMark(ev, mark, value) {
+  const m = MARKS[mark];
   try {
-    await api(eventUrl(ev.id, "/reviewed"), { method: "PUT", json: { reviewed } });
-    ev.reviewed = reviewed;
+    await api(eventUrl(ev.id, m.path), { method: "PUT", json: { [mark]: value } });
+    ev[mark] = value;
   } catch (e) { /* a viewer token may not write: the 403 leaves it as it was */ }
   const li = document.querySelector(`#events li[data-id="${CSS.escape(ev.id)}"]`);
   if (li) {
-    li.classList.toggle("reviewed", ev.reviewed);
-    li.querySelector("input.reviewed").checked = ev.reviewed;
+    if (m.rowClass) li.classList.toggle(m.rowClass, ev[mark]);
+    li.querySelector(m.box).checked = ev[mark];
   }
   const open = openEvent();
-  if (open && open.id === ev.id) { open.reviewed = ev.reviewed; $("#detail-reviewed").checked = ev.reviewed; }
-}
-
-async function setRetained(ev, retained) {
-  try {
-    await api(eventUrl(ev.id, "/retain"), { method: "PUT", json: { retained } });
-    ev.retained = retained;
-  } catch (e) { /* as above */ }
-  const li = document.querySelector(`#events li[data-id="${CSS.escape(ev.id)}"]`);
-  if (li) li.querySelector("input.retain").checked = ev.retained;
-  const open = openEvent();
-  if (open && open.id === ev.id) { open.retained = ev.retained; $("#detail-retain").checked = ev.retained; }
+  if (open && open.id === ev.id) { open[mark] = ev[mark]; $(m.detail).checked = ev[mark]; }
 }
 
 function eventItem(ev, index) {
@@ -45,9 +41,9 @@ function eventItem(ev, index) {
     img.addEventListener("error", () => img.replaceWith(el("div", { class: "muted noshot" }, `snapshot on ${ev.node}`)));
   }
   const reviewed = el("input", { type: "checkbox", class: "reviewed", checked: ev.reviewed, title: "reviewed" });
-  reviewed.addEventListener("change", () => setReviewed(ev, reviewed.checked));
+  reviewed.addEventListener("change", () => setMark(ev, "reviewed", reviewed.checked));
   const retain = el("input", { type: "checkbox", class: "retain", checked: ev.retained, title: "keep past retention" });
-  retain.addEventListener("change", () => setRetained(ev, retain.checked));
+  retain.addEventListener("change", () => setMark(ev, "retained", retain.checked));
   const span = ev.end ? `${Math.max(0, ev.end - ev.start).toFixed(1)} s` : "ongoing";
   const data = ev.node ? { id: ev.id, camera: ev.camera, node: ev.node } : { id: ev.id, camera: ev.camera };
   return el("li", { dataset: data, class: ev.reviewed ? "reviewed" : "" },
@@ -181,7 +177,7 @@ function onKey(ev) {
   } else if (ev.key === "k" || (ev.key === "ArrowUp" && review.current >= 0)) {
     ev.preventDefault();
     openDetail(Math.max(review.current - 1, 0));
-  } else if (ev.key === "r" && cur) setReviewed(cur, !cur.reviewed);
+  } else if (ev.key === "r" && cur) setMark(cur, "reviewed", !cur.reviewed);
 }
 
 export function initReview() {
@@ -217,11 +213,11 @@ export function initReview() {
   });
   $("#detail-reviewed").addEventListener("change", () => {
     const ev = review.items[review.current];
-    if (ev) setReviewed(ev, $("#detail-reviewed").checked);
+    if (ev) setMark(ev, "reviewed", $("#detail-reviewed").checked);
   });
   $("#detail-retain").addEventListener("change", () => {
     const ev = review.items[review.current];
-    if (ev) setRetained(ev, $("#detail-retain").checked);
+    if (ev) setMark(ev, "retained", $("#detail-retain").checked);
   });
   $("#detail-prev").addEventListener("click", () => openDetail(Math.max(review.current - 1, 0)));
   $("#detail-next").addEventListener("click", () => openDetail(Math.min(review.current + 1, review.items.length - 1)));
