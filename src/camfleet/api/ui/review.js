@@ -71,10 +71,14 @@ function filterParams() {
   return params;
 }
 
+let loads = 0;  // loads started: an answer to an older one (other filters, another page) is dropped
+
 export async function loadEvents() {
   fillCameraFilter();
+  const load = ++loads;
   let page;
   try { page = await api(`/api/events?${filterParams()}`); } catch (e) { return; }
+  if (load !== loads) return;
   state.eventsTotal = page.total;
   const open = openEvent();
   review.items = page.items;
