@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", choices=("full", "equal"), default="full",
                     help="the pipeline: full (motion, detect, track, zones, events; default) or equal "
                          "(capacity.py's equal-work row: detect {mode: frame} only)")
+    ap.add_argument("--profile", choices=("always", "typical", "still"), default="always",
+                    help="scene: capacity.py's profiles (objects always moving, the default; or in the "
+                         "picture 25%% of the time), or still (no object ever)")
     ap.add_argument("--py-spy", dest="spy", default=None, help="write py-spy flame graphs here (last round)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=1, default=None, help=argparse.SUPPRESS)
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     # a private shm directory: the rings never meet a test's or another bench's (children inherit it)
     shm = Path(tempfile.mkdtemp(prefix="camfleet-bench-cost-", dir="/dev/shm"))
     os.environ["CAMFLEET_SHM_DIR"] = str(shm)
-    sim = capacity.start_sim(args.cams)
+    sim = capacity.start_sim(args.cams, {**capacity.PROFILES, "still": 0.0}[args.profile])
     urls = {c: sim.url(c) for c in capacity._camera_names(args.cams)}
     results: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
     baseline: list[dict[str, Any]] = []
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sim.close()
         shutil.rmtree(shm, ignore_errors=True)
-    print(f"pipeline: {args.work}")
+    print(f"pipeline: {args.work}; scene profile: {args.profile}")
     print(_table(results))
     for line in verdict_lines(results, baseline):
         print(line)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -215,5 +216,57 @@ cameras:
         fleet.delete(node_id)
         wait_for("no camera", lambda: fleet.report(lambda r: r.cameras == [] and not r.fenced), 20)
         wait_for("cam2's processes gone", lambda: not running(now), 10)
+    finally:
+        stop_process(proc)
+
+
+def test_a_revision_refused_for_a_missing_model_applies_once_the_file_is_there(
+        nats1: NatsHarness, fleet: Fleet, tmp_path: Path) -> None:
+    """A refusal that may pass (the model file not copied yet) is tried again; one for bad settings is not."""
+    from camfleet.detect.models import DEFAULT_LABELS_FILE, DEFAULT_MODEL_FILE, models_dir
+
+    data = tmp_path / "agent"
+    seed_capacity(data)
+    model = tmp_path / "models" / "m.tflite"  # not there yet: the fleet's tooling copies it later
+    config = tmp_path / "node.yaml"
+    config.write_text(f"""
+data_dir: {data}
+models:
+  m: {{path: {model}, runtime: tflite, input: {{width: 300, height: 300}},
+      labels: {models_dir() / DEFAULT_LABELS_FILE}}}
+detectors: {{cpu: {{runtime: tflite, threads: 1}}}}
+pipelines:
+  p: [motion: {{}}]
+  d: [motion: {{}}, detect: {{model: m, detector: cpu}}]
+defaults: {{pipeline: p, detect: {{fps: 5}}}}
+""")
+    log = tmp_path / "agent.log"
+    status_path = data / "run" / "status.json"
+    proc = spawn_cli(["agent", "--nats", nats1.url, "--config", str(config)], log)
+    try:
+        node_id = str(wait_for("the node id", lambda: (data / "node-id").is_file()
+                               and (data / "node-id").read_text().strip(), 60))
+        wait_for("the first report", lambda: fleet.report(lambda r: r.revision == 0 and not r.fenced), 60)
+
+        # settings that can never load: refused once, never tried again
+        fleet.write(node_id, 2, 1, {"bad": camera("bad", 2, detect={"fps": -1})})
+        wait_for("revision 2 refused", lambda: fleet.report(lambda r: r.refused == 2), 20)
+        assert "revision 2 refused" in log.read_text() and "trying it again" not in log.read_text()
+
+        fleet.write(node_id, 3, 1, {"cam1": camera("cam1", 3, pipeline="d")})
+        refused = wait_for("revision 3 refused", lambda: fleet.report(lambda r: r.refused == 3), 20)
+        assert refused.revision == 0 and refused.cameras == []
+        assert any("m.tflite" in e for e in refused.errors), refused.errors
+        assert "revision 2: trying it again" not in log.read_text()
+
+        model.parent.mkdir()
+        shutil.copyfile(models_dir() / DEFAULT_MODEL_FILE, model)
+        # tried again 5 s after the refusal (then 10, 20...): applied without a new revision
+        applied = wait_for("revision 3 applied", lambda: fleet.report(lambda r: r.revision == 3), 30)
+        assert applied.cameras == ["cam1"] and not applied.refused and not applied.errors
+        wait_for("cam1's processes",
+                 lambda: camera_pids(status_path).keys() >= {"cam1/ingest", "cam1/pipeline"}, 30)
+        text = log.read_text()
+        assert "desired revision 3: trying it again" in text and "revision 2: trying it again" not in text
     finally:
         stop_process(proc)

@@ -13,6 +13,11 @@ that changed restart). The answer goes to ``camfleet_applied/<node id>``
 the revision refused with the errors (naming the camera and the key) while
 the node keeps running the previous one.
 
+A revision refused for a cause that may pass (a model file not copied yet,
+``/dev/shm`` too full, the node failing to start a camera) is tried again,
+after 5 s and then less and less often (at most once a minute), until it
+applies or a newer revision replaces it; one refused for its settings is not.
+
 A revision not newer than one already considered, or written in a leader
 term older than one already seen, is ignored (a deposed leader's late write).
 A deleted key means "run nothing". :meth:`KvDesiredState.token_of` gives the
@@ -46,6 +51,8 @@ log = logging.getLogger("camfleet.cluster.desired")
 
 RETRY_S = 1.0
 """Seconds between two attempts to watch the desired key after a failure."""
+RETRY_REFUSED_S = (5.0, 60.0)
+"""Seconds before the first new try of a revision refused for a passing cause, and the most between tries."""
 
 
 class DesiredStateSource(Protocol):
@@ -130,6 +137,8 @@ class KvDesiredState:
         """The highest leader term seen in a desired state."""
         self._seen = 0  # the highest revision considered, applied or refused
         self._refusal: tuple[int, list[str]] = (0, [])  # the last refused revision and why, until one applies
+        self._retry: DesiredNode | None = None  # refused for a cause that may pass: tried again
+        self._retry_in = RETRY_REFUSED_S[0]  # seconds until that next try
         self._tokens: dict[str, int] = {}  # replaced whole, never mutated: read from other threads
         self._desired: Bucket | None = None
         self._applied: Bucket | None = None
@@ -207,7 +216,15 @@ class KvDesiredState:
     async def _apply_newest(self, node: NodeControl, newest: list[Entry], ready: asyncio.Event) -> None:
         """Apply the entry in ``newest`` each time ``ready`` is set, until cancelled."""
         while True:
-            await ready.wait()
+            if self._retry is None:
+                await ready.wait()
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ready.wait(), self._retry_in)
+                if not ready.is_set():
+                    # shielded as below
+                    await asyncio.shield(self._try_again(node))
+                    continue
             ready.clear()
             if newest:
                 entry = newest.pop()
@@ -238,15 +255,18 @@ class KvDesiredState:
         assert self._lock is not None
         async with self._lock:
             if entry is None or entry.deleted:
+                self._retry = None  # "run nothing" replaces a revision waiting to be tried again
                 await self._apply(node, None)
                 return
             try:
                 desired = DesiredNode.from_bytes(entry.value, self.node_id)
             except RecordError as exc:
+                self._retry = None  # the key no longer holds the revision that waits
                 log.error("desired state refused: %s", exc)
                 await self._answer(refused=0, errors=[str(exc)], node=node)
                 return
             if desired.node_id != self.node_id:
+                self._retry = None
                 await self._answer(refused=desired.revision, node=node, errors=[
                     f"{DESIRED_BUCKET}/{self.node_id}: written for node {desired.node_id!r}"])
                 return
@@ -258,11 +278,27 @@ class KvDesiredState:
                     await self._answer(node=node)
                 return
             self._seen, self.term = desired.revision, desired.term
-            try:
-                await self._apply(node, desired)
-            except Exception as exc:  # a bug must not end the watch (or the heartbeats of a rejoin)
-                log.exception("desired revision %d: applying it failed", desired.revision)
-                await self._answer(refused=desired.revision, errors=[f"applying failed: {exc!r}"], node=node)
+            self._retry, self._retry_in = None, RETRY_REFUSED_S[0]
+            await self._apply_guarded(node, desired)
+
+    async def _try_again(self, node: NodeControl) -> None:
+        """Apply again the revision refused for a passing cause, unless a newer one came meanwhile."""
+        assert self._lock is not None
+        async with self._lock:
+            desired = self._retry
+            if desired is None or desired.revision != self._seen:
+                return
+            self._retry_in = min(2 * self._retry_in, RETRY_REFUSED_S[1])
+            log.info("desired revision %d: trying it again", desired.revision)
+            await self._apply_guarded(node, desired)
+
+    async def _apply_guarded(self, node: NodeControl, desired: DesiredNode) -> None:
+        try:
+            await self._apply(node, desired)
+        except Exception as exc:  # a bug must not end the watch (or the heartbeats of a rejoin)
+            self._retry = None
+            log.exception("desired revision %d: applying it failed", desired.revision)
+            await self._answer(refused=desired.revision, errors=[f"applying failed: {exc!r}"], node=node)
 
     async def _apply(self, node: NodeControl, desired: DesiredNode | None) -> None:
         cameras = desired.cameras if desired is not None else {}
@@ -272,8 +308,10 @@ class KvDesiredState:
             return
         merged, errors = await asyncio.to_thread(self._check, {n: c.settings for n, c in cameras.items()})
         if merged is None or errors:
-            log.error("desired revision %d refused (the node keeps revision %d): %s", revision,
-                      self.revision, "; ".join(errors))
+            # settings that do not load stay wrong; a missing model file or a full /dev/shm may pass
+            self._refused(desired if merged is not None else None)
+            log.error("desired revision %d refused (the node keeps revision %d)%s: %s", revision,
+                      self.revision, self._when_again(), "; ".join(errors))
             await self._answer(refused=revision, errors=errors, node=node)
             return
         before = self._tokens
@@ -281,17 +319,28 @@ class KvDesiredState:
         result = await asyncio.to_thread(node.apply_config, merged)
         if not result.ok:
             self._tokens = before
+            self._refused(desired)  # e.g. a camera's rings could not be created: may pass
             errors = [mask_text(e) for e in result.errors]
-            log.error("desired revision %d refused by the node (it keeps revision %d): %s", revision,
-                      self.revision, "; ".join(errors))
+            log.error("desired revision %d refused by the node (it keeps revision %d)%s: %s", revision,
+                      self.revision, self._when_again(), "; ".join(errors))
             await self._answer(refused=revision, errors=errors, node=node)
             return
         self._tokens = {n: c.token for n, c in cameras.items()}
         self.revision = revision
         self._refusal = (0, [])
+        self._retry, self._retry_in = None, RETRY_REFUSED_S[0]
         log.info("desired revision %d (term %d) applied: %d camera(s); added %s, removed %s, restarted %s",
                  revision, self.term, len(cameras), result.added, result.removed, result.restarted)
         await self._answer(errors=[mask_text(e) for e in result.errors], node=node)
+
+    def _refused(self, desired: DesiredNode | None) -> None:
+        """Remember ``desired`` to try again (None: its refusal is final; so is a deleted key's)."""
+        self._retry = desired
+        if desired is None:
+            self._retry_in = RETRY_REFUSED_S[0]
+
+    def _when_again(self) -> str:
+        return f"; trying it again in {self._retry_in:.0f} s" if self._retry is not None else ""
 
     def _check(self, cameras: dict[str, dict[str, object]]) -> tuple[Config | None, list[str]]:
         """The base with ``cameras``, validated like a file ``camfleet run`` reads; the errors if not."""
