@@ -8,7 +8,9 @@ password; ``camfleet coordinator`` and ``camfleet agent`` as processes over
 ``camfleet cluster nodes`` over the same URL lists the agent alive; without the
 CA the CLI exits 2 with one line naming the URL (password masked) and the
 cause, no traceback; a wrong or missing password is refused at once (not
-retried until the timeout); the password appears in no log or output.
+retried until the timeout); with several URLs, a server whose certificate is
+not trusted does not stop the client trying the others; the password appears
+in no log or output.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nats.aio.client as nats_client
 import pytest
 
 from camfleet.cluster.connection import NatsOptions, connect
@@ -63,7 +66,8 @@ async def _connects(options: NatsOptions) -> bool:
     return True
 
 
-def test_fleet_over_tls_with_a_password_and_clear_refusals(tmp_path: Path) -> None:
+def test_fleet_over_tls_with_a_password_and_clear_refusals(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     tls = make_ca_and_server(tmp_path / "tls")
     with NatsHarness(tmp_path / "nats", tls=(tls.cert, tls.key), users={"fleet": PASSWORD}) as nats:
         port = nats.servers[0].spec.port
@@ -102,6 +106,17 @@ def test_fleet_over_tls_with_a_password_and_clear_refusals(tmp_path: Path) -> No
             # a plain nats:// URL to this server still gets TLS (the server asks for it) and the CA applies
             assert asyncio.run(_connects(NatsOptions((f"nats://fleet:{PASSWORD}@127.0.0.1:{port}",),
                                                      ca_file=tls.ca)))
+
+            # several URLs, one server's certificate from another CA, tried first: the others are tried
+            monkeypatch.setattr(nats_client, "shuffle", lambda servers: None)  # keep the order given
+            other_tls = make_ca_and_server(tmp_path / "tls-other")
+            with NatsHarness(tmp_path / "nats-other", tls=(other_tls.cert, other_tls.key),
+                             users={"fleet": PASSWORD}) as other:
+                bad = f"tls://fleet:{PASSWORD}@127.0.0.1:{other.servers[0].spec.port}"
+                assert asyncio.run(_connects(NatsOptions((bad, url), ca_file=tls.ca)))
+                # every one refused: at once, naming the cause
+                error = _refused(NatsOptions((bad, bad.replace("fleet:", "nobody:")), ca_file=tls.ca))
+                assert "certificate is not trusted" in error and PASSWORD not in error, error
         finally:
             for proc in procs:
                 stop_process(proc)

@@ -28,6 +28,7 @@ __all__ = ["NatsOptions", "connect", "parse_urls"]
 log = logging.getLogger("camfleet.cluster")
 
 _SCHEMES = ("nats", "tls", "ws", "wss")
+_NO_ANSWER = "no answer"
 
 
 def parse_urls(text: str) -> list[str]:
@@ -68,16 +69,50 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
     ``timeout_s`` bounds the first connection (seconds); after that, reconnects
     are attempted every half second to any known server.
     A refusal that no retry mends (an untrusted certificate, wrong credentials)
-    raises at once, saying which.
+    raises at once, saying which; with several URLs, once every one of them
+    has refused (a server that refuses is dropped and the others are tried).
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    remaining = list(options.urls)
+    reasons: list[str] = []
+    while True:
+        client, refused_url, reason = await _connect_once(options, remaining, deadline)
+        if client is not None:
+            if reasons:
+                log.warning("nats: connected; refused by another server: %s", "; ".join(reasons))
+            return client
+        if reason == _NO_ANSWER:
+            reason = f"no answer within {timeout_s:.0f} s"
+        if refused_url is None or refused_url not in remaining:  # no answer, or not one URL's fault
+            reasons.append(reason)
+            break
+        reasons.append(f"{mask_url(refused_url)}: {reason}" if len(options.urls) > 1 else reason)
+        remaining.remove(refused_url)
+        if not remaining:
+            break
+    raise ConnectionError(f"cannot connect to NATS at {options.shown}: {'; '.join(reasons)}")
+
+
+async def _connect_once(options: NatsOptions, urls: list[str], deadline: float
+                        ) -> tuple[Client | None, str | None, str]:
+    """One client over ``urls`` until ``deadline`` (loop time).
+
+    Returns (client, None, "") when connected, else (None, the URL that
+    refused or None, why), why being :data:`_NO_ANSWER` at the deadline.
+
+    A refusal ends the attempt at once: nats-py would not go on to the next
+    server after a failed TLS handshake (its close of that connection waits
+    for ever), and a refusal is no reason to wait anyway.
     """
     loop = asyncio.get_running_loop()
-    refused: asyncio.Future[str] = loop.create_future()
+    refused: asyncio.Future[tuple[str | None, str]] = loop.create_future()
+    client = Client()
 
     async def on_error(exc: Exception) -> None:
         log.debug("nats: %s", mask_text(str(exc)))
         reason = _refusal(exc)
         if reason is not None and not refused.done():
-            refused.set_result(reason)
+            refused.set_result((_url_of(client, urls), reason))
 
     async def on_disconnected() -> None:
         if not client.is_closed:  # a close of our own is no outage
@@ -87,8 +122,9 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
         log.info("nats: reconnected to %s", mask_url(str(client.connected_url.geturl()))
                  if client.connected_url else "a server")
 
+    timeout_s = max(0.1, deadline - loop.time())
     kwargs: dict[str, Any] = {
-        "servers": list(options.urls),
+        "servers": list(urls),
         "name": options.name,
         "connect_timeout": min(2.0, timeout_s),
         "reconnect_time_wait": 0.5,
@@ -106,17 +142,19 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
         context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
         kwargs["tls"] = context
         _quiet_ssl_eof()
-    client = Client()
     attempt = asyncio.ensure_future(_first_connect(client, kwargs))
     waiters: set[asyncio.Future[Any]] = {attempt, refused}
+    bad: str | None = None
     try:
         # the client retries every server until the deadline; a refusal that no retry mends ends it at once
-        done, _ = await asyncio.wait(waiters, timeout=timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if attempt in done:
             attempt.result()
-            return client
-        reason = refused.result() if refused in done else f"no answer within {timeout_s:.0f} s"
+            return client, None, ""
+        if refused in done:
+            bad, reason = refused.result()
+        else:
+            reason = _NO_ANSWER
     except (OSError, nats.errors.Error, ssl.SSLError) as exc:
         reason = _refusal(exc) or type(exc).__name__
     except asyncio.CancelledError:  # stopped while connecting: leave no client retrying behind
@@ -127,7 +165,23 @@ async def connect(options: NatsOptions, *, timeout_s: float = 10.0) -> Client:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await attempt
     await _quiet_close(client)
-    raise ConnectionError(f"cannot connect to NATS at {options.shown}: {reason}")
+    return None, bad, reason
+
+
+def _url_of(client: Client, urls: list[str]) -> str | None:
+    """Which of ``urls`` the client was connecting to (None: not known)."""
+    if len(urls) == 1:
+        return urls[0]
+    # nats-py keeps the server being connected to here; only a name, so read it defensively
+    server = getattr(client, "_current_server", None)
+    uri = getattr(server, "uri", None)
+    if uri is None:
+        return None
+    for url in urls:
+        parts = urlsplit(url)
+        if (parts.hostname, parts.port or 4222) == (uri.hostname, uri.port or 4222):
+            return url
+    return None
 
 
 def _drop_ssl_eof_warning(record: logging.LogRecord) -> bool:
