@@ -109,7 +109,12 @@ def test_media_streams_from_the_agent_through_the_coordinator(nats1: NatsHarness
                             headers={**viewer, "Range": "bytes=4-99"})
             assert part.status_code == 206, part.text
             assert part.headers["content-range"].startswith("bytes 4-99/") and len(part.content) == 96
-            assert http.get("/api/recordings", headers=viewer).status_code == 422
+            # the camera is required here, and the schema says so (a node lists all its cameras without it)
+            unnamed = http.get("/api/recordings", headers=viewer)
+            assert unnamed.status_code == 422 and unnamed.json()["detail"][0]["loc"] == ["query", "camera"]
+            schema = http.get("/api/openapi.json", headers=viewer).json()
+            params = schema["paths"]["/api/recordings"]["get"]["parameters"]
+            assert next(p for p in params if p["name"] == "camera")["required"] is True
 
         # the agent's API: only requests signed with the fleet's key, and only media reads
         key = _fleet_key(nats1.url)

@@ -25,7 +25,7 @@ from camfleet.api.app import create_app
 from camfleet.api.fleet import create_fleet_app
 from camfleet.api.fleet.agent_app import ClusterGuard
 from camfleet.api.fleet.routes_config import validate_text
-from camfleet.api.fleet.routes_storage import NodeStorage, total
+from camfleet.api.fleet.routes_storage import FORGET_LOST_S, NodeStorage, storage_nodes, total
 from camfleet.api.schemas import CameraStorage, Storage
 from camfleet.cluster.clusterauth import AUTH_HEADER, sign, verify
 from camfleet.cluster.connection import NatsOptions
@@ -292,3 +292,13 @@ def test_the_agents_guard_takes_signed_retains_storage_and_meta_only() -> None:
                 client.websocket_connect(where, headers={AUTH_HEADER: header} if header else {}) as ws:
             ws.receive_text()
         assert closed.value.code == 1008
+
+
+def test_storage_forgets_a_node_lost_for_over_a_day() -> None:
+    now = 1_000_000.0
+    rows = {"alive": {"state": "alive", "updated_at": now - 5 * 86400},  # quiet rows, still a member
+            "lost-now": {"state": "lost", "updated_at": now - 60},
+            "gone": {"state": "lost", "updated_at": now - FORGET_LOST_S - 1},
+            "gone-heard": {"state": "lost", "updated_at": now - 10 * 86400},
+            "no-time": {"state": "lost", "updated_at": None}}
+    assert storage_nodes(rows, ["gone-heard", "new"], now) == ["alive", "gone-heard", "lost-now", "new"]

@@ -92,19 +92,17 @@ async def mjpeg(name: CameraName, request: Request, ctx: Fleet,
 @router.get("/api/recordings", response_model=list[Segment], responses=_503)
 async def recordings(
     request: Request, ctx: Fleet,
-    camera: Annotated[str | None, Query(max_length=128)] = None,
+    camera: Annotated[str, Query(max_length=128, description="required on the coordinator: each node "
+                                 "lists its own cameras' recordings")],
     start: Annotated[float | None, Query(ge=0, le=1e11)] = None,
     end: Annotated[float | None, Query(ge=0, le=1e11)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="segments per page")] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="segments to skip")] = 0,
 ) -> Any:
-    """A camera's segments, listed by the node that runs it (``camera`` is required on the coordinator: 422).
+    """A camera's segments, listed by the node that runs it (``camera`` is required on the coordinator).
 
     Paged as on a node (``Link: rel="next"``).
     """
-    if camera is None:
-        raise HTTPException(422, "camera: required on the coordinator (each node lists its own cameras' "
-                                 "recordings)")
     return await from_camera_node(request, ctx, camera, "/api/recordings")
 
 

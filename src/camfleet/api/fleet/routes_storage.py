@@ -3,13 +3,16 @@
 Each node answers for its own disk and recordings (a signed ``GET /api/storage`` of
 its agent API, all nodes at once); the sums keep the node's shape, so a client
 reading a node's storage reads the fleet's the same way. A node that does not
-answer is named in ``nodes`` with why ("node n2 unreachable since ..."), never a 5xx.
+answer is named in ``nodes`` with why ("node n2 unreachable since ..."), never a 5xx;
+one lost for over a day is no longer listed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -29,6 +32,8 @@ log = logging.getLogger("camfleet.api.fleet")
 router = APIRouter(prefix="/api", tags=["system"], dependencies=[Depends(authorize)])
 NODE_TIMEOUT_S = 5.0
 """How long one node may take to report its storage (seconds)."""
+FORGET_LOST_S = 86400.0
+"""A node lost (no heartbeat, or stopped) for longer than this is no longer listed (seconds)."""
 
 
 class NodeStorage(BaseModel):
@@ -48,12 +53,23 @@ class FleetStorage(Storage):
     nodes: dict[str, NodeStorage] = Field(default_factory=dict, description="node id → its storage or error")
 
 
+def storage_nodes(rows: dict[str, dict[str, Any]], heard: Iterable[str], now: float) -> list[str]:
+    """The nodes to ask: every node in the fleet database (``rows``: its node rows) or heard from.
+
+    A node lost for more than :data:`FORGET_LOST_S` (it stopped, or was taken away) is
+    left out: its disk is no longer the fleet's, and asking would only wait for it.
+    """
+    kept = {node_id for node_id, row in rows.items()
+            if row.get("state") != "lost" or now - float(row.get("updated_at") or 0.0) <= FORGET_LOST_S}
+    return sorted(kept | set(heard))
+
+
 def _known_nodes(ctx: FleetContext) -> tuple[list[str], int]:
-    """Every node the fleet database or the status subjects know, and the fleet's event count (blocking)."""
-    known = set(ctx.store.nodes()) | set(ctx.link.statuses())
+    """The nodes to ask (:func:`storage_nodes`) and the fleet's event count (blocking)."""
+    nodes = storage_nodes(ctx.store.nodes(), ctx.link.statuses(), time.time())
     with ctx.store.engine.connect() as conn:
         events = int(conn.execute(select(func.count()).select_from(events_table)).scalar_one())
-    return sorted(known), events
+    return nodes, events
 
 
 async def _ask(proxy: NodeProxy, node_id: str) -> NodeStorage:
