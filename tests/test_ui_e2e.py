@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, Route, WebSocketRoute, expect
 
 from .support.api_node import Running, camera_yaml, running, shm_env, wait_ws
 from .support.browser import ARTIFACTS, chromium_page
@@ -301,6 +301,43 @@ def test_reviewed_shows_on_the_open_event_when_the_list_reloads_while_it_is_save
     with rt.client(rt.admin) as client:
         assert client.get(f"/api/events/{event_id}").json()["reviewed"] is True
     page.unroute(saves)
+
+
+def test_events_that_came_while_a_detail_was_open_show_when_it_closes(rt: Running, page: Page) -> None:
+    # the list stays as the user saw it under an open detail; closing the detail brings it up to date
+    # even when no further event comes (the WebSocket's event messages are held back from then on)
+    held_back = [False]
+    came_while_open: list[str] = []
+
+    def relay(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            is_event = isinstance(message, str) and json.loads(message).get("type") == "event"
+            if is_event and page.locator("#player").is_visible():
+                came_while_open.append(str(message))
+            if not (is_event and held_back[0]):
+                ws.send(message)
+
+        server.on_message(to_page)
+
+    page.route_web_socket(re.compile(r"/api/ws"), relay)
+    _open(page, rt, "events")
+    item = page.locator("#events li").first
+    expect(item).to_be_visible(timeout=30_000)
+    item.locator("button.thumb").click()
+    expect(page.locator("#player")).to_be_visible()
+    page.evaluate("document.querySelectorAll('#events li').forEach((li) => { li.dataset.old = '1'; })")
+    deadline = time.monotonic() + 60
+    while not came_while_open and time.monotonic() < deadline:  # the simulated camera's next event
+        page.wait_for_timeout(100)
+    assert came_while_open, "no event came in 60 s"
+    held_back[0] = True
+    page.wait_for_timeout(1500)  # more than the list's reload delay: the open detail's list stays
+    assert page.locator("#events li[data-old]").count() > 0
+    with page.expect_response(re.compile(r"/api/events\?")):
+        page.keyboard.press("Escape")
+    page.wait_for_function("() => !document.querySelector('#events li[data-old]')")  # re-rendered
 
 
 def test_phone_sized_screen_and_keyboard(rt: Running, page: Page) -> None:

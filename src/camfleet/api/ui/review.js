@@ -3,7 +3,8 @@
 import { $, api, el, fmtTime, PAGE_SIZE, state } from "./core.js";
 import { mediaProblem } from "./fleet.js";
 
-const review = { items: [], current: -1 };
+// missed: events came while a detail was open (the list was kept as the user saw it)
+const review = { items: [], current: -1, missed: false };
 
 function eventUrl(id, what = "") { return `/api/events/${encodeURIComponent(id)}${what}`; }
 
@@ -79,6 +80,7 @@ export async function loadEvents() {
   let page;
   try { page = await api(`/api/events?${filterParams()}`); } catch (e) { return; }
   if (load !== loads) return;
+  review.missed = false;
   state.eventsTotal = page.total;
   const open = openEvent();
   review.items = page.items;
@@ -93,11 +95,14 @@ export async function loadEvents() {
 }
 
 export function eventsChanged() {
-  // events arrive in bursts; reload the first page at most once a second (not while one is open)
-  if (state.page !== "events" || state.eventsOffset !== 0 || state.eventsTimer || review.current >= 0) return;
+  // events arrive in bursts; reload the first page at most once a second, and not under an open
+  // detail: that list stays as the user saw it until the detail closes
+  if (state.page !== "events" || state.eventsOffset !== 0 || state.eventsTimer) return;
+  if (review.current >= 0) { review.missed = true; return; }
   state.eventsTimer = setTimeout(() => {
     state.eventsTimer = null;
-    if (review.current < 0) loadEvents();  // a detail opened meanwhile: its list stays as the user saw it
+    if (review.current >= 0) review.missed = true;  // a detail opened meanwhile
+    else if (state.page === "events") loadEvents();
   }, 1000);
 }
 
@@ -169,6 +174,10 @@ export function closeDetail() {
   v.load();
   $("#player").classList.add("hidden");
   review.current = -1;
+  if (review.missed) {  // what came while it was open
+    review.missed = false;
+    eventsChanged();
+  }
 }
 
 function onKey(ev) {
