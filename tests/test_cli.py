@@ -31,6 +31,23 @@ def test_version() -> None:
     assert r.returncode == 0 and r.stdout.strip() == "0.1.0"
 
 
+def test_a_subcommand_imports_only_its_own_module() -> None:
+    # `camfleet cluster nodes` used to import the pipeline, the detectors and the API first (~1.5 s)
+    probe = ("import sys\nfrom camfleet.cli.main import main\nsys.argv = ['camfleet', *sys.argv[1:]]\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('camfleet.pipeline', 'camfleet.runtime', 'camfleet.api', 'sqlalchemy')"
+             " if m in sys.modules))")
+    for args, loaded in ((["cluster", "--help"], "[]"), (["version"], "[]"),
+                         (["run", "--help"], "['camfleet.pipeline', 'camfleet.runtime', "
+                                             "'sqlalchemy']")):
+        r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60,
+                           check=False)
+        assert r.stdout.strip().splitlines()[-1] == loaded, (args, r.stdout[-2000:], r.stderr[-2000:])
+    # the top-level help still lists every subcommand
+    listed = run_cli("--help").stdout
+    assert all(f" {name} " in listed for name in ("run", "cluster", "agent", "storage", "import", "version"))
+
+
 def test_bus_list_and_stat_show_publisher_format_and_subscribers() -> None:
     fmt = fb.FrameFormat(320, 240, "nv12")
     with fb.FramePublisher("cli-cam", fmt, slots=4, policy="wait") as pub, \
