@@ -98,6 +98,17 @@ def _compatible(node_doc: dict[str, Any], node: Any, fleet_doc: dict[str, Any], 
             problems.append(f"{where}: {key} {a!r} != {b!r}")
 
 
+REQUIRED_ON_THE_COORDINATOR = {("GET /api/recordings", ("camera", "query"))}
+"""Optional on a node, required on a coordinator (and its schema then not nullable): each node lists
+only its own cameras' recordings, so the coordinator must know which node to ask."""
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without its ``null`` alternative (an optional parameter's ``anyOf [T, null]`` -> T)."""
+    alternatives = [a for a in schema.get("anyOf", []) if a != {"type": "null"}]
+    return alternatives[0] if len(alternatives) == 1 else schema
+
+
 def _params(op: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(p["name"], p["in"]): p for p in op.get("parameters", [])}
 
@@ -123,10 +134,14 @@ def test_the_coordinator_serves_every_node_path_with_the_same_shapes(tmp_path: P
                 if key not in other:
                     problems.append(f"{where}: parameter {key} missing")
                     continue
-                if param.get("required", False) != other[key].get("required", False):
+                schema = param["schema"]
+                if (where, key) in REQUIRED_ON_THE_COORDINATOR:
+                    if param.get("required", False) or not other[key].get("required", False):
+                        problems.append(f"{where}: parameter {key} not optional on the node, required here")
+                    schema = _not_null(schema)
+                elif param.get("required", False) != other[key].get("required", False):
                     problems.append(f"{where}: parameter {key} required differs")
-                _compatible(node_doc, param["schema"], fleet_doc, other[key]["schema"],
-                            f"{where} ?{key[0]}", problems)
+                _compatible(node_doc, schema, fleet_doc, other[key]["schema"], f"{where} ?{key[0]}", problems)
             problems += [f"{where}: added parameter {k} is required" for k, p in other.items()
                          if k not in mine and p.get("required")]
             _compatible(node_doc, op.get("requestBody"), fleet_doc, theirs.get("requestBody"),
