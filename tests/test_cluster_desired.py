@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from typing import Any
 import nats
 import psutil
 import pytest
+import yaml
 
 from camfleet.cluster.kv import open_bucket
 from camfleet.cluster.registry import (
@@ -136,6 +138,20 @@ def running(pids: dict[str, int]) -> set[str]:
     return alive
 
 
+def start_agent(url: str, fleet: Fleet, config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``camfleet agent --config CONFIG`` once it has reported revision 0, and its node id."""
+    proc = spawn_cli(["agent", "--nats", url, "--config", str(config)], log)
+    try:
+        data = Path(str(yaml.safe_load(config.read_text())["data_dir"]))
+        node_id = str(wait_for("the node id", lambda: (data / "node-id").is_file()
+                               and (data / "node-id").read_text().strip(), 60))
+        wait_for("the first report", lambda: fleet.report(lambda r: r.revision == 0 and not r.fenced), 60)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, node_id
+
+
 def test_agent_runs_refuses_and_fences_by_its_desired_state(nats1: NatsHarness, fleet: Fleet,
                                                             tmp_path: Path) -> None:
     data = tmp_path / "agent"
@@ -150,12 +166,9 @@ cameras:
 """)
     log = tmp_path / "agent.log"
     status_path = data / "run" / "status.json"
-    proc = spawn_cli(["agent", "--nats", nats1.url, "--config", str(config)], log)
+    proc, node_id = start_agent(nats1.url, fleet, config, log)
     try:
-        node_id = str(wait_for("the node id", lambda: (data / "node-id").is_file()
-                               and (data / "node-id").read_text().strip(), 60))
-        # ready: revision 0 reported, the file's own camera not run (and the log says so)
-        wait_for("the first report", lambda: fleet.report(lambda r: r.revision == 0 and not r.fenced), 60)
+        # the file's own camera is not run (and the log says so)
         assert "local1" in log.read_text() and "not run here" in log.read_text()
 
         # a revision by hand: its camera runs, the report says so
@@ -242,12 +255,8 @@ defaults: {{pipeline: p, detect: {{fps: 5}}}}
 """)
     log = tmp_path / "agent.log"
     status_path = data / "run" / "status.json"
-    proc = spawn_cli(["agent", "--nats", nats1.url, "--config", str(config)], log)
+    proc, node_id = start_agent(nats1.url, fleet, config, log)
     try:
-        node_id = str(wait_for("the node id", lambda: (data / "node-id").is_file()
-                               and (data / "node-id").read_text().strip(), 60))
-        wait_for("the first report", lambda: fleet.report(lambda r: r.revision == 0 and not r.fenced), 60)
-
         # settings that can never load: refused once, never tried again
         fleet.write(node_id, 2, 1, {"bad": camera("bad", 2, detect={"fps": -1})})
         wait_for("revision 2 refused", lambda: fleet.report(lambda r: r.refused == 2), 20)
