@@ -221,8 +221,7 @@ class KvDesiredState:
             else:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(ready.wait(), self._retry_in)
-                if not ready.is_set():
-                    # shielded as below
+                if not ready.is_set():  # nothing new came: the refused revision's turn (shielded as below)
                     await asyncio.shield(self._try_again(node))
                     continue
             ready.clear()
@@ -278,7 +277,7 @@ class KvDesiredState:
                     await self._answer(node=node)
                 return
             self._seen, self.term = desired.revision, desired.term
-            self._retry, self._retry_in = None, RETRY_REFUSED_S[0]
+            self._retry = None
             await self._apply_guarded(node, desired)
 
     async def _try_again(self, node: NodeControl) -> None:
@@ -328,16 +327,16 @@ class KvDesiredState:
         self._tokens = {n: c.token for n, c in cameras.items()}
         self.revision = revision
         self._refusal = (0, [])
-        self._retry, self._retry_in = None, RETRY_REFUSED_S[0]
+        self._retry = None
         log.info("desired revision %d (term %d) applied: %d camera(s); added %s, removed %s, restarted %s",
                  revision, self.term, len(cameras), result.added, result.removed, result.restarted)
         await self._answer(errors=[mask_text(e) for e in result.errors], node=node)
 
     def _refused(self, desired: DesiredNode | None) -> None:
         """Remember ``desired`` to try again (None: its refusal is final; so is a deleted key's)."""
+        if desired is None or self._retry is None or self._retry.revision != desired.revision:
+            self._retry_in = RETRY_REFUSED_S[0]  # a first refusal: the first delay
         self._retry = desired
-        if desired is None:
-            self._retry_in = RETRY_REFUSED_S[0]
 
     def _when_again(self) -> str:
         return f"; trying it again in {self._retry_in:.0f} s" if self._retry is not None else ""
